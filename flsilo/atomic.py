@@ -1,0 +1,102 @@
+"""Atomic file writes (temp file, fsync, rename) and the one-writer-per-workspace lock."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from flsilo.errors import WorkspaceError
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a file that becomes ``path`` only if the block finishes; never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    with atomic_writer(path, mode) as fh:
+        fh.write(data)
+
+
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    write_bytes(path, text.encode("utf-8"), mode)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Atomically copy ``src`` to ``dst`` (used for kits and quarantine; never moves)."""
+    with src.open("rb") as fin, atomic_writer(dst) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+
+
+def remove_stale_temps(directory: Path) -> None:
+    """Delete temp files a killed writer left behind (only flsilo's own ``.NAME.*.tmp``)."""
+    if directory.is_dir():
+        for tmp in directory.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+class WorkspaceLock:
+    """An exclusive, non-blocking lock on a workspace; the OS drops it if the process dies."""
+
+    def __init__(self, directory: Path, what: str = "workspace") -> None:
+        self.path = directory / ".lock"
+        self.what = what
+        self._fd: int | None = None
+
+    def __enter__(self) -> WorkspaceLock:
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WorkspaceError(
+                f"cannot open the {self.what} lock ({exc.strerror})", path=self.path
+            ) from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            self._fd = None
+            raise WorkspaceError(
+                f"another flsilo command (pid {holder}) is working in this {self.what}",
+                path=self.path.parent,
+                code="locked",
+                hint="wait for it to finish; the lock is released automatically when it exits",
+            ) from exc
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+

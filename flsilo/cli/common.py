@@ -1,0 +1,158 @@
+"""Shared CLI plumbing: output consoles, JSON reports, passphrases, error lines, exit codes."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from flsilo.errors import ExitCode, FlsiloError, KeyFileError, UsageError
+
+REPORT_SCHEMA = "flsilo.report/1"
+
+
+@dataclass
+class CliState:
+    """Per-invocation switches the error handler must know about."""
+
+    json: bool = False
+    verbose: bool = False
+
+
+STATE = CliState()
+
+
+def _width(stream: Any) -> int | None:
+    """Terminals get their own width; files and pipes a wide one, so tables do not fold."""
+    return None if stream.isatty() else 160
+
+
+def stdout() -> Console:
+    return Console(highlight=False, width=_width(sys.stdout))
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False, width=_width(sys.stderr))
+
+
+def set_json(enabled: bool) -> None:
+    STATE.json = enabled
+
+
+def emit_json(command: str, ok: bool, payload: dict[str, Any]) -> None:
+    doc = {"schema": REPORT_SCHEMA, "command": command, "ok": ok, **payload}
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def error_line(err: FlsiloError) -> str:
+    return f"flsilo: error[{err.code}]: {err.one_line()}"
+
+
+def print_error(err: FlsiloError) -> None:
+    """Exactly one line on stderr (and, with --json, a JSON error document on stdout)."""
+    if STATE.json:
+        emit_json("error", False, {"error": err.to_dict()})
+    sys.stderr.write(error_line(err) + "\n")
+    sys.stderr.flush()
+
+
+def info(message: str) -> None:
+    """A progress or guidance line for people: stderr, never mixed into data on stdout."""
+    if not STATE.json:
+        stderr().print(message)
+
+
+def passphrase_source(passphrase_file: Path | None) -> Any:
+    """FLSILO_PASSPHRASE, then --passphrase-file, then an interactive prompt (CLI.md order)."""
+
+    def provide(key_path: Path) -> bytes:
+        env = os.environ.get("FLSILO_PASSPHRASE")
+        if env:
+            return env.encode("utf-8")
+        if passphrase_file is not None:
+            return read_passphrase_file(passphrase_file)
+        if sys.stdin.isatty():
+            return getpass.getpass(f"Passphrase for {key_path}: ").encode("utf-8")
+        raise KeyFileError(
+            "key is encrypted and no passphrase was given",
+            path=key_path,
+            code="key-passphrase",
+            hint="set FLSILO_PASSPHRASE or pass --passphrase-file FILE",
+        )
+
+    return provide
+
+
+def read_passphrase_file(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(
+            f"cannot read passphrase file ({exc.strerror})", path=path, code="passphrase-file"
+        ) from exc
+    return data.rstrip(b"\r\n")
+
+
+def new_passphrase(no_passphrase: bool, passphrase_file: Path | None) -> bytes | None:
+    """The passphrase for a key being created; None only with --no-passphrase."""
+    if no_passphrase:
+        return None
+    env = os.environ.get("FLSILO_PASSPHRASE")
+    if env:
+        return env.encode("utf-8")
+    if passphrase_file is not None:
+        data = read_passphrase_file(passphrase_file)
+        if not data:
+            raise UsageError("passphrase file is empty", path=passphrase_file)
+        return data
+    if sys.stdin.isatty():
+        first = getpass.getpass("New key passphrase: ")
+        if first != getpass.getpass("Repeat passphrase: "):
+            raise UsageError("passphrases do not match", hint="run the command again")
+        if first:
+            return first.encode("utf-8")
+    raise UsageError(
+        "a new key needs a passphrase",
+        code="passphrase-required",
+        hint="set FLSILO_PASSPHRASE, pass --passphrase-file FILE, or --no-passphrase for a "
+        "throw-away key",
+    )
+
+
+def parse_when(text: str | None) -> int | None:
+    """--at: 'now', or YYYYMMDD[HHMM[SS]][Z] as in allowed_signers."""
+    if text is None or text == "now":
+        return None
+    from flsilo.trust import parse_time
+
+    try:
+        return parse_time(text, source="--at", line_no=0)
+    except FlsiloError as exc:
+        raise UsageError(
+            f"--at {text!r} is not a time", hint="use YYYYMMDD[HHMM[SS]][Z], e.g. 20261122Z"
+        ) from exc
+
+
+def exit_code_for(errors: list[FlsiloError]) -> int:
+    if not errors:
+        return int(ExitCode.OK)
+    codes = {int(e.exit_code) for e in errors}
+    if int(ExitCode.VERIFICATION_FAILED) in codes:
+        return int(ExitCode.VERIFICATION_FAILED)
+    return max(codes)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.start, 3)

@@ -1,0 +1,127 @@
+"""``flsilo inspect``: show what an artifact says about itself, without trusting it (no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flsilo.artifact import check_finite, read_signature, scan_file
+from flsilo.cli.common import emit_json, set_json, stdout
+from flsilo.errors import FlsiloError
+from flsilo.manifest import to_jsonable
+from flsilo.sshsig import check_signature
+
+
+def inspect(
+    file: Annotated[Path, typer.Argument(help="A bundle or package .safetensors file.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Show manifest, tensors and signature of FILE. Trust is not checked: use verify for that.
+
+    Example: flsilo inspect inbox/fed-r0003-site-a.safetensors
+    """
+    set_json(json_out)
+    signature_info: dict[str, Any]
+    try:
+        sig = read_signature(file)
+    except FlsiloError as err:
+        sig = None
+        signature_info = {"status": "unreadable", "detail": err.one_line()}
+    scan = scan_file(file, hash_algorithms=(sig.hash_algorithm,) if sig else ())
+    if sig is not None:
+        try:
+            check_signature(
+                sig, scan.manifest.namespace, scan.digests[sig.hash_algorithm], source=str(file)
+            )
+            signature_info = {"status": "valid (signer not checked against any trust)"}
+        except FlsiloError as err:
+            signature_info = {"status": "INVALID", "detail": err.message}
+        signature_info.update(
+            {"fingerprint": sig.fingerprint, "namespace": sig.namespace, "hash": sig.hash_algorithm}
+        )
+    tensors = [
+        {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in scan.header.tensors
+    ]
+    report = {
+        "file": str(file),
+        "sha256": scan.sha256,
+        "size": scan.header.file_size,
+        "signature": signature_info,
+        "manifest": to_jsonable(scan.manifest),
+        "tensors": tensors,
+        "parameters": sum(t.numel for t in scan.header.tensors),
+        "nonfinite": scan.nonfinite,
+    }
+    if json_out:
+        emit_json("inspect", not scan.nonfinite, report)
+    else:
+        render(report)
+    check_finite(scan)
+
+
+def render(report: dict[str, Any]) -> None:
+    m = report["manifest"]
+    out = stdout()
+    table = Table(title=f"flsilo inspect {Path(report['file']).name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("kind", m["kind"]),
+        ("federation", m["federation"]),
+        ("round", str(m["round"])),
+        ("created", m["created_at"]),
+        ("model", f"{m['model']['spec']} (code {m['model']['code_digest'][:12]}…)"),
+        ("classes", ", ".join(m["model"]["classes"])),
+        ("input shape", "x".join(str(d) for d in m["model"]["input_shape"])),
+        ("tensors", f"{len(report['tensors'])} ({report['parameters']:,} values)"),
+        ("sha256", report["sha256"]),
+        ("signature", report["signature"]["status"]),
+        ("signer key", report["signature"].get("fingerprint", "-")),
+        ("software", ", ".join(f"{k} {v}" for k, v in sorted(m["software"].items()))),
+    ]
+    if m["bundle"]:
+        b = m["bundle"]
+        rows += [
+            ("site", b["site"]),
+            ("samples", str(b["num_samples"])),
+            ("base package", b["base_package_sha256"]),
+            ("plan", _plan(b["plan"])),
+            ("global model (val)", _metrics(b["metrics_global"])),
+            ("trained model (val)", _metrics(b["metrics_trained"])),
+        ]
+    if m["package"]:
+        p = m["package"]
+        rows += [
+            ("schedule", f"{p['schedule']['kind']} ({p['schedule']['rounds']} rounds)"),
+            ("final", "yes" if p["final"] else "no"),
+            ("plan", _plan(p["plan"]) if p["plan"] else "-"),
+            ("parent", p["parent_sha256"] or "-"),
+        ]
+        if p["provenance"]:
+            prov = p["provenance"]
+            rows.append(("strategy", prov["strategy"]))
+            for i in prov["inputs"]:
+                rows.append((f"input {i['site']}", f"{i['samples']} samples, weight {i['weight']:.4f}"))
+            for r in prov["rejects"]:
+                rows.append((f"rejected {r['site']}", r["reason"]))
+    if report["nonfinite"]:
+        rows.append(("NON-FINITE", ", ".join(f"{k}: {v}" for k, v in report["nonfinite"].items())))
+    for k, v in rows:
+        table.add_row(k, v)
+    out.print(table)
+
+
+def _plan(plan: dict[str, Any]) -> str:
+    return (
+        f"{plan['local_epochs']} epochs, batch {plan['batch_size']}, {plan['optimizer']} "
+        f"lr {plan['lr']}, seed {plan['seed']}, mu {plan['fedprox_mu']}"
+    )
+
+
+def _metrics(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "-"
+    return f"accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} ({metrics['samples']} samples)"

@@ -1,0 +1,119 @@
+"""``flsilo verify``: the auditor's check of signatures, signers and structure (no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flsilo.artifact import verify_file
+from flsilo.cli.common import emit_json, exit_code_for, parse_when, print_error, set_json, stdout
+from flsilo.errors import FlsiloError, UsageError
+from flsilo.keys import load_public_key
+from flsilo.manifest import Manifest
+from flsilo.trust import AllowedSigners, SingleKey, TrustPolicy
+
+
+def manifest_summary(m: Manifest) -> dict[str, Any]:
+    return {
+        "kind": m.kind,
+        "federation": m.federation,
+        "round": m.round,
+        "site": m.bundle.site if m.bundle else None,
+        "samples": m.bundle.num_samples if m.bundle else None,
+        "final": m.package.final if m.package else None,
+        "created_at": m.created_at,
+    }
+
+
+def artifact_paths(files: list[Path]) -> list[Path]:
+    """Accept FILE or FILE.sig (as a shell glob gives both); keep order, drop repeats."""
+    out: dict[Path, None] = {}
+    for f in files:
+        out[f.with_name(f.name[: -len(".sig")]) if f.name.endswith(".sig") else f] = None
+    return list(out)
+
+
+def load_trust(signers: Path | None, key: Path | None) -> TrustPolicy:
+    if (signers is None) == (key is None):
+        raise UsageError(
+            "give exactly one of --signers ALLOWED_SIGNERS or --key PUBKEY",
+            code="trust-required",
+            hint="the hub's allowed_signers file trusts every enrolled site and the hub itself",
+        )
+    if signers is not None:
+        return AllowedSigners.load(signers)
+    assert key is not None
+    return SingleKey(load_public_key(key), str(key))
+
+
+def verify(
+    files: Annotated[list[Path], typer.Argument(help="Artifacts to verify (FILE.sig must sit beside each).")],
+    signers: Annotated[
+        Path | None, typer.Option("--signers", help="OpenSSH allowed_signers file to trust.")
+    ] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Trust only this public key.")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Judge key validity at this time (YYYYMMDD[HHMM[SS]][Z]), e.g. when "
+        "the hub accepted a bundle; default now."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Verify signature, signer, namespace and structure of each FILE. Exit 0 only if all pass.
+
+    Example: flsilo verify hub/rounds/0001/*.safetensors --signers hub/allowed_signers
+    """
+    set_json(json_out)
+    trust = load_trust(signers, key)
+    when = parse_when(at)
+    rows: list[dict[str, Any]] = []
+    errors: list[FlsiloError] = []
+    for path in artifact_paths(files):
+        try:
+            verified = verify_file(path, trust, at=when)
+        except FlsiloError as err:
+            errors.append(err)
+            if not json_out:
+                print_error(err)
+            rows.append({"file": str(path), "ok": False, "error": err.to_dict()})
+            continue
+        rows.append(
+            {
+                "file": str(path),
+                "ok": True,
+                "signer": verified.signer.principals,
+                "fingerprint": verified.signature.fingerprint,
+                "sha256": verified.sha256,
+                **manifest_summary(verified.manifest),
+            }
+        )
+    code = exit_code_for(errors)
+    if json_out:
+        emit_json("verify", not errors, {"files": rows, "exit_code": code})
+    else:
+        render(rows)
+    raise typer.Exit(code)
+
+
+def render(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="flsilo verify")
+    for col in ("file", "verdict", "signer", "kind", "round", "site", "samples", "sha256"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if r["ok"]:
+            table.add_row(
+                Path(r["file"]).name,
+                "[green]OK[/]",
+                f"{r['signer']}\n{r['fingerprint']}",
+                r["kind"] + (" (final)" if r["final"] else ""),
+                str(r["round"]),
+                r["site"] or "-",
+                str(r["samples"]) if r["samples"] is not None else "-",
+                r["sha256"][:16],
+            )
+        else:
+            table.add_row(Path(r["file"]).name, f"[red]FAIL[/]\n{r['error']['code']}", *(["-"] * 6))
+    stdout().print(table)

@@ -1,0 +1,351 @@
+"""The versioned manifest inside every artifact's ``__metadata__``: schema, encoding, checks.
+
+One serializer defines the bytes: canonical JSON (sorted keys, no spaces, finite floats)
+stored under the single metadata key ``flsilo.manifest``. Parsing is strict: unknown,
+missing or mistyped fields are refused with the field's path in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import re
+import types
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from flsilo import __version__
+from flsilo.errors import MalformedInputError
+from flsilo.tensorfile import strict_json
+
+MANIFEST_KEY = "flsilo.manifest"
+FORMAT_VERSION = 1
+KIND_BUNDLE = "bundle"
+KIND_PACKAGE = "package"
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model the tensors belong to, pinned by the digest of its code."""
+
+    spec: str
+    code_digest: str
+    classes: tuple[str, ...]
+    input_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How every site trains in one round; travels inside the signed package."""
+
+    local_epochs: int
+    batch_size: int
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    seed: int = 0
+    fedprox_mu: float = 0.0
+    val_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How many rounds a federation runs, and the local epochs of each."""
+
+    kind: str
+    rounds: int
+    local_epochs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Loss and accuracy of one model on one site's validation split."""
+
+    loss: float
+    accuracy: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What a site reports about the training it did."""
+
+    site: str
+    base_package_sha256: str
+    num_samples: int
+    plan: Plan
+    metrics_global: Metrics | None
+    metrics_trained: Metrics | None
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped_samples: int = 0
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class ProvenanceInput:
+    site: str
+    sha256: str
+    samples: int
+    weight: float
+    round: int
+
+
+@dataclass(frozen=True)
+class ProvenanceReject:
+    site: str
+    sha256: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where an aggregated package came from."""
+
+    strategy: str
+    strategy_params: dict[str, float]
+    inputs: tuple[ProvenanceInput, ...]
+    rejects: tuple[ProvenanceReject, ...]
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """What the hub says about a package: the plan for its round and where it came from."""
+
+    schedule: Schedule
+    final: bool
+    plan: Plan | None
+    parent_sha256: str | None
+    provenance: Provenance | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    kind: str
+    format_version: int
+    federation: str
+    round: int
+    created_at: str
+    software: dict[str, str]
+    model: ModelInfo
+    bundle: BundleInfo | None = None
+    package: PackageInfo | None = None
+
+    @property
+    def principal(self) -> str:
+        """Who must have signed this artifact: the site for a bundle, the hub for a package."""
+        from flsilo.trust import HUB_PRINCIPAL
+
+        return self.bundle.site if self.bundle else HUB_PRINCIPAL
+
+    @property
+    def namespace(self) -> str:
+        from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
+
+        return BUNDLE_NAMESPACE if self.kind == KIND_BUNDLE else PACKAGE_NAMESPACE
+
+
+# ---------------------------------------------------------------------------------------
+# Encoding
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def encode(manifest: Manifest) -> str:
+    """The one canonical text of a manifest."""
+    check_semantics(manifest, source="manifest")
+    return json.dumps(
+        to_jsonable(manifest), sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def from_jsonable(cls: Any, data: Any, where: str = "manifest") -> Any:
+    """Build ``cls`` from JSON data, refusing unknown, missing or mistyped fields."""
+    origin = get_origin(cls)
+    if origin in (Union, types.UnionType):
+        options = get_args(cls)
+        if data is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return from_jsonable(inner[0], data, where)
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(data, dict):
+            raise SchemaError(f"{where} must be an object")
+        hints = get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise SchemaError(f"{where} has unknown field {sorted(unknown)[0]!r}")
+        missing = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        }
+        if missing:
+            raise SchemaError(f"{where} lacks field {sorted(missing)[0]!r}")
+        kwargs = {
+            name: from_jsonable(hints[name], value, f"{where}.{name}")
+            for name, value in data.items()
+        }
+        return cls(**kwargs)
+    if origin is tuple:
+        if not isinstance(data, list):
+            raise SchemaError(f"{where} must be a list")
+        (item,) = [a for a in get_args(cls) if a is not Ellipsis]
+        return tuple(from_jsonable(item, v, f"{where}[{i}]") for i, v in enumerate(data))
+    if origin is dict:
+        if not isinstance(data, dict):
+            raise SchemaError(f"{where} must be an object")
+        _, value_type = get_args(cls)
+        return {k: from_jsonable(value_type, v, f"{where}.{k}") for k, v in data.items()}
+    if cls is bool:
+        if not isinstance(data, bool):
+            raise SchemaError(f"{where} must be true or false")
+        return data
+    if cls is int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            raise SchemaError(f"{where} must be an integer")
+        return data
+    if cls is float:
+        if not isinstance(data, int | float) or isinstance(data, bool):
+            raise SchemaError(f"{where} must be a number")
+        return float(data)
+    if cls is str:
+        if not isinstance(data, str):
+            raise SchemaError(f"{where} must be a string")
+        return data
+    raise SchemaError(f"{where}: unsupported type {cls!r}")  # pragma: no cover
+
+
+def _bad_manifest(source: str, why: str, code: str = "bad-manifest") -> MalformedInputError:
+    return MalformedInputError(
+        f"manifest is not valid: {why}",
+        path=source,
+        code=code,
+        hint="this file was not written by a compatible flsilo, or was altered; "
+        "get a fresh copy from its signer",
+    )
+
+
+def decode(metadata: dict[str, str], source: str) -> Manifest:
+    """Read the manifest from a checked header's metadata."""
+    if MANIFEST_KEY not in metadata:
+        raise _bad_manifest(source, f"no {MANIFEST_KEY!r} entry in __metadata__", "no-manifest")
+    extra = set(metadata) - {MANIFEST_KEY}
+    if extra:
+        raise _bad_manifest(source, f"unexpected metadata key {sorted(extra)[0]!r}", "extra-metadata")
+    try:
+        data = strict_json(metadata[MANIFEST_KEY])
+    except ValueError as exc:
+        raise _bad_manifest(source, f"not valid JSON ({exc})") from exc
+    if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
+        raise _bad_manifest(
+            source,
+            f"format version {data.get('format_version')!r} is not supported "
+            f"(this flsilo reads version {FORMAT_VERSION})",
+            "manifest-version",
+        )
+    try:
+        manifest: Manifest = from_jsonable(Manifest, data)
+    except SchemaError as exc:
+        raise _bad_manifest(source, str(exc)) from exc
+    check_semantics(manifest, source)
+    return manifest
+
+
+def check_semantics(m: Manifest, source: str) -> None:
+    """Rules the types alone do not express."""
+
+    def bad(why: str) -> MalformedInputError:
+        return _bad_manifest(source, why)
+
+    if m.kind not in (KIND_BUNDLE, KIND_PACKAGE):
+        raise bad(f"kind {m.kind!r} is neither 'bundle' nor 'package'")
+    if (m.kind == KIND_BUNDLE) != (m.bundle is not None) or (m.kind == KIND_PACKAGE) != (
+        m.package is not None
+    ):
+        raise bad(f"a {m.kind} must carry exactly the {m.kind} section")
+    if not ID_PATTERN.match(m.federation):
+        raise bad(f"federation id {m.federation!r} is not a valid id")
+    if m.round < 0:
+        raise bad("round is negative")
+    if not m.model.classes or len(set(m.model.classes)) != len(m.model.classes):
+        raise bad("class list is empty or has duplicates")
+    if not m.model.input_shape or any(d <= 0 for d in m.model.input_shape):
+        raise bad("input shape must be positive")
+    if m.bundle is not None:
+        b = m.bundle
+        if not ID_PATTERN.match(b.site):
+            raise bad(f"site id {b.site!r} is not a valid id")
+        if not SHA256_PATTERN.match(b.base_package_sha256):
+            raise bad("base_package_sha256 is not a sha256 hex digest")
+        if b.num_samples <= 0:
+            raise bad("num_samples must be positive")
+        check_plan(b.plan, bad)
+    if m.package is not None:
+        p = m.package
+        if p.plan is not None:
+            check_plan(p.plan, bad)
+        if not p.final and p.plan is None:
+            raise bad("a package that is not final must carry a plan")
+        if p.parent_sha256 is not None and not SHA256_PATTERN.match(p.parent_sha256):
+            raise bad("parent_sha256 is not a sha256 hex digest")
+        if (m.round == 0) != (p.parent_sha256 is None):
+            raise bad("only round 0 has no parent package")
+
+
+def check_plan(plan: Plan, bad: Any) -> None:
+    if plan.local_epochs < 1 or plan.batch_size < 1:
+        raise bad("plan needs local_epochs >= 1 and batch_size >= 1")
+    if plan.optimizer not in OPTIMIZERS:
+        raise bad(f"plan optimizer {plan.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if not (plan.lr > 0 and plan.weight_decay >= 0 and plan.fedprox_mu >= 0):
+        raise bad("plan needs lr > 0, weight_decay >= 0, fedprox_mu >= 0")
+    if not 0 <= plan.val_fraction < 1:
+        raise bad("plan val_fraction must be in [0, 1)")
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers for writers
+
+
+def now_utc() -> str:
+    """Creation time; honours SOURCE_DATE_EPOCH so reruns can be bit-identical."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = (
+        datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else datetime.now(UTC)
+    )
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def software_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
+    versions = {"flsilo": __version__, "python": platform.python_version()}
+    versions.update(extra or {})
+    return versions
+
+
+def artifact_name(federation: str, round_: int, site: str | None = None) -> str:
+    base = f"{federation}-r{round_:04d}"
+    return f"{base}-{site}.safetensors" if site else f"{base}.safetensors"
