@@ -38,6 +38,8 @@ class ModelInfo:
     code_digest: str
     classes: tuple[str, ...]
     input_shape: tuple[int, ...]
+    label_column: str = "label"
+    feature_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -338,6 +340,11 @@ def now_utc() -> str:
         datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else datetime.now(UTC)
     )
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_to_epoch(text: str) -> int:
+    """Inverse of now_utc()."""
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
 
 
 def software_versions(extra: dict[str, str] | None = None) -> dict[str, str]:

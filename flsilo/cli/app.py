@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from flsilo.cli import inspect_cmd, keys_cmd, verify_cmd
+from flsilo.cli import audit_cmd, demo_cmd, hub_cmd, inspect_cmd, keys_cmd, site_cmd, verify_cmd
 from flsilo.cli.common import STATE, print_error
 from flsilo.errors import ExitCode, FlsiloError
 
@@ -38,8 +38,15 @@ def _root(
 
 
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(hub_cmd.app, name="hub")
+app.add_typer(site_cmd.app, name="site")
 app.command("verify", no_args_is_help=True)(verify_cmd.verify)
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
+app.command("aggregate", no_args_is_help=True)(hub_cmd.aggregate)
+app.command("audit", no_args_is_help=True)(audit_cmd.audit)
+app.command("train", no_args_is_help=True)(site_cmd.train)
+app.command("evaluate", no_args_is_help=True)(site_cmd.evaluate)
+app.command("demo")(demo_cmd.demo)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -1,0 +1,41 @@
+"""``flsilo audit``: the whole chain of rounds, checked offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flsilo.cli.common import emit_json, set_json, stdout
+from flsilo.errors import ExitCode
+from flsilo.manifest import to_jsonable
+
+
+def audit(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace (or a copy of it).")],
+    replay: Annotated[bool, typer.Option("--replay", help="Recompute every aggregation and compare.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Verify log chain, every package and archived bundle, provenance; exit 3 on any failure.
+
+    Example: flsilo audit hub --replay
+    """
+    set_json(json_out)
+    from hub_kit.audit import audit as run_audit
+
+    report = run_audit(hub_dir, replay=replay)
+    code = int(ExitCode.OK if report.ok else ExitCode.VERIFICATION_FAILED)
+    if json_out:
+        emit_json("audit", report.ok, {"audit": to_jsonable(report), "exit_code": code})
+    else:
+        table = Table(title=f"flsilo audit {hub_dir} ({report.rounds} rounds aggregated)")
+        table.add_column("check")
+        table.add_column("result")
+        table.add_column("detail", overflow="fold")
+        for c in report.checks:
+            table.add_row(c.name, "[green]OK[/]" if c.ok else "[red]FAIL[/]", c.detail)
+        stdout().print(table)
+        stdout().print("[green]audit passed[/]" if report.ok else "[red]audit FAILED[/]")
+    raise typer.Exit(code)

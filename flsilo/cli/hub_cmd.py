@@ -1,0 +1,263 @@
+"""``flsilo hub init|enroll|revoke|kit|status`` and ``flsilo aggregate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
+from flsilo.errors import UsageError
+from flsilo.manifest import to_jsonable
+
+app = typer.Typer(help="Run the hub: create a federation, enrol sites, make kits.", no_args_is_help=True)
+
+PassphraseFile = Annotated[
+    Path | None, typer.Option(help="Read the hub key's passphrase from this file.")
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError as exc:
+        raise UsageError(f"{what} {text!r} must be comma-separated whole numbers") from exc
+
+
+@app.command("init", no_args_is_help=True)
+def hub_init(
+    hub_dir: Annotated[Path, typer.Argument(help="New hub workspace folder.")],
+    federation: Annotated[str, typer.Option(help="Federation id, e.g. chest-xray-2026.")],
+    model: Annotated[str, typer.Option(help="logreg, mlp[:hidden=200x200], cnn, resnet, or module:factory.")],
+    classes: Annotated[str, typer.Option(help="Class names in index order: A,B,C.")],
+    input_shape: Annotated[str, typer.Option(help="C,H,W for images (1,28,28) or the feature count (13).")],
+    key: Annotated[Path, typer.Option(help="The hub's private key (make one with 'flsilo keys new').")],
+    schedule: Annotated[str, typer.Option(help="one-shot, few-shot:R or periodic:R.")] = "one-shot",
+    local_epochs: Annotated[str, typer.Option(help="E for every round, or E1,E2,... per round.")] = "1",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.")] = "sgd",
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.05,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    nesterov: Annotated[bool, typer.Option(help="Nesterov momentum for SGD.")] = False,
+    weight_decay: Annotated[float, typer.Option()] = 0.0,
+    warmup_steps: Annotated[int, typer.Option(help="Linear learning-rate warmup, in steps.")] = 0,
+    fedprox_mu: Annotated[float, typer.Option(help="FedProx proximal term (0 = plain FedAvg).")] = 0.0,
+    val_fraction: Annotated[float, typer.Option(help="Share of each site's data held out for validation.")] = 0.1,
+    min_sites: Annotated[int, typer.Option(help="Bundles needed before a round is aggregated.")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+    max_samples: Annotated[int, typer.Option(help="Largest sample count a site may claim.")] = 100_000_000,
+    strategy: Annotated[str, typer.Option(help="Default: fedavg, mean, median, trimmed-mean:BETA.")] = "fedavg",
+    max_staleness: Annotated[int, typer.Option(help="Accept bundles this many rounds late.")] = 0,
+    staleness_discount: Annotated[float, typer.Option(help="Weight factor per round of lateness.")] = 0.5,
+    label_column: Annotated[str, typer.Option(help="CSV label column.")] = "label",
+    feature_columns: Annotated[str, typer.Option(help="CSV feature columns, in order (default: all others).")] = "",
+    init_weights: Annotated[
+        Path | None, typer.Option(help="Pretrained start (.safetensors state dict); recommended for one-shot.")
+    ] = None,
+    passphrase_file: PassphraseFile = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Create a hub workspace and its signed round-0 package; print the package path.
+
+    Example: flsilo hub init hub --federation digits --model cnn --classes 0,1,2,3,4,5,6,7,8,9
+    --input-shape 1,8,8 --key keys/hub --schedule periodic:5 --local-epochs 2 --min-sites 3
+    """
+    set_json(json_out)
+    from flsilo.federation import DataSpec, FederationConfig
+    from hub_kit.setup import hub_init as do_init
+    from hub_kit.strategies import parse_strategy
+
+    parse_strategy(strategy)
+    class_list = tuple(c.strip() for c in classes.split(",") if c.strip())
+    if len(class_list) < 2 or len(set(class_list)) != len(class_list):
+        raise UsageError("--classes needs at least two distinct names", hint="e.g. --classes normal,pneumonia")
+    config = FederationConfig(
+        federation=federation, model=model, classes=class_list,
+        input_shape=_ints(input_shape, "--input-shape"), schedule=schedule,
+        local_epochs=_ints(local_epochs, "--local-epochs"), batch_size=batch_size, optimizer=optimizer,
+        lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        fedprox_mu=fedprox_mu, val_fraction=val_fraction, seed=seed, min_sites=min_sites,
+        max_samples=max_samples, strategy=strategy, max_staleness=max_staleness,
+        staleness_discount=staleness_discount,
+        data=DataSpec(label_column=label_column,
+                      feature_columns=tuple(c.strip() for c in feature_columns.split(",") if c.strip())),
+    )
+    if optimizer not in ("sgd", "adam", "adamw"):
+        raise UsageError(f"--optimizer {optimizer!r} is not sgd, adam or adamw")
+    package = do_init(hub_dir, config, key, passphrase_source(passphrase_file), init_weights)
+    if json_out:
+        emit_json("hub init", True, {"hub": str(hub_dir), "package": str(package)})
+        return
+    info(f"created hub workspace {hub_dir}; enrol sites next (flsilo hub enroll)")
+    stdout().print(str(package))
+
+
+@app.command("enroll", no_args_is_help=True)
+def hub_enroll(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    site_id: Annotated[str, typer.Argument(help="The site's id, e.g. site-a.")],
+    site_pubkey: Annotated[Path, typer.Argument(help="The site's public key file (.pub).")],
+    fingerprint: Annotated[str, typer.Option(help="Fingerprint the site read to you out of band.")],
+    json_out: JsonOut = False,
+) -> None:
+    """Trust a site's key after confirming its fingerprint out of band (by phone).
+
+    Example: flsilo hub enroll hub site-a site-a.pub --fingerprint SHA256:NxPKs2...
+    """
+    set_json(json_out)
+    from hub_kit.enrolment import enroll
+    from hub_kit.workspace import HubWorkspace
+
+    ws = HubWorkspace.open(hub_dir)
+    fp = enroll(ws, site_id, site_pubkey, fingerprint)
+    if json_out:
+        emit_json("hub enroll", True, {"site": site_id, "fingerprint": fp})
+        return
+    stdout().print(f"enrolled {site_id} ({fp}); next: flsilo hub kit {hub_dir} {site_id} --out KIT_DIR")
+
+
+@app.command("revoke", no_args_is_help=True)
+def hub_revoke(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    site_id: Annotated[str, typer.Argument(help="Site whose key is no longer trusted.")],
+    json_out: JsonOut = False,
+) -> None:
+    """Stop trusting a site's key from now on (a stolen key, a site leaving).
+
+    Example: flsilo hub revoke hub site-b
+    """
+    set_json(json_out)
+    from hub_kit.enrolment import revoke
+    from hub_kit.workspace import HubWorkspace
+
+    when = revoke(HubWorkspace.open(hub_dir), site_id)
+    if json_out:
+        emit_json("hub revoke", True, {"site": site_id, "valid_before": when})
+        return
+    stdout().print(f"revoked {site_id}: bundles signed by its key are refused from {when}")
+
+
+@app.command("kit", no_args_is_help=True)
+def hub_kit(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    site_id: Annotated[str, typer.Argument(help="Enrolled site the kit is for.")],
+    out: Annotated[Path, typer.Option(help="New folder to write the kit into.")],
+    json_out: JsonOut = False,
+) -> None:
+    """Write a site kit: federation.toml, hub.pub, the current package and .sig, a README.
+
+    Example: flsilo hub kit hub site-a --out kits/site-a
+    """
+    set_json(json_out)
+    from hub_kit.kit import make_kit
+    from hub_kit.workspace import HubWorkspace
+
+    path = make_kit(HubWorkspace.open(hub_dir), site_id, out)
+    if json_out:
+        emit_json("hub kit", True, {"site": site_id, "kit": str(path)})
+        return
+    stdout().print(str(path))
+
+
+@app.command("status", no_args_is_help=True)
+def hub_status(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    json_out: JsonOut = False,
+) -> None:
+    """Show the round, enrolled sites, bundles in the inbox and who is still missing.
+
+    Example: flsilo hub status hub
+    """
+    set_json(json_out)
+    from hub_kit.status import status
+
+    st = status(hub_dir)
+    if json_out:
+        emit_json("hub status", True, to_jsonable(st))
+        return
+    out = stdout()
+    out.print(
+        f"federation [bold]{st.federation}[/] — round {st.round} of {st.rounds} ({st.schedule})"
+        + (" — [green]complete[/]" if st.final else "")
+    )
+    out.print(f"current package: {st.current_package}")
+    table = Table(title="sites")
+    for col in ("site", "fingerprint", "state", "bundle in inbox"):
+        table.add_column(col)
+    for s in st.sites:
+        table.add_row(s["site"], s["fingerprint"], "revoked " + s["revoked_at"] if s["revoked_at"] else "active",
+                      "yes" if s["bundle_present"] else "-")
+    out.print(table)
+    if st.missing:
+        out.print(f"missing bundles for round {st.round}: {', '.join(st.missing)}")
+
+
+def aggregate(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    inbox: Annotated[Path | None, typer.Option(help="Folder holding carried bundles (default HUB_DIR/inbox).")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="fedavg (default), mean, median, trimmed-mean:BETA.")
+    ] = None,
+    min_sites: Annotated[int | None, typer.Option(help="Override the federation's minimum.")] = None,
+    passphrase_file: PassphraseFile = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Verify the inbox, quarantine rejects, aggregate the round, sign the next package.
+
+    Example: flsilo aggregate hub --inbox /media/usb/bundles
+    """
+    set_json(json_out)
+    from hub_kit.aggregate import NotEnoughSites, aggregate_round
+
+    try:
+        report = aggregate_round(
+            hub_dir, inbox=inbox, strategy=strategy, min_sites=min_sites,
+            passphrase=passphrase_source(passphrase_file),
+        )
+    except NotEnoughSites as err:
+        if not json_out:
+            render_aggregate(err.report)
+        else:
+            emit_json("aggregate", False, {"report": err.report.to_dict(), "error": err.to_dict()})
+            raise typer.Exit(int(err.exit_code)) from err
+        raise
+    if json_out:
+        emit_json("aggregate", True, {"report": report.to_dict()})
+        return
+    render_aggregate(report)
+    stdout().print(str(report.package))
+
+
+def render_aggregate(report: object) -> None:
+    from hub_kit.aggregate import AggregateReport
+
+    assert isinstance(report, AggregateReport)
+    table = Table(title=f"round {report.round} — strategy {report.strategy}")
+    for col in ("site", "file", "verdict", "samples", "weight", "acc. before", "acc. after"):
+        table.add_column(col, overflow="fold")
+
+    def pct(v: float | None) -> str:
+        return f"{100 * v:.1f}%" if v is not None else "-"
+
+    for r in report.rows:
+        verdict = {"accepted": "[green]accepted[/]", "rejected": "[red]rejected[/]"}.get(r.verdict, r.verdict)
+        if r.reason:
+            verdict += f"\n{r.reason}"
+        table.add_row(r.site, r.file, verdict, str(r.samples or "-"),
+                      f"{r.weight:g}" if r.weight is not None else "-", pct(r.global_accuracy), pct(r.trained_accuracy))
+    from flsilo.cli.common import stderr
+
+    err = stderr()
+    err.print(table)
+    if report.package:
+        err.print(
+            f"sample-weighted site validation accuracy: previous global model {pct(report.global_accuracy)}, "
+            f"site models {pct(report.trained_accuracy)}"
+        )
+        err.print(
+            "next package (final — the federation is complete):" if report.final
+            else "next package — carry it and its .sig to every site:"
+        )

@@ -1,0 +1,203 @@
+"""``flsilo site init``, ``flsilo train`` and ``flsilo evaluate``: the site operator's commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stderr, stdout
+from flsilo.errors import UsageError
+from flsilo.manifest import to_jsonable
+
+app = typer.Typer(help="Set up a site workspace from a hub kit.", no_args_is_help=True)
+JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
+DataFormat = Annotated[str | None, typer.Option(help="imagefolder, csv or npz (default: guessed).")]
+
+
+@app.command("init", no_args_is_help=True)
+def site_init(
+    site_dir: Annotated[Path, typer.Argument(help="New site workspace folder.")],
+    kit: Annotated[Path, typer.Option(help="The kit folder the hub sent.")],
+    site_id: Annotated[str, typer.Option(help="This site's id, as enrolled at the hub.")],
+    key: Annotated[Path, typer.Option(help="This site's private key (its .pub must sit beside it).")],
+    data: Annotated[Path | None, typer.Option(help="Default training data for 'flsilo train'.")] = None,
+    data_format: DataFormat = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Create a site workspace from a hub kit; the kit's package is verified on the way in.
+
+    Example: flsilo site init site --kit kit-site-a --site-id site-a --key keys/site-a --data images/
+    """
+    set_json(json_out)
+    from site_kit.workspace import SiteWorkspace
+
+    ws = SiteWorkspace.init(site_dir, kit, site_id, key, data, data_format)
+    packages = sorted(str(p) for p in ws.packages.glob("*.safetensors"))
+    if json_out:
+        emit_json("site init", True, {"site": str(site_dir), "packages": packages})
+        return
+    info(f"site workspace ready; train with: flsilo train {packages[-1] if packages else 'PACKAGE'} --site {site_dir}")
+    stdout().print(str(site_dir))
+
+
+class ProgressPrinter:
+    """Rich progress on a terminal; one plain line per epoch otherwise (logs, --json)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.live = sys.stderr.isatty() and not quiet
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> ProgressPrinter:
+        if self.live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(), console=stderr(), transient=True,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        from site_kit.training import BatchReport, EpochReport
+
+        if self.quiet:
+            return
+        if isinstance(event, EpochReport):
+            if event.resumed:
+                stderr().print(f"resuming after epoch {event.epoch} of {event.epochs} (from checkpoint)")
+                return
+            stderr().print(
+                f"epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, {event.samples_per_second:,.0f} samples/s"
+            )
+            if self.progress and self.task is not None:
+                self.progress.remove_task(self.task)
+                self.task = None
+        elif isinstance(event, BatchReport) and self.progress:
+            stats = f"batch {event.batch}/{event.batches} loss {event.loss:.4f} {event.samples_per_second:,.0f}/s"
+            if self.task is None:
+                self.task = self.progress.add_task("train", total=event.batches, epoch=event.epoch, stats=stats)
+            self.progress.update(self.task, completed=event.batch, epoch=event.epoch, stats=stats)
+
+
+def train(
+    package: Annotated[Path, typer.Argument(help="The package from the hub (its .sig beside it).")],
+    site: Annotated[Path, typer.Option(help="Site workspace.")],
+    data: Annotated[Path | None, typer.Option(help="Training data (default: the one set at site init).")] = None,
+    data_format: DataFormat = None,
+    val: Annotated[Path | None, typer.Option(help="Separate validation data (default: a seeded split).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip and count unusable records.")] = False,
+    passphrase_file: Annotated[Path | None, typer.Option(help="Read the site key's passphrase from this file.")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Verify PACKAGE, train per its plan, write the signed bundle to SITE/outbox; print its path.
+
+    Rerun the same command after an interruption: finished epochs are not redone.
+    Example: flsilo train site/packages/digits-r0000.safetensors --site site
+    """
+    set_json(json_out)
+    from site_kit.round import train_round
+
+    with ProgressPrinter(quiet=json_out) as printer:
+        outcome = train_round(
+            package, site, data=data, data_format=data_format, val=val, device=device,
+            skip_bad=skip_bad, passphrase=passphrase_source(passphrase_file), progress=printer,
+        )
+    if outcome.rank != 0:
+        return
+    report = {
+        "bundle": str(outcome.bundle),
+        "sha256": outcome.sha256,
+        "train_samples": outcome.train_samples,
+        "val_samples": outcome.val_samples,
+        "skipped": outcome.skipped,
+        "class_counts": outcome.class_counts,
+        "epochs_run": outcome.result.epochs_run,
+        "resumed_from_epoch": outcome.result.resumed_from_epoch,
+        "seconds": round(outcome.result.seconds, 3),
+        "samples_per_second": round(outcome.result.samples_per_second, 1),
+        "global_model": to_jsonable(outcome.global_eval.metrics()) if outcome.global_eval else None,
+        "trained_model": to_jsonable(outcome.trained_eval.metrics()) if outcome.trained_eval else None,
+    }
+    if json_out:
+        emit_json("train", True, report)
+        return
+    err = stderr()
+
+    def pct(e: Any) -> str:
+        return f"{100 * e.accuracy:.1f}% (loss {e.loss:.3f})" if e else "-"
+
+    err.print(
+        f"trained on {outcome.train_samples} samples ({outcome.skipped} skipped); validation on "
+        f"{outcome.val_samples}: global model {pct(outcome.global_eval)} -> trained {pct(outcome.trained_eval)}"
+    )
+    err.print("carry BOTH files to the hub:")
+    stdout().print(str(outcome.bundle))
+    err.print(f"{outcome.bundle}.sig")
+
+
+def evaluate(
+    package: Annotated[Path, typer.Argument(help="A package (or bundle) to evaluate.")],
+    data: Annotated[Path, typer.Option(help="Labeled data to evaluate on.")],
+    data_format: DataFormat = None,
+    site: Annotated[Path | None, typer.Option(help="Trust the hub key of this site workspace.")] = None,
+    signers: Annotated[Path | None, typer.Option(help="Trust this allowed_signers file.")] = None,
+    key: Annotated[Path | None, typer.Option(help="Trust only this public key.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip and count unusable records.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Verify a package, then report accuracy, loss, per-class accuracy and a confusion matrix.
+
+    Example: flsilo evaluate site/packages/digits-r0005.safetensors --data test/ --site site
+    """
+    set_json(json_out)
+    import io
+
+    from flsilo.artifact import verify_file
+    from flsilo.cli.verify_cmd import load_trust
+    from site_kit.data import load_dataset
+    from site_kit.evaluation import evaluate as run_eval
+    from site_kit.round import data_spec, verified_model
+    from site_kit.training import DistContext, pick_device
+
+    if site is not None:
+        if signers or key:
+            raise UsageError("give one of --site, --signers or --key")
+        from site_kit.workspace import SiteWorkspace
+
+        trust: Any = SiteWorkspace.open(site).trust()
+    else:
+        trust = load_trust(signers, key)
+    buffer = io.BytesIO()
+    verified = verify_file(package, trust, copy_to=buffer)
+    model = verified_model(verified, buffer.getvalue())
+    info_ = verified.manifest.model
+    dataset = load_dataset(data, data_format, info_.classes, info_.input_shape, data_spec(info_), skip_bad=skip_bad)
+    result = run_eval(model, dataset, len(info_.classes), pick_device(device, DistContext()))
+    if json_out:
+        emit_json("evaluate", True, {"package": str(package), "classes": list(info_.classes),
+                                     "skipped": dataset.skipped, **to_jsonable(result)})
+        return
+    out = stdout()
+    out.print(f"{package.name}: accuracy [bold]{100 * result.accuracy:.2f}%[/], loss {result.loss:.4f} "
+              f"on {result.samples} samples ({dataset.skipped} skipped)")
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)")
+    table.add_column("class")
+    table.add_column("accuracy")
+    for name in info_.classes:
+        table.add_column(name, justify="right")
+    for name, acc, row in zip(info_.classes, result.per_class_accuracy, result.confusion, strict=True):
+        table.add_row(name, f"{100 * acc:.1f}%" if acc is not None else "-", *(str(v) for v in row))
+    out.print(table)

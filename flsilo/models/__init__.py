@@ -1,0 +1,1 @@
+"""Built-in models and the registry that builds any model from its spec string."""

@@ -1,0 +1,109 @@
+"""Model specs: parse ``name[:k=v,...]`` or ``module:factory[:k=v,...]``, build, and digest code.
+
+A spec names the code that defines a model. Its *code digest* is the SHA-256 of that
+module's source file; the hub pins it in every package and a site refuses to train when its
+local code differs, so every site trains the same network. Factories are called as
+``factory(input_shape, num_classes, **kwargs)`` and return a ``torch.nn.Module``.
+
+Argument values are integers, floats, or integer lists written with ``x`` (``hidden=256x128``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flsilo.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+BUILTINS = {
+    "logreg": "flsilo.models.logreg",
+    "mlp": "flsilo.models.mlp",
+    "cnn": "flsilo.models.cnn",
+    "resnet": "flsilo.models.resnet",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    text: str
+    module: str
+    factory: str
+    kwargs: dict[str, Any]
+
+
+def _value(text: str) -> Any:
+    if "x" in text and all(p.isdigit() for p in text.split("x")):
+        return tuple(int(p) for p in text.split("x"))
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    if text in ("true", "false"):
+        return text == "true"
+    return text
+
+
+def _bad(spec: str, why: str) -> UsageError:
+    return UsageError(
+        f"model spec {spec!r}: {why}",
+        code="bad-model-spec",
+        hint="use logreg, mlp[:hidden=200x200], cnn[:channels=32x64,hidden=512], "
+        "resnet[:width=16,blocks=1], or package.module:factory",
+    )
+
+
+def parse_spec(spec: str) -> ModelSpec:
+    parts = spec.split(":")
+    if parts[0] in BUILTINS:
+        module, factory, args = BUILTINS[parts[0]], "build", parts[1:]
+    elif len(parts) >= 2 and parts[0] and parts[1].isidentifier():
+        module, factory, args = parts[0], parts[1], parts[2:]
+    else:
+        raise _bad(spec, "not a built-in model nor module:factory")
+    if len(args) > 1:
+        raise _bad(spec, "too many ':'")
+    kwargs: dict[str, Any] = {}
+    for item in args[0].split(",") if args and args[0] else []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise _bad(spec, f"argument {item!r} is not key=value")
+        kwargs[key] = _value(value)
+    return ModelSpec(text=spec, module=module, factory=factory, kwargs=kwargs)
+
+
+def module_source_file(spec: ModelSpec) -> Path:
+    found = importlib.util.find_spec(spec.module)
+    if found is None or found.origin is None or not found.origin.endswith(".py"):
+        raise _bad(spec.text, f"module {spec.module!r} is not installed here as Python source")
+    return Path(found.origin)
+
+
+def code_digest(spec_text: str) -> str:
+    """SHA-256 of the source file that defines the model (no import needed)."""
+    return hashlib.sha256(module_source_file(parse_spec(spec_text)).read_bytes()).hexdigest()
+
+
+def build_model(spec_text: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    spec = parse_spec(spec_text)
+    module = importlib.import_module(spec.module)
+    factory = getattr(module, spec.factory, None)
+    if not callable(factory):
+        raise _bad(spec_text, f"{spec.module} has no callable {spec.factory!r}")
+    accepted = inspect.signature(factory).parameters
+    unknown = [k for k in spec.kwargs if k not in accepted]
+    if unknown:
+        raise _bad(spec_text, f"unknown argument {unknown[0]!r}")
+    try:
+        model = factory(tuple(input_shape), num_classes, **spec.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise _bad(spec_text, str(exc)) from exc
+    return model

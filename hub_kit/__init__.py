@@ -1,0 +1,1 @@
+"""The hub side of flsilo: workspace, enrolment, intake gates, aggregation, packages, audit."""

@@ -1,0 +1,168 @@
+"""``flsilo audit``: check the whole chain of rounds, offline, from the workspace alone.
+
+Checks, each reported separately: the log's hash chain; allowed_signers against the log;
+every package's hub signature, digest, round and parent link; every archived bundle's site
+signature (judged at the time the hub accepted it), digest and presence; each package's
+provenance against the log; and with ``replay``, every aggregation recomputed from the
+archived bundles, its tensor bytes compared with the package's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flsilo import manifest as mf
+from flsilo.artifact import Verified, verify_file
+from flsilo.errors import FlsiloError
+from flsilo.trust import AllowedSigners
+from hub_kit.eventlog import Event
+from hub_kit.strategies import parse_strategy
+from hub_kit.workspace import HubWorkspace, fold, render_allowed_signers, signer_entries
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class AuditReport:
+    hub: str
+    rounds: int = 0
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(name, ok, detail))
+
+
+def data_sha256(path: Path, data_start: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        fh.seek(data_start)
+        while chunk := fh.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def audit(hub_dir: Path, *, replay: bool = False) -> AuditReport:
+    ws = HubWorkspace.open(hub_dir)
+    report = AuditReport(hub=str(hub_dir))
+    try:
+        events = ws.log.read()
+    except FlsiloError as err:
+        report.add("event log chain", False, err.one_line())
+        return report
+    report.add("event log chain", True, f"{len(events)} events, hash chain intact")
+    state = fold(events)
+    report.rounds = state.round
+    expected_signers = render_allowed_signers(state)
+    actual = ws.signers_path.read_text(encoding="utf-8") if ws.signers_path.exists() else ""
+    report.add(
+        "allowed_signers",
+        actual == expected_signers,
+        "matches enrolments in the log" if actual == expected_signers else "differs from the log's enrolments",
+    )
+    trust = AllowedSigners(signer_entries(state), source="event log enrolments")
+    packages: dict[int, Verified] = {}
+    for round_, sha in sorted(state.packages.items()):
+        path = ws.packages_dir / state.package_files[round_]
+        name = f"package r{round_:04d}"
+        try:
+            v = verify_file(path, trust, expected_kind=mf.KIND_PACKAGE)
+        except FlsiloError as err:
+            report.add(name, False, err.one_line())
+            continue
+        problems = []
+        if v.sha256 != sha:
+            problems.append("digest differs from the log")
+        if v.manifest.round != round_:
+            problems.append(f"manifest says round {v.manifest.round}")
+        parent = state.packages.get(round_ - 1)
+        assert v.manifest.package is not None
+        if v.manifest.package.parent_sha256 != parent:
+            problems.append("parent link does not point to the previous package")
+        report.add(name, not problems, "; ".join(problems) or f"signed by hub, sha256 {sha[:16]}…")
+        if not problems:
+            packages[round_] = v
+    accepts: dict[int, list[Event]] = {}
+    rejects: dict[int, list[Event]] = {}
+    for ev in events:
+        if ev.event == "accept":
+            accepts.setdefault(ev["round"], []).append(ev)
+        elif ev.event == "reject":
+            rejects.setdefault(ev["round"], []).append(ev)
+    for round_ in range(state.round):
+        bundles = _audit_bundles(ws, report, round_, accepts.get(round_, []), trust)
+        package = packages.get(round_ + 1)
+        if package is None:
+            continue
+        prov = package.manifest.package.provenance if package.manifest.package else None
+        if prov is None:
+            report.add(f"provenance r{round_ + 1:04d}", False, "package has no provenance")
+            continue
+        logged = sorted((e["site"], e["sha256"], e["samples"], e["weight"]) for e in accepts.get(round_, []))
+        claimed = sorted((i.site, i.sha256, i.samples, i.weight) for i in prov.inputs)
+        rejected_logged = {(e["site"], e["sha256"], e["code"]) for e in rejects.get(round_, [])}
+        rejected_claimed = {(x.site, x.sha256, x.reason) for x in prov.rejects}
+        ok = logged == claimed and rejected_claimed <= rejected_logged
+        report.add(
+            f"provenance r{round_ + 1:04d}",
+            ok,
+            f"{len(claimed)} inputs match the log" if ok else "package inputs differ from the accept events in the log",
+        )
+        if replay and ok and len(bundles) == len(claimed):
+            _replay(report, round_, package, prov, bundles)
+    return report
+
+
+def _audit_bundles(
+    ws: HubWorkspace, report: AuditReport, round_: int, accepts: list[Event], trust: AllowedSigners
+) -> dict[str, Verified]:
+    good: dict[str, Verified] = {}
+    for ev in accepts:
+        path = ws.round_dir(round_) / ev["file"]
+        name = f"bundle r{round_:04d} {ev['site']}"
+        try:
+            v = verify_file(path, trust, expected_kind=mf.KIND_BUNDLE, at=mf.iso_to_epoch(ev.time))
+        except FlsiloError as err:
+            report.add(name, False, err.one_line())
+            continue
+        if v.sha256 != ev["sha256"]:
+            report.add(name, False, "archived bundle differs from the one the hub accepted")
+            continue
+        report.add(name, True, f"signed by {ev['site']}, sha256 {v.sha256[:16]}…")
+        good[v.sha256] = v
+    return good
+
+
+def _replay(
+    report: AuditReport,
+    round_: int,
+    package: Verified,
+    prov: mf.Provenance,
+    bundles: dict[str, Verified],
+) -> None:
+    from hub_kit.aggregate import combine
+
+    beta = prov.strategy_params.get("beta")
+    strategy = parse_strategy(f"{prov.strategy}:{beta}" if beta is not None else prov.strategy)
+    inputs = [
+        (bundles[i.sha256].path, bundles[i.sha256].scan.header.data_start, i.weight)
+        for i in sorted(prov.inputs, key=lambda i: (i.site, i.sha256))
+    ]
+    data = combine(package.scan.header, inputs, strategy)
+    replayed = hashlib.sha256(data).hexdigest()
+    recorded = data_sha256(package.path, package.scan.header.data_start)
+    report.add(
+        f"replay r{round_ + 1:04d}",
+        replayed == recorded,
+        "recomputed tensors are bit-identical" if replayed == recorded else "recomputed tensors differ from the package",
+    )

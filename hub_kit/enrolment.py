@@ -1,0 +1,75 @@
+"""Enrol and revoke site keys; fingerprints are confirmed out of band before a key is trusted."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flsilo.errors import UsageError, VerificationError
+from flsilo.keys import load_public_key
+from flsilo.manifest import ID_PATTERN
+from flsilo.trust import HUB_PRINCIPAL, format_time
+from hub_kit.workspace import HubWorkspace
+
+
+def enroll(
+    ws: HubWorkspace,
+    site: str,
+    pubkey: Path,
+    fingerprint: str,
+    *,
+    valid_after: int | None = None,
+    valid_before: int | None = None,
+) -> str:
+    """Trust ``pubkey`` for ``site`` if its fingerprint is the one read over the phone."""
+    if not ID_PATTERN.match(site) or site == HUB_PRINCIPAL:
+        raise UsageError(
+            f"site id {site!r} is not valid",
+            code="bad-site-id",
+            hint="use lower-case letters, digits, '-', '.', '_'; 'hub' is reserved",
+        )
+    key = load_public_key(pubkey)
+    if key.fingerprint != fingerprint:
+        raise VerificationError(
+            f"key fingerprint is {key.fingerprint}, but {fingerprint} was confirmed",
+            path=pubkey,
+            code="fingerprint-mismatch",
+            hint="this is not the key the site read to you; do not enrol it, call the site",
+        )
+    state = ws.state()
+    if any(e.key.blob == key.blob for e in state.enrolments):
+        raise UsageError(
+            "this key is already enrolled",
+            path=pubkey,
+            code="already-enrolled",
+            hint="a revoked key is never re-enrolled; the site must make a new key",
+        )
+    if site in state.active_sites():
+        raise UsageError(
+            f"site {site!r} already has an active key",
+            code="already-enrolled",
+            hint=f"revoke it first: flsilo hub revoke {ws.root} {site}",
+        )
+    data: dict[str, object] = {"site": site, "key": key.openssh_line(), "fingerprint": key.fingerprint}
+    if valid_after is not None:
+        data["valid_after"] = valid_after
+    if valid_before is not None:
+        data["valid_before"] = valid_before
+    ws.log.append([("enroll", data)])
+    ws.write_allowed_signers(ws.state())
+    return key.fingerprint
+
+
+def revoke(ws: HubWorkspace, site: str) -> str:
+    """Stop trusting a site's key from now on; bundles it signed before stay auditable."""
+    state = ws.state()
+    if site not in state.active_sites():
+        raise UsageError(
+            f"site {site!r} has no active key to revoke",
+            code="not-enrolled",
+            hint="see 'flsilo hub status' for enrolled sites",
+        )
+    now = int(time.time())
+    ws.log.append([("revoke", {"site": site, "valid_before": now})])
+    ws.write_allowed_signers(ws.state())
+    return format_time(now)

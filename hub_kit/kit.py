@@ -1,0 +1,82 @@
+"""``flsilo hub kit``: everything one site needs to join, in one folder to carry in."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from flsilo import federation as fed
+from flsilo.artifact import sig_path
+from flsilo.atomic import copy_file, write_text
+from flsilo.errors import UsageError
+from hub_kit.workspace import HubWorkspace
+
+README = """\
+flsilo site kit for site "{site}" — federation "{federation}", round {round}
+
+Hub key fingerprint: {fingerprint}
+Confirm this fingerprint with the hub administrator by phone before you start.
+
+1. Make your site key once (keep it inside the site; never copy the private key out):
+     flsilo keys new site.key
+   Read its fingerprint to the hub administrator, and carry site.key.pub to the hub.
+2. Set up the site workspace from this kit:
+     flsilo site init SITE_DIR --kit {kit} --site-id {site} --key site.key --data YOUR_DATA
+3. Train on the package:
+     flsilo train SITE_DIR/packages/{package} --site SITE_DIR
+   A stopped run resumes when you run the same command again.
+4. Carry both files from SITE_DIR/outbox/ (the .safetensors and its .sig) to the hub.
+
+Files here: federation.toml (what the federation agreed), hub.pub (the hub's public key),
+{package} and its .sig (the model to train), kit.toml.
+"""
+
+
+def make_kit(ws: HubWorkspace, site: str, out: Path) -> Path:
+    state = ws.state()
+    if site not in state.active_sites():
+        raise UsageError(
+            f"site {site!r} is not enrolled",
+            code="not-enrolled",
+            hint=f"enrol it first: flsilo hub enroll {ws.root} {site} SITE.pub --fingerprint ...",
+        )
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(
+            "kit folder exists and is not empty",
+            path=out,
+            code="exists",
+            hint="choose a new or empty folder",
+        )
+    package = ws.current_package(state)
+    fingerprint = ws.hub_public_key().fingerprint
+    staging = out.with_name(f".{out.name}.kit-tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        copy_file(ws.root / fed.FEDERATION_FILE, staging / fed.FEDERATION_FILE)
+        copy_file(ws.hub_pub_path, staging / "hub.pub")
+        copy_file(package, staging / package.name)
+        copy_file(sig_path(package), staging / sig_path(package).name)
+        write_text(
+            staging / "kit.toml",
+            f'site_id = "{site}"\nfederation = "{ws.config.federation}"\n'
+            f'hub_fingerprint = "{fingerprint}"\npackage = "{package.name}"\nround = {state.round}\n',
+        )
+        write_text(
+            staging / "README.txt",
+            README.format(
+                site=site,
+                federation=ws.config.federation,
+                round=state.round,
+                fingerprint=fingerprint,
+                kit=out,
+                package=package.name,
+            ),
+        )
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

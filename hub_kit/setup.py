@@ -1,0 +1,104 @@
+"""``flsilo hub init``: a new hub workspace and its signed round-0 package."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from flsilo import federation as fed
+from flsilo import manifest as mf
+from flsilo.atomic import write_text
+from flsilo.errors import UsageError
+from flsilo.federation import FederationConfig
+from flsilo.keys import PassphraseSource, PublicKey, load_private_key
+from hub_kit.eventlog import EventLog
+from hub_kit.packaging import package_manifest, write_package
+from hub_kit.schedule import parse_schedule
+from hub_kit.workspace import HUB_FILE, fold, hub_toml, render_allowed_signers
+
+
+def initial_weights(config: FederationConfig, init_weights: Path | None) -> tuple[dict, str]:
+    """Seeded fresh weights, or a pretrained start; returns raw tensors and the code digest."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from flsilo.models.registry import build_model, code_digest
+    from flsilo.torchio import load_weights, state_to_raw
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, config.input_shape, len(config.classes))
+    if init_weights is not None:
+        try:
+            tensors = load_file(str(init_weights))
+        except (OSError, SafetensorError) as exc:
+            raise UsageError(
+                f"cannot read initial weights ({exc})",
+                path=init_weights,
+                code="init-weights",
+                hint="give a plain .safetensors file holding the model's state dict",
+            ) from exc
+        load_weights(model, tensors, str(init_weights))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return state_to_raw(state), code_digest(config.model)
+
+
+def hub_init(
+    root: Path,
+    config: FederationConfig,
+    key_path: Path,
+    passphrase: PassphraseSource,
+    init_weights: Path | None = None,
+) -> Path:
+    """Create HUB_DIR whole or not at all; return the round-0 package path."""
+    if root.exists() and any(root.iterdir()):
+        raise UsageError(
+            "hub directory already exists and is not empty",
+            path=root,
+            code="exists",
+            hint="choose a new directory; an existing federation is never re-initialised",
+        )
+    if not mf.ID_PATTERN.match(config.federation):
+        raise UsageError(
+            f"federation id {config.federation!r} is not valid",
+            hint="use lower-case letters, digits, '-', '.', '_' (at most 63)",
+        )
+    parse_schedule(config.schedule, config.local_epochs)
+    if config.min_sites < 1:
+        raise UsageError("--min-sites must be at least 1")
+    key = load_private_key(key_path, passphrase)
+    public = PublicKey.from_key(key.public_key(), comment="flsilo hub")
+    raw, digest = initial_weights(config, init_weights)
+    model = mf.ModelInfo(
+        spec=config.model,
+        code_digest=digest,
+        classes=config.classes,
+        input_shape=config.input_shape,
+        label_column=config.data.label_column,
+        feature_columns=config.data.feature_columns,
+    )
+    staging = root.with_name(f".{root.name}.init-tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        fed.write(staging / fed.FEDERATION_FILE, config)
+        write_text(staging / HUB_FILE, hub_toml(key_path.resolve(), public.fingerprint))
+        write_text(staging / "hub.pub", public.openssh_line() + "\n")
+        for sub in ("packages", "rounds", "inbox", "quarantine"):
+            (staging / sub).mkdir()
+        manifest = package_manifest(config, model, 0, None, None)
+        path, sha = write_package(staging / "packages", manifest, raw, key)
+        log = EventLog(staging / "events.jsonl")
+        log.append(
+            [("init", {"federation": config.federation, "package": path.name, "sha256": sha,
+                       "hub_key": public.openssh_line(), "round": 0})]
+        )
+        write_text(staging / "allowed_signers", render_allowed_signers(fold(log.read())))
+        if root.exists():
+            root.rmdir()
+        staging.rename(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return root / "packages" / path.name
+

@@ -1,0 +1,71 @@
+"""``flsilo hub status``: where the federation stands and which bundles are still missing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flsilo import manifest as mf
+from flsilo.errors import FlsiloError
+from flsilo.tensorfile import read_header
+from hub_kit.workspace import HubWorkspace
+
+
+@dataclass(frozen=True)
+class Status:
+    federation: str
+    round: int
+    rounds: int
+    final: bool
+    schedule: str
+    current_package: str
+    sites: list[dict[str, Any]]
+    inbox: list[dict[str, Any]]
+    missing: list[str]
+
+
+def peek(path: Path) -> mf.Manifest | None:
+    """Read only the header's claims (unverified) to tell the administrator what arrived."""
+    try:
+        with path.open("rb") as fh:
+            header, _ = read_header(fh, os.fstat(fh.fileno()).st_size, str(path))
+        return mf.decode(header.metadata, str(path))
+    except (FlsiloError, OSError):
+        return None
+
+
+def status(hub_dir: Path) -> Status:
+    ws = HubWorkspace.open(hub_dir)
+    state = ws.state()
+    schedule = ws.schedule
+    inbox = []
+    present: set[str] = set()
+    for path in sorted(ws.inbox.glob("*.safetensors")) if ws.inbox.is_dir() else []:
+        m = peek(path)
+        site = m.bundle.site if m and m.bundle else None
+        for_round = m.round if m else None
+        if site and for_round == state.round:
+            present.add(site)
+        inbox.append(
+            {"file": path.name, "site": site, "round": for_round,
+             "signature": path.with_name(path.name + ".sig").exists(), "readable": m is not None}
+        )
+    sites = [
+        {"site": e.site, "fingerprint": e.key.fingerprint, "revoked_at": e.revoked_at,
+         "bundle_present": e.site in present}
+        for e in state.enrolments
+    ]
+    final = state.round >= schedule.rounds
+    return Status(
+        federation=ws.config.federation,
+        round=state.round,
+        rounds=schedule.rounds,
+        final=final,
+        schedule=ws.config.schedule,
+        current_package=str(ws.current_package(state)),
+        sites=sites,
+        inbox=inbox,
+        missing=[] if final else [s for s in state.active_sites() if s not in present],
+    )

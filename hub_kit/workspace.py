@@ -1,0 +1,218 @@
+"""The hub workspace: paths, configuration, and the state derived from the event log.
+
+Layout::
+
+    HUB_DIR/federation.toml   what hub and sites agree on (copied into every kit)
+    HUB_DIR/hub.toml          hub-only settings: where the hub's private key lives
+    HUB_DIR/hub.pub           the hub's public key
+    HUB_DIR/allowed_signers   OpenSSH trust file, regenerated from enrolment events
+    HUB_DIR/events.jsonl      hash-chained event log: the source of truth
+    HUB_DIR/packages/         every signed package, round 0 to now
+    HUB_DIR/rounds/NNNN/      bundles accepted into round NNNN, byte for byte as verified
+    HUB_DIR/inbox/            where carried bundles are dropped (never modified by flsilo)
+    HUB_DIR/quarantine/rNNNN/ copies of rejected files with a .reason.txt each
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flsilo import federation as fed
+from flsilo.federation import read_toml
+from flsilo.atomic import write_text
+from flsilo.errors import VerificationError, WorkspaceError
+from flsilo.keys import PublicKey, load_public_key, parse_public_line
+from flsilo.manifest import Schedule
+from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
+from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
+from hub_kit.eventlog import Event, EventLog
+from hub_kit.schedule import parse_schedule
+
+HUB_FILE = "hub.toml"
+
+
+@dataclass
+class Enrolment:
+    site: str
+    key: PublicKey
+    valid_after: int | None = None
+    valid_before: int | None = None
+    revoked_at: str | None = None
+
+
+@dataclass
+class HubState:
+    """Everything the log says, folded: current round, packages issued, sites, verdicts."""
+
+    round: int = 0
+    packages: dict[int, str] = field(default_factory=dict)  # round -> sha256
+    package_files: dict[int, str] = field(default_factory=dict)
+    enrolments: list[Enrolment] = field(default_factory=list)
+    accepted: dict[str, int] = field(default_factory=dict)  # bundle sha256 -> round
+    rejected: set[tuple[int, str, str]] = field(default_factory=set)  # (round, sha, code)
+    hub_key: PublicKey | None = None
+
+    def active_sites(self) -> list[str]:
+        return sorted({e.site for e in self.enrolments if e.revoked_at is None})
+
+    def all_sites(self) -> list[str]:
+        return sorted({e.site for e in self.enrolments})
+
+
+def fold(events: list[Event]) -> HubState:
+    state = HubState()
+    for ev in events:
+        if ev.event == "init":
+            state.packages[0] = ev["sha256"]
+            state.package_files[0] = ev["package"]
+            state.hub_key = parse_public_line(ev["hub_key"])
+        elif ev.event == "enroll":
+            state.enrolments.append(
+                Enrolment(
+                    site=ev["site"],
+                    key=parse_public_line(ev["key"]),
+                    valid_after=ev.data.get("valid_after"),
+                    valid_before=ev.data.get("valid_before"),
+                )
+            )
+        elif ev.event == "revoke":
+            for enrolment in state.enrolments:
+                if enrolment.site == ev["site"] and enrolment.revoked_at is None:
+                    enrolment.revoked_at = ev.time
+                    cut = int(ev["valid_before"])
+                    enrolment.valid_before = min(enrolment.valid_before or cut, cut)
+        elif ev.event == "accept":
+            state.accepted[ev["sha256"]] = ev["round"]
+        elif ev.event == "reject":
+            state.rejected.add((ev["round"], ev["sha256"], ev["code"]))
+        elif ev.event == "aggregate":
+            state.round = ev["round"] + 1
+            state.packages[state.round] = ev["sha256"]
+            state.package_files[state.round] = ev["package"]
+    return state
+
+
+def signer_entries(state: HubState) -> list[SignerEntry]:
+    assert state.hub_key is not None
+    entries = [SignerEntry(principals=HUB_PRINCIPAL, key=state.hub_key, namespaces=PACKAGE_NAMESPACE)]
+    for e in state.enrolments:
+        entries.append(
+            SignerEntry(
+                principals=e.site,
+                key=e.key,
+                namespaces=BUNDLE_NAMESPACE,
+                valid_after=e.valid_after,
+                valid_before=e.valid_before,
+            )
+        )
+    return entries
+
+
+def render_allowed_signers(state: HubState) -> str:
+    lines = [
+        "# flsilo allowed_signers, generated from events.jsonl by enroll/revoke: do not edit.",
+        "# Verify a bundle: ssh-keygen -Y verify -f allowed_signers -I SITE -n flsilo-bundle "
+        "-s FILE.sig < FILE",
+    ]
+    return "\n".join(lines + [e.format() for e in signer_entries(state)]) + "\n"
+
+
+class HubWorkspace:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = fed.load(root / fed.FEDERATION_FILE)
+        hub = read_toml(root / HUB_FILE, "hub workspace (made by 'flsilo hub init')")
+        self.key_path = Path(str(hub.get("key", "")))
+        self.log = EventLog(root / "events.jsonl")
+
+    @property
+    def schedule(self) -> Schedule:
+        return parse_schedule(self.config.schedule, self.config.local_epochs)
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.root / "packages"
+
+    @property
+    def rounds_dir(self) -> Path:
+        return self.root / "rounds"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def signers_path(self) -> Path:
+        return self.root / "allowed_signers"
+
+    @property
+    def hub_pub_path(self) -> Path:
+        return self.root / "hub.pub"
+
+    def round_dir(self, round_: int) -> Path:
+        return self.rounds_dir / f"{round_:04d}"
+
+    @classmethod
+    def open(cls, root: Path) -> HubWorkspace:
+        if not (root / fed.FEDERATION_FILE).exists():
+            raise WorkspaceError(
+                "not a hub workspace",
+                path=root,
+                code="not-a-workspace",
+                hint="create one with 'flsilo hub init', or check the path",
+            )
+        return cls(root)
+
+    def state(self) -> HubState:
+        events = self.log.read()
+        if not events or events[0].event != "init":
+            raise WorkspaceError(
+                "event log is missing or does not start with init",
+                path=self.log.path,
+                code="log-missing",
+                hint="restore events.jsonl from backup",
+            )
+        return fold(events)
+
+    def current_package(self, state: HubState) -> Path:
+        return self.packages_dir / state.package_files[state.round]
+
+    def write_allowed_signers(self, state: HubState) -> None:
+        write_text(self.signers_path, render_allowed_signers(state))
+
+    def trust(self, state: HubState) -> AllowedSigners:
+        """The allowed_signers file, refused if it was edited outside flsilo."""
+        expected = render_allowed_signers(state)
+        try:
+            actual = self.signers_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            actual = ""
+        if actual != expected:
+            if not actual:
+                self.write_allowed_signers(state)  # a crash between log commit and regeneration
+            else:
+                raise VerificationError(
+                    "allowed_signers differs from the enrolments in the event log",
+                    path=self.signers_path,
+                    code="signers-edited",
+                    hint="use 'flsilo hub enroll/revoke' to change trust; restore the file by "
+                    "deleting it (it is regenerated from the log)",
+                )
+        return AllowedSigners(signer_entries(state), source=str(self.signers_path))
+
+    def hub_public_key(self) -> PublicKey:
+        return load_public_key(self.hub_pub_path)
+
+
+def hub_toml(key_path: Path, fingerprint: str) -> str:
+    return (
+        "# flsilo hub settings (not shared with sites)\n"
+        f"key = {json.dumps(str(key_path))}\n"
+        f"fingerprint = {json.dumps(fingerprint)}\n"
+    )

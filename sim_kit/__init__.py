@@ -1,0 +1,1 @@
+"""One-machine scenarios over the real kits: the ``flsilo demo`` federation and ``simulate``."""

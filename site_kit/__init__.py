@@ -1,0 +1,1 @@
+"""The silo side of flsilo: site workspace, local data, training and bundle export."""

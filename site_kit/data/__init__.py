@@ -1,0 +1,108 @@
+"""Local labeled data as arrays in the federation's input shape and class order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flsilo.errors import DataError, UsageError
+from flsilo.federation import DataSpec
+
+FORMATS = ("imagefolder", "csv", "npz")
+
+
+@dataclass
+class Dataset:
+    """Features ``x`` (float32, N x input shape) and class indices ``y`` (int64)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    skipped: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        return Dataset(self.x[index], self.y[index])
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return np.bincount(self.y, minlength=num_classes).tolist()
+
+
+class BadRecord(Exception):
+    """One unusable record; collected with --skip-bad, fatal without it."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"{where}: {why}")
+        self.where = where
+        self.why = why
+
+
+def guess_format(path: Path) -> str:
+    if path.is_dir():
+        return "imagefolder"
+    if path.suffix.lower() == ".csv":
+        return "csv"
+    if path.suffix.lower() == ".npz":
+        return "npz"
+    raise UsageError(
+        f"cannot tell the data format of {path.name}",
+        path=path,
+        code="data-format",
+        hint="pass --data-format imagefolder|csv|npz",
+    )
+
+
+def load_dataset(
+    path: Path,
+    data_format: str | None,
+    classes: tuple[str, ...],
+    input_shape: tuple[int, ...],
+    spec: DataSpec,
+    *,
+    skip_bad: bool = False,
+) -> Dataset:
+    """Read a site's data; every bad record is an error naming it, or skipped and counted."""
+    if not path.exists():
+        raise DataError(
+            "data path does not exist", path=path, code="data-missing", hint="check --data"
+        )
+    fmt = data_format or guess_format(path)
+    if fmt == "imagefolder":
+        from site_kit.data.imagefolder import load
+    elif fmt == "csv":
+        from site_kit.data.csv_table import load
+    elif fmt == "npz":
+        from site_kit.data.npz import load
+    else:
+        raise UsageError(f"unknown data format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    records = load(path, classes, input_shape, spec)
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    problems: list[str] = []
+    for item in records:
+        if isinstance(item, BadRecord):
+            if not skip_bad:
+                raise DataError(
+                    item.why,
+                    path=item.where,
+                    code="bad-record",
+                    hint="fix or remove it, or pass --skip-bad to skip and count bad records",
+                )
+            problems.append(str(item))
+            continue
+        x, y = item
+        xs.append(x)
+        ys.append(y)
+    if not ys:
+        raise DataError(
+            "no usable samples found" + (f" ({len(problems)} skipped)" if problems else ""),
+            path=path,
+            code="empty-data",
+            hint=f"expected {fmt} data with classes {', '.join(classes)}",
+        )
+    x_all = np.stack(xs).astype(np.float32, copy=False).reshape(len(ys), *input_shape)
+    return Dataset(x_all, np.asarray(ys, dtype=np.int64), skipped=len(problems), problems=problems)

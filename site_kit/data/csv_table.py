@@ -1,0 +1,90 @@
+"""``csv``: a header row, one label column and numeric feature columns named by the federation."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from flsilo.errors import DataError
+from flsilo.federation import DataSpec
+from site_kit.data import BadRecord
+
+
+def load(
+    path: Path, classes: tuple[str, ...], input_shape: tuple[int, ...], spec: DataSpec
+) -> Iterator[tuple[np.ndarray, int] | BadRecord]:
+    n_features = math.prod(input_shape)
+    index = {name: i for i, name in enumerate(classes)}
+    try:
+        fh = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"cannot read CSV ({exc.strerror})", path=path) from exc
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except (StopIteration, csv.Error, UnicodeDecodeError) as exc:
+            raise DataError("CSV has no header row", path=path, code="csv-header") from exc
+        if spec.label_column not in header:
+            raise DataError(
+                f"no label column {spec.label_column!r} in the header",
+                path=path,
+                code="csv-missing-column",
+                hint=f"the federation expects the label in column {spec.label_column!r}",
+            )
+        label_at = header.index(spec.label_column)
+        features = list(spec.feature_columns) or [c for c in header if c != spec.label_column]
+        missing = [c for c in features if c not in header]
+        if missing:
+            raise DataError(
+                f"feature column {missing[0]!r} is missing",
+                path=path,
+                code="csv-missing-column",
+                hint=f"the federation declares columns {', '.join(features)}",
+            )
+        if len(features) != n_features:
+            raise DataError(
+                f"{len(features)} feature columns, but the federation's input has {n_features}",
+                path=path,
+                code="shape",
+                hint="declare the feature columns at hub init (--feature-columns)",
+            )
+        columns = [header.index(c) for c in features]
+        row_no = 1
+        try:
+            for row in reader:
+                row_no += 1
+                where = f"{path}:{row_no}"
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    yield BadRecord(where, f"row has {len(row)} cells, header has {len(header)}")
+                    continue
+                label = row[label_at].strip()
+                if label not in index:
+                    yield BadRecord(where, f"label {label!r} is not a class of this federation")
+                    continue
+                try:
+                    values = np.array([float(row[i]) for i in columns], dtype=np.float32)
+                except ValueError:
+                    bad = next(c for c, i in zip(features, columns, strict=True) if not _is_number(row[i]))
+                    yield BadRecord(where, f"column {bad!r} is not a number")
+                    continue
+                if not np.isfinite(values).all():
+                    yield BadRecord(where, "a feature is NaN or infinite")
+                    continue
+                yield values, index[label]
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise DataError(f"row {row_no}: {exc}", path=path, code="csv-syntax") from exc
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,70 @@
+"""``npz``: arrays ``x`` (N x input shape, or N x features) and ``y`` (indices or class names)."""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from flsilo.errors import DataError
+from flsilo.federation import DataSpec
+from site_kit.data import BadRecord
+
+
+def load(
+    path: Path, classes: tuple[str, ...], input_shape: tuple[int, ...], spec: DataSpec
+) -> Iterator[tuple[np.ndarray, int] | BadRecord]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "x" not in npz or "y" not in npz:
+                raise DataError(
+                    f"needs arrays 'x' and 'y', found {', '.join(npz.files) or 'none'}",
+                    path=path,
+                    code="npz-arrays",
+                    hint="save with numpy.savez(path, x=features, y=labels)",
+                )
+            x, y = npz["x"], npz["y"]
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"cannot read npz ({exc})",
+            path=path,
+            code="npz-read",
+            hint="object arrays are refused (no pickle); store numbers and strings only",
+        ) from exc
+    if y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise DataError(
+            f"x has {x.shape[0] if x.ndim else 0} rows and y has shape {y.shape}",
+            path=path,
+            code="shape",
+            hint="y must be one label per row of x",
+        )
+    if x.shape[1:] != tuple(input_shape) and math.prod(x.shape[1:]) != math.prod(input_shape):
+        raise DataError(
+            f"x rows have shape {x.shape[1:]}, the federation's input is {tuple(input_shape)}",
+            path=path,
+            code="shape",
+        )
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"x has non-numeric dtype {x.dtype}", path=path, code="npz-dtype")
+    index = {name: i for i, name in enumerate(classes)}
+    for row, (features, label) in enumerate(zip(x, y, strict=True)):
+        where = f"{path}[{row}]"
+        if y.dtype.kind in "iu":
+            if not 0 <= int(label) < len(classes):
+                yield BadRecord(where, f"label index {int(label)} is outside 0..{len(classes) - 1}")
+                continue
+            target = int(label)
+        else:
+            name = str(label)
+            if name not in index:
+                yield BadRecord(where, f"label {name!r} is not a class of this federation")
+                continue
+            target = index[name]
+        values = np.asarray(features, dtype=np.float32).reshape(input_shape)
+        if not np.isfinite(values).all():
+            yield BadRecord(where, "a feature is NaN or infinite")
+            continue
+        yield values, target

@@ -1,0 +1,62 @@
+"""Loss, accuracy, per-class accuracy and confusion matrix of a model on a dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from flsilo.manifest import Metrics
+from site_kit.data import Dataset
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    samples: int
+    per_class_accuracy: tuple[float | None, ...]
+    confusion: tuple[tuple[int, ...], ...]
+
+    def metrics(self) -> Metrics:
+        return Metrics(loss=self.loss, accuracy=self.accuracy, samples=self.samples)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    data: Dataset,
+    num_classes: int,
+    device: torch.device,
+    batch_size: int = 1024,
+) -> Evaluation:
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    total_loss = 0.0
+    x_all = torch.from_numpy(data.x)
+    y_all = torch.from_numpy(data.y)
+    for start in range(0, len(data), batch_size):
+        xb = x_all[start : start + batch_size].to(device)
+        yb = y_all[start : start + batch_size].to(device)
+        logits = model(xb)
+        total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        pred = logits.argmax(dim=1).cpu()
+        confusion += torch.bincount(
+            yb.cpu() * num_classes + pred, minlength=num_classes * num_classes
+        ).reshape(num_classes, num_classes)
+    model.train(was_training)
+    n = len(data)
+    correct = int(confusion.diag().sum())
+    per_class = tuple(
+        (int(confusion[c, c]) / int(row_total)) if (row_total := confusion[c].sum()) else None
+        for c in range(num_classes)
+    )
+    return Evaluation(
+        loss=total_loss / n if n else 0.0,
+        accuracy=correct / n if n else 0.0,
+        samples=n,
+        per_class_accuracy=per_class,
+        confusion=tuple(tuple(int(v) for v in row) for row in confusion.tolist()),
+    )

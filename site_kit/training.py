@@ -1,0 +1,215 @@
+"""Local training exactly per a package's plan: optimizer, warmup, seed, FedProx, resume, DDP.
+
+The loop reads straight down: data as tensors in memory, a seeded permutation per epoch, one
+optimizer step per batch, a checkpoint after every epoch. Each epoch's shuffling and dropout
+are seeded from (seed, epoch) alone, so a resumed run continues exactly as an uninterrupted
+one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from flsilo.errors import UsageError
+from flsilo.manifest import Plan
+from site_kit.checkpoint import Checkpoint
+from site_kit.data import Dataset
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a torchrun job (world 1 when run plainly)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    epochs: int
+    loss: float
+    samples_per_second: float
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    epoch: int
+    batch: int
+    batches: int
+    loss: float
+    samples_per_second: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    epochs_run: int
+    resumed_from_epoch: int
+    seconds: float
+    samples_per_second: float
+    last_loss: float
+
+
+ProgressCallback = Callable[[EpochReport | BatchReport], None]
+
+
+def pick_device(requested: str, dist: DistContext) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                "--device cuda was asked for but no CUDA GPU is available",
+                code="no-gpu",
+                hint="use --device cpu or auto",
+            )
+        return torch.device("cuda", dist.local_rank if dist.world > 1 else torch.cuda.current_device())
+    if requested not in ("cpu", "mps"):
+        raise UsageError(f"unknown device {requested!r}", hint="use auto, cpu, cuda or mps")
+    return torch.device(requested)
+
+
+def init_distributed(device_request: str) -> DistContext:
+    """Join the torchrun job if there is one: nccl on GPUs, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_request in ("auto", "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistContext(rank=rank, world=world, local_rank=local_rank)
+
+
+def derive_seed(plan_seed: int, site: str) -> int:
+    """Each site's training seed: fixed by the package's seed and the site id."""
+    digest = hashlib.sha256(f"{plan_seed}:{site}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
+
+
+def make_optimizer(params: list[torch.nn.Parameter], plan: Plan) -> torch.optim.Optimizer:
+    if plan.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=plan.lr,
+            momentum=plan.momentum,
+            nesterov=plan.nesterov and plan.momentum > 0,
+            weight_decay=plan.weight_decay,
+        )
+    if plan.optimizer == "adam":
+        return torch.optim.Adam(params, lr=plan.lr, weight_decay=plan.weight_decay)
+    return torch.optim.AdamW(params, lr=plan.lr, weight_decay=plan.weight_decay)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, plan: Plan
+) -> torch.optim.lr_scheduler.LRScheduler:
+    warmup = plan.warmup_steps
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    )
+
+
+def train(
+    model: torch.nn.Module,
+    data: Dataset,
+    plan: Plan,
+    *,
+    seed: int,
+    device: torch.device,
+    checkpoint: Checkpoint | None = None,
+    dist: DistContext | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train ``model`` in place for the plan's local epochs, resuming from ``checkpoint``."""
+    dist = dist or DistContext()
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if plan.fedprox_mu > 0 else None
+    optimizer = make_optimizer(params, plan)
+    scheduler = make_scheduler(optimizer, plan)
+    start_epoch = checkpoint.load(model, optimizer, scheduler) if checkpoint else 0
+    model.to(device)
+    net: torch.nn.Module = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    x_all = torch.from_numpy(data.x).to(device)
+    y_all = torch.from_numpy(data.y).to(device)
+    n = len(data)
+    batch = max(1, plan.batch_size // dist.world)
+    started = time.perf_counter()
+    seen = 0
+    last_loss = float("nan")
+    if progress and start_epoch:
+        progress(EpochReport(start_epoch, plan.local_epochs, float("nan"), 0.0, resumed=True))
+    for epoch in range(start_epoch, plan.local_epochs):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1_000_003 * epoch))
+        if dist.world > 1:
+            order = order[: n - n % dist.world][dist.rank :: dist.world]
+        torch.manual_seed(seed + epoch)
+        net.train()
+        epoch_start = time.perf_counter()
+        epoch_loss = torch.zeros((), device=device)
+        batches = (len(order) + batch - 1) // batch
+        next_report = epoch_start + 0.5
+        for b in range(batches):
+            index = order[b * batch : (b + 1) * batch].to(device)
+            xb, yb = x_all[index], y_all[index]
+            loss = F.cross_entropy(net(xb), yb)
+            if anchor is not None:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
+                loss = loss + 0.5 * plan.fedprox_mu * prox
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            epoch_loss += loss.detach() * len(index)
+            if progress and time.perf_counter() >= next_report:
+                next_report = time.perf_counter() + 0.5
+                done = (b + 1) * batch * dist.world
+                rate = done / max(time.perf_counter() - epoch_start, 1e-9)
+                progress(BatchReport(epoch + 1, b + 1, batches, float(loss), rate))
+        seen_epoch = len(order) * dist.world
+        seen += seen_epoch
+        last_loss = float(epoch_loss) / max(len(order), 1)
+        rate = seen_epoch / max(time.perf_counter() - epoch_start, 1e-9)
+        if checkpoint and dist.is_main:
+            checkpoint.save(epoch + 1, model, optimizer, scheduler, {"last_loss": last_loss})
+        dist.barrier()
+        if progress:
+            progress(EpochReport(epoch + 1, plan.local_epochs, last_loss, rate))
+    seconds = time.perf_counter() - started
+    return TrainResult(
+        epochs_run=plan.local_epochs - start_epoch,
+        resumed_from_epoch=start_epoch,
+        seconds=seconds,
+        samples_per_second=seen / seconds if seconds > 0 else 0.0,
+        last_loss=last_loss,
+    )

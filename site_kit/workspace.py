@@ -1,0 +1,199 @@
+"""The site workspace: configuration from the kit, hub trust, rollback state, outbox, work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flsilo import federation as fed
+from flsilo.artifact import Verified, sig_path, verify_file
+from flsilo.atomic import copy_file, write_text
+from flsilo.errors import MalformedInputError, PolicyError, UsageError, WorkspaceError
+from flsilo.federation import read_toml
+from flsilo.keys import load_public_key
+from flsilo.manifest import ID_PATTERN, KIND_PACKAGE
+from flsilo.sshsig import PACKAGE_NAMESPACE
+from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
+
+SITE_FILE = "site.toml"
+KIT_FILE = "kit.toml"
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    site_id: str
+    federation: str
+    key: str
+    hub_fingerprint: str
+    data: str | None = None
+    data_format: str | None = None
+
+
+def _toml(values: dict[str, Any]) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items() if v is not None)
+
+
+class SiteWorkspace:
+    """Everything ``flsilo train`` keeps between runs at one site."""
+
+    def __init__(self, root: Path, config: SiteConfig) -> None:
+        self.root = root
+        self.config = config
+        self.federation = fed.load(root / fed.FEDERATION_FILE)
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def packages(self) -> Path:
+        return self.root / "packages"
+
+    @property
+    def key_path(self) -> Path:
+        return Path(self.config.key)
+
+    # -- creation ------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        root: Path,
+        kit: Path,
+        site_id: str,
+        key: Path,
+        data: Path | None,
+        data_format: str | None,
+    ) -> SiteWorkspace:
+        if (root / SITE_FILE).exists():
+            raise UsageError(
+                "this folder is already a site workspace",
+                path=root,
+                code="exists",
+                hint="use it as it is, or choose an empty folder",
+            )
+        kit_info = read_toml(kit / KIT_FILE, "site kit (made by 'flsilo hub kit')")
+        if kit_info.get("site_id") != site_id:
+            raise UsageError(
+                f"this kit was made for site {kit_info.get('site_id')!r}, not {site_id!r}",
+                path=kit,
+                code="kit-site",
+                hint="ask the hub for the kit made for your site id",
+            )
+        if not ID_PATTERN.match(site_id):
+            raise UsageError(f"site id {site_id!r} is not valid", hint="use lower-case a-z, 0-9, - . _")
+        hub_pub = load_public_key(kit / "hub.pub")
+        if hub_pub.fingerprint != kit_info.get("hub_fingerprint"):
+            raise MalformedInputError(
+                "hub.pub does not match the fingerprint recorded in kit.toml",
+                path=kit / "hub.pub",
+                code="kit-tampered",
+                hint="the kit was altered; get a fresh one and confirm the hub fingerprint by phone",
+            )
+        load_public_key(key.with_name(key.name + ".pub"))  # the site's own key pair must exist
+        federation = fed.load(kit / fed.FEDERATION_FILE)
+        config = SiteConfig(
+            site_id=site_id,
+            federation=federation.federation,
+            key=str(key.resolve()),
+            hub_fingerprint=hub_pub.fingerprint,
+            data=str(data.resolve()) if data else None,
+            data_format=data_format,
+        )
+        root.mkdir(parents=True, exist_ok=True)
+        copy_file(kit / fed.FEDERATION_FILE, root / fed.FEDERATION_FILE)
+        copy_file(kit / "hub.pub", root / "hub.pub")
+        ws = cls(root, config)
+        for package in sorted(kit.glob("*.safetensors")):
+            ws.accept_package(package)  # verifies the kit's package before anything is recorded
+            copy_file(package, ws.packages / package.name)
+            copy_file(sig_path(package), ws.packages / sig_path(package).name)
+        ws.outbox.mkdir(exist_ok=True)
+        write_text(root / SITE_FILE, "# flsilo site workspace\n" + _toml(config.__dict__))
+        return ws
+
+    @classmethod
+    def open(cls, root: Path) -> SiteWorkspace:
+        data = read_toml(root / SITE_FILE, "site workspace (made by 'flsilo site init')")
+        try:
+            config = SiteConfig(**data)
+        except TypeError as exc:
+            raise MalformedInputError(f"{SITE_FILE} is not valid ({exc})", path=root / SITE_FILE) from exc
+        return cls(root, config)
+
+    # -- trust and rollback state ---------------------------------------------------------
+    def trust(self) -> AllowedSigners:
+        hub = load_public_key(self.root / "hub.pub")
+        if hub.fingerprint != self.config.hub_fingerprint:
+            raise WorkspaceError(
+                "hub.pub in the workspace no longer matches the fingerprint recorded at init",
+                path=self.root / "hub.pub",
+                code="hub-key-changed",
+                hint="someone replaced the hub key; restore it from the kit and investigate",
+            )
+        entry = SignerEntry(principals=HUB_PRINCIPAL, key=hub, namespaces=PACKAGE_NAMESPACE)
+        return AllowedSigners([entry], source=str(self.root / "hub.pub"))
+
+    def state(self) -> dict[str, Any]:
+        path = self.root / STATE_FILE
+        if not path.exists():
+            return {"last_round": -1, "packages": {}}
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise WorkspaceError(
+                f"{STATE_FILE} is damaged ({exc})",
+                path=path,
+                code="state",
+                hint="it records the last round trained; restore it from backup",
+            ) from exc
+        return data
+
+    def record_round(self, round_: int, package_sha: str) -> None:
+        state = self.state()
+        state["last_round"] = max(int(state["last_round"]), round_)
+        state["packages"][str(round_)] = package_sha
+        write_text(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+
+    def accept_package(self, package: Path, *, copy_to: Any = None) -> Verified:
+        """Verify a package for this site: hub signature, federation, no rollback, no fork."""
+        verified = verify_file(package, self.trust(), expected_kind=KIND_PACKAGE, copy_to=copy_to)
+        m = verified.manifest
+        if m.federation != self.config.federation:
+            raise PolicyError(
+                f"package is for federation {m.federation!r}, this site is in "
+                f"{self.config.federation!r}",
+                path=package,
+                code="wrong-federation",
+                hint="use the package your own hub sent",
+            )
+        state = self.state()
+        if m.round < int(state["last_round"]):
+            raise PolicyError(
+                f"package is for round {m.round}, but this site already trained on round "
+                f"{state['last_round']}",
+                path=package,
+                code="rollback",
+                hint="an old package was sent back (replay or mix-up); ask the hub for the "
+                "current one",
+            )
+        seen = state["packages"].get(str(m.round))
+        if seen is not None and seen != verified.sha256:
+            raise PolicyError(
+                f"a different package for round {m.round} was already trained on here",
+                path=package,
+                code="forked-round",
+                hint="two signed packages claim the same round; stop and call the hub",
+            )
+        return verified
+
+    def clear_work(self, directory: Path) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
