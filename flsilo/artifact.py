@@ -168,7 +168,9 @@ def verify_scan(
         signature, manifest.namespace, scan.digests[signature.hash_algorithm], source=source
     )
     when = int(time.time()) if at is None else at
-    entry = trust.check(manifest.principal, manifest.namespace, signature.public_key, when, source=source)
+    entry = trust.check(
+        manifest.principal, manifest.namespace, signature.public_key, when, source=source
+    )
     check_finite(scan)
     return Verified(scan=scan, signature=signature, signer=entry)
 
@@ -236,4 +238,3 @@ def sha256_file(path: Path) -> str:
         while n := fh.readinto(buffer):
             digest.update(view[:n])
     return digest.hexdigest()
-

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -88,9 +89,7 @@ def parse_public_blob(blob: bytes, *, source: str = "key") -> PublicKey:
             hint="make a key with 'flsilo keys new' or 'ssh-keygen -t ed25519'",
         )
     if len(raw) != 32:
-        raise KeyFileError(
-            "Ed25519 public key is not 32 bytes", path=source, code="key-malformed"
-        )
+        raise KeyFileError("Ed25519 public key is not 32 bytes", path=source, code="key-malformed")
     return PublicKey(blob=blob)
 
 
@@ -217,9 +216,7 @@ def is_encrypted(data: bytes, path: Path) -> bool:
             raise WireFormatError("bad magic")
         cipher = WireReader(blob[len(magic) :]).text()
     except (binascii.Error, WireFormatError) as exc:
-        raise KeyFileError(
-            "private key file is corrupt", path=path, code="key-malformed"
-        ) from exc
+        raise KeyFileError("private key file is corrupt", path=path, code="key-malformed") from exc
     return cipher != "none"
 
 
@@ -250,7 +247,7 @@ def load_private_key(path: Path, passphrase: PassphraseSource) -> Ed25519Private
         raise KeyFileError(
             f"private key cannot be loaded ({exc})", path=path, code="key-malformed"
         ) from exc
-    except (TypeError, serialization.UnsupportedAlgorithm) as exc:
+    except (TypeError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(
             f"private key cannot be loaded ({exc})", path=path, code="key-malformed"
         ) from exc

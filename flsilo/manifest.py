@@ -15,7 +15,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 from flsilo import __version__
 from flsilo.errors import MalformedInputError
@@ -172,9 +172,7 @@ def to_jsonable(value: Any) -> Any:
 def encode(manifest: Manifest) -> str:
     """The one canonical text of a manifest."""
     check_semantics(manifest, source="manifest")
-    return json.dumps(
-        to_jsonable(manifest), sort_keys=True, separators=(",", ":"), allow_nan=False
-    )
+    return json.dumps(to_jsonable(manifest), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 class SchemaError(ValueError):
@@ -211,7 +209,7 @@ def from_jsonable(cls: Any, data: Any, where: str = "manifest") -> Any:
             name: from_jsonable(hints[name], value, f"{where}.{name}")
             for name, value in data.items()
         }
-        return cls(**kwargs)
+        return cast(Any, cls)(**kwargs)
     if origin is tuple:
         if not isinstance(data, list):
             raise SchemaError(f"{where} must be a list")
@@ -257,7 +255,9 @@ def decode(metadata: dict[str, str], source: str) -> Manifest:
         raise _bad_manifest(source, f"no {MANIFEST_KEY!r} entry in __metadata__", "no-manifest")
     extra = set(metadata) - {MANIFEST_KEY}
     if extra:
-        raise _bad_manifest(source, f"unexpected metadata key {sorted(extra)[0]!r}", "extra-metadata")
+        raise _bad_manifest(
+            source, f"unexpected metadata key {sorted(extra)[0]!r}", "extra-metadata"
+        )
     try:
         data = strict_json(metadata[MANIFEST_KEY])
     except ValueError as exc:

@@ -35,7 +35,7 @@ ITEMSIZE = {
     "BOOL": 1,
 }
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
-NUMPY_DTYPE = {
+NUMPY_DTYPE: dict[str, np.dtype[Any]] = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
@@ -47,7 +47,7 @@ NUMPY_DTYPE = {
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
 }
-_EXPONENT_MASK = {
+_EXPONENT_MASK: dict[str, tuple[np.dtype[Any], int]] = {
     "F64": (np.dtype("<u8"), 0x7FF0000000000000),
     "F32": (np.dtype("<u4"), 0x7F800000),
     "F16": (np.dtype("<u2"), 0x7C00),
@@ -187,8 +187,7 @@ def parse_header(header_bytes: bytes, file_size: int, source: str) -> Header:
         if end - begin != expected:
             raise _bad(
                 source,
-                f"tensor {name!r} holds {end - begin} bytes but {dtype} x {shape} needs "
-                f"{expected}",
+                f"tensor {name!r} holds {end - begin} bytes but {dtype} x {shape} needs {expected}",
                 "bad-size",
             )
         tensors.append(TensorInfo(name, dtype, tuple(shape), begin, end))
@@ -242,7 +241,7 @@ class RawTensor:
         if dtype is None:
             dtype = next(k for k, v in NUMPY_DTYPE.items() if v == array.dtype and k != "BF16")
         contiguous = np.ascontiguousarray(array, dtype=NUMPY_DTYPE[dtype])
-        return cls(dtype, tuple(int(d) for d in array.shape), memoryview(contiguous).cast("B"))
+        return cls(dtype, tuple(int(d) for d in array.shape), contiguous.reshape(-1).data.cast("B"))
 
 
 def canonical_order(tensors: Mapping[str, tuple[str, tuple[int, ...]]]) -> list[str]:
@@ -260,7 +259,11 @@ def build_header(
     for name in canonical_order(specs):
         dtype, shape = specs[name]
         size = math.prod(shape) * ITEMSIZE[dtype]
-        entries[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        entries[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         infos.append(TensorInfo(name, dtype, tuple(shape), offset, offset + size))
         offset += size
     header = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

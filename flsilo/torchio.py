@@ -30,7 +30,7 @@ def state_to_raw(state: Mapping[str, torch.Tensor]) -> dict[str, RawTensor]:
     for name, tensor in state.items():
         t = tensor.detach().to("cpu").contiguous()
         raw = t.reshape(-1).view(torch.uint8).numpy()
-        out[name] = RawTensor(ST_DTYPE[t.dtype], tuple(t.shape), memoryview(raw).cast("B"))
+        out[name] = RawTensor(ST_DTYPE[t.dtype], tuple(t.shape), raw.data.cast("B"))
     return out
 
 

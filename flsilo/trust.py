@@ -84,7 +84,7 @@ def parse_time(text: str, *, source: str, line_no: int) -> int:
     try:
         if fmt is None or not digits.isdigit():
             raise ValueError(text)
-        parsed = datetime.strptime(digits, fmt)  # noqa: DTZ007 - timezone applied below
+        parsed = datetime.strptime(digits, fmt)
     except ValueError as exc:
         raise MalformedInputError(
             f"line {line_no}: bad time {text!r}",
@@ -188,9 +188,7 @@ def parse_allowed_signers(text: str, *, source: str = "allowed_signers") -> list
                 key=key,
                 namespaces=options.get("namespaces"),
                 valid_after=parse_time(after, source=source, line_no=line_no) if after else None,
-                valid_before=parse_time(before, source=source, line_no=line_no)
-                if before
-                else None,
+                valid_before=parse_time(before, source=source, line_no=line_no) if before else None,
                 cert_authority="cert-authority" in options,
                 line_no=line_no,
             )
@@ -256,12 +254,10 @@ class AllowedSigners:
         entry = in_namespace[0]
         if entry.valid_before is not None and when > entry.valid_before:
             raise VerificationError(
-                f"key of {principal!r} was revoked or expired at "
-                f"{format_time(entry.valid_before)}",
+                f"key of {principal!r} was revoked or expired at {format_time(entry.valid_before)}",
                 path=source,
                 code="key-revoked",
-                hint="files signed with a revoked key are refused; the site needs a new "
-                "enrolment",
+                hint="files signed with a revoked key are refused; the site needs a new enrolment",
             )
         raise VerificationError(
             f"key of {principal!r} is not valid yet",

@@ -37,6 +37,8 @@ class SiteRow:
     file: str
     verdict: str
     reason: str | None
+    code: str | None
+    hint: str | None
     samples: int | None
     weight: float | None
     global_accuracy: float | None
@@ -96,6 +98,8 @@ def _rows(result: IntakeResult) -> list[SiteRow]:
                 file=c.inbox_path.name,
                 verdict="accepted" if c.age == 0 else f"accepted (late by {c.age})",
                 reason=None,
+                code=None,
+                hint=None,
                 samples=b.num_samples,
                 weight=c.weight,
                 global_accuracy=b.metrics_global.accuracy if b.metrics_global else None,
@@ -103,20 +107,46 @@ def _rows(result: IntakeResult) -> list[SiteRow]:
             )
         )
     for r in result.rejections:
-        rows.append(SiteRow(r.site, r.inbox_path.name, "rejected", r.error.one_line(), None, None, None, None))
+        rows.append(
+            SiteRow(
+                r.site,
+                r.inbox_path.name,
+                "rejected",
+                r.error.message,
+                r.error.code,
+                r.error.hint,
+                None,
+                None,
+                None,
+                None,
+            )
+        )
     for s in result.skipped:
-        rows.append(SiteRow("-", s.inbox_path.name, "skipped", s.why, None, None, None, None))
+        rows.append(
+            SiteRow("-", s.inbox_path.name, "skipped", s.why, None, None, None, None, None, None)
+        )
     return sorted(rows, key=lambda r: (r.verdict != "accepted", r.site, r.file))
 
 
-def _reject_events(rejections: list[Rejection], state: HubState, round_: int) -> list[tuple[str, dict[str, Any]]]:
+def _reject_events(
+    rejections: list[Rejection], state: HubState, round_: int
+) -> list[tuple[str, dict[str, Any]]]:
     events = []
     for r in rejections:
         if (round_, r.sha256, r.error.code) in state.rejected:
             continue  # already on record from an earlier run of this round
         events.append(
-            ("reject", {"round": round_, "site": r.site, "sha256": r.sha256, "file": r.inbox_path.name,
-                        "code": r.error.code, "reason": r.error.message})
+            (
+                "reject",
+                {
+                    "round": round_,
+                    "site": r.site,
+                    "sha256": r.sha256,
+                    "file": r.inbox_path.name,
+                    "code": r.error.code,
+                    "reason": r.error.message,
+                },
+            )
         )
     return events
 
@@ -151,8 +181,12 @@ def _aggregate_locked(
             hint="nothing is left to aggregate; run 'flsilo audit' and deploy the final package",
         )
     if not inbox.is_dir():
-        raise UsageError("inbox folder does not exist", path=inbox, code="no-inbox",
-                         hint="copy the carried bundles (with their .sig files) into it")
+        raise UsageError(
+            "inbox folder does not exist",
+            path=inbox,
+            code="no-inbox",
+            hint="copy the carried bundles (with their .sig files) into it",
+        )
     strategy = parse_strategy(strategy_name or ws.config.strategy)
     need = min_sites if min_sites is not None else ws.config.min_sites
     key = load_private_key(ws.key_path, passphrase)
@@ -168,7 +202,9 @@ def _aggregate_locked(
         )
     staging = ws.rounds_dir / f"{r:04d}.staging"
     shutil.rmtree(staging, ignore_errors=True)
-    result = intake(inbox, staging, ws.config, state, trust, package_scan.header, package_scan.manifest.model)
+    result = intake(
+        inbox, staging, ws.config, state, trust, package_scan.header, package_scan.manifest.model
+    )
     for rejection in result.rejections:
         quarantine(rejection, ws.quarantine_dir, r)
     rows = _rows(result)
@@ -179,7 +215,9 @@ def _aggregate_locked(
         if reject_events:
             ws.log.append(reject_events)
         shutil.rmtree(staging, ignore_errors=True)
-        report = AggregateReport(r, None, None, strategy_text(strategy), tuple(rows), missing, None, None, False)
+        report = AggregateReport(
+            r, None, None, strategy_text(strategy), tuple(rows), missing, None, None, False
+        )
         raise NotEnoughSites(report, need)
 
     candidates = sorted(result.candidates, key=lambda c: (c.site, c.verified.sha256))
@@ -188,8 +226,13 @@ def _aggregate_locked(
         strategy=strategy.name,
         strategy_params=strategy.params(),
         inputs=tuple(
-            mf.ProvenanceInput(site=c.site, sha256=c.verified.sha256, samples=c.samples, weight=c.weight,
-                               round=c.verified.manifest.round)
+            mf.ProvenanceInput(
+                site=c.site,
+                sha256=c.verified.sha256,
+                samples=c.samples,
+                weight=c.weight,
+                round=c.verified.manifest.round,
+            )
             for c in candidates
         ),
         rejects=tuple(
@@ -197,21 +240,43 @@ def _aggregate_locked(
             for x in sorted(result.rejections, key=lambda x: (x.site, x.sha256, x.error.code))
         ),
     )
-    manifest = package_manifest(ws.config, package_scan.manifest.model, r + 1, state.packages[r], provenance)
+    manifest = package_manifest(
+        ws.config, package_scan.manifest.model, r + 1, state.packages[r], provenance
+    )
     remove_stale_temps(ws.packages_dir)
-    new_path, sha = write_package(ws.packages_dir, manifest, package_tensors(package_scan.header, data), key)
+    new_path, sha = write_package(
+        ws.packages_dir, manifest, package_tensors(package_scan.header, data), key
+    )
     archive = ws.round_dir(r)
     shutil.rmtree(archive, ignore_errors=True)  # an uncommitted attempt's leftovers
     staging.rename(archive)
     events: list[tuple[str, dict[str, Any]]] = [
-        ("accept", {"round": r, "site": c.site, "sha256": c.verified.sha256, "file": c.staged.name,
-                    "samples": c.samples, "weight": c.weight, "base_round": c.verified.manifest.round})
+        (
+            "accept",
+            {
+                "round": r,
+                "site": c.site,
+                "sha256": c.verified.sha256,
+                "file": c.staged.name,
+                "samples": c.samples,
+                "weight": c.weight,
+                "base_round": c.verified.manifest.round,
+            },
+        )
         for c in candidates
     ]
     events += _reject_events(result.rejections, state, r)
     events.append(
-        ("aggregate", {"round": r, "package": new_path.name, "sha256": sha, "strategy": strategy_text(strategy),
-                       "inputs": len(candidates)})
+        (
+            "aggregate",
+            {
+                "round": r,
+                "package": new_path.name,
+                "sha256": sha,
+                "strategy": strategy_text(strategy),
+                "inputs": len(candidates),
+            },
+        )
     )
     ws.log.append(events)
     bundles = [c.verified.manifest.bundle for c in candidates]
@@ -223,10 +288,22 @@ def _aggregate_locked(
         rows=tuple(rows),
         missing_sites=missing,
         global_accuracy=weighted(
-            [(b.metrics_global.accuracy if b and b.metrics_global else None, b.metrics_global.samples if b and b.metrics_global else 0) for b in bundles]
+            [
+                (
+                    b.metrics_global.accuracy if b and b.metrics_global else None,
+                    b.metrics_global.samples if b and b.metrics_global else 0,
+                )
+                for b in bundles
+            ]
         ),
         trained_accuracy=weighted(
-            [(b.metrics_trained.accuracy if b and b.metrics_trained else None, b.metrics_trained.samples if b and b.metrics_trained else 0) for b in bundles]
+            [
+                (
+                    b.metrics_trained.accuracy if b and b.metrics_trained else None,
+                    b.metrics_trained.samples if b and b.metrics_trained else 0,
+                )
+                for b in bundles
+            ]
         ),
         final=manifest.package is not None and manifest.package.final,
     )
@@ -247,4 +324,3 @@ class NotEnoughSites(WorkspaceError):
             hint="wait for more bundles (see 'flsilo hub status'), or lower --min-sites",
         )
         self.report = report
-

@@ -68,7 +68,9 @@ def audit(hub_dir: Path, *, replay: bool = False) -> AuditReport:
     report.add(
         "allowed_signers",
         actual == expected_signers,
-        "matches enrolments in the log" if actual == expected_signers else "differs from the log's enrolments",
+        "matches enrolments in the log"
+        if actual == expected_signers
+        else "differs from the log's enrolments",
     )
     trust = AllowedSigners(signer_entries(state), source="event log enrolments")
     packages: dict[int, Verified] = {}
@@ -108,7 +110,9 @@ def audit(hub_dir: Path, *, replay: bool = False) -> AuditReport:
         if prov is None:
             report.add(f"provenance r{round_ + 1:04d}", False, "package has no provenance")
             continue
-        logged = sorted((e["site"], e["sha256"], e["samples"], e["weight"]) for e in accepts.get(round_, []))
+        logged = sorted(
+            (e["site"], e["sha256"], e["samples"], e["weight"]) for e in accepts.get(round_, [])
+        )
         claimed = sorted((i.site, i.sha256, i.samples, i.weight) for i in prov.inputs)
         rejected_logged = {(e["site"], e["sha256"], e["code"]) for e in rejects.get(round_, [])}
         rejected_claimed = {(x.site, x.sha256, x.reason) for x in prov.rejects}
@@ -116,7 +120,9 @@ def audit(hub_dir: Path, *, replay: bool = False) -> AuditReport:
         report.add(
             f"provenance r{round_ + 1:04d}",
             ok,
-            f"{len(claimed)} inputs match the log" if ok else "package inputs differ from the accept events in the log",
+            f"{len(claimed)} inputs match the log"
+            if ok
+            else "package inputs differ from the accept events in the log",
         )
         if replay and ok and len(bundles) == len(claimed):
             _replay(report, round_, package, prov, bundles)
@@ -164,5 +170,7 @@ def _replay(
     report.add(
         f"replay r{round_ + 1:04d}",
         replayed == recorded,
-        "recomputed tensors are bit-identical" if replayed == recorded else "recomputed tensors differ from the package",
+        "recomputed tensors are bit-identical"
+        if replayed == recorded
+        else "recomputed tensors differ from the package",
     )

@@ -50,7 +50,11 @@ def enroll(
             code="already-enrolled",
             hint=f"revoke it first: flsilo hub revoke {ws.root} {site}",
         )
-    data: dict[str, object] = {"site": site, "key": key.openssh_line(), "fingerprint": key.fingerprint}
+    data: dict[str, object] = {
+        "site": site,
+        "key": key.openssh_line(),
+        "fingerprint": key.fingerprint,
+    }
     if valid_after is not None:
         data["valid_after"] = valid_after
     if valid_before is not None:
@@ -69,7 +73,9 @@ def revoke(ws: HubWorkspace, site: str) -> str:
             code="not-enrolled",
             hint="see 'flsilo hub status' for enrolled sites",
         )
-    now = int(time.time())
-    ws.log.append([("revoke", {"site": site, "valid_before": now})])
+    # valid-before is inclusive in OpenSSH: end validity one second ago, so the key is
+    # refused from this very moment on.
+    cut = int(time.time()) - 1
+    ws.log.append([("revoke", {"site": site, "valid_before": cut})])
     ws.write_allowed_signers(ws.state())
-    return format_time(now)
+    return format_time(cut)

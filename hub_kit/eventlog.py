@@ -58,13 +58,20 @@ class EventLog:
                 record = strict_json(line.decode("utf-8"))
                 if not isinstance(record, dict):
                     raise ValueError("not an object")
-                seq, when, kind, link = record.pop("seq"), record.pop("time"), record.pop("event"), record.pop("prev")
+                seq, when, kind, link = (
+                    record.pop("seq"),
+                    record.pop("time"),
+                    record.pop("event"),
+                    record.pop("prev"),
+                )
             except (ValueError, KeyError, UnicodeDecodeError) as exc:
                 raise self._broken(number, f"not a valid event ({exc})") from exc
             if kind not in EVENTS or seq != number:
                 raise self._broken(number, f"unexpected event {kind!r} or sequence {seq!r}")
             if link != prev:
-                raise self._broken(number, "hash chain broken: an earlier line was changed or removed")
+                raise self._broken(
+                    number, "hash chain broken: an earlier line was changed or removed"
+                )
             digest = hashlib.sha256(line).hexdigest()
             events.append(Event(seq, when, kind, link, record, digest))
             prev = digest
@@ -84,10 +91,16 @@ class EventLog:
         prev = events[-1].line_sha256 if events else GENESIS
         raw = self.path.read_bytes() if self.path.exists() else b""
         when = now_utc()
-        added = []
+        added: list[Event] = []
         for kind, data in entries:
             assert kind in EVENTS
-            record = {**data, "seq": len(events) + len(added) + 1, "time": when, "event": kind, "prev": prev}
+            record = {
+                **data,
+                "seq": len(events) + len(added) + 1,
+                "time": when,
+                "event": kind,
+                "prev": prev,
+            }
             line = _line(record)
             prev = hashlib.sha256(line).hexdigest()
             raw += line + b"\n"

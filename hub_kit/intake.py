@@ -165,7 +165,9 @@ def intake(
         except FlsiloError as err:
             sha = sha256_file(path) if path.is_file() else ""
             if sha in state.accepted:
-                result.skipped.append(Skipped(path, sha, f"already aggregated in round {state.accepted[sha]}"))
+                result.skipped.append(
+                    Skipped(path, sha, f"already aggregated in round {state.accepted[sha]}")
+                )
                 continue
             site = _claimed_site(path)
             result.rejections.append(Rejection(path, site, sha, err))
@@ -193,9 +195,16 @@ def _resolve_duplicates(result: IntakeResult) -> IntakeResult:
     for site, group in sorted(by_site.items()):
         shas = {c.verified.sha256 for c in group}
         if len(shas) == 1:
+            m = group[0].verified.manifest
+            canonical = mf.artifact_name(m.federation, m.round, site)
+            group.sort(key=lambda c: (c.inbox_path.name != canonical, c.inbox_path.name))
             kept.append(group[0])
             for extra in group[1:]:
-                result.skipped.append(Skipped(extra.inbox_path, extra.verified.sha256, "identical copy"))
+                result.skipped.append(
+                    Skipped(extra.inbox_path, extra.verified.sha256, "identical copy")
+                )
+                extra.staged.unlink(missing_ok=True)
+                sig_path(extra.staged).unlink(missing_ok=True)
             continue
         names = ", ".join(c.inbox_path.name for c in group)
         for c in group:

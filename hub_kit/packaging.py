@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from flsilo import manifest as mf
 from flsilo.artifact import write_artifact
 from flsilo.federation import FederationConfig
 from flsilo.tensorfile import RawTensor
 from hub_kit.schedule import parse_schedule, plan_for_round
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def package_manifest(

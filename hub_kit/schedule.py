@@ -24,7 +24,9 @@ def parse_schedule(text: str, local_epochs: tuple[int, ...]) -> Schedule:
     try:
         rounds = 1 if kind == "one-shot" else int(count)
     except ValueError as exc:
-        raise UsageError(f"schedule {text!r}: R must be a whole number", code="bad-schedule") from exc
+        raise UsageError(
+            f"schedule {text!r}: R must be a whole number", code="bad-schedule"
+        ) from exc
     if rounds < 1:
         raise UsageError("a schedule needs at least one round", code="bad-schedule")
     if not local_epochs or any(e < 1 for e in local_epochs):

@@ -90,8 +90,18 @@ def hub_init(
         path, sha = write_package(staging / "packages", manifest, raw, key)
         log = EventLog(staging / "events.jsonl")
         log.append(
-            [("init", {"federation": config.federation, "package": path.name, "sha256": sha,
-                       "hub_key": public.openssh_line(), "round": 0})]
+            [
+                (
+                    "init",
+                    {
+                        "federation": config.federation,
+                        "package": path.name,
+                        "sha256": sha,
+                        "hub_key": public.openssh_line(),
+                        "round": 0,
+                    },
+                )
+            ]
         )
         write_text(staging / "allowed_signers", render_allowed_signers(fold(log.read())))
         if root.exists():
@@ -101,4 +111,3 @@ def hub_init(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return root / "packages" / path.name
-

@@ -49,12 +49,21 @@ def status(hub_dir: Path) -> Status:
         if site and for_round == state.round:
             present.add(site)
         inbox.append(
-            {"file": path.name, "site": site, "round": for_round,
-             "signature": path.with_name(path.name + ".sig").exists(), "readable": m is not None}
+            {
+                "file": path.name,
+                "site": site,
+                "round": for_round,
+                "signature": path.with_name(path.name + ".sig").exists(),
+                "readable": m is not None,
+            }
         )
     sites = [
-        {"site": e.site, "fingerprint": e.key.fingerprint, "revoked_at": e.revoked_at,
-         "bundle_present": e.site in present}
+        {
+            "site": e.site,
+            "fingerprint": e.key.fingerprint,
+            "revoked_at": e.revoked_at,
+            "bundle_present": e.site in present,
+        }
         for e in state.enrolments
     ]
     final = state.round >= schedule.rounds

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo.tensorfile import FLOAT_DTYPES, ITEMSIZE, NUMPY_DTYPE, TensorInfo, from_float64, to_float64
+from flsilo.tensorfile import (
+    FLOAT_DTYPES,
+    ITEMSIZE,
+    NUMPY_DTYPE,
+    TensorInfo,
+    from_float64,
+    to_float64,
+)
 from hub_kit.strategies.base import Strategy
 
 CHUNK_BUDGET_BYTES = 64 * 1024 * 1024
@@ -41,7 +48,9 @@ class _Mapped:
         self.released = 0
 
     def view(self, dtype: np.dtype, offset: int, count: int) -> np.ndarray:
-        return np.frombuffer(self.map, dtype=dtype, count=count, offset=self.item.data_start + offset)
+        return np.frombuffer(
+            self.map, dtype=dtype, count=count, offset=self.item.data_start + offset
+        )
 
     def release(self, offset: int) -> None:
         upto = (self.item.data_start + offset) // mmap.PAGESIZE * mmap.PAGESIZE

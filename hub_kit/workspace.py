@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flsilo import federation as fed
-from flsilo.federation import read_toml
 from flsilo.atomic import write_text
 from flsilo.errors import VerificationError, WorkspaceError
+from flsilo.federation import read_toml
 from flsilo.keys import PublicKey, load_public_key, parse_public_line
 from flsilo.manifest import Schedule
 from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
@@ -96,7 +96,9 @@ def fold(events: list[Event]) -> HubState:
 
 def signer_entries(state: HubState) -> list[SignerEntry]:
     assert state.hub_key is not None
-    entries = [SignerEntry(principals=HUB_PRINCIPAL, key=state.hub_key, namespaces=PACKAGE_NAMESPACE)]
+    entries = [
+        SignerEntry(principals=HUB_PRINCIPAL, key=state.hub_key, namespaces=PACKAGE_NAMESPACE)
+    ]
     for e in state.enrolments:
         entries.append(
             SignerEntry(

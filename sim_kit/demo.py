@@ -75,7 +75,9 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
         from flsilo.errors import UsageError
 
         raise UsageError(
-            "demo folder exists and is not empty", path=out, code="exists",
+            "demo folder exists and is not empty",
+            path=out,
+            code="exists",
             hint="remove it or pass --out NEW_DIR",
         )
     s = settings
@@ -103,9 +105,18 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
     # 3. Hub: federation, enrolment by fingerprint, kits.
     hub = out / "hub"
     config = FederationConfig(
-        federation="digits-demo", model=s.model, classes=DIGIT_CLASSES, input_shape=(1, 8, 8),
-        schedule=f"periodic:{s.rounds}", local_epochs=(s.local_epochs,), batch_size=s.batch_size,
-        lr=s.lr, momentum=0.9, seed=s.seed, min_sites=s.sites, data=DataSpec(),
+        federation="digits-demo",
+        model=s.model,
+        classes=DIGIT_CLASSES,
+        input_shape=(1, 8, 8),
+        schedule=f"periodic:{s.rounds}",
+        local_epochs=(s.local_epochs,),
+        batch_size=s.batch_size,
+        lr=s.lr,
+        momentum=0.9,
+        seed=s.seed,
+        min_sites=s.sites,
+        data=DataSpec(),
     )
     hub_init(hub, config, keys / "hub", passphrase)
     ws = HubWorkspace.open(hub)
@@ -117,14 +128,17 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
         kit = make_kit(ws, site, out / "kits" / site)
         sites[site] = out / "sites" / site
         SiteWorkspace.init(sites[site], kit, site, keys / site, data_dir / site, "imagefolder")
-    say(f"hub {hub}: {s.sites} sites enrolled, kits written, schedule periodic:{s.rounds} x {s.local_epochs} epochs")
+    say(
+        f"hub {hub}: {s.sites} sites enrolled, kits written, schedule periodic:{s.rounds} x {s.local_epochs} epochs"
+    )
 
     # 4. Rounds: train at each site, carry bundles to the inbox, aggregate, carry package back.
     for r in range(s.rounds):
         package_name = ws.current_package(ws.state()).name
-        for site, site_dir in sites.items():
-            outcome = train_round(site_dir / "packages" / package_name, site_dir, device="cpu",
-                                  passphrase=passphrase)
+        for site_dir in sites.values():
+            outcome = train_round(
+                site_dir / "packages" / package_name, site_dir, device="cpu", passphrase=passphrase
+            )
             assert outcome.bundle is not None
             copy_file(outcome.bundle, hub / "inbox" / outcome.bundle.name)
             copy_file(sig_path(outcome.bundle), hub / "inbox" / sig_path(outcome.bundle).name)
@@ -132,18 +146,30 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
         assert report.package is not None
         for site_dir in sites.values():
             copy_file(report.package, site_dir / "packages" / report.package.name)
-            copy_file(sig_path(report.package), site_dir / "packages" / sig_path(report.package).name)
+            copy_file(
+                sig_path(report.package), site_dir / "packages" / sig_path(report.package).name
+            )
         acc = report.trained_accuracy
-        say(f"round {r}: {len(sites)} bundles verified and averaged -> {report.package.name}"
-            + (f" (site validation accuracy after local training {100 * acc:.1f}%)" if acc is not None else ""))
+        say(
+            f"round {r}: {len(sites)} bundles verified and averaged -> {report.package.name}"
+            + (
+                f" (site validation accuracy after local training {100 * acc:.1f}%)"
+                if acc is not None
+                else ""
+            )
+        )
 
     # 5. The auditor: verify every artifact, then replay every round.
     trust = AllowedSigners.load(hub / "allowed_signers")
-    files = sorted((hub / "packages").glob("*.safetensors")) + sorted((hub / "rounds").glob("*/*.safetensors"))
+    files = sorted((hub / "packages").glob("*.safetensors")) + sorted(
+        (hub / "rounds").glob("*/*.safetensors")
+    )
     for f in files:
         verify_file(f, trust)
     audit_report = audit(hub, replay=True)
-    say(f"auditor: {len(files)} artifacts verified; audit --replay {'passed' if audit_report.ok else 'FAILED'}")
+    say(
+        f"auditor: {len(files)} artifacts verified; audit --replay {'passed' if audit_report.ok else 'FAILED'}"
+    )
 
     # 6. Scores on the same held-out test set.
     final = ws.current_package(ws.state())
@@ -151,7 +177,9 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
     return DemoReport(out, s.rounds, counts, accuracy, len(files), audit_report, final)
 
 
-def baselines(hub: Path, final: Path, data_dir: Path, site_ids: list[str], s: DemoSettings) -> dict[str, float]:
+def baselines(
+    hub: Path, final: Path, data_dir: Path, site_ids: list[str], s: DemoSettings
+) -> dict[str, float]:
     """Test accuracy of: each site alone, all data pooled (same start, same total epochs), federated."""
     import io
 
@@ -176,7 +204,13 @@ def baselines(hub: Path, final: Path, data_dir: Path, site_ids: list[str], s: De
         return load_dataset(path, "imagefolder", DIGIT_CLASSES, (1, 8, 8), DataSpec())
 
     test = load(data_dir / "test")
-    plan = Plan(local_epochs=s.rounds * s.local_epochs, batch_size=s.batch_size, lr=s.lr, momentum=0.9, seed=s.seed)
+    plan = Plan(
+        local_epochs=s.rounds * s.local_epochs,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        momentum=0.9,
+        seed=s.seed,
+    )
     results: dict[str, float] = {}
     pooled_x, pooled_y = [], []
     for site in site_ids:

@@ -1,4 +1,4 @@
-"""Split a labeled data set across sites: iid, dirichlet:ALPHA, shards:K, plus a held-out test set."""
+"""Split labeled data across sites (iid, dirichlet:ALPHA, shards:K) and hold out a test set."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import numpy as np
 from flsilo.errors import UsageError
 
 
-def train_test_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def train_test_split(
+    y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded split of indices."""
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        k = int(round(len(idx) * test_fraction))
+        k = round(len(idx) * test_fraction)
         test.append(idx[:k])
         train.append(idx[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
@@ -48,7 +50,10 @@ def partition(y: np.ndarray, sites: int, scheme: str, seed: int) -> list[np.ndar
         order = np.argsort(y, kind="stable")
         shards = np.array_split(order, sites * k)
         chosen = rng.permutation(sites * k)
-        return [np.sort(np.concatenate([shards[i] for i in chosen[s * k : (s + 1) * k]])) for s in range(sites)]
+        return [
+            np.sort(np.concatenate([shards[i] for i in chosen[s * k : (s + 1) * k]]))
+            for s in range(sites)
+        ]
     raise UsageError(
         f"partition {scheme!r} is not known",
         code="bad-partition",
@@ -66,6 +71,9 @@ def shift(x: np.ndarray, kind: str) -> np.ndarray:
         return (x * 0.5 + 0.25).astype(np.float32)
     if kind == "blur":
         padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-        acc = sum(padded[:, :, i : i + x.shape[2], j : j + x.shape[3]] for i in range(3) for j in range(3))
+        acc = np.zeros_like(x)
+        for i in range(3):
+            for j in range(3):
+                acc += padded[:, :, i : i + x.shape[2], j : j + x.shape[3]]
         return (acc / 9.0).astype(np.float32)
     raise UsageError(f"shift {kind!r} is not known", hint="use none, invert, dim or blur")

@@ -48,7 +48,9 @@ class Checkpoint:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         extra: dict[str, Any],
     ) -> None:
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tensors = {
+            f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+        }
         opt = optimizer.state_dict()
         scalars: dict[str, dict[str, Any]] = {}
         for idx, state in opt["state"].items():

@@ -75,14 +75,18 @@ def data_spec(model: mf.ModelInfo) -> DataSpec:
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded, stable train/validation split of ``n`` samples."""
     order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * fraction)) if n > 1 else 0
+    n_val = round(n * fraction) if n > 1 else 0
     n_val = min(n_val, n - 1)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def software() -> dict[str, str]:
     return mf.software_versions(
-        {"torch": torch.__version__, "safetensors": safetensors.__version__, "numpy": np.__version__}
+        {
+            "torch": torch.__version__,
+            "safetensors": safetensors.__version__,
+            "numpy": np.__version__,
+        }
     )
 
 
@@ -162,7 +166,9 @@ def _train_locked(
     split_seed = derive_seed(0, site)
     if val_path is not None:
         train_set: Dataset = dataset
-        val_set: Dataset = load_dataset(val_path, None, classes, shape, data_spec(m.model), skip_bad=skip_bad)
+        val_set: Dataset = load_dataset(
+            val_path, None, classes, shape, data_spec(m.model), skip_bad=skip_bad
+        )
     else:
         train_idx, val_idx = split_validation(len(dataset), plan.val_fraction, split_seed)
         train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
@@ -181,7 +187,14 @@ def _train_locked(
 
     seed = derive_seed(plan.seed, site)
     result = train(
-        model, train_set, plan, seed=seed, device=device, checkpoint=checkpoint, dist=dist, progress=progress
+        model,
+        train_set,
+        plan,
+        seed=seed,
+        device=device,
+        checkpoint=checkpoint,
+        dist=dist,
+        progress=progress,
     )
     timings["train_seconds"] = round(result.seconds, 3)
     timings["samples_per_second"] = round(result.samples_per_second, 1)

@@ -85,7 +85,9 @@ def pick_device(requested: str, dist: DistContext) -> torch.device:
                 code="no-gpu",
                 hint="use --device cpu or auto",
             )
-        return torch.device("cuda", dist.local_rank if dist.world > 1 else torch.cuda.current_device())
+        return torch.device(
+            "cuda", dist.local_rank if dist.world > 1 else torch.cuda.current_device()
+        )
     if requested not in ("cpu", "mps"):
         raise UsageError(f"unknown device {requested!r}", hint="use auto, cpu, cuda or mps")
     return torch.device(requested)

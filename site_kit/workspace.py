@@ -89,7 +89,9 @@ class SiteWorkspace:
                 hint="ask the hub for the kit made for your site id",
             )
         if not ID_PATTERN.match(site_id):
-            raise UsageError(f"site id {site_id!r} is not valid", hint="use lower-case a-z, 0-9, - . _")
+            raise UsageError(
+                f"site id {site_id!r} is not valid", hint="use lower-case a-z, 0-9, - . _"
+            )
         hub_pub = load_public_key(kit / "hub.pub")
         if hub_pub.fingerprint != kit_info.get("hub_fingerprint"):
             raise MalformedInputError(
@@ -126,7 +128,9 @@ class SiteWorkspace:
         try:
             config = SiteConfig(**data)
         except TypeError as exc:
-            raise MalformedInputError(f"{SITE_FILE} is not valid ({exc})", path=root / SITE_FILE) from exc
+            raise MalformedInputError(
+                f"{SITE_FILE} is not valid ({exc})", path=root / SITE_FILE
+            ) from exc
         return cls(root, config)
 
     # -- trust and rollback state ---------------------------------------------------------

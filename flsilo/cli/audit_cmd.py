@@ -15,7 +15,9 @@ from flsilo.manifest import to_jsonable
 
 def audit(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace (or a copy of it).")],
-    replay: Annotated[bool, typer.Option("--replay", help="Recompute every aggregation and compare.")] = False,
+    replay: Annotated[
+        bool, typer.Option("--replay", help="Recompute every aggregation and compare.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """Verify log chain, every package and archived bundle, provenance; exit 3 on any failure.

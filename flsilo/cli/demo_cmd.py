@@ -13,11 +13,15 @@ from flsilo.cli.common import emit_json, info, set_json, stdout
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for every artifact the demo makes.")] = Path("flsilo-demo"),
+    out: Annotated[Path, typer.Option(help="Folder for every artifact the demo makes.")] = Path(
+        "flsilo-demo"
+    ),
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds (physical trips).")] = 5,
     local_epochs: Annotated[int, typer.Option(min=1, help="Local epochs per round.")] = 2,
     sites: Annotated[int, typer.Option(min=2, max=26, help="Number of sites.")] = 3,
-    max_per_site: Annotated[int | None, typer.Option(help="Cap images per site (quick runs).")] = None,
+    max_per_site: Annotated[
+        int | None, typer.Option(help="Cap images per site (quick runs).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """Three hospitals' worth of handwritten digits, federated through real signed files.
@@ -30,18 +34,30 @@ def demo(
     from sim_kit.demo import DemoSettings, run_demo
 
     started = time.perf_counter()
-    settings = DemoSettings(sites=sites, rounds=rounds, local_epochs=local_epochs, max_per_site=max_per_site)
+    settings = DemoSettings(
+        sites=sites, rounds=rounds, local_epochs=local_epochs, max_per_site=max_per_site
+    )
     report = run_demo(out, settings, info)
     seconds = time.perf_counter() - started
     if json_out:
-        emit_json("demo", report.audit.ok, {
-            "out": str(out), "rounds": report.rounds, "accuracy": report.accuracy,
-            "site_class_counts": report.site_samples, "verified_files": report.verified_files,
-            "audit_ok": report.audit.ok, "final_package": str(report.federated_package),
-            "seconds": round(seconds, 1),
-        })
+        emit_json(
+            "demo",
+            report.audit.ok,
+            {
+                "out": str(out),
+                "rounds": report.rounds,
+                "accuracy": report.accuracy,
+                "site_class_counts": report.site_samples,
+                "verified_files": report.verified_files,
+                "audit_ok": report.audit.ok,
+                "final_package": str(report.federated_package),
+                "seconds": round(seconds, 1),
+            },
+        )
     else:
-        table = Table(title=f"held-out test accuracy after {rounds} rounds x {local_epochs} local epochs")
+        table = Table(
+            title=f"held-out test accuracy after {rounds} rounds x {local_epochs} local epochs"
+        )
         table.add_column("model")
         table.add_column("test accuracy", justify="right")
         for name, acc in report.accuracy.items():

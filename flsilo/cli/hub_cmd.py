@@ -12,7 +12,9 @@ from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdo
 from flsilo.errors import UsageError
 from flsilo.manifest import to_jsonable
 
-app = typer.Typer(help="Run the hub: create a federation, enrol sites, make kits.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run the hub: create a federation, enrol sites, make kits.", no_args_is_help=True
+)
 
 PassphraseFile = Annotated[
     Path | None, typer.Option(help="Read the hub key's passphrase from this file.")
@@ -31,12 +33,20 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 def hub_init(
     hub_dir: Annotated[Path, typer.Argument(help="New hub workspace folder.")],
     federation: Annotated[str, typer.Option(help="Federation id, e.g. chest-xray-2026.")],
-    model: Annotated[str, typer.Option(help="logreg, mlp[:hidden=200x200], cnn, resnet, or module:factory.")],
+    model: Annotated[
+        str, typer.Option(help="logreg, mlp[:hidden=200x200], cnn, resnet, or module:factory.")
+    ],
     classes: Annotated[str, typer.Option(help="Class names in index order: A,B,C.")],
-    input_shape: Annotated[str, typer.Option(help="C,H,W for images (1,28,28) or the feature count (13).")],
-    key: Annotated[Path, typer.Option(help="The hub's private key (make one with 'flsilo keys new').")],
+    input_shape: Annotated[
+        str, typer.Option(help="C,H,W for images (1,28,28) or the feature count (13).")
+    ],
+    key: Annotated[
+        Path, typer.Option(help="The hub's private key (make one with 'flsilo keys new').")
+    ],
     schedule: Annotated[str, typer.Option(help="one-shot, few-shot:R or periodic:R.")] = "one-shot",
-    local_epochs: Annotated[str, typer.Option(help="E for every round, or E1,E2,... per round.")] = "1",
+    local_epochs: Annotated[
+        str, typer.Option(help="E for every round, or E1,E2,... per round.")
+    ] = "1",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.")] = "sgd",
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.05,
@@ -44,18 +54,33 @@ def hub_init(
     nesterov: Annotated[bool, typer.Option(help="Nesterov momentum for SGD.")] = False,
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     warmup_steps: Annotated[int, typer.Option(help="Linear learning-rate warmup, in steps.")] = 0,
-    fedprox_mu: Annotated[float, typer.Option(help="FedProx proximal term (0 = plain FedAvg).")] = 0.0,
-    val_fraction: Annotated[float, typer.Option(help="Share of each site's data held out for validation.")] = 0.1,
-    min_sites: Annotated[int, typer.Option(help="Bundles needed before a round is aggregated.")] = 1,
+    fedprox_mu: Annotated[
+        float, typer.Option(help="FedProx proximal term (0 = plain FedAvg).")
+    ] = 0.0,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of each site's data held out for validation.")
+    ] = 0.1,
+    min_sites: Annotated[
+        int, typer.Option(help="Bundles needed before a round is aggregated.")
+    ] = 1,
     seed: Annotated[int, typer.Option()] = 0,
-    max_samples: Annotated[int, typer.Option(help="Largest sample count a site may claim.")] = 100_000_000,
-    strategy: Annotated[str, typer.Option(help="Default: fedavg, mean, median, trimmed-mean:BETA.")] = "fedavg",
+    max_samples: Annotated[
+        int, typer.Option(help="Largest sample count a site may claim.")
+    ] = 100_000_000,
+    strategy: Annotated[
+        str, typer.Option(help="Default: fedavg, mean, median, trimmed-mean:BETA.")
+    ] = "fedavg",
     max_staleness: Annotated[int, typer.Option(help="Accept bundles this many rounds late.")] = 0,
-    staleness_discount: Annotated[float, typer.Option(help="Weight factor per round of lateness.")] = 0.5,
+    staleness_discount: Annotated[
+        float, typer.Option(help="Weight factor per round of lateness.")
+    ] = 0.5,
     label_column: Annotated[str, typer.Option(help="CSV label column.")] = "label",
-    feature_columns: Annotated[str, typer.Option(help="CSV feature columns, in order (default: all others).")] = "",
+    feature_columns: Annotated[
+        str, typer.Option(help="CSV feature columns, in order (default: all others).")
+    ] = "",
     init_weights: Annotated[
-        Path | None, typer.Option(help="Pretrained start (.safetensors state dict); recommended for one-shot.")
+        Path | None,
+        typer.Option(help="Pretrained start (.safetensors state dict); recommended for one-shot."),
     ] = None,
     passphrase_file: PassphraseFile = None,
     json_out: JsonOut = False,
@@ -73,17 +98,35 @@ def hub_init(
     parse_strategy(strategy)
     class_list = tuple(c.strip() for c in classes.split(",") if c.strip())
     if len(class_list) < 2 or len(set(class_list)) != len(class_list):
-        raise UsageError("--classes needs at least two distinct names", hint="e.g. --classes normal,pneumonia")
+        raise UsageError(
+            "--classes needs at least two distinct names", hint="e.g. --classes normal,pneumonia"
+        )
     config = FederationConfig(
-        federation=federation, model=model, classes=class_list,
-        input_shape=_ints(input_shape, "--input-shape"), schedule=schedule,
-        local_epochs=_ints(local_epochs, "--local-epochs"), batch_size=batch_size, optimizer=optimizer,
-        lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, warmup_steps=warmup_steps,
-        fedprox_mu=fedprox_mu, val_fraction=val_fraction, seed=seed, min_sites=min_sites,
-        max_samples=max_samples, strategy=strategy, max_staleness=max_staleness,
+        federation=federation,
+        model=model,
+        classes=class_list,
+        input_shape=_ints(input_shape, "--input-shape"),
+        schedule=schedule,
+        local_epochs=_ints(local_epochs, "--local-epochs"),
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        fedprox_mu=fedprox_mu,
+        val_fraction=val_fraction,
+        seed=seed,
+        min_sites=min_sites,
+        max_samples=max_samples,
+        strategy=strategy,
+        max_staleness=max_staleness,
         staleness_discount=staleness_discount,
-        data=DataSpec(label_column=label_column,
-                      feature_columns=tuple(c.strip() for c in feature_columns.split(",") if c.strip())),
+        data=DataSpec(
+            label_column=label_column,
+            feature_columns=tuple(c.strip() for c in feature_columns.split(",") if c.strip()),
+        ),
     )
     if optimizer not in ("sgd", "adam", "adamw"):
         raise UsageError(f"--optimizer {optimizer!r} is not sgd, adam or adamw")
@@ -116,7 +159,9 @@ def hub_enroll(
     if json_out:
         emit_json("hub enroll", True, {"site": site_id, "fingerprint": fp})
         return
-    stdout().print(f"enrolled {site_id} ({fp}); next: flsilo hub kit {hub_dir} {site_id} --out KIT_DIR")
+    stdout().print(
+        f"enrolled {site_id} ({fp}); next: flsilo hub kit {hub_dir} {site_id} --out KIT_DIR"
+    )
 
 
 @app.command("revoke", no_args_is_help=True)
@@ -188,8 +233,12 @@ def hub_status(
     for col in ("site", "fingerprint", "state", "bundle in inbox"):
         table.add_column(col)
     for s in st.sites:
-        table.add_row(s["site"], s["fingerprint"], "revoked " + s["revoked_at"] if s["revoked_at"] else "active",
-                      "yes" if s["bundle_present"] else "-")
+        table.add_row(
+            s["site"],
+            s["fingerprint"],
+            "revoked " + s["revoked_at"] if s["revoked_at"] else "active",
+            "yes" if s["bundle_present"] else "-",
+        )
     out.print(table)
     if st.missing:
         out.print(f"missing bundles for round {st.round}: {', '.join(st.missing)}")
@@ -197,11 +246,15 @@ def hub_status(
 
 def aggregate(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
-    inbox: Annotated[Path | None, typer.Option(help="Folder holding carried bundles (default HUB_DIR/inbox).")] = None,
+    inbox: Annotated[
+        Path | None, typer.Option(help="Folder holding carried bundles (default HUB_DIR/inbox).")
+    ] = None,
     strategy: Annotated[
         str | None, typer.Option(help="fedavg (default), mean, median, trimmed-mean:BETA.")
     ] = None,
-    min_sites: Annotated[int | None, typer.Option(help="Override the federation's minimum.")] = None,
+    min_sites: Annotated[
+        int | None, typer.Option(help="Override the federation's minimum.")
+    ] = None,
     passphrase_file: PassphraseFile = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -214,7 +267,10 @@ def aggregate(
 
     try:
         report = aggregate_round(
-            hub_dir, inbox=inbox, strategy=strategy, min_sites=min_sites,
+            hub_dir,
+            inbox=inbox,
+            strategy=strategy,
+            min_sites=min_sites,
             passphrase=passphrase_source(passphrase_file),
         )
     except NotEnoughSites as err:
@@ -243,11 +299,22 @@ def render_aggregate(report: object) -> None:
         return f"{100 * v:.1f}%" if v is not None else "-"
 
     for r in report.rows:
-        verdict = {"accepted": "[green]accepted[/]", "rejected": "[red]rejected[/]"}.get(r.verdict, r.verdict)
-        if r.reason:
+        verdict = {"accepted": "[green]accepted[/]", "rejected": "[red]rejected[/]"}.get(
+            r.verdict, r.verdict
+        )
+        if r.code:
+            verdict += f" [{r.code}]\n{r.reason}\nhint: {r.hint}"
+        elif r.reason:
             verdict += f"\n{r.reason}"
-        table.add_row(r.site, r.file, verdict, str(r.samples or "-"),
-                      f"{r.weight:g}" if r.weight is not None else "-", pct(r.global_accuracy), pct(r.trained_accuracy))
+        table.add_row(
+            r.site,
+            r.file,
+            verdict,
+            str(r.samples or "-"),
+            f"{r.weight:g}" if r.weight is not None else "-",
+            pct(r.global_accuracy),
+            pct(r.trained_accuracy),
+        )
     from flsilo.cli.common import stderr
 
     err = stderr()
@@ -258,6 +325,7 @@ def render_aggregate(report: object) -> None:
             f"site models {pct(report.trained_accuracy)}"
         )
         err.print(
-            "next package (final — the federation is complete):" if report.final
+            "next package (final — the federation is complete):"
+            if report.final
             else "next package — carry it and its .sig to every site:"
         )

@@ -104,7 +104,9 @@ def render(report: dict[str, Any]) -> None:
             prov = p["provenance"]
             rows.append(("strategy", prov["strategy"]))
             for i in prov["inputs"]:
-                rows.append((f"input {i['site']}", f"{i['samples']} samples, weight {i['weight']:.4f}"))
+                rows.append(
+                    (f"input {i['site']}", f"{i['samples']} samples, weight {i['weight']:.4f}")
+                )
             for r in prov["rejects"]:
                 rows.append((f"rejected {r['site']}", r["reason"]))
     if report["nonfinite"]:

@@ -10,14 +10,14 @@ import typer
 from flsilo.cli.common import emit_json, info, new_passphrase, set_json, stdout
 from flsilo.keys import generate_key, load_public_key, write_new_key
 
-app = typer.Typer(
-    help="Make OpenSSH Ed25519 keys and show fingerprints.", no_args_is_help=True
-)
+app = typer.Typer(help="Make OpenSSH Ed25519 keys and show fingerprints.", no_args_is_help=True)
 
 
 @app.command("new")
 def keys_new(
-    path: Annotated[Path, typer.Argument(help="Private key file to create (PATH.pub is written too).")],
+    path: Annotated[
+        Path, typer.Argument(help="Private key file to create (PATH.pub is written too).")
+    ],
     comment: Annotated[str, typer.Option(help="Comment stored in PATH.pub.")] = "",
     no_passphrase: Annotated[
         bool, typer.Option("--no-passphrase", help="Store the key unencrypted (tests, demos).")
@@ -69,7 +69,11 @@ def keys_fingerprint(
         emit_json(
             "keys fingerprint",
             True,
-            {"public_key": str(pubkey), "fingerprint": public.fingerprint, "comment": public.comment},
+            {
+                "public_key": str(pubkey),
+                "fingerprint": public.fingerprint,
+                "comment": public.comment,
+            },
         )
         return
     stdout().print(public.fingerprint)

@@ -23,8 +23,12 @@ def site_init(
     site_dir: Annotated[Path, typer.Argument(help="New site workspace folder.")],
     kit: Annotated[Path, typer.Option(help="The kit folder the hub sent.")],
     site_id: Annotated[str, typer.Option(help="This site's id, as enrolled at the hub.")],
-    key: Annotated[Path, typer.Option(help="This site's private key (its .pub must sit beside it).")],
-    data: Annotated[Path | None, typer.Option(help="Default training data for 'flsilo train'.")] = None,
+    key: Annotated[
+        Path, typer.Option(help="This site's private key (its .pub must sit beside it).")
+    ],
+    data: Annotated[
+        Path | None, typer.Option(help="Default training data for 'flsilo train'.")
+    ] = None,
     data_format: DataFormat = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -40,7 +44,9 @@ def site_init(
     if json_out:
         emit_json("site init", True, {"site": str(site_dir), "packages": packages})
         return
-    info(f"site workspace ready; train with: flsilo train {packages[-1] if packages else 'PACKAGE'} --site {site_dir}")
+    info(
+        f"site workspace ready; train with: flsilo train {packages[-1] if packages else 'PACKAGE'} --site {site_dir}"
+    )
     stdout().print(str(site_dir))
 
 
@@ -58,8 +64,12 @@ class ProgressPrinter:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(), console=stderr(), transient=True,
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(),
+                console=stderr(),
+                transient=True,
             )
             self.progress.start()
         return self
@@ -75,7 +85,9 @@ class ProgressPrinter:
             return
         if isinstance(event, EpochReport):
             if event.resumed:
-                stderr().print(f"resuming after epoch {event.epoch} of {event.epochs} (from checkpoint)")
+                stderr().print(
+                    f"resuming after epoch {event.epoch} of {event.epochs} (from checkpoint)"
+                )
                 return
             stderr().print(
                 f"epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, {event.samples_per_second:,.0f} samples/s"
@@ -86,19 +98,29 @@ class ProgressPrinter:
         elif isinstance(event, BatchReport) and self.progress:
             stats = f"batch {event.batch}/{event.batches} loss {event.loss:.4f} {event.samples_per_second:,.0f}/s"
             if self.task is None:
-                self.task = self.progress.add_task("train", total=event.batches, epoch=event.epoch, stats=stats)
+                self.task = self.progress.add_task(
+                    "train", total=event.batches, epoch=event.epoch, stats=stats
+                )
             self.progress.update(self.task, completed=event.batch, epoch=event.epoch, stats=stats)
 
 
 def train(
     package: Annotated[Path, typer.Argument(help="The package from the hub (its .sig beside it).")],
     site: Annotated[Path, typer.Option(help="Site workspace.")],
-    data: Annotated[Path | None, typer.Option(help="Training data (default: the one set at site init).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Training data (default: the one set at site init).")
+    ] = None,
     data_format: DataFormat = None,
-    val: Annotated[Path | None, typer.Option(help="Separate validation data (default: a seeded split).")] = None,
+    val: Annotated[
+        Path | None, typer.Option(help="Separate validation data (default: a seeded split).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip and count unusable records.")] = False,
-    passphrase_file: Annotated[Path | None, typer.Option(help="Read the site key's passphrase from this file.")] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Skip and count unusable records.")
+    ] = False,
+    passphrase_file: Annotated[
+        Path | None, typer.Option(help="Read the site key's passphrase from this file.")
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Verify PACKAGE, train per its plan, write the signed bundle to SITE/outbox; print its path.
@@ -111,8 +133,15 @@ def train(
 
     with ProgressPrinter(quiet=json_out) as printer:
         outcome = train_round(
-            package, site, data=data, data_format=data_format, val=val, device=device,
-            skip_bad=skip_bad, passphrase=passphrase_source(passphrase_file), progress=printer,
+            package,
+            site,
+            data=data,
+            data_format=data_format,
+            val=val,
+            device=device,
+            skip_bad=skip_bad,
+            passphrase=passphrase_source(passphrase_file),
+            progress=printer,
         )
     if outcome.rank != 0:
         return
@@ -128,7 +157,9 @@ def train(
         "seconds": round(outcome.result.seconds, 3),
         "samples_per_second": round(outcome.result.samples_per_second, 1),
         "global_model": to_jsonable(outcome.global_eval.metrics()) if outcome.global_eval else None,
-        "trained_model": to_jsonable(outcome.trained_eval.metrics()) if outcome.trained_eval else None,
+        "trained_model": to_jsonable(outcome.trained_eval.metrics())
+        if outcome.trained_eval
+        else None,
     }
     if json_out:
         emit_json("train", True, report)
@@ -151,11 +182,15 @@ def evaluate(
     package: Annotated[Path, typer.Argument(help="A package (or bundle) to evaluate.")],
     data: Annotated[Path, typer.Option(help="Labeled data to evaluate on.")],
     data_format: DataFormat = None,
-    site: Annotated[Path | None, typer.Option(help="Trust the hub key of this site workspace.")] = None,
+    site: Annotated[
+        Path | None, typer.Option(help="Trust the hub key of this site workspace.")
+    ] = None,
     signers: Annotated[Path | None, typer.Option(help="Trust this allowed_signers file.")] = None,
     key: Annotated[Path | None, typer.Option(help="Trust only this public key.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip and count unusable records.")] = False,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Skip and count unusable records.")
+    ] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Verify a package, then report accuracy, loss, per-class accuracy and a confusion matrix.
@@ -184,20 +219,34 @@ def evaluate(
     verified = verify_file(package, trust, copy_to=buffer)
     model = verified_model(verified, buffer.getvalue())
     info_ = verified.manifest.model
-    dataset = load_dataset(data, data_format, info_.classes, info_.input_shape, data_spec(info_), skip_bad=skip_bad)
+    dataset = load_dataset(
+        data, data_format, info_.classes, info_.input_shape, data_spec(info_), skip_bad=skip_bad
+    )
     result = run_eval(model, dataset, len(info_.classes), pick_device(device, DistContext()))
     if json_out:
-        emit_json("evaluate", True, {"package": str(package), "classes": list(info_.classes),
-                                     "skipped": dataset.skipped, **to_jsonable(result)})
+        emit_json(
+            "evaluate",
+            True,
+            {
+                "package": str(package),
+                "classes": list(info_.classes),
+                "skipped": dataset.skipped,
+                **to_jsonable(result),
+            },
+        )
         return
     out = stdout()
-    out.print(f"{package.name}: accuracy [bold]{100 * result.accuracy:.2f}%[/], loss {result.loss:.4f} "
-              f"on {result.samples} samples ({dataset.skipped} skipped)")
+    out.print(
+        f"{package.name}: accuracy [bold]{100 * result.accuracy:.2f}%[/], loss {result.loss:.4f} "
+        f"on {result.samples} samples ({dataset.skipped} skipped)"
+    )
     table = Table(title="confusion matrix (rows: true class, columns: predicted)")
     table.add_column("class")
     table.add_column("accuracy")
     for name in info_.classes:
         table.add_column(name, justify="right")
-    for name, acc, row in zip(info_.classes, result.per_class_accuracy, result.confusion, strict=True):
+    for name, acc, row in zip(
+        info_.classes, result.per_class_accuracy, result.confusion, strict=True
+    ):
         table.add_row(name, f"{100 * acc:.1f}%" if acc is not None else "-", *(str(v) for v in row))
     out.print(table)

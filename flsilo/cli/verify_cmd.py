@@ -50,15 +50,19 @@ def load_trust(signers: Path | None, key: Path | None) -> TrustPolicy:
 
 
 def verify(
-    files: Annotated[list[Path], typer.Argument(help="Artifacts to verify (FILE.sig must sit beside each).")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Artifacts to verify (FILE.sig must sit beside each).")
+    ],
     signers: Annotated[
         Path | None, typer.Option("--signers", help="OpenSSH allowed_signers file to trust.")
     ] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Trust only this public key.")] = None,
     at: Annotated[
         str | None,
-        typer.Option(help="Judge key validity at this time (YYYYMMDD[HHMM[SS]][Z]), e.g. when "
-        "the hub accepted a bundle; default now."),
+        typer.Option(
+            help="Judge key validity at this time (YYYYMMDD[HHMM[SS]][Z]), e.g. when "
+            "the hub accepted a bundle; default now."
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:

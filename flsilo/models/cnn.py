@@ -32,5 +32,10 @@ def build(
             nn.MaxPool2d(pool, ceil_mode=True),
         ]
         c, h, w = out, _pooled(h), _pooled(w)
-    layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(c * h * w, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    ]
     return nn.Sequential(*layers)

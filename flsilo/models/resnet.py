@@ -38,7 +38,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, width: int, blocks: int, groups: int) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, width: int, blocks: int, groups: int
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False), _norm(width, groups), nn.ReLU()

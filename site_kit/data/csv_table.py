@@ -71,7 +71,9 @@ def load(
                 try:
                     values = np.array([float(row[i]) for i in columns], dtype=np.float32)
                 except ValueError:
-                    bad = next(c for c, i in zip(features, columns, strict=True) if not _is_number(row[i]))
+                    bad = next(
+                        c for c, i in zip(features, columns, strict=True) if not _is_number(row[i])
+                    )
                     yield BadRecord(where, f"column {bad!r} is not a number")
                     continue
                 if not np.isfinite(values).all():

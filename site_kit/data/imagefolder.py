@@ -16,27 +16,26 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def load(
-    root: Path, classes: tuple[str, ...], input_shape: tuple[int, ...], spec: DataSpec
+    path: Path, classes: tuple[str, ...], input_shape: tuple[int, ...], spec: DataSpec
 ) -> Iterator[tuple[np.ndarray, int] | BadRecord]:
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
         raise DataError(
             f"image folders need an input shape of 1,H,W or 3,H,W, the federation has "
             f"{','.join(map(str, input_shape))}",
-            path=root,
+            path=path,
             code="shape",
             hint="use csv or npz data for this federation",
         )
     channels, height, width = input_shape
     mode = "L" if channels == 1 else "RGB"
     index = {name: i for i, name in enumerate(classes)}
-    if not root.is_dir():
-        raise DataError("image folder is not a directory", path=root, code="data-missing")
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    if not path.is_dir():
+        raise DataError("image folder is not a directory", path=path, code="data-missing")
+    for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name not in index:
             yield BadRecord(
                 str(folder),
-                f"folder {folder.name!r} is not a class of this federation "
-                f"({', '.join(classes)})",
+                f"folder {folder.name!r} is not a class of this federation ({', '.join(classes)})",
             )
             continue
         label = index[folder.name]
@@ -44,11 +43,11 @@ def load(
             if file.name.startswith(".") or file.suffix.lower() not in EXTENSIONS:
                 continue
             try:
-                with Image.open(file) as img:
-                    img = img.convert(mode)
-                    if img.size != (width, height):
-                        img = img.resize((width, height), Image.Resampling.BILINEAR)
-                    array = np.asarray(img, dtype=np.float32) / 255.0
+                with Image.open(file) as opened:
+                    img = opened.convert(mode)
+                if img.size != (width, height):
+                    img = img.resize((width, height), Image.Resampling.BILINEAR)
+                array = np.asarray(img, dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 yield BadRecord(str(file), f"cannot decode image ({exc.__class__.__name__})")
                 continue

@@ -1,0 +1,215 @@
+"""Shared fixtures: keys, tiny real data, a CLI runner, and one small federation per session."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+from flsilo.cli.app import run
+from flsilo.keys import generate_key, load_public_key, write_new_key
+
+# Tests never assert wall-clock time: no Hypothesis deadlines (first calls import torch).
+settings.register_profile("flsilo", deadline=None)
+settings.load_profile("flsilo")
+
+SSH_KEYGEN = shutil.which("ssh-keygen")
+needs_ssh_keygen = pytest.mark.skipif(
+    SSH_KEYGEN is None,
+    reason="ssh-keygen (OpenSSH) is not installed: interop with stock OpenSSH not tested",
+)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``flsilo ARGS`` in-process, through the same error handling as the real command."""
+
+    def invoke(*args: object) -> Result:
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+def make_key(path: Path) -> Path:
+    write_new_key(path, generate_key(), None, path.name)
+    return path
+
+
+def fingerprint(pub: Path) -> str:
+    return load_public_key(pub).fingerprint
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under root with its sha256 and mode: to prove a command changed nothing."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest() + oct(
+                p.stat().st_mode
+            )
+    return out
+
+
+def digits_npz(path: Path, indices: np.ndarray) -> Path:
+    from sim_kit.datasets import load_digits
+
+    x, y = load_digits()
+    np.savez(path, x=x[indices], y=y[indices])
+    return path
+
+
+@dataclass
+class Federation:
+    """A hub with two enrolled sites that have each trained round 0 (bundles not yet carried)."""
+
+    root: Path
+    hub: Path
+    keys: Path
+    sites: dict[str, Path]
+    bundles: dict[str, Path]
+    data: dict[str, Path]
+
+    def copy(self, dest: Path) -> Federation:
+        shutil.copytree(self.root, dest, symlinks=True)
+
+        def move(p: Path) -> Path:
+            return dest / p.relative_to(self.root)
+
+        fed = Federation(
+            dest,
+            move(self.hub),
+            move(self.keys),
+            {k: move(v) for k, v in self.sites.items()},
+            {k: move(v) for k, v in self.bundles.items()},
+            {k: move(v) for k, v in self.data.items()},
+        )
+        # site.toml and hub.toml hold absolute paths to keys and data: point them at the copy
+        for toml in list(dest.rglob("site.toml")) + list(dest.rglob("hub.toml")):
+            toml.write_text(toml.read_text().replace(str(self.root), str(dest)))
+        return fed
+
+    def carry(self, *sites: str) -> None:
+        for site in sites or tuple(self.bundles):
+            b = self.bundles[site]
+            shutil.copy(b, self.hub / "inbox" / b.name)
+            shutil.copy(f"{b}.sig", self.hub / "inbox" / f"{b.name}.sig")
+
+
+def build_federation(root: Path, schedule: str = "periodic:2", model: str = "logreg") -> Federation:
+    root.mkdir(parents=True)
+    keys = root / "keys"
+    for name in ("hub", "site-a", "site-b"):
+        make_key(keys / name)
+    hub = root / "hub"
+    assert (
+        run(
+            [
+                "hub",
+                "init",
+                str(hub),
+                "--federation",
+                "fed",
+                "--model",
+                model,
+                "--classes",
+                ",".join(str(d) for d in range(10)),
+                "--input-shape",
+                "1,8,8",
+                "--key",
+                str(keys / "hub"),
+                "--schedule",
+                schedule,
+                "--local-epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--lr",
+                "0.1",
+                "--min-sites",
+                "2",
+            ]
+        )
+        == 0
+    )
+    rng = np.random.default_rng(0)
+    order = rng.permutation(1797)
+    data = {
+        "site-a": digits_npz(root / "a.npz", order[:300]),
+        "site-b": digits_npz(root / "b.npz", order[300:500]),
+    }
+    sites, bundles = {}, {}
+    for site in ("site-a", "site-b"):
+        pub = keys / f"{site}.pub"
+        assert (
+            run(["hub", "enroll", str(hub), site, str(pub), "--fingerprint", fingerprint(pub)]) == 0
+        )
+        kit = root / f"kit-{site}"
+        assert run(["hub", "kit", str(hub), site, "--out", str(kit)]) == 0
+        sites[site] = root / site
+        assert (
+            run(
+                [
+                    "site",
+                    "init",
+                    str(sites[site]),
+                    "--kit",
+                    str(kit),
+                    "--site-id",
+                    site,
+                    "--key",
+                    str(keys / site),
+                    "--data",
+                    str(data[site]),
+                ]
+            )
+            == 0
+        )
+        assert (
+            run(
+                [
+                    "train",
+                    str(sites[site] / "packages" / "fed-r0000.safetensors"),
+                    "--site",
+                    str(sites[site]),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
+        bundles[site] = sites[site] / "outbox" / f"fed-r0000-{site}.safetensors"
+    return Federation(root, hub, keys, sites, bundles, data)
+
+
+@pytest.fixture(scope="session")
+def federation_template(tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    os.environ.pop("FLSILO_PASSPHRASE", None)
+    return build_federation(tmp_path_factory.mktemp("template") / "fed")
+
+
+@pytest.fixture
+def federation(federation_template: Federation, tmp_path: Path) -> Federation:
+    """A fresh private copy of the session's federation."""
+    return federation_template.copy(tmp_path / "fed")
+
+
+def ssh_keygen(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    assert SSH_KEYGEN is not None
+    return subprocess.run([SSH_KEYGEN, *args], input=stdin, capture_output=True, check=False)

@@ -1,0 +1,136 @@
+"""Keys: flsilo's own and stock ssh-keygen's are interchangeable; bad keys fail clearly."""
+
+from __future__ import annotations
+
+import base64
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from flsilo.errors import KeyFileError, UsageError
+from flsilo.keys import KDF_ROUNDS, generate_key, load_private_key, load_public_key, write_new_key
+from flsilo.sshwire import WireReader
+from tests.conftest import needs_ssh_keygen, ssh_keygen
+
+
+def kdf_rounds(path: Path) -> tuple[str, int]:
+    body = "".join(path.read_text().strip().splitlines()[1:-1])
+    blob = base64.b64decode(body)[len(b"openssh-key-v1\x00") :]
+    reader = WireReader(blob)
+    cipher = reader.text()
+    kdf = reader.text()
+    options = WireReader(reader.string())
+    options.string()
+    return f"{cipher}/{kdf}", options.uint32()
+
+
+def test_new_key_is_encrypted_with_bcrypt_and_private(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    public = write_new_key(key, generate_key(), b"secret", "site-a")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert kdf_rounds(key) == ("aes256-ctr/bcrypt", KDF_ROUNDS)
+    assert KDF_ROUNDS >= 64
+    assert load_public_key(tmp_path / "k.pub") == public
+    loaded = load_private_key(key, lambda _p: b"secret")
+    assert loaded.public_key().public_bytes_raw() == public.raw
+
+
+def test_wrong_passphrase_is_a_clear_error(tmp_path: Path) -> None:
+    write_new_key(tmp_path / "k", generate_key(), b"secret", "x")
+    with pytest.raises(KeyFileError) as info:
+        load_private_key(tmp_path / "k", lambda _p: b"wrong")
+    assert info.value.code == "key-passphrase"
+    assert "k" in info.value.one_line()
+
+
+def test_unencrypted_key_never_asks_for_a_passphrase(tmp_path: Path) -> None:
+    write_new_key(tmp_path / "k", generate_key(), None, "x")
+
+    def refuse(_p: Path) -> bytes:
+        raise AssertionError("asked for a passphrase")
+
+    load_private_key(tmp_path / "k", refuse)
+
+
+def test_refuses_to_overwrite(tmp_path: Path) -> None:
+    write_new_key(tmp_path / "k", generate_key(), None, "x")
+    with pytest.raises(UsageError):
+        write_new_key(tmp_path / "k", generate_key(), None, "x")
+
+
+def test_rsa_key_is_refused(tmp_path: Path) -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "rsa").write_bytes(
+        rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(KeyFileError) as info:
+        load_private_key(tmp_path / "rsa", lambda _p: b"")
+    assert info.value.code == "key-type"
+
+
+@pytest.mark.parametrize(
+    "content, code",
+    [
+        (b"", "key-malformed"),
+        (b"hello", "key-malformed"),
+        (
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\n!!!\n-----END OPENSSH PRIVATE KEY-----\n",
+            "key-malformed",
+        ),
+        (b"-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n", "key-type"),
+    ],
+)
+def test_garbage_private_keys(tmp_path: Path, content: bytes, code: str) -> None:
+    (tmp_path / "k").write_bytes(content)
+    with pytest.raises(KeyFileError) as info:
+        load_private_key(tmp_path / "k", lambda _p: b"x")
+    assert info.value.code == code
+
+
+def test_missing_key_file(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError) as info:
+        load_private_key(tmp_path / "nope", lambda _p: b"x")
+    assert info.value.code == "key-missing"
+
+
+def test_private_key_given_as_public(tmp_path: Path) -> None:
+    write_new_key(tmp_path / "k", generate_key(), None, "x")
+    with pytest.raises(KeyFileError) as info:
+        load_public_key(tmp_path / "k")
+    assert info.value.code == "key-is-private"
+
+
+@needs_ssh_keygen
+def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
+    public = write_new_key(tmp_path / "k", generate_key(), b"pw", "c")
+    out = ssh_keygen("-lf", str(tmp_path / "k.pub")).stdout.decode()
+    assert out.split()[1] == public.fingerprint
+
+
+@needs_ssh_keygen
+def test_ssh_keygen_reads_our_encrypted_key(tmp_path: Path) -> None:
+    public = write_new_key(tmp_path / "k", generate_key(), b"pw", "c")
+    out = ssh_keygen("-y", "-P", "pw", "-f", str(tmp_path / "k"))
+    assert out.returncode == 0
+    assert out.stdout.decode().split()[1] == public.openssh_line().split()[1]
+
+
+@needs_ssh_keygen
+@pytest.mark.parametrize("passphrase", ["", "stock-pass"])
+def test_stock_ssh_keygen_keys_work(tmp_path: Path, passphrase: str) -> None:
+    key = tmp_path / "stock"
+    assert (
+        ssh_keygen(
+            "-q", "-t", "ed25519", "-N", passphrase, "-C", "stock", "-f", str(key)
+        ).returncode
+        == 0
+    )
+    loaded = load_private_key(key, lambda _p: passphrase.encode())
+    assert loaded.public_key().public_bytes_raw() == load_public_key(tmp_path / "stock.pub").raw
