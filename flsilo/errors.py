@@ -29,6 +29,7 @@ class FlsiloError(Exception):
 
     exit_code: ExitCode = ExitCode.ERROR
     default_code: str = "error"
+    default_hint: str = "rerun with --verbose for details; see docs/reference/exit-codes.md"
 
     def __init__(
         self,
@@ -41,7 +42,7 @@ class FlsiloError(Exception):
         super().__init__(message)
         self.message = message
         self.path = str(path) if path is not None else None
-        self.hint = hint
+        self.hint = hint or self.default_hint
         self.code = code or self.default_code
 
     def one_line(self) -> str:
@@ -68,6 +69,7 @@ class UsageError(FlsiloError):
 
     exit_code = ExitCode.USAGE
     default_code = "usage"
+    default_hint = "see the command's --help for its arguments and an example"
 
 
 class VerificationError(FlsiloError):
@@ -75,6 +77,7 @@ class VerificationError(FlsiloError):
 
     exit_code = ExitCode.VERIFICATION_FAILED
     default_code = "verification-failed"
+    default_hint = "do not use this file; get a fresh, signed copy from its signer"
 
 
 class MalformedInputError(FlsiloError):
@@ -82,24 +85,28 @@ class MalformedInputError(FlsiloError):
 
     exit_code = ExitCode.MALFORMED_INPUT
     default_code = "malformed"
+    default_hint = "the file is damaged or not what it claims to be; get a fresh copy"
 
 
 class DataError(MalformedInputError):
     """A site's training or evaluation data cannot be used as declared by the federation."""
 
     default_code = "bad-data"
+    default_hint = "fix the data to match the federation's classes and input shape (docs/reference/data-formats.md)"
 
 
 class KeyFileError(FlsiloError):
     """A key file is missing, unreadable, of the wrong type, or its passphrase is wrong."""
 
     default_code = "key"
+    default_hint = "check the key path and passphrase; keys are OpenSSH Ed25519 files"
 
 
 class WorkspaceError(FlsiloError):
     """A hub or site workspace is missing, inconsistent, locked, or cannot be written."""
 
     default_code = "workspace"
+    default_hint = "check the workspace path; run 'flsilo hub status' or look at the site folder"
 
 
 class PolicyError(VerificationError):

@@ -33,6 +33,8 @@ def demo(
     set_json(json_out)
     from sim_kit.demo import DemoSettings, run_demo
 
+    if out is None:
+        out = Path("flsilo-demo") / time.strftime("run-%Y%m%d-%H%M%S")
     started = time.perf_counter()
     settings = DemoSettings(
         sites=sites, rounds=rounds, local_epochs=local_epochs, max_per_site=max_per_site

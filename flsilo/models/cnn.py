@@ -17,11 +17,13 @@ def _pooled(size: int) -> int:
 def build(
     input_shape: tuple[int, ...],
     num_classes: int,
-    channels: tuple[int, ...] = (32, 64),
+    channels: int | tuple[int, ...] = (32, 64),
     hidden: int = 512,
 ) -> nn.Module:
     if len(input_shape) != 3:
         raise ValueError("cnn needs an image input shape C,H,W")
+    if isinstance(channels, int):
+        channels = (channels,)
     c, h, w = input_shape
     layers: list[nn.Module] = []
     for out in channels:

@@ -10,9 +10,11 @@ from torch import nn
 def build(
     input_shape: tuple[int, ...],
     num_classes: int,
-    hidden: tuple[int, ...] = (200, 200),
+    hidden: int | tuple[int, ...] = (200, 200),
     dropout: float = 0.0,
 ) -> nn.Module:
+    if isinstance(hidden, int):
+        hidden = (hidden,)
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for size in hidden:

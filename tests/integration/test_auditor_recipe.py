@@ -1,0 +1,46 @@
+"""The auditor guide's stock-tools recipe (ssh-keygen + coreutils) runs, and catches tampering."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import Federation, needs_ssh_keygen
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "auditor.md"
+
+
+def recipe() -> str:
+    text = DOC.read_text()
+    match = re.search(r"<!-- recipe: auditor-stock-tools -->\n```bash\n(.*?)```", text, re.S)
+    assert match, "recipe block missing from docs/how-to/auditor.md"
+    return "set -euo pipefail\n" + match.group(1)
+
+
+def run_recipe(fed: Federation) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "HUB": str(fed.hub),
+        "BUNDLE": str(fed.hub / "rounds" / "0000" / "fed-r0000-site-a.safetensors"),
+        "SITE": "site-a",
+        "PACKAGE": str(fed.hub / "packages" / "fed-r0001.safetensors"),
+    }
+    return subprocess.run(
+        ["bash", "-c", recipe()], env=env, capture_output=True, text=True, check=False
+    )
+
+
+@needs_ssh_keygen
+def test_stock_tools_recipe(federation: Federation, cli) -> None:
+    federation.carry()
+    assert cli("aggregate", federation.hub).code == 0
+    ok = run_recipe(federation)
+    assert ok.returncode == 0, ok.stderr
+    assert "was accepted by the hub" in ok.stdout and "lists bundle" in ok.stdout
+    bundle = federation.hub / "rounds" / "0000" / "fed-r0000-site-a.safetensors"
+    shutil.copy(
+        federation.hub / "rounds" / "0000" / "fed-r0000-site-b.safetensors.sig", f"{bundle}.sig"
+    )
+    assert run_recipe(federation).returncode != 0

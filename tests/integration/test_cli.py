@@ -1,0 +1,95 @@
+"""The command line's promises: no torch on the verify path, help with examples, documented exits."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flsilo.cli.app import app
+from flsilo.errors import ExitCode
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_verify_path_does_not_import_torch(federation_template) -> None:
+    bundle = federation_template.bundles["site-a"]
+    code = (
+        "import sys\nfrom flsilo.cli.app import run\n"
+        f"rc = run(['verify', {str(bundle)!r}, '--signers', {str(federation_template.hub / 'allowed_signers')!r}])\n"
+        f"rc += run(['inspect', {str(bundle)!r}])\n"
+        f"rc += run(['keys', 'fingerprint', {str(federation_template.keys / 'hub.pub')!r}])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(rc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _commands(group=None, prefix=()):
+    import typer.main
+
+    click_group = typer.main.get_command(app) if group is None else group
+    for name, cmd in click_group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+@pytest.mark.parametrize("command", list(_commands()), ids=lambda c: " ".join(c))
+def test_every_command_has_help_with_an_example(cli, command) -> None:
+    result = cli(*command, "--help")
+    assert result.code == 0
+    assert "Example:" in result.out
+
+
+def test_every_exit_code_is_documented() -> None:
+    doc = (ROOT / "docs" / "reference" / "exit-codes.md").read_text()
+    for code in ExitCode:
+        assert re.search(rf"^\| {int(code)} \|", doc, re.M), (
+            f"exit code {int(code)} is not documented"
+        )
+
+
+def test_usage_errors_exit_2(cli) -> None:
+    assert cli("verify", "nothing.safetensors").code == 2  # no trust given
+    assert cli("hub", "init").code == 2
+    assert cli("no-such-command").code == 2
+
+
+def test_verbose_shows_the_traceback(cli, tmp_path: Path) -> None:
+    quiet = cli("keys", "fingerprint", tmp_path / "missing.pub")
+    assert (
+        quiet.code == 1
+        and "Traceback" not in quiet.err
+        and len(quiet.err.strip().splitlines()) == 1
+    )
+    loud = cli("--verbose", "keys", "fingerprint", tmp_path / "missing.pub")
+    assert "Traceback" in loud.err
+
+
+def test_json_errors_are_machine_readable(cli, tmp_path: Path) -> None:
+    result = cli("keys", "fingerprint", tmp_path / "missing.pub", "--json")
+    doc = json.loads(result.out)
+    assert (
+        doc["ok"] is False
+        and doc["error"]["code"] == "key-missing"
+        and doc["error"]["exit_code"] == 1
+    )
+
+
+def test_keys_new_then_fingerprint(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FLSILO_PASSPHRASE", "correct horse")
+    made = cli("keys", "new", tmp_path / "k", "--json")
+    fp = json.loads(made.out)["fingerprint"]
+    assert json.loads(made.out)["encrypted"] is True
+    assert cli("keys", "fingerprint", tmp_path / "k.pub").out.strip() == fp
+    monkeypatch.delenv("FLSILO_PASSPHRASE")
+    refused = cli("keys", "new", tmp_path / "k2")
+    assert refused.code == 2 and "passphrase" in refused.err
