@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from flsilo.errors import KeyFileError, UsageError
@@ -58,7 +56,7 @@ class PublicKey:
 
     @classmethod
     def from_key(cls, key: Ed25519PublicKey, comment: str = "") -> PublicKey:
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        raw = key.public_bytes_raw()
         return cls(blob=pack_string(KEY_TYPE.encode()) + pack_string(raw), comment=comment)
 
 
@@ -149,6 +147,10 @@ def generate_key() -> Ed25519PrivateKey:
 
 def private_key_bytes(key: Ed25519PrivateKey, passphrase: bytes | None) -> bytes:
     """Serialize in OpenSSH format, encrypted with aes256-ctr + bcrypt KDF when a passphrase is set."""
+    from cryptography.hazmat.primitives import (
+        serialization,  # private keys only: off the verify path
+    )
+
     if passphrase:
         encryption: serialization.KeySerializationEncryption = (
             serialization.PrivateFormat.OpenSSH.encryption_builder()
@@ -233,6 +235,9 @@ def load_private_key(path: Path, passphrase: PassphraseSource) -> Ed25519Private
         ) from exc
     except OSError as exc:
         raise KeyFileError(f"cannot read private key ({exc.strerror})", path=path) from exc
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     password = passphrase(path) if is_encrypted(data, path) else None
     try:
         key = serialization.load_ssh_private_key(data, password=password)

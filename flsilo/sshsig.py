@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flsilo.errors import MalformedInputError, VerificationError
+from flsilo.errors import KeyFileError, MalformedInputError, VerificationError
 from flsilo.keys import KEY_TYPE, PublicKey, parse_public_blob
 from flsilo.sshwire import WireFormatError, WireReader, pack_string, pack_uint32
 
@@ -134,7 +134,10 @@ def parse_signature(data: bytes, *, source: str = "signature") -> Signature:
         raise _malformed(source, f"unsupported hash algorithm {hash_algorithm!r}")
     if sig_type != KEY_TYPE or len(raw_sig) != 64:
         raise _malformed(source, f"unsupported signature type {sig_type!r}")
-    public = parse_public_blob(key_blob, source=source)
+    try:
+        public = parse_public_blob(key_blob, source=source)
+    except KeyFileError as exc:
+        raise _malformed(source, f"embedded public key: {exc.message}") from exc
     return Signature(
         public_key=public,
         namespace=namespace,

@@ -13,7 +13,16 @@ from typing import Annotated
 
 import typer
 
-from flsilo.cli import audit_cmd, demo_cmd, hub_cmd, inspect_cmd, keys_cmd, site_cmd, verify_cmd
+from flsilo.cli import (
+    audit_cmd,
+    demo_cmd,
+    hub_cmd,
+    inspect_cmd,
+    keys_cmd,
+    simulate_cmd,
+    site_cmd,
+    verify_cmd,
+)
 from flsilo.cli.common import STATE, print_error
 from flsilo.errors import ExitCode, FlsiloError
 
@@ -47,6 +56,7 @@ app.command("audit", no_args_is_help=True)(audit_cmd.audit)
 app.command("train", no_args_is_help=True)(site_cmd.train)
 app.command("evaluate", no_args_is_help=True)(site_cmd.evaluate)
 app.command("demo")(demo_cmd.demo)
+app.command("simulate")(simulate_cmd.simulate)
 
 
 def run(argv: list[str] | None = None) -> int:

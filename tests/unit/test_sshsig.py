@@ -101,3 +101,17 @@ def test_we_verify_ssh_keygen_signatures(tmp_path: Path, hashalg: str) -> None:
     sig = parse_signature((tmp_path / "msg.sig").read_bytes())
     assert sig.hash_algorithm == hashalg
     check_signature(sig, "flsilo-bundle", hashlib.new(hashalg, MESSAGE).digest(), source="msg")
+
+
+def test_damaged_embedded_key_is_a_malformed_signature() -> None:
+    """Found by the tamper property: a byte changed inside the key blob's length field."""
+    import base64
+
+    armored = sign_digest(generate_key(), "flsilo-bundle", hashlib.sha256(MESSAGE).digest())
+    blob = bytearray(base64.b64decode(b"".join(armored.splitlines()[1:-1])))
+    blob[10 + 3] += 1  # the key blob's length: now runs one byte long
+    from flsilo.sshsig import armor
+
+    with pytest.raises(MalformedInputError) as info:
+        parse_signature(armor(bytes(blob)))
+    assert info.value.exit_code == 4
