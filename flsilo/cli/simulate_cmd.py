@@ -67,6 +67,9 @@ def simulate(
             help="Hold out this share of data (no site has it) to pretrain the start model."
         ),
     ] = 0.0,
+    pretrain_epochs: Annotated[
+        int, typer.Option(min=1, help="Epochs of pretraining on that share.")
+    ] = 5,
     no_baselines: Annotated[
         bool, typer.Option("--no-baselines", help="Skip local-only and centralized.")
     ] = False,
@@ -153,13 +156,22 @@ def simulate(
         )
         return
     table = Table(title=f"{sites} sites, {partition}, shift {shift}, strategy {strategy}")
-    for col in ("E", "B", "rounds", "final accuracy", "rounds to target", "accuracy per round"):
+    for col in (
+        "E",
+        "B",
+        "rounds",
+        "start",
+        "final accuracy",
+        "rounds to target",
+        "accuracy per round",
+    ):
         table.add_column(col)
     for r in results:
         table.add_row(
             str(r.settings.local_epochs),
             str(r.settings.batch_size),
             str(r.rounds),
+            f"{100 * r.accuracy[0]:.1f}%",
             f"{100 * r.accuracy[-1]:.1f}%",
             "-" if r.rounds_to_target is None else str(r.rounds_to_target),
             spark(r.accuracy),

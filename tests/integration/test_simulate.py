@@ -12,9 +12,25 @@ from sim_kit.partition import partition
 
 
 def test_sweep_writes_csv_json_png_and_reports(cli, tmp_path: Path) -> None:
-    result = cli("simulate", "--sites", "2", "--shift", "none,invert", "--local-epochs", "1,2",
-                 "--total-epochs", "2", "--model", "logreg", "--target", "-0.5", "--one-shot",
-                 "--out", tmp_path / "sim", "--json")
+    result = cli(
+        "simulate",
+        "--sites",
+        "2",
+        "--shift",
+        "none,invert",
+        "--local-epochs",
+        "1,2",
+        "--total-epochs",
+        "2",
+        "--model",
+        "logreg",
+        "--target",
+        "-0.5",
+        "--one-shot",
+        "--out",
+        tmp_path / "sim",
+        "--json",
+    )
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     runs = doc["runs"]
