@@ -13,9 +13,10 @@ from flsilo.cli.common import emit_json, info, set_json, stdout
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for every artifact the demo makes.")] = Path(
-        "flsilo-demo"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for every artifact (default: a new flsilo-demo/run-TIMESTAMP)."),
+    ] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds (physical trips).")] = 5,
     local_epochs: Annotated[int, typer.Option(min=1, help="Local epochs per round.")] = 2,
     sites: Annotated[int, typer.Option(min=2, max=26, help="Number of sites.")] = 3,
