@@ -169,16 +169,19 @@ def main() -> None:
 
         print(
             f"{args.samples} samples 1x28x28, model {args.model}, batch {args.batch_size}, "
-            f"{args.epochs} epochs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+            f"{args.epochs} epochs, best of {args.repeats} alternating repeats, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads"
         )
-        print("| loop | seconds / epoch | flsilo / loop |")
-        print("| --- | ---: | ---: |")
-        print(f"| `flsilo train` | {flsilo_epoch:.2f} | 1.00 |")
+
+        def spread(kind: str) -> str:
+            return ", ".join(f"{t:.2f}" for t in times[kind])
+
+        print("| loop | best seconds / epoch | every repeat | flsilo / loop |")
+        print("| --- | ---: | --- | ---: |")
+        print(f"| `flsilo train` | {flsilo_epoch:.2f} | {spread('flsilo')} | 1.00 |")
+        print(f"| plain loop | {plain:.2f} | {spread('plain')} | {flsilo_epoch / plain:.3f} |")
         print(
-            f"| plain loop (in-memory tensors, randperm) | {plain:.2f} | {flsilo_epoch / plain:.3f} |"
-        )
-        print(
-            f"| DataLoader(TensorDataset, shuffle=True) | {loader:.2f} | {flsilo_epoch / loader:.3f} |"
+            f"| DataLoader loop | {loader:.2f} | {spread('loader')} | {flsilo_epoch / loader:.3f} |"
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)

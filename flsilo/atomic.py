@@ -41,6 +41,27 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield a hidden staging folder that becomes ``target`` only if the block finishes.
+
+    ``target`` may exist only as an empty folder; a crash leaves at most the hidden staging
+    folder, which the next attempt removes.
+    """
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     with atomic_writer(path, mode) as fh:
         fh.write(data)

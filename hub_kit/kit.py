@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from flsilo import federation as fed
 from flsilo.artifact import sig_path
-from flsilo.atomic import copy_file, write_text
+from flsilo.atomic import atomic_directory, copy_file, write_text
 from flsilo.errors import UsageError
 from hub_kit.workspace import HubWorkspace
 
@@ -49,10 +48,7 @@ def make_kit(ws: HubWorkspace, site: str, out: Path) -> Path:
         )
     package = ws.current_package(state)
     fingerprint = ws.hub_public_key().fingerprint
-    staging = out.with_name(f".{out.name}.kit-tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_directory(out) as staging:
         copy_file(ws.root / fed.FEDERATION_FILE, staging / fed.FEDERATION_FILE)
         copy_file(ws.hub_pub_path, staging / "hub.pub")
         copy_file(package, staging / package.name)
@@ -73,10 +69,4 @@ def make_kit(ws: HubWorkspace, site: str, out: Path) -> Path:
                 package=package.name,
             ),
         )
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from flsilo import federation as fed
 from flsilo import manifest as mf
-from flsilo.atomic import write_text
+from flsilo.atomic import atomic_directory, write_text
 from flsilo.errors import UsageError
 from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
@@ -77,10 +76,7 @@ def hub_init(
         label_column=config.data.label_column,
         feature_columns=config.data.feature_columns,
     )
-    staging = root.with_name(f".{root.name}.init-tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_directory(root) as staging:
         fed.write(staging / fed.FEDERATION_FILE, config)
         write_text(staging / HUB_FILE, hub_toml(key_path.resolve(), public.fingerprint))
         write_text(staging / "hub.pub", public.openssh_line() + "\n")
@@ -104,10 +100,4 @@ def hub_init(
             ]
         )
         write_text(staging / "allowed_signers", render_allowed_signers(fold(log.read())))
-        if root.exists():
-            root.rmdir()
-        staging.rename(root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return root / "packages" / path.name

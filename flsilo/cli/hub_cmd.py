@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
@@ -303,7 +304,7 @@ def render_aggregate(report: object) -> None:
             r.verdict, r.verdict
         )
         if r.code:
-            verdict += f" [{r.code}]\n{r.reason}\nhint: {r.hint}"
+            verdict += f" ({r.code})\n{escape(r.reason or '')}\nhint: {escape(r.hint or '')}"
         elif r.reason:
             verdict += f"\n{r.reason}"
         table.add_row(

@@ -56,7 +56,18 @@ def simulate(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help="npz with x and y (default: the bundled handwritten digits)."),
+        typer.Option(
+            help="imagefolder, csv or npz data (default: the bundled handwritten digits)."
+        ),
+    ] = None,
+    data_format: Annotated[
+        str | None, typer.Option(help="imagefolder, csv or npz (default: guessed).")
+    ] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="Class names in index order (needed for --data).")
+    ] = None,
+    input_shape: Annotated[
+        str | None, typer.Option(help="C,H,W or feature count (needed for --data).")
     ] = None,
     one_shot: Annotated[
         bool, typer.Option("--one-shot", help="Also report one-shot averaging.")
@@ -84,7 +95,6 @@ def simulate(
     --total-epochs 20 --target -0.95 --out sim/
     """
     set_json(json_out)
-    import numpy as np
 
     from sim_kit.simulate import (
         SimSettings,
@@ -116,9 +126,18 @@ def simulate(
     )
     loaded = None
     if data is not None:
-        with np.load(data, allow_pickle=False) as npz:
-            x, y = npz["x"].astype(np.float32), npz["y"].astype(np.int64)
-        loaded = (x, y, tuple(str(c) for c in range(int(y.max()) + 1)))
+        from flsilo.federation import DataSpec
+        from site_kit.data import load_dataset
+
+        if not classes or not input_shape:
+            raise UsageError(
+                "--data needs --classes and --input-shape",
+                hint="e.g. --classes normal,pneumonia --input-shape 1,64,64",
+            )
+        names = tuple(c.strip() for c in classes.split(",") if c.strip())
+        shape = tuple(_ints(input_shape, "--input-shape"))
+        dataset = load_dataset(data, data_format, names, shape, DataSpec())
+        loaded = (dataset.x, dataset.y, names)
     sim_data = load_sim_data(base, loaded)
     results = []
     for i, (e, b) in enumerate(grid):

@@ -94,7 +94,10 @@ def code_digest(spec_text: str) -> str:
 
 def build_model(spec_text: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     spec = parse_spec(spec_text)
-    module = importlib.import_module(spec.module)
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError as exc:
+        raise _bad(spec_text, f"module {spec.module!r} cannot be imported ({exc})") from exc
     factory = getattr(module, spec.factory, None)
     if not callable(factory):
         raise _bad(spec_text, f"{spec.module} has no callable {spec.factory!r}")

@@ -373,3 +373,13 @@ def test_federation_completes(federation_template: Federation, tmp_path: Path, c
     shutil.copy(fed.hub / "packages" / "fed-r0002.safetensors.sig", site_dir / "packages")
     refused = cli("train", site_dir / "packages" / "fed-r0002.safetensors", "--site", site_dir)
     assert refused.code == 3 and "final-package" in refused.err
+
+
+def test_a_second_writer_is_refused_while_the_lock_is_held(federation: Federation, cli) -> None:
+    from flsilo.atomic import WorkspaceLock
+
+    federation.carry()
+    with WorkspaceLock(federation.hub, "hub workspace"):
+        result = cli("aggregate", federation.hub)
+    assert result.code == 1 and "locked" in result.err
+    assert cli("aggregate", federation.hub).code == 0  # released: the round completes

@@ -55,3 +55,29 @@ def test_partitions_cover_every_sample_once() -> None:
 def test_bad_partition_is_a_usage_error(cli) -> None:
     result = cli("simulate", "--partition", "zipf", "--model", "logreg")
     assert result.code == 2 and "bad-partition" in result.err
+
+
+def test_simulate_reads_site_data_formats(cli, tmp_path: Path) -> None:
+    from tests.conftest import digits_npz
+
+    data = digits_npz(tmp_path / "d.npz", np.arange(400))
+    ok = cli(
+        "simulate",
+        "--data",
+        data,
+        "--classes",
+        ",".join("0123456789"),
+        "--input-shape",
+        "1,8,8",
+        "--model",
+        "logreg",
+        "--schedule",
+        "periodic:2",
+        "--no-baselines",
+        "--json",
+    )
+    assert ok.code == 0, ok.err
+    assert len(json.loads(ok.out)["runs"][0]["accuracy"]) == 3
+    assert (
+        cli("simulate", "--data", data, "--model", "logreg").code == 2
+    )  # classes and shape required
