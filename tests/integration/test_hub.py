@@ -216,12 +216,16 @@ def test_late_bundle_admitted_by_staleness_policy(
 ) -> None:
     federation.carry()
     assert cli("aggregate", federation.hub).code == 0
-    # round 1: only site-b trains on the new package; site-a's round-0 bundle arrives late
+    # round 1: site-a's round-0 bundle arrives late; by default that is refused
+    late = federation.hub / "inbox" / "late.safetensors"
+    resign(federation.bundles["site-a"], late, federation.keys / "site-a", num_samples=271)
+    refused = rows(cli("aggregate", federation.hub, "--min-sites", "1", "--json").out)
+    assert refused["late.safetensors"]["verdict"] == "rejected"
+    assert refused["late.safetensors"]["code"] == "stale"
+    # ... unless the federation declares a staleness policy, which admits it at a discount
     toml = federation.hub / "federation.toml"
     toml.write_text(toml.read_text().replace("max_staleness = 0", "max_staleness = 1"))
-    late = federation.hub / "inbox" / "late.safetensors"
     shutil.copy(federation.bundles["site-a"], federation.hub / "inbox" / "late-copy.safetensors")
-    resign(federation.bundles["site-a"], late, federation.keys / "site-a", num_samples=271)
     report = rows(cli("aggregate", federation.hub, "--min-sites", "1", "--json").out)
     assert report["late.safetensors"]["verdict"] == "accepted (late by 1)"
     assert report["late.safetensors"]["weight"] == pytest.approx(271 * 0.5)

@@ -244,7 +244,13 @@ def test_package_from_another_hub_is_refused(federation: Federation, tmp_path: P
     assert result.code == 3 and "unknown-signer" in result.err
 
 
-def test_model_code_mismatch_is_refused(federation: Federation, cli) -> None:
+@pytest.mark.parametrize(
+    "change, code",
+    [("model", "model-code-mismatch"), ("federation", "wrong-federation")],
+)
+def test_hub_signed_but_unfit_packages_are_refused(
+    federation: Federation, cli, change: str, code: str
+) -> None:
     from flsilo.artifact import write_artifact
     from flsilo.keys import load_private_key
     from hub_kit.aggregate import package_tensors
@@ -253,14 +259,15 @@ def test_model_code_mismatch_is_refused(federation: Federation, cli) -> None:
     scan = scan_file(package)
     data = bytearray(package.read_bytes()[scan.header.data_start :])
     m = scan.manifest
-    forged = mf.Manifest(
-        **{
-            **m.__dict__,
-            "model": mf.ModelInfo(**{**m.model.__dict__, "code_digest": "ab" * 32}),
-            "round": 1,
-            "package": mf.PackageInfo(**{**m.package.__dict__, "parent_sha256": "cd" * 32}),
-        }
-    )
+    changes: dict = {
+        "round": 1,
+        "package": mf.PackageInfo(**{**m.package.__dict__, "parent_sha256": "cd" * 32}),
+    }
+    if change == "model":
+        changes["model"] = mf.ModelInfo(**{**m.model.__dict__, "code_digest": "ab" * 32})
+    else:
+        changes["federation"] = "other-fed"
+    forged = mf.Manifest(**{**m.__dict__, **changes})
     target = federation.root / "forged" / "fed-r0001.safetensors"
     target.parent.mkdir()
     write_artifact(
@@ -270,7 +277,7 @@ def test_model_code_mismatch_is_refused(federation: Federation, cli) -> None:
         load_private_key(federation.keys / "hub", lambda _p: b""),
     )
     result = cli("train", target, "--site", federation.sites["site-a"])
-    assert result.code == 3 and "model-code-mismatch" in result.err
+    assert result.code == 3 and code in result.err
 
 
 def _images(root: Path) -> Path:
