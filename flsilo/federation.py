@@ -62,20 +62,19 @@ def _toml_value(value: Any) -> str:
     raise TypeError(type(value))
 
 
-def to_toml(config: FederationConfig) -> str:
-    lines = ["# flsilo federation: agreed by the hub and every site. Written by 'flsilo hub init'."]
-    tables = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            tables.append((f.name, value))
-        else:
-            lines.append(f"{f.name} = {_toml_value(value)}")
-    for name, table in tables:
-        lines.append(f"\n[{name}]")
-        for tf in dataclasses.fields(table):
-            lines.append(f"{tf.name} = {_toml_value(getattr(table, tf.name))}")
+def dump_toml(values: dict[str, Any], comment: str | None = None) -> str:
+    """Flat ``key = value`` TOML (None values left out), under an optional comment line."""
+    lines = [f"# {comment}"] if comment else []
+    lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
     return "\n".join(lines) + "\n"
+
+
+def to_toml(config: FederationConfig) -> str:
+    flat = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "data"}
+    text = dump_toml(
+        flat, "flsilo federation: agreed by the hub and every site. Written by 'flsilo hub init'."
+    )
+    return f"{text}\n[data]\n{dump_toml(dataclasses.asdict(config.data))}"
 
 
 def write(path: Path, config: FederationConfig) -> None:

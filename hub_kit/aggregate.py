@@ -23,7 +23,7 @@ from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.errors import UsageError, VerificationError, WorkspaceError
 from flsilo.keys import PassphraseSource, load_private_key
 from flsilo.tensorfile import Header, RawTensor
-from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
+from hub_kit.intake import IntakeResult, Rejection, intake, quarantine
 from hub_kit.packaging import package_manifest, write_package
 from hub_kit.strategies import parse_strategy, strategy_text
 from hub_kit.strategies.base import Strategy
@@ -66,25 +66,18 @@ def package_tensors(header: Header, data: bytearray) -> dict[str, RawTensor]:
     return {t.name: RawTensor(t.dtype, t.shape, view[t.begin : t.end]) for t in header.tensors}
 
 
-def combine(
-    header: Header, candidates: list[Candidate] | list[tuple[Path, int, float]], strategy: Strategy
-) -> bytearray:
+def combine(header: Header, inputs: list[StreamInput], strategy: Strategy) -> bytearray:
     """Aggregate inputs (ordered by site) into a new data section laid out like ``header``."""
-    inputs = [
-        StreamInput(c.staged, c.verified.scan.header.data_start, c.weight)
-        if isinstance(c, Candidate)
-        else StreamInput(*c)
-        for c in candidates
-    ]
     out = bytearray(header.data_size)
     aggregate_into(header.tensors, inputs, strategy, out)
     return out
 
 
-def weighted(values: list[tuple[float | None, int]]) -> float | None:
-    pairs = [(v, n) for v, n in values if v is not None]
-    total = sum(n for _, n in pairs)
-    return sum(v * n for v, n in pairs) / total if total else None
+def weighted(metrics: list[mf.Metrics | None]) -> float | None:
+    """Sample-weighted accuracy across sites that reported it."""
+    reported = [m for m in metrics if m is not None]
+    total = sum(m.samples for m in reported)
+    return sum(m.accuracy * m.samples for m in reported) / total if total else None
 
 
 def _rows(result: IntakeResult) -> list[SiteRow]:
@@ -221,7 +214,10 @@ def _aggregate_locked(
         raise NotEnoughSites(report, need)
 
     candidates = sorted(result.candidates, key=lambda c: (c.site, c.verified.sha256))
-    data = combine(package_scan.header, candidates, strategy)
+    inputs = [
+        StreamInput(c.staged, c.verified.scan.header.data_start, c.weight) for c in candidates
+    ]
+    data = combine(package_scan.header, inputs, strategy)
     provenance = mf.Provenance(
         strategy=strategy.name,
         strategy_params=strategy.params(),
@@ -287,24 +283,8 @@ def _aggregate_locked(
         strategy=strategy_text(strategy),
         rows=tuple(rows),
         missing_sites=missing,
-        global_accuracy=weighted(
-            [
-                (
-                    b.metrics_global.accuracy if b and b.metrics_global else None,
-                    b.metrics_global.samples if b and b.metrics_global else 0,
-                )
-                for b in bundles
-            ]
-        ),
-        trained_accuracy=weighted(
-            [
-                (
-                    b.metrics_trained.accuracy if b and b.metrics_trained else None,
-                    b.metrics_trained.samples if b and b.metrics_trained else 0,
-                )
-                for b in bundles
-            ]
-        ),
+        global_accuracy=weighted([b.metrics_global for b in bundles if b]),
+        trained_accuracy=weighted([b.metrics_trained for b in bundles if b]),
         final=manifest.package is not None and manifest.package.final,
     )
 

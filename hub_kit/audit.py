@@ -157,11 +157,12 @@ def _replay(
     bundles: dict[str, Verified],
 ) -> None:
     from hub_kit.aggregate import combine
+    from hub_kit.streaming import StreamInput
 
     beta = prov.strategy_params.get("beta")
     strategy = parse_strategy(f"{prov.strategy}:{beta}" if beta is not None else prov.strategy)
     inputs = [
-        (bundles[i.sha256].path, bundles[i.sha256].scan.header.data_start, i.weight)
+        StreamInput(bundles[i.sha256].path, bundles[i.sha256].scan.header.data_start, i.weight)
         for i in sorted(prov.inputs, key=lambda i: (i.site, i.sha256))
     ]
     data = combine(package.scan.header, inputs, strategy)

@@ -47,17 +47,21 @@ def make_kit(ws: HubWorkspace, site: str, out: Path) -> Path:
             hint="choose a new or empty folder",
         )
     package = ws.current_package(state)
-    fingerprint = ws.hub_public_key().fingerprint
+    assert state.hub_key is not None
+    fingerprint = state.hub_key.fingerprint  # from the event log, not from a file that could drift
     with atomic_directory(out) as staging:
         copy_file(ws.root / fed.FEDERATION_FILE, staging / fed.FEDERATION_FILE)
-        copy_file(ws.hub_pub_path, staging / "hub.pub")
+        write_text(staging / "hub.pub", state.hub_key.openssh_line() + "\n")
         copy_file(package, staging / package.name)
         copy_file(sig_path(package), staging / sig_path(package).name)
-        write_text(
-            staging / "kit.toml",
-            f'site_id = "{site}"\nfederation = "{ws.config.federation}"\n'
-            f'hub_fingerprint = "{fingerprint}"\npackage = "{package.name}"\nround = {state.round}\n',
-        )
+        kit_info = {
+            "site_id": site,
+            "federation": ws.config.federation,
+            "hub_fingerprint": fingerprint,
+            "package": package.name,
+            "round": state.round,
+        }
+        write_text(staging / "kit.toml", fed.dump_toml(kit_info, "flsilo site kit"))
         write_text(
             staging / "README.txt",
             README.format(

@@ -15,7 +15,6 @@ Layout::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from flsilo import federation as fed
 from flsilo.atomic import write_text
 from flsilo.errors import VerificationError, WorkspaceError
 from flsilo.federation import read_toml
-from flsilo.keys import PublicKey, load_public_key, parse_public_line
+from flsilo.keys import PublicKey, parse_public_line
 from flsilo.manifest import Schedule
 from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
@@ -153,10 +152,6 @@ class HubWorkspace:
     def signers_path(self) -> Path:
         return self.root / "allowed_signers"
 
-    @property
-    def hub_pub_path(self) -> Path:
-        return self.root / "hub.pub"
-
     def round_dir(self, round_: int) -> Path:
         return self.rounds_dir / f"{round_:04d}"
 
@@ -208,13 +203,7 @@ class HubWorkspace:
                 )
         return AllowedSigners(signer_entries(state), source=str(self.signers_path))
 
-    def hub_public_key(self) -> PublicKey:
-        return load_public_key(self.hub_pub_path)
-
 
 def hub_toml(key_path: Path, fingerprint: str) -> str:
-    return (
-        "# flsilo hub settings (not shared with sites)\n"
-        f"key = {json.dumps(str(key_path))}\n"
-        f"fingerprint = {json.dumps(fingerprint)}\n"
-    )
+    values = {"key": str(key_path), "fingerprint": fingerprint}
+    return fed.dump_toml(values, "flsilo hub settings (not shared with sites)")

@@ -10,9 +10,8 @@ epochs (each site alone, and all data pooled) are scored on the same held-out te
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +58,6 @@ class DemoReport:
     verified_files: int
     audit: AuditReport
     federated_package: Path
-    notes: list[str] = field(default_factory=list)
 
 
 def write_image_folder(root: Path, x: np.ndarray, y: np.ndarray) -> None:
@@ -226,7 +224,3 @@ def baselines(
     results["centralized (pooled data)"] = evaluate(model, test, 10, cpu).accuracy
     results["federated (final package)"] = evaluate(model_from(final), test, 10, cpu).accuracy
     return results
-
-
-def remove(out: Path) -> None:
-    shutil.rmtree(out, ignore_errors=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from flsilo.atomic import atomic_writer
 
@@ -85,7 +85,7 @@ class Checkpoint:
 
             with safe_open(str(self.tensors_path), framework="pt") as fh:
                 meta = json.loads((fh.metadata() or {})["flsilo.checkpoint"])
-            tensors = load_file(str(self.tensors_path))
+                tensors = {name: fh.get_tensor(name) for name in fh.keys()}
         except (OSError, ValueError, KeyError, RuntimeError):
             return 0
         model.load_state_dict(

@@ -10,7 +10,7 @@ from typing import Any
 
 from flsilo import federation as fed
 from flsilo.artifact import Verified, sig_path, verify_file
-from flsilo.atomic import copy_file, write_text
+from flsilo.atomic import atomic_writer, copy_file, write_text
 from flsilo.errors import MalformedInputError, PolicyError, UsageError, WorkspaceError
 from flsilo.federation import read_toml
 from flsilo.keys import load_public_key
@@ -31,10 +31,6 @@ class SiteConfig:
     hub_fingerprint: str
     data: str | None = None
     data_format: str | None = None
-
-
-def _toml(values: dict[str, Any]) -> str:
-    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items() if v is not None)
 
 
 class SiteWorkspace:
@@ -115,11 +111,12 @@ class SiteWorkspace:
         copy_file(kit / "hub.pub", root / "hub.pub")
         ws = cls(root, config)
         for package in sorted(kit.glob("*.safetensors")):
-            ws.accept_package(package)  # verifies the kit's package before anything is recorded
-            copy_file(package, ws.packages / package.name)
+            # verified and copied in one read, before anything is recorded
+            with atomic_writer(ws.packages / package.name) as out:
+                ws.accept_package(package, copy_to=out)
             copy_file(sig_path(package), ws.packages / sig_path(package).name)
         ws.outbox.mkdir(exist_ok=True)
-        write_text(root / SITE_FILE, "# flsilo site workspace\n" + _toml(config.__dict__))
+        write_text(root / SITE_FILE, fed.dump_toml(config.__dict__, "flsilo site workspace"))
         return ws
 
     @classmethod

@@ -6,7 +6,6 @@ import getpass
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from flsilo.errors import ExitCode, FlsiloError, KeyFileError, UsageError
+from flsilo.keys import PassphraseSource
 
 REPORT_SCHEMA = "flsilo.report/1"
 
@@ -70,7 +70,7 @@ def info(message: str) -> None:
         stderr().print(message)
 
 
-def passphrase_source(passphrase_file: Path | None) -> Any:
+def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:
     """FLSILO_PASSPHRASE, then --passphrase-file, then an interactive prompt (CLI.md order)."""
 
     def provide(key_path: Path) -> bytes:
@@ -148,11 +148,3 @@ def exit_code_for(errors: list[FlsiloError]) -> int:
     if int(ExitCode.VERIFICATION_FAILED) in codes:
         return int(ExitCode.VERIFICATION_FAILED)
     return max(codes)
-
-
-class Timer:
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def seconds(self) -> float:
-        return round(time.perf_counter() - self.start, 3)
