@@ -22,6 +22,8 @@ class ExitCode(IntEnum):
     VERIFICATION_FAILED = 3
     MALFORMED_INPUT = 4
     INTERRUPTED = 130
+    TERMINATED = 143
+    """SIGTERM, handled like Ctrl-C (flsilo.signals; 128 + the signal number)."""
 
 
 class FlsiloError(Exception):

@@ -23,7 +23,20 @@ from flsilo.sshwire import WireFormatError, WireReader, pack_string
 
 KEY_TYPE = "ssh-ed25519"
 KDF_ROUNDS = 64
-"""bcrypt KDF rounds for keys written by flsilo (ssh-keygen's default is 16)."""
+"""bcrypt KDF rounds for keys written by flsilo: four times ssh-keygen's default of 16.
+
+About 0.5 s per unlock on one core of the 2-core reference machine, paid once per key per
+command (see :data:`_UNLOCKED`); each guess at a stolen key file costs an attacker the same.
+docs/explanation/threat-model.md explains the choice.
+"""
+
+_UNLOCKED: dict[tuple[bytes, bytes], Ed25519PrivateKey] = {}
+"""Keys already unlocked in this process, by (sha256 of the key file, sha256 of the passphrase).
+
+A long command (``flsilo demo``, a library caller running many rounds) unlocks each key file
+once; the same bytes with the same passphrase always give the same key, so nothing is
+trusted that a fresh unlock would refuse.
+"""
 
 PassphraseSource = Callable[[Path], bytes]
 """Called with the key's path when, and only when, the key is encrypted."""
@@ -239,6 +252,9 @@ def load_private_key(path: Path, passphrase: PassphraseSource) -> Ed25519Private
     from cryptography.hazmat.primitives import serialization
 
     password = passphrase(path) if is_encrypted(data, path) else None
+    memo = (hashlib.sha256(data).digest(), hashlib.sha256(password or b"").digest())
+    if memo in _UNLOCKED:
+        return _UNLOCKED[memo]
     try:
         key = serialization.load_ssh_private_key(data, password=password)
     except ValueError as exc:
@@ -263,4 +279,6 @@ def load_private_key(path: Path, passphrase: PassphraseSource) -> Ed25519Private
             code="key-type",
             hint="make a key with 'flsilo keys new' or 'ssh-keygen -t ed25519'",
         )
+    if password is not None:
+        _UNLOCKED[memo] = key
     return key

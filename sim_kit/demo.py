@@ -133,7 +133,8 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
     # 4. Rounds: train at each site, carry bundles to the inbox, aggregate, carry package back.
     for r in range(s.rounds):
         package_name = ws.current_package(ws.state()).name
-        for site_dir in sites.values():
+        for site, site_dir in sites.items():
+            say(f"round {r}: {site} trains on {package_name}")
             outcome = train_round(
                 site_dir / "packages" / package_name, site_dir, device="cpu", passphrase=passphrase
             )
@@ -171,12 +172,17 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
 
     # 6. Scores on the same held-out test set.
     final = ws.current_package(ws.state())
-    accuracy = baselines(hub, final, data_dir, site_ids, s)
+    accuracy = baselines(hub, final, data_dir, site_ids, s, say)
     return DemoReport(out, s.rounds, counts, accuracy, len(files), audit_report, final)
 
 
 def baselines(
-    hub: Path, final: Path, data_dir: Path, site_ids: list[str], s: DemoSettings
+    hub: Path,
+    final: Path,
+    data_dir: Path,
+    site_ids: list[str],
+    s: DemoSettings,
+    say: Callable[[str], None],
 ) -> dict[str, float]:
     """Test accuracy of: each site alone, all data pooled (same start, same total epochs), federated."""
     import io
@@ -218,9 +224,11 @@ def baselines(
         model = model_from(start_pkg)
         train(model, data, plan, seed=s.seed, device=cpu)
         results[f"{site} alone"] = evaluate(model, test, 10, cpu).accuracy
+        say(f"baseline: {site} alone, {plan.local_epochs} epochs on its own data")
     pooled = Dataset(np.concatenate(pooled_x), np.concatenate(pooled_y))
     model = model_from(start_pkg)
     train(model, pooled, plan, seed=s.seed, device=cpu)
+    say(f"baseline: centralized, {plan.local_epochs} epochs on all sites' data pooled")
     results["centralized (pooled data)"] = evaluate(model, test, 10, cpu).accuracy
     results["federated (final package)"] = evaluate(model_from(final), test, 10, cpu).accuracy
     return results

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,17 +23,32 @@ from flsilo.cli import (
     site_cmd,
     verify_cmd,
 )
-from flsilo.cli.common import STATE, print_error
-from flsilo.errors import ExitCode, FlsiloError
+from flsilo.cli.common import STATE, emit_json, print_error
+from flsilo.cpu import configure_threads
+from flsilo.errors import ExitCode, FlsiloError, UsageError
+
+try:  # typer >= 0.26 vendors click
+    from typer._click import exceptions as _click
+except ImportError:  # pragma: no cover - older typer depends on click itself
+    from click import exceptions as _click  # type: ignore[no-redef]
 
 app = typer.Typer(
     name="flsilo",
     help="Federated learning between air-gapped sites: signed bundles out, signed packages back.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from flsilo import __version__
+
+        sys.stdout.write(f"flsilo {__version__}\n")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -41,9 +56,25 @@ def _root(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads for training and numeric work (default: the CPUs this process "
+            "may use, from its affinity and cgroup quota; 1 for 'flsilo demo').",
+        ),
+    ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """flsilo: every file that crosses the air gap is signed and verifiable offline."""
     STATE.verbose = verbose or STATE.verbose
+    STATE.threads = threads
+    configure_threads(threads)
 
 
 app.add_typer(keys_cmd.app, name="keys")
@@ -59,23 +90,83 @@ app.command("demo")(demo_cmd.demo)
 app.command("simulate")(simulate_cmd.simulate)
 
 
+GROUPS = ("keys", "hub", "site", "wheelhouse", "release")
+
+
+def command_name(argv: list[str]) -> str:
+    """'hub status', 'train', ...: the command words of an argument list, for messages."""
+    words = [a for a in argv if not a.startswith("-")]
+    if not words:
+        return "flsilo"
+    return " ".join(words[:2]) if words[0] in GROUPS and len(words) > 1 else words[0]
+
+
+def usage_error(exc: Any) -> int:
+    """A wrong argument or option, as one line with the command's help as the hint."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "flsilo"
+    err = UsageError(f"{where}: {exc.format_message()}", hint=f"see '{where} --help'")
+    print_error(err)
+    return int(getattr(exc, "exit_code", ExitCode.USAGE))
+
+
+def interrupted(exc: BaseException, argv: list[str]) -> int:
+    """One line (what stopped, that nothing half-written was kept, how to resume); 130/143."""
+    from flsilo import signals
+
+    status = signals.exit_status(exc)
+    what = command_name(argv)
+    message = (
+        f"flsilo {what} {signals.describe(exc)}; nothing half-written was kept "
+        "(every output is written atomically)"
+    )
+    hint = "rerun the same command to resume; finished steps are not redone"
+    if STATE.json:
+        emit_json(
+            "error",
+            False,
+            {
+                "error": {
+                    "code": "interrupted",
+                    "exit_code": status,
+                    "message": message,
+                    "path": None,
+                    "hint": hint,
+                }
+            },
+        )
+    sys.stderr.write(f"flsilo: error[interrupted]: {message} (hint: {hint})\n")
+    sys.stderr.flush()
+    return status
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status; never lets a traceback reach the user."""
+    from flsilo import signals
+
     STATE.json = False
+    STATE.threads = None
     STATE.verbose = os.environ.get("FLSILO_VERBOSE", "") not in ("", "0")
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, prog_name="flsilo")
-    except SystemExit as done:  # typer's own exits: --help, usage errors (2), Ctrl-C (130)
-        code = done.code
-        return code if isinstance(code, int) else (0 if code is None else int(ExitCode.ERROR))
+        with signals.handled():
+            status = app(args=args, prog_name="flsilo", standalone_mode=False)
+    except _click.NoArgsIsHelpError as exc:
+        exc.show()
+        return int(ExitCode.USAGE)
+    except _click.ClickException as exc:  # argument errors: the same one-line format as all
+        STATE.json = "--json" in args  # parsing stopped before the command saw its --json
+        return usage_error(exc)
+    except _click.Abort:  # end of input at a prompt
+        sys.stderr.write("flsilo: error[aborted]: no input (hint: run it again at a terminal)\n")
+        return int(ExitCode.ERROR)
     except FlsiloError as err:
         if STATE.verbose:
             traceback.print_exc()
         print_error(err)
         return int(err.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("flsilo: interrupted; rerun the same command to resume\n")
-        return int(ExitCode.INTERRUPTED)
+    except (KeyboardInterrupt, signals.Interrupted) as exc:
+        return interrupted(exc, args)
     except OSError as exc:
         if STATE.verbose:
             traceback.print_exc()
@@ -93,7 +184,7 @@ def run(argv: list[str] | None = None) -> int:
             "(hint: rerun with --verbose and report the traceback)\n"
         )
         return int(ExitCode.ERROR)
-    return int(ExitCode.OK)
+    return status if isinstance(status, int) else int(ExitCode.OK)
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ class CliState:
 
     json: bool = False
     verbose: bool = False
+    threads: int | None = None
+    """--threads as given (None: the default chosen by flsilo.cpu)."""
 
 
 STATE = CliState()
@@ -47,7 +49,16 @@ def set_json(enabled: bool) -> None:
 
 
 def emit_json(command: str, ok: bool, payload: dict[str, Any]) -> None:
-    doc = {"schema": REPORT_SCHEMA, "command": command, "ok": ok, **payload}
+    """The one --json envelope (docs/reference/json-output.md): schema, command, ok, version."""
+    from flsilo import __version__
+
+    doc = {
+        "schema": REPORT_SCHEMA,
+        "command": command,
+        "ok": ok,
+        "flsilo_version": __version__,
+        **payload,
+    }
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
 
@@ -71,14 +82,18 @@ def info(message: str) -> None:
 
 
 def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:
-    """FLSILO_PASSPHRASE, then --passphrase-file, then an interactive prompt (CLI.md order)."""
+    """--passphrase-file, then FLSILO_PASSPHRASE, then an interactive prompt (CLI.md order).
+
+    Called only when an encrypted key is unlocked, so nothing is asked unless a signature
+    will be made.
+    """
 
     def provide(key_path: Path) -> bytes:
+        if passphrase_file is not None:
+            return read_passphrase_file(passphrase_file)
         env = os.environ.get("FLSILO_PASSPHRASE")
         if env:
             return env.encode("utf-8")
-        if passphrase_file is not None:
-            return read_passphrase_file(passphrase_file)
         if sys.stdin.isatty():
             return getpass.getpass(f"Passphrase for {key_path}: ").encode("utf-8")
         raise KeyFileError(
@@ -105,14 +120,14 @@ def new_passphrase(no_passphrase: bool, passphrase_file: Path | None) -> bytes |
     """The passphrase for a key being created; None only with --no-passphrase."""
     if no_passphrase:
         return None
-    env = os.environ.get("FLSILO_PASSPHRASE")
-    if env:
-        return env.encode("utf-8")
     if passphrase_file is not None:
         data = read_passphrase_file(passphrase_file)
         if not data:
             raise UsageError("passphrase file is empty", path=passphrase_file)
         return data
+    env = os.environ.get("FLSILO_PASSPHRASE")
+    if env:
+        return env.encode("utf-8")
     if sys.stdin.isatty():
         first = getpass.getpass("New key passphrase: ")
         if first != getpass.getpass("Repeat passphrase: "):

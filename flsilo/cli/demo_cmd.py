@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flsilo.cli.common import emit_json, info, set_json, stdout
+from flsilo.cli.common import STATE, emit_json, info, set_json, stdout
+from flsilo.cpu import configure_threads, current_threads
 
 
 def demo(
@@ -23,6 +24,9 @@ def demo(
     max_per_site: Annotated[
         int | None, typer.Option(help="Cap images per site (quick runs).")
     ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the data split, the plan and the baselines.")
+    ] = 7,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """Three hospitals' worth of handwritten digits, federated through real signed files.
@@ -32,13 +36,19 @@ def demo(
     Example: flsilo demo --out /tmp/flsilo-demo
     """
     set_json(json_out)
+    if STATE.threads is None:  # the demo's models are tiny: more threads only contend
+        configure_threads(1)
     from sim_kit.demo import DemoSettings, run_demo
 
     if out is None:
         out = Path("flsilo-demo") / time.strftime("run-%Y%m%d-%H%M%S")
     started = time.perf_counter()
     settings = DemoSettings(
-        sites=sites, rounds=rounds, local_epochs=local_epochs, max_per_site=max_per_site
+        sites=sites,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        max_per_site=max_per_site,
+        seed=seed,
     )
     report = run_demo(out, settings, info)
     seconds = time.perf_counter() - started
@@ -55,6 +65,8 @@ def demo(
                 "audit_ok": report.audit.ok,
                 "final_package": str(report.federated_package),
                 "seconds": round(seconds, 1),
+                "seed": seed,
+                "threads": current_threads(),
             },
         )
     else:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from flsilo import __version__
 from flsilo.artifact import check_finite, read_signature, scan_file
 from flsilo.cli.common import emit_json, set_json, stdout
 from flsilo.errors import FlsiloError
@@ -81,6 +82,7 @@ def render(report: dict[str, Any]) -> None:
         ("signature", report["signature"]["status"]),
         ("signer key", report["signature"].get("fingerprint", "-")),
         ("software", ", ".join(f"{k} {v}" for k, v in sorted(m["software"].items()))),
+        ("inspected with", f"flsilo {__version__}"),
     ]
     if m["bundle"]:
         b = m["bundle"]

@@ -60,19 +60,21 @@ class ProgressPrinter:
         self.task: Any = None
 
     def __enter__(self) -> ProgressPrinter:
-        if self.live:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("epoch {task.fields[epoch]}"),
-                BarColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(),
-                console=stderr(),
-                transient=True,
-            )
-            self.progress.start()
         return self
+
+    def _start(self) -> None:
+        """Draw the bar only once batches run: a passphrase prompt before it stays visible."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=stderr(),
+            transient=True,
+        )
+        self.progress.start()
 
     def __exit__(self, *exc: object) -> None:
         if self.progress:
@@ -89,13 +91,17 @@ class ProgressPrinter:
                     f"resuming after epoch {event.epoch} of {event.epochs} (from checkpoint)"
                 )
                 return
-            stderr().print(
-                f"epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, {event.samples_per_second:,.0f} samples/s"
-            )
             if self.progress and self.task is not None:
                 self.progress.remove_task(self.task)
                 self.task = None
-        elif isinstance(event, BatchReport) and self.progress:
+            # through the live display's own console, so the finished line is not overdrawn
+            console = self.progress.console if self.progress else stderr()
+            console.print(
+                f"epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, {event.samples_per_second:,.0f} samples/s"
+            )
+        elif isinstance(event, BatchReport) and self.live:
+            if self.progress is None:
+                self._start()
             stats = f"batch {event.batch}/{event.batches} loss {event.loss:.4f} {event.samples_per_second:,.0f}/s"
             if self.task is None:
                 self.task = self.progress.add_task(

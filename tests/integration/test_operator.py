@@ -1,0 +1,120 @@
+"""The operator's basics through the CLI: version, help, argument errors, passphrase order,
+thread budget, interruptions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flsilo import __version__
+from flsilo.cpu import _cgroup_quota, configure_threads, cpu_budget
+from flsilo.keys import load_private_key
+
+
+def test_version_and_short_help(cli) -> None:
+    result = cli("--version")
+    assert result.code == 0 and result.out.strip() == f"flsilo {__version__}"
+    helped = cli("verify", "-h")
+    assert helped.code == 0 and "Example:" in helped.out
+
+
+def test_argument_errors_are_one_line_with_a_hint(cli) -> None:
+    result = cli("verify", "--no-such-option", "x")
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("flsilo: error[usage]: flsilo verify: ")
+    assert "--no-such-option" in lines[0] and "hint: see 'flsilo verify --help'" in lines[0]
+    bad_value = cli("--threads", "0", "keys", "fingerprint", "x.pub")
+    assert bad_value.code == 2 and bad_value.err.count("\n") == 1
+
+
+def test_argument_errors_give_a_json_document_too(cli) -> None:
+    result = cli("hub", "status", "--json", "--bogus")
+    assert result.code == 2
+    assert result.err.startswith("flsilo: error[usage]")
+    doc = json.loads(result.out)
+    assert doc["ok"] is False and doc["error"]["code"] == "usage"
+
+
+def test_json_reports_carry_the_version(cli, tmp_path: Path) -> None:
+    result = cli("verify", tmp_path / "missing.safetensors", "--key", tmp_path / "k.pub", "--json")
+    doc = json.loads(result.out)
+    assert doc["schema"] == "flsilo.report/1" and doc["flsilo_version"] == __version__
+    assert doc["ok"] is False
+
+
+def test_passphrase_file_beats_the_environment(cli, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "pass").write_text("from-the-file\n")
+    monkeypatch.setenv("FLSILO_PASSPHRASE", "from-the-environment")
+    assert cli("keys", "new", tmp_path / "k", "--passphrase-file", tmp_path / "pass").code == 0
+    # raises "wrong passphrase" had the environment won
+    assert load_private_key(tmp_path / "k", lambda _p: b"from-the-file") is not None
+
+
+def test_thread_budget_respects_a_cgroup_quota(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert _cgroup_quota(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_quota(tmp_path) is None
+    assert 1 <= cpu_budget() <= (os.cpu_count() or 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert configure_threads(3) == 3 and os.environ["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert configure_threads(None) == 2  # an explicit environment setting is kept
+
+
+def test_threads_option_reaches_torch(cli, tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from tests.conftest import make_key
+
+    make_key(tmp_path / "k")
+    before = torch.get_num_threads()
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(name, str(before))  # restored after the test
+    try:
+        assert cli("--threads", "1", "keys", "fingerprint", tmp_path / "k.pub").code == 0
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+
+
+def _wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, limit: float = 120) -> None:
+    root, pattern = path_glob
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and not list(root.glob(pattern)):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    assert list(root.glob(pattern)), "the command never reached its first checkpoint"
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_is_one_line_and_exit_143(tmp_path: Path, cli) -> None:
+    import numpy as np
+
+    from tests.conftest import digits_npz
+    from tests.integration.test_site import _site, new_hub
+
+    _hub, keys = new_hub(tmp_path, cli, epochs=40, model="mlp:hidden=256x256")
+    site = _site(tmp_path, cli, keys, digits_npz(tmp_path / "d.npz", np.arange(1500)))
+    cmd = [sys.executable, "-m", "flsilo", "train"]
+    cmd += [str(site / "packages" / "fed-r0000.safetensors"), "--site", str(site), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for((site / "work", "*/checkpoint.safetensors"), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert err.strip().splitlines()[-1].startswith("flsilo: error[interrupted]: flsilo train")
+    assert "Traceback" not in err
+    doc = json.loads(out)
+    assert doc["ok"] is False and doc["error"]["code"] == "interrupted"
+    assert doc["error"]["exit_code"] == 143
+    assert not list((site / "outbox").glob("*.safetensors"))
