@@ -69,6 +69,31 @@ class Verified:
         return self.scan.path
 
 
+def check_is_file(path: Path) -> None:
+    """A mistyped path or a folder is said as such, never as a missing ``.sig``."""
+    if path.is_dir():
+        raise UsageError(
+            "this is a folder, not a package or bundle file",
+            path=path,
+            code="not-a-file",
+            hint=f"give one .safetensors file inside it, e.g. {path / '*.safetensors'}",
+        )
+    if not path.exists():
+        near = (
+            sorted(p.name for p in path.parent.glob("*.safetensors"))
+            if path.parent.is_dir()
+            else []
+        )
+        raise UsageError(
+            "no such file",
+            path=path,
+            code="no-such-file",
+            hint=f"check the path; {path.parent} holds {', '.join(near[:3])}"
+            if near
+            else "check the path and the folder it names",
+        )
+
+
 def read_signature(path: Path) -> Signature:
     sig_file = sig_path(path)
     try:
@@ -184,6 +209,7 @@ def verify_file(
     copy_to: BinaryIO | None = None,
 ) -> Verified:
     """Verify ``path`` against ``path.sig`` and ``trust``; raise on any failure."""
+    check_is_file(path)
     signature = read_signature(path)
     scan = scan_file(path, hash_algorithms=(signature.hash_algorithm,), copy_to=copy_to)
     if expected_kind is not None and scan.manifest.kind != expected_kind:

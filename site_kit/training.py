@@ -197,7 +197,7 @@ def train(
                 next_report = time.perf_counter() + 0.5
                 done = (b + 1) * batch * dist.world
                 rate = done / max(time.perf_counter() - epoch_start, 1e-9)
-                progress(BatchReport(epoch + 1, b + 1, batches, float(loss), rate))
+                progress(BatchReport(epoch + 1, b + 1, batches, float(loss.detach()), rate))
         seen_epoch = len(order) * dist.world
         seen += seen_epoch
         last_loss = float(epoch_loss) / max(len(order), 1)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from flsilo import __version__
-from flsilo.artifact import check_finite, read_signature, scan_file
+from flsilo.artifact import check_finite, check_is_file, read_signature, scan_file
 from flsilo.cli.common import emit_json, set_json, stdout
 from flsilo.errors import FlsiloError
 from flsilo.manifest import to_jsonable
@@ -25,6 +25,7 @@ def inspect(
     Example: flsilo inspect inbox/fed-r0003-site-a.safetensors
     """
     set_json(json_out)
+    check_is_file(file)
     signature_info: dict[str, Any]
     try:
         sig = read_signature(file)

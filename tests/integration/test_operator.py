@@ -118,3 +118,18 @@ def test_sigterm_during_training_is_one_line_and_exit_143(tmp_path: Path, cli) -
     assert doc["ok"] is False and doc["error"]["code"] == "interrupted"
     assert doc["error"]["exit_code"] == 143
     assert not list((site / "outbox").glob("*.safetensors"))
+
+
+def test_a_folder_or_a_mistyped_path_is_not_called_a_missing_signature(
+    federation: object, cli
+) -> None:
+    packages = federation.sites["site-a"] / "packages"
+    hub_pub = federation.keys / "hub.pub"
+    folder = cli("verify", packages, "--key", hub_pub)
+    assert folder.code == 2 and "error[not-a-file]" in folder.err and ".sig" not in folder.err
+    typo = cli("verify", packages / "fed-r000.safetensors", "--key", hub_pub)
+    assert typo.code == 2 and "error[no-such-file]" in typo.err
+    assert "fed-r0000.safetensors" in typo.err  # the hint names what is there
+    site = federation.sites["site-a"]
+    train = cli("train", packages, "--site", site)
+    assert train.code == 2 and "error[not-a-file]" in train.err
