@@ -30,6 +30,7 @@ from flsilo import manifest as mf
 from flsilo.artifact import scan_file, write_artifact
 from flsilo.federation import FederationConfig
 from flsilo.keys import generate_key, write_new_key
+from flsilo.plan import Plan, parse_schedule
 from flsilo.tensorfile import NUMPY_DTYPE, RawTensor
 from hub_kit.enrolment import enroll
 from hub_kit.setup import hub_init
@@ -59,9 +60,8 @@ def build(root: Path, size_mib: int, sites: int) -> Path:
         model=f"mlp:hidden={hidden}",
         classes=tuple("0123456789"),
         input_shape=(1, 8, 8),
-        schedule="periodic:100",
-        local_epochs=(1,),
-        min_sites=1,
+        schedule=parse_schedule("periodic:100", (1,)),
+        plan=Plan(local_epochs=1, batch_size=32),
     )
     hub = root / "hub"
     package = hub_init(hub, config, keys / "hub", lambda _p: b"")

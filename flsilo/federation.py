@@ -1,4 +1,10 @@
-"""``federation.toml``: what hub and sites agree on (id, model, classes, input, data, plan)."""
+"""``federation.toml``: what hub and sites agree on: identity, model, schedule, plan, hub policy, data.
+
+The file has a few top-level keys (format version, federation id, model, classes, input
+shape) and one table per part: ``[schedule]``, ``[plan]``, ``[hub]`` and ``[data]``. Each
+table is one frozen dataclass; ``FederationConfig`` validates the whole once, when it is
+built, whether from options (``hub init``, ``demo``) or from the file.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from flsilo.atomic import write_text
-from flsilo.errors import MalformedInputError, WorkspaceError
-from flsilo.manifest import SchemaError, from_jsonable
+from flsilo.errors import MalformedInputError, UsageError, WorkspaceError
+from flsilo.manifest import FORMAT_VERSION, ID_PATTERN, SchemaError, from_jsonable, to_jsonable
+from flsilo.plan import Plan, Schedule, plan_for_round, plan_problem, schedule_problem
 
 FEDERATION_FILE = "federation.toml"
+TABLES = ("schedule", "plan", "hub", "data")
 
 
 @dataclass(frozen=True)
@@ -25,29 +33,88 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
-class FederationConfig:
-    federation: str
-    model: str
-    classes: tuple[str, ...]
-    input_shape: tuple[int, ...]
-    schedule: str = "one-shot"
-    local_epochs: tuple[int, ...] = (1,)
-    batch_size: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    fedprox_mu: float = 0.0
-    val_fraction: float = 0.1
-    seed: int = 0
+class HubPolicy:
+    """How the hub admits and combines bundles: hub-side rules that no site trains by.
+
+    To add a hub setting: a field with a default here, a rule in ``hub_policy_problem``,
+    and one line in ``flsilo/cli/options.py`` for its ``hub init`` option.
+    """
+
     min_sites: int = 1
     max_samples: int = 100_000_000
     strategy: str = "fedavg"
     max_staleness: int = 0
     staleness_discount: float = 0.5
+
+
+def hub_policy_problem(hub: HubPolicy) -> str | None:
+    """The first rule ``hub`` breaks, in words, or None when it is sound."""
+    if hub.min_sites < 1:
+        return "min_sites (--min-sites) must be at least 1"
+    if hub.max_samples < 1:
+        return "max_samples (--max-samples) must be at least 1"
+    if hub.max_staleness < 0 or not 0 <= hub.staleness_discount <= 1:
+        return "max_staleness must be >= 0 and staleness_discount in [0, 1]"
+    return None
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The whole agreement, validated once on construction.
+
+    ``plan`` is the plan of round 0; its ``local_epochs`` always equals the schedule's
+    first value (the schedule owns local epochs, which may change per round).
+    """
+
+    federation: str
+    model: str
+    classes: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    schedule: Schedule
+    plan: Plan
+    hub: HubPolicy = field(default_factory=HubPolicy)
     data: DataSpec = field(default_factory=DataSpec)
+
+    def __post_init__(self) -> None:
+        problem = config_problem(self)
+        if problem is not None:
+            raise UsageError(
+                f"federation settings are not valid: {problem}",
+                code="bad-config",
+                hint="fix the option (or federation.toml field) of the same name",
+            )
+        first = self.schedule.local_epochs[0]
+        if self.plan.local_epochs != first:
+            object.__setattr__(self, "plan", dataclasses.replace(self.plan, local_epochs=first))
+
+    def plan_for_round(self, round_: int) -> Plan | None:
+        """The plan the package of ``round_`` carries; None for the final package."""
+        return plan_for_round(self.plan, self.schedule, round_)
+
+
+def config_problem(config: FederationConfig) -> str | None:
+    """The first rule the configuration breaks, in words, or None when it is sound."""
+    if not ID_PATTERN.match(config.federation):
+        return (
+            f"federation id {config.federation!r} is not valid "
+            "(lower-case letters, digits, '-', '.', '_'; at most 63)"
+        )
+    if not config.model.strip():
+        return "model spec is empty"
+    names = config.classes
+    if len(names) < 2 or len(set(names)) != len(names) or not all(c.strip() for c in names):
+        return "classes needs at least two distinct, non-empty names (e.g. normal,pneumonia)"
+    if not config.input_shape or any(d < 1 for d in config.input_shape):
+        return "input shape needs positive sizes: C,H,W for images or the feature count"
+    return (
+        schedule_problem(config.schedule)
+        or plan_problem(dataclasses.replace(config.plan, local_epochs=1))
+        or hub_policy_problem(config.hub)
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The file
 
 
 def _toml_value(value: Any) -> str:
@@ -70,11 +137,24 @@ def dump_toml(values: dict[str, Any], comment: str | None = None) -> str:
 
 
 def to_toml(config: FederationConfig) -> str:
-    flat = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "data"}
-    text = dump_toml(
-        flat, "flsilo federation: agreed by the hub and every site. Written by 'flsilo hub init'."
-    )
-    return f"{text}\n[data]\n{dump_toml(dataclasses.asdict(config.data))}"
+    top = {"format_version": FORMAT_VERSION}
+    top.update({name: to_jsonable(getattr(config, name)) for name in _top_level_fields()})
+    parts = [
+        dump_toml(
+            top,
+            "flsilo federation: agreed by the hub and every site. Written by 'flsilo hub init'.",
+        )
+    ]
+    for table in TABLES:
+        values = to_jsonable(getattr(config, table))
+        if table == "plan":
+            del values["local_epochs"]  # per round, in [schedule]
+        parts.append(f"[{table}]\n{dump_toml(values)}")
+    return "\n".join(parts)
+
+
+def _top_level_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(FederationConfig) if f.name not in TABLES]
 
 
 def write(path: Path, config: FederationConfig) -> None:
@@ -95,16 +175,42 @@ def load(path: Path) -> FederationConfig:
         raise MalformedInputError(
             f"cannot read {FEDERATION_FILE} ({exc})", path=path, code="bad-federation"
         ) from exc
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], path: Path) -> FederationConfig:
+    """Build the configuration from the parsed TOML of ``path``, refusing other versions."""
+    version = data.pop("format_version", 1)
+    if version != FORMAT_VERSION:
+        raise MalformedInputError(
+            f"{FEDERATION_FILE} format version {version!r} is not supported "
+            f"(this flsilo reads version {FORMAT_VERSION})",
+            path=path,
+            code="federation-version",
+            hint="it was written by another flsilo release; create the federation again with "
+            "this release's 'flsilo hub init' (docs/reference/artifact-format.md)",
+        )
+    plan = data.get("plan")
+    if isinstance(plan, dict):
+        if "local_epochs" in plan:
+            raise _bad(path, "[plan] has local_epochs; local epochs per round live in [schedule]")
+        data["plan"] = {"local_epochs": 1, **plan}  # replaced by the schedule's first value
     try:
         config: FederationConfig = from_jsonable(FederationConfig, data, "federation")
     except SchemaError as exc:
-        raise MalformedInputError(
-            str(exc),
-            path=path,
-            code="bad-federation",
-            hint="this file is written by 'flsilo hub init'; restore it from the hub or kit",
-        ) from exc
+        raise _bad(path, str(exc)) from exc
+    except UsageError as exc:
+        raise _bad(path, exc.message) from exc
     return config
+
+
+def _bad(path: Path, why: str) -> MalformedInputError:
+    return MalformedInputError(
+        why,
+        path=path,
+        code="bad-federation",
+        hint="this file is written by 'flsilo hub init'; restore it from the hub or kit",
+    )
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

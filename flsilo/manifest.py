@@ -19,15 +19,15 @@ from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 from flsilo import __version__
 from flsilo.errors import MalformedInputError
+from flsilo.plan import Plan, Schedule, check_plan, schedule_problem
 from flsilo.tensorfile import strict_json
 
 MANIFEST_KEY = "flsilo.manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bumped once for wave 2 (issue 9); see docs/reference/artifact-format.md
 KIND_BUNDLE = "bundle"
 KIND_PACKAGE = "package"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 @dataclass(frozen=True)
@@ -40,32 +40,6 @@ class ModelInfo:
     input_shape: tuple[int, ...]
     label_column: str = "label"
     feature_columns: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How every site trains in one round; travels inside the signed package."""
-
-    local_epochs: int
-    batch_size: int
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    seed: int = 0
-    fedprox_mu: float = 0.0
-    val_fraction: float = 0.1
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How many rounds a federation runs, and the local epochs of each."""
-
-    kind: str
-    rounds: int
-    local_epochs: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -308,6 +282,9 @@ def check_semantics(m: Manifest, source: str) -> None:
         check_plan(b.plan, bad)
     if m.package is not None:
         p = m.package
+        problem = schedule_problem(p.schedule)
+        if problem is not None:
+            raise bad(problem)
         if p.plan is not None:
             check_plan(p.plan, bad)
         if not p.final and p.plan is None:
@@ -316,17 +293,6 @@ def check_semantics(m: Manifest, source: str) -> None:
             raise bad("parent_sha256 is not a sha256 hex digest")
         if (m.round == 0) != (p.parent_sha256 is None):
             raise bad("only round 0 has no parent package")
-
-
-def check_plan(plan: Plan, bad: Any) -> None:
-    if plan.local_epochs < 1 or plan.batch_size < 1:
-        raise bad("plan needs local_epochs >= 1 and batch_size >= 1")
-    if plan.optimizer not in OPTIMIZERS:
-        raise bad(f"plan optimizer {plan.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    if not (plan.lr > 0 and plan.weight_decay >= 0 and plan.fedprox_mu >= 0):
-        raise bad("plan needs lr > 0, weight_decay >= 0, fedprox_mu >= 0")
-    if not 0 <= plan.val_fraction < 1:
-        raise bad("plan val_fraction must be in [0, 1)")
 
 
 # ---------------------------------------------------------------------------------------

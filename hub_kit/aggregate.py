@@ -180,8 +180,8 @@ def _aggregate_locked(
             code="no-inbox",
             hint="copy the carried bundles (with their .sig files) into it",
         )
-    strategy = parse_strategy(strategy_name or ws.config.strategy)
-    need = min_sites if min_sites is not None else ws.config.min_sites
+    strategy = parse_strategy(strategy_name or ws.config.hub.strategy)
+    need = min_sites if min_sites is not None else ws.config.hub.min_sites
     key = load_private_key(ws.key_path, passphrase)
     trust = ws.trust(state)
     package_path = ws.current_package(state)

@@ -95,12 +95,12 @@ def check_policy(
             f"bundle claims round {m.round}, the hub is at round {state.round}",
             "no package for that round was ever issued; treat the file as forged",
         )
-    if age > config.max_staleness:
+    if age > config.hub.max_staleness:
         raise refuse(
             "stale",
             f"late bundle: trained on round {m.round}'s package, the hub is at round {state.round}",
             "send the site the current package and ask it to train again"
-            + ("" if config.max_staleness else " (or declare a staleness policy at hub init)"),
+            + ("" if config.hub.max_staleness else " (or declare a staleness policy at hub init)"),
         )
     if b.base_package_sha256 != state.packages.get(m.round):
         raise refuse(
@@ -121,10 +121,10 @@ def check_policy(
             "bundle's tensor names, dtypes, shapes or layout differ from the package's",
             "the site trained a different model; it cannot be averaged",
         )
-    if not 0 < b.num_samples <= config.max_samples:
+    if not 0 < b.num_samples <= config.hub.max_samples:
         raise refuse(
             "sample-count",
-            f"bundle claims {b.num_samples} samples; the cap is {config.max_samples}",
+            f"bundle claims {b.num_samples} samples; the cap is {config.hub.max_samples}",
             "raise max_samples in federation.toml if the site really has that much data",
         )
     return age
@@ -172,10 +172,10 @@ def intake(
             site = _claimed_site(path)
             result.rejections.append(Rejection(path, site, sha, err))
             continue
-        weight = verified.manifest.bundle.num_samples * config.staleness_discount**age  # type: ignore[union-attr]
+        weight = verified.manifest.bundle.num_samples * config.hub.staleness_discount**age  # type: ignore[union-attr]
         bundle = verified.manifest.bundle
         assert bundle is not None
-        weight = bundle.num_samples * config.staleness_discount**age
+        weight = bundle.num_samples * config.hub.staleness_discount**age
         staged_verified = replace(verified, scan=replace(verified.scan, path=staged))
         result.candidates.append(Candidate(path, staged, staged_verified, age, weight))
     return _resolve_duplicates(result)

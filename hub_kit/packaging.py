@@ -11,7 +11,6 @@ from flsilo import manifest as mf
 from flsilo.artifact import write_artifact
 from flsilo.federation import FederationConfig
 from flsilo.tensorfile import RawTensor
-from hub_kit.schedule import parse_schedule, plan_for_round
 
 
 def package_manifest(
@@ -22,8 +21,7 @@ def package_manifest(
     provenance: mf.Provenance | None,
     software: dict[str, str] | None = None,
 ) -> mf.Manifest:
-    schedule = parse_schedule(config.schedule, config.local_epochs)
-    plan = plan_for_round(config, schedule, round_)
+    plan = config.plan_for_round(round_)
     return mf.Manifest(
         kind=mf.KIND_PACKAGE,
         format_version=mf.FORMAT_VERSION,
@@ -33,7 +31,7 @@ def package_manifest(
         software=mf.software_versions(software),
         model=model,
         package=mf.PackageInfo(
-            schedule=schedule,
+            schedule=config.schedule,
             final=plan is None,
             plan=plan,
             parent_sha256=parent_sha256,

@@ -12,7 +12,7 @@ from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
 from hub_kit.eventlog import EventLog
 from hub_kit.packaging import package_manifest, write_package
-from hub_kit.schedule import parse_schedule
+from hub_kit.strategies import parse_strategy
 from hub_kit.workspace import HUB_FILE, fold, hub_toml, render_allowed_signers
 
 
@@ -25,7 +25,7 @@ def initial_weights(config: FederationConfig, init_weights: Path | None) -> tupl
     from flsilo.models.registry import build_model, code_digest
     from flsilo.torchio import load_weights, state_to_raw
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.plan.seed)
     model = build_model(config.model, config.input_shape, len(config.classes))
     if init_weights is not None:
         try:
@@ -57,14 +57,7 @@ def hub_init(
             code="exists",
             hint="choose a new directory; an existing federation is never re-initialised",
         )
-    if not mf.ID_PATTERN.match(config.federation):
-        raise UsageError(
-            f"federation id {config.federation!r} is not valid",
-            hint="use lower-case letters, digits, '-', '.', '_' (at most 63)",
-        )
-    parse_schedule(config.schedule, config.local_epochs)
-    if config.min_sites < 1:
-        raise UsageError("--min-sites must be at least 1")
+    parse_strategy(config.hub.strategy)
     key = load_private_key(key_path, passphrase)
     public = PublicKey.from_key(key.public_key(), comment="flsilo hub")
     raw, digest = initial_weights(config, init_weights)

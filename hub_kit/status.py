@@ -9,6 +9,7 @@ from typing import Any
 
 from flsilo import manifest as mf
 from flsilo.errors import FlsiloError
+from flsilo.plan import schedule_text
 from flsilo.tensorfile import read_header
 from hub_kit.workspace import HubWorkspace
 
@@ -72,7 +73,7 @@ def status(hub_dir: Path) -> Status:
         round=state.round,
         rounds=schedule.rounds,
         final=final,
-        schedule=ws.config.schedule,
+        schedule=schedule_text(ws.config.schedule),
         current_package=str(ws.current_package(state)),
         sites=sites,
         inbox=inbox,

@@ -23,11 +23,10 @@ from flsilo.atomic import write_text
 from flsilo.errors import VerificationError, WorkspaceError
 from flsilo.federation import read_toml
 from flsilo.keys import PublicKey, parse_public_line
-from flsilo.manifest import Schedule
+from flsilo.plan import Schedule
 from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from hub_kit.eventlog import Event, EventLog
-from hub_kit.schedule import parse_schedule
 
 HUB_FILE = "hub.toml"
 
@@ -130,7 +129,7 @@ class HubWorkspace:
 
     @property
     def schedule(self) -> Schedule:
-        return parse_schedule(self.config.schedule, self.config.local_epochs)
+        return self.config.schedule
 
     @property
     def inbox(self) -> Path:

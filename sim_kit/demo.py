@@ -11,7 +11,7 @@ epochs (each site alone, and all data pooled) are scored on the same held-out te
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,9 @@ from PIL import Image
 
 from flsilo.artifact import sig_path, verify_file
 from flsilo.atomic import copy_file
-from flsilo.federation import DataSpec, FederationConfig
+from flsilo.federation import DataSpec, FederationConfig, HubPolicy
 from flsilo.keys import generate_key, load_public_key, write_new_key
+from flsilo.plan import Plan, parse_schedule
 from flsilo.trust import AllowedSigners
 from hub_kit.aggregate import aggregate_round
 from hub_kit.audit import AuditReport, audit
@@ -36,17 +37,20 @@ from site_kit.workspace import SiteWorkspace
 DEMO_PASSPHRASE = b"flsilo-demo"
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoSettings:
+    """The demo federation: its sites and data split, rounds, model and the sites' plan."""
+
     sites: int = 3
     rounds: int = 5
-    local_epochs: int = 2
-    batch_size: int = 16
-    lr: float = 0.05
     model: str = "cnn:channels=16x32,hidden=128"
+    plan: Plan = field(default_factory=lambda: Plan(local_epochs=2, batch_size=16, lr=0.05, seed=7))
     partition: str = "dirichlet:0.3"
-    seed: int = 7
     max_per_site: int | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.plan.seed
 
 
 @dataclass
@@ -107,14 +111,9 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
         model=s.model,
         classes=DIGIT_CLASSES,
         input_shape=(1, 8, 8),
-        schedule=f"periodic:{s.rounds}",
-        local_epochs=(s.local_epochs,),
-        batch_size=s.batch_size,
-        lr=s.lr,
-        momentum=0.9,
-        seed=s.seed,
-        min_sites=s.sites,
-        data=DataSpec(),
+        schedule=parse_schedule(f"periodic:{s.rounds}", (s.plan.local_epochs,)),
+        plan=s.plan,
+        hub=HubPolicy(min_sites=s.sites),
     )
     hub_init(hub, config, keys / "hub", passphrase)
     ws = HubWorkspace.open(hub)
@@ -127,7 +126,7 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
         sites[site] = out / "sites" / site
         SiteWorkspace.init(sites[site], kit, site, keys / site, data_dir / site, "imagefolder")
     say(
-        f"hub {hub}: {s.sites} sites enrolled, kits written, schedule periodic:{s.rounds} x {s.local_epochs} epochs"
+        f"hub {hub}: {s.sites} sites enrolled, kits written, schedule periodic:{s.rounds} x {s.plan.local_epochs} epochs"
     )
 
     # 4. Rounds: train at each site, carry bundles to the inbox, aggregate, carry package back.
@@ -189,7 +188,6 @@ def baselines(
 
     import torch
 
-    from flsilo.manifest import Plan
     from site_kit.data import Dataset, load_dataset
     from site_kit.evaluation import evaluate
     from site_kit.round import verified_model
@@ -208,13 +206,7 @@ def baselines(
         return load_dataset(path, "imagefolder", DIGIT_CLASSES, (1, 8, 8), DataSpec())
 
     test = load(data_dir / "test")
-    plan = Plan(
-        local_epochs=s.rounds * s.local_epochs,
-        batch_size=s.batch_size,
-        lr=s.lr,
-        momentum=0.9,
-        seed=s.seed,
-    )
+    plan = replace(s.plan, local_epochs=s.rounds * s.plan.local_epochs)
     results: dict[str, float] = {}
     pooled_x, pooled_y = [], []
     for site in site_ids:

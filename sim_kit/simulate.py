@@ -17,37 +17,46 @@ import numpy as np
 import torch
 
 from flsilo.errors import UsageError
-from flsilo.manifest import Plan
+from flsilo.federation import DataSpec, HubPolicy
 from flsilo.models.registry import build_model
-from hub_kit.schedule import parse_schedule
+from flsilo.plan import Plan, parse_schedule
 from hub_kit.strategies import parse_strategy
 from sim_kit.datasets import DIGIT_CLASSES, load_digits
 from sim_kit.partition import partition, shift, train_test_split
-from site_kit.data import Dataset
+from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import evaluate
 from site_kit.training import derive_seed, train
 
 
 @dataclass(frozen=True)
 class SimSettings:
+    """One simulated federation: sites and data split, schedule, the sites' plan, hub rules."""
+
     sites: int = 2
     partition: str = "iid"
     shifts: tuple[str, ...] = ("none",)
     schedule: str = "periodic:10"
-    local_epochs: int = 1
-    batch_size: int = 32
-    total_epochs: int | None = None
+    total_epochs: int | None = None  # keep rounds x E fixed: rounds = total / E
     model: str = "cnn:channels=16x32,hidden=128"
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    strategy: str = "fedavg"
-    seed: int = 0
+    plan: Plan = field(default_factory=lambda: Plan(local_epochs=1, batch_size=32))
+    hub: HubPolicy = field(default_factory=HubPolicy)
     target: float | None = None  # absolute test accuracy, or relative to centralized if < 0
     baselines: bool = True
-    pretrain_fraction: float = (
-        0.0  # share of training data no site holds, used for a pretrained start
-    )
+    pretrain_fraction: float = 0.0  # share of training data no site holds, for a pretrained start
     pretrain_epochs: int = 5
+
+    @property
+    def seed(self) -> int:
+        return self.plan.seed
+
+    def rounds(self) -> int:
+        """Rounds of the periodic arm: total / E with --total-epochs, else the schedule's."""
+        e = self.plan.local_epochs
+        if self.total_epochs is not None:
+            if self.total_epochs % e:
+                raise UsageError(f"--total-epochs {self.total_epochs} is not a multiple of E={e}")
+            return self.total_epochs // e
+        return parse_schedule(self.schedule, (e,)).rounds
 
 
 @dataclass
@@ -71,10 +80,26 @@ class SimData:
     public: Dataset | None = None
 
 
-def load_sim_data(
-    settings: SimSettings, data: tuple[np.ndarray, np.ndarray, tuple[str, ...]] | None
-) -> SimData:
-    x, y, classes = data if data is not None else (*load_digits(), DIGIT_CLASSES)
+@dataclass(frozen=True)
+class DataSource:
+    """Data in a site format to simulate on, instead of the bundled handwritten digits."""
+
+    path: Path
+    data_format: str | None
+    classes: tuple[str, ...]
+    input_shape: tuple[int, ...]
+
+
+def load_sim_data(settings: SimSettings, source: DataSource | None = None) -> SimData:
+    """Split the data into a test set, an optional pretraining share and one part per site."""
+    if source is None:
+        x, y = load_digits()
+        classes: tuple[str, ...] = DIGIT_CLASSES
+    else:
+        dataset = load_dataset(
+            source.path, source.data_format, source.classes, source.input_shape, DataSpec()
+        )
+        x, y, classes = dataset.x, dataset.y, source.classes
     train_idx, test_idx = train_test_split(y, 0.2, settings.seed)
     public = None
     if settings.pretrain_fraction > 0:
@@ -118,34 +143,15 @@ def run_simulation(
     say: Callable[[str], None] = lambda _m: None,
 ) -> SimResult:
     s = settings
-    if s.total_epochs is not None:
-        if s.total_epochs % s.local_epochs:
-            raise UsageError(
-                f"--total-epochs {s.total_epochs} is not a multiple of E={s.local_epochs}"
-            )
-        rounds = s.total_epochs // s.local_epochs
-    else:
-        rounds = parse_schedule(s.schedule, (s.local_epochs,)).rounds
+    rounds = s.rounds()
     cpu = torch.device("cpu")
     torch.manual_seed(s.seed)
     model = build_model(s.model, data.input_shape, len(data.classes))
     if data.public is not None:  # a pretrained start, as --init-weights gives a real federation
-        pre = Plan(
-            local_epochs=s.pretrain_epochs,
-            batch_size=s.batch_size,
-            optimizer=s.optimizer,
-            lr=s.lr,
-            seed=s.seed,
-        )
-        train(model, data.public, pre, seed=s.seed, device=torch.device("cpu"))
+        pre = replace(s.plan, local_epochs=s.pretrain_epochs)
+        train(model, data.public, pre, seed=s.seed, device=cpu)
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    plan = Plan(
-        local_epochs=s.local_epochs,
-        batch_size=s.batch_size,
-        optimizer=s.optimizer,
-        lr=s.lr,
-        seed=s.seed,
-    )
+    plan = s.plan
     result = SimResult(settings=s, rounds=rounds)
     first = evaluate(model, data.test, len(data.classes), cpu)
     result.accuracy.append(first.accuracy)
@@ -166,15 +172,15 @@ def run_simulation(
             )
             states.append({k: v.clone() for k, v in model.state_dict().items()})
             weights.append(float(len(site_data)))
-        global_state = _combine(states, weights, s.strategy)
+        global_state = _combine(states, weights, s.hub.strategy)
         model.load_state_dict(global_state)
         ev = evaluate(model, data.test, len(data.classes), cpu)
         result.accuracy.append(ev.accuracy)
         result.loss.append(ev.loss)
         say(
-            f"E={s.local_epochs} B={s.batch_size} round {r + 1}/{rounds}: test accuracy {100 * ev.accuracy:.1f}%"
+            f"E={plan.local_epochs} B={plan.batch_size} round {r + 1}/{rounds}: test accuracy {100 * ev.accuracy:.1f}%"
         )
-    total = rounds * s.local_epochs
+    total = rounds * plan.local_epochs
     if s.baselines:
         long_plan = replace(plan, local_epochs=total)
         for i, site_data in enumerate(data.sites):
@@ -201,16 +207,66 @@ def run_simulation(
     return result
 
 
-def one_shot_average(settings: SimSettings, data: SimData) -> float:
-    """Each site trains all epochs alone from the same start; the hub averages once."""
+@dataclass(frozen=True)
+class OneShot:
+    """One-shot averaging given the same total local epochs as the periodic arm."""
+
+    accuracy: float
+    local_epochs: int
+
+
+def one_shot_average(settings: SimSettings, data: SimData) -> OneShot:
+    """Each site trains all epochs of the periodic arm alone from the same start; averaged once."""
+    total = settings.rounds() * settings.plan.local_epochs
     one = replace(
         settings,
-        local_epochs=settings.total_epochs or settings.local_epochs,
+        plan=replace(settings.plan, local_epochs=total),
         total_epochs=None,
         schedule="one-shot",
         baselines=False,
     )
-    return run_simulation(one, data).accuracy[-1]
+    return OneShot(run_simulation(one, data).accuracy[-1], total)
+
+
+@dataclass
+class SweepReport:
+    """Every run of a sweep over (E, B), one-shot averaging if asked, and files written."""
+
+    runs: list[SimResult]
+    one_shot: OneShot | None
+    files: list[Path]
+
+
+def sweep(
+    base: SimSettings,
+    grid: list[tuple[int, int]],
+    data: SimData,
+    *,
+    one_shot: bool = False,
+    out: Path | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> SweepReport:
+    """Simulate every (local epochs, batch size) in ``grid``; baselines once, with the first."""
+    parse_strategy(base.hub.strategy)
+    runs = []
+    for i, (e, b) in enumerate(grid):
+        settings = replace(
+            base,
+            plan=replace(base.plan, local_epochs=e, batch_size=b),
+            baselines=base.baselines and i == 0,
+        )
+        runs.append(run_simulation(settings, data, say))
+    first = runs[0]
+    if first.centralized is not None and base.target is not None and base.target < 0:
+        for r in runs[1:]:
+            r.centralized = first.centralized
+            r.target_accuracy = -base.target * first.centralized
+            r.rounds_to_target = next(
+                (k for k, a in enumerate(r.accuracy) if a >= r.target_accuracy), None
+            )
+    shot = one_shot_average(first.settings, data) if one_shot else None
+    files = write_outputs(runs, out) if out else []
+    return SweepReport(runs, shot, files)
 
 
 def write_outputs(results: list[SimResult], out: Path) -> list[Path]:
@@ -231,10 +287,10 @@ def write_outputs(results: list[SimResult], out: Path) -> list[Path]:
             for r, (acc, loss) in enumerate(zip(res.accuracy, res.loss, strict=True)):
                 w.writerow(
                     [
-                        res.settings.local_epochs,
-                        res.settings.batch_size,
+                        res.settings.plan.local_epochs,
+                        res.settings.plan.batch_size,
                         r,
-                        r * res.settings.local_epochs,
+                        r * res.settings.plan.local_epochs,
                         f"{acc:.5f}",
                         f"{loss:.5f}",
                     ]
@@ -249,13 +305,13 @@ def write_outputs(results: list[SimResult], out: Path) -> list[Path]:
         return written
     fig, ax = plt.subplots(figsize=(7, 4))
     for res in results:
-        epochs = [r * res.settings.local_epochs for r in range(len(res.accuracy))]
+        epochs = [r * res.settings.plan.local_epochs for r in range(len(res.accuracy))]
         ax.plot(
             epochs,
             res.accuracy,
             marker="o",
             ms=3,
-            label=f"E={res.settings.local_epochs} B={res.settings.batch_size}",
+            label=f"E={res.settings.plan.local_epochs} B={res.settings.plan.batch_size}",
         )
     if results and results[0].centralized is not None:
         ax.axhline(results[0].centralized, color="k", ls="--", lw=1, label="centralized")

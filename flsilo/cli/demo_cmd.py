@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,9 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="Seed for the data split, the plan and the baselines.")
     ] = 7,
+    model: Annotated[
+        str | None, typer.Option(help="Model spec (default: a small CNN); logreg is quickest.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """Three hospitals' worth of handwritten digits, federated through real signed files.
@@ -43,12 +47,14 @@ def demo(
     if out is None:
         out = Path("flsilo-demo") / time.strftime("run-%Y%m%d-%H%M%S")
     started = time.perf_counter()
-    settings = DemoSettings(
+    default = DemoSettings()
+    settings = replace(
+        default,
         sites=sites,
         rounds=rounds,
-        local_epochs=local_epochs,
+        model=model or default.model,
+        plan=replace(default.plan, local_epochs=local_epochs, seed=seed),
         max_per_site=max_per_site,
-        seed=seed,
     )
     report = run_demo(out, settings, info)
     seconds = time.perf_counter() - started

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
-from flsilo.errors import UsageError
+from flsilo.cli.options import int_list, name_list, with_settings
+from flsilo.federation import DataSpec, FederationConfig, HubPolicy
 from flsilo.manifest import to_jsonable
+from flsilo.plan import Plan, parse_schedule
 
 app = typer.Typer(
     help="Run the hub: create a federation, enrol sites, make kits.", no_args_is_help=True
@@ -23,14 +25,8 @@ PassphraseFile = Annotated[
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
 
 
-def _ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError as exc:
-        raise UsageError(f"{what} {text!r} must be comma-separated whole numbers") from exc
-
-
 @app.command("init", no_args_is_help=True)
+@with_settings()
 def hub_init(
     hub_dir: Annotated[Path, typer.Argument(help="New hub workspace folder.")],
     federation: Annotated[str, typer.Option(help="Federation id, e.g. chest-xray-2026.")],
@@ -44,37 +40,13 @@ def hub_init(
     key: Annotated[
         Path, typer.Option(help="The hub's private key (make one with 'flsilo keys new').")
     ],
+    plan_settings: dict[str, Any],
+    hub: HubPolicy,
     schedule: Annotated[str, typer.Option(help="one-shot, few-shot:R or periodic:R.")] = "one-shot",
     local_epochs: Annotated[
         str, typer.Option(help="E for every round, or E1,E2,... per round.")
     ] = "1",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.")] = "sgd",
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.05,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-    nesterov: Annotated[bool, typer.Option(help="Nesterov momentum for SGD.")] = False,
-    weight_decay: Annotated[float, typer.Option()] = 0.0,
-    warmup_steps: Annotated[int, typer.Option(help="Linear learning-rate warmup, in steps.")] = 0,
-    fedprox_mu: Annotated[
-        float, typer.Option(help="FedProx proximal term (0 = plain FedAvg).")
-    ] = 0.0,
-    val_fraction: Annotated[
-        float, typer.Option(help="Share of each site's data held out for validation.")
-    ] = 0.1,
-    min_sites: Annotated[
-        int, typer.Option(help="Bundles needed before a round is aggregated.")
-    ] = 1,
-    seed: Annotated[int, typer.Option()] = 0,
-    max_samples: Annotated[
-        int, typer.Option(help="Largest sample count a site may claim.")
-    ] = 100_000_000,
-    strategy: Annotated[
-        str, typer.Option(help="Default: fedavg, mean, median, trimmed-mean:BETA.")
-    ] = "fedavg",
-    max_staleness: Annotated[int, typer.Option(help="Accept bundles this many rounds late.")] = 0,
-    staleness_discount: Annotated[
-        float, typer.Option(help="Weight factor per round of lateness.")
-    ] = 0.5,
     label_column: Annotated[str, typer.Option(help="CSV label column.")] = "label",
     feature_columns: Annotated[
         str, typer.Option(help="CSV feature columns, in order (default: all others).")
@@ -92,45 +64,19 @@ def hub_init(
     --input-shape 1,8,8 --key keys/hub --schedule periodic:5 --local-epochs 2 --min-sites 3
     """
     set_json(json_out)
-    from flsilo.federation import DataSpec, FederationConfig
     from hub_kit.setup import hub_init as do_init
-    from hub_kit.strategies import parse_strategy
 
-    parse_strategy(strategy)
-    class_list = tuple(c.strip() for c in classes.split(",") if c.strip())
-    if len(class_list) < 2 or len(set(class_list)) != len(class_list):
-        raise UsageError(
-            "--classes needs at least two distinct names", hint="e.g. --classes normal,pneumonia"
-        )
+    rounds = parse_schedule(schedule, int_list(local_epochs, "--local-epochs"))
     config = FederationConfig(
         federation=federation,
         model=model,
-        classes=class_list,
-        input_shape=_ints(input_shape, "--input-shape"),
-        schedule=schedule,
-        local_epochs=_ints(local_epochs, "--local-epochs"),
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        warmup_steps=warmup_steps,
-        fedprox_mu=fedprox_mu,
-        val_fraction=val_fraction,
-        seed=seed,
-        min_sites=min_sites,
-        max_samples=max_samples,
-        strategy=strategy,
-        max_staleness=max_staleness,
-        staleness_discount=staleness_discount,
-        data=DataSpec(
-            label_column=label_column,
-            feature_columns=tuple(c.strip() for c in feature_columns.split(",") if c.strip()),
-        ),
+        classes=name_list(classes),
+        input_shape=int_list(input_shape, "--input-shape"),
+        schedule=rounds,
+        plan=Plan(local_epochs=rounds.local_epochs[0], batch_size=batch_size, **plan_settings),
+        hub=hub,
+        data=DataSpec(label_column=label_column, feature_columns=name_list(feature_columns)),
     )
-    if optimizer not in ("sgd", "adam", "adamw"):
-        raise UsageError(f"--optimizer {optimizer!r} is not sgd, adam or adamw")
     package = do_init(hub_dir, config, key, passphrase_source(passphrase_file), init_weights)
     if json_out:
         emit_json("hub init", True, {"hub": str(hub_dir), "package": str(package)})

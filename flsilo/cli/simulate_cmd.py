@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, set_json, stdout
+from flsilo.cli.options import int_list, name_list, with_settings
 from flsilo.errors import UsageError
+from flsilo.federation import HubPolicy
 from flsilo.manifest import to_jsonable
+from flsilo.plan import Plan
+
+if TYPE_CHECKING:
+    from sim_kit.simulate import SweepReport
 
 
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise UsageError(f"{what} {text!r} must be comma-separated whole numbers") from exc
+def _positive(text: str, what: str) -> list[int]:
+    values = list(int_list(text, what))
     if not values or min(values) < 1:
-        raise UsageError(f"{what} needs positive values")
+        raise UsageError(f"{what} needs positive values", hint=f"e.g. {what} 1,5,10")
     return values
 
 
@@ -28,7 +31,10 @@ def spark(values: list[float]) -> str:
     return "".join(bars[min(8, max(0, round(v * 8)))] for v in values)
 
 
+@with_settings(simulate=True)
 def simulate(
+    plan_settings: dict[str, Any],
+    hub: HubPolicy,
     sites: Annotated[int, typer.Option(min=1, help="Number of simulated sites.")] = 2,
     partition: Annotated[str, typer.Option(help="iid, dirichlet:ALPHA or shards:K.")] = "iid",
     shift: Annotated[
@@ -44,12 +50,6 @@ def simulate(
         typer.Option(help="Keep R*E fixed: rounds = total / E (overrides the schedule's R)."),
     ] = None,
     model: Annotated[str, typer.Option(help="Model spec.")] = "cnn:channels=16x32,hidden=128",
-    lr: Annotated[float, typer.Option()] = 0.05,
-    optimizer: Annotated[str, typer.Option()] = "sgd",
-    strategy: Annotated[
-        str, typer.Option(help="fedavg, mean, median, trimmed-mean:BETA.")
-    ] = "fedavg",
-    seed: Annotated[int, typer.Option()] = 0,
     target: Annotated[
         float | None,
         typer.Option(help="Accuracy to reach: 0.9 absolute, or -0.95 for 95% of centralized."),
@@ -70,7 +70,10 @@ def simulate(
         str | None, typer.Option(help="C,H,W or feature count (needed for --data).")
     ] = None,
     one_shot: Annotated[
-        bool, typer.Option("--one-shot", help="Also report one-shot averaging.")
+        bool,
+        typer.Option(
+            "--one-shot", help="Also report one-shot averaging over the same total epochs."
+        ),
     ] = False,
     pretrain_fraction: Annotated[
         float,
@@ -95,86 +98,54 @@ def simulate(
     --total-epochs 20 --target -0.95 --out sim/
     """
     set_json(json_out)
-
-    from sim_kit.simulate import (
-        SimSettings,
-        load_sim_data,
-        one_shot_average,
-        run_simulation,
-        write_outputs,
-    )
+    from sim_kit.simulate import DataSource, SimSettings, load_sim_data, sweep
 
     grid = [
         (e, b)
-        for e in _ints(local_epochs, "--local-epochs")
-        for b in _ints(batch_size, "--batch-size")
+        for e in _positive(local_epochs, "--local-epochs")
+        for b in _positive(batch_size, "--batch-size")
     ]
-    base = SimSettings(
-        sites=sites,
-        partition=partition,
-        shifts=tuple(s.strip() for s in shift.split(",")),
-        schedule=schedule,
-        total_epochs=total_epochs,
-        model=model,
-        lr=lr,
-        optimizer=optimizer,
-        strategy=strategy,
-        seed=seed,
-        target=target,
-        baselines=not no_baselines,
-        pretrain_fraction=pretrain_fraction,
-    )
-    loaded = None
+    source = None
     if data is not None:
-        from flsilo.federation import DataSpec
-        from site_kit.data import load_dataset
-
         if not classes or not input_shape:
             raise UsageError(
                 "--data needs --classes and --input-shape",
                 hint="e.g. --classes normal,pneumonia --input-shape 1,64,64",
             )
-        names = tuple(c.strip() for c in classes.split(",") if c.strip())
-        shape = tuple(_ints(input_shape, "--input-shape"))
-        dataset = load_dataset(data, data_format, names, shape, DataSpec())
-        loaded = (dataset.x, dataset.y, names)
-    sim_data = load_sim_data(base, loaded)
-    results = []
-    for i, (e, b) in enumerate(grid):
-        settings = SimSettings(
-            **{
-                **base.__dict__,
-                "local_epochs": e,
-                "batch_size": b,
-                "baselines": base.baselines and i == 0,
-            }
+        source = DataSource(
+            data, data_format, name_list(classes), int_list(input_shape, "--input-shape")
         )
-        results.append(run_simulation(settings, sim_data, info))
-    if results[0].centralized is not None and target is not None and target < 0:
-        for r in results[1:]:
-            r.centralized = results[0].centralized
-            r.target_accuracy = -target * results[0].centralized
-            r.rounds_to_target = next(
-                (k for k, a in enumerate(r.accuracy) if a >= r.target_accuracy), None
-            )
-    shot = (
-        one_shot_average(base.__class__(**{**base.__dict__, "local_epochs": grid[0][0]}), sim_data)
-        if one_shot
-        else None
+    base = SimSettings(
+        sites=sites,
+        partition=partition,
+        shifts=name_list(shift),
+        schedule=schedule,
+        total_epochs=total_epochs,
+        model=model,
+        plan=Plan(local_epochs=grid[0][0], batch_size=grid[0][1], **plan_settings),
+        hub=hub,
+        target=target,
+        baselines=not no_baselines,
+        pretrain_fraction=pretrain_fraction,
+        pretrain_epochs=pretrain_epochs,
     )
-    files = write_outputs(results, out) if out else []
+    report = sweep(base, grid, load_sim_data(base, source), one_shot=one_shot, out=out, say=info)
     if json_out:
         emit_json(
             "simulate",
             True,
             {
-                "runs": [to_jsonable(r) for r in results],
-                "one_shot": shot,
-                "files": [str(f) for f in files],
+                "runs": [to_jsonable(r) for r in report.runs],
+                "one_shot": to_jsonable(report.one_shot),
+                "files": [str(f) for f in report.files],
             },
         )
         return
-    table = Table(title=f"{sites} sites, {partition}, shift {shift}, strategy {strategy}")
+    render(report, f"{sites} sites, {partition}, shift {shift}, strategy {hub.strategy}")
+
+
+def render(report: SweepReport, title: str) -> None:
+    table = Table(title=title)
     for col in (
         "E",
         "B",
@@ -185,10 +156,10 @@ def simulate(
         "accuracy per round",
     ):
         table.add_column(col)
-    for r in results:
+    for r in report.runs:
         table.add_row(
-            str(r.settings.local_epochs),
-            str(r.settings.batch_size),
+            str(r.settings.plan.local_epochs),
+            str(r.settings.plan.batch_size),
             str(r.rounds),
             f"{100 * r.accuracy[0]:.1f}%",
             f"{100 * r.accuracy[-1]:.1f}%",
@@ -197,11 +168,15 @@ def simulate(
         )
     console = stdout()
     console.print(table)
-    first = results[0]
+    first = report.runs[0]
     if first.centralized is not None:
         local = ", ".join(f"{k} {100 * v:.1f}%" for k, v in first.local_only.items())
         console.print(f"centralized {100 * first.centralized:.1f}%; local only: {local}")
-    if shot is not None:
-        console.print(f"one-shot averaging: {100 * shot:.1f}%")
-    for f in files:
+    if report.one_shot is not None:
+        shot = report.one_shot
+        console.print(
+            f"one-shot averaging ({shot.local_epochs} local epochs, same total): "
+            f"{100 * shot.accuracy:.1f}%"
+        )
+    for f in report.files:
         console.print(f"wrote {f}")

@@ -26,7 +26,7 @@ PLAN = mf.Plan(local_epochs=1, batch_size=8)
 def bundle_manifest(site: str = "site-a", **changes: object) -> mf.Manifest:
     m = mf.Manifest(
         kind="bundle",
-        format_version=1,
+        format_version=mf.FORMAT_VERSION,
         federation="fed",
         round=0,
         created_at="2026-11-22T00:00:00Z",
@@ -247,7 +247,7 @@ def _structural() -> list[tuple[str, Callable[[Corpus], Path], int, str]]:
                     {
                         "__metadata__": {
                             "flsilo.manifest": mf.encode(bundle_manifest()).replace(
-                                '"format_version":1', '"format_version":2'
+                                f'"format_version":{mf.FORMAT_VERSION}', '"format_version":1'
                             )
                         },
                         "a": w,

@@ -11,7 +11,9 @@ from flsilo.trust import AllowedSigners
 
 def test_tiny_demo_end_to_end(tmp_path: Path, cli) -> None:
     out = tmp_path / "demo"
-    result = cli("demo", "--out", out, "--rounds", "3", "--local-epochs", "3", "--json")
+    result = cli(
+        "demo", "--out", out, "--rounds", "3", "--local-epochs", "3", "--model", "logreg", "--json"
+    )
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     assert doc["audit_ok"] is True

@@ -36,7 +36,7 @@ def test_sweep_writes_csv_json_png_and_reports(cli, tmp_path: Path) -> None:
     runs = doc["runs"]
     assert [r["rounds"] for r in runs] == [2, 1]
     assert len(runs[0]["accuracy"]) == 3 and runs[0]["centralized"] is not None
-    assert runs[0]["rounds_to_target"] is not None and 0 <= doc["one_shot"] <= 1
+    assert runs[0]["rounds_to_target"] is not None and 0 <= doc["one_shot"]["accuracy"] <= 1
     rows = list(csv.DictReader((tmp_path / "sim" / "simulate.csv").open()))
     assert len(rows) == 3 + 2
     assert (tmp_path / "sim" / "simulate.png").stat().st_size > 1000
@@ -81,3 +81,34 @@ def test_simulate_reads_site_data_formats(cli, tmp_path: Path) -> None:
     assert (
         cli("simulate", "--data", data, "--model", "logreg").code == 2
     )  # classes and shape required
+
+
+def _sim(cli, *args: object) -> dict:
+    result = cli("simulate", "--model", "logreg", "--sites", "2", "--no-baselines", *args, "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def test_pretrain_epochs_are_honoured(cli) -> None:
+    def start_loss(epochs: int) -> float:
+        doc = _sim(
+            cli,
+            "--schedule",
+            "periodic:1",
+            "--pretrain-fraction",
+            "0.3",
+            "--pretrain-epochs",
+            epochs,
+        )
+        assert doc["runs"][0]["settings"]["pretrain_epochs"] == epochs
+        return doc["runs"][0]["loss"][0]
+
+    # more pretraining gives a better start model (it used to be 5 epochs whatever was asked)
+    assert start_loss(4) < start_loss(1)
+
+
+def test_one_shot_trains_as_many_epochs_as_the_periodic_arm(cli) -> None:
+    doc = _sim(cli, "--schedule", "periodic:5", "--local-epochs", "2", "--one-shot")
+    assert doc["runs"][0]["rounds"] == 5
+    assert doc["one_shot"]["local_epochs"] == 10  # not one round's 2
+    assert 0 <= doc["one_shot"]["accuracy"] <= 1

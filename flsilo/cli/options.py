@@ -1,0 +1,121 @@
+"""Command-line options for plan and hub settings, defined once for ``hub init`` and ``simulate``.
+
+Each ``Setting`` names a field of ``Plan`` or ``HubPolicy``; its default is the field's
+default and its option is ``--field-name``. ``@with_settings()`` adds every setting's option
+to a command and hands the command the values gathered: ``plan_settings`` (keyword
+arguments for ``Plan``) and ``hub`` (a ``HubPolicy``). To add a setting, add the field to
+its dataclass and one ``Setting`` line here; both commands get the option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from flsilo.errors import UsageError
+from flsilo.federation import HubPolicy
+from flsilo.plan import Plan
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option: the dataclass field it fills, its help, and how its text becomes a value."""
+
+    name: str
+    help: str
+    option_type: Any = None  # the type typer parses; None: the field's own type
+    parse: Callable[[Any], Any] | None = None  # option value -> field value
+    simulate: bool = True  # offered by ``flsilo simulate`` too
+
+
+PLAN_SETTINGS: tuple[Setting, ...] = (
+    Setting("optimizer", "sgd, adam or adamw."),
+    Setting("lr", "Learning rate."),
+    Setting("momentum", "SGD momentum."),
+    Setting("nesterov", "Nesterov momentum for SGD."),
+    Setting("weight_decay", "Weight decay."),
+    Setting("warmup_steps", "Linear learning-rate warmup, in steps."),
+    Setting("seed", "Seed of round 0; round r trains with seed + r."),
+    Setting("fedprox_mu", "FedProx proximal term (0 = plain FedAvg)."),
+    Setting("val_fraction", "Share of each site's data held out for validation."),
+)
+
+HUB_SETTINGS: tuple[Setting, ...] = (
+    Setting("min_sites", "Bundles needed before a round is aggregated.", simulate=False),
+    Setting("max_samples", "Largest sample count a site may claim.", simulate=False),
+    Setting("strategy", "fedavg, mean, median or trimmed-mean:BETA."),
+    Setting("max_staleness", "Accept bundles this many rounds late.", simulate=False),
+    Setting("staleness_discount", "Weight factor per round of lateness.", simulate=False),
+)
+
+_TAIL = ("passphrase_file", "json_out")  # options that stay last in --help
+
+
+def _parameter(setting: Setting, owner: type) -> inspect.Parameter:
+    fields = {f.name: f for f in dataclasses.fields(owner)}
+    field = fields[setting.name]
+    hints = inspect.get_annotations(owner, eval_str=True)
+    kind = setting.option_type or hints[setting.name]
+    return inspect.Parameter(
+        setting.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=field.default,
+        annotation=Annotated[kind, typer.Option(help=setting.help)],
+    )
+
+
+def _value(setting: Setting, raw: Any) -> Any:
+    return setting.parse(raw) if setting.parse else raw
+
+
+def with_settings(*, simulate: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the plan and hub options to a command; it receives ``plan_settings`` and ``hub``."""
+    hub_settings = tuple(s for s in HUB_SETTINGS if s.simulate or not simulate)
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(func, eval_str=True).parameters.values()
+        kept = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in own
+            if p.name not in ("plan_settings", "hub")
+        ]
+        added = [_parameter(s, Plan) for s in PLAN_SETTINGS]
+        added += [_parameter(s, HubPolicy) for s in hub_settings]
+        head = [p for p in kept if p.name not in _TAIL]
+        tail = [p for p in kept if p.name in _TAIL]
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            plan = {s.name: _value(s, kwargs.pop(s.name)) for s in PLAN_SETTINGS}
+            hub = HubPolicy(**{s.name: _value(s, kwargs.pop(s.name)) for s in hub_settings})
+            return func(**kwargs, plan_settings=plan, hub=hub)
+
+        parameters = head + added + tail
+        del command.__wrapped__  # typer must see the new signature, not the function's own
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        return command
+
+    return decorate
+
+
+def int_list(text: str, what: str) -> tuple[int, ...]:
+    """``"1,2,3"`` as whole numbers, or a usage error naming the option."""
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError as exc:
+        raise UsageError(
+            f"{what} {text!r} must be comma-separated whole numbers",
+            hint=f"e.g. {what} 1,28,28",
+        ) from exc
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """``"a, b,c"`` as ``("a", "b", "c")``."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())

@@ -1,0 +1,126 @@
+"""The plan sites train by and the schedule of rounds: types, parsing, checks, per-round plan.
+
+``Plan`` is the one description of "how a site trains" that ``federation.toml`` (its
+``[plan]`` table), ``hub init``, ``simulate``, ``demo`` and every package manifest share.
+To add a plan setting: add a field with a default here (and a rule to ``check_plan``), and
+one line to ``flsilo/cli/options.py`` for its command-line option. The TOML table, the
+manifest and both commands pick it up from the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from flsilo.errors import UsageError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULE_KINDS = ("one-shot", "few-shot", "periodic")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How every site trains in one round; travels inside the signed package."""
+
+    local_epochs: int
+    batch_size: int
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    seed: int = 0
+    fedprox_mu: float = 0.0
+    val_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How many rounds a federation runs, and the local epochs of each."""
+
+    kind: str
+    rounds: int
+    local_epochs: tuple[int, ...]
+
+
+def plan_problem(plan: Plan) -> str | None:
+    """The first rule ``plan`` breaks, in words, or None when it is sound."""
+    if plan.local_epochs < 1 or plan.batch_size < 1:
+        return "plan needs local_epochs >= 1 and batch_size >= 1"
+    if plan.optimizer not in OPTIMIZERS:
+        return f"plan optimizer {plan.optimizer!r} is not one of {', '.join(OPTIMIZERS)}"
+    if not (plan.lr > 0 and plan.weight_decay >= 0 and plan.fedprox_mu >= 0):
+        return "plan needs lr > 0, weight_decay >= 0, fedprox_mu >= 0"
+    if plan.momentum < 0 or plan.warmup_steps < 0:
+        return "plan needs momentum >= 0 and warmup_steps >= 0"
+    if not 0 <= plan.val_fraction < 1:
+        return "plan val_fraction must be in [0, 1)"
+    return None
+
+
+def check_plan(plan: Plan, bad: Callable[[str], Exception]) -> None:
+    """Raise ``bad(reason)`` when the plan breaks a rule (manifests and configs share this)."""
+    problem = plan_problem(plan)
+    if problem is not None:
+        raise bad(problem)
+
+
+def schedule_problem(schedule: Schedule) -> str | None:
+    """The first rule ``schedule`` breaks, in words, or None when it is sound."""
+    if schedule.kind not in SCHEDULE_KINDS:
+        return f"schedule kind {schedule.kind!r} is not one of {', '.join(SCHEDULE_KINDS)}"
+    if schedule.rounds < 1 or (schedule.kind == "one-shot" and schedule.rounds != 1):
+        return "a schedule needs at least one round, and one-shot exactly one"
+    if len(schedule.local_epochs) != schedule.rounds or min(schedule.local_epochs) < 1:
+        return "a schedule needs one local-epoch value >= 1 per round"
+    return None
+
+
+def parse_schedule(text: str, local_epochs: tuple[int, ...]) -> Schedule:
+    """``one-shot`` is one round; ``few-shot:R`` and ``periodic:R`` are R rounds.
+
+    ``local_epochs`` is one E for every round, or one per round (a decaying E, say).
+    """
+    kind, _, count = text.partition(":")
+    if kind not in SCHEDULE_KINDS or (kind == "one-shot") != (count == ""):
+        raise UsageError(
+            f"schedule {text!r} is not one-shot, few-shot:R or periodic:R",
+            code="bad-schedule",
+            hint="e.g. --schedule periodic:10 --local-epochs 5",
+        )
+    try:
+        rounds = 1 if kind == "one-shot" else int(count)
+    except ValueError as exc:
+        raise UsageError(
+            f"schedule {text!r}: R must be a whole number", code="bad-schedule"
+        ) from exc
+    if rounds < 1:
+        raise UsageError("a schedule needs at least one round", code="bad-schedule")
+    if not local_epochs or any(e < 1 for e in local_epochs):
+        raise UsageError("local epochs must be at least 1", code="bad-schedule")
+    if len(local_epochs) == 1:
+        local_epochs = local_epochs * rounds
+    if len(local_epochs) != rounds:
+        raise UsageError(
+            f"{len(local_epochs)} local-epoch values for {rounds} rounds",
+            code="bad-schedule",
+            hint="give one value, or exactly one per round",
+        )
+    return Schedule(kind=kind, rounds=rounds, local_epochs=tuple(local_epochs))
+
+
+def schedule_text(schedule: Schedule) -> str:
+    """The ``--schedule`` text of a schedule: ``one-shot`` or ``KIND:R``."""
+    return schedule.kind if schedule.kind == "one-shot" else f"{schedule.kind}:{schedule.rounds}"
+
+
+def plan_for_round(base: Plan, schedule: Schedule, round_: int) -> Plan | None:
+    """The plan sites follow on the package of ``round_``; None for the final package.
+
+    ``base`` is the federation's plan (its round-0 plan); a round changes only the local
+    epochs (from the schedule) and the seed (base seed + round).
+    """
+    if round_ >= schedule.rounds:
+        return None
+    return replace(base, local_epochs=schedule.local_epochs[round_], seed=base.seed + round_)
