@@ -19,7 +19,7 @@ from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 from flsilo import __version__
 from flsilo.errors import MalformedInputError
-from flsilo.plan import Plan, Schedule, check_plan, schedule_problem
+from flsilo.plan import Plan, Schedule, check_plan, dp_of, schedule_problem
 from flsilo.tensorfile import strict_json
 
 MANIFEST_KEY = "flsilo.manifest"
@@ -52,6 +52,20 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class DPReport:
+    """What DP-SGD a site ran in one round, and the privacy it has spent up to and with it."""
+
+    accountant: str
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    epsilon_round: float
+    epsilon_total: float
+    rounds: int
+
+
+@dataclass(frozen=True)
 class BundleInfo:
     """What a site reports about the training it did."""
 
@@ -64,6 +78,7 @@ class BundleInfo:
     timings: dict[str, float] = field(default_factory=dict)
     skipped_samples: int = 0
     world_size: int = 1
+    dp: DPReport | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +295,8 @@ def check_semantics(m: Manifest, source: str) -> None:
         if b.num_samples <= 0:
             raise bad("num_samples must be positive")
         check_plan(b.plan, bad)
+        if (dp_of(b.plan) is None) != (b.dp is None):
+            raise bad("a bundle reports DP spending exactly when its plan declares DP")
     if m.package is not None:
         p = m.package
         problem = schedule_problem(p.schedule)

@@ -33,6 +33,69 @@ class Plan:
     seed: int = 0
     fedprox_mu: float = 0.0
     val_fraction: float = 0.1
+    # Differential privacy (DP-SGD at every site): on when a noise multiplier or a target
+    # epsilon per round is set; the budget is the total epsilon per site (see DPPlan).
+    dp_noise_multiplier: float = 0.0
+    dp_epsilon: float = 0.0
+    dp_clip: float = 1.0
+    dp_delta: float = 1e-5
+    dp_budget: float = 0.0
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """A plan's differential privacy, as the site's accountant and the hub's gate see it.
+
+    Exactly one of ``noise_multiplier`` (sigma) and ``epsilon_per_round`` (a target from
+    which each site derives its own sigma) is positive. ``budget`` is the total epsilon per
+    site over the whole federation, composed across rounds by ``accountant``.
+    """
+
+    clip: float
+    delta: float
+    budget: float
+    noise_multiplier: float = 0.0
+    epsilon_per_round: float = 0.0
+    accountant: str = "rdp"
+
+
+def dp_of(plan: Plan) -> DPPlan | None:
+    """The plan's DP mechanism; None for a plan without differential privacy."""
+    if plan.dp_noise_multiplier <= 0 and plan.dp_epsilon <= 0:
+        return None
+    return DPPlan(
+        clip=plan.dp_clip,
+        delta=plan.dp_delta,
+        budget=plan.dp_budget,
+        noise_multiplier=plan.dp_noise_multiplier,
+        epsilon_per_round=plan.dp_epsilon,
+    )
+
+
+def without_dp(plan: Plan) -> Plan:
+    """The same plan, trained without differential privacy (baselines, public pretraining)."""
+    return replace(plan, dp_noise_multiplier=0.0, dp_epsilon=0.0, dp_budget=0.0)
+
+
+def dp_problem(plan: Plan) -> str | None:
+    """The first DP rule ``plan`` breaks, in words, or None."""
+    if min(plan.dp_noise_multiplier, plan.dp_epsilon, plan.dp_budget) < 0:
+        return "DP noise multiplier, epsilon and budget cannot be negative"
+    if dp_of(plan) is None:
+        if plan.dp_budget > 0:
+            return "--dp-budget needs a DP mechanism: --dp-noise-multiplier or --dp-epsilon"
+        return None
+    if plan.dp_noise_multiplier > 0 and plan.dp_epsilon > 0:
+        return "give one of --dp-noise-multiplier and --dp-epsilon (per round), not both"
+    if plan.dp_budget <= 0:
+        return "DP needs a total budget per site: --dp-budget EPS_TOTAL (e.g. 3)"
+    if plan.dp_epsilon > plan.dp_budget:
+        return "--dp-epsilon (per round) exceeds --dp-budget (total): no round could run"
+    if not plan.dp_clip > 0 or not 0 < plan.dp_delta < 1:
+        return "DP needs --dp-clip > 0 and --dp-delta in (0, 1)"
+    if plan.fedprox_mu > 0:
+        return "--fedprox-mu cannot be combined with DP-SGD (the accountant does not cover it)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -56,7 +119,7 @@ def plan_problem(plan: Plan) -> str | None:
         return "plan needs momentum >= 0 and warmup_steps >= 0"
     if not 0 <= plan.val_fraction < 1:
         return "plan val_fraction must be in [0, 1)"
-    return None
+    return dp_problem(plan)
 
 
 def check_plan(plan: Plan, bad: Callable[[str], Exception]) -> None:

@@ -23,8 +23,9 @@ from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.errors import UsageError, VerificationError, WorkspaceError
 from flsilo.keys import PassphraseSource, load_private_key
 from flsilo.tensorfile import Header, RawTensor
-from hub_kit.intake import IntakeResult, Rejection, intake, quarantine
+from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
 from hub_kit.packaging import package_manifest, write_package
+from hub_kit.privacy import dp_budget
 from hub_kit.strategies import parse_strategy, strategy_text
 from hub_kit.strategies.base import Strategy
 from hub_kit.streaming import StreamInput, aggregate_into
@@ -43,6 +44,7 @@ class SiteRow:
     weight: float | None
     global_accuracy: float | None
     trained_accuracy: float | None
+    dp_epsilon_total: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class AggregateReport:
     global_accuracy: float | None
     trained_accuracy: float | None
     final: bool
+    dp_budget: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return mf.to_jsonable(self) | {"package": str(self.package) if self.package else None}
@@ -97,6 +100,7 @@ def _rows(result: IntakeResult) -> list[SiteRow]:
                 weight=c.weight,
                 global_accuracy=b.metrics_global.accuracy if b.metrics_global else None,
                 trained_accuracy=b.metrics_trained.accuracy if b.metrics_trained else None,
+                dp_epsilon_total=b.dp.epsilon_total if b.dp else None,
             )
         )
     for r in result.rejections:
@@ -209,7 +213,16 @@ def _aggregate_locked(
             ws.log.append(reject_events)
         shutil.rmtree(staging, ignore_errors=True)
         report = AggregateReport(
-            r, None, None, strategy_text(strategy), tuple(rows), missing, None, None, False
+            r,
+            None,
+            None,
+            strategy_text(strategy),
+            tuple(rows),
+            missing,
+            None,
+            None,
+            False,
+            dp_budget(ws.config),
         )
         raise NotEnoughSites(report, need)
 
@@ -257,6 +270,7 @@ def _aggregate_locked(
                 "samples": c.samples,
                 "weight": c.weight,
                 "base_round": c.verified.manifest.round,
+                **_dp_fields(c),
             },
         )
         for c in candidates
@@ -286,7 +300,16 @@ def _aggregate_locked(
         global_accuracy=weighted([b.metrics_global for b in bundles if b]),
         trained_accuracy=weighted([b.metrics_trained for b in bundles if b]),
         final=manifest.package is not None and manifest.package.final,
+        dp_budget=dp_budget(ws.config),
     )
+
+
+def _dp_fields(c: Candidate) -> dict[str, float]:
+    """The privacy a DP bundle reports, kept in its accept event for 'hub status'."""
+    b = c.verified.manifest.bundle
+    if b is None or b.dp is None:
+        return {}
+    return {"dp_epsilon_round": b.dp.epsilon_round, "dp_epsilon_total": b.dp.epsilon_total}
 
 
 class NotEnoughSites(WorkspaceError):

@@ -20,6 +20,7 @@ from flsilo.errors import FlsiloError, PolicyError
 from flsilo.federation import FederationConfig
 from flsilo.tensorfile import Header
 from flsilo.trust import AllowedSigners
+from hub_kit.privacy import check_bundle as check_dp_bundle
 from hub_kit.workspace import HubState
 
 
@@ -127,6 +128,7 @@ def check_policy(
             f"bundle claims {b.num_samples} samples; the cap is {config.hub.max_samples}",
             "raise max_samples in federation.toml if the site really has that much data",
         )
+    check_dp_bundle(verified, config)
     return age
 
 

@@ -12,6 +12,8 @@ from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
 from hub_kit.eventlog import EventLog
 from hub_kit.packaging import package_manifest, write_package
+from hub_kit.privacy import check_config as check_dp_config
+from hub_kit.privacy import dp_plan, refuse_batchnorm
 from hub_kit.strategies import parse_strategy
 from hub_kit.workspace import HUB_FILE, fold, hub_toml, render_allowed_signers
 
@@ -27,6 +29,8 @@ def initial_weights(config: FederationConfig, init_weights: Path | None) -> tupl
 
     torch.manual_seed(config.plan.seed)
     model = build_model(config.model, config.input_shape, len(config.classes))
+    if dp_plan(config) is not None:
+        refuse_batchnorm(model.modules(), config.model)
     if init_weights is not None:
         try:
             tensors = load_file(str(init_weights))
@@ -58,6 +62,7 @@ def hub_init(
             hint="choose a new directory; an existing federation is never re-initialised",
         )
     parse_strategy(config.hub.strategy)
+    check_dp_config(config)
     key = load_private_key(key_path, passphrase)
     public = PublicKey.from_key(key.public_key(), comment="flsilo hub")
     raw, digest = initial_weights(config, init_weights)

@@ -11,6 +11,7 @@ from flsilo import manifest as mf
 from flsilo.errors import FlsiloError
 from flsilo.plan import schedule_text
 from flsilo.tensorfile import read_header
+from hub_kit.privacy import describe, dp_budget, dp_plan
 from hub_kit.workspace import HubWorkspace
 
 
@@ -25,6 +26,8 @@ class Status:
     sites: list[dict[str, Any]]
     inbox: list[dict[str, Any]]
     missing: list[str]
+    dp_budget: float | None = None
+    dp_plan: str | None = None
 
 
 def peek(path: Path) -> mf.Manifest | None:
@@ -64,6 +67,7 @@ def status(hub_dir: Path) -> Status:
             "fingerprint": e.key.fingerprint,
             "revoked_at": e.revoked_at,
             "bundle_present": e.site in present,
+            "dp_epsilon_spent": state.dp_spent.get(e.site),
         }
         for e in state.enrolments
     ]
@@ -78,4 +82,6 @@ def status(hub_dir: Path) -> Status:
         sites=sites,
         inbox=inbox,
         missing=[] if final else [s for s in state.active_sites() if s not in present],
+        dp_budget=dp_budget(ws.config),
+        dp_plan=describe(dp) if (dp := dp_plan(ws.config)) else None,
     )

@@ -50,6 +50,7 @@ class HubState:
     enrolments: list[Enrolment] = field(default_factory=list)
     accepted: dict[str, int] = field(default_factory=dict)  # bundle sha256 -> round
     rejected: set[tuple[int, str, str]] = field(default_factory=set)  # (round, sha, code)
+    dp_spent: dict[str, float] = field(default_factory=dict)  # site -> total epsilon reported
     hub_key: PublicKey | None = None
 
     def active_sites(self) -> list[str]:
@@ -83,6 +84,9 @@ def fold(events: list[Event]) -> HubState:
                     enrolment.valid_before = min(enrolment.valid_before or cut, cut)
         elif ev.event == "accept":
             state.accepted[ev["sha256"]] = ev["round"]
+            if "dp_epsilon_total" in ev.data:
+                spent = float(ev["dp_epsilon_total"])
+                state.dp_spent[ev["site"]] = max(spent, state.dp_spent.get(ev["site"], 0.0))
         elif ev.event == "reject":
             state.rejected.add((ev["round"], ev["sha256"], ev["code"]))
         elif ev.event == "aggregate":

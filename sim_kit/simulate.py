@@ -8,7 +8,9 @@ held-out test set that carries every site's preprocessing.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,12 +21,13 @@ import torch
 from flsilo.errors import UsageError
 from flsilo.federation import DataSpec, HubPolicy
 from flsilo.models.registry import build_model
-from flsilo.plan import Plan, parse_schedule
+from flsilo.plan import Plan, dp_of, parse_schedule, plan_problem, without_dp
 from hub_kit.strategies import parse_strategy
 from sim_kit.datasets import DIGIT_CLASSES, load_digits
 from sim_kit.partition import partition, shift, train_test_split
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import evaluate
+from site_kit.privacy import DPRun, Spend, epsilon, plan_spend
 from site_kit.training import derive_seed, train
 
 
@@ -69,6 +72,8 @@ class SimResult:
     centralized: float | None = None
     rounds_to_target: int | None = None
     target_accuracy: float | None = None
+    dp_epsilon: dict[str, float] = field(default_factory=dict)  # site -> total epsilon spent
+    train_seconds: float = 0.0  # the sites' training time, summed over rounds
 
 
 @dataclass
@@ -148,11 +153,12 @@ def run_simulation(
     torch.manual_seed(s.seed)
     model = build_model(s.model, data.input_shape, len(data.classes))
     if data.public is not None:  # a pretrained start, as --init-weights gives a real federation
-        pre = replace(s.plan, local_epochs=s.pretrain_epochs)
+        pre = replace(without_dp(s.plan), local_epochs=s.pretrain_epochs)
         train(model, data.public, pre, seed=s.seed, device=cpu)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     plan = s.plan
     result = SimResult(settings=s, rounds=rounds)
+    ledgers: list[list[Spend]] = [[] for _ in data.sites]
     first = evaluate(model, data.test, len(data.classes), cpu)
     result.accuracy.append(first.accuracy)
     result.loss.append(first.loss)
@@ -162,17 +168,25 @@ def run_simulation(
         for i, site_data in enumerate(data.sites):
             if len(site_data) == 0:
                 continue
+            round_plan = replace(plan, seed=s.seed + r)
+            dp_run = _private_round(round_plan, ledgers[i], len(site_data), f"site-{i}", r, say)
+            if dp_of(plan) is not None and dp_run is None:
+                continue  # this site has spent its budget
             model.load_state_dict(global_state)
+            started = time.perf_counter()
             train(
                 model,
                 site_data,
-                replace(plan, seed=s.seed + r),
+                round_plan,
                 seed=derive_seed(s.seed + r, f"site-{i}"),
                 device=cpu,
+                dp=dp_run,
             )
+            result.train_seconds += time.perf_counter() - started
             states.append({k: v.clone() for k, v in model.state_dict().items()})
             weights.append(float(len(site_data)))
-        global_state = _combine(states, weights, s.hub.strategy)
+        if states:
+            global_state = _combine(states, weights, s.hub.strategy)
         model.load_state_dict(global_state)
         ev = evaluate(model, data.test, len(data.classes), cpu)
         result.accuracy.append(ev.accuracy)
@@ -180,9 +194,12 @@ def run_simulation(
         say(
             f"E={plan.local_epochs} B={plan.batch_size} round {r + 1}/{rounds}: test accuracy {100 * ev.accuracy:.1f}%"
         )
+    dp = dp_of(plan)
+    if dp is not None:
+        result.dp_epsilon = {f"site-{i}": epsilon(led, dp.delta) for i, led in enumerate(ledgers)}
     total = rounds * plan.local_epochs
-    if s.baselines:
-        long_plan = replace(plan, local_epochs=total)
+    if s.baselines:  # not private
+        long_plan = replace(without_dp(plan), local_epochs=total)
         for i, site_data in enumerate(data.sites):
             model.load_state_dict(start)
             if len(site_data):
@@ -205,6 +222,24 @@ def run_simulation(
             (r for r, a in enumerate(result.accuracy) if a >= target), None
         )
     return result
+
+
+def _private_round(
+    plan: Plan, ledger: list[Spend], n: int, site: str, round_: int, say: Callable[[str], None]
+) -> DPRun | None:
+    """A site's DP round as a real site runs it; None (with a message) past its budget."""
+    dp = dp_of(plan)
+    if dp is None:
+        return None
+    spend = plan_spend(plan, n)
+    total = epsilon([*ledger, spend], dp.delta)
+    if total > dp.budget:
+        say(f"{site} refuses round {round_ + 1}: its epsilon would reach {total:.2f}")
+        return None
+    ledger.append(spend)
+    # A simulation's noise is reproducible from its seed; a real site draws an os.urandom secret.
+    secret = hashlib.sha256(f"{plan.seed}:{site}:{round_}".encode()).digest()
+    return DPRun(spend, secret)
 
 
 @dataclass(frozen=True)
@@ -248,6 +283,13 @@ def sweep(
 ) -> SweepReport:
     """Simulate every (local epochs, batch size) in ``grid``; baselines once, with the first."""
     parse_strategy(base.hub.strategy)
+    problem = plan_problem(base.plan)
+    if problem is not None:
+        raise UsageError(
+            f"simulation settings are not valid: {problem}",
+            code="bad-config",
+            hint="fix the option of the same name",
+        )
     runs = []
     for i, (e, b) in enumerate(grid):
         settings = replace(

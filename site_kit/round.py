@@ -19,10 +19,12 @@ from flsilo.errors import PolicyError, UsageError
 from flsilo.federation import DataSpec
 from flsilo.keys import PassphraseSource, load_private_key
 from flsilo.models.registry import build_model, code_digest
+from flsilo.plan import dp_of
 from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import Evaluation, evaluate
+from site_kit.privacy import prepare_round
 from site_kit.training import (
     DistContext,
     ProgressCallback,
@@ -174,8 +176,11 @@ def _train_locked(
         train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
     timings["load_seconds"] = round(time.perf_counter() - t0, 3)
 
-    device = pick_device(device_request, dist)
     work = ws.work / f"r{m.round:04d}-{verified.sha256[:12]}"
+    dp_run = None
+    if dp_of(plan) is not None and dist.is_main:  # refuses a round past the budget, writing nothing
+        dp_run = prepare_round(ws.root, work, plan, len(train_set), m.round, verified.sha256)
+    device = pick_device(device_request, dist)
     checkpoint = Checkpoint(work)
     global_eval = None
     if dist.is_main and len(val_set):
@@ -195,6 +200,7 @@ def _train_locked(
         checkpoint=checkpoint,
         dist=dist,
         progress=progress,
+        dp=dp_run,
     )
     timings["train_seconds"] = round(result.seconds, 3)
     timings["samples_per_second"] = round(result.samples_per_second, 1)
@@ -224,6 +230,7 @@ def _train_locked(
                 timings=timings,
                 skipped_samples=dataset.skipped + (val_set.skipped if val_path else 0),
                 world_size=dist.world,
+                dp=dp_run.report(plan) if dp_run else None,
             ),
         )
         assert key is not None

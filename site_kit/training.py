@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,7 @@ from flsilo.errors import UsageError
 from flsilo.manifest import Plan
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset
+from site_kit.privacy import DPRun, start_private
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,13 @@ def train(
     checkpoint: Checkpoint | None = None,
     dist: DistContext | None = None,
     progress: ProgressCallback | None = None,
+    dp: DPRun | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place for the plan's local epochs, resuming from ``checkpoint``."""
+    """Train ``model`` in place for the plan's local epochs, resuming from ``checkpoint``.
+
+    A plan with DP trains with DP-SGD (site_kit.privacy); ``dp`` carries the round's spend and
+    secret, and ``model`` keeps its own parameter names (Opacus's wrapper stays inside).
+    """
     dist = dist or DistContext()
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -157,7 +163,9 @@ def train(
     scheduler = make_scheduler(optimizer, plan)
     start_epoch = checkpoint.load(model, optimizer, scheduler) if checkpoint else 0
     model.to(device)
-    net: torch.nn.Module = model
+    private = start_private(model, optimizer, plan, dp, len(data), device, dist.world)
+    net: torch.nn.Module = private.module if private else model
+    stepper = private.optimizer if private else optimizer
     if dist.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -172,41 +180,60 @@ def train(
     if progress and start_epoch:
         progress(EpochReport(start_epoch, plan.local_epochs, float("nan"), 0.0, resumed=True))
     for epoch in range(start_epoch, plan.local_epochs):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1_000_003 * epoch))
-        if dist.world > 1:
-            order = order[: n - n % dist.world][dist.rank :: dist.world]
+        if private is None:
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(seed + 1_000_003 * epoch)
+            )
+            if dist.world > 1:
+                order = order[: n - n % dist.world][dist.rank :: dist.world]
+            batches = (len(order) + batch - 1) // batch
+            batch_indices: Iterator[torch.Tensor] = (
+                order[b * batch : (b + 1) * batch] for b in range(batches)
+            )
+        else:  # Poisson sampling from the round's secret, as the accountant assumes
+            batches = private.steps_per_epoch
+            batch_indices = private.epoch_batches(epoch)
         torch.manual_seed(seed + epoch)
         net.train()
         epoch_start = time.perf_counter()
         epoch_loss = torch.zeros((), device=device)
-        batches = (len(order) + batch - 1) // batch
+        epoch_seen = 0
         next_report = epoch_start + 0.5
-        for b in range(batches):
-            index = order[b * batch : (b + 1) * batch].to(device)
+        for b, cpu_index in enumerate(batch_indices):
+            index = cpu_index.to(device)
             xb, yb = x_all[index], y_all[index]
-            loss = F.cross_entropy(net(xb), yb)
+            if private is None:
+                loss = F.cross_entropy(net(xb), yb)
+                loss_sum = loss.detach() * len(index)
+            else:  # per-sample gradients of the summed loss; Opacus clips, noises, averages
+                loss = F.cross_entropy(net(xb), yb, reduction="sum")
+                loss_sum = loss.detach()
             if anchor is not None:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
                 loss = loss + 0.5 * plan.fedprox_mu * prox
-            optimizer.zero_grad(set_to_none=True)
+            stepper.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            stepper.step()
             scheduler.step()
-            epoch_loss += loss.detach() * len(index)
+            epoch_loss += loss_sum
+            epoch_seen += len(index)
             if progress and time.perf_counter() >= next_report:
                 next_report = time.perf_counter() + 0.5
                 done = (b + 1) * batch * dist.world
                 rate = done / max(time.perf_counter() - epoch_start, 1e-9)
-                progress(BatchReport(epoch + 1, b + 1, batches, float(loss.detach()), rate))
-        seen_epoch = len(order) * dist.world
+                mean_loss = float(loss_sum) / max(len(index), 1)
+                progress(BatchReport(epoch + 1, b + 1, batches, mean_loss, rate))
+        seen_epoch = epoch_seen * dist.world
         seen += seen_epoch
-        last_loss = float(epoch_loss) / max(len(order), 1)
+        last_loss = float(epoch_loss) / max(epoch_seen, 1)
         rate = seen_epoch / max(time.perf_counter() - epoch_start, 1e-9)
         if checkpoint and dist.is_main:
             checkpoint.save(epoch + 1, model, optimizer, scheduler, {"last_loss": last_loss})
         dist.barrier()
         if progress:
             progress(EpochReport(epoch + 1, plan.local_epochs, last_loss, rate))
+    if private:
+        private.close()
     seconds = time.perf_counter() - started
     return TrainResult(
         epochs_run=plan.local_epochs - start_epoch,

@@ -112,7 +112,9 @@ class Federation:
             shutil.copy(f"{b}.sig", self.hub / "inbox" / f"{b.name}.sig")
 
 
-def build_federation(root: Path, schedule: str = "periodic:2", model: str = "logreg") -> Federation:
+def build_federation(
+    root: Path, schedule: str = "periodic:2", model: str = "logreg", extra: tuple[str, ...] = ()
+) -> Federation:
     root.mkdir(parents=True)
     keys = root / "keys"
     for name in ("hub", "site-a", "site-b"):
@@ -144,6 +146,7 @@ def build_federation(root: Path, schedule: str = "periodic:2", model: str = "log
                 "0.1",
                 "--min-sites",
                 "2",
+                *extra,
             ]
         )
         == 0

@@ -176,8 +176,13 @@ def hub_status(
         + (" — [green]complete[/]" if st.final else "")
     )
     out.print(f"current package: {st.current_package}")
+    from hub_kit.privacy import spent_text
+
+    if st.dp_plan:
+        out.print(f"differential privacy: {st.dp_plan}")
+    dp = st.dp_budget is not None
     table = Table(title="sites")
-    for col in ("site", "fingerprint", "state", "bundle in inbox"):
+    for col in ("site", "fingerprint", "state", "bundle in inbox") + (("epsilon spent",) * dp):
         table.add_column(col)
     for s in st.sites:
         table.add_row(
@@ -185,6 +190,7 @@ def hub_status(
             s["fingerprint"],
             "revoked " + s["revoked_at"] if s["revoked_at"] else "active",
             "yes" if s["bundle_present"] else "-",
+            *([spent_text(s["dp_epsilon_spent"], st.dp_budget)] if dp else []),
         )
     out.print(table)
     if st.missing:
@@ -238,8 +244,12 @@ def render_aggregate(report: object) -> None:
     from hub_kit.aggregate import AggregateReport
 
     assert isinstance(report, AggregateReport)
+    from hub_kit.privacy import spent_text
+
     table = Table(title=f"round {report.round} — strategy {report.strategy}")
-    for col in ("site", "file", "verdict", "samples", "weight", "acc. before", "acc. after"):
+    dp = report.dp_budget is not None
+    columns = ["site", "file", "verdict", "samples", "weight", "acc. before", "acc. after"]
+    for col in columns + (["epsilon spent"] if dp else []):
         table.add_column(col, overflow="fold")
 
     def pct(v: float | None) -> str:
@@ -253,7 +263,7 @@ def render_aggregate(report: object) -> None:
             verdict += f" ({r.code})\n{escape(r.reason or '')}\nhint: {escape(r.hint or '')}"
         elif r.reason:
             verdict += f"\n{r.reason}"
-        table.add_row(
+        cells = [
             r.site,
             r.file,
             verdict,
@@ -261,7 +271,8 @@ def render_aggregate(report: object) -> None:
             f"{r.weight:g}" if r.weight is not None else "-",
             pct(r.global_accuracy),
             pct(r.trained_accuracy),
-        )
+        ]
+        table.add_row(*cells, *([spent_text(r.dp_epsilon_total, report.dp_budget)] if dp else []))
     from flsilo.cli.common import stderr
 
     err = stderr()

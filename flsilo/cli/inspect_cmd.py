@@ -95,6 +95,16 @@ def render(report: dict[str, Any]) -> None:
             ("global model (val)", _metrics(b["metrics_global"])),
             ("trained model (val)", _metrics(b["metrics_trained"])),
         ]
+        if b.get("dp"):
+            d = b["dp"]
+            rows.append(
+                (
+                    "privacy spent",
+                    f"epsilon {d['epsilon_round']:.3f} this round, {d['epsilon_total']:.3f} in "
+                    f"total over {d['rounds']} round(s) at delta {d['delta']:g} ({d['accountant']});"
+                    f" sigma {d['noise_multiplier']:.4g}, q {d['sample_rate']:.4g}, {d['steps']} steps",
+                )
+            )
     if m["package"]:
         p = m["package"]
         rows += [
@@ -120,10 +130,18 @@ def render(report: dict[str, Any]) -> None:
 
 
 def _plan(plan: dict[str, Any]) -> str:
-    return (
+    text = (
         f"{plan['local_epochs']} epochs, batch {plan['batch_size']}, {plan['optimizer']} "
         f"lr {plan['lr']}, seed {plan['seed']}, mu {plan['fedprox_mu']}"
     )
+    sigma, eps = plan.get("dp_noise_multiplier", 0), plan.get("dp_epsilon", 0)
+    if sigma > 0 or eps > 0:
+        how = f"sigma {sigma:g}" if sigma > 0 else f"epsilon {eps:g}/round"
+        text += (
+            f"; DP-SGD {how}, clip {plan['dp_clip']:g}, delta {plan['dp_delta']:g}, "
+            f"budget {plan['dp_budget']:g}"
+        )
+    return text
 
 
 def _metrics(metrics: dict[str, Any] | None) -> str:

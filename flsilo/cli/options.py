@@ -44,6 +44,11 @@ PLAN_SETTINGS: tuple[Setting, ...] = (
     Setting("seed", "Seed of round 0; round r trains with seed + r."),
     Setting("fedprox_mu", "FedProx proximal term (0 = plain FedAvg)."),
     Setting("val_fraction", "Share of each site's data held out for validation."),
+    Setting("dp_noise_multiplier", "DP-SGD at every site with this noise multiplier (sigma)."),
+    Setting("dp_epsilon", "DP-SGD with this target epsilon per round; sites derive sigma."),
+    Setting("dp_clip", "DP: per-sample gradient clipping norm."),
+    Setting("dp_delta", "DP: delta of the (epsilon, delta) guarantee."),
+    Setting("dp_budget", "DP: total epsilon per site; sites refuse rounds past it."),
 )
 
 HUB_SETTINGS: tuple[Setting, ...] = (

@@ -169,6 +169,9 @@ def render(report: SweepReport, title: str) -> None:
     console = stdout()
     console.print(table)
     first = report.runs[0]
+    if first.dp_epsilon:
+        spent = ", ".join(f"{k} {v:.2f}" for k, v in first.dp_epsilon.items())
+        console.print(f"privacy spent (epsilon per site): {spent}; baselines are not private")
     if first.centralized is not None:
         local = ", ".join(f"{k} {100 * v:.1f}%" for k, v in first.local_only.items())
         console.print(f"centralized {100 * first.centralized:.1f}%; local only: {local}")

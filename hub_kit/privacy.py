@@ -1,0 +1,131 @@
+"""The hub's side of differential privacy: the DP plan from federation.toml, and its gates.
+
+Sites run DP-SGD (site_kit.privacy); the hub never adds noise and never needs Opacus or
+torch. It declares the mechanism in every package's plan, refuses bundles whose declared
+mechanism differs from it or whose reported spending passes the budget, and shows what
+each site has spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flsilo.artifact import Verified
+from flsilo.errors import PolicyError, UsageError
+from flsilo.federation import FederationConfig
+from flsilo.plan import DPPlan, dp_of
+
+# Room for float rounding between the site's accountant and the hub's comparison.
+BUDGET_SLACK = 1e-9
+
+
+def dp_plan(config: FederationConfig) -> DPPlan | None:
+    """The DP mechanism every package of this federation declares; None without DP."""
+    return dp_of(config.plan)
+
+
+def dp_budget(config: FederationConfig) -> float | None:
+    """The total epsilon per site of a DP federation; None without DP."""
+    dp = dp_plan(config)
+    return dp.budget if dp else None
+
+
+def check_config(config: FederationConfig) -> None:
+    """Refuse, at hub init, a DP federation that could not keep its promise.
+
+    The plan's own DP rules (a budget, one mechanism, no FedProx) are checked with the rest
+    of the plan when the configuration is built; these are the ones that need more context.
+    """
+    if dp_plan(config) is None:
+        return
+    leaky = _leaky_round_kinds(config)
+    if leaky:
+        raise UsageError(
+            f"a DP federation cannot run {leaky[0]}: they would leave the privacy guarantee",
+            code="dp-plan",
+            hint="drop the DP options or that setting; only noisy DP-SGD rounds are allowed",
+        )
+
+
+def _leaky_round_kinds(config: FederationConfig) -> list[str]:
+    """Round kinds that ship un-noised data summaries (statistics, Fisher diagonals)."""
+    found = []
+    if str(getattr(config.schedule, "kind", "")).startswith("closed-form"):
+        found.append("closed-form rounds (sites ship feature statistics)")
+    if getattr(config.plan, "merge", None) == "fisher":
+        found.append("Fisher merging (sites ship Fisher diagonals)")
+    return found
+
+
+def refuse_batchnorm(modules: Iterable[Any], spec: str) -> None:
+    """BatchNorm mixes the samples of a batch, so per-sample gradients (and DP) are undefined."""
+    for module in modules:
+        if "BatchNorm" in type(module).__name__:
+            raise UsageError(
+                f"model {spec!r} has {type(module).__name__}, which DP-SGD cannot privatise",
+                code="dp-batchnorm",
+                hint="use a BatchNorm-free model: the built-ins are (resnet uses GroupNorm); "
+                "replace BatchNorm by nn.GroupNorm in a plug-in",
+            )
+
+
+def check_bundle(verified: Verified, config: FederationConfig) -> None:
+    """Raise PolicyError when a bundle's DP mechanism or spending breaks the federation's plan."""
+    b = verified.manifest.bundle
+    assert b is not None
+    expected = dp_plan(config)
+    declared = dp_of(b.plan)
+
+    def refuse(code: str, message: str, hint: str) -> PolicyError:
+        return PolicyError(message, path=verified.path, code=code, hint=hint)
+
+    if declared != expected:
+        raise refuse(
+            "dp-mechanism",
+            f"bundle declares DP mechanism {describe(declared)}; the package's plan is "
+            f"{describe(expected)}",
+            "the site trained with another privacy setting; ask it to train on the hub's package",
+        )
+    if expected is None or b.dp is None:
+        return
+    if b.dp.accountant != expected.accountant or b.dp.delta != expected.delta:
+        raise refuse(
+            "dp-mechanism",
+            f"bundle accounts with {b.dp.accountant} at delta {b.dp.delta:g}; the plan says "
+            f"{expected.accountant} at delta {expected.delta:g}",
+            "the site's flsilo differs from the hub's; install the same version",
+        )
+    if expected.noise_multiplier > 0 and b.dp.noise_multiplier != expected.noise_multiplier:
+        raise refuse(
+            "dp-mechanism",
+            f"bundle used noise multiplier {b.dp.noise_multiplier:g}, the plan says "
+            f"{expected.noise_multiplier:g}",
+            "the site trained with another privacy setting; ask it to train on the hub's package",
+        )
+    if b.dp.epsilon_total > expected.budget + BUDGET_SLACK:
+        raise refuse(
+            "dp-budget-exceeded",
+            f"site {b.site} reports a total epsilon of {b.dp.epsilon_total:.3f}, past the "
+            f"federation's budget of {expected.budget:g}",
+            "the site should have refused this round; do not use this bundle",
+        )
+
+
+def describe(dp: DPPlan | None) -> str:
+    """A short human form of a DP plan, e.g. 'sigma 1.1, clip 1, delta 1e-05, budget 3'."""
+    if dp is None:
+        return "none (no DP)"
+    how = (
+        f"sigma {dp.noise_multiplier:g}"
+        if dp.noise_multiplier > 0
+        else f"epsilon {dp.epsilon_per_round:g} per round"
+    )
+    return f"{how}, clip {dp.clip:g}, delta {dp.delta:g}, budget {dp.budget:g} ({dp.accountant})"
+
+
+def spent_text(spent: float | None, budget: float | None) -> str:
+    """'1.23 of 3' for the aggregate table and hub status; '-' where nothing was reported."""
+    if spent is None:
+        return "-"
+    return f"{spent:.2f} of {budget:g}" if budget is not None else f"{spent:.2f}"

@@ -1,0 +1,288 @@
+"""Differential privacy end to end: the plan, DP-SGD at the site, the ledger, the hub's gates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flsilo import manifest as mf
+from flsilo.artifact import scan_file
+from flsilo.errors import PolicyError
+from flsilo.plan import Plan
+from tests.conftest import Federation, build_federation, make_key
+
+opacus = pytest.importorskip("opacus", reason="DP tests need the 'dp' extra (Opacus)")
+
+DIGITS = ",".join(str(d) for d in range(10))
+# One round at epsilon 1 fits the budget; a second composes to about 1.4 and does not.
+DP_OPTIONS = ("--dp-epsilon", "1", "--dp-budget", "1.2", "--dp-clip", "1", "--local-epochs", "2")
+
+
+def hub_init(cli, tmp_path: Path, *extra: object):
+    if not (tmp_path / "hub").exists():
+        make_key(tmp_path / "hub")
+    return cli(
+        "hub",
+        "init",
+        tmp_path / "h",
+        "--federation",
+        "fed",
+        "--model",
+        "logreg",
+        "--classes",
+        DIGITS,
+        "--input-shape",
+        "1,8,8",
+        "--key",
+        tmp_path / "hub",
+        *extra,
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        (["--dp-epsilon", "1"], "--dp-budget EPS_TOTAL"),
+        (["--dp-budget", "2"], "needs a DP mechanism"),
+        (["--dp-epsilon", "1", "--dp-noise-multiplier", "1", "--dp-budget", "3"], "not both"),
+        (["--dp-epsilon", "4", "--dp-budget", "3"], "exceeds --dp-budget"),
+        (["--dp-noise-multiplier", "1", "--dp-budget", "3", "--dp-delta", "2"], "--dp-delta"),
+        (["--dp-noise-multiplier", "1", "--dp-budget", "3", "--fedprox-mu", "0.1"], "fedprox"),
+    ],
+)
+def test_hub_init_refuses_an_unusable_dp_plan(cli, tmp_path: Path, options, needle) -> None:
+    result = hub_init(cli, tmp_path, *options)
+    assert result.code == 2, result.err
+    assert needle in result.err and "error[bad-config]" in result.err
+    assert not (tmp_path / "h").exists()
+
+
+def test_hub_init_refuses_a_batchnorm_model(cli, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "bnmodel.py").write_text(
+        "from torch import nn\n"
+        "def build(shape, n):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Linear(8, n))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = ("--model", "bnmodel:build")
+    result = hub_init(cli, tmp_path, *spec, "--dp-noise-multiplier", "1", "--dp-budget", "3")
+    assert result.code == 2 and "BatchNorm1d" in result.err and "GroupNorm" in result.err
+    assert hub_init(cli, tmp_path, *spec).code == 0  # without DP the model is fine
+
+
+def test_accountant_composes_rounds_rather_than_adding_them() -> None:
+    from site_kit.privacy import epsilon, plan_spend
+
+    plan = Plan(local_epochs=2, batch_size=32, dp_epsilon=1, dp_budget=3)
+    one = plan_spend(plan, 300)
+    assert one.sample_rate == pytest.approx(32 / 300) and one.steps == 20
+    single = epsilon([one], 1e-5)
+    assert 0.95 < single <= 1.0  # the derived noise meets the per-round target
+    two = epsilon([one, one], 1e-5)
+    assert single < two < 2 * single
+    # the same epsilon costs a small site far more noise than a large one
+    small, large = plan_spend(plan, 100), plan_spend(plan, 10_000)
+    assert small.noise_multiplier > large.noise_multiplier
+
+
+def test_a_round_past_the_budget_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    from site_kit.privacy import LEDGER_FILE, Ledger, epsilon, plan_spend, prepare_round
+
+    plan = Plan(local_epochs=1, batch_size=16, dp_noise_multiplier=1.0, dp_budget=100)
+    spend = plan_spend(plan, 200)
+    two, three = epsilon([spend] * 2, 1e-5), epsilon([spend] * 3, 1e-5)
+    plan = replace(plan, dp_budget=round((two + three) / 2, 3))
+    first = prepare_round(tmp_path, tmp_path / "w0", plan, 200, 0, "a" * 64)
+    assert first.entry is not None and first.entry.rounds == 1
+    again = prepare_round(tmp_path, tmp_path / "w0", plan, 200, 0, "a" * 64)  # rerun: same entry
+    assert again.entry == first.entry and again.secret == first.secret
+    assert len(Ledger.open(tmp_path).entries) == 1
+    second = prepare_round(tmp_path, tmp_path / "w1", plan, 200, 1, "b" * 64)
+    assert second.entry is not None and second.entry.epsilon_total == pytest.approx(two)
+    ledger_bytes = (tmp_path / LEDGER_FILE).read_bytes()
+    with pytest.raises(PolicyError) as refused:
+        prepare_round(tmp_path, tmp_path / "w2", plan, 200, 2, "c" * 64)
+    assert refused.value.code == "dp-budget-exceeded" and f"{three:.3f}" in refused.value.message
+    assert (tmp_path / LEDGER_FILE).read_bytes() == ledger_bytes
+    assert not (tmp_path / "w2").exists()
+
+
+def test_dp_training_keeps_plain_names_and_leaves_the_model_reusable() -> None:
+    import torch
+
+    from flsilo.models.registry import build_model
+    from site_kit.data import Dataset
+    from site_kit.privacy import DPRun, plan_spend
+    from site_kit.training import train
+
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(64, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 64))
+    plan = Plan(local_epochs=1, batch_size=16, dp_noise_multiplier=1, dp_budget=9)
+    model = build_model("mlp:hidden=16", (1, 8, 8), 10)
+    names = list(model.state_dict())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(2):  # a second run would fail if Opacus's hooks were left on the model
+        run = DPRun(plan_spend(plan, len(data)), b"s" * 32)
+        train(model, data, plan, seed=1, device=torch.device("cpu"), dp=run)
+    assert list(model.state_dict()) == names
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------------------------------
+# The real pipeline (slow tier)
+
+
+@pytest.fixture(scope="session")
+def dp_template(tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    return build_federation(tmp_path_factory.mktemp("dp") / "fed", extra=DP_OPTIONS)
+
+
+@pytest.fixture
+def dp_federation(dp_template: Federation, tmp_path: Path) -> Federation:
+    return dp_template.copy(tmp_path / "fed")
+
+
+def _bundle_manifest(path: Path) -> mf.Manifest:
+    return scan_file(path).manifest
+
+
+@pytest.mark.slow
+def test_dp_round_trip_reports_and_enforces_the_budget(dp_federation: Federation, cli) -> None:
+    fed = dp_federation
+    for site, bundle in fed.bundles.items():
+        m = _bundle_manifest(bundle)
+        assert m.bundle is not None and m.bundle.dp is not None
+        assert m.bundle.dp.rounds == 1 and 0 < m.bundle.dp.epsilon_total <= 1.2
+        assert m.bundle.dp.accountant == "rdp" and m.bundle.plan.dp_clip == 1
+        assert m.bundle.plan.dp_epsilon == 1 and m.bundle.plan.dp_budget == 1.2
+        assert not any(t.name.startswith("_module") for t in scan_file(bundle).header.tensors)
+        ledger = json.loads((fed.sites[site] / "privacy.json").read_text())
+        assert ledger["entries"][0]["epsilon_total"] == m.bundle.dp.epsilon_total
+        assert not list((fed.sites[site] / "work").glob("*/dp-seed"))  # secret gone with the round
+    fed.carry()
+    agg = cli("aggregate", fed.hub)
+    assert agg.code == 0, agg.err
+    assert "epsilon spent" in agg.err and agg.err.count("of 1.2") == 2
+    status = json.loads(cli("hub", "status", fed.hub, "--json").out)
+    spent = {s["site"]: s["dp_epsilon_spent"] for s in status["sites"]}
+    assert set(spent) == {"site-a", "site-b"} and all(0 < v <= 1.2 for v in spent.values())
+    assert status["dp_budget"] == 1.2
+    text = cli("hub", "status", fed.hub)
+    assert "epsilon spent" in text.out and "of 1.2" in text.out
+
+    site = fed.sites["site-a"]
+    package = site / "next.safetensors"
+    shutil.copy(fed.hub / "packages" / "fed-r0001.safetensors", package)
+    shutil.copy(fed.hub / "packages" / "fed-r0001.safetensors.sig", f"{package}.sig")
+    ledger_before = (site / "privacy.json").read_bytes()
+    outbox_before = sorted(p.name for p in (site / "outbox").iterdir())
+    refused = cli("train", package, "--site", site, "--device", "cpu")
+    assert refused.code == 3 and "error[dp-budget-exceeded]" in refused.err
+    assert "past the federation's budget of 1.2" in refused.err
+    assert (site / "privacy.json").read_bytes() == ledger_before
+    assert sorted(p.name for p in (site / "outbox").iterdir()) == outbox_before
+
+
+@pytest.mark.slow
+def test_hub_rejects_a_bundle_whose_mechanism_differs(dp_federation: Federation, cli) -> None:
+    from flsilo.artifact import write_artifact
+    from flsilo.keys import load_private_key
+    from flsilo.tensorfile import RawTensor
+
+    fed = dp_federation
+    bundle = fed.bundles["site-a"]
+    scan = scan_file(bundle)
+    m = scan.manifest
+    assert m.bundle is not None and m.bundle.dp is not None
+    data = memoryview(bundle.read_bytes())
+    start = scan.header.data_start
+    raw = {
+        t.name: RawTensor(t.dtype, t.shape, data[start + t.begin : start + t.end])
+        for t in scan.header.tensors
+    }
+    plan = m.bundle.plan
+    without = replace(plan, dp_epsilon=0.0, dp_budget=0.0)
+    forgeries = {
+        "weaker": replace(m, bundle=replace(m.bundle, plan=replace(plan, dp_clip=50.0))),
+        "none": replace(m, bundle=replace(m.bundle, plan=without, dp=None)),
+    }
+    key = load_private_key(fed.keys / "site-a", None)
+    for what, forged in forgeries.items():
+        inbox = fed.root / f"inbox-{what}"
+        inbox.mkdir()
+        write_artifact(inbox / bundle.name, raw, forged, key)
+        result = cli("aggregate", fed.hub, "--inbox", inbox, "--json")
+        assert result.code != 0
+        (row,) = json.loads(result.out)["report"]["rows"]
+        assert row["verdict"] == "rejected" and row["code"] == "dp-mechanism", row
+        assert ("clip 50" if what == "weaker" else "none (no DP)") in row["reason"]
+
+
+@pytest.mark.slow
+def test_dp_resume_after_a_kill_keeps_the_ledger_exact(tmp_path: Path, cli, monkeypatch) -> None:
+    fed = build_federation(tmp_path / "fed", extra=(*DP_OPTIONS, "--dp-budget", "5"))
+    fed.carry()
+    assert cli("aggregate", fed.hub).code == 0
+    site = fed.sites["site-a"]
+    package = site / "next.safetensors"
+    shutil.copy(fed.hub / "packages" / "fed-r0001.safetensors", package)
+    shutil.copy(fed.hub / "packages" / "fed-r0001.safetensors.sig", f"{package}.sig")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
+
+    import site_kit.training as training
+
+    real_save = training.Checkpoint.save
+
+    def save_then_die(self, epoch, *args, **kwargs):  # killed right after epoch 1 is on disk
+        real_save(self, epoch, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.Checkpoint, "save", save_then_die)
+    assert cli("train", package, "--site", site, "--device", "cpu").code == 130
+    monkeypatch.setattr(training.Checkpoint, "save", real_save)
+    # a twin of the killed site that trains the round straight through with the same secret
+    twin = tmp_path / "twin"
+    shutil.copytree(site, twin)
+    for leftover in list(twin.glob("work/*/checkpoint.safetensors")) + list(
+        twin.glob("work/*/progress.json")
+    ):
+        leftover.unlink()
+    assert list(twin.glob("work/*/dp-seed"))
+    resumed = cli("train", package, "--site", site, "--device", "cpu", "--json")
+    assert resumed.code == 0, resumed.err
+    assert json.loads(resumed.out)["resumed_from_epoch"] == 1
+    assert cli("train", twin / "next.safetensors", "--site", twin, "--device", "cpu").code == 0
+    name = "fed-r0001-site-a.safetensors"
+    a, b = site / "outbox" / name, twin / "outbox" / name
+    sa, sb = scan_file(a), scan_file(b)
+    assert a.read_bytes()[sa.header.data_start :] == b.read_bytes()[sb.header.data_start :]
+    ledger = json.loads((site / "privacy.json").read_text())["entries"]
+    assert [e["round"] for e in ledger] == [0, 1]  # the killed attempt was not counted twice
+    assert _bundle_manifest(a).bundle.dp == _bundle_manifest(b).bundle.dp  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_simulate_runs_dp_and_sites_stop_at_their_budget(cli) -> None:
+    common = (
+        "simulate",
+        "--sites",
+        "2",
+        "--model",
+        "logreg",
+        "--schedule",
+        "periodic:3",
+        "--no-baselines",
+        "--json",
+    )
+    result = cli(*common, "--dp-epsilon", "1", "--dp-budget", "1.05")
+    assert result.code == 0, result.err
+    run = json.loads(result.out)["runs"][0]
+    assert all(0.9 < v <= 1.05 for v in run["dp_epsilon"].values())  # only round 1 fits
+    assert run["accuracy"][0] != run["accuracy"][1] == run["accuracy"][2] == run["accuracy"][3]
+    bad = cli(*common, "--dp-epsilon", "1")
+    assert bad.code == 2 and "--dp-budget" in bad.err
