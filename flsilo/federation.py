@@ -45,6 +45,10 @@ class HubPolicy:
     strategy: str = "fedavg"
     max_staleness: int = 0
     staleness_discount: float = 0.5
+    norm_gate: float | None = None
+    """Quarantine an update whose norm exceeds this multiple of the round's median norm."""
+    max_weight_share: float | None = None
+    """Clip any one site's share of the total weight to this fraction."""
 
 
 def hub_policy_problem(hub: HubPolicy) -> str | None:
@@ -55,6 +59,10 @@ def hub_policy_problem(hub: HubPolicy) -> str | None:
         return "max_samples (--max-samples) must be at least 1"
     if hub.max_staleness < 0 or not 0 <= hub.staleness_discount <= 1:
         return "max_staleness must be >= 0 and staleness_discount in [0, 1]"
+    if hub.norm_gate is not None and not hub.norm_gate > 0:
+        return "norm_gate (--norm-gate) must be a positive multiple of the median update norm"
+    if hub.max_weight_share is not None and not 0 < hub.max_weight_share <= 1:
+        return "max_weight_share (--max-weight-share) must be a fraction in (0, 1]"
     return None
 
 

@@ -2,11 +2,13 @@
 
 Order of work, under the workspace lock:
 1. intake: every inbox bundle is verified while copied into ``rounds/NNNN.staging``;
-2. quarantine copies and reason files for rejects;
-3. stream the accepted bundles into the next package and sign it;
-4. move the staging folder to ``rounds/NNNN``;
-5. append accept/reject/aggregate events to the log in one atomic replace: the commit.
-A crash before step 5 leaves the log (and so the hub's state) as it was; a rerun redoes the
+2. first pass, when the norm gate or a two-pass rule needs it: per-site statistics (update
+   norms, the Gram matrix of the updates); gated updates join the rejects;
+3. quarantine copies and reason files for rejects; the weight-share cap clips weights;
+4. stream the accepted bundles into the next package as it is written, and sign it;
+5. move the staging folder to ``rounds/NNNN``;
+6. append accept/reject/aggregate events to the log in one atomic replace: the commit.
+A crash before step 6 leaves the log (and so the hub's state) as it was; a rerun redoes the
 work from the untouched inbox and overwrites the uncommitted leftovers.
 """
 
@@ -17,18 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flsilo import manifest as mf
-from flsilo.artifact import scan_file
+from flsilo.artifact import scan_file, sig_path
 from flsilo.atomic import WorkspaceLock, remove_stale_temps
-from flsilo.errors import UsageError, VerificationError, WorkspaceError
+from flsilo.errors import PolicyError, UsageError, VerificationError, WorkspaceError
 from flsilo.keys import PassphraseSource, load_private_key
-from flsilo.tensorfile import Header, RawTensor
+from flsilo.tensorfile import Header
 from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
-from hub_kit.packaging import package_manifest, write_package
+from hub_kit.packaging import package_manifest, write_package_stream
 from hub_kit.privacy import dp_budget
 from hub_kit.strategies import parse_strategy, strategy_text
-from hub_kit.strategies.base import Strategy
-from hub_kit.streaming import StreamInput, aggregate_into
+from hub_kit.strategies.base import Rule, is_two_pass
+from hub_kit.streaming import (
+    SiteFigures,
+    StreamInput,
+    Writer,
+    aggregate_stream,
+    first_pass,
+    run_two_pass,
+)
+from hub_kit.weighting import cap_shares, check_share_cap, norm_gate, shares
 from hub_kit.workspace import HubState, HubWorkspace
 
 
@@ -45,6 +57,13 @@ class SiteRow:
     global_accuracy: float | None
     trained_accuracy: float | None
     dp_epsilon_total: float | None = None
+    share: float | None = None
+    """This site's share of the total weight, after any cap."""
+    update_norm: float | None = None
+    """L2 norm of (bundle - the round's package), over every float tensor."""
+    distance: float | None = None
+    """L2 distance from this site's update to the aggregated update."""
+    capped: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,21 +78,26 @@ class AggregateReport:
     trained_accuracy: float | None
     final: bool
     dp_budget: float | None = None
+    norm_gate: float | None = None
+    max_weight_share: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return mf.to_jsonable(self) | {"package": str(self.package) if self.package else None}
 
 
-def package_tensors(header: Header, data: bytearray) -> dict[str, RawTensor]:
-    view = memoryview(data)
-    return {t.name: RawTensor(t.dtype, t.shape, view[t.begin : t.end]) for t in header.tensors}
+def combine(
+    header: Header, base: StreamInput, inputs: list[StreamInput], rule: Rule, write: Writer
+) -> list[SiteFigures]:
+    """Aggregate ``inputs`` (ordered by site) laid out like ``header`` into ``write``.
 
-
-def combine(header: Header, inputs: list[StreamInput], strategy: Strategy) -> bytearray:
-    """Aggregate inputs (ordered by site) into a new data section laid out like ``header``."""
-    out = bytearray(header.data_size)
-    aggregate_into(header.tensors, inputs, strategy, out)
-    return out
+    A two-pass rule first reduces the inputs to their Gram matrix; returns the figures.
+    """
+    coefficients = None
+    if is_two_pass(rule):
+        gram = first_pass(header.tensors, base, inputs)
+        weights = np.array([i.weight for i in inputs], dtype=np.float64)
+        coefficients = run_two_pass(rule, gram, weights)  # type: ignore[arg-type]
+    return aggregate_stream(header.tensors, base, inputs, rule, write, coefficients)
 
 
 def weighted(metrics: list[mf.Metrics | None]) -> float | None:
@@ -83,26 +107,26 @@ def weighted(metrics: list[mf.Metrics | None]) -> float | None:
     return sum(m.accuracy * m.samples for m in reported) / total if total else None
 
 
-def _rows(result: IntakeResult) -> list[SiteRow]:
+def _rows(result: IntakeResult, figures: dict[str, dict[str, Any]] | None = None) -> list[SiteRow]:
     rows = []
     for c in result.candidates:
         b = c.verified.manifest.bundle
         assert b is not None
-        rows.append(
-            SiteRow(
-                site=c.site,
-                file=c.inbox_path.name,
-                verdict="accepted" if c.age == 0 else f"accepted (late by {c.age})",
-                reason=None,
-                code=None,
-                hint=None,
-                samples=b.num_samples,
-                weight=c.weight,
-                global_accuracy=b.metrics_global.accuracy if b.metrics_global else None,
-                trained_accuracy=b.metrics_trained.accuracy if b.metrics_trained else None,
-                dp_epsilon_total=b.dp.epsilon_total if b.dp else None,
-            )
-        )
+        fields: dict[str, Any] = {
+            "site": c.site,
+            "file": c.inbox_path.name,
+            "verdict": "accepted" if c.age == 0 else f"accepted (late by {c.age})",
+            "reason": None,
+            "code": None,
+            "hint": None,
+            "samples": b.num_samples,
+            "weight": c.weight,
+            "global_accuracy": b.metrics_global.accuracy if b.metrics_global else None,
+            "trained_accuracy": b.metrics_trained.accuracy if b.metrics_trained else None,
+            "dp_epsilon_total": b.dp.epsilon_total if b.dp else None,
+        }
+        fields.update((figures or {}).get(c.verified.sha256, {}))
+        rows.append(SiteRow(**fields))
     for r in result.rejections:
         rows.append(
             SiteRow(
@@ -154,21 +178,38 @@ def aggregate_round(
     inbox: Path | None = None,
     strategy: str | None = None,
     min_sites: int | None = None,
+    norm_gate: float | None = None,
+    max_weight_share: float | None = None,
     passphrase: PassphraseSource,
 ) -> AggregateReport:
     ws = HubWorkspace.open(hub_dir)
     with WorkspaceLock(ws.root, "hub workspace"):
-        return _aggregate_locked(ws, inbox or ws.inbox, strategy, min_sites, passphrase)
+        policy = RoundPolicy(
+            rule=parse_strategy(strategy or ws.config.hub.strategy),
+            min_sites=min_sites if min_sites is not None else ws.config.hub.min_sites,
+            norm_gate=norm_gate if norm_gate is not None else ws.config.hub.norm_gate,
+            max_weight_share=max_weight_share
+            if max_weight_share is not None
+            else ws.config.hub.max_weight_share,
+        )
+        return _aggregate_locked(ws, inbox or ws.inbox, policy, passphrase)
 
 
-def _aggregate_locked(
-    ws: HubWorkspace,
-    inbox: Path,
-    strategy_name: str | None,
-    min_sites: int | None,
-    passphrase: PassphraseSource,
-) -> AggregateReport:
-    state = ws.state()
+@dataclass(frozen=True)
+class RoundPolicy:
+    """How this round is aggregated: the rule, the quorum, the norm gate and the share cap."""
+
+    rule: Rule
+    min_sites: int
+    norm_gate: float | None
+    max_weight_share: float | None
+
+    def need(self) -> int:
+        rule_min = self.rule.min_sites() if is_two_pass(self.rule) else 1  # type: ignore[union-attr]
+        return max(self.min_sites, rule_min)
+
+
+def _check_round(ws: HubWorkspace, state: HubState, inbox: Path, policy: RoundPolicy) -> None:
     r = state.round
     if r >= ws.schedule.rounds:
         raise UsageError(
@@ -184,8 +225,62 @@ def _aggregate_locked(
             code="no-inbox",
             hint="copy the carried bundles (with their .sig files) into it",
         )
-    strategy = parse_strategy(strategy_name or ws.config.hub.strategy)
-    need = min_sites if min_sites is not None else ws.config.hub.min_sites
+    if policy.norm_gate is not None and not policy.norm_gate > 0:
+        raise UsageError(
+            f"--norm-gate {policy.norm_gate:g} must be a positive multiple of the median norm",
+            code="bad-norm-gate",
+            hint="e.g. --norm-gate 3 quarantines updates over 3x the median update norm",
+        )
+    if policy.max_weight_share is not None:
+        check_share_cap(policy.max_weight_share)
+
+
+def _inputs(candidates: list[Candidate], weights: list[float] | None = None) -> list[StreamInput]:
+    return [
+        StreamInput(c.staged, c.verified.scan.header.data_start, c.weight if weights is None else w)
+        for c, w in zip(candidates, weights or [0.0] * len(candidates), strict=True)
+    ]
+
+
+def _gate(
+    candidates: list[Candidate],
+    gram: np.ndarray,
+    multiple: float,
+    result: IntakeResult,
+) -> tuple[list[Candidate], np.ndarray]:
+    """Move updates whose norm exceeds ``multiple`` x the median to the rejections."""
+    norms = np.sqrt(np.maximum(np.diag(gram), 0.0)).tolist()
+    over, median = norm_gate(norms, multiple)
+    keep = [i for i, o in enumerate(over) if not o]
+    for i in (i for i, o in enumerate(over) if o):
+        c = candidates[i]
+        error = PolicyError(
+            f"update norm {norms[i]:.4g} exceeds {multiple:g} x the median norm {median:.4g}",
+            path=c.inbox_path,
+            code="norm-gate",
+            hint="ask the site whether training diverged or its data changed; "
+            "if the update is genuine, raise --norm-gate",
+        )
+        result.rejections.append(Rejection(c.inbox_path, c.site, c.verified.sha256, error))
+        c.staged.unlink(missing_ok=True)
+        sig_path(c.staged).unlink(missing_ok=True)
+    return [candidates[i] for i in keep], gram[np.ix_(keep, keep)]
+
+
+def _weights(candidates: list[Candidate], cap: float | None) -> tuple[list[float], list[bool]]:
+    raw = [c.weight for c in candidates]
+    if cap is None:
+        return raw, [False] * len(raw)
+    return cap_shares(raw, cap)
+
+
+def _aggregate_locked(
+    ws: HubWorkspace, inbox: Path, policy: RoundPolicy, passphrase: PassphraseSource
+) -> AggregateReport:
+    state = ws.state()
+    r = state.round
+    _check_round(ws, state, inbox, policy)
+    rule = policy.rule
     key = load_private_key(ws.key_path, passphrase)
     trust = ws.trust(state)
     package_path = ws.current_package(state)
@@ -202,12 +297,21 @@ def _aggregate_locked(
     result = intake(
         inbox, staging, ws.config, state, trust, package_scan.header, package_scan.manifest.model
     )
+    base = StreamInput(package_path, package_scan.header.data_start, 0.0)
+    candidates = sorted(result.candidates, key=lambda c: (c.site, c.verified.sha256))
+    gram = None
+    if len(candidates) >= policy.need() and (policy.norm_gate or is_two_pass(rule)):
+        gram = first_pass(
+            package_scan.header.tensors, base, _inputs(candidates), pairwise=is_two_pass(rule)
+        )
+        if policy.norm_gate:
+            candidates, gram = _gate(candidates, gram, policy.norm_gate, result)
+    result.candidates = candidates
     for rejection in result.rejections:
         quarantine(rejection, ws.quarantine_dir, r)
-    rows = _rows(result)
-    accepted_sites = {c.site for c in result.candidates}
+    accepted_sites = {c.site for c in candidates}
     missing = tuple(s for s in state.active_sites() if s not in accepted_sites)
-    if len(result.candidates) < need:
+    if len(candidates) < policy.need():
         reject_events = _reject_events(result.rejections, state, r)
         if reject_events:
             ws.log.append(reject_events)
@@ -216,33 +320,41 @@ def _aggregate_locked(
             r,
             None,
             None,
-            strategy_text(strategy),
-            tuple(rows),
+            strategy_text(rule),
+            tuple(_rows(result)),
             missing,
             None,
             None,
             False,
             dp_budget(ws.config),
         )
-        raise NotEnoughSites(report, need)
-
-    candidates = sorted(result.candidates, key=lambda c: (c.site, c.verified.sha256))
-    inputs = [
-        StreamInput(c.staged, c.verified.scan.header.data_start, c.weight) for c in candidates
-    ]
-    data = combine(package_scan.header, inputs, strategy)
+        hint = None
+        if policy.need() > policy.min_sites:
+            hint = (
+                f"{strategy_text(rule)} is defined for {policy.need()} or more sites; wait for "
+                "more bundles or choose another --strategy"
+            )
+        raise NotEnoughSites(report, policy.need(), hint)
+    if policy.max_weight_share is not None:
+        check_share_cap(policy.max_weight_share, len(candidates))
+    weights, capped = _weights(candidates, policy.max_weight_share)
+    inputs = _inputs(candidates, weights)
+    coefficients = None
+    if is_two_pass(rule):
+        assert gram is not None
+        coefficients = run_two_pass(rule, gram, np.array(weights))  # type: ignore[arg-type]
     provenance = mf.Provenance(
-        strategy=strategy.name,
-        strategy_params=strategy.params(),
+        strategy=rule.name,
+        strategy_params=rule.params(),
         inputs=tuple(
             mf.ProvenanceInput(
                 site=c.site,
                 sha256=c.verified.sha256,
                 samples=c.samples,
-                weight=c.weight,
+                weight=w,
                 round=c.verified.manifest.round,
             )
-            for c in candidates
+            for c, w in zip(candidates, weights, strict=True)
         ),
         rejects=tuple(
             mf.ProvenanceReject(site=x.site, sha256=x.sha256, reason=x.error.code)
@@ -253,12 +365,68 @@ def _aggregate_locked(
         ws.config, package_scan.manifest.model, r + 1, state.packages[r], provenance
     )
     remove_stale_temps(ws.packages_dir)
-    new_path, sha = write_package(
-        ws.packages_dir, manifest, package_tensors(package_scan.header, data), key
+    new_path, sha, figures = write_package_stream(
+        ws.packages_dir,
+        manifest,
+        package_scan.header.tensors,
+        lambda write: aggregate_stream(
+            package_scan.header.tensors, base, inputs, rule, write, coefficients
+        ),
+        key,
     )
     archive = ws.round_dir(r)
     shutil.rmtree(archive, ignore_errors=True)  # an uncommitted attempt's leftovers
     staging.rename(archive)
+    ws.log.append(
+        _commit_events(r, candidates, weights, capped, result, state, policy, new_path, sha)
+    )
+    bundles = [c.verified.manifest.bundle for c in candidates]
+    return AggregateReport(
+        round=r,
+        package=new_path,
+        sha256=sha,
+        strategy=strategy_text(rule),
+        rows=tuple(_rows(result, _figures(candidates, weights, capped, figures))),
+        missing_sites=missing,
+        global_accuracy=weighted([b.metrics_global for b in bundles if b]),
+        trained_accuracy=weighted([b.metrics_trained for b in bundles if b]),
+        final=manifest.package is not None and manifest.package.final,
+        dp_budget=dp_budget(ws.config),
+        norm_gate=policy.norm_gate,
+        max_weight_share=policy.max_weight_share,
+    )
+
+
+def _figures(
+    candidates: list[Candidate],
+    weights: list[float],
+    capped: list[bool],
+    figures: list[SiteFigures],
+) -> dict[str, dict[str, Any]]:
+    share = shares(weights)
+    return {
+        c.verified.sha256: {
+            "weight": w,
+            "share": s,
+            "capped": cap,
+            "update_norm": f.update_norm,
+            "distance": f.distance,
+        }
+        for c, w, s, cap, f in zip(candidates, weights, share, capped, figures, strict=True)
+    }
+
+
+def _commit_events(
+    r: int,
+    candidates: list[Candidate],
+    weights: list[float],
+    capped: list[bool],
+    result: IntakeResult,
+    state: HubState,
+    policy: RoundPolicy,
+    new_path: Path,
+    sha: str,
+) -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = [
         (
             "accept",
@@ -268,12 +436,13 @@ def _aggregate_locked(
                 "sha256": c.verified.sha256,
                 "file": c.staged.name,
                 "samples": c.samples,
-                "weight": c.weight,
+                "weight": w,
                 "base_round": c.verified.manifest.round,
                 **_dp_fields(c),
-            },
+            }
+            | ({"weight_capped": True} if cap else {}),
         )
-        for c in candidates
+        for c, w, cap in zip(candidates, weights, capped, strict=True)
     ]
     events += _reject_events(result.rejections, state, r)
     events.append(
@@ -283,25 +452,18 @@ def _aggregate_locked(
                 "round": r,
                 "package": new_path.name,
                 "sha256": sha,
-                "strategy": strategy_text(strategy),
+                "strategy": strategy_text(policy.rule),
                 "inputs": len(candidates),
-            },
+            }
+            | ({"norm_gate": policy.norm_gate} if policy.norm_gate is not None else {})
+            | (
+                {"max_weight_share": policy.max_weight_share}
+                if policy.max_weight_share is not None
+                else {}
+            ),
         )
     )
-    ws.log.append(events)
-    bundles = [c.verified.manifest.bundle for c in candidates]
-    return AggregateReport(
-        round=r,
-        package=new_path,
-        sha256=sha,
-        strategy=strategy_text(strategy),
-        rows=tuple(rows),
-        missing_sites=missing,
-        global_accuracy=weighted([b.metrics_global for b in bundles if b]),
-        trained_accuracy=weighted([b.metrics_trained for b in bundles if b]),
-        final=manifest.package is not None and manifest.package.final,
-        dp_budget=dp_budget(ws.config),
-    )
+    return events
 
 
 def _dp_fields(c: Candidate) -> dict[str, float]:
@@ -317,13 +479,13 @@ class NotEnoughSites(WorkspaceError):
 
     default_code = "not-enough-sites"
 
-    def __init__(self, report: AggregateReport, need: int) -> None:
+    def __init__(self, report: AggregateReport, need: int, hint: str | None = None) -> None:
         have = sum(1 for row in report.rows if row.verdict.startswith("accepted"))
         missing = ", ".join(report.missing_sites) or "none"
         super().__init__(
             f"only {have} of the {need} required bundles verified for round {report.round}; "
             f"missing: {missing}",
             code="not-enough-sites",
-            hint="wait for more bundles (see 'flsilo hub status'), or lower --min-sites",
+            hint=hint or "wait for more bundles (see 'flsilo hub status'), or lower --min-sites",
         )
         self.report = report

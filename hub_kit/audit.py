@@ -18,7 +18,7 @@ from flsilo.artifact import Verified, verify_file
 from flsilo.errors import FlsiloError
 from flsilo.trust import AllowedSigners
 from hub_kit.eventlog import Event
-from hub_kit.strategies import parse_strategy
+from hub_kit.strategies import from_provenance
 from hub_kit.workspace import HubWorkspace, fold, render_allowed_signers, signer_entries
 
 
@@ -125,7 +125,7 @@ def audit(hub_dir: Path, *, replay: bool = False) -> AuditReport:
             else "package inputs differ from the accept events in the log",
         )
         if replay and ok and len(bundles) == len(claimed):
-            _replay(report, round_, package, prov, bundles)
+            _replay(report, round_, packages.get(round_), package, prov, bundles)
     return report
 
 
@@ -152,6 +152,7 @@ def _audit_bundles(
 def _replay(
     report: AuditReport,
     round_: int,
+    base: Verified | None,
     package: Verified,
     prov: mf.Provenance,
     bundles: dict[str, Verified],
@@ -159,17 +160,31 @@ def _replay(
     from hub_kit.aggregate import combine
     from hub_kit.streaming import StreamInput
 
-    beta = prov.strategy_params.get("beta")
-    strategy = parse_strategy(f"{prov.strategy}:{beta}" if beta is not None else prov.strategy)
+    name = f"replay r{round_ + 1:04d}"
+    if base is None:
+        report.add(name, False, f"cannot replay: the round {round_} package did not verify")
+        return
+    try:
+        rule = from_provenance(prov.strategy, prov.strategy_params)
+    except FlsiloError as err:
+        report.add(name, False, f"cannot replay: {err.one_line()}")
+        return
     inputs = [
         StreamInput(bundles[i.sha256].path, bundles[i.sha256].scan.header.data_start, i.weight)
         for i in sorted(prov.inputs, key=lambda i: (i.site, i.sha256))
     ]
-    data = combine(package.scan.header, inputs, strategy)
-    replayed = hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    combine(
+        package.scan.header,
+        StreamInput(base.path, base.scan.header.data_start, 0.0),
+        inputs,
+        rule,
+        digest.update,
+    )
+    replayed = digest.hexdigest()
     recorded = data_sha256(package.path, package.scan.header.data_start)
     report.add(
-        f"replay r{round_ + 1:04d}",
+        name,
         replayed == recorded,
         "recomputed tensors are bit-identical"
         if replayed == recorded

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flsilo import manifest as mf
-from flsilo.artifact import write_artifact
+from flsilo.artifact import sig_path, write_artifact
+from flsilo.atomic import atomic_writer
 from flsilo.federation import FederationConfig
-from flsilo.tensorfile import RawTensor
+from flsilo.sshsig import sign_digest
+from flsilo.tensorfile import RawTensor, TensorInfo, build_header
 
 
 def package_manifest(
@@ -50,3 +54,50 @@ def write_package(
     path = directory / mf.artifact_name(manifest.federation, manifest.round)
     sha = write_artifact(path, tensors, manifest, key, overwrite=True)
     return path, sha
+
+
+T = TypeVar("T")
+
+
+def _begin(info: TensorInfo) -> int:
+    return info.begin
+
+
+def write_package_stream(
+    directory: Path,
+    manifest: mf.Manifest,
+    layout: tuple[TensorInfo, ...],
+    produce: Callable[[Callable[[memoryview], object]], T],
+    key: Ed25519PrivateKey,
+) -> tuple[Path, str, T]:
+    """Write the round's package while ``produce`` computes it, then sign it.
+
+    ``produce(write)`` must write the data section of ``layout`` in file order; the header
+    goes first, every byte is hashed as it is written, and the file and its signature
+    appear atomically (signature first) once all bytes are on disk. Memory stays bounded
+    by what ``produce`` holds, not by the model size.
+    """
+    path = directory / mf.artifact_name(manifest.federation, manifest.round)
+    specs = {t.name: (t.dtype, t.shape) for t in layout}
+    header_bytes, infos = build_header(specs, {mf.MANIFEST_KEY: mf.encode(manifest)})
+    if [i.signature() for i in infos] != [t.signature() for t in sorted(layout, key=_begin)]:
+        raise ValueError("the package layout is not canonical")
+    digest = hashlib.sha256(header_bytes)
+    expected = infos[-1].end if infos else 0
+    written = 0
+    with atomic_writer(path) as fh:
+        fh.write(header_bytes)
+
+        def write(chunk: memoryview) -> None:
+            nonlocal written
+            fh.write(chunk)
+            digest.update(chunk)
+            written += chunk.nbytes
+
+        result = produce(write)
+        if written != expected:
+            raise ValueError(f"wrote {written} data bytes, the layout needs {expected}")
+        sig = sign_digest(key, manifest.namespace, digest.digest())
+        with atomic_writer(sig_path(path)) as sig_fh:
+            sig_fh.write(sig)
+    return path, digest.hexdigest(), result

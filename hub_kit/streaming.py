@@ -1,9 +1,15 @@
-"""Stream tensors from verified bundles, chunk by chunk, through a strategy into one output.
+"""Stream tensors from verified bundles, chunk by chunk, through a rule into a writer.
 
-Inputs are memory-mapped; each chunk of each tensor is widened to float64, combined, and
-narrowed into the output buffer, then the input pages already consumed are dropped from
-this process (MADV_DONTNEED). Memory is bounded by the model size (the output) plus one
-chunk per input, not by the number of sites.
+Inputs and the round's package are memory-mapped; each chunk of each tensor is widened to
+float64, combined, narrowed and handed to ``write`` in file order, so the next package is
+written (and hashed) as it is computed. The input pages already consumed are dropped from
+this process (MADV_DONTNEED). Memory is bounded by one chunk per input, not by the model
+size nor by the number of sites.
+
+Two-pass rules first reduce every bundle to the Gram matrix of the updates (bundle minus
+package, ``first_pass``); the rule turns it into one coefficient per site and the second
+pass writes ``package + sum_k c_k (bundle_k - package)``. Every pass also measures each
+site's update norm and its distance to the aggregated update (the anomaly figures).
 
 Non-float tensors are never averaged: the output holds their element-wise maximum across
 inputs (a counter such as BatchNorm's num_batches_tracked keeps the largest count; a
@@ -12,8 +18,9 @@ boolean mask becomes the union of the masks).
 
 from __future__ import annotations
 
+import math
 import mmap
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +34,13 @@ from flsilo.tensorfile import (
     from_float64,
     to_float64,
 )
-from hub_kit.strategies.base import Strategy
+from hub_kit.strategies.base import Rule, Strategy, TwoPassRule, is_two_pass
+from hub_kit.strategies.robust import dot
 
 CHUNK_BUDGET_BYTES = 64 * 1024 * 1024
 """float64 working set for one chunk across all inputs."""
+
+Writer = Callable[[memoryview], object]
 
 
 @dataclass(frozen=True)
@@ -40,20 +50,27 @@ class StreamInput:
     weight: float
 
 
+@dataclass(frozen=True)
+class SiteFigures:
+    """Anomaly figures of one site's update (bundle minus the round's package)."""
+
+    update_norm: float
+    distance: float
+    """Distance from this update to the aggregated update."""
+
+
 class _Mapped:
-    def __init__(self, item: StreamInput) -> None:
-        self.item = item
-        self.fh = item.path.open("rb")
+    def __init__(self, path: Path, data_start: int) -> None:
+        self.data_start = data_start
+        self.fh = path.open("rb")
         self.map = mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ)
         self.released = 0
 
     def view(self, dtype: np.dtype, offset: int, count: int) -> np.ndarray:
-        return np.frombuffer(
-            self.map, dtype=dtype, count=count, offset=self.item.data_start + offset
-        )
+        return np.frombuffer(self.map, dtype=dtype, count=count, offset=self.data_start + offset)
 
     def release(self, offset: int) -> None:
-        upto = (self.item.data_start + offset) // mmap.PAGESIZE * mmap.PAGESIZE
+        upto = (self.data_start + offset) // mmap.PAGESIZE * mmap.PAGESIZE
         if upto > self.released and hasattr(self.map, "madvise"):
             self.map.madvise(mmap.MADV_DONTNEED, self.released, upto - self.released)
             self.released = upto
@@ -63,36 +80,157 @@ class _Mapped:
         self.fh.close()
 
 
-def aggregate_into(
-    layout: Sequence[TensorInfo],
-    inputs: Sequence[StreamInput],
-    strategy: Strategy,
-    out: bytearray,
-) -> None:
-    """Fill ``out`` (the data section of the result) from ``inputs`` laid out as ``layout``."""
-    if not inputs:
-        raise ValueError("nothing to aggregate")
-    weights = np.array([i.weight for i in inputs], dtype=np.float64)
-    per_chunk = max(4096, CHUNK_BUDGET_BYTES // (8 * len(inputs)))
-    maps = [_Mapped(i) for i in inputs]
-    try:
-        for info in layout:
-            raw_dtype = NUMPY_DTYPE[info.dtype]
-            itemsize = ITEMSIZE[info.dtype]
-            total = info.numel
-            target = np.frombuffer(out, dtype=raw_dtype, count=total, offset=info.begin)
-            for start in range(0, total, per_chunk):
-                count = min(per_chunk, total - start)
-                offset = info.begin + start * itemsize
-                raws = [m.view(raw_dtype, offset, count) for m in maps]
-                if info.dtype in FLOAT_DTYPES:
-                    combined = strategy.combine([to_float64(info.dtype, r) for r in raws], weights)
-                    target[start : start + count] = from_float64(info.dtype, combined)
-                else:
-                    target[start : start + count] = np.max(np.stack(raws), axis=0)
-                del raws
-                for m in maps:
-                    m.release(offset + count * itemsize)
-    finally:
-        for m in maps:
+@dataclass(frozen=True)
+class _Chunk:
+    info: TensorInfo
+    start: int
+    count: int
+
+    @property
+    def offset(self) -> int:
+        return self.info.begin + self.start * ITEMSIZE[self.info.dtype]
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.count * ITEMSIZE[self.info.dtype]
+
+
+def _chunks(layout: Sequence[TensorInfo], inputs: int) -> Iterator[_Chunk]:
+    """Chunks in file order; 2 float64 copies per input plus the package's fit the budget."""
+    per_chunk = max(4096, CHUNK_BUDGET_BYTES // (8 * (2 * inputs + 2)))
+    for info in sorted(layout, key=lambda t: t.begin):
+        for start in range(0, info.numel, per_chunk):
+            yield _Chunk(info, start, min(per_chunk, info.numel - start))
+
+
+class _Sources:
+    """The round's package and the K inputs, mapped for the duration of one pass."""
+
+    def __init__(self, base: StreamInput, inputs: Sequence[StreamInput]) -> None:
+        if not inputs:
+            raise ValueError("nothing to aggregate")
+        self.maps: list[_Mapped] = []
+        try:
+            for item in (base, *inputs):
+                self.maps.append(_Mapped(item.path, item.data_start))
+        except BaseException:
+            self.close()
+            raise
+
+    def raws(self, chunk: _Chunk) -> tuple[np.ndarray, list[np.ndarray]]:
+        dtype = NUMPY_DTYPE[chunk.info.dtype]
+        views = [m.view(dtype, chunk.offset, chunk.count) for m in self.maps]
+        return views[0], views[1:]
+
+    def release(self, chunk: _Chunk) -> None:
+        for m in self.maps:
+            m.release(chunk.end)
+
+    def close(self) -> None:
+        for m in self.maps:
             m.close()
+
+
+def first_pass(
+    layout: Sequence[TensorInfo],
+    base: StreamInput,
+    inputs: Sequence[StreamInput],
+    *,
+    pairwise: bool = True,
+) -> np.ndarray:
+    """Gram matrix ``G[i, j] = <u_i, u_j>`` of the float updates against the package.
+
+    With ``pairwise=False`` only the diagonal (squared update norms) is filled, the rest is 0.
+    """
+    k = len(inputs)
+    gram = np.zeros((k, k))
+    sources = _Sources(base, inputs)
+    try:
+        for chunk in _chunks(layout, k):
+            if chunk.info.dtype in FLOAT_DTYPES:
+                raw_base, raws = sources.raws(chunk)
+                b = to_float64(chunk.info.dtype, raw_base)
+                updates = [np.subtract(to_float64(chunk.info.dtype, r), b) for r in raws]
+                for i in range(k):
+                    for j in range(i, k if pairwise else i + 1):
+                        gram[i, j] += dot(updates[i], updates[j])
+                del updates, raws, raw_base
+            sources.release(chunk)
+    finally:
+        sources.close()
+    return np.triu(gram) + np.triu(gram, 1).T
+
+
+def aggregate_stream(
+    layout: Sequence[TensorInfo],
+    base: StreamInput,
+    inputs: Sequence[StreamInput],
+    rule: Rule,
+    write: Writer,
+    coefficients: np.ndarray | None = None,
+) -> list[SiteFigures]:
+    """Write the aggregated data section (tensors in file order) through ``write``.
+
+    A two-pass rule needs ``coefficients`` (from its ``coefficients(first_pass(...))``);
+    a coordinate-wise strategy combines each chunk by itself. Returns each input's figures.
+    """
+    if is_two_pass(rule) and coefficients is None:
+        raise ValueError(f"{rule.name} needs its first-pass coefficients")
+    weights = np.array([i.weight for i in inputs], dtype=np.float64)
+    norms = np.zeros(len(inputs))
+    distances = np.zeros(len(inputs))
+    sources = _Sources(base, inputs)
+    try:
+        for chunk in _chunks(layout, len(inputs)):
+            raw_base, raws = sources.raws(chunk)
+            dtype = chunk.info.dtype
+            if dtype in FLOAT_DTYPES:
+                b = to_float64(dtype, raw_base)
+                xs = [to_float64(dtype, r) for r in raws]
+                if coefficients is not None:
+                    out, updates = _linear(b, xs, coefficients)
+                else:
+                    assert not is_two_pass(rule)
+                    out, updates = _coordinatewise(b, xs, rule, weights)  # type: ignore[arg-type]
+                del xs
+                delta = np.subtract(out, b)
+                for k, u in enumerate(updates):
+                    norms[k] += dot(u, u)
+                    np.subtract(u, delta, out=u)
+                    distances[k] += dot(u, u)
+                del updates, delta
+                narrowed = np.ascontiguousarray(from_float64(dtype, out))
+            else:
+                narrowed = np.max(np.stack(raws), axis=0)
+            write(narrowed.reshape(-1).data.cast("B"))
+            del raws, raw_base, narrowed
+            sources.release(chunk)
+    finally:
+        sources.close()
+    return [
+        SiteFigures(math.sqrt(n), math.sqrt(d))
+        for n, d in zip(norms.tolist(), distances.tolist(), strict=True)
+    ]
+
+
+def _coordinatewise(
+    b: np.ndarray, xs: list[np.ndarray], strategy: Strategy, weights: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    updates = [np.subtract(x, b) for x in xs]
+    return strategy.combine(xs, weights.copy()), updates
+
+
+def _linear(
+    b: np.ndarray, xs: list[np.ndarray], coefficients: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``b + sum_k c_k (x_k - b)``, accumulated in input order; the x_k become the updates."""
+    acc = np.zeros_like(b)
+    for x, c in zip(xs, coefficients.tolist(), strict=True):
+        np.subtract(x, b, out=x)
+        acc += c * x
+    return np.add(b, acc), xs
+
+
+def run_two_pass(rule: TwoPassRule, gram: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The rule's coefficients for this round (one per input, same order)."""
+    return np.asarray(rule.coefficients(gram, weights), dtype=np.float64)

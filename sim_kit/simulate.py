@@ -22,6 +22,7 @@ from flsilo.errors import UsageError
 from flsilo.federation import DataSpec, HubPolicy
 from flsilo.models.registry import build_model
 from flsilo.plan import Plan, dp_of, parse_schedule, plan_problem, without_dp
+from hub_kit.inmemory import combine_states
 from hub_kit.strategies import parse_strategy
 from sim_kit.datasets import DIGIT_CLASSES, load_digits
 from sim_kit.partition import partition, shift, train_test_split
@@ -126,20 +127,18 @@ def load_sim_data(settings: SimSettings, source: DataSource | None = None) -> Si
 
 
 def _combine(
-    states: list[dict[str, torch.Tensor]], weights: list[float], strategy_text: str
+    base: dict[str, torch.Tensor],
+    states: list[dict[str, torch.Tensor]],
+    weights: list[float],
+    strategy_text: str,
 ) -> dict[str, torch.Tensor]:
-    strategy = parse_strategy(strategy_text)
-    w = np.array(weights, dtype=np.float64)
-    out = {}
-    for name, first in states[0].items():
-        if first.is_floating_point():
-            slices = [s[name].detach().cpu().double().numpy().ravel().copy() for s in states]
-            out[name] = (
-                torch.from_numpy(strategy.combine(slices, w)).to(first.dtype).reshape(first.shape)
-            )
-        else:
-            out[name] = torch.stack([s[name] for s in states]).max(dim=0).values
-    return out
+    rule = parse_strategy(strategy_text)
+
+    def arrays(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+    combined = combine_states(arrays(base), [arrays(s) for s in states], weights, rule)
+    return {k: torch.from_numpy(v.copy()) for k, v in combined.items()}
 
 
 def run_simulation(
@@ -186,7 +185,7 @@ def run_simulation(
             states.append({k: v.clone() for k, v in model.state_dict().items()})
             weights.append(float(len(site_data)))
         if states:
-            global_state = _combine(states, weights, s.hub.strategy)
+            global_state = _combine(global_state, states, weights, s.hub.strategy)
         model.load_state_dict(global_state)
         ev = evaluate(model, data.test, len(data.classes), cpu)
         result.accuracy.append(ev.accuracy)

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
-from flsilo.cli.options import int_list, name_list, with_settings
+from flsilo.cli.options import STRATEGY_HELP, int_list, name_list, with_settings
 from flsilo.federation import DataSpec, FederationConfig, HubPolicy
 from flsilo.manifest import to_jsonable
 from flsilo.plan import Plan, parse_schedule
@@ -23,6 +23,16 @@ PassphraseFile = Annotated[
     Path | None, typer.Option(help="Read the hub key's passphrase from this file.")
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
+NormGate = Annotated[
+    float | None,
+    typer.Option(help="Override the federation's norm gate for this round.", show_default=False),
+]
+MaxWeightShare = Annotated[
+    float | None,
+    typer.Option(
+        help="Override the federation's weight-share cap for this round.", show_default=False
+    ),
+]
 
 
 @app.command("init", no_args_is_help=True)
@@ -203,11 +213,13 @@ def aggregate(
         Path | None, typer.Option(help="Folder holding carried bundles (default HUB_DIR/inbox).")
     ] = None,
     strategy: Annotated[
-        str | None, typer.Option(help="fedavg (default), mean, median, trimmed-mean:BETA.")
+        str | None, typer.Option(help=STRATEGY_HELP + " Default: the federation's.")
     ] = None,
     min_sites: Annotated[
         int | None, typer.Option(help="Override the federation's minimum.")
     ] = None,
+    norm_gate: NormGate = None,
+    max_weight_share: MaxWeightShare = None,
     passphrase_file: PassphraseFile = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -224,6 +236,8 @@ def aggregate(
             inbox=inbox,
             strategy=strategy,
             min_sites=min_sites,
+            norm_gate=norm_gate,
+            max_weight_share=max_weight_share,
             passphrase=passphrase_source(passphrase_file),
         )
     except NotEnoughSites as err:
@@ -246,14 +260,23 @@ def render_aggregate(report: object) -> None:
     assert isinstance(report, AggregateReport)
     from hub_kit.privacy import spent_text
 
-    table = Table(title=f"round {report.round} — strategy {report.strategy}")
+    title = f"round {report.round} — strategy {report.strategy}"
+    if report.norm_gate is not None:
+        title += f", norm gate {report.norm_gate:g}x median"
+    if report.max_weight_share is not None:
+        title += f", share cap {100 * report.max_weight_share:g}%"
+    table = Table(title=title)
     dp = report.dp_budget is not None
-    columns = ["site", "file", "verdict", "samples", "weight", "acc. before", "acc. after"]
+    columns = ["site", "file", "verdict", "samples", "share", "norm", "dist."]
+    columns += ["acc. before", "acc. after"]
     for col in columns + (["epsilon spent"] if dp else []):
         table.add_column(col, overflow="fold")
 
     def pct(v: float | None) -> str:
         return f"{100 * v:.1f}%" if v is not None else "-"
+
+    def num(v: float | None) -> str:
+        return f"{v:.4g}" if v is not None else "-"
 
     for r in report.rows:
         verdict = {"accepted": "[green]accepted[/]", "rejected": "[red]rejected[/]"}.get(
@@ -268,7 +291,9 @@ def render_aggregate(report: object) -> None:
             r.file,
             verdict,
             str(r.samples or "-"),
-            f"{r.weight:g}" if r.weight is not None else "-",
+            pct(r.share) + (" (capped)" if r.capped else ""),
+            num(r.update_norm),
+            num(r.distance),
             pct(r.global_accuracy),
             pct(r.trained_accuracy),
         ]

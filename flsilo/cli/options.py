@@ -34,6 +34,11 @@ class Setting:
     simulate: bool = True  # offered by ``flsilo simulate`` too
 
 
+STRATEGY_HELP = (
+    "fedavg, mean, median, trimmed-mean:BETA, multi-krum:F[,M], norm-bound:C, "
+    "centered-clip:TAU, geomedian or median-of-means:G."
+)
+
 PLAN_SETTINGS: tuple[Setting, ...] = (
     Setting("optimizer", "sgd, adam or adamw."),
     Setting("lr", "Learning rate."),
@@ -54,9 +59,19 @@ PLAN_SETTINGS: tuple[Setting, ...] = (
 HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("min_sites", "Bundles needed before a round is aggregated.", simulate=False),
     Setting("max_samples", "Largest sample count a site may claim.", simulate=False),
-    Setting("strategy", "fedavg, mean, median or trimmed-mean:BETA."),
+    Setting("strategy", STRATEGY_HELP),
     Setting("max_staleness", "Accept bundles this many rounds late.", simulate=False),
     Setting("staleness_discount", "Weight factor per round of lateness.", simulate=False),
+    Setting(
+        "norm_gate",
+        "Quarantine an update whose norm exceeds this multiple of the round's median norm.",
+        simulate=False,
+    ),
+    Setting(
+        "max_weight_share",
+        "Clip any one site's share of the total weight to this fraction (at least 1/sites).",
+        simulate=False,
+    ),
 )
 
 _TAIL = ("passphrase_file", "json_out")  # options that stay last in --help

@@ -13,5 +13,5 @@ class Mean:
     def params(self) -> dict[str, float]:
         return {}
 
-    def combine(self, slices: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    def combine(self, slices: list[np.ndarray], _weights: np.ndarray) -> np.ndarray:
         return weighted_mean(slices, np.ones(len(slices)))

@@ -17,5 +17,5 @@ class Median:
     def params(self) -> dict[str, float]:
         return {}
 
-    def combine(self, slices: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    def combine(self, slices: list[np.ndarray], _weights: np.ndarray) -> np.ndarray:
         return coordinate_median(slices)

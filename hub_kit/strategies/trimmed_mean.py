@@ -20,5 +20,5 @@ class TrimmedMean:
     def params(self) -> dict[str, float]:
         return {"beta": self.beta}
 
-    def combine(self, slices: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    def combine(self, slices: list[np.ndarray], _weights: np.ndarray) -> np.ndarray:
         return trimmed_mean(slices, self.beta)

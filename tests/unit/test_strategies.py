@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from flsilo.errors import UsageError
 from flsilo.tensorfile import RawTensor, build_header
 from hub_kit.strategies import parse_strategy
-from hub_kit.streaming import StreamInput, aggregate_into
+from hub_kit.streaming import StreamInput, aggregate_stream
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 
@@ -74,7 +74,25 @@ def test_median_ignores_a_wild_minority() -> None:
     np.testing.assert_allclose(run("median", values, np.ones(3)), [1.1, 2.0])
 
 
-@pytest.mark.parametrize("bad", ["fedsgd", "trimmed-mean:0.5", "trimmed-mean:x", "median:1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "fedsgd",
+        "trimmed-mean:0.5",
+        "trimmed-mean:x",
+        "median:1",
+        "multi-krum",
+        "multi-krum:-1",
+        "multi-krum:1,0",
+        "multi-krum:1.5",
+        "norm-bound:0",
+        "norm-bound:inf",
+        "centered-clip:-2",
+        "geomedian:3",
+        "median-of-means:0",
+        "median-of-means:2,3",
+    ],
+)
 def test_unknown_strategies(bad: str) -> None:
     with pytest.raises(UsageError):
         parse_strategy(bad)
@@ -97,18 +115,20 @@ def test_streaming_matches_an_in_memory_reference(tmp_path_factory, k, n, data) 
         for _ in range(k)
     ]
     weights = rng.uniform(1, 100, size=k)
+    base_start = _write(root / "base.st", models[0])
+    base = StreamInput(root / "base.st", base_start, 0.0)
     inputs = []
     for i, m in enumerate(models):
         start = _write(root / f"{i}.st", m)
         inputs.append(StreamInput(root / f"{i}.st", start, float(weights[i])))
     _, infos = build_header({"w": ("F32", (n,)), "steps": ("I64", (3,))}, {})
-    out = bytearray(sum(i.nbytes for i in infos))
+    out = bytearray()
     import hub_kit.streaming as streaming
 
     old = streaming.CHUNK_BUDGET_BYTES
     streaming.CHUNK_BUDGET_BYTES = 4096 * 8  # force many chunks
     try:
-        aggregate_into(infos, inputs, parse_strategy("fedavg"), out)
+        aggregate_stream(infos, base, inputs, parse_strategy("fedavg"), out.extend)
     finally:
         streaming.CHUNK_BUDGET_BYTES = old
     by_name = {i.name: i for i in infos}
