@@ -26,7 +26,7 @@ from flsilo.artifact import scan_file, sig_path
 from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.errors import PolicyError, UsageError, VerificationError, WorkspaceError
 from flsilo.keys import PassphraseSource, load_private_key
-from flsilo.tensorfile import Header
+from flsilo.tensorfile import Header, RawTensor
 from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
 from hub_kit.packaging import package_manifest, write_package_stream
 from hub_kit.privacy import dp_budget
@@ -83,6 +83,11 @@ class AggregateReport:
 
     def to_dict(self) -> dict[str, Any]:
         return mf.to_jsonable(self) | {"package": str(self.package) if self.package else None}
+
+
+def package_tensors(header: Header, data: bytearray) -> dict[str, RawTensor]:
+    view = memoryview(data)
+    return {t.name: RawTensor(t.dtype, t.shape, view[t.begin : t.end]) for t in header.tensors}
 
 
 def combine(
