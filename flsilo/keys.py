@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,14 @@ class PublicKey:
 def fingerprint_of_blob(blob: bytes) -> str:
     digest = hashlib.sha256(blob).digest()
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def fingerprint_matches(confirmed: str, actual: str) -> bool:
+    """Whether a fingerprint a person typed (``SHA256:`` prefix optional) is ``actual``."""
+    text = confirmed.strip()
+    if not text.startswith("SHA256:"):
+        text = "SHA256:" + text
+    return hmac.compare_digest(text.encode(), actual.encode())
 
 
 def parse_public_blob(blob: bytes, *, source: str = "key") -> PublicKey:

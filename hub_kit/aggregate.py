@@ -185,9 +185,12 @@ def aggregate_round(
     min_sites: int | None = None,
     norm_gate: float | None = None,
     max_weight_share: float | None = None,
+    key: Path | None = None,
     passphrase: PassphraseSource,
 ) -> AggregateReport:
     ws = HubWorkspace.open(hub_dir)
+    if key is not None:  # the hub key, when it is not where 'hub init' recorded it
+        ws.key_path = key
     with WorkspaceLock(ws.root, "hub workspace"):
         policy = RoundPolicy(
             rule=parse_strategy(strategy or ws.config.hub.strategy),

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from flsilo.errors import UsageError, VerificationError
-from flsilo.keys import load_public_key
+from flsilo.keys import fingerprint_matches, load_public_key
 from flsilo.manifest import ID_PATTERN
 from flsilo.trust import HUB_PRINCIPAL, format_time
 from hub_kit.workspace import HubWorkspace
@@ -29,12 +29,13 @@ def enroll(
             hint="use lower-case letters, digits, '-', '.', '_'; 'hub' is reserved",
         )
     key = load_public_key(pubkey)
-    if key.fingerprint != fingerprint:
-        raise VerificationError(
-            f"key fingerprint is {key.fingerprint}, but {fingerprint} was confirmed",
+    if not fingerprint_matches(fingerprint, key.fingerprint):
+        raise VerificationError(  # never print the file's fingerprint: it must not be pasted
+            "this key's fingerprint is not the one confirmed with the site",
             path=pubkey,
             code="fingerprint-mismatch",
-            hint="this is not the key the site read to you; do not enrol it, call the site",
+            hint="this is not the key the site read to you; do not enrol it, call the site "
+            "and have them read the fingerprint of the key they sent",
         )
     state = ws.state()
     if any(e.key.blob == key.blob for e in state.enrolments):

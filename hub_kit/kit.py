@@ -11,23 +11,27 @@ from flsilo.errors import UsageError
 from hub_kit.workspace import HubWorkspace
 
 README = """\
-flsilo site kit for site "{site}" — federation "{federation}", round {round}
+flsilo site kit for site "{site}": federation "{federation}", round {round}
 
-Hub key fingerprint: {fingerprint}
-Confirm this fingerprint with the hub administrator by phone before you start.
+This kit is made for the site key the hub enrolled for "{site}": the key whose
+fingerprint you read to the hub administrator. Its private half never leaves your site.
 
-1. Make your site key once (keep it inside the site; never copy the private key out):
-     flsilo keys new site.key
-   Read its fingerprint to the hub administrator, and carry site.key.pub to the hub.
-2. Set up the site workspace from this kit:
-     flsilo site init SITE_DIR --kit {kit} --site-id {site} --key site.key --data YOUR_DATA
+1. Ask the hub administrator to read you the hub key's fingerprint by phone. Do not take
+   it from anything that came with this kit: whoever could change the kit could change
+   a fingerprint written in it.
+2. Set up the site workspace (replace the words in capitals; KIT_DIR is this folder):
+     flsilo site init SITE_DIR --kit KIT_DIR --site-id {site} --key YOUR_SITE_KEY \\
+         --hub-fingerprint SHA256:THE-FINGERPRINT-READ-TO-YOU --data YOUR_DATA
+   YOUR_SITE_KEY is the private key whose .pub you sent to the hub (the .pub sits beside
+   it). site init refuses a kit whose hub key is not the one you confirmed, and a site
+   key other than the enrolled one.
 3. Train on the package:
      flsilo train SITE_DIR/packages/{package} --site SITE_DIR
    A stopped run resumes when you run the same command again.
 4. Carry both files from SITE_DIR/outbox/ (the .safetensors and its .sig) to the hub.
 
 Files here: federation.toml (what the federation agreed), hub.pub (the hub's public key),
-{package} and its .sig (the model to train), kit.toml.
+{package} and its .sig (the model to train), kit.toml (what this kit is for).
 """
 
 
@@ -47,6 +51,7 @@ def make_kit(ws: HubWorkspace, site: str, out: Path) -> Path:
             hint="choose a new or empty folder",
         )
     package = ws.current_package(state)
+    (enrolled,) = [e for e in state.enrolments if e.site == site and e.revoked_at is None]
     assert state.hub_key is not None
     fingerprint = state.hub_key.fingerprint  # from the event log, not from a file that could drift
     with atomic_directory(out) as staging:
@@ -58,6 +63,7 @@ def make_kit(ws: HubWorkspace, site: str, out: Path) -> Path:
             "site_id": site,
             "federation": ws.config.federation,
             "hub_fingerprint": fingerprint,
+            "site_key": enrolled.key.openssh_line(),
             "package": package.name,
             "round": state.round,
         }
@@ -68,8 +74,6 @@ def make_kit(ws: HubWorkspace, site: str, out: Path) -> Path:
                 site=site,
                 federation=ws.config.federation,
                 round=state.round,
-                fingerprint=fingerprint,
-                kit=out,
                 package=package.name,
             ),
         )

@@ -76,7 +76,7 @@ def hub_init(
     )
     with atomic_directory(root) as staging:
         fed.write(staging / fed.FEDERATION_FILE, config)
-        write_text(staging / HUB_FILE, hub_toml(key_path.resolve(), public.fingerprint))
+        write_text(staging / HUB_FILE, hub_toml(key_path, root, public.fingerprint))
         write_text(staging / "hub.pub", public.openssh_line() + "\n")
         for sub in ("packages", "rounds", "inbox", "quarantine"):
             (staging / sub).mkdir()

@@ -26,6 +26,7 @@ from flsilo.keys import PublicKey, parse_public_line
 from flsilo.plan import Schedule
 from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
+from flsilo.workspace_paths import resolve_stored, stored_path
 from hub_kit.eventlog import Event, EventLog
 
 HUB_FILE = "hub.toml"
@@ -128,7 +129,7 @@ class HubWorkspace:
         self.root = root
         self.config = fed.load(root / fed.FEDERATION_FILE)
         hub = read_toml(root / HUB_FILE, "hub workspace (made by 'flsilo hub init')")
-        self.key_path = Path(str(hub.get("key", "")))
+        self.key_path = resolve_stored(str(hub.get("key", "")), root)
         self.log = EventLog(root / "events.jsonl")
 
     @property
@@ -207,6 +208,7 @@ class HubWorkspace:
         return AllowedSigners(signer_entries(state), source=str(self.signers_path))
 
 
-def hub_toml(key_path: Path, fingerprint: str) -> str:
-    values = {"key": str(key_path), "fingerprint": fingerprint}
+def hub_toml(key_path: Path, root: Path, fingerprint: str) -> str:
+    """``hub.toml``: the hub key's path (relative when inside the workspace) and fingerprint."""
+    values = {"key": stored_path(key_path, root), "fingerprint": fingerprint}
     return fed.dump_toml(values, "flsilo hub settings (not shared with sites)")

@@ -124,7 +124,10 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
         enroll(ws, site, pub, fingerprint)
         kit = make_kit(ws, site, out / "kits" / site)
         sites[site] = out / "sites" / site
-        SiteWorkspace.init(sites[site], kit, site, keys / site, data_dir / site, "imagefolder")
+        hub_fingerprint = load_public_key(keys / "hub.pub").fingerprint  # read by phone
+        SiteWorkspace.init(
+            sites[site], kit, site, keys / site, data_dir / site, "imagefolder", hub_fingerprint
+        )
     say(
         f"hub {hub}: {s.sites} sites enrolled, kits written, schedule periodic:{s.rounds} x {s.plan.local_epochs} epochs"
     )

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save
 
 from flsilo.atomic import atomic_writer
+from flsilo.errors import WorkspaceError
 
 
 @dataclass
@@ -77,7 +79,12 @@ class Checkpoint:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
     ) -> int:
-        """Restore the last finished epoch; 0 when there is nothing (or nothing usable)."""
+        """Restore the last finished epoch; 0 when there is none.
+
+        A checkpoint that exists but cannot be restored is an error naming it, never a
+        silent restart: checkpoints are written atomically, so damage means something else
+        touched the workspace, and the operator decides whether to start the round over.
+        """
         if not self.tensors_path.exists():
             return 0
         try:
@@ -86,18 +93,23 @@ class Checkpoint:
             with safe_open(str(self.tensors_path), framework="pt") as fh:
                 meta = json.loads((fh.metadata() or {})["flsilo.checkpoint"])
                 tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-        except (OSError, ValueError, KeyError, RuntimeError):
-            return 0
-        model.load_state_dict(
-            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        )
-        state: dict[int, dict[str, Any]] = {}
-        for name, value in tensors.items():
-            if name.startswith("optim."):
-                _, idx, key = name.split(".", 2)
-                state.setdefault(int(idx), {})[key] = value
-        for idx, scalars in meta["optim_scalars"].items():
-            state.setdefault(int(idx), {}).update(scalars)
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        scheduler.load_state_dict(meta["scheduler"])
-        return int(meta["epoch"])
+            model.load_state_dict(
+                {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+            )
+            state: dict[int, dict[str, Any]] = {}
+            for name, value in tensors.items():
+                if name.startswith("optim."):
+                    _, idx, key = name.split(".", 2)
+                    state.setdefault(int(idx), {})[key] = value
+            for idx, scalars in meta["optim_scalars"].items():
+                state.setdefault(int(idx), {}).update(scalars)
+            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+            scheduler.load_state_dict(meta["scheduler"])
+            return int(meta["epoch"])
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+            raise WorkspaceError(
+                f"the training checkpoint of this round cannot be restored ({exc})",
+                path=self.tensors_path,
+                code="checkpoint-damaged",
+                hint=f"delete the folder {self.directory} to start this round's training over",
+            ) from exc

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import safetensors
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flsilo import manifest as mf
 from flsilo.artifact import Verified, write_artifact
@@ -24,7 +25,7 @@ from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import Evaluation, evaluate
-from site_kit.privacy import prepare_round
+from site_kit.privacy import DPRun, prepare_round
 from site_kit.training import (
     DistContext,
     ProgressCallback,
@@ -92,6 +93,39 @@ def software() -> dict[str, str]:
     )
 
 
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the operator asked for beyond the package: data, device, key, options."""
+
+    data: Path | None = None
+    data_format: str | None = None
+    val: Path | None = None
+    device: str = "auto"
+    skip_bad: bool = False
+    key: Path | None = None  # overrides the key recorded at site init
+
+
+@dataclass
+class RoundJob:
+    """A verified package this site may train on: its plan, model and bundle to write."""
+
+    package: Path
+    verified: Verified
+    plan: mf.Plan
+    model: torch.nn.Module
+    bundle_path: Path
+    work: Path
+
+
+@dataclass
+class SiteData:
+    """The site's data, loaded once and split into training and validation sets."""
+
+    train: Dataset
+    val: Dataset
+    skipped: int
+
+
 def train_round(
     package: Path,
     site_dir: Path,
@@ -101,17 +135,18 @@ def train_round(
     val: Path | None = None,
     device: str = "auto",
     skip_bad: bool = False,
+    key: Path | None = None,
     passphrase: PassphraseSource,
     progress: ProgressCallback | None = None,
 ) -> TrainOutcome:
+    """Verify PACKAGE, train on the site's data per its plan, and write the signed bundle."""
+    request = TrainRequest(data, data_format, val, device, skip_bad, key)
     dist = init_distributed(device)
     ws = SiteWorkspace.open(site_dir)
     lock = WorkspaceLock(ws.root, "site workspace") if dist.is_main else contextlib.nullcontext()
     with lock:
         try:
-            return _train_locked(
-                package, ws, dist, data, data_format, val, device, skip_bad, passphrase, progress
-            )
+            return _train_locked(package, ws, dist, request, passphrase, progress)
         finally:
             if dist.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
@@ -121,17 +156,55 @@ def _train_locked(
     package: Path,
     ws: SiteWorkspace,
     dist: DistContext,
-    data_path: Path | None,
-    data_format: str | None,
-    val_path: Path | None,
-    device_request: str,
-    skip_bad: bool,
+    request: TrainRequest,
     passphrase: PassphraseSource,
     progress: ProgressCallback | None,
 ) -> TrainOutcome:
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    key = load_private_key(ws.key_path, passphrase) if dist.is_main else None
+    job = open_package(ws, package)
+    data = load_site_data(ws, job, request)
+    timings = {"load_seconds": round(time.perf_counter() - t0, 3)}
+    dp_run = None
+    if dp_of(job.plan) is not None and dist.is_main:  # refuses a round past the budget
+        m = job.verified.manifest
+        dp_run = prepare_round(
+            ws.root, job.work, job.plan, len(data.train), m.round, job.verified.sha256
+        )
+    # Every refusal is behind us: the run ends in a signature, so unlock the key now.
+    key = unlock_site_key(ws, request.key, passphrase) if dist.is_main else None
+    device = pick_device(request.device, dist)
+    global_eval, result, trained_eval = train_and_evaluate(
+        job, data, ws.config.site_id, device, dist, timings, progress, dp_run
+    )
+    bundle = sha = manifest = None
+    if dist.is_main:
+        assert key is not None
+        manifest = bundle_manifest(
+            job, data, ws.config.site_id, timings, dist, global_eval, trained_eval, dp_run
+        )
+        sha = write_artifact(job.bundle_path, state_to_raw(job.model.state_dict()), manifest, key)
+        bundle = job.bundle_path
+        ws.record_round(manifest.round, job.verified.sha256)
+        ws.clear_work(job.work)
+    dist.barrier()
+    return TrainOutcome(
+        bundle=bundle,
+        sha256=sha,
+        manifest=manifest,
+        package=package,
+        global_eval=global_eval,
+        trained_eval=trained_eval,
+        result=result,
+        train_samples=len(data.train),
+        val_samples=len(data.val),
+        skipped=data.skipped,
+        class_counts=data.train.class_counts(len(job.verified.manifest.model.classes)),
+        rank=dist.rank,
+    )
+
+
+def open_package(ws: SiteWorkspace, package: Path) -> RoundJob:
+    """Verify the package for this site, refuse a final or already-trained round, build the model."""
     buffer = io.BytesIO()
     verified = ws.accept_package(package, copy_to=buffer)
     m = verified.manifest
@@ -143,9 +216,7 @@ def _train_locked(
             code="final-package",
             hint="evaluate it with 'flsilo evaluate' or deploy it",
         )
-    plan = m.package.plan
-    site = ws.config.site_id
-    bundle_path = ws.outbox / mf.artifact_name(m.federation, m.round, site)
+    bundle_path = ws.outbox / mf.artifact_name(m.federation, m.round, ws.config.site_id)
     if bundle_path.exists():
         raise UsageError(
             f"this site already trained on round {m.round}",
@@ -154,102 +225,112 @@ def _train_locked(
             hint="carry that bundle and its .sig to the hub; bundles are never overwritten",
         )
     model = verified_model(verified, buffer.getvalue())
-    del buffer
     remove_stale_temps(ws.outbox)
+    work = ws.work / f"r{m.round:04d}-{verified.sha256[:12]}"
+    return RoundJob(package, verified, m.package.plan, model, bundle_path, work)
 
-    source = data_path or (Path(ws.config.data) if ws.config.data else None)
+
+def load_site_data(ws: SiteWorkspace, job: RoundJob, request: TrainRequest) -> SiteData:
+    """Load the training data once (the request's, else the one recorded at site init) and split it."""
+    source = request.data or ws.data_path
     if source is None:
         raise UsageError(
             "no training data given", hint="pass --data PATH (or set it at 'flsilo site init')"
         )
-    fmt = data_format or (ws.config.data_format if data_path is None else None)
-    classes, shape = m.model.classes, m.model.input_shape
-    dataset = load_dataset(source, fmt, classes, shape, data_spec(m.model), skip_bad=skip_bad)
-    split_seed = derive_seed(0, site)
-    if val_path is not None:
-        train_set: Dataset = dataset
-        val_set: Dataset = load_dataset(
-            val_path, None, classes, shape, data_spec(m.model), skip_bad=skip_bad
+    fmt = request.data_format or (ws.config.data_format if request.data is None else None)
+    model = job.verified.manifest.model
+    spec = data_spec(model)
+    dataset = load_dataset(
+        source, fmt, model.classes, model.input_shape, spec, skip_bad=request.skip_bad
+    )
+    if request.val is not None:
+        val_set = load_dataset(
+            request.val, None, model.classes, model.input_shape, spec, skip_bad=request.skip_bad
         )
-    else:
-        train_idx, val_idx = split_validation(len(dataset), plan.val_fraction, split_seed)
-        train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
-    timings["load_seconds"] = round(time.perf_counter() - t0, 3)
+        return SiteData(dataset, val_set, dataset.skipped + val_set.skipped)
+    split_seed = derive_seed(0, ws.config.site_id)
+    train_idx, val_idx = split_validation(len(dataset), job.plan.val_fraction, split_seed)
+    return SiteData(dataset.subset(train_idx), dataset.subset(val_idx), dataset.skipped)
 
-    work = ws.work / f"r{m.round:04d}-{verified.sha256[:12]}"
-    dp_run = None
-    if dp_of(plan) is not None and dist.is_main:  # refuses a round past the budget, writing nothing
-        dp_run = prepare_round(ws.root, work, plan, len(train_set), m.round, verified.sha256)
-    device = pick_device(device_request, dist)
-    checkpoint = Checkpoint(work)
+
+def unlock_site_key(
+    ws: SiteWorkspace, override: Path | None, passphrase: PassphraseSource
+) -> Ed25519PrivateKey:
+    """The site's private key (asking for its passphrase), refused unless it is the enrolled one."""
+    path = override or ws.key_path
+    key = load_private_key(path, passphrase)
+    ws.check_signing_key(key, path)
+    return key
+
+
+def train_and_evaluate(
+    job: RoundJob,
+    data: SiteData,
+    site: str,
+    device: torch.device,
+    dist: DistContext,
+    timings: dict[str, float],
+    progress: ProgressCallback | None,
+    dp_run: DPRun | None,
+) -> tuple[Evaluation | None, TrainResult, Evaluation | None]:
+    """Score the incoming model, train it per the plan (resuming from a checkpoint), score it again."""
+    classes = len(job.verified.manifest.model.classes)
     global_eval = None
-    if dist.is_main and len(val_set):
+    if dist.is_main and len(data.val):
         t1 = time.perf_counter()
-        model.to(device)
-        global_eval = evaluate(model, val_set, len(classes), device)
+        job.model.to(device)
+        global_eval = evaluate(job.model, data.val, classes, device)
         timings["eval_seconds"] = round(time.perf_counter() - t1, 3)
     dist.barrier()
-
-    seed = derive_seed(plan.seed, site)
     result = train(
-        model,
-        train_set,
-        plan,
-        seed=seed,
+        job.model,
+        data.train,
+        job.plan,
+        seed=derive_seed(job.plan.seed, site),
         device=device,
-        checkpoint=checkpoint,
+        checkpoint=Checkpoint(job.work),
         dist=dist,
         progress=progress,
         dp=dp_run,
     )
     timings["train_seconds"] = round(result.seconds, 3)
     timings["samples_per_second"] = round(result.samples_per_second, 1)
-
     trained_eval = None
-    bundle: Path | None = None
-    sha: str | None = None
-    manifest: mf.Manifest | None = None
-    if dist.is_main:
-        if len(val_set):
-            trained_eval = evaluate(model, val_set, len(classes), device)
-        manifest = mf.Manifest(
-            kind=mf.KIND_BUNDLE,
-            format_version=mf.FORMAT_VERSION,
-            federation=m.federation,
-            round=m.round,
-            created_at=mf.now_utc(),
-            software=software(),
-            model=m.model,
-            bundle=mf.BundleInfo(
-                site=site,
-                base_package_sha256=verified.sha256,
-                num_samples=len(train_set),
-                plan=plan,
-                metrics_global=global_eval.metrics() if global_eval else None,
-                metrics_trained=trained_eval.metrics() if trained_eval else None,
-                timings=timings,
-                skipped_samples=dataset.skipped + (val_set.skipped if val_path else 0),
-                world_size=dist.world,
-                dp=dp_run.report(plan) if dp_run else None,
-            ),
-        )
-        assert key is not None
-        sha = write_artifact(bundle_path, state_to_raw(model.state_dict()), manifest, key)
-        bundle = bundle_path
-        ws.record_round(m.round, verified.sha256)
-        ws.clear_work(work)
-    dist.barrier()
-    return TrainOutcome(
-        bundle=bundle,
-        sha256=sha,
-        manifest=manifest,
-        package=package,
-        global_eval=global_eval,
-        trained_eval=trained_eval,
-        result=result,
-        train_samples=len(train_set),
-        val_samples=len(val_set),
-        skipped=dataset.skipped + (val_set.skipped if val_path else 0),
-        class_counts=train_set.class_counts(len(classes)),
-        rank=dist.rank,
+    if dist.is_main and len(data.val):
+        trained_eval = evaluate(job.model, data.val, classes, device)
+    return global_eval, result, trained_eval
+
+
+def bundle_manifest(
+    job: RoundJob,
+    data: SiteData,
+    site: str,
+    timings: dict[str, float],
+    dist: DistContext,
+    global_eval: Evaluation | None,
+    trained_eval: Evaluation | None,
+    dp_run: DPRun | None,
+) -> mf.Manifest:
+    """The manifest of this site's bundle: what was trained on, how, and how it scored."""
+    m = job.verified.manifest
+    return mf.Manifest(
+        kind=mf.KIND_BUNDLE,
+        format_version=mf.FORMAT_VERSION,
+        federation=m.federation,
+        round=m.round,
+        created_at=mf.now_utc(),
+        software=software(),
+        model=m.model,
+        bundle=mf.BundleInfo(
+            site=site,
+            base_package_sha256=job.verified.sha256,
+            num_samples=len(data.train),
+            plan=job.plan,
+            metrics_global=global_eval.metrics() if global_eval else None,
+            metrics_trained=trained_eval.metrics() if trained_eval else None,
+            timings=timings,
+            skipped_samples=data.skipped,
+            world_size=dist.world,
+            dp=dp_run.report(job.plan) if dp_run else None,
+        ),
     )

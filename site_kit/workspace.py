@@ -8,15 +8,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from flsilo import federation as fed
 from flsilo.artifact import Verified, sig_path, verify_file
 from flsilo.atomic import atomic_writer, copy_file, write_text
-from flsilo.errors import MalformedInputError, PolicyError, UsageError, WorkspaceError
+from flsilo.errors import (
+    MalformedInputError,
+    PolicyError,
+    UsageError,
+    VerificationError,
+    WorkspaceError,
+)
 from flsilo.federation import read_toml
-from flsilo.keys import load_public_key
+from flsilo.keys import PublicKey, fingerprint_matches, load_public_key, parse_public_line
 from flsilo.manifest import ID_PATTERN, KIND_PACKAGE
 from flsilo.sshsig import PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
+from flsilo.workspace_paths import resolve_stored, stored_path
 
 SITE_FILE = "site.toml"
 KIT_FILE = "kit.toml"
@@ -25,10 +34,17 @@ STATE_FILE = "state.json"
 
 @dataclass(frozen=True)
 class SiteConfig:
+    """``site.toml``: who this site is and where its key and data are.
+
+    ``key`` and ``data`` are relative to the workspace when inside it, absolute otherwise
+    (``flsilo.workspace_paths``); ``site_key`` is the public key the hub enrolled.
+    """
+
     site_id: str
     federation: str
     key: str
     hub_fingerprint: str
+    site_key: str
     data: str | None = None
     data_format: str | None = None
 
@@ -56,7 +72,17 @@ class SiteWorkspace:
 
     @property
     def key_path(self) -> Path:
-        return Path(self.config.key)
+        return resolve_stored(self.config.key, self.root)
+
+    @property
+    def data_path(self) -> Path | None:
+        return resolve_stored(self.config.data, self.root) if self.config.data else None
+
+    def check_signing_key(self, key: Ed25519PrivateKey, key_path: Path) -> None:
+        """Refuse a private key whose public half is not the key the hub enrolled."""
+        enrolled = parse_public_line(self.config.site_key)
+        if PublicKey.from_key(key.public_key()).blob != enrolled.blob:
+            raise _wrong_site_key(key_path)
 
     # -- creation ------------------------------------------------------------------------
     @classmethod
@@ -68,7 +94,9 @@ class SiteWorkspace:
         key: Path,
         data: Path | None,
         data_format: str | None,
+        hub_fingerprint: str,
     ) -> SiteWorkspace:
+        """Check the kit against the confirmed hub fingerprint and the site key, then set up."""
         if (root / SITE_FILE).exists():
             raise UsageError(
                 "this folder is already a site workspace",
@@ -88,22 +116,15 @@ class SiteWorkspace:
             raise UsageError(
                 f"site id {site_id!r} is not valid", hint="use lower-case a-z, 0-9, - . _"
             )
-        hub_pub = load_public_key(kit / "hub.pub")
-        if hub_pub.fingerprint != kit_info.get("hub_fingerprint"):
-            raise MalformedInputError(
-                "hub.pub does not match the fingerprint recorded in kit.toml",
-                path=kit / "hub.pub",
-                code="kit-tampered",
-                hint="the kit was altered; get a fresh one and confirm the hub fingerprint by phone",
-            )
-        load_public_key(key.with_name(key.name + ".pub"))  # the site's own key pair must exist
+        hub_pub = _check_kit_keys(kit, kit_info, key, hub_fingerprint)
         federation = fed.load(kit / fed.FEDERATION_FILE)
         config = SiteConfig(
             site_id=site_id,
             federation=federation.federation,
-            key=str(key.resolve()),
+            key=stored_path(key, root),
             hub_fingerprint=hub_pub.fingerprint,
-            data=str(data.resolve()) if data else None,
+            site_key=str(kit_info["site_key"]),
+            data=stored_path(data, root) if data else None,
             data_format=data_format,
         )
         root.mkdir(parents=True, exist_ok=True)
@@ -198,3 +219,41 @@ class SiteWorkspace:
 
     def clear_work(self, directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _check_kit_keys(
+    kit: Path, kit_info: dict[str, Any], key: Path, hub_fingerprint: str
+) -> PublicKey:
+    """The kit's hub key, if it is the confirmed one and the kit is for this site key."""
+    hub_pub = load_public_key(kit / "hub.pub")
+    if hub_pub.fingerprint != kit_info.get("hub_fingerprint") or not isinstance(
+        kit_info.get("site_key"), str
+    ):
+        raise MalformedInputError(
+            "hub.pub or the site key does not match what kit.toml records",
+            path=kit / "hub.pub",
+            code="kit-tampered",
+            hint="the kit was altered; get a fresh one and confirm the hub fingerprint by phone",
+        )
+    if not fingerprint_matches(hub_fingerprint, hub_pub.fingerprint):
+        raise VerificationError(  # never print the kit's fingerprint: it must not be pasted
+            "the kit's hub key is not the key whose fingerprint you confirmed",
+            path=kit / "hub.pub",
+            code="hub-fingerprint-mismatch",
+            hint="do not use this kit; call the hub administrator and compare the fingerprint "
+            "again, character by character",
+        )
+    site_pub = load_public_key(key.with_name(key.name + ".pub"))
+    if site_pub.blob != parse_public_line(str(kit_info["site_key"])).blob:
+        raise _wrong_site_key(key)
+    return hub_pub
+
+
+def _wrong_site_key(key: Path) -> VerificationError:
+    return VerificationError(
+        "this site key is not the key the hub enrolled for this kit's site",
+        path=key,
+        code="site-key-mismatch",
+        hint="give --key the private key whose .pub you sent to the hub; a new key must be "
+        "enrolled at the hub first",
+    )

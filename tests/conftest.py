@@ -178,6 +178,8 @@ def build_federation(
                     site,
                     "--key",
                     str(keys / site),
+                    "--hub-fingerprint",
+                    fingerprint(keys / "hub.pub"),
                     "--data",
                     str(data[site]),
                 ]

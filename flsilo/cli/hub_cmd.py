@@ -220,6 +220,10 @@ def aggregate(
     ] = None,
     norm_gate: NormGate = None,
     max_weight_share: MaxWeightShare = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(help="The hub's private key, if not where 'hub init' recorded it."),
+    ] = None,
     passphrase_file: PassphraseFile = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -238,6 +242,7 @@ def aggregate(
             min_sites=min_sites,
             norm_gate=norm_gate,
             max_weight_share=max_weight_share,
+            key=key,
             passphrase=passphrase_source(passphrase_file),
         )
     except NotEnoughSites as err:

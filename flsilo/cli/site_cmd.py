@@ -26,6 +26,13 @@ def site_init(
     key: Annotated[
         Path, typer.Option(help="This site's private key (its .pub must sit beside it).")
     ],
+    hub_fingerprint: Annotated[
+        str,
+        typer.Option(
+            help="The hub key's fingerprint as the hub administrator read it to you by phone "
+            "(the SHA256: prefix may be left out)."
+        ),
+    ],
     data: Annotated[
         Path | None, typer.Option(help="Default training data for 'flsilo train'.")
     ] = None,
@@ -34,12 +41,14 @@ def site_init(
 ) -> None:
     """Create a site workspace from a hub kit; the kit's package is verified on the way in.
 
-    Example: flsilo site init site --kit kit-site-a --site-id site-a --key keys/site-a --data images/
+    The kit must hold the hub key whose fingerprint you confirmed by phone, and be made for
+    this site key. Example: flsilo site init site --kit kit-site-a --site-id site-a
+    --key keys/site-a --hub-fingerprint SHA256:NxPKs2... --data images/
     """
     set_json(json_out)
     from site_kit.workspace import SiteWorkspace
 
-    ws = SiteWorkspace.init(site_dir, kit, site_id, key, data, data_format)
+    ws = SiteWorkspace.init(site_dir, kit, site_id, key, data, data_format, hub_fingerprint)
     packages = sorted(str(p) for p in ws.packages.glob("*.safetensors"))
     if json_out:
         emit_json("site init", True, {"site": str(site_dir), "packages": packages})
@@ -124,6 +133,10 @@ def train(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip and count unusable records.")
     ] = False,
+    key: Annotated[
+        Path | None,
+        typer.Option(help="The site's private key, if not where 'site init' recorded it."),
+    ] = None,
     passphrase_file: Annotated[
         Path | None, typer.Option(help="Read the site key's passphrase from this file.")
     ] = None,
@@ -146,6 +159,7 @@ def train(
             val=val,
             device=device,
             skip_bad=skip_bad,
+            key=key,
             passphrase=passphrase_source(passphrase_file),
             progress=printer,
         )

@@ -18,7 +18,7 @@ from PIL import Image
 
 from flsilo import manifest as mf
 from flsilo.artifact import scan_file
-from tests.conftest import Federation, build_federation, make_key, tree_digest
+from tests.conftest import Federation, build_federation, fingerprint, make_key, tree_digest
 
 DIGITS = ",".join(str(d) for d in range(10))
 
@@ -109,6 +109,8 @@ def _site(root: Path, cli, keys: Path, data: Path) -> Path:
             "site-a",
             "--key",
             keys / "site-a",
+            "--hub-fingerprint",
+            fingerprint(keys / "hub.pub"),
             "--data",
             data,
         ).code
@@ -139,6 +141,8 @@ def test_interrupted_training_resumes_to_the_same_bundle(tmp_path: Path, cli, mo
             "site-a",
             "--key",
             keys / "site-a",
+            "--hub-fingerprint",
+            fingerprint(keys / "hub.pub"),
             "--data",
             data,
         ).code
