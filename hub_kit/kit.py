@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flsilo import federation as fed
+from flsilo import wheelhouse as wh
 from flsilo.artifact import sig_path
 from flsilo.atomic import atomic_directory, copy_file, write_text
 from flsilo.errors import UsageError
@@ -35,7 +36,8 @@ Files here: federation.toml (what the federation agreed), hub.pub (the hub's pub
 """
 
 
-def make_kit(ws: HubWorkspace, site: str, out: Path) -> Path:
+def make_kit(ws: HubWorkspace, site: str, out: Path, *, wheelhouse: Path | None = None) -> Path:
+    """Write the kit for ``site``; with ``wheelhouse``, a copy verified against the hub key."""
     state = ws.state()
     if site not in state.active_sites():
         raise UsageError(
@@ -54,7 +56,14 @@ def make_kit(ws: HubWorkspace, site: str, out: Path) -> Path:
     (enrolled,) = [e for e in state.enrolments if e.site == site and e.revoked_at is None]
     assert state.hub_key is not None
     fingerprint = state.hub_key.fingerprint  # from the event log, not from a file that could drift
+    if wheelhouse is not None:
+        assert state.hub_key is not None
+        wh.verify(wheelhouse, state.hub_key)  # never ship a wheelhouse the sites would refuse
     with atomic_directory(out) as staging:
+        if wheelhouse is not None:
+            (staging / "wheelhouse").mkdir()
+            for item in sorted(wheelhouse.iterdir()):
+                copy_file(item, staging / "wheelhouse" / item.name)
         copy_file(ws.root / fed.FEDERATION_FILE, staging / fed.FEDERATION_FILE)
         write_text(staging / "hub.pub", state.hub_key.openssh_line() + "\n")
         copy_file(package, staging / package.name)

@@ -147,17 +147,21 @@ def hub_kit(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
     site_id: Annotated[str, typer.Argument(help="Enrolled site the kit is for.")],
     out: Annotated[Path, typer.Option(help="New folder to write the kit into.")],
+    wheelhouse: Annotated[
+        Path | None,
+        typer.Option(help="A wheelhouse signed by this hub, copied in as KIT/wheelhouse."),
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Write a site kit: federation.toml, hub.pub, the current package and .sig, a README.
 
-    Example: flsilo hub kit hub site-a --out kits/site-a
+    Example: flsilo hub kit hub site-a --out kits/site-a --wheelhouse wheels-cpu
     """
     set_json(json_out)
     from hub_kit.kit import make_kit
     from hub_kit.workspace import HubWorkspace
 
-    path = make_kit(HubWorkspace.open(hub_dir), site_id, out)
+    path = make_kit(HubWorkspace.open(hub_dir), site_id, out, wheelhouse=wheelhouse)
     if json_out:
         emit_json("hub kit", True, {"site": site_id, "kit": str(path)})
         return
