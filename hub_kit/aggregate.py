@@ -154,6 +154,18 @@ def _rows(result: IntakeResult, figures: dict[str, dict[str, Any]] | None = None
     return sorted(rows, key=lambda r: (r.verdict != "accepted", r.site, r.file))
 
 
+def _reported_metrics(bundle: mf.BundleInfo | None) -> dict[str, Any]:
+    """What the site said about the models, for 'flsilo hub history' to read from the log."""
+    out: dict[str, Any] = {}
+    for key, m in (
+        ("metrics_global", bundle.metrics_global if bundle else None),
+        ("metrics_trained", bundle.metrics_trained if bundle else None),
+    ):
+        if m is not None:
+            out[key] = {"accuracy": m.accuracy, "loss": m.loss, "samples": m.samples}
+    return out
+
+
 def _reject_events(
     rejections: list[Rejection], state: HubState, round_: int
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -447,6 +459,7 @@ def _commit_events(
                 "weight": w,
                 "base_round": c.verified.manifest.round,
                 **_dp_fields(c),
+                **_reported_metrics(c.verified.manifest.bundle),
             }
             | ({"weight_capped": True} if cap else {}),
         )

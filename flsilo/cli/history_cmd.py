@@ -1,0 +1,118 @@
+"""``flsilo hub history``: a per-round table (and optional PNG) from the event log alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from flsilo.cli.common import emit_json, info, set_json, stdout
+from flsilo.errors import UsageError
+
+if TYPE_CHECKING:
+    from hub_kit.history import RoundHistory
+
+
+def _short(package: str | None) -> str:
+    return f"→ {package.removesuffix('.safetensors')}" if package else "not aggregated"
+
+
+def _pct(value: float | None) -> str:
+    return f"{100 * value:.1f}%" if value is not None else "-"
+
+
+def history(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    png: Annotated[
+        Path | None, typer.Option(help="Also draw accuracy per round into this PNG (plot extra).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Per round: each site accepted or rejected, its samples, weight share and reported accuracy.
+
+    Read from the hash-chained event log alone (checked on the way); changes nothing.
+    Example: flsilo hub history hub --png history.png
+    """
+    set_json(json_out)
+    from hub_kit.history import history as fold
+    from hub_kit.history import to_jsonable
+    from hub_kit.workspace import HubWorkspace
+
+    ws = HubWorkspace.open(hub_dir)
+    rounds = fold(ws.log.read())
+    if png is not None:
+        _plot(rounds, png)
+    if json_out:
+        emit_json("hub history", True, {"hub": str(hub_dir), "rounds": to_jsonable(rounds)})
+        return
+    if not rounds:
+        info("no round has been aggregated yet")
+        return
+    table = Table(title=f"{hub_dir}: what sites sent and reported, per round", title_justify="left")
+    for name, justify in (
+        ("round", "right"),
+        ("site", "left"),
+        ("verdict", "left"),
+        ("samples", "right"),
+        ("weight", "right"),
+        ("val accuracy", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name != "verdict")  # type: ignore[arg-type]
+    for r in rounds:
+        for i, s in enumerate(r.sites):
+            table.add_row(
+                str(r.round) if i == 0 else "",
+                s.site,
+                s.verdict,
+                str(s.samples) if s.samples is not None else "-",
+                _pct(s.share),
+                f"{_pct(s.accuracy_before)} → {_pct(s.accuracy_after)}"
+                if s.accuracy_after is not None
+                else "-",
+            )
+        table.add_row(
+            "", "[bold]round[/]", _short(r.package), "", "",
+            _pct(r.accuracy_after), end_section=True,
+        )  # fmt: skip
+    stdout().print(table)
+    if png is not None:
+        info(f"plot written to {png}")
+
+
+def _plot(rounds: list[RoundHistory], png: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise UsageError(
+            "--png needs matplotlib",
+            code="plot-extra",
+            hint="install the plot extra: pip install 'flsilo[plot]'",
+        ) from exc
+    from flsilo.atomic import atomic_writer
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sites = sorted({s.site for r in rounds for s in r.sites})
+    for site in sites:
+        points = [
+            (r.round, 100 * s.accuracy_after)
+            for r in rounds
+            for s in r.sites
+            if s.site == site and s.accuracy_after is not None
+        ]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", linewidth=1, label=site)
+    mean = [(r.round, 100 * r.accuracy_after) for r in rounds if r.accuracy_after is not None]
+    if mean:
+        ax.plot(*zip(*mean, strict=True), color="black", linewidth=2, label="weighted mean")
+    ax.set_xlabel("round")
+    ax.set_ylabel("validation accuracy reported by sites (%)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    with atomic_writer(png) as fh:
+        fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
