@@ -22,6 +22,7 @@ from flsilo.keys import PassphraseSource, load_private_key
 from flsilo.models.registry import build_model, code_digest
 from flsilo.plan import dp_of
 from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
+from site_kit import record as site_record
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import Evaluation, evaluate
@@ -162,6 +163,9 @@ def _train_locked(
 ) -> TrainOutcome:
     t0 = time.perf_counter()
     job = open_package(ws, package)
+    if dist.is_main:
+        m = job.verified.manifest
+        site_record.note_package(ws.root, m.round, package.name, job.verified.sha256)
     data = load_site_data(ws, job, request)
     timings = {"load_seconds": round(time.perf_counter() - t0, 3)}
     dp_run = None
@@ -184,6 +188,7 @@ def _train_locked(
         )
         sha = write_artifact(job.bundle_path, state_to_raw(job.model.state_dict()), manifest, key)
         bundle = job.bundle_path
+        record_trained(ws, job, data, request, sha, dp_run)
         ws.record_round(manifest.round, job.verified.sha256)
         ws.clear_work(job.work)
     dist.barrier()
@@ -200,6 +205,49 @@ def _train_locked(
         skipped=data.skipped,
         class_counts=data.train.class_counts(len(job.verified.manifest.model.classes)),
         rank=dist.rank,
+    )
+
+
+def record_trained(
+    ws: SiteWorkspace,
+    job: RoundJob,
+    data: SiteData,
+    request: TrainRequest,
+    bundle_sha: str,
+    dp_run: DPRun | None,
+) -> None:
+    """Append the round to the site's own hash-chained record (site_kit.record)."""
+    overrides = {  # what the operator chose on the command line, beyond the workspace defaults
+        "data": str(request.data) if request.data else None,
+        "data_format": request.data_format,
+        "val": str(request.val) if request.val else None,
+        "device": request.device if request.device != "auto" else None,
+        "skip_bad": request.skip_bad or None,
+        "key": str(request.key) if request.key else None,
+    }
+    spent = None
+    if dp_run is not None:
+        report = dp_run.report(job.plan)
+        spent = {
+            "epsilon_round": report.epsilon_round,
+            "epsilon_total": report.epsilon_total,
+            "delta": report.delta,
+        }
+    site_record.record(
+        ws.root,
+        "trained",
+        {
+            "round": job.verified.manifest.round,
+            "package_sha256": job.verified.sha256,
+            "bundle": job.bundle_path.name,
+            "bundle_sha256": bundle_sha,
+            "data_sha256_salted": site_record.data_digest(ws.root, data.train.x, data.train.y),
+            "train_samples": len(data.train),
+            "val_samples": len(data.val),
+            "skipped": data.skipped,
+            "overrides": {k: v for k, v in overrides.items() if v is not None},
+            "privacy_budget_spent": spent,
+        },
     )
 
 

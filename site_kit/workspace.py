@@ -26,6 +26,7 @@ from flsilo.manifest import ID_PATTERN, KIND_PACKAGE
 from flsilo.sshsig import PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from flsilo.workspace_paths import resolve_stored, stored_path
+from site_kit import record as site_record
 
 SITE_FILE = "site.toml"
 KIT_FILE = "kit.toml"
@@ -134,7 +135,8 @@ class SiteWorkspace:
         for package in sorted(kit.glob("*.safetensors")):
             # verified and copied in one read, before anything is recorded
             with atomic_writer(ws.packages / package.name) as out:
-                ws.accept_package(package, copy_to=out)
+                verified = ws.accept_package(package, copy_to=out)
+            site_record.note_package(root, verified.manifest.round, package.name, verified.sha256)
             copy_file(sig_path(package), ws.packages / sig_path(package).name)
         ws.outbox.mkdir(exist_ok=True)
         write_text(root / SITE_FILE, fed.dump_toml(config.__dict__, "flsilo site workspace"))

@@ -83,20 +83,24 @@ def load_dataset(
     xs: list[np.ndarray] = []
     ys: list[int] = []
     problems: list[str] = []
+    first_bad: BadRecord | None = None
     for item in records:
-        if isinstance(item, BadRecord):
-            if not skip_bad:
-                raise DataError(
-                    item.why,
-                    path=item.where,
-                    code="bad-record",
-                    hint="fix or remove it, or pass --skip-bad to skip and count bad records",
-                )
+        if isinstance(item, BadRecord):  # collected, so one run reports every problem
+            first_bad = first_bad or item
             problems.append(str(item))
             continue
         x, y = item
         xs.append(x)
         ys.append(y)
+    if first_bad is not None and not skip_bad:
+        more = f"; {len(problems)} unusable records in all" if len(problems) > 1 else ""
+        raise DataError(
+            first_bad.why + more,
+            path=first_bad.where,
+            code="bad-record",
+            hint="fix or remove them ('flsilo site check-data' lists every one), "
+            "or pass --skip-bad to skip and count bad records",
+        )
     if not ys:
         raise DataError(
             "no usable samples found" + (f" ({len(problems)} skipped)" if problems else ""),

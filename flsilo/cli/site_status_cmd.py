@@ -1,0 +1,117 @@
+"""``flsilo site status`` and ``flsilo site check-data``: checks before a trip, read-only."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flsilo.cli.common import emit_json, info, set_json, stdout
+from flsilo.errors import DataError
+
+JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
+
+
+def status(
+    site_dir: Annotated[Path, typer.Argument(help="Site workspace.")],
+    json_out: JsonOut = False,
+) -> None:
+    """Which package the site holds, what it trained, what sits in the outbox, what to carry.
+
+    Every file is verified; a damaged one is reported as damaged. Nothing is changed and no
+    passphrase is asked. Exit 3 when a package or bundle is damaged or unsigned.
+    Example: flsilo site status site
+    """
+    set_json(json_out)
+    from dataclasses import asdict
+
+    from site_kit.status import site_status
+
+    st = site_status(site_dir)
+    bad = [f for f in st.packages + st.outbox if f.state != "ok"]
+    ok = not bad and st.record_ok
+    if json_out:
+        emit_json("site status", ok, {"site_dir": str(site_dir), **asdict(st)})
+    else:
+        out = stdout()
+        out.print(f"site {st.site} in federation {st.federation} (hub {st.hub_fingerprint})")
+        trained = st.last_round_trained
+        out.print(f"last round trained: {trained if trained >= 0 else 'none yet'}")
+        for title, files in (("packages", st.packages), ("outbox", st.outbox)):
+            out.print(f"{title}:" + ("" if files else " (empty)"))
+            for f in files:
+                word = {"ok": "verified", "damaged": "DAMAGED", "unsigned": "UNSIGNED"}[f.state]
+                extra = f" ({f.detail})" if f.state != "ok" else (" final" if f.final else "")
+                out.print(f"  {f.file}: {word}{extra}", soft_wrap=True)
+        if st.trained:
+            last = st.trained[-1]
+            out.print(
+                f"record: {len(st.trained)} rounds trained; last on {last['train_samples']} "
+                f"samples, data digest {last['data_sha256_salted'][:16]}…"
+            )
+        if not st.record_ok:
+            out.print(f"record: BROKEN: {st.record_detail}", soft_wrap=True)
+        if st.carry:
+            out.print(
+                "carry to the hub: " + " ".join(shlex.quote(p) for p in st.carry), soft_wrap=True
+            )
+        if st.next_package:
+            info(
+                f"next: flsilo train {shlex.quote(st.next_package)} --site {shlex.quote(str(site_dir))}"
+            )
+    if not ok:
+        raise typer.Exit(3)
+
+
+def check_data(
+    site_dir: Annotated[Path, typer.Argument(help="Site workspace.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Data to check (default: the one set at site init).")
+    ] = None,
+    data_format: Annotated[
+        str | None, typer.Option(help="imagefolder, csv or npz (default: guessed).")
+    ] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Check data against the federation's classes and input shape before any training.
+
+    Lists every unusable record (the first 10, then a count) and samples per class.
+    Example: flsilo site check-data site --data /data/images
+    """
+    set_json(json_out)
+    from dataclasses import asdict
+
+    from site_kit.checkdata import SHOWN
+    from site_kit.checkdata import check_data as run_check
+
+    try:
+        result = run_check(site_dir, data, data_format)
+    except DataError as err:
+        if err.code != "empty-data":
+            raise
+        from site_kit.checkdata import DataCheck
+
+        result = DataCheck(str(data or site_dir), 0, [], [], [err.one_line()])
+    if json_out:
+        emit_json(
+            "site check-data",
+            result.ok,
+            {**asdict(result), "missing_classes": result.missing_classes},
+        )
+    else:
+        out = stdout()
+        out.print(f"{result.data}: {result.usable} usable samples", soft_wrap=True)
+        for name, n in zip(result.classes, result.class_counts, strict=True):
+            out.print(
+                f"  {name}: {n}" + ("  (none here: fine if this site has none)" if n == 0 else "")
+            )
+        for line in result.problems[:SHOWN]:
+            out.print(f"  problem: {line}", soft_wrap=True)
+        if len(result.problems) > SHOWN:
+            out.print(f"  ... and {len(result.problems) - SHOWN} more problems")
+        verdict = "ready to train" if result.ok else "NOT ready: fix the problems above"
+        info(f"{len(result.problems)} problems; {verdict}")
+    if not result.ok:
+        raise typer.Exit(4)

@@ -1,0 +1,53 @@
+"""``site check-data``: read a site's data as training would, and report every problem at once.
+
+Torch-free and read-only: the same loaders and the federation's classes, input shape and
+data settings that ``flsilo train`` uses, so data that passes here loads there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flsilo.errors import UsageError
+from site_kit.data import load_dataset
+from site_kit.workspace import SiteWorkspace
+
+SHOWN = 10
+"""How many problems are listed one by one; the rest are counted."""
+
+
+@dataclass
+class DataCheck:
+    data: str
+    usable: int
+    classes: list[str]
+    class_counts: list[int]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.usable > 0  # a class may be absent: sites differ
+
+    @property
+    def missing_classes(self) -> list[str]:
+        return [c for c, n in zip(self.classes, self.class_counts, strict=True) if n == 0]
+
+
+def check_data(root: Path, data: Path | None, data_format: str | None) -> DataCheck:
+    ws = SiteWorkspace.open(root)
+    source = data or (Path(ws.config.data) if ws.config.data else None)
+    if source is None:
+        raise UsageError(
+            "no data to check", hint="pass --data PATH (or set it at 'flsilo site init')"
+        )
+    fmt = data_format or (ws.config.data_format if data is None else None)
+    fed = ws.federation
+    dataset = load_dataset(source, fmt, fed.classes, fed.input_shape, fed.data, skip_bad=True)
+    return DataCheck(
+        data=str(source),
+        usable=len(dataset),
+        classes=list(fed.classes),
+        class_counts=dataset.class_counts(len(fed.classes)),
+        problems=list(dataset.problems),
+    )

@@ -1,0 +1,97 @@
+"""What a site holds, what it trained, and what to carry: read-only, torch-free.
+
+Every package and bundle in the workspace is verified (packages against the hub key,
+bundles against the site's own key), so a damaged file is reported as damaged, never as
+missing. Nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flsilo.artifact import sig_path, verify_file
+from flsilo.errors import FlsiloError
+from flsilo.keys import load_public_key
+from flsilo.manifest import KIND_BUNDLE, KIND_PACKAGE
+from flsilo.sshsig import BUNDLE_NAMESPACE
+from flsilo.trust import AllowedSigners, SignerEntry
+from site_kit import record as site_record
+from site_kit.workspace import SiteWorkspace
+
+
+@dataclass
+class FileStatus:
+    file: str
+    round: int | None
+    state: str  # "ok", "damaged", "unsigned"
+    detail: str = ""
+    final: bool = False
+
+
+@dataclass
+class SiteStatus:
+    site: str
+    federation: str
+    hub_fingerprint: str
+    last_round_trained: int
+    packages: list[FileStatus] = field(default_factory=list)
+    outbox: list[FileStatus] = field(default_factory=list)
+    trained: list[dict[str, Any]] = field(default_factory=list)
+    record_ok: bool = True
+    record_detail: str = ""
+    carry: list[str] = field(default_factory=list)
+    next_package: str | None = None
+
+
+def _check(path: Path, trust: Any, kind: str) -> FileStatus:
+    if not sig_path(path).exists():
+        return FileStatus(path.name, None, "unsigned", f"{sig_path(path).name} is missing")
+    try:
+        verified = verify_file(path, trust, expected_kind=kind)
+    except FlsiloError as err:
+        return FileStatus(path.name, None, "damaged", f"{err.code}: {err.message}")
+    m = verified.manifest
+    final = bool(m.package and m.package.final)
+    return FileStatus(path.name, m.round, "ok", verified.sha256[:16], final)
+
+
+def site_status(root: Path) -> SiteStatus:
+    ws = SiteWorkspace.open(root)
+    state = ws.state()
+    status = SiteStatus(
+        site=ws.config.site_id,
+        federation=ws.config.federation,
+        hub_fingerprint=ws.config.hub_fingerprint,
+        last_round_trained=int(state["last_round"]),
+    )
+    hub_trust = ws.trust()
+    status.packages = [
+        _check(p, hub_trust, KIND_PACKAGE) for p in sorted(ws.packages.glob("*.safetensors"))
+    ]
+    own = load_public_key(Path(ws.config.key + ".pub"))
+    site_trust = AllowedSigners(
+        [SignerEntry(principals=ws.config.site_id, key=own, namespaces=BUNDLE_NAMESPACE)],
+        source=ws.config.key + ".pub",
+    )
+    status.outbox = [
+        _check(p, site_trust, KIND_BUNDLE) for p in sorted(ws.outbox.glob("*.safetensors"))
+    ]
+    try:
+        status.trained = [e for e in site_record.events(root) if e.get("event") == "trained"]
+    except FlsiloError as err:
+        status.record_ok, status.record_detail = False, err.one_line()
+    good = [b for b in status.outbox if b.state == "ok" and b.round is not None]
+    if good:
+        newest = max(b.round for b in good if b.round is not None)
+        for b in good:
+            if b.round == newest:
+                status.carry += [str(ws.outbox / b.file), str(sig_path(ws.outbox / b.file))]
+    fresh = [
+        p for p in status.packages
+        if p.state == "ok" and p.round is not None and p.round > status.last_round_trained and not p.final
+    ]  # fmt: skip
+    if fresh:
+        status.next_package = str(ws.packages / max(fresh, key=lambda p: p.round or 0).file)
+    return status
