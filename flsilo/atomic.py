@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import tempfile
@@ -11,15 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from flsilo import filelock
 from flsilo.errors import WorkspaceError
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    filelock.fsync_dir(path)
 
 
 @contextlib.contextmanager
@@ -99,10 +95,9 @@ class WorkspaceLock:
             raise WorkspaceError(
                 f"cannot open the {self.what} lock ({exc.strerror})", path=self.path
             ) from exc
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+        if not filelock.try_lock(self._fd):
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            holder = os.read(self._fd, 64).decode(errors="replace").strip() or "?"
             os.close(self._fd)
             self._fd = None
             raise WorkspaceError(
@@ -110,13 +105,14 @@ class WorkspaceLock:
                 path=self.path.parent,
                 code="locked",
                 hint="wait for it to finish; the lock is released automatically when it exits",
-            ) from exc
+            )
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        os.write(self._fd, str(os.getpid()).encode())
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            filelock.unlock(self._fd)
             os.close(self._fd)
             self._fd = None
