@@ -16,12 +16,15 @@ import typer
 from flsilo.cli import (
     audit_cmd,
     demo_cmd,
+    history_cmd,
     hub_cmd,
     inspect_cmd,
     keys_cmd,
     simulate_cmd,
     site_cmd,
+    site_status_cmd,
     verify_cmd,
+    wheelhouse_cmd,
 )
 from flsilo.cli.common import STATE, emit_json, print_error
 from flsilo.cpu import configure_threads
@@ -78,8 +81,12 @@ def _root(
 
 
 app.add_typer(keys_cmd.app, name="keys")
+hub_cmd.app.command("history", no_args_is_help=True)(history_cmd.history)
 app.add_typer(hub_cmd.app, name="hub")
+site_cmd.app.command("status", no_args_is_help=True)(site_status_cmd.status)
+site_cmd.app.command("check-data", no_args_is_help=True)(site_status_cmd.check_data)
 app.add_typer(site_cmd.app, name="site")
+app.add_typer(wheelhouse_cmd.app, name="wheelhouse")
 app.command("verify", no_args_is_help=True)(verify_cmd.verify)
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("aggregate", no_args_is_help=True)(hub_cmd.aggregate)
