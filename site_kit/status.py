@@ -13,7 +13,7 @@ from typing import Any
 
 from flsilo.artifact import sig_path, verify_file
 from flsilo.errors import FlsiloError
-from flsilo.keys import load_public_key
+from flsilo.keys import parse_public_line
 from flsilo.manifest import KIND_BUNDLE, KIND_PACKAGE
 from flsilo.sshsig import BUNDLE_NAMESPACE
 from flsilo.trust import AllowedSigners, SignerEntry
@@ -70,10 +70,10 @@ def site_status(root: Path) -> SiteStatus:
     status.packages = [
         _check(p, hub_trust, KIND_PACKAGE) for p in sorted(ws.packages.glob("*.safetensors"))
     ]
-    own = load_public_key(Path(ws.config.key + ".pub"))
+    own = parse_public_line(ws.config.site_key, source=str(root / "site.toml"))  # as enrolled
     site_trust = AllowedSigners(
         [SignerEntry(principals=ws.config.site_id, key=own, namespaces=BUNDLE_NAMESPACE)],
-        source=ws.config.key + ".pub",
+        source=str(root / "site.toml"),
     )
     status.outbox = [
         _check(p, site_trust, KIND_BUNDLE) for p in sorted(ws.outbox.glob("*.safetensors"))
