@@ -40,6 +40,8 @@ class ModelInfo:
     input_shape: tuple[int, ...]
     label_column: str = "label"
     feature_columns: tuple[str, ...] = ()
+    head: tuple[str, ...] = ()
+    """State-dict names of the head (the last linear layer), weight first."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class BundleInfo:
     skipped_samples: int = 0
     world_size: int = 1
     dp: DPReport | None = None
+    reveals: tuple[str, ...] = ()
+    """What a statistics bundle discloses about the site's data, in words."""
 
 
 @dataclass(frozen=True)

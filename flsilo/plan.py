@@ -13,9 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from flsilo.errors import UsageError
+from flsilo.tensorsets import ROUND_KINDS, ROUND_STATISTICS, ROUND_TRAIN, parse_solver
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULE_KINDS = ("one-shot", "few-shot", "periodic")
+CLOSED_FORM = "closed-form"
+"""A statistics round (closed-form head), alone or before ``+periodic:R`` / ``+few-shot:R``."""
+CLOSED_FORM_KINDS = (CLOSED_FORM, f"{CLOSED_FORM}+periodic", f"{CLOSED_FORM}+few-shot")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,15 @@ class Plan:
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
     dp_budget: float = 0.0
+
+    freeze: tuple[str, ...] = ()
+    """Globs of tensors that never train; bundles then omit them (a partial bundle)."""
+    head_solver: str = "ridge"
+    """Closed-form schedules: ``ridge[:LAMBDA]`` or ``ncm``."""
+    min_cell_size: int = 0
+    """Statistics rounds: a site refuses when it holds 0 < count < this of some class."""
+    kind: str = ROUND_TRAIN
+    """Set per round by the schedule: ``train`` (weights) or ``statistics`` (head statistics)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +132,22 @@ def plan_problem(plan: Plan) -> str | None:
         return "plan needs momentum >= 0 and warmup_steps >= 0"
     if not 0 <= plan.val_fraction < 1:
         return "plan val_fraction must be in [0, 1)"
-    return dp_problem(plan)
+    return dp_problem(plan) or heads_problem(plan)
+
+
+def heads_problem(plan: Plan) -> str | None:
+    """Rules of the frozen-backbone and closed-form-head settings."""
+    if plan.kind not in ROUND_KINDS:
+        return f"plan kind {plan.kind!r} is not one of {', '.join(ROUND_KINDS)}"
+    if plan.min_cell_size < 0:
+        return "min_cell_size (--min-cell-size) must be 0 or more"
+    if any(not g.strip() for g in plan.freeze):
+        return "freeze globs (--freeze) must not be empty"
+    try:
+        parse_solver(plan.head_solver)
+    except ValueError as exc:
+        return f"{exc} (--head-solver)"
+    return None
 
 
 def check_plan(plan: Plan, bad: Callable[[str], Exception]) -> None:
@@ -131,10 +159,14 @@ def check_plan(plan: Plan, bad: Callable[[str], Exception]) -> None:
 
 def schedule_problem(schedule: Schedule) -> str | None:
     """The first rule ``schedule`` breaks, in words, or None when it is sound."""
-    if schedule.kind not in SCHEDULE_KINDS:
-        return f"schedule kind {schedule.kind!r} is not one of {', '.join(SCHEDULE_KINDS)}"
-    if schedule.rounds < 1 or (schedule.kind == "one-shot" and schedule.rounds != 1):
+    kinds = SCHEDULE_KINDS + CLOSED_FORM_KINDS
+    if schedule.kind not in kinds:
+        return f"schedule kind {schedule.kind!r} is not one of {', '.join(kinds)}"
+    single = schedule.kind in ("one-shot", CLOSED_FORM)
+    if schedule.rounds < 1 or (single and schedule.rounds != 1):
         return "a schedule needs at least one round, and one-shot exactly one"
+    if schedule.kind in CLOSED_FORM_KINDS[1:] and schedule.rounds < 2:
+        return f"{schedule.kind} needs at least one training round after the statistics round"
     if len(schedule.local_epochs) != schedule.rounds or min(schedule.local_epochs) < 1:
         return "a schedule needs one local-epoch value >= 1 per round"
     return None
@@ -144,11 +176,20 @@ def parse_schedule(text: str, local_epochs: tuple[int, ...]) -> Schedule:
     """``one-shot`` is one round; ``few-shot:R`` and ``periodic:R`` are R rounds.
 
     ``local_epochs`` is one E for every round, or one per round (a decaying E, say).
+    ``closed-form`` is one statistics round; ``closed-form+periodic:R`` (or ``+few-shot:R``)
+    adds R training rounds after it, and ``local_epochs`` then counts those R only.
     """
+    if text == CLOSED_FORM:
+        return Schedule(kind=CLOSED_FORM, rounds=1, local_epochs=(1,))
+    prefix = CLOSED_FORM + "+"
+    if text.startswith(prefix) and not text.startswith(prefix + "one-shot"):
+        then = parse_schedule(text[len(prefix) :], local_epochs)
+        return Schedule(prefix + then.kind, then.rounds + 1, (1, *then.local_epochs))
     kind, _, count = text.partition(":")
     if kind not in SCHEDULE_KINDS or (kind == "one-shot") != (count == ""):
         raise UsageError(
-            f"schedule {text!r} is not one-shot, few-shot:R or periodic:R",
+            f"schedule {text!r} is not one-shot, few-shot:R, periodic:R, closed-form, "
+            "closed-form+periodic:R or closed-form+few-shot:R",
             code="bad-schedule",
             hint="e.g. --schedule periodic:10 --local-epochs 5",
         )
@@ -174,16 +215,29 @@ def parse_schedule(text: str, local_epochs: tuple[int, ...]) -> Schedule:
 
 
 def schedule_text(schedule: Schedule) -> str:
-    """The ``--schedule`` text of a schedule: ``one-shot`` or ``KIND:R``."""
-    return schedule.kind if schedule.kind == "one-shot" else f"{schedule.kind}:{schedule.rounds}"
+    """The ``--schedule`` text of a schedule: ``one-shot``, ``closed-form`` or ``KIND:R``."""
+    if schedule.kind in ("one-shot", CLOSED_FORM):
+        return schedule.kind
+    if schedule.kind.startswith(CLOSED_FORM):
+        return f"{schedule.kind}:{schedule.rounds - 1}"
+    return f"{schedule.kind}:{schedule.rounds}"
 
 
 def plan_for_round(base: Plan, schedule: Schedule, round_: int) -> Plan | None:
     """The plan sites follow on the package of ``round_``; None for the final package.
 
     ``base`` is the federation's plan (its round-0 plan); a round changes only the local
-    epochs (from the schedule) and the seed (base seed + round).
+    epochs (from the schedule) and the seed (base seed + round), and its kind: round 0 of a
+    closed-form schedule is a statistics round, which uses every sample (no validation).
     """
     if round_ >= schedule.rounds:
         return None
-    return replace(base, local_epochs=schedule.local_epochs[round_], seed=base.seed + round_)
+    plan = replace(
+        base,
+        local_epochs=schedule.local_epochs[round_],
+        seed=base.seed + round_,
+        kind=ROUND_TRAIN,
+    )
+    if round_ == 0 and schedule.kind.startswith(CLOSED_FORM):
+        return replace(plan, kind=ROUND_STATISTICS, val_fraction=0.0)
+    return plan

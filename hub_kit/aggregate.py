@@ -30,6 +30,7 @@ from flsilo.tensorfile import Header, RawTensor
 from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
 from hub_kit.packaging import package_manifest, write_package_stream
 from hub_kit.privacy import dp_budget
+from hub_kit.roundmath import gram_of, produce, round_view, strategy_record
 from hub_kit.strategies import parse_strategy, strategy_text
 from hub_kit.strategies.base import Rule, is_two_pass
 from hub_kit.streaming import (
@@ -314,16 +315,31 @@ def _aggregate_locked(
         )
     staging = ws.rounds_dir / f"{r:04d}.staging"
     shutil.rmtree(staging, ignore_errors=True)
+    assert package_scan.manifest.package is not None
+    plan = package_scan.manifest.package.plan
+    assert plan is not None
     result = intake(
-        inbox, staging, ws.config, state, trust, package_scan.header, package_scan.manifest.model
+        inbox,
+        staging,
+        ws.config,
+        state,
+        trust,
+        package_scan.header,
+        package_scan.manifest.model,
+        plan,
     )
-    base = StreamInput(package_path, package_scan.header.data_start, 0.0)
+    view = round_view(
+        package_path,
+        package_scan.header,
+        package_scan.manifest.model,
+        plan,
+        ws.rounds_dir / f"{r:04d}.trainable-base",
+    )
     candidates = sorted(result.candidates, key=lambda c: (c.site, c.verified.sha256))
     gram = None
-    if len(candidates) >= policy.need() and (policy.norm_gate or is_two_pass(rule)):
-        gram = first_pass(
-            package_scan.header.tensors, base, _inputs(candidates), pairwise=is_two_pass(rule)
-        )
+    gated = view.streams and (policy.norm_gate or is_two_pass(rule))
+    if len(candidates) >= policy.need() and gated:
+        gram = gram_of(view, _inputs(candidates), pairwise=is_two_pass(rule))
         if policy.norm_gate:
             candidates, gram = _gate(candidates, gram, policy.norm_gate, result)
     result.candidates = candidates
@@ -360,12 +376,14 @@ def _aggregate_locked(
     weights, capped = _weights(candidates, policy.max_weight_share)
     inputs = _inputs(candidates, weights)
     coefficients = None
-    if is_two_pass(rule):
+    if view.streams and is_two_pass(rule):
         assert gram is not None
         coefficients = run_two_pass(rule, gram, np.array(weights))  # type: ignore[arg-type]
+    strategy_name, strategy_params = strategy_record(view, rule)
+    shown = strategy_text(rule) if view.streams else strategy_name
     provenance = mf.Provenance(
-        strategy=rule.name,
-        strategy_params=rule.params(),
+        strategy=strategy_name,
+        strategy_params=strategy_params,
         inputs=tuple(
             mf.ProvenanceInput(
                 site=c.site,
@@ -389,24 +407,26 @@ def _aggregate_locked(
         ws.packages_dir,
         manifest,
         package_scan.header.tensors,
-        lambda write: aggregate_stream(
-            package_scan.header.tensors, base, inputs, rule, write, coefficients
-        ),
+        lambda write: produce(view, inputs, rule, write, coefficients),
         key,
     )
+    if view.base.path != package_path:
+        view.base.path.unlink(missing_ok=True)  # a partial round's scratch base
     archive = ws.round_dir(r)
     shutil.rmtree(archive, ignore_errors=True)  # an uncommitted attempt's leftovers
     staging.rename(archive)
     ws.log.append(
-        _commit_events(r, candidates, weights, capped, result, state, policy, new_path, sha)
+        _commit_events(r, candidates, weights, capped, result, state, shown, new_path, sha, policy)
     )
     bundles = [c.verified.manifest.bundle for c in candidates]
     return AggregateReport(
         round=r,
         package=new_path,
         sha256=sha,
-        strategy=strategy_text(rule),
-        rows=tuple(_rows(result, _figures(candidates, weights, capped, figures))),
+        strategy=shown,
+        rows=tuple(
+            _rows(result, _figures(candidates, weights, capped, figures) if figures else None)
+        ),
         missing_sites=missing,
         global_accuracy=weighted([b.metrics_global for b in bundles if b]),
         trained_accuracy=weighted([b.metrics_trained for b in bundles if b]),
@@ -443,9 +463,10 @@ def _commit_events(
     capped: list[bool],
     result: IntakeResult,
     state: HubState,
-    policy: RoundPolicy,
+    shown: str,
     new_path: Path,
     sha: str,
+    policy: RoundPolicy,
 ) -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = [
         (
@@ -473,7 +494,7 @@ def _commit_events(
                 "round": r,
                 "package": new_path.name,
                 "sha256": sha,
-                "strategy": strategy_text(policy.rule),
+                "strategy": shown,
                 "inputs": len(candidates),
             }
             | ({"norm_gate": policy.norm_gate} if policy.norm_gate is not None else {})

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from flsilo import manifest as mf
 from flsilo.artifact import Verified, sha256_file, sig_path, verify_file
@@ -19,6 +22,13 @@ from flsilo.atomic import atomic_writer, copy_file, write_text
 from flsilo.errors import FlsiloError, PolicyError
 from flsilo.federation import FederationConfig
 from flsilo.tensorfile import Header
+from flsilo.tensorsets import (
+    ROUND_STATISTICS,
+    ROUND_TRAIN,
+    STAT_CLASS_COUNTS,
+    expected_specs,
+    layout_of,
+)
 from flsilo.trust import AllowedSigners
 from hub_kit.privacy import check_bundle as check_dp_bundle
 from hub_kit.workspace import HubState
@@ -73,6 +83,7 @@ def check_policy(
     state: HubState,
     package_header: Header,
     package_model: mf.ModelInfo,
+    package_plan: mf.Plan | None = None,
 ) -> int:
     """Raise PolicyError unless the hub may accept this bundle now; return its age in rounds."""
     m = verified.manifest
@@ -116,12 +127,7 @@ def check_policy(
             "bundle's model description differs from the package's",
             "the site used another model or class list",
         )
-    if verified.scan.header.layout() != package_header.layout():
-        raise refuse(
-            "wrong-tensors",
-            "bundle's tensor names, dtypes, shapes or layout differ from the package's",
-            "the site trained a different model; it cannot be averaged",
-        )
+    check_tensor_set(verified, package_header, package_model, package_plan or b.plan, refuse)
     if not 0 < b.num_samples <= config.hub.max_samples:
         raise refuse(
             "sample-count",
@@ -130,6 +136,61 @@ def check_policy(
         )
     check_dp_bundle(verified, config)
     return age
+
+
+def check_tensor_set(
+    verified: Verified,
+    package_header: Header,
+    package_model: mf.ModelInfo,
+    plan: mf.Plan,
+    refuse: Callable[[str, str, str], PolicyError],
+) -> None:
+    """The bundle holds exactly the tensors the round's plan asks for (whole, partial, statistics).
+
+    The plan is the hub's (from the round's package), never the one the bundle claims.
+    """
+    specs = expected_specs(
+        package_header, package_model.head, plan.kind, plan.freeze, plan.head_solver
+    )
+    expected = tuple(t.signature() for t in layout_of(specs))
+    if verified.scan.header.layout() != expected:
+        what = {
+            ROUND_STATISTICS: "the head statistics this statistics round asks for",
+            ROUND_TRAIN: "the package's trainable tensors" if plan.freeze else "the package's",
+        }[plan.kind]
+        raise refuse(
+            "wrong-tensors",
+            f"bundle's tensor names, dtypes, shapes or layout differ from {what}",
+            "the site trained a different model or followed another plan; it cannot be combined",
+        )
+    if plan.kind == ROUND_STATISTICS:
+        check_statistics(verified, plan, refuse)
+
+
+def check_statistics(
+    verified: Verified, plan: mf.Plan, refuse: Callable[[str, str, str], PolicyError]
+) -> None:
+    """Class counts are whole, sum to num_samples, and respect the plan's minimum cell size."""
+    info = next(t for t in verified.scan.header.tensors if t.name == STAT_CLASS_COUNTS)
+    with verified.path.open("rb") as fh:
+        fh.seek(verified.scan.header.data_start + info.begin)
+        counts = np.frombuffer(fh.read(info.nbytes), dtype="<f8")
+    b = verified.manifest.bundle
+    assert b is not None
+    if np.any(counts < 0) or np.any(counts != np.round(counts)) or counts.sum() != b.num_samples:
+        raise refuse(
+            "bad-statistics",
+            f"class counts do not add up to the {b.num_samples} samples the bundle claims",
+            "the bundle was not made by 'flsilo train'; ask the site to run it again",
+        )
+    small = [int(c) for c in counts if 0 < c < plan.min_cell_size]
+    if small:
+        raise refuse(
+            "cell-too-small",
+            f"bundle reveals a class with {min(small)} samples; the plan's minimum is "
+            f"{plan.min_cell_size}",
+            "the site should have refused this round; discard the bundle",
+        )
 
 
 def _claimed_site(path: Path) -> str:
@@ -147,6 +208,7 @@ def intake(
     trust: AllowedSigners,
     package_header: Header,
     package_model: mf.ModelInfo,
+    package_plan: mf.Plan | None = None,
 ) -> IntakeResult:
     result = IntakeResult([], [], [])
     staging.mkdir(parents=True, exist_ok=True)
@@ -157,7 +219,9 @@ def intake(
                 verified = verify_file(path, trust, expected_kind=mf.KIND_BUNDLE, copy_to=out)
                 if verified.sha256 in state.accepted:
                     raise _AlreadyUsed(verified.sha256)
-                age = check_policy(verified, config, state, package_header, package_model)
+                age = check_policy(
+                    verified, config, state, package_header, package_model, package_plan
+                )
             copy_file(sig_path(path), sig_path(staged))
         except _AlreadyUsed as used:
             result.skipped.append(

@@ -10,6 +10,8 @@ from flsilo.atomic import atomic_directory, write_text
 from flsilo.errors import UsageError
 from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
+from flsilo.plan import CLOSED_FORM
+from flsilo.tensorsets import frozen_names, unmatched_globs
 from hub_kit.eventlog import EventLog
 from hub_kit.packaging import package_manifest, write_package
 from hub_kit.privacy import check_config as check_dp_config
@@ -18,13 +20,15 @@ from hub_kit.strategies import parse_strategy
 from hub_kit.workspace import HUB_FILE, fold, hub_toml, render_allowed_signers
 
 
-def initial_weights(config: FederationConfig, init_weights: Path | None) -> tuple[dict, str]:
-    """Seeded fresh weights, or a pretrained start; returns raw tensors and the code digest."""
+def initial_weights(
+    config: FederationConfig, init_weights: Path | None
+) -> tuple[dict, str, tuple[str, ...]]:
+    """Seeded fresh weights, or a pretrained start; returns raw tensors, code digest, head."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from flsilo.models.registry import build_model, code_digest
+    from flsilo.models.registry import build_model, code_digest, head_tensor_names
     from flsilo.torchio import load_weights, state_to_raw
 
     torch.manual_seed(config.plan.seed)
@@ -43,7 +47,37 @@ def initial_weights(config: FederationConfig, init_weights: Path | None) -> tupl
             ) from exc
         load_weights(model, tensors, str(init_weights))
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    return state_to_raw(state), code_digest(config.model)
+    try:
+        head = head_tensor_names(model)
+    except ValueError:
+        head = ()
+    return state_to_raw(state), code_digest(config.model), head
+
+
+def check_heads_plan(config: FederationConfig, raw: dict, head: tuple[str, ...]) -> None:
+    """Freeze globs must each match a tensor and leave some to train; closed-form needs a head."""
+    freeze = config.plan.freeze
+    bad_globs = unmatched_globs(raw, freeze)
+    if bad_globs:
+        raise UsageError(
+            f"--freeze pattern {bad_globs[0]!r} matches no tensor of model {config.model!r}",
+            code="bad-freeze",
+            hint="patterns are shell globs over state-dict names; 'flsilo inspect' lists them",
+        )
+    if frozen_names(raw, freeze) == set(raw):
+        raise UsageError(
+            "--freeze leaves no tensor to train", code="bad-freeze", hint="freeze the backbone only"
+        )
+    if not config.schedule.kind.startswith(CLOSED_FORM):
+        return
+    shapes = [raw[n].shape for n in head]
+    if len(head) != 2 or len(shapes[0]) != 2 or len(shapes[1]) != 1:
+        raise UsageError(
+            f"model {config.model!r} has no linear head with weight and bias for a closed-form "
+            "schedule",
+            code="no-head",
+            hint="end the model with nn.Linear(d, classes, bias=True), or set model.flsilo_head",
+        )
 
 
 def hub_init(
@@ -65,7 +99,8 @@ def hub_init(
     check_dp_config(config)
     key = load_private_key(key_path, passphrase)
     public = PublicKey.from_key(key.public_key(), comment="flsilo hub")
-    raw, digest = initial_weights(config, init_weights)
+    raw, digest, head = initial_weights(config, init_weights)
+    check_heads_plan(config, raw, head)
     model = mf.ModelInfo(
         spec=config.model,
         code_digest=digest,
@@ -73,6 +108,7 @@ def hub_init(
         input_shape=config.input_shape,
         label_column=config.data.label_column,
         feature_columns=config.data.feature_columns,
+        head=head,
     )
     with atomic_directory(root) as staging:
         fed.write(staging / fed.FEDERATION_FILE, config)

@@ -21,15 +21,16 @@ import torch
 from flsilo.errors import UsageError
 from flsilo.federation import DataSpec, HubPolicy
 from flsilo.models.registry import build_model
-from flsilo.plan import Plan, dp_of, parse_schedule, plan_problem, without_dp
+from flsilo.plan import CLOSED_FORM, Plan, dp_of, parse_schedule, plan_problem, without_dp
 from hub_kit.inmemory import combine_states
 from hub_kit.strategies import parse_strategy
 from sim_kit.datasets import DIGIT_CLASSES, load_digits
+from sim_kit.heads import solve_closed_form_head
 from sim_kit.partition import partition, shift, train_test_split
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import evaluate
 from site_kit.privacy import DPRun, Spend, epsilon, plan_spend
-from site_kit.training import derive_seed, train
+from site_kit.training import derive_seed, freeze_parameters, train
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,13 @@ class SimSettings:
         if self.total_epochs is not None:
             if self.total_epochs % e:
                 raise UsageError(f"--total-epochs {self.total_epochs} is not a multiple of E={e}")
-            return self.total_epochs // e
+            return self.total_epochs // e + (1 if self.closed_form else 0)
         return parse_schedule(self.schedule, (e,)).rounds
+
+    @property
+    def closed_form(self) -> bool:
+        """Round 0 is a statistics round that solves the head (closed-form schedules)."""
+        return self.schedule.startswith(CLOSED_FORM)
 
 
 @dataclass
@@ -141,6 +147,52 @@ def _combine(
     return {k: torch.from_numpy(v.copy()) for k, v in combined.items()}
 
 
+def start_model(s: SimSettings, data: SimData) -> torch.nn.Module:
+    """The round-0 model: seeded, pretrained on the public share if any, then frozen per plan."""
+    torch.manual_seed(s.seed)
+    model = build_model(s.model, data.input_shape, len(data.classes))
+    if data.public is not None:  # a pretrained start, as --init-weights gives a real federation
+        pre = replace(without_dp(s.plan), local_epochs=s.pretrain_epochs)
+        train(model, data.public, pre, seed=s.seed, device=torch.device("cpu"))
+    freeze_parameters(model, s.plan.freeze)
+    return model
+
+
+def _training_round(
+    model: torch.nn.Module,
+    global_state: dict[str, torch.Tensor],
+    s: SimSettings,
+    data: SimData,
+    r: int,
+    ledgers: list[list[Spend]],
+    result: SimResult,
+    say: Callable[[str], None],
+) -> dict[str, torch.Tensor]:
+    """Every site trains from ``global_state`` per the plan; the hub's strategy combines."""
+    states, weights = [], []
+    for i, site_data in enumerate(data.sites):
+        if len(site_data) == 0:
+            continue
+        round_plan = replace(s.plan, seed=s.seed + r)
+        dp_run = _private_round(round_plan, ledgers[i], len(site_data), f"site-{i}", r, say)
+        if dp_of(s.plan) is not None and dp_run is None:
+            continue  # this site has spent its budget
+        model.load_state_dict(global_state)
+        started = time.perf_counter()
+        train(
+            model,
+            site_data,
+            round_plan,
+            seed=derive_seed(s.seed + r, f"site-{i}"),
+            device=torch.device("cpu"),
+            dp=dp_run,
+        )
+        result.train_seconds += time.perf_counter() - started
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        weights.append(float(len(site_data)))
+    return _combine(global_state, states, weights, s.hub.strategy) if states else global_state
+
+
 def run_simulation(
     settings: SimSettings,
     data: SimData,
@@ -149,11 +201,7 @@ def run_simulation(
     s = settings
     rounds = s.rounds()
     cpu = torch.device("cpu")
-    torch.manual_seed(s.seed)
-    model = build_model(s.model, data.input_shape, len(data.classes))
-    if data.public is not None:  # a pretrained start, as --init-weights gives a real federation
-        pre = replace(without_dp(s.plan), local_epochs=s.pretrain_epochs)
-        train(model, data.public, pre, seed=s.seed, device=cpu)
+    model = start_model(s, data)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     plan = s.plan
     result = SimResult(settings=s, rounds=rounds)
@@ -163,29 +211,12 @@ def run_simulation(
     result.loss.append(first.loss)
     global_state = start
     for r in range(rounds):
-        states, weights = [], []
-        for i, site_data in enumerate(data.sites):
-            if len(site_data) == 0:
-                continue
-            round_plan = replace(plan, seed=s.seed + r)
-            dp_run = _private_round(round_plan, ledgers[i], len(site_data), f"site-{i}", r, say)
-            if dp_of(plan) is not None and dp_run is None:
-                continue  # this site has spent its budget
-            model.load_state_dict(global_state)
-            started = time.perf_counter()
-            train(
-                model,
-                site_data,
-                round_plan,
-                seed=derive_seed(s.seed + r, f"site-{i}"),
-                device=cpu,
-                dp=dp_run,
-            )
-            result.train_seconds += time.perf_counter() - started
-            states.append({k: v.clone() for k, v in model.state_dict().items()})
-            weights.append(float(len(site_data)))
-        if states:
-            global_state = _combine(global_state, states, weights, s.hub.strategy)
+        model.load_state_dict(global_state)
+        if s.closed_form and r == 0:
+            solve_closed_form_head(model, data.sites, len(data.classes), plan.head_solver)
+            global_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            global_state = _training_round(model, global_state, s, data, r, ledgers, result, say)
         model.load_state_dict(global_state)
         ev = evaluate(model, data.test, len(data.classes), cpu)
         result.accuracy.append(ev.accuracy)
@@ -196,7 +227,8 @@ def run_simulation(
     dp = dp_of(plan)
     if dp is not None:
         result.dp_epsilon = {f"site-{i}": epsilon(led, dp.delta) for i, led in enumerate(ledgers)}
-    total = rounds * plan.local_epochs
+    # baselines train as many epochs as the training rounds (at least E: closed-form alone)
+    total = max(rounds - (1 if s.closed_form else 0), 1) * plan.local_epochs
     if s.baselines:  # not private
         long_plan = replace(without_dp(plan), local_epochs=total)
         for i, site_data in enumerate(data.sites):

@@ -21,17 +21,26 @@ from flsilo.federation import DataSpec
 from flsilo.keys import PassphraseSource, load_private_key
 from flsilo.models.registry import build_model, code_digest
 from flsilo.plan import dp_of
+from flsilo.tensorsets import ROUND_STATISTICS
 from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
 from site_kit import record as site_record
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import Evaluation, evaluate
 from site_kit.privacy import DPRun, prepare_round
+from site_kit.statistics import (
+    check_cell_size,
+    feature_matrix,
+    head_statistics,
+    reveals,
+    statistics_tensors,
+)
 from site_kit.training import (
     DistContext,
     ProgressCallback,
     TrainResult,
     derive_seed,
+    freeze_parameters,
     init_distributed,
     pick_device,
     train,
@@ -168,6 +177,9 @@ def _train_locked(
         site_record.note_package(ws.root, m.round, package.name, job.verified.sha256)
     data = load_site_data(ws, job, request)
     timings = {"load_seconds": round(time.perf_counter() - t0, 3)}
+    if job.plan.kind == ROUND_STATISTICS:
+        return statistics_round(ws, job, data, request, dist, passphrase, timings)
+    frozen = freeze_parameters(job.model, job.plan.freeze)
     dp_run = None
     if dp_of(job.plan) is not None and dist.is_main:  # refuses a round past the budget
         m = job.verified.manifest
@@ -186,7 +198,8 @@ def _train_locked(
         manifest = bundle_manifest(
             job, data, ws.config.site_id, timings, dist, global_eval, trained_eval, dp_run
         )
-        sha = write_artifact(job.bundle_path, state_to_raw(job.model.state_dict()), manifest, key)
+        trained = {k: v for k, v in job.model.state_dict().items() if k not in frozen}
+        sha = write_artifact(job.bundle_path, state_to_raw(trained), manifest, key)
         bundle = job.bundle_path
         record_trained(ws, job, data, request, sha, dp_run)
         ws.record_round(manifest.round, job.verified.sha256)
@@ -204,6 +217,74 @@ def _train_locked(
         val_samples=len(data.val),
         skipped=data.skipped,
         class_counts=data.train.class_counts(len(job.verified.manifest.model.classes)),
+        rank=dist.rank,
+    )
+
+
+def statistics_round(
+    ws: SiteWorkspace,
+    job: RoundJob,
+    data: SiteData,
+    request: TrainRequest,
+    dist: DistContext,
+    passphrase: PassphraseSource,
+    timings: dict[str, float],
+) -> TrainOutcome:
+    """Answer a closed-form round: head statistics of every sample, signed as a bundle.
+
+    Nothing trains; the plan's val_fraction is 0, so ``data.train`` is every sample.
+    """
+    m = job.verified.manifest
+    classes = m.model.classes
+    counts = data.train.class_counts(len(classes))
+    check_cell_size(np.asarray(counts), job.plan, classes, job.package)
+    key = unlock_site_key(ws, request.key, passphrase) if dist.is_main else None
+    started = time.perf_counter()
+    device = pick_device(request.device, dist)
+    features = feature_matrix(job.model, data.train, device)
+    stats = head_statistics(features, data.train.y, len(classes), job.plan.head_solver)
+    seconds = time.perf_counter() - started
+    timings["statistics_seconds"] = round(seconds, 3)
+    manifest = sha = None
+    if dist.is_main:
+        assert key is not None
+        manifest = mf.Manifest(
+            kind=mf.KIND_BUNDLE,
+            format_version=mf.FORMAT_VERSION,
+            federation=m.federation,
+            round=m.round,
+            created_at=mf.now_utc(),
+            software=software(),
+            model=m.model,
+            bundle=mf.BundleInfo(
+                site=ws.config.site_id,
+                base_package_sha256=job.verified.sha256,
+                num_samples=len(data.train),
+                plan=job.plan,
+                metrics_global=None,
+                metrics_trained=None,
+                timings=timings,
+                skipped_samples=data.skipped,
+                reveals=reveals(stats),
+            ),
+        )
+        sha = write_artifact(job.bundle_path, statistics_tensors(stats), manifest, key)
+        ws.record_round(m.round, job.verified.sha256)
+        record_trained(ws, job, data, request, sha, None)
+    dist.barrier()
+    rate = len(data.train) / max(seconds, 1e-9)
+    return TrainOutcome(
+        bundle=job.bundle_path if dist.is_main else None,
+        sha256=sha,
+        manifest=manifest,
+        package=job.package,
+        global_eval=None,
+        trained_eval=None,
+        result=TrainResult(0, 0, seconds, rate, float("nan")),
+        train_samples=len(data.train),
+        val_samples=0,
+        skipped=data.skipped,
+        class_counts=list(counts),
         rank=dist.rank,
     )
 

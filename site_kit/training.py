@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from flsilo.errors import UsageError
 from flsilo.manifest import Plan
+from flsilo.tensorsets import frozen_names
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset
 from site_kit.privacy import DPRun, start_private
@@ -113,6 +114,15 @@ def derive_seed(plan_seed: int, site: str) -> int:
     """Each site's training seed: fixed by the package's seed and the site id."""
     digest = hashlib.sha256(f"{plan_seed}:{site}".encode()).digest()
     return int.from_bytes(digest[:7], "big")
+
+
+def freeze_parameters(model: torch.nn.Module, globs: tuple[str, ...]) -> set[str]:
+    """Stop gradients for the plan's frozen tensors; return their state-dict names."""
+    frozen = frozen_names(model.state_dict(), globs)
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    return frozen
 
 
 def make_optimizer(params: list[torch.nn.Parameter], plan: Plan) -> torch.optim.Optimizer:

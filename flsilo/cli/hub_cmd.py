@@ -52,7 +52,13 @@ def hub_init(
     ],
     plan_settings: dict[str, Any],
     hub: HubPolicy,
-    schedule: Annotated[str, typer.Option(help="one-shot, few-shot:R or periodic:R.")] = "one-shot",
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="one-shot, few-shot:R, periodic:R, closed-form, closed-form+periodic:R "
+            "or closed-form+few-shot:R."
+        ),
+    ] = "one-shot",
     local_epochs: Annotated[
         str, typer.Option(help="E for every round, or E1,E2,... per round.")
     ] = "1",

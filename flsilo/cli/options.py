@@ -32,6 +32,7 @@ class Setting:
     option_type: Any = None  # the type typer parses; None: the field's own type
     parse: Callable[[Any], Any] | None = None  # option value -> field value
     simulate: bool = True  # offered by ``flsilo simulate`` too
+    option_default: Any = None  # the option's default, when not the field's (None: the field's)
 
 
 STRATEGY_HELP = (
@@ -54,6 +55,15 @@ PLAN_SETTINGS: tuple[Setting, ...] = (
     Setting("dp_clip", "DP: per-sample gradient clipping norm."),
     Setting("dp_delta", "DP: delta of the (epsilon, delta) guarantee."),
     Setting("dp_budget", "DP: total epsilon per site; sites refuse rounds past it."),
+    Setting(
+        "freeze",
+        "Tensors that never train (globs, e.g. 'stem.*,stages.*'); bundles omit them.",
+        option_type=str,
+        parse=lambda text: name_list(text),
+        option_default="",
+    ),
+    Setting("head_solver", "Closed-form schedules: ridge[:LAMBDA] or ncm."),
+    Setting("min_cell_size", "Closed-form: sites refuse to reveal a class with fewer samples."),
 )
 
 HUB_SETTINGS: tuple[Setting, ...] = (
@@ -82,10 +92,13 @@ def _parameter(setting: Setting, owner: type) -> inspect.Parameter:
     field = fields[setting.name]
     hints = inspect.get_annotations(owner, eval_str=True)
     kind = setting.option_type or hints[setting.name]
+    default = field.default
+    if setting.option_default is not None:
+        default = setting.option_default
     return inspect.Parameter(
         setting.name,
         inspect.Parameter.KEYWORD_ONLY,
-        default=field.default,
+        default=default,
         annotation=Annotated[kind, typer.Option(help=setting.help)],
     )
 

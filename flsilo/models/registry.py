@@ -110,3 +110,56 @@ def build_model(spec_text: str, input_shape: tuple[int, ...], num_classes: int) 
     except (TypeError, ValueError) as exc:
         raise _bad(spec_text, str(exc)) from exc
     return model
+
+
+HEAD_ATTRIBUTE = "flsilo_head"
+"""A factory may name its head module on the model it returns: ``model.flsilo_head = "fc"``."""
+
+
+def head_module_name(model: nn.Module) -> str:
+    """The model's head: the module named by ``model.flsilo_head``, else its last nn.Linear.
+
+    The head is the layer a closed-form solver replaces and a frozen backbone feeds; its
+    *features* are whatever the model passes into it.
+    """
+    from torch import nn
+
+    named = getattr(model, HEAD_ATTRIBUTE, None)
+    if isinstance(named, str):
+        return named
+    linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linear:
+        raise ValueError("the model has no nn.Linear layer and names no flsilo_head")
+    return linear[-1]
+
+
+def head_tensor_names(model: nn.Module) -> tuple[str, ...]:
+    """State-dict names of the head's tensors, weight first (e.g. ``fc.weight``, ``fc.bias``)."""
+    name = head_module_name(model)
+    module = model.get_submodule(name)
+    prefix = f"{name}." if name else ""
+    own = [n for n, _ in module.state_dict().items()]
+    return tuple(prefix + n for n in sorted(own, key=lambda n: (n != "weight", n)))
+
+
+def head_features(model: nn.Module, x: Any) -> Any:
+    """The features ``model`` feeds its head for input batch ``x``, flattened to (N, d).
+
+    Captured with a forward pre-hook on the head, so any architecture works unchanged.
+    """
+    import torch
+
+    captured: list[torch.Tensor] = []
+
+    def grab(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        captured.append(args[0])
+
+    head = model.get_submodule(head_module_name(model))
+    handle = head.register_forward_pre_hook(grab)
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise ValueError(f"the head ran {len(captured)} times in one forward pass, not once")
+    return captured[0].flatten(1)

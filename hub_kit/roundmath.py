@@ -1,0 +1,186 @@
+"""What one round computes from its bundles, by the round's kind; shared by aggregate and replay.
+
+- whole bundles: the streaming aggregator over the package's layout, as ever;
+- partial bundles (the plan freezes tensors): the same aggregator over the trainable
+  tensors only, against a scratch copy of the package's trainable tensors laid out like the
+  bundles; the frozen tensors are copied from the round's package into the next one;
+- statistics bundles (closed-form round): the statistics are summed in site order and the
+  head solved (hub_kit.closed_form); every other tensor is copied from the round's package.
+The output is the next package's data section, written in file order through ``write``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flsilo import manifest as mf
+from flsilo.atomic import atomic_writer
+from flsilo.tensorfile import NUMPY_DTYPE, Header, TensorInfo, from_float64
+from flsilo.tensorsets import (
+    ROUND_STATISTICS,
+    SOLVER_RIDGE,
+    expected_specs,
+    layout_of,
+    parse_solver,
+)
+from hub_kit.closed_form import REPLAY_ATOL, solve_head, sum_statistics
+from hub_kit.strategies.base import Rule, is_two_pass
+from hub_kit.streaming import (
+    SiteFigures,
+    StreamInput,
+    Writer,
+    aggregate_stream,
+    first_pass,
+    run_two_pass,
+)
+
+WHOLE = "whole"
+PARTIAL = "partial"
+STATISTICS = "statistics"
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """The round as the streaming aggregator sees it: the bundles' layout and its base."""
+
+    kind: str
+    package: StreamInput
+    header: Header
+    model: mf.ModelInfo
+    plan: mf.Plan
+    layout: tuple[TensorInfo, ...]
+    """The tensors every bundle of this round carries, in their file order."""
+    base: StreamInput
+    """The round's package, laid out like the bundles (a scratch copy for partial rounds)."""
+
+    @property
+    def streams(self) -> bool:
+        """Whether bundles are combined by the strategy (not for statistics rounds)."""
+        return self.kind != STATISTICS
+
+
+def bundle_specs(
+    header: Header, model: mf.ModelInfo, plan: mf.Plan
+) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The tensor set a bundle answering this package's plan must carry."""
+    return expected_specs(header, model.head, plan.kind, plan.freeze, plan.head_solver)
+
+
+def round_view(
+    package_path: Path, header: Header, model: mf.ModelInfo, plan: mf.Plan, scratch: Path
+) -> RoundView:
+    """How to combine this round's bundles; a partial round writes its base into ``scratch``."""
+    package = StreamInput(package_path, header.data_start, 0.0)
+    specs = bundle_specs(header, model, plan)
+    layout = tuple(layout_of(specs))
+    if plan.kind == ROUND_STATISTICS:
+        return RoundView(STATISTICS, package, header, model, plan, layout, package)
+    if set(specs) == {t.name for t in header.tensors}:
+        return RoundView(WHOLE, package, header, model, plan, header.tensors, package)
+    where = {t.name: t for t in header.tensors}
+    with package_path.open("rb") as src, atomic_writer(scratch) as out:
+        for info in layout:
+            src.seek(header.data_start + where[info.name].begin)
+            out.write(src.read(info.nbytes))
+    return RoundView(PARTIAL, package, header, model, plan, layout, StreamInput(scratch, 0, 0.0))
+
+
+def strategy_record(view: RoundView, rule: Rule) -> tuple[str, dict[str, float]]:
+    """The provenance's strategy name and parameters for this round."""
+    if view.streams:
+        return rule.name, rule.params()
+    name, lam = parse_solver(view.plan.head_solver)
+    params = {"replay_atol": REPLAY_ATOL} | ({"lambda": lam} if name == SOLVER_RIDGE else {})
+    return f"closed-form-{name}", params
+
+
+def gram_of(view: RoundView, inputs: Sequence[StreamInput], pairwise: bool = True) -> np.ndarray:
+    """The first pass (update norms, and the Gram matrix for two-pass rules) of the round."""
+    return first_pass(view.layout, view.base, inputs, pairwise=pairwise)
+
+
+def produce(
+    view: RoundView,
+    inputs: Sequence[StreamInput],
+    rule: Rule,
+    write: Writer,
+    coefficients: np.ndarray | None = None,
+) -> list[SiteFigures]:
+    """Write the next package's data section; return each input's figures (none: statistics)."""
+    if view.kind == WHOLE:
+        return aggregate_stream(view.layout, view.base, inputs, rule, write, coefficients)
+    trained = bytearray()
+    figures: list[SiteFigures] = []
+    if view.kind == PARTIAL:
+        figures = aggregate_stream(
+            view.layout, view.base, inputs, rule, trained.extend, coefficients
+        )
+        offsets = {info.name: info for info in view.layout}
+    else:
+        trained, offsets = _closed_form_head(view, inputs)
+    _merge(view, trained, offsets, write)
+    return figures
+
+
+def replay(
+    view: RoundView, inputs: Sequence[StreamInput], rule: Rule, write: Writer
+) -> list[SiteFigures]:
+    """Recompute the round exactly as ``aggregate`` did (first pass included)."""
+    coefficients = None
+    if view.streams and is_two_pass(rule):
+        weights = np.array([i.weight for i in inputs], dtype=np.float64)
+        coefficients = run_two_pass(rule, gram_of(view, inputs), weights)  # type: ignore[arg-type]
+    return produce(view, inputs, rule, write, coefficients)
+
+
+def _closed_form_head(
+    view: RoundView, inputs: Sequence[StreamInput]
+) -> tuple[bytearray, dict[str, TensorInfo]]:
+    """The solved head's bytes, laid out as the package's head tensors in their order."""
+    stats = sum_statistics([_read_statistics(i, view.layout) for i in inputs])
+    weight, bias = solve_head(view.plan.head_solver, stats)
+    where = {t.name: t for t in view.header.tensors}
+    out = bytearray()
+    placed: dict[str, TensorInfo] = {}
+    for name, values in zip(view.model.head, (weight, bias), strict=True):
+        info = where[name]
+        raw = np.ascontiguousarray(from_float64(info.dtype, values.reshape(info.shape)))
+        placed[name] = TensorInfo(name, info.dtype, info.shape, len(out), len(out) + info.nbytes)
+        out += raw.tobytes()
+    return out, placed
+
+
+def _read_statistics(item: StreamInput, layout: Sequence[TensorInfo]) -> dict[str, np.ndarray]:
+    with item.path.open("rb") as fh:
+        fh.seek(item.data_start)
+        blob = fh.read(layout[-1].end if layout else 0)
+    return {
+        info.name: np.frombuffer(blob, NUMPY_DTYPE[info.dtype], info.numel, info.begin)
+        .astype(np.float64)
+        .reshape(info.shape)
+        for info in layout
+    }
+
+
+def _merge(
+    view: RoundView, computed: bytearray, offsets: dict[str, TensorInfo], write: Writer
+) -> None:
+    """Write the package's tensors in file order: computed ones, the rest from the package."""
+    with view.package.path.open("rb") as src:
+        for info in view.header.tensors:
+            own = offsets.get(info.name)
+            if own is not None:
+                write(memoryview(computed)[own.begin : own.end])
+                continue
+            src.seek(view.package.data_start + info.begin)
+            left = info.nbytes
+            while left:
+                chunk = src.read(min(left, 8 << 20))
+                if not chunk:
+                    raise OSError(f"{view.package.path}: file shrank while reading")
+                write(memoryview(chunk))
+                left -= len(chunk)

@@ -1,0 +1,80 @@
+"""A statistics round at a site: sufficient statistics of the features that feed the head.
+
+Every sample counts (no validation hold-out, no augmentation), features come from the
+package's frozen model in eval mode, and sums are float64, so the hub's sum over sites equals
+the statistics of the pooled data. What the bundle reveals is listed in its manifest, and a
+site refuses when a class has fewer samples than the plan's minimum cell size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flsilo.errors import PolicyError
+from flsilo.manifest import Plan
+from flsilo.models.registry import head_features
+from flsilo.tensorfile import RawTensor
+from flsilo.tensorsets import (
+    REVEALS,
+    STAT_CLASS_COUNTS,
+    STAT_CLASS_SUMS,
+    STAT_GRAM,
+    statistics_specs,
+)
+from site_kit.data import Dataset
+
+BATCH = 256
+
+
+@torch.no_grad()
+def feature_matrix(model: torch.nn.Module, data: Dataset, device: torch.device) -> np.ndarray:
+    """Head features of every sample, float64, in the dataset's order."""
+    model.to(device).eval()
+    parts = []
+    for start in range(0, len(data), BATCH):
+        x = torch.from_numpy(data.x[start : start + BATCH]).to(device)
+        parts.append(head_features(model, x).to("cpu", torch.float64).numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def head_statistics(
+    features: np.ndarray, labels: np.ndarray, classes: int, solver: str
+) -> dict[str, np.ndarray]:
+    """Class counts, per-class feature sums, and (ridge) the Gram matrix of [features, 1]."""
+    n, d = features.shape
+    specs = statistics_specs(solver, d, classes)
+    onehot = np.zeros((n, classes))
+    onehot[np.arange(n), labels] = 1.0
+    stats = {
+        STAT_CLASS_COUNTS: onehot.sum(axis=0),
+        STAT_CLASS_SUMS: onehot.T @ features,
+    }
+    if STAT_GRAM in specs:
+        augmented = np.concatenate([features, np.ones((n, 1))], axis=1)
+        stats[STAT_GRAM] = augmented.T @ augmented
+    return stats
+
+
+def check_cell_size(counts: np.ndarray, plan: Plan, classes: tuple[str, ...], source: Path) -> None:
+    """Refuse to reveal a class held by fewer than ``plan.min_cell_size`` samples (but some)."""
+    small = [(classes[i], int(c)) for i, c in enumerate(counts) if 0 < c < plan.min_cell_size]
+    if small:
+        name, count = small[0]
+        raise PolicyError(
+            f"this site holds {count} samples of class {name!r}; the plan's minimum cell size "
+            f"is {plan.min_cell_size}, so its statistics would reveal too little a group",
+            path=source,
+            code="cell-too-small",
+            hint="do not send a bundle for this round (tell the hub), or add data for that class",
+        )
+
+
+def statistics_tensors(stats: dict[str, np.ndarray]) -> dict[str, RawTensor]:
+    return {name: RawTensor.from_numpy(np.ascontiguousarray(v), "F64") for name, v in stats.items()}
+
+
+def reveals(stats: dict[str, np.ndarray]) -> tuple[str, ...]:
+    return tuple(REVEALS[name] for name in sorted(stats))
