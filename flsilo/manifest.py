@@ -19,7 +19,7 @@ from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 from flsilo import __version__
 from flsilo.errors import MalformedInputError
-from flsilo.plan import Plan, Schedule, check_plan, dp_of, schedule_problem
+from flsilo.plan import Plan, Schedule, dp_of, plan_problem, schedule_problem
 from flsilo.tensorfile import strict_json
 
 MANIFEST_KEY = "flsilo.manifest"
@@ -182,27 +182,7 @@ def from_jsonable(cls: Any, data: Any, where: str = "manifest") -> Any:
         inner = [o for o in options if o is not type(None)]
         return from_jsonable(inner[0], data, where)
     if dataclasses.is_dataclass(cls):
-        if not isinstance(data, dict):
-            raise SchemaError(f"{where} must be an object")
-        hints = get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise SchemaError(f"{where} has unknown field {sorted(unknown)[0]!r}")
-        missing = {
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.name not in data
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        }
-        if missing:
-            raise SchemaError(f"{where} lacks field {sorted(missing)[0]!r}")
-        kwargs = {
-            name: from_jsonable(hints[name], value, f"{where}.{name}")
-            for name, value in data.items()
-        }
-        return cast(Any, cls)(**kwargs)
+        return _dataclass_from(cls, data, where)
     if origin is tuple:
         if not isinstance(data, list):
             raise SchemaError(f"{where} must be a list")
@@ -213,23 +193,47 @@ def from_jsonable(cls: Any, data: Any, where: str = "manifest") -> Any:
             raise SchemaError(f"{where} must be an object")
         _, value_type = get_args(cls)
         return {k: from_jsonable(value_type, v, f"{where}.{k}") for k, v in data.items()}
-    if cls is bool:
-        if not isinstance(data, bool):
-            raise SchemaError(f"{where} must be true or false")
-        return data
-    if cls is int:
-        if not isinstance(data, int) or isinstance(data, bool):
-            raise SchemaError(f"{where} must be an integer")
-        return data
-    if cls is float:
-        if not isinstance(data, int | float) or isinstance(data, bool):
-            raise SchemaError(f"{where} must be a number")
-        return float(data)
-    if cls is str:
-        if not isinstance(data, str):
-            raise SchemaError(f"{where} must be a string")
-        return data
-    raise SchemaError(f"{where}: unsupported type {cls!r}")  # pragma: no cover
+    return _scalar_from(cls, data, where)
+
+
+def _dataclass_from(cls: Any, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{where} must be an object")
+    hints = get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    unknown = set(data) - {f.name for f in fields}
+    if unknown:
+        raise SchemaError(f"{where} has unknown field {sorted(unknown)[0]!r}")
+    missing = {
+        f.name
+        for f in fields
+        if f.name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    }
+    if missing:
+        raise SchemaError(f"{where} lacks field {sorted(missing)[0]!r}")
+    kwargs = {
+        name: from_jsonable(hints[name], value, f"{where}.{name}") for name, value in data.items()
+    }
+    return cast(Any, cls)(**kwargs)
+
+
+_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+}
+
+
+def _scalar_from(cls: Any, data: Any, where: str) -> Any:
+    if cls not in _SCALARS:
+        raise SchemaError(f"{where}: unsupported type {cls!r}")  # pragma: no cover
+    accepted, words = _SCALARS[cls]
+    if not isinstance(data, accepted) or (cls is not bool and isinstance(data, bool)):
+        raise SchemaError(f"{where} must be {words}")
+    return float(cast(float, data)) if cls is float else data
 
 
 def _bad_manifest(source: str, why: str, code: str = "bad-manifest") -> MalformedInputError:
@@ -272,48 +276,53 @@ def decode(metadata: dict[str, str], source: str) -> Manifest:
 
 def check_semantics(m: Manifest, source: str) -> None:
     """Rules the types alone do not express."""
+    problem = _manifest_problem(m)
+    if problem is None and m.bundle is not None:
+        problem = _bundle_problem(m.bundle)
+    if problem is None and m.package is not None:
+        problem = _package_problem(m.package, m.round)
+    if problem is not None:
+        raise _bad_manifest(source, problem)
 
-    def bad(why: str) -> MalformedInputError:
-        return _bad_manifest(source, why)
 
+def _manifest_problem(m: Manifest) -> str | None:
     if m.kind not in (KIND_BUNDLE, KIND_PACKAGE):
-        raise bad(f"kind {m.kind!r} is neither 'bundle' nor 'package'")
+        return f"kind {m.kind!r} is neither 'bundle' nor 'package'"
     if (m.kind == KIND_BUNDLE) != (m.bundle is not None) or (m.kind == KIND_PACKAGE) != (
         m.package is not None
     ):
-        raise bad(f"a {m.kind} must carry exactly the {m.kind} section")
+        return f"a {m.kind} must carry exactly the {m.kind} section"
     if not ID_PATTERN.match(m.federation):
-        raise bad(f"federation id {m.federation!r} is not a valid id")
+        return f"federation id {m.federation!r} is not a valid id"
     if m.round < 0:
-        raise bad("round is negative")
+        return "round is negative"
     if not m.model.classes or len(set(m.model.classes)) != len(m.model.classes):
-        raise bad("class list is empty or has duplicates")
+        return "class list is empty or has duplicates"
     if not m.model.input_shape or any(d <= 0 for d in m.model.input_shape):
-        raise bad("input shape must be positive")
-    if m.bundle is not None:
-        b = m.bundle
-        if not ID_PATTERN.match(b.site):
-            raise bad(f"site id {b.site!r} is not a valid id")
-        if not SHA256_PATTERN.match(b.base_package_sha256):
-            raise bad("base_package_sha256 is not a sha256 hex digest")
-        if b.num_samples <= 0:
-            raise bad("num_samples must be positive")
-        check_plan(b.plan, bad)
-        if (dp_of(b.plan) is None) != (b.dp is None):
-            raise bad("a bundle reports DP spending exactly when its plan declares DP")
-    if m.package is not None:
-        p = m.package
-        problem = schedule_problem(p.schedule)
-        if problem is not None:
-            raise bad(problem)
-        if p.plan is not None:
-            check_plan(p.plan, bad)
-        if not p.final and p.plan is None:
-            raise bad("a package that is not final must carry a plan")
-        if p.parent_sha256 is not None and not SHA256_PATTERN.match(p.parent_sha256):
-            raise bad("parent_sha256 is not a sha256 hex digest")
-        if (m.round == 0) != (p.parent_sha256 is None):
-            raise bad("only round 0 has no parent package")
+        return "input shape must be positive"
+    return None
+
+
+def _bundle_problem(b: BundleInfo) -> str | None:
+    if not ID_PATTERN.match(b.site):
+        return f"site id {b.site!r} is not a valid id"
+    if not SHA256_PATTERN.match(b.base_package_sha256):
+        return "base_package_sha256 is not a sha256 hex digest"
+    if b.num_samples <= 0:
+        return "num_samples must be positive"
+    if (dp_of(b.plan) is None) != (b.dp is None):
+        return "a bundle reports DP spending exactly when its plan declares DP"
+    return plan_problem(b.plan)
+
+
+def _package_problem(p: PackageInfo, round_: int) -> str | None:
+    if not p.final and p.plan is None:
+        return "a package that is not final must carry a plan"
+    if p.parent_sha256 is not None and not SHA256_PATTERN.match(p.parent_sha256):
+        return "parent_sha256 is not a sha256 hex digest"
+    if (round_ == 0) != (p.parent_sha256 is None):
+        return "only round 0 has no parent package"
+    return schedule_problem(p.schedule) or (plan_problem(p.plan) if p.plan else None)
 
 
 # ---------------------------------------------------------------------------------------

@@ -148,6 +148,32 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _tensor_entry(name: str, entry: Any, source: str) -> TensorInfo:
+    """Check one tensor's header entry on its own: name, keys, dtype, shape, offsets, size."""
+    if not name or "\x00" in name:
+        raise _bad(source, f"tensor name {name!r} is empty or contains NUL", "bad-name")
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise _bad(source, f"tensor {name!r} entry must have dtype, shape, data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in ITEMSIZE:
+        raise _bad(source, f"tensor {name!r} has unsupported dtype {dtype!r}", "bad-dtype")
+    if not isinstance(shape, list) or not all(_int(d) for d in shape):
+        raise _bad(source, f"tensor {name!r} shape must be a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)):
+        raise _bad(source, f"tensor {name!r} data_offsets must be two non-negative integers")
+    begin, end = offsets
+    if end < begin:
+        raise _bad(source, f"tensor {name!r} ends before it begins", "bad-offsets")
+    expected = math.prod(shape) * ITEMSIZE[dtype]
+    if end - begin != expected:
+        raise _bad(
+            source,
+            f"tensor {name!r} holds {end - begin} bytes but {dtype} x {shape} needs {expected}",
+            "bad-size",
+        )
+    return TensorInfo(name, dtype, tuple(shape), begin, end)
+
+
 def parse_header(header_bytes: bytes, file_size: int, source: str) -> Header:
     """Check a header completely. ``header_bytes`` excludes the 8-byte length prefix."""
     try:
@@ -167,30 +193,7 @@ def parse_header(header_bytes: bytes, file_size: int, source: str) -> Header:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata_obj.items()
     ):
         raise _bad(source, "__metadata__ must map strings to strings")
-    tensors: list[TensorInfo] = []
-    for name, entry in obj.items():
-        if not name or "\x00" in name:
-            raise _bad(source, f"tensor name {name!r} is empty or contains NUL", "bad-name")
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise _bad(source, f"tensor {name!r} entry must have dtype, shape, data_offsets")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in ITEMSIZE:
-            raise _bad(source, f"tensor {name!r} has unsupported dtype {dtype!r}", "bad-dtype")
-        if not isinstance(shape, list) or not all(_int(d) for d in shape):
-            raise _bad(source, f"tensor {name!r} shape must be a list of non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)):
-            raise _bad(source, f"tensor {name!r} data_offsets must be two non-negative integers")
-        begin, end = offsets
-        if end < begin:
-            raise _bad(source, f"tensor {name!r} ends before it begins", "bad-offsets")
-        expected = math.prod(shape) * ITEMSIZE[dtype]
-        if end - begin != expected:
-            raise _bad(
-                source,
-                f"tensor {name!r} holds {end - begin} bytes but {dtype} x {shape} needs {expected}",
-                "bad-size",
-            )
-        tensors.append(TensorInfo(name, dtype, tuple(shape), begin, end))
+    tensors = [_tensor_entry(name, entry, source) for name, entry in obj.items()]
     tensors.sort(key=lambda t: (t.begin, t.end))
     position = 0
     for info in tensors:

@@ -274,8 +274,15 @@ class SingleKey:
         self.key = key
         self.source = source
 
+    # TrustPolicy's signature; one given key has no namespace or validity of its own
     def check(
-        self, principal: str, namespace: str, key: PublicKey, when: int, *, source: str
+        self,
+        principal: str,
+        namespace: str,  # noqa: ARG002
+        key: PublicKey,
+        when: int,  # noqa: ARG002
+        *,
+        source: str,
     ) -> SignerEntry:
         if key.blob != self.key.blob:
             raise VerificationError(

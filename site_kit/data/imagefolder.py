@@ -16,7 +16,10 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def load(
-    path: Path, classes: tuple[str, ...], input_shape: tuple[int, ...], spec: DataSpec
+    path: Path,
+    classes: tuple[str, ...],
+    input_shape: tuple[int, ...],
+    spec: DataSpec,  # noqa: ARG001 - every loader takes the DataSpec; only CSV needs it
 ) -> Iterator[tuple[np.ndarray, int] | BadRecord]:
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
         raise DataError(

@@ -15,7 +15,10 @@ from site_kit.data import BadRecord
 
 
 def load(
-    path: Path, classes: tuple[str, ...], input_shape: tuple[int, ...], spec: DataSpec
+    path: Path,
+    classes: tuple[str, ...],
+    input_shape: tuple[int, ...],
+    spec: DataSpec,  # noqa: ARG001 - every loader takes the DataSpec; only CSV needs it
 ) -> Iterator[tuple[np.ndarray, int] | BadRecord]:
     try:
         with np.load(path, allow_pickle=False) as npz:

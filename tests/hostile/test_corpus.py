@@ -392,9 +392,9 @@ def _signatures() -> list[tuple[str, Callable[[Corpus], Path], int, str]]:
 CASES = _structural() + _signatures()
 
 
-@pytest.mark.parametrize("name, make, exit_code, code", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("make, exit_code, code", [pytest.param(*c[1:], id=c[0]) for c in CASES])
 def test_hostile_file(
-    tmp_path: Path, cli, name: str, make: Callable[[Corpus], Path], exit_code: int, code: str
+    tmp_path: Path, cli, make: Callable[[Corpus], Path], exit_code: int, code: str
 ) -> None:
     corpus = Corpus(tmp_path)
     target = make(corpus)
@@ -418,7 +418,7 @@ def test_good_file_verifies(tmp_path: Path, cli) -> None:
     assert doc["ok"] and doc["files"][0]["site"] == "site-a"
 
 
-def test_header_size_is_checked_before_allocation(tmp_path: Path) -> None:
+def test_header_size_is_checked_before_allocation() -> None:
     from flsilo.errors import MalformedInputError
     from flsilo.tensorfile import read_header_length
 

@@ -93,3 +93,21 @@ def test_keys_new_then_fingerprint(cli, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("FLSILO_PASSPHRASE")
     refused = cli("keys", "new", tmp_path / "k2")
     assert refused.code == 2 and "passphrase" in refused.err
+
+
+def test_hub_commands_that_need_no_model_do_not_import_torch(federation) -> None:
+    """aggregate, audit --replay and hub status run numpy only (hub init may import torch)."""
+    federation.carry()
+    hub = str(federation.hub)
+    code = (
+        "import sys\nfrom flsilo.cli.app import run\n"
+        f"rc = run(['hub', 'status', {hub!r}])\n"
+        f"rc += run(['aggregate', {hub!r}])\n"
+        f"rc += run(['audit', {hub!r}, '--replay'])\n"
+        "print('torch' in sys.modules)\nsys.exit(rc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False", "torch was imported"

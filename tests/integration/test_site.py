@@ -354,10 +354,10 @@ def _bad_data_cases():
 
 
 @pytest.mark.parametrize(
-    "name, make, skippable", _bad_data_cases(), ids=[c[0] for c in _bad_data_cases()]
+    "make, skippable", [pytest.param(*c[1:], id=c[0]) for c in _bad_data_cases()]
 )
 def test_bad_data_is_one_clear_line(
-    federation: Federation, tmp_path: Path, cli, name, make, skippable
+    federation: Federation, tmp_path: Path, cli, make, skippable
 ) -> None:
     data, where = make(tmp_path)
     site = federation.sites["site-b"]
