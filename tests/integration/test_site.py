@@ -422,6 +422,11 @@ def test_torchrun_two_cpu_processes_make_one_bundle(tmp_path: Path, cli) -> None
     hub, keys = new_hub(tmp_path, cli, epochs=2, model="mlp:hidden=32")
     site = _site(tmp_path, cli, keys, digits_npz(tmp_path / "d.npz", np.arange(201)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    import socket
+
+    with socket.socket() as probe:  # a free port: other runs on this machine may hold a fixed one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     run = subprocess.run(
         [
             sys.executable,
@@ -430,7 +435,7 @@ def test_torchrun_two_cpu_processes_make_one_bundle(tmp_path: Path, cli) -> None
             "--nproc-per-node",
             "2",
             "--master-port",
-            "29533",
+            str(port),
             "-m",
             "flsilo",
             "train",
