@@ -49,6 +49,30 @@ class HubPolicy:
     """Quarantine an update whose norm exceeds this multiple of the round's median norm."""
     max_weight_share: float | None = None
     """Clip any one site's share of the total weight to this fraction."""
+    server_optimizer: str = "none"
+    server_lr: float | None = None
+    server_momentum: float | None = None
+    server_betas: tuple[float, ...] | None = None
+    server_tau: float | None = None
+
+
+SERVER_OPTIMIZERS = ("none", "fedavgm", "fedadam", "fedyogi")
+
+
+def server_problem(hub: HubPolicy) -> str | None:
+    """The first rule the server optimizer settings break, or None (None means a default)."""
+    if hub.server_optimizer not in SERVER_OPTIMIZERS:
+        return f"server_optimizer must be one of {', '.join(SERVER_OPTIMIZERS)}"
+    if hub.server_lr is not None and not hub.server_lr > 0:
+        return "server_lr (--server-lr) must be > 0"
+    if hub.server_momentum is not None and not 0 <= hub.server_momentum < 1:
+        return "server_momentum (--server-momentum) must be in [0, 1)"
+    betas = hub.server_betas
+    if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
+        return "server_betas (--server-betas) must be two values B1,B2 in [0, 1)"
+    if hub.server_tau is not None and not hub.server_tau > 0:
+        return "server_tau (--server-tau) must be > 0"
+    return None
 
 
 def hub_policy_problem(hub: HubPolicy) -> str | None:
@@ -63,7 +87,7 @@ def hub_policy_problem(hub: HubPolicy) -> str | None:
         return "norm_gate (--norm-gate) must be a positive multiple of the median update norm"
     if hub.max_weight_share is not None and not 0 < hub.max_weight_share <= 1:
         return "max_weight_share (--max-weight-share) must be a fraction in (0, 1]"
-    return None
+    return server_problem(hub)
 
 
 @dataclass(frozen=True)

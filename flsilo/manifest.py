@@ -83,6 +83,8 @@ class BundleInfo:
     dp: DPReport | None = None
     reveals: tuple[str, ...] = ()
     """What a statistics bundle discloses about the site's data, in words."""
+    fisher: tuple[str, ...] = ()
+    """Parameters whose diagonal Fisher the bundle carries as extra ``fisher.NAME`` tensors."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,17 @@ class ProvenanceReject:
 
 
 @dataclass(frozen=True)
+class ServerStep:
+    """The hub's server optimizer step of a round and the state files it read and wrote."""
+
+    optimizer: str
+    params: dict[str, float]
+    state_in_sha256: str | None
+    state_out_sha256: str
+    state_file: str
+
+
+@dataclass(frozen=True)
 class Provenance:
     """Where an aggregated package came from."""
 
@@ -109,6 +122,8 @@ class Provenance:
     strategy_params: dict[str, float]
     inputs: tuple[ProvenanceInput, ...]
     rejects: tuple[ProvenanceReject, ...]
+    merge: str = "average"
+    server: ServerStep | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from flsilo.errors import UsageError
 from flsilo.tensorsets import ROUND_KINDS, ROUND_STATISTICS, ROUND_TRAIN, parse_solver
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+MERGES = ("average", "fisher")
 SCHEDULE_KINDS = ("one-shot", "few-shot", "periodic")
 CLOSED_FORM = "closed-form"
 """A statistics round (closed-form head), alone or before ``+periodic:R`` / ``+few-shot:R``."""
@@ -44,6 +45,8 @@ class Plan:
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
     dp_budget: float = 0.0
+    merge: str = "average"
+    """``fisher``: sites also ship their diagonal Fisher (``fisher.NAME`` tensors)."""
 
     freeze: tuple[str, ...] = ()
     """Globs of tensors that never train; bundles then omit them (a partial bundle)."""
@@ -132,6 +135,10 @@ def plan_problem(plan: Plan) -> str | None:
         return "plan needs momentum >= 0 and warmup_steps >= 0"
     if not 0 <= plan.val_fraction < 1:
         return "plan val_fraction must be in [0, 1)"
+    if plan.merge not in MERGES:
+        return f"plan merge {plan.merge!r} is not one of {', '.join(MERGES)}"
+    if plan.merge == "fisher" and plan.kind == ROUND_STATISTICS:
+        return "--merge fisher needs rounds that train weights, not statistics rounds"
     return dp_problem(plan) or heads_problem(plan)
 
 

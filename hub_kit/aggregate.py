@@ -15,7 +15,8 @@ work from the untouched inbox and overwrites the uncommitted leftovers.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,16 @@ from flsilo.tensorfile import Header, RawTensor
 from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
 from hub_kit.packaging import package_manifest, write_package_stream
 from hub_kit.privacy import dp_budget
-from hub_kit.roundmath import gram_of, produce, round_view, strategy_record
+from hub_kit.roundmath import (
+    RoundView,
+    gram_of,
+    produce,
+    round_view,
+    strategy_record,
+    stream_input,
+)
+from hub_kit.server_optimizers import ServerOptimizer, server_optimizer_for
+from hub_kit.server_state import STATE_DIR, ServerRun, previous_state, state_name
 from hub_kit.strategies import parse_strategy, strategy_text
 from hub_kit.strategies.base import Rule, is_two_pass
 from hub_kit.streaming import (
@@ -81,6 +91,8 @@ class AggregateReport:
     dp_budget: float | None = None
     norm_gate: float | None = None
     max_weight_share: float | None = None
+    server_optimizer: str = "none"
+    merge: str = "average"
 
     def to_dict(self) -> dict[str, Any]:
         return mf.to_jsonable(self) | {"package": str(self.package) if self.package else None}
@@ -104,6 +116,71 @@ def combine(
         weights = np.array([i.weight for i in inputs], dtype=np.float64)
         coefficients = run_two_pass(rule, gram, weights)  # type: ignore[arg-type]
     return aggregate_stream(header.tensors, base, inputs, rule, write, coefficients)
+
+
+def open_server_run(
+    hub_root: Path,
+    opt: ServerOptimizer,
+    view: RoundView,
+    parent: mf.Provenance | None,
+) -> tuple[ServerRun | None, str | None]:
+    """The round's server step, reading the state the parent round wrote for the same optimizer.
+
+    None for a round without a server optimizer, and for statistics rounds (a solved head).
+    """
+    if not opt.active or not view.streams:
+        return None, None
+    previous = None
+    state_in = None
+    if parent is not None and parent.server is not None and parent.server.optimizer == opt.name:
+        state_in = parent.server.state_out_sha256
+        previous = previous_state(hub_root / STATE_DIR / parent.server.state_file, state_in)
+    run = ServerRun(
+        opt, previous[0] if previous else None, previous[1] if previous else None, view.layout
+    )
+    return run, state_in
+
+
+def open_replay_server(
+    hub_root: Path, federation: str, round_: int, view: RoundView, step: mf.ServerStep | None
+) -> ServerRun | None:
+    """The server step a provenance records, rebuilt to recompute its round (audit --replay)."""
+    if step is None:
+        return None
+    opt = ServerOptimizer(name=step.optimizer, **step.params)
+    previous = None
+    if step.state_in_sha256 is not None:
+        path = hub_root / STATE_DIR / state_name(federation, round_)
+        previous = previous_state(path, step.state_in_sha256)
+    return ServerRun(
+        opt, previous[0] if previous else None, previous[1] if previous else None, view.layout
+    )
+
+
+def _server_pass(
+    ws: HubWorkspace, round_: int, run: ServerRun | None, compute: Callable[[Writer], object]
+) -> str | None:
+    """Run the aggregation once without writing, to fix the new server state; write it.
+
+    The package's provenance names the state's sha256 and is written before its tensors, so
+    the state is computed first; the package pass then recomputes the same values.
+    """
+    if run is None:
+        return None
+    compute(lambda _chunk: None)
+    (ws.root / STATE_DIR).mkdir(exist_ok=True)
+    return run.write(ws.root / STATE_DIR / state_name(ws.config.federation, round_ + 1))
+
+
+def _server_fields(provenance: mf.Provenance) -> dict[str, Any]:
+    """What the log's aggregate event says about the merge and the server step."""
+    step = provenance.server
+    return {
+        "merge": provenance.merge,
+        "server_optimizer": step.optimizer if step else "none",
+        "server_state": step.state_file if step else None,
+        "server_state_sha256": step.state_out_sha256 if step else None,
+    }
 
 
 def weighted(metrics: list[mf.Metrics | None]) -> float | None:
@@ -199,6 +276,7 @@ def aggregate_round(
     norm_gate: float | None = None,
     max_weight_share: float | None = None,
     key: Path | None = None,
+    server: ServerOptimizer | None = None,
     passphrase: PassphraseSource,
 ) -> AggregateReport:
     ws = HubWorkspace.open(hub_dir)
@@ -212,6 +290,7 @@ def aggregate_round(
             max_weight_share=max_weight_share
             if max_weight_share is not None
             else ws.config.hub.max_weight_share,
+            server=server if server is not None else server_optimizer_for(ws.config.hub),
         )
         return _aggregate_locked(ws, inbox or ws.inbox, policy, passphrase)
 
@@ -224,6 +303,7 @@ class RoundPolicy:
     min_sites: int
     norm_gate: float | None
     max_weight_share: float | None
+    server: ServerOptimizer = field(default_factory=ServerOptimizer)
 
     def need(self) -> int:
         rule_min = self.rule.min_sites() if is_two_pass(self.rule) else 1  # type: ignore[union-attr]
@@ -256,9 +336,11 @@ def _check_round(ws: HubWorkspace, state: HubState, inbox: Path, policy: RoundPo
         check_share_cap(policy.max_weight_share)
 
 
-def _inputs(candidates: list[Candidate], weights: list[float] | None = None) -> list[StreamInput]:
+def _inputs(
+    candidates: list[Candidate], view: RoundView, weights: list[float] | None = None
+) -> list[StreamInput]:
     return [
-        StreamInput(c.staged, c.verified.scan.header.data_start, c.weight if weights is None else w)
+        stream_input(c.staged, c.verified.scan.header, c.weight if weights is None else w, view)
         for c, w in zip(candidates, weights or [0.0] * len(candidates), strict=True)
     ]
 
@@ -318,6 +400,13 @@ def _aggregate_locked(
     assert package_scan.manifest.package is not None
     plan = package_scan.manifest.package.plan
     assert plan is not None
+    fisher = plan.merge == "fisher"
+    if fisher and is_two_pass(rule):
+        raise UsageError(
+            f"this round merges by Fisher, which {strategy_text(rule)} cannot do",
+            code="bad-strategy",
+            hint="aggregate a Fisher round with a coordinate-wise strategy (fedavg)",
+        )
     result = intake(
         inbox,
         staging,
@@ -339,7 +428,7 @@ def _aggregate_locked(
     gram = None
     gated = view.streams and (policy.norm_gate or is_two_pass(rule))
     if len(candidates) >= policy.need() and gated:
-        gram = gram_of(view, _inputs(candidates), pairwise=is_two_pass(rule))
+        gram = gram_of(view, _inputs(candidates, view), pairwise=is_two_pass(rule))
         if policy.norm_gate:
             candidates, gram = _gate(candidates, gram, policy.norm_gate, result)
     result.candidates = candidates
@@ -374,7 +463,7 @@ def _aggregate_locked(
     if policy.max_weight_share is not None:
         check_share_cap(policy.max_weight_share, len(candidates))
     weights, capped = _weights(candidates, policy.max_weight_share)
-    inputs = _inputs(candidates, weights)
+    inputs = _inputs(candidates, view, weights)
     coefficients = None
     if view.streams and is_two_pass(rule):
         assert gram is not None
@@ -398,26 +487,46 @@ def _aggregate_locked(
             mf.ProvenanceReject(site=x.site, sha256=x.sha256, reason=x.error.code)
             for x in sorted(result.rejections, key=lambda x: (x.site, x.sha256, x.error.code))
         ),
+        merge="fisher" if fisher else "average",
     )
-    manifest = package_manifest(
-        ws.config, package_scan.manifest.model, r + 1, state.packages[r], provenance
+    run, state_in = open_server_run(
+        ws.root, policy.server, view, package_scan.manifest.package.provenance
     )
-    remove_stale_temps(ws.packages_dir)
-    new_path, sha, figures = write_package_stream(
-        ws.packages_dir,
-        manifest,
-        package_scan.header.tensors,
-        lambda write: produce(view, inputs, rule, write, coefficients),
-        key,
-    )
-    if view.base.path != package_path:
+
+    def compute(write: Writer) -> list[SiteFigures]:
+        return produce(view, inputs, rule, write, coefficients, fisher=fisher, server=run)
+
+    try:
+        state_out = _server_pass(ws, r, run, compute)
+        if run is not None and state_out is not None:
+            step = mf.ServerStep(
+                policy.server.name,
+                policy.server.params(),
+                state_in,
+                state_out,
+                state_name(ws.config.federation, r + 1),
+            )
+            provenance = replace(provenance, server=step)
+        manifest = package_manifest(
+            ws.config, package_scan.manifest.model, r + 1, state.packages[r], provenance
+        )
+        remove_stale_temps(ws.packages_dir)
+        new_path, sha, figures = write_package_stream(
+            ws.packages_dir, manifest, package_scan.header.tensors, compute, key
+        )
+    finally:
+        if run is not None:
+            run.close()
+    if view.base.path is not None and view.base.path != package_path:
         view.base.path.unlink(missing_ok=True)  # a partial round's scratch base
     archive = ws.round_dir(r)
     shutil.rmtree(archive, ignore_errors=True)  # an uncommitted attempt's leftovers
     staging.rename(archive)
-    ws.log.append(
-        _commit_events(r, candidates, weights, capped, result, state, shown, new_path, sha, policy)
+    events = _commit_events(
+        r, candidates, weights, capped, result, state, shown, new_path, sha, policy
     )
+    events[-1][1].update(_server_fields(provenance))
+    ws.log.append(events)
     bundles = [c.verified.manifest.bundle for c in candidates]
     return AggregateReport(
         round=r,
@@ -434,6 +543,8 @@ def _aggregate_locked(
         dp_budget=dp_budget(ws.config),
         norm_gate=policy.norm_gate,
         max_weight_share=policy.max_weight_share,
+        server_optimizer=policy.server.text() if run is not None else "none",
+        merge=provenance.merge,
     )
 
 

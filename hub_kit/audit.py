@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from flsilo import manifest as mf
-from flsilo.artifact import Verified, verify_file
+from flsilo.artifact import Verified, sha256_file, verify_file
 from flsilo.errors import FlsiloError
 from flsilo.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
 from flsilo.trust import AllowedSigners
@@ -129,7 +129,7 @@ def audit(hub_dir: Path, *, replay: bool = False) -> AuditReport:
             else "package inputs differ from the accept events in the log",
         )
         if replay and ok and len(bundles) == len(claimed):
-            _replay(report, round_, packages.get(round_), package, prov, bundles)
+            _replay(report, ws, round_, packages.get(round_), package, prov, bundles)
     return report
 
 
@@ -155,14 +155,15 @@ def _audit_bundles(
 
 def _replay(
     report: AuditReport,
+    ws: HubWorkspace,
     round_: int,
     base: Verified | None,
     package: Verified,
     prov: mf.Provenance,
     bundles: dict[str, Verified],
 ) -> None:
-    from hub_kit.roundmath import replay, round_view
-    from hub_kit.streaming import StreamInput
+    from hub_kit.aggregate import open_replay_server
+    from hub_kit.roundmath import replay, round_view, stream_input
 
     name = f"replay r{round_ + 1:04d}"
     if base is None:
@@ -174,10 +175,6 @@ def _replay(
     except FlsiloError as err:
         report.add(name, False, f"cannot replay: {err.one_line()}")
         return
-    inputs = [
-        StreamInput(bundles[i.sha256].path, bundles[i.sha256].scan.header.data_start, i.weight)
-        for i in sorted(prov.inputs, key=lambda i: (i.site, i.sha256))
-    ]
     assert base.manifest.package is not None and base.manifest.package.plan is not None
     replayed = bytearray()
     with tempfile.TemporaryDirectory(prefix="flsilo-replay-") as scratch:
@@ -188,15 +185,49 @@ def _replay(
             base.manifest.package.plan,
             Path(scratch) / "trainable-base",
         )
-        replay(view, inputs, rule, replayed.extend)
+        inputs = [
+            stream_input(bundles[i.sha256].path, bundles[i.sha256].scan.header, i.weight, view)
+            for i in sorted(prov.inputs, key=lambda i: (i.site, i.sha256))
+        ]
+        try:
+            run = open_replay_server(ws.root, ws.config.federation, round_, view, prov.server)
+        except FlsiloError as err:
+            report.add(name, False, f"cannot replay: {err.one_line()}")
+            return
+        try:
+            replay(view, inputs, rule, replayed.extend, fisher=prov.merge == "fisher", server=run)
+        finally:
+            if run is not None:
+                run.close()
     recorded = read_data(package)
     ok = hashlib.sha256(replayed).digest() == hashlib.sha256(recorded).digest()
     detail = "recomputed tensors are bit-identical"
+    state_problem = _state_problem(ws, run, prov.server)
+    if state_problem:
+        report.add(name, False, state_problem)
+        return
+    if ok and prov.server is not None:
+        detail += f" (and the {prov.server.optimizer} state)"
     atol = prov.strategy_params.get("replay_atol")
     if not ok and atol is not None and within_tolerance(package, recorded, replayed, atol):
         ok = True
         detail = f"recomputed tensors differ in bits but within the recorded tolerance {atol:g}"
     report.add(name, ok, detail if ok else "recomputed tensors differ from the package")
+
+
+def _state_problem(ws: HubWorkspace, run: object, step: mf.ServerStep | None) -> str | None:
+    """Why the recomputed server state does not match the recorded one, or None."""
+    if step is None:
+        return None
+    from hub_kit.server_state import STATE_DIR, ServerRun
+
+    assert isinstance(run, ServerRun)
+    if run.sha256() != step.state_out_sha256:
+        return "recomputed server state differs from the package provenance's"
+    path = ws.root / STATE_DIR / step.state_file
+    if not path.is_file() or sha256_file(path) != step.state_out_sha256:
+        return f"{STATE_DIR}/{step.state_file} is missing or altered"
+    return None
 
 
 def read_data(artifact: Verified) -> bytes:

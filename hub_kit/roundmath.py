@@ -30,6 +30,7 @@ from flsilo.tensorsets import (
 from hub_kit.closed_form import REPLAY_ATOL, solve_head, sum_statistics
 from hub_kit.strategies.base import Rule, is_two_pass
 from hub_kit.streaming import (
+    ServerHook,
     SiteFigures,
     StreamInput,
     Writer,
@@ -109,15 +110,30 @@ def produce(
     rule: Rule,
     write: Writer,
     coefficients: np.ndarray | None = None,
+    *,
+    fisher: bool = False,
+    server: ServerHook | None = None,
 ) -> list[SiteFigures]:
-    """Write the next package's data section; return each input's figures (none: statistics)."""
+    """Write the next package's data section; return each input's figures (none: statistics).
+
+    ``fisher`` and ``server`` (Fisher merging, a server optimizer) apply to streamed rounds.
+    """
     if view.kind == WHOLE:
-        return aggregate_stream(view.layout, view.base, inputs, rule, write, coefficients)
+        return aggregate_stream(
+            view.layout, view.base, inputs, rule, write, coefficients, fisher=fisher, server=server
+        )
     trained = bytearray()
     figures: list[SiteFigures] = []
     if view.kind == PARTIAL:
         figures = aggregate_stream(
-            view.layout, view.base, inputs, rule, trained.extend, coefficients
+            view.layout,
+            view.base,
+            inputs,
+            rule,
+            trained.extend,
+            coefficients,
+            fisher=fisher,
+            server=server,
         )
         offsets = {info.name: info for info in view.layout}
     else:
@@ -127,14 +143,31 @@ def produce(
 
 
 def replay(
-    view: RoundView, inputs: Sequence[StreamInput], rule: Rule, write: Writer
+    view: RoundView,
+    inputs: Sequence[StreamInput],
+    rule: Rule,
+    write: Writer,
+    *,
+    fisher: bool = False,
+    server: ServerHook | None = None,
 ) -> list[SiteFigures]:
     """Recompute the round exactly as ``aggregate`` did (first pass included)."""
     coefficients = None
     if view.streams and is_two_pass(rule):
         weights = np.array([i.weight for i in inputs], dtype=np.float64)
         coefficients = run_two_pass(rule, gram_of(view, inputs), weights)  # type: ignore[arg-type]
-    return produce(view, inputs, rule, write, coefficients)
+    return produce(view, inputs, rule, write, coefficients, fisher=fisher, server=server)
+
+
+def stream_input(path: Path, bundle: Header, weight: float, view: RoundView) -> StreamInput:
+    """A bundle to stream; its own offsets are used when it carries extra (Fisher) tensors."""
+    same = bundle.layout() == tuple(t.signature() for t in view.layout)
+    return StreamInput(
+        path,
+        bundle.data_start,
+        weight,
+        layout=None if same else {t.name: t for t in bundle.tensors},
+    )
 
 
 def _closed_form_head(
@@ -155,6 +188,7 @@ def _closed_form_head(
 
 
 def _read_statistics(item: StreamInput, layout: Sequence[TensorInfo]) -> dict[str, np.ndarray]:
+    assert item.path is not None  # statistics bundles are files
     with item.path.open("rb") as fh:
         fh.seek(item.data_start)
         blob = fh.read(layout[-1].end if layout else 0)
@@ -170,6 +204,7 @@ def _merge(
     view: RoundView, computed: bytearray, offsets: dict[str, TensorInfo], write: Writer
 ) -> None:
     """Write the package's tensors in file order: computed ones, the rest from the package."""
+    assert view.package.path is not None
     with view.package.path.open("rb") as src:
         for info in view.header.tensors:
             own = offsets.get(info.name)

@@ -11,6 +11,12 @@ package, ``first_pass``); the rule turns it into one coefficient per site and th
 pass writes ``package + sum_k c_k (bundle_k - package)``. Every pass also measures each
 site's update norm and its distance to the aggregated update (the anomaly figures).
 
+A coordinate-wise round can instead merge by the sites' Fisher diagonals (the round's plan
+says ``merge = "fisher"``; bundles carry ``fisher.NAME`` tensors, so each input is read
+through its own offsets), and a server optimizer can then move each combined chunk against
+the package (``ServerHook``, ``hub_kit.server_state``). ``flsilo simulate`` streams
+in-memory safetensors bytes through these same functions, so its numbers are the pipeline's.
+
 Non-float tensors are never averaged: the output holds their element-wise maximum across
 inputs (a counter such as BatchNorm's num_batches_tracked keeps the largest count; a
 boolean mask becomes the union of the masks).
@@ -20,9 +26,10 @@ from __future__ import annotations
 
 import math
 import mmap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -35,6 +42,7 @@ from flsilo.tensorfile import (
     to_float64,
 )
 from hub_kit.strategies.base import Rule, Strategy, TwoPassRule, is_two_pass
+from hub_kit.strategies.math import fisher_weighted_mean
 from hub_kit.strategies.robust import dot
 
 CHUNK_BUDGET_BYTES = 64 * 1024 * 1024
@@ -42,12 +50,33 @@ CHUNK_BUDGET_BYTES = 64 * 1024 * 1024
 
 Writer = Callable[[memoryview], object]
 
+FISHER_PREFIX = "fisher."
+"""Bundle tensors holding a site's diagonal Fisher for the parameter named after the prefix."""
+
 
 @dataclass(frozen=True)
 class StreamInput:
-    path: Path
+    """One verified file (memory-mapped) or, in ``simulate``, its bytes in memory.
+
+    ``layout`` gives this input's own tensor offsets when they differ from the package's
+    (a bundle with extra Fisher tensors); ``None`` means laid out exactly like the package.
+    """
+
+    path: Path | None
     data_start: int
     weight: float
+    data: bytes | None = None
+    layout: Mapping[str, TensorInfo] | None = None
+
+
+class ServerHook(Protocol):
+    """Moves one combined float chunk of one tensor from the package's values ``x``."""
+
+    def apply(
+        self, info: TensorInfo, start: int, count: int, x: np.ndarray, combined: np.ndarray
+    ) -> np.ndarray:
+        """The output values for elements [start, start+count) of ``info``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -59,25 +88,55 @@ class SiteFigures:
     """Distance from this update to the aggregated update."""
 
 
-class _Mapped:
-    def __init__(self, path: Path, data_start: int) -> None:
+class Mapped:
+    """Read access to one safetensors data section: a memory-mapped file or bytes in memory."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        data_start: int,
+        data: bytes | None = None,
+        layout: Mapping[str, TensorInfo] | None = None,
+    ) -> None:
         self.data_start = data_start
-        self.fh = path.open("rb")
-        self.map = mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self.layout = layout
+        self.fh = None
+        self.map: mmap.mmap | None = None
         self.released = 0
+        self.buffer: mmap.mmap | bytes
+        if data is not None:
+            self.buffer = data
+        else:
+            assert path is not None
+            self.fh = path.open("rb")
+            self.map = mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self.buffer = self.map
 
     def view(self, dtype: np.dtype, offset: int, count: int) -> np.ndarray:
-        return np.frombuffer(self.map, dtype=dtype, count=count, offset=self.data_start + offset)
+        return np.frombuffer(self.buffer, dtype=dtype, count=count, offset=self.data_start + offset)
+
+    def own(self, info: TensorInfo) -> TensorInfo | None:
+        """This source's entry for the tensor named like ``info`` (None: it has none)."""
+        return info if self.layout is None else self.layout.get(info.name)
+
+    def chunk(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
+        """Elements [start, start+count) of tensor ``info`` as stored (not widened)."""
+        offset = info.begin + start * ITEMSIZE[info.dtype]
+        return self.view(NUMPY_DTYPE[info.dtype], offset, count)
 
     def release(self, offset: int) -> None:
+        if self.map is None or self.layout is not None:
+            return  # bytes in memory, or offsets not in the package's order
         upto = (self.data_start + offset) // mmap.PAGESIZE * mmap.PAGESIZE
         if upto > self.released and hasattr(self.map, "madvise"):
             self.map.madvise(mmap.MADV_DONTNEED, self.released, upto - self.released)
             self.released = upto
 
     def close(self) -> None:
-        self.map.close()
-        self.fh.close()
+        if self.map is not None:
+            self.map.close()
+        if self.fh is not None:
+            self.fh.close()
 
 
 @dataclass(frozen=True)
@@ -109,18 +168,34 @@ class _Sources:
     def __init__(self, base: StreamInput, inputs: Sequence[StreamInput]) -> None:
         if not inputs:
             raise ValueError("nothing to aggregate")
-        self.maps: list[_Mapped] = []
+        self.maps: list[Mapped] = []
         try:
             for item in (base, *inputs):
-                self.maps.append(_Mapped(item.path, item.data_start))
+                self.maps.append(Mapped(item.path, item.data_start, item.data, item.layout))
         except BaseException:
             self.close()
             raise
 
     def raws(self, chunk: _Chunk) -> tuple[np.ndarray, list[np.ndarray]]:
-        dtype = NUMPY_DTYPE[chunk.info.dtype]
-        views = [m.view(dtype, chunk.offset, chunk.count) for m in self.maps]
+        views = []
+        for m in self.maps:
+            own = m.own(chunk.info)
+            if own is None:
+                raise ValueError(f"an input lacks tensor {chunk.info.name!r}")
+            views.append(m.chunk(own, chunk.start, chunk.count))
         return views[0], views[1:]
+
+    def fishers(self, chunk: _Chunk) -> list[np.ndarray] | None:
+        """Each input's Fisher diagonal for this chunk, widened; None if any input lacks it."""
+        name = FISHER_PREFIX + chunk.info.name
+        infos = [m.layout.get(name) if m.layout else None for m in self.maps[1:]]
+        if any(i is None for i in infos):
+            return None
+        return [
+            to_float64(i.dtype, m.chunk(i, chunk.start, chunk.count))
+            for m, i in zip(self.maps[1:], infos, strict=True)
+            if i is not None
+        ]
 
     def release(self, chunk: _Chunk) -> None:
         for m in self.maps:
@@ -168,11 +243,17 @@ def aggregate_stream(
     rule: Rule,
     write: Writer,
     coefficients: np.ndarray | None = None,
+    *,
+    fisher: bool = False,
+    server: ServerHook | None = None,
 ) -> list[SiteFigures]:
     """Write the aggregated data section (tensors in file order) through ``write``.
 
     A two-pass rule needs ``coefficients`` (from its ``coefficients(first_pass(...))``);
-    a coordinate-wise strategy combines each chunk by itself. Returns each input's figures.
+    a coordinate-wise strategy combines each chunk by itself, or, with ``fisher``, the
+    sites' Fisher diagonals weight it. ``server`` then moves each combined float chunk
+    from the package's values. Returns each input's figures (against the combined update,
+    before any server step).
     """
     if is_two_pass(rule) and coefficients is None:
         raise ValueError(f"{rule.name} needs its first-pass coefficients")
@@ -187,18 +268,24 @@ def aggregate_stream(
             if dtype in FLOAT_DTYPES:
                 b = to_float64(dtype, raw_base)
                 xs = [to_float64(dtype, r) for r in raws]
+                fishers = sources.fishers(chunk) if fisher else None
                 if coefficients is not None:
                     out, updates = _linear(b, xs, coefficients)
+                elif fishers is not None:
+                    updates = [np.subtract(x, b) for x in xs]
+                    out = fisher_weighted_mean(xs, fishers, weights)
                 else:
                     assert not is_two_pass(rule)
                     out, updates = _coordinatewise(b, xs, rule, weights)  # type: ignore[arg-type]
-                del xs
+                del xs, fishers
                 delta = np.subtract(out, b)
                 for k, u in enumerate(updates):
                     norms[k] += dot(u, u)
                     np.subtract(u, delta, out=u)
                     distances[k] += dot(u, u)
                 del updates, delta
+                if server is not None:
+                    out = server.apply(chunk.info, chunk.start, chunk.count, b, out)
                 narrowed = np.ascontiguousarray(from_float64(dtype, out))
             else:
                 narrowed = np.max(np.stack(raws), axis=0)

@@ -234,15 +234,41 @@ def aggregate(
         Path | None,
         typer.Option(help="The hub's private key, if not where 'hub init' recorded it."),
     ] = None,
+    server_optimizer: Annotated[
+        str | None,
+        typer.Option(help="This round only: none, fedavgm, fedadam or fedyogi."),
+    ] = None,
+    server_lr: Annotated[float | None, typer.Option(help="This round's server lr.")] = None,
+    server_momentum: Annotated[
+        float | None, typer.Option(help="This round's fedavgm momentum.")
+    ] = None,
+    server_betas: Annotated[
+        str | None, typer.Option(help="This round's fedadam/fedyogi B1,B2.")
+    ] = None,
+    server_tau: Annotated[float | None, typer.Option(help="This round's tau.")] = None,
     passphrase_file: PassphraseFile = None,
     json_out: JsonOut = False,
 ) -> None:
     """Verify the inbox, quarantine rejects, aggregate the round, sign the next package.
 
-    Example: flsilo aggregate hub --inbox /media/usb/bundles
+    Server optimizer options apply to this round only (recorded in the package and the log).
+
+    Example: flsilo aggregate hub --inbox /media/usb/bundles --server-optimizer fedavgm
     """
     set_json(json_out)
+    from flsilo.cli.options import parse_betas, parse_server_optimizer
     from hub_kit.aggregate import NotEnoughSites, aggregate_round
+    from hub_kit.server_optimizers import server_optimizer_for
+    from hub_kit.workspace import HubWorkspace
+
+    server = server_optimizer_for(
+        HubWorkspace.open(hub_dir).config.hub,
+        parse_server_optimizer(server_optimizer) if server_optimizer else None,
+        server_lr,
+        server_momentum,
+        parse_betas(server_betas),
+        server_tau,
+    )
 
     try:
         report = aggregate_round(
@@ -253,6 +279,7 @@ def aggregate(
             norm_gate=norm_gate,
             max_weight_share=max_weight_share,
             key=key,
+            server=server,
             passphrase=passphrase_source(passphrase_file),
         )
     except NotEnoughSites as err:
@@ -276,6 +303,10 @@ def render_aggregate(report: object) -> None:
     from hub_kit.privacy import spent_text
 
     title = f"round {report.round} — strategy {report.strategy}"
+    if report.server_optimizer != "none":
+        title += f", server {report.server_optimizer}"
+    if report.merge == "fisher":
+        title += ", Fisher merge"
     if report.norm_gate is not None:
         title += f", norm gate {report.norm_gate:g}x median"
     if report.max_weight_share is not None:

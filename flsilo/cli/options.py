@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import typer
 
 from flsilo.errors import UsageError
-from flsilo.federation import HubPolicy
-from flsilo.plan import Plan
+from flsilo.federation import SERVER_OPTIMIZERS, HubPolicy
+from flsilo.plan import MERGES, Plan
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ PLAN_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("head_solver", "Closed-form schedules: ridge[:LAMBDA] or ncm."),
     Setting("min_cell_size", "Closed-form: sites refuse to reveal a class with fewer samples."),
+    Setting(
+        "merge",
+        "average, or fisher: sites also ship their diagonal Fisher and the hub merges by it.",
+        parse=lambda v: parse_merge(v),
+    ),
 )
 
 HUB_SETTINGS: tuple[Setting, ...] = (
@@ -82,6 +87,20 @@ HUB_SETTINGS: tuple[Setting, ...] = (
         "Clip any one site's share of the total weight to this fraction (at least 1/sites).",
         simulate=False,
     ),
+    Setting(
+        "server_optimizer",
+        "Server optimizer on the sites' pseudo-gradient: none, fedavgm, fedadam, fedyogi.",
+        parse=lambda v: parse_server_optimizer(v),
+    ),
+    Setting("server_lr", "Server learning rate (default 1.0 fedavgm, 0.01 fedadam/fedyogi)."),
+    Setting("server_momentum", "fedavgm server momentum (default 0.9)."),
+    Setting(
+        "server_betas",
+        "fedadam/fedyogi B1,B2 (default 0.9,0.99).",
+        option_type=str | None,
+        parse=lambda v: parse_betas(v),
+    ),
+    Setting("server_tau", "fedadam/fedyogi adaptivity tau (default 0.001)."),
 )
 
 _TAIL = ("passphrase_file", "json_out")  # options that stay last in --help
@@ -136,6 +155,41 @@ def with_settings(*, simulate: bool = False) -> Callable[[Callable[..., Any]], C
         return command
 
     return decorate
+
+
+def parse_merge(text: str) -> str:
+    if text not in MERGES:
+        raise UsageError(
+            f"--merge {text!r} is not known",
+            code="bad-merge",
+            hint=f"use one of {', '.join(MERGES)}",
+        )
+    return text
+
+
+def parse_server_optimizer(text: str) -> str:
+    if text not in SERVER_OPTIMIZERS:
+        raise UsageError(
+            f"--server-optimizer {text!r} is not known",
+            code="bad-server-optimizer",
+            hint=f"use one of {', '.join(SERVER_OPTIMIZERS)}",
+        )
+    return text
+
+
+def parse_betas(text: str | None) -> tuple[float, ...] | None:
+    """``"0.9,0.99"`` as two floats (None stays None: the optimizer's default)."""
+    if text is None:
+        return None
+    try:
+        b1, b2 = (float(p) for p in text.split(","))
+    except ValueError as exc:
+        raise UsageError(
+            f"--server-betas {text!r} must be two numbers B1,B2",
+            code="bad-server-optimizer",
+            hint="e.g. --server-betas 0.9,0.99",
+        ) from exc
+    return (b1, b2)
 
 
 def int_list(text: str, what: str) -> tuple[int, ...]:

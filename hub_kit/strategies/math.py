@@ -30,3 +30,22 @@ def trimmed_mean(slices: list[np.ndarray], beta: float) -> np.ndarray:
     k = int(np.floor(beta * len(slices)))
     kept = stacked[k : len(slices) - k]
     return kept.mean(axis=0)
+
+
+def fisher_weighted_mean(
+    slices: list[np.ndarray], fishers: list[np.ndarray], weights: np.ndarray, eps: float = 1e-8
+) -> np.ndarray:
+    """Fisher-weighted averaging (Matena & Raffel, NeurIPS 2022; FedFisher, AISTATS 2024).
+
+    sum_k w_k (F_k + eps) x_k / sum_k w_k (F_k + eps), elementwise, where F_k is site k's
+    diagonal Fisher (mean over its samples; negative values, impossible for a Fisher, count
+    as 0) and w_k its sample count, so w_k F_k is the Fisher summed over the site's data.
+    Where every site's Fisher is 0 this is the sample-weighted average.
+    """
+    num = np.zeros_like(slices[0])
+    den = np.zeros_like(slices[0])
+    for values, fisher, weight in zip(slices, fishers, weights, strict=True):
+        f = (np.maximum(fisher, 0.0) + eps) * float(weight)
+        num += f * values
+        den += f
+    return num / den
