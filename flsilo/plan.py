@@ -139,6 +139,8 @@ def plan_problem(plan: Plan) -> str | None:
         return f"plan merge {plan.merge!r} is not one of {', '.join(MERGES)}"
     if plan.merge == "fisher" and plan.kind == ROUND_STATISTICS:
         return "--merge fisher needs rounds that train weights, not statistics rounds"
+    if plan.merge == "fisher" and dp_of(plan) is not None:
+        return "--merge fisher cannot be combined with DP-SGD (the Fisher is not privatised)"
     return dp_problem(plan) or heads_problem(plan)
 
 

@@ -21,7 +21,7 @@ from flsilo.artifact import Verified, sha256_file, sig_path, verify_file
 from flsilo.atomic import atomic_writer, copy_file, write_text
 from flsilo.errors import FlsiloError, PolicyError
 from flsilo.federation import FederationConfig
-from flsilo.tensorfile import Header
+from flsilo.tensorfile import FLOAT_DTYPES, Header
 from flsilo.tensorsets import (
     ROUND_STATISTICS,
     ROUND_TRAIN,
@@ -31,6 +31,7 @@ from flsilo.tensorsets import (
 )
 from flsilo.trust import AllowedSigners
 from hub_kit.privacy import check_bundle as check_dp_bundle
+from hub_kit.streaming import FISHER_PREFIX
 from hub_kit.workspace import HubState
 
 
@@ -85,7 +86,11 @@ def check_policy(
     package_model: mf.ModelInfo,
     package_plan: mf.Plan | None = None,
 ) -> int:
-    """Raise PolicyError unless the hub may accept this bundle now; return its age in rounds."""
+    """Raise PolicyError unless the hub may accept this bundle now; return its age in rounds.
+
+    ``fisher``: the round's plan merges by Fisher, so the bundle must also carry exactly one
+    F32 ``fisher.NAME`` tensor, shaped like NAME, for each float parameter it declares.
+    """
     m = verified.manifest
     b = m.bundle
     assert b is not None
@@ -152,6 +157,19 @@ def check_tensor_set(
     specs = expected_specs(
         package_header, package_model.head, plan.kind, plan.freeze, plan.head_solver
     )
+    if plan.merge == "fisher" and plan.kind == ROUND_TRAIN:
+        assert verified.manifest.bundle is not None
+        problem = fisher_layout_problem(
+            verified.scan.header, specs, verified.manifest.bundle.fisher
+        )
+        if problem:
+            raise refuse(
+                "wrong-fisher",
+                f"bundle's Fisher tensors do not fit this round's plan: {problem}",
+                "the round merges by Fisher: the site must train with a flsilo that ships "
+                "fisher.NAME tensors (and no others)",
+            )
+        return
     expected = tuple(t.signature() for t in layout_of(specs))
     if verified.scan.header.layout() != expected:
         what = {
@@ -191,6 +209,30 @@ def check_statistics(
             f"{plan.min_cell_size}",
             "the site should have refused this round; discard the bundle",
         )
+
+
+def fisher_layout_problem(
+    bundle: Header, specs: dict[str, tuple[str, tuple[int, ...]]], declared: tuple[str, ...]
+) -> str | None:
+    """Why a Fisher bundle's tensor set is wrong, or None when it is exactly right.
+
+    ``specs`` is the tensor set the round asks for; the bundle must hold exactly those plus
+    one F32 ``fisher.NAME`` shaped like NAME for each float tensor NAME it declares.
+    """
+    own = {t.name: t for t in bundle.tensors if not t.name.startswith(FISHER_PREFIX)}
+    extra = {t.name: t for t in bundle.tensors if t.name.startswith(FISHER_PREFIX)}
+    if {n: (t.dtype, t.shape) for n, t in own.items()} != dict(specs):
+        return "the model tensors differ from those the round asks for"
+    if not declared:
+        return "the manifest declares no Fisher tensors"
+    if set(extra) != {FISHER_PREFIX + name for name in declared}:
+        return "the fisher.* tensors differ from those the manifest declares"
+    for name in declared:
+        spec = specs.get(name)
+        f = extra[FISHER_PREFIX + name]
+        if spec is None or spec[0] not in FLOAT_DTYPES or f.dtype != "F32" or f.shape != spec[1]:
+            return f"fisher.{name} is not an F32 tensor shaped like a float model tensor"
+    return None
 
 
 def _claimed_site(path: Path) -> str:

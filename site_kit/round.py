@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from site_kit import record as site_record
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import Evaluation, evaluate
+from site_kit.fisher import diagonal_fisher, with_fisher
 from site_kit.privacy import DPRun, prepare_round
 from site_kit.statistics import (
     check_cell_size,
@@ -195,10 +197,14 @@ def _train_locked(
     bundle = sha = manifest = None
     if dist.is_main:
         assert key is not None
+        fisher = site_fisher(job, data, ws.config.site_id, device, timings)
         manifest = bundle_manifest(
             job, data, ws.config.site_id, timings, dist, global_eval, trained_eval, dp_run
         )
         trained = {k: v for k, v in job.model.state_dict().items() if k not in frozen}
+        fisher = {k: v for k, v in fisher.items() if k in trained}
+        manifest = replace_bundle(manifest, fisher=tuple(sorted(fisher)))
+        trained = with_fisher(trained, fisher)
         sha = write_artifact(job.bundle_path, state_to_raw(trained), manifest, key)
         bundle = job.bundle_path
         record_trained(ws, job, data, request, sha, dp_run)
@@ -428,6 +434,26 @@ def train_and_evaluate(
     if dist.is_main and len(data.val):
         trained_eval = evaluate(job.model, data.val, classes, device)
     return global_eval, result, trained_eval
+
+
+def site_fisher(
+    job: RoundJob, data: SiteData, site: str, device: torch.device, timings: dict[str, float]
+) -> dict[str, torch.Tensor]:
+    """The trained model's diagonal Fisher on the training data, when the plan merges by it."""
+    if job.plan.merge != "fisher":
+        return {}
+    t0 = time.perf_counter()
+    fisher = diagonal_fisher(job.model, data.train, device, seed=derive_seed(job.plan.seed, site))
+    timings["fisher_seconds"] = round(time.perf_counter() - t0, 3)
+    return fisher
+
+
+def replace_bundle(manifest: mf.Manifest, **changes: object) -> mf.Manifest:
+    assert manifest.bundle is not None
+    return dataclasses.replace(
+        manifest,
+        bundle=dataclasses.replace(manifest.bundle, **changes),  # type: ignore[arg-type]
+    )
 
 
 def bundle_manifest(
