@@ -218,14 +218,8 @@ def evaluate(
     Example: flsilo evaluate site/packages/digits-r0005.safetensors --data test/ --site site
     """
     set_json(json_out)
-    import io
-
-    from flsilo.artifact import verify_file
     from flsilo.cli.verify_cmd import load_trust
-    from site_kit.data import load_dataset
-    from site_kit.evaluation import evaluate as run_eval
-    from site_kit.round import data_spec, verified_model
-    from site_kit.training import DistContext, pick_device
+    from site_kit.package_eval import evaluate_package
 
     if site is not None:
         if signers or key:
@@ -235,22 +229,18 @@ def evaluate(
         trust: Any = SiteWorkspace.open(site).trust()
     else:
         trust = load_trust(signers, key)
-    buffer = io.BytesIO()
-    verified = verify_file(package, trust, copy_to=buffer)
-    model = verified_model(verified, buffer.getvalue())
-    info_ = verified.manifest.model
-    dataset = load_dataset(
-        data, data_format, info_.classes, info_.input_shape, data_spec(info_), skip_bad=skip_bad
+    scored = evaluate_package(
+        package, data, trust, data_format=data_format, device=device, skip_bad=skip_bad
     )
-    result = run_eval(model, dataset, len(info_.classes), pick_device(device, DistContext()))
+    result = scored.result
     if json_out:
         emit_json(
             "evaluate",
             True,
             {
                 "package": str(package),
-                "classes": list(info_.classes),
-                "skipped": dataset.skipped,
+                "classes": list(scored.classes),
+                "skipped": scored.skipped,
                 **to_jsonable(result),
             },
         )
@@ -258,15 +248,15 @@ def evaluate(
     out = stdout()
     out.print(
         f"{package.name}: accuracy [bold]{100 * result.accuracy:.2f}%[/], loss {result.loss:.4f} "
-        f"on {result.samples} samples ({dataset.skipped} skipped)"
+        f"on {result.samples} samples ({scored.skipped} skipped)"
     )
     table = Table(title="confusion matrix (rows: true class, columns: predicted)")
     table.add_column("class")
     table.add_column("accuracy")
-    for name in info_.classes:
+    for name in scored.classes:
         table.add_column(name, justify="right")
     for name, acc, row in zip(
-        info_.classes, result.per_class_accuracy, result.confusion, strict=True
+        scored.classes, result.per_class_accuracy, result.confusion, strict=True
     ):
         table.add_row(name, f"{100 * acc:.1f}%" if acc is not None else "-", *(str(v) for v in row))
     out.print(table)
