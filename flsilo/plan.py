@@ -111,6 +111,8 @@ def dp_problem(plan: Plan) -> str | None:
         return "DP needs --dp-clip > 0 and --dp-delta in (0, 1)"
     if plan.fedprox_mu > 0:
         return "--fedprox-mu cannot be combined with DP-SGD (the accountant does not cover it)"
+    if plan.kind != ROUND_TRAIN:
+        return f"a DP plan allows only noisy training rounds, not {plan.kind!r} rounds"
     return None
 
 

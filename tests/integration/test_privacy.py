@@ -62,6 +62,17 @@ def test_hub_init_refuses_an_unusable_dp_plan(cli, tmp_path: Path, options, need
     assert not (tmp_path / "h").exists()
 
 
+def test_a_dp_federation_refuses_statistics_rounds(cli, tmp_path: Path) -> None:
+    dp = ("--dp-noise-multiplier", "1", "--dp-budget", "3")
+    result = hub_init(cli, tmp_path, "--schedule", "closed-form", *dp)
+    assert result.code == 2 and "error[dp-plan]" in result.err and "statistics" in result.err
+    assert not (tmp_path / "h").exists()
+    statistics = Plan(local_epochs=1, batch_size=8, kind="statistics", dp_epsilon=1, dp_budget=3)
+    from flsilo.plan import plan_problem
+
+    assert "statistics" in (plan_problem(statistics) or "")
+
+
 def test_hub_init_refuses_a_batchnorm_model(cli, tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "bnmodel.py").write_text(
         "from torch import nn\n"
@@ -131,6 +142,37 @@ def test_dp_training_keeps_plain_names_and_leaves_the_model_reusable() -> None:
         train(model, data, plan, seed=1, device=torch.device("cpu"), dp=run)
     assert list(model.state_dict()) == names
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_dp_training_with_a_frozen_backbone_changes_only_the_head() -> None:
+    import torch
+
+    from flsilo.models.registry import build_model
+    from site_kit.data import Dataset
+    from site_kit.privacy import DPRun, plan_spend
+    from site_kit.training import freeze_parameters, train
+
+    rng = np.random.default_rng(1)
+    data = Dataset(rng.normal(size=(64, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 64))
+    model = build_model("mlp:hidden=16", (1, 8, 8), 10)
+    head = list(model.state_dict())[-2:]  # the last Linear's weight and bias
+    frozen = freeze_parameters(
+        model, tuple(f"{n.rsplit('.', 1)[0]}.*" for n in list(model.state_dict())[:-2])
+    )
+    plan = Plan(local_epochs=1, batch_size=16, dp_noise_multiplier=1, dp_budget=9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(
+        model,
+        data,
+        plan,
+        seed=1,
+        device=torch.device("cpu"),
+        dp=DPRun(plan_spend(plan, 64), b"k" * 32),
+    )
+    after = model.state_dict()
+    assert frozen and not set(frozen) & set(head)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k in head)
 
 
 # ---------------------------------------------------------------------------------------
