@@ -50,12 +50,10 @@ def check_config(config: FederationConfig) -> None:
 
 def _leaky_round_kinds(config: FederationConfig) -> list[str]:
     """Round kinds that ship un-noised data summaries (statistics, Fisher diagonals)."""
-    found = []
-    if str(getattr(config.schedule, "kind", "")).startswith("closed-form"):
-        found.append("closed-form rounds (sites ship feature statistics)")
-    if getattr(config.plan, "merge", None) == "fisher":
-        found.append("Fisher merging (sites ship Fisher diagonals)")
-    return found
+    # Fisher merging with DP is refused by the plan's own rules (flsilo.plan.plan_problem).
+    if config.schedule.kind.startswith("closed-form"):
+        return ["closed-form rounds (sites ship feature statistics)"]
+    return []
 
 
 def refuse_batchnorm(modules: Iterable[Any], spec: str) -> None:
