@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from flsilo import manifest as mf
 from flsilo.atomic import atomic_writer
 from flsilo.errors import MalformedInputError, PolicyError, UsageError, VerificationError
+from flsilo.keys import PrivateKey
 from flsilo.sshsig import Signature, check_signature, new_hash, parse_signature, sign_digest
 from flsilo.tensorfile import Header, RawTensor, build_header, nonfinite_count, read_header
 from flsilo.trust import SignerEntry, TrustPolicy
@@ -226,7 +225,7 @@ def write_artifact(
     path: Path,
     tensors: Mapping[str, RawTensor],
     manifest: mf.Manifest,
-    key: Ed25519PrivateKey,
+    key: PrivateKey,
     *,
     overwrite: bool = False,
 ) -> str:

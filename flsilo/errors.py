@@ -101,7 +101,9 @@ class KeyFileError(FlsiloError):
     """A key file is missing, unreadable, of the wrong type, or its passphrase is wrong."""
 
     default_code = "key"
-    default_hint = "check the key path and passphrase; keys are OpenSSH Ed25519 files"
+    default_hint = (
+        "check the key path and passphrase; keys are OpenSSH Ed25519 or ECDSA P-256 files"
+    )
 
 
 class WorkspaceError(FlsiloError):

@@ -1,4 +1,4 @@
-"""SSHSIG detached signatures (OpenSSH PROTOCOL.sshsig) with Ed25519, in-process.
+"""SSHSIG detached signatures (OpenSSH PROTOCOL.sshsig) with Ed25519 or ECDSA P-256, in-process.
 
 The signature covers ``H(message)``; callers hash the file once while streaming it and pass
 the digest here, so these functions do no I/O. The armored form is byte-for-byte what
@@ -13,11 +13,8 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from flsilo.errors import KeyFileError, MalformedInputError, VerificationError
-from flsilo.keys import KEY_TYPE, PublicKey, parse_public_blob
+from flsilo.keys import PrivateKey, PublicKey, parse_public_blob, public_of, sign_ssh
 from flsilo.sshwire import WireFormatError, WireReader, pack_string, pack_uint32
 
 MAGIC = b"SSHSIG"
@@ -38,6 +35,7 @@ class Signature:
     hash_algorithm: str
     signature: bytes
     reserved: bytes = b""
+    signature_type: str = "ssh-ed25519"
 
     @property
     def fingerprint(self) -> str:
@@ -69,12 +67,11 @@ def armor(blob: bytes) -> bytes:
 
 
 def sign_digest(
-    key: Ed25519PrivateKey, namespace: str, digest: bytes, hash_algorithm: str = "sha256"
+    key: PrivateKey, namespace: str, digest: bytes, hash_algorithm: str = "sha256"
 ) -> bytes:
     """Return the armored ``.sig`` contents for a message whose hash is ``digest``."""
-    public = PublicKey.from_key(key.public_key())
-    raw_sig = key.sign(signed_data(namespace, hash_algorithm, digest))
-    sig_blob = pack_string(KEY_TYPE.encode()) + pack_string(raw_sig)
+    public = public_of(key)
+    sig_blob = sign_ssh(key, signed_data(namespace, hash_algorithm, digest))
     blob = (
         MAGIC
         + pack_uint32(VERSION)
@@ -132,18 +129,19 @@ def parse_signature(data: bytes, *, source: str = "signature") -> Signature:
         raise _malformed(source, str(exc)) from exc
     if hash_algorithm not in HASH_ALGORITHMS:
         raise _malformed(source, f"unsupported hash algorithm {hash_algorithm!r}")
-    if sig_type != KEY_TYPE or len(raw_sig) != 64:
-        raise _malformed(source, f"unsupported signature type {sig_type!r}")
     try:
         public = parse_public_blob(key_blob, source=source)
     except KeyFileError as exc:
         raise _malformed(source, f"embedded public key: {exc.message}") from exc
+    if sig_type != public.key_type or (sig_type == "ssh-ed25519" and len(raw_sig) != 64):
+        raise _malformed(source, f"unsupported signature type {sig_type!r}")
     return Signature(
         public_key=public,
         namespace=namespace,
         hash_algorithm=hash_algorithm,
         signature=raw_sig,
         reserved=reserved,
+        signature_type=sig_type,
     )
 
 
@@ -160,15 +158,12 @@ def check_signature(sig: Signature, namespace: str, digest: bytes, *, source: st
             hint="a bundle signature cannot stand for a package and vice versa; "
             "get the right .sig for this file",
         )
-    try:
-        sig.public_key.key.verify(
-            sig.signature, signed_data(namespace, sig.hash_algorithm, digest, sig.reserved)
-        )
-    except InvalidSignature as exc:
+    data = signed_data(namespace, sig.hash_algorithm, digest, sig.reserved)
+    if not sig.public_key.verify(sig.signature_type, sig.signature, data):
         raise VerificationError(
             "signature does not match the file: the file or its .sig was changed, or they "
             "belong to different files",
             path=source,
             code="bad-signature",
             hint="do not use this file; ask the signer for a fresh copy of both files",
-        ) from exc
+        )

@@ -1,4 +1,4 @@
-"""SSH wire encoding (RFC 4251 strings and uint32s) shared by keys and signatures."""
+"""SSH wire encoding (RFC 4251 strings, uint32s and mpints) shared by keys and signatures."""
 
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ def pack_uint32(value: int) -> bytes:
 
 def pack_string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
+
+
+def pack_mpint(value: int) -> bytes:
+    """A non-negative integer as an RFC 4251 mpint (minimal two's complement, big-endian)."""
+    if value < 0:
+        raise ValueError("negative mpint")
+    if value == 0:
+        return pack_string(b"")
+    raw = value.to_bytes((value.bit_length() + 8) // 8, "big")
+    return pack_string(raw)
 
 
 class WireReader:
@@ -37,6 +47,16 @@ class WireReader:
 
     def string(self) -> bytes:
         return self.raw(self.uint32())
+
+    def mpint(self) -> int:
+        """A non-negative mpint in its one canonical encoding (anything else is refused)."""
+        raw = self.string()
+        value = int.from_bytes(raw, "big")
+        if raw and raw[0] & 0x80:
+            raise WireFormatError("negative mpint")
+        if pack_mpint(value) != pack_string(raw):
+            raise WireFormatError("mpint is not minimally encoded")
+        return value
 
     def text(self) -> str:
         try:

@@ -28,6 +28,7 @@ from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.errors import PolicyError, UsageError, VerificationError, WorkspaceError
 from flsilo.keys import PassphraseSource, load_private_key
 from flsilo.tensorfile import Header, RawTensor
+from hub_kit.archive import write_sums
 from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
 from hub_kit.packaging import package_manifest, write_package_stream
 from hub_kit.privacy import dp_budget
@@ -519,6 +520,7 @@ def _aggregate_locked(
             run.close()
     if view.base.path is not None and view.base.path != package_path:
         view.base.path.unlink(missing_ok=True)  # a partial round's scratch base
+    write_sums(staging, {c.staged.name: c.verified.sha256 for c in candidates})
     archive = ws.round_dir(r)
     shutil.rmtree(archive, ignore_errors=True)  # an uncommitted attempt's leftovers
     staging.rename(archive)

@@ -21,6 +21,7 @@ from flsilo.artifact import Verified, sha256_file, verify_file
 from flsilo.errors import FlsiloError
 from flsilo.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
 from flsilo.trust import AllowedSigners
+from hub_kit.archive import check_sums
 from hub_kit.eventlog import Event
 from hub_kit.strategies import from_provenance
 from hub_kit.workspace import HubWorkspace, fold, render_allowed_signers, signer_entries
@@ -107,6 +108,10 @@ def audit(hub_dir: Path, *, replay: bool = False) -> AuditReport:
             rejects.setdefault(ev["round"], []).append(ev)
     for round_ in range(state.round):
         bundles = _audit_bundles(ws, report, round_, accepts.get(round_, []), trust)
+        sums_problem = check_sums(ws.round_dir(round_))
+        report.add(
+            f"SHA256SUMS r{round_:04d}", sums_problem is None, sums_problem or "every file matches"
+        )
         package = packages.get(round_ + 1)
         if package is None:
             continue

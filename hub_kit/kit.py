@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flsilo import federation as fed
+from flsilo import oms
 from flsilo import wheelhouse as wh
 from flsilo.artifact import sig_path
 from flsilo.atomic import atomic_directory, copy_file, write_text
@@ -68,6 +69,8 @@ def make_kit(ws: HubWorkspace, site: str, out: Path, *, wheelhouse: Path | None 
         write_text(staging / "hub.pub", state.hub_key.openssh_line() + "\n")
         copy_file(package, staging / package.name)
         copy_file(sig_path(package), staging / sig_path(package).name)
+        if oms.bundle_path(package).exists():
+            copy_file(oms.bundle_path(package), staging / oms.bundle_path(package).name)
         kit_info = {
             "site_id": site,
             "federation": ws.config.federation,

@@ -7,12 +7,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from flsilo import manifest as mf
+from flsilo import oms
 from flsilo.artifact import sig_path, write_artifact
-from flsilo.atomic import atomic_writer
+from flsilo.atomic import atomic_writer, write_bytes
 from flsilo.federation import FederationConfig
+from flsilo.keys import PrivateKey
 from flsilo.sshsig import sign_digest
 from flsilo.tensorfile import RawTensor, TensorInfo, build_header
 
@@ -48,11 +50,16 @@ def write_package(
     directory: Path,
     manifest: mf.Manifest,
     tensors: Mapping[str, RawTensor],
-    key: Ed25519PrivateKey,
+    key: PrivateKey,
 ) -> tuple[Path, str]:
-    """Write (or rewrite, when a crashed attempt left one uncommitted) the round's package."""
+    """Write (or rewrite, when a crashed attempt left one uncommitted) the round's package.
+
+    A P-256 hub key also writes ``PACKAGE.sigstore.json``, the OpenSSF model signing bundle.
+    """
     path = directory / mf.artifact_name(manifest.federation, manifest.round)
     sha = write_artifact(path, tensors, manifest, key, overwrite=True)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        write_bytes(oms.bundle_path(path), oms.make_bundle(key, path.name, sha))
     return path, sha
 
 
@@ -68,7 +75,7 @@ def write_package_stream(
     manifest: mf.Manifest,
     layout: tuple[TensorInfo, ...],
     produce: Callable[[Callable[[memoryview], object]], T],
-    key: Ed25519PrivateKey,
+    key: PrivateKey,
 ) -> tuple[Path, str, T]:
     """Write the round's package while ``produce`` computes it, then sign it.
 
@@ -100,4 +107,6 @@ def write_package_stream(
         sig = sign_digest(key, manifest.namespace, digest.digest())
         with atomic_writer(sig_path(path)) as sig_fh:
             sig_fh.write(sig)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        write_bytes(oms.bundle_path(path), oms.make_bundle(key, path.name, digest.hexdigest()))
     return path, digest.hexdigest(), result

@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import safetensors
 import torch
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flsilo import manifest as mf
 from flsilo.artifact import Verified, write_artifact
 from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.errors import PolicyError, UsageError
 from flsilo.federation import DataSpec
-from flsilo.keys import PassphraseSource, load_private_key
+from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
 from flsilo.models.registry import build_model, code_digest
 from flsilo.plan import dp_of
 from flsilo.tensorsets import ROUND_STATISTICS
@@ -390,7 +389,7 @@ def load_site_data(ws: SiteWorkspace, job: RoundJob, request: TrainRequest) -> S
 
 def unlock_site_key(
     ws: SiteWorkspace, override: Path | None, passphrase: PassphraseSource
-) -> Ed25519PrivateKey:
+) -> PrivateKey:
     """The site's private key (asking for its passphrase), refused unless it is the enrolled one."""
     path = override or ws.key_path
     key = load_private_key(path, passphrase)

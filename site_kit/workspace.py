@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from flsilo import federation as fed
 from flsilo.artifact import Verified, sig_path, verify_file
 from flsilo.atomic import atomic_writer, copy_file, write_text
@@ -21,7 +19,13 @@ from flsilo.errors import (
     WorkspaceError,
 )
 from flsilo.federation import read_toml
-from flsilo.keys import PublicKey, fingerprint_matches, load_public_key, parse_public_line
+from flsilo.keys import (
+    PrivateKey,
+    PublicKey,
+    fingerprint_matches,
+    load_public_key,
+    parse_public_line,
+)
 from flsilo.manifest import ID_PATTERN, KIND_PACKAGE
 from flsilo.sshsig import PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
@@ -79,7 +83,7 @@ class SiteWorkspace:
     def data_path(self) -> Path | None:
         return resolve_stored(self.config.data, self.root) if self.config.data else None
 
-    def check_signing_key(self, key: Ed25519PrivateKey, key_path: Path) -> None:
+    def check_signing_key(self, key: PrivateKey, key_path: Path) -> None:
         """Refuse a private key whose public half is not the key the hub enrolled."""
         enrolled = parse_public_line(self.config.site_key)
         if PublicKey.from_key(key.public_key()).blob != enrolled.blob:

@@ -47,8 +47,8 @@ def cli(capsys: pytest.CaptureFixture[str]):
     return invoke
 
 
-def make_key(path: Path) -> Path:
-    write_new_key(path, generate_key(), None, path.name)
+def make_key(path: Path, key_type: str = "ed25519") -> Path:
+    write_new_key(path, generate_key(key_type), None, path.name)
     return path
 
 
@@ -113,12 +113,16 @@ class Federation:
 
 
 def build_federation(
-    root: Path, schedule: str = "periodic:2", model: str = "logreg", extra: tuple[str, ...] = ()
+    root: Path,
+    schedule: str = "periodic:2",
+    model: str = "logreg",
+    extra: tuple[str, ...] = (),
+    key_types: dict[str, str] | None = None,
 ) -> Federation:
     root.mkdir(parents=True)
     keys = root / "keys"
     for name in ("hub", "site-a", "site-b"):
-        make_key(keys / name)
+        make_key(keys / name, (key_types or {}).get(name, "ed25519"))
     hub = root / "hub"
     assert (
         run(

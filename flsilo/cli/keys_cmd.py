@@ -8,9 +8,12 @@ from typing import Annotated
 import typer
 
 from flsilo.cli.common import emit_json, info, new_passphrase, set_json, stdout
-from flsilo.keys import generate_key, load_public_key, write_new_key
+from flsilo.errors import UsageError
+from flsilo.keys import TYPE_NAMES, generate_key, load_public_key, write_new_key
 
-app = typer.Typer(help="Make OpenSSH Ed25519 keys and show fingerprints.", no_args_is_help=True)
+app = typer.Typer(
+    help="Make OpenSSH keys (Ed25519, ECDSA P-256) and show fingerprints.", no_args_is_help=True
+)
 
 
 @app.command("new")
@@ -19,6 +22,14 @@ def keys_new(
         Path, typer.Argument(help="Private key file to create (PATH.pub is written too).")
     ],
     comment: Annotated[str, typer.Option(help="Comment stored in PATH.pub.")] = "",
+    key_type: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help="ed25519 (default) or ecdsa-p256 (a FIPS-approved curve; a P-256 hub key "
+            "also writes OpenSSF model signing bundles).",
+        ),
+    ] = "ed25519",
     no_passphrase: Annotated[
         bool, typer.Option("--no-passphrase", help="Store the key unencrypted (tests, demos).")
     ] = False,
@@ -27,13 +38,19 @@ def keys_new(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
-    """Create an Ed25519 key pair: PATH (encrypted, mode 0600) and PATH.pub.
+    """Create a key pair: PATH (encrypted, mode 0600) and PATH.pub (Ed25519 unless --type).
 
     Example: flsilo keys new keys/site-a --comment "site-a radiology"
     """
     set_json(json_out)
+    if key_type not in TYPE_NAMES:
+        raise UsageError(
+            f"unknown key type {key_type!r}",
+            code="key-type",
+            hint="use --type ed25519 (default) or --type ecdsa-p256",
+        )
     passphrase = new_passphrase(no_passphrase, passphrase_file)
-    public = write_new_key(path, generate_key(), passphrase, comment or path.name)
+    public = write_new_key(path, generate_key(key_type), passphrase, comment or path.name)
     pub_path = path.with_name(path.name + ".pub")
     if json_out:
         emit_json(
@@ -43,6 +60,7 @@ def keys_new(
                 "private_key": str(path),
                 "public_key": str(pub_path),
                 "fingerprint": public.fingerprint,
+                "type": public.key_type,
                 "encrypted": passphrase is not None,
             },
         )

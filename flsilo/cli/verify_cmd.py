@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flsilo.artifact import verify_file
+from flsilo import oms
+from flsilo.artifact import Verified, verify_file
 from flsilo.cli.common import emit_json, exit_code_for, parse_when, print_error, set_json, stdout
-from flsilo.errors import FlsiloError, UsageError
+from flsilo.errors import FlsiloError, MalformedInputError, UsageError
 from flsilo.keys import load_public_key
 from flsilo.manifest import Manifest
 from flsilo.trust import AllowedSigners, SingleKey, TrustPolicy
@@ -49,6 +50,21 @@ def load_trust(signers: Path | None, key: Path | None) -> TrustPolicy:
     return SingleKey(load_public_key(key), str(key))
 
 
+def check_oms_bundle(verified: Verified) -> bool:
+    """Check ``FILE.sigstore.json`` when it sits beside a package; True when there was one."""
+    path = oms.bundle_path(verified.path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise MalformedInputError(f"cannot read ({exc.strerror})", path=path) from exc
+    oms.verify_bundle(
+        data, verified.signature.public_key, verified.path.name, verified.sha256, source=str(path)
+    )
+    return True
+
+
 def verify(
     files: Annotated[
         list[Path], typer.Argument(help="Artifacts to verify (FILE.sig must sit beside each).")
@@ -78,6 +94,7 @@ def verify(
     for path in artifact_paths(files):
         try:
             verified = verify_file(path, trust, at=when)
+            model_signing = check_oms_bundle(verified)
         except FlsiloError as err:
             errors.append(err)
             if not json_out:
@@ -91,6 +108,7 @@ def verify(
                 "signer": verified.signer.principals,
                 "fingerprint": verified.signature.fingerprint,
                 "sha256": verified.sha256,
+                "model_signing_bundle": model_signing,
                 **manifest_summary(verified.manifest),
             }
         )

@@ -1,0 +1,39 @@
+"""Round archives (``rounds/NNNN/``): the ``SHA256SUMS`` that ``sha256sum -c`` checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flsilo.artifact import sha256_file
+from flsilo.atomic import write_text
+from flsilo.checksums import SUMS_FILE, parse_sums, render_sums
+from flsilo.errors import FlsiloError
+
+
+def write_sums(folder: Path, known: dict[str, str]) -> None:
+    """Write ``folder/SHA256SUMS`` for every file in it; ``known`` digests are not re-read."""
+    digests = {
+        p.name: known.get(p.name) or sha256_file(p)
+        for p in folder.iterdir()
+        if p.is_file() and p.name != SUMS_FILE
+    }
+    write_text(folder / SUMS_FILE, render_sums(digests))
+
+
+def check_sums(folder: Path) -> str | None:
+    """What is wrong with a round archive's SHA256SUMS, or None when every line holds."""
+    sums_path = folder / SUMS_FILE
+    try:
+        listed = parse_sums(sums_path.read_text(encoding="utf-8"), source=str(sums_path))
+    except FileNotFoundError:
+        return f"{sums_path} is missing"
+    except (OSError, UnicodeDecodeError, FlsiloError) as exc:
+        return f"{sums_path}: {exc}"
+    present = {p.name for p in folder.iterdir() if p.is_file() and p.name != SUMS_FILE}
+    if present != set(listed):
+        extra = sorted(present ^ set(listed))
+        return f"{SUMS_FILE} and the folder disagree about {', '.join(extra[:3])}"
+    for name, digest in sorted(listed.items()):
+        if sha256_file(folder / name) != digest:
+            return f"{name} does not match its line in {SUMS_FILE}"
+    return None
