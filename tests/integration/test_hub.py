@@ -284,7 +284,7 @@ def test_audit_catches_a_tampered_archive_and_log(federation: Federation, cli) -
     result = cli("audit", federation.hub, "--json")
     assert result.code == 3
     failed = [c for c in json.loads(result.out)["audit"]["checks"] if not c["ok"]]
-    assert [c["name"] for c in failed] == ["bundle r0000 site-a"]
+    assert [c["name"] for c in failed] == ["bundle r0000 site-a", "SHA256SUMS r0000"]
     log = federation.hub / "events.jsonl"
     lines = log.read_text().splitlines()
     lines[1] = lines[1].replace("site-a", "site-x")
