@@ -49,6 +49,10 @@ class HubPolicy:
     """Quarantine an update whose norm exceeds this multiple of the round's median norm."""
     max_weight_share: float | None = None
     """Clip any one site's share of the total weight to this fraction."""
+    package_ttl: int = 90
+    """Days a package stays fresh for training (0: never expires); final packages never do."""
+    release_signers: int = 0
+    """Release officers who must sign the final package (0: no release sign-off)."""
     server_optimizer: str = "none"
     server_lr: float | None = None
     server_momentum: float | None = None
@@ -87,6 +91,8 @@ def hub_policy_problem(hub: HubPolicy) -> str | None:
         return "norm_gate (--norm-gate) must be a positive multiple of the median update norm"
     if hub.max_weight_share is not None and not 0 < hub.max_weight_share <= 1:
         return "max_weight_share (--max-weight-share) must be a fraction in (0, 1]"
+    if hub.package_ttl < 0 or hub.release_signers < 0:
+        return "package_ttl (--package-ttl) and release_signers (--release-signers) must be >= 0"
     return server_problem(hub)
 
 

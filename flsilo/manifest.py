@@ -28,6 +28,7 @@ KIND_BUNDLE = "bundle"
 KIND_PACKAGE = "package"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+ISO_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class BundleInfo:
     """What a statistics bundle discloses about the site's data, in words."""
     fisher: tuple[str, ...] = ()
     """Parameters whose diagonal Fisher the bundle carries as extra ``fisher.NAME`` tensors."""
+    expired_package_accepted: str | None = None
+    """When the site's operator trained on an expired package on purpose: the time they did."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,22 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class ReleaseOfficer:
+    """A release officer enrolled at the hub: id and OpenSSH public key line."""
+
+    id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    """m-of-n release sign-off: the officers' keys and how many must sign the final package."""
+
+    signers_required: int
+    officers: tuple[ReleaseOfficer, ...]
+
+
+@dataclass(frozen=True)
 class PackageInfo:
     """What the hub says about a package: the plan for its round and where it came from."""
 
@@ -135,6 +154,11 @@ class PackageInfo:
     plan: Plan | None
     parent_sha256: str | None
     provenance: Provenance | None
+    expires_at: str | None = None
+    """Sites refuse to train on the package after this time (never set on a final package)."""
+    release: ReleasePolicy | None = None
+    log_head: str | None = None
+    """sha256 of the hub's event log head just before the event that commits this package."""
 
 
 @dataclass(frozen=True)
@@ -337,7 +361,26 @@ def _package_problem(p: PackageInfo, round_: int) -> str | None:
         return "parent_sha256 is not a sha256 hex digest"
     if (round_ == 0) != (p.parent_sha256 is None):
         return "only round 0 has no parent package"
-    return schedule_problem(p.schedule) or (plan_problem(p.plan) if p.plan else None)
+    return (
+        schedule_problem(p.schedule)
+        or (plan_problem(p.plan) if p.plan else None)
+        or _history_problem(p)
+    )
+
+
+def _history_problem(p: PackageInfo) -> str | None:
+    """Expiry, log anchor and release policy (issue 12)."""
+    if p.expires_at is not None and (p.final or not ISO_PATTERN.match(p.expires_at)):
+        return "expires_at must be a UTC time YYYY-MM-DDTHH:MM:SSZ, on a non-final package"
+    if p.log_head is not None and not SHA256_PATTERN.match(p.log_head):
+        return "log_head is not a sha256 hex digest"
+    if p.release is not None:
+        ids = [o.id for o in p.release.officers]
+        if len(set(ids)) != len(ids) or not all(ID_PATTERN.match(i) for i in ids):
+            return "release officer ids must be valid and distinct"
+        if p.release.signers_required < 1:
+            return "release needs at least one signer"
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -356,6 +399,10 @@ def now_utc() -> str:
 def iso_to_epoch(text: str) -> int:
     """Inverse of now_utc()."""
     return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+
+
+def epoch_to_iso(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def software_versions(extra: dict[str, str] | None = None) -> dict[str, str]:

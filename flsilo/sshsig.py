@@ -24,6 +24,7 @@ END = "-----END SSH SIGNATURE-----"
 HASH_ALGORITHMS = ("sha256", "sha512")
 BUNDLE_NAMESPACE = "flsilo-bundle"
 PACKAGE_NAMESPACE = "flsilo-package"
+RELEASE_NAMESPACE = "flsilo-release"
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from hub_kit.streaming import (
     run_two_pass,
 )
 from hub_kit.weighting import cap_shares, check_share_cap, norm_gate, shares
-from hub_kit.workspace import HubState, HubWorkspace
+from hub_kit.workspace import HubState, HubWorkspace, release_policy
 
 
 @dataclass(frozen=True)
@@ -384,6 +384,7 @@ def _aggregate_locked(
     state = ws.state()
     r = state.round
     _check_round(ws, state, inbox, policy)
+    check_release_officers(ws, state)
     rule = policy.rule
     key = load_private_key(ws.key_path, passphrase)
     trust = ws.trust(state)
@@ -509,7 +510,12 @@ def _aggregate_locked(
             )
             provenance = replace(provenance, server=step)
         manifest = package_manifest(
-            ws.config, package_scan.manifest.model, r + 1, state.packages[r], provenance
+            ws.config,
+            package_scan.manifest.model,
+            r + 1,
+            state.packages[r],
+            provenance,
+            release=release_policy(state, ws.config.hub.release_signers),
         )
         remove_stale_temps(ws.packages_dir)
         new_path, sha, figures = write_package_stream(
@@ -627,6 +633,19 @@ def _dp_fields(c: Candidate) -> dict[str, float]:
     if b is None or b.dp is None:
         return {}
     return {"dp_epsilon_round": b.dp.epsilon_round, "dp_epsilon_total": b.dp.epsilon_total}
+
+
+def check_release_officers(ws: HubWorkspace, state: HubState) -> None:
+    """The final package must name at least --release-signers officers, or none could sign it."""
+    need = ws.config.hub.release_signers
+    have = len(state.release_officers())
+    if state.round + 1 >= ws.schedule.rounds and have < need:
+        raise UsageError(
+            f"the final package needs {need} release officers, but {have} are enrolled",
+            code="release-officers-missing",
+            hint=f"enrol them first: flsilo hub enroll {ws.root} OFFICER OFFICER.pub "
+            "--fingerprint SHA256:... --role release",
+        )
 
 
 class NotEnoughSites(WorkspaceError):

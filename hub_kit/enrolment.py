@@ -9,7 +9,7 @@ from flsilo.errors import UsageError, VerificationError
 from flsilo.keys import fingerprint_matches, load_public_key
 from flsilo.manifest import ID_PATTERN
 from flsilo.trust import HUB_PRINCIPAL, format_time
-from hub_kit.workspace import HubWorkspace
+from hub_kit.workspace import ROLE_RELEASE, ROLE_SITE, HubWorkspace
 
 
 def enroll(
@@ -20,8 +20,19 @@ def enroll(
     *,
     valid_after: int | None = None,
     valid_before: int | None = None,
+    role: str = ROLE_SITE,
 ) -> str:
-    """Trust ``pubkey`` for ``site`` if its fingerprint is the one read over the phone."""
+    """Trust ``pubkey`` for ``site`` if its fingerprint is the one read over the phone.
+
+    ``role`` is ``site`` (signs bundles) or ``release`` (a release officer, who signs the
+    final package in namespace flsilo-release and never bundles).
+    """
+    if role not in (ROLE_SITE, ROLE_RELEASE):
+        raise UsageError(
+            f"role {role!r} is not site or release",
+            code="bad-role",
+            hint="use --role site (default) or --role release",
+        )
     if not ID_PATTERN.match(site) or site == HUB_PRINCIPAL:
         raise UsageError(
             f"site id {site!r} is not valid",
@@ -45,9 +56,9 @@ def enroll(
             code="already-enrolled",
             hint="a revoked key is never re-enrolled; the site must make a new key",
         )
-    if site in state.active_sites():
+    if site in state.active_ids():
         raise UsageError(
-            f"site {site!r} already has an active key",
+            f"{site!r} already has an active key",
             code="already-enrolled",
             hint=f"revoke it first: flsilo hub revoke {ws.root} {site}",
         )
@@ -56,6 +67,8 @@ def enroll(
         "key": key.openssh_line(),
         "fingerprint": key.fingerprint,
     }
+    if role != ROLE_SITE:
+        data["role"] = role
     if valid_after is not None:
         data["valid_after"] = valid_after
     if valid_before is not None:
@@ -68,9 +81,9 @@ def enroll(
 def revoke(ws: HubWorkspace, site: str) -> str:
     """Stop trusting a site's key from now on; bundles it signed before stay auditable."""
     state = ws.state()
-    if site not in state.active_sites():
+    if site not in state.active_ids():
         raise UsageError(
-            f"site {site!r} has no active key to revoke",
+            f"{site!r} has no active key to revoke",
             code="not-enrolled",
             hint="see 'flsilo hub status' for enrolled sites",
         )

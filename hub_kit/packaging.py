@@ -26,14 +26,21 @@ def package_manifest(
     parent_sha256: str | None,
     provenance: mf.Provenance | None,
     software: dict[str, str] | None = None,
+    *,
+    release: mf.ReleasePolicy | None = None,
+    log_head: str | None = None,
 ) -> mf.Manifest:
     plan = config.plan_for_round(round_)
+    created_at = mf.now_utc()
+    expires_at = None
+    if plan is not None and config.hub.package_ttl > 0:
+        expires_at = mf.epoch_to_iso(mf.iso_to_epoch(created_at) + config.hub.package_ttl * 86400)
     return mf.Manifest(
         kind=mf.KIND_PACKAGE,
         format_version=mf.FORMAT_VERSION,
         federation=config.federation,
         round=round_,
-        created_at=mf.now_utc(),
+        created_at=created_at,
         software=mf.software_versions(software),
         model=model,
         package=mf.PackageInfo(
@@ -42,6 +49,9 @@ def package_manifest(
             plan=plan,
             parent_sha256=parent_sha256,
             provenance=provenance,
+            expires_at=expires_at,
+            release=release,
+            log_head=log_head,
         ),
     )
 

@@ -17,7 +17,14 @@ from hub_kit.packaging import package_manifest, write_package
 from hub_kit.privacy import check_config as check_dp_config
 from hub_kit.privacy import dp_plan, refuse_batchnorm
 from hub_kit.strategies import parse_strategy
-from hub_kit.workspace import HUB_FILE, fold, hub_toml, render_allowed_signers
+from hub_kit.workspace import (
+    HUB_FILE,
+    HubState,
+    fold,
+    hub_toml,
+    release_policy,
+    render_allowed_signers,
+)
 
 
 def initial_weights(
@@ -116,7 +123,8 @@ def hub_init(
         write_text(staging / "hub.pub", public.openssh_line() + "\n")
         for sub in ("packages", "rounds", "inbox", "quarantine"):
             (staging / sub).mkdir()
-        manifest = package_manifest(config, model, 0, None, None)
+        release = release_policy(HubState(), config.hub.release_signers)
+        manifest = package_manifest(config, model, 0, None, None, release=release)
         path, sha = write_package(staging / "packages", manifest, raw, key)
         log = EventLog(staging / "events.jsonl")
         log.append(

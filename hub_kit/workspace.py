@@ -23,13 +23,16 @@ from flsilo.atomic import write_text
 from flsilo.errors import VerificationError, WorkspaceError
 from flsilo.federation import read_toml
 from flsilo.keys import PublicKey, parse_public_line
+from flsilo.manifest import ReleaseOfficer, ReleasePolicy
 from flsilo.plan import Schedule
-from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
+from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE, RELEASE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from flsilo.workspace_paths import resolve_stored, stored_path
 from hub_kit.eventlog import Event, EventLog
 
 HUB_FILE = "hub.toml"
+ROLE_SITE = "site"
+ROLE_RELEASE = "release"
 
 
 @dataclass
@@ -39,6 +42,8 @@ class Enrolment:
     valid_after: int | None = None
     valid_before: int | None = None
     revoked_at: str | None = None
+    role: str = "site"
+    """``site`` (signs bundles) or ``release`` (a release officer: signs final packages)."""
 
 
 @dataclass
@@ -55,10 +60,20 @@ class HubState:
     hub_key: PublicKey | None = None
 
     def active_sites(self) -> list[str]:
-        return sorted({e.site for e in self.enrolments if e.revoked_at is None})
+        return sorted(
+            {e.site for e in self.enrolments if e.revoked_at is None and e.role == ROLE_SITE}
+        )
 
     def all_sites(self) -> list[str]:
-        return sorted({e.site for e in self.enrolments})
+        return sorted({e.site for e in self.enrolments if e.role == ROLE_SITE})
+
+    def release_officers(self) -> list[Enrolment]:
+        """Officers enrolled with ``--role release`` and not revoked, by id."""
+        active = [e for e in self.enrolments if e.role == ROLE_RELEASE and e.revoked_at is None]
+        return sorted(active, key=lambda e: e.site)
+
+    def active_ids(self) -> set[str]:
+        return {e.site for e in self.enrolments if e.revoked_at is None}
 
 
 def fold(events: list[Event]) -> HubState:
@@ -75,6 +90,7 @@ def fold(events: list[Event]) -> HubState:
                     key=parse_public_line(ev["key"]),
                     valid_after=ev.data.get("valid_after"),
                     valid_before=ev.data.get("valid_before"),
+                    role=ev.data.get("role", ROLE_SITE),
                 )
             )
         elif ev.event == "revoke":
@@ -107,12 +123,22 @@ def signer_entries(state: HubState) -> list[SignerEntry]:
             SignerEntry(
                 principals=e.site,
                 key=e.key,
-                namespaces=BUNDLE_NAMESPACE,
+                namespaces=RELEASE_NAMESPACE if e.role == ROLE_RELEASE else BUNDLE_NAMESPACE,
                 valid_after=e.valid_after,
                 valid_before=e.valid_before,
             )
         )
     return entries
+
+
+def release_policy(state: HubState, required: int) -> ReleasePolicy | None:
+    """What a package carries for m-of-n release sign-off (None when the federation has none)."""
+    if required < 1:
+        return None
+    officers = tuple(
+        ReleaseOfficer(id=e.site, key=e.key.openssh_line()) for e in state.release_officers()
+    )
+    return ReleasePolicy(signers_required=required, officers=officers)
 
 
 def render_allowed_signers(state: HubState) -> str:

@@ -28,6 +28,7 @@ from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import Evaluation, evaluate
 from site_kit.fisher import diagonal_fisher, with_fisher
+from site_kit.freshness import check_fresh
 from site_kit.privacy import DPRun, prepare_round
 from site_kit.statistics import (
     check_cell_size,
@@ -114,6 +115,7 @@ class TrainRequest:
     device: str = "auto"
     skip_bad: bool = False
     key: Path | None = None  # overrides the key recorded at site init
+    accept_expired: bool = False  # train on an expired package anyway (recorded in the bundle)
 
 
 @dataclass
@@ -126,6 +128,7 @@ class RoundJob:
     model: torch.nn.Module
     bundle_path: Path
     work: Path
+    expired_override: str | None = None  # when the operator accepted an expired package
 
 
 @dataclass
@@ -149,9 +152,10 @@ def train_round(
     key: Path | None = None,
     passphrase: PassphraseSource,
     progress: ProgressCallback | None = None,
+    accept_expired: bool = False,
 ) -> TrainOutcome:
     """Verify PACKAGE, train on the site's data per its plan, and write the signed bundle."""
-    request = TrainRequest(data, data_format, val, device, skip_bad, key)
+    request = TrainRequest(data, data_format, val, device, skip_bad, key, accept_expired)
     dist = init_distributed(device)
     ws = SiteWorkspace.open(site_dir)
     lock = WorkspaceLock(ws.root, "site workspace") if dist.is_main else contextlib.nullcontext()
@@ -172,7 +176,7 @@ def _train_locked(
     progress: ProgressCallback | None,
 ) -> TrainOutcome:
     t0 = time.perf_counter()
-    job = open_package(ws, package)
+    job = open_package(ws, package, accept_expired=request.accept_expired)
     if dist.is_main:
         m = job.verified.manifest
         site_record.note_package(ws.root, m.round, package.name, job.verified.sha256)
@@ -337,7 +341,7 @@ def record_trained(
     )
 
 
-def open_package(ws: SiteWorkspace, package: Path) -> RoundJob:
+def open_package(ws: SiteWorkspace, package: Path, *, accept_expired: bool = False) -> RoundJob:
     """Verify the package for this site, refuse a final or already-trained round, build the model."""
     buffer = io.BytesIO()
     verified = ws.accept_package(package, copy_to=buffer)
@@ -350,6 +354,7 @@ def open_package(ws: SiteWorkspace, package: Path) -> RoundJob:
             code="final-package",
             hint="evaluate it with 'flsilo evaluate' or deploy it",
         )
+    expired_override = check_fresh(m, package, accept_expired=accept_expired)
     bundle_path = ws.outbox / mf.artifact_name(m.federation, m.round, ws.config.site_id)
     if bundle_path.exists():
         raise UsageError(
@@ -361,7 +366,7 @@ def open_package(ws: SiteWorkspace, package: Path) -> RoundJob:
     model = verified_model(verified, buffer.getvalue())
     remove_stale_temps(ws.outbox)
     work = ws.work / f"r{m.round:04d}-{verified.sha256[:12]}"
-    return RoundJob(package, verified, m.package.plan, model, bundle_path, work)
+    return RoundJob(package, verified, m.package.plan, model, bundle_path, work, expired_override)
 
 
 def load_site_data(ws: SiteWorkspace, job: RoundJob, request: TrainRequest) -> SiteData:
@@ -486,5 +491,6 @@ def bundle_manifest(
             skipped_samples=data.skipped,
             world_size=dist.world,
             dp=dp_run.report(job.plan) if dp_run else None,
+            expired_package_accepted=job.expired_override,
         ),
     )

@@ -20,6 +20,7 @@ from flsilo.cli import (
     hub_cmd,
     inspect_cmd,
     keys_cmd,
+    release_cmd,
     simulate_cmd,
     site_cmd,
     site_status_cmd,
@@ -87,6 +88,7 @@ site_cmd.app.command("status", no_args_is_help=True)(site_status_cmd.status)
 site_cmd.app.command("check-data", no_args_is_help=True)(site_status_cmd.check_data)
 app.add_typer(site_cmd.app, name="site")
 app.add_typer(wheelhouse_cmd.app, name="wheelhouse")
+app.add_typer(release_cmd.app, name="release")
 app.command("verify", no_args_is_help=True)(verify_cmd.verify)
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("aggregate", no_args_is_help=True)(hub_cmd.aggregate)

@@ -107,9 +107,13 @@ def hub_enroll(
     site_id: Annotated[str, typer.Argument(help="The site's id, e.g. site-a.")],
     site_pubkey: Annotated[Path, typer.Argument(help="The site's public key file (.pub).")],
     fingerprint: Annotated[str, typer.Option(help="Fingerprint the site read to you out of band.")],
+    role: Annotated[
+        str,
+        typer.Option(help="site (signs bundles) or release (an officer who signs final packages)."),
+    ] = "site",
     json_out: JsonOut = False,
 ) -> None:
-    """Trust a site's key after confirming its fingerprint out of band (by phone).
+    """Trust a site's (or release officer's) key after confirming its fingerprint out of band.
 
     Example: flsilo hub enroll hub site-a site-a.pub --fingerprint SHA256:NxPKs2...
     """
@@ -118,9 +122,12 @@ def hub_enroll(
     from hub_kit.workspace import HubWorkspace
 
     ws = HubWorkspace.open(hub_dir)
-    fp = enroll(ws, site_id, site_pubkey, fingerprint)
+    fp = enroll(ws, site_id, site_pubkey, fingerprint, role=role)
     if json_out:
-        emit_json("hub enroll", True, {"site": site_id, "fingerprint": fp})
+        emit_json("hub enroll", True, {"site": site_id, "fingerprint": fp, "role": role})
+        return
+    if role == "release":
+        stdout().print(f"enrolled release officer {site_id} ({fp}); final packages name them")
         return
     stdout().print(
         f"enrolled {site_id} ({fp}); next: flsilo hub kit {hub_dir} {site_id} --out KIT_DIR"

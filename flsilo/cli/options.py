@@ -101,6 +101,18 @@ HUB_SETTINGS: tuple[Setting, ...] = (
         parse=lambda v: parse_betas(v),
     ),
     Setting("server_tau", "fedadam/fedyogi adaptivity tau (default 0.001)."),
+    Setting(
+        "package_ttl",
+        "Days a package stays fresh for training; sites refuse older ones unless told to "
+        "(0: never expire). Final packages never expire.",
+        simulate=False,
+    ),
+    Setting(
+        "release_signers",
+        "Release officers (enrolled with --role release) who must sign the final package "
+        "(0: no sign-off).",
+        simulate=False,
+    ),
 )
 
 _TAIL = ("passphrase_file", "json_out")  # options that stay last in --help

@@ -137,6 +137,13 @@ def train(
         Path | None,
         typer.Option(help="The site's private key, if not where 'site init' recorded it."),
     ] = None,
+    accept_expired: Annotated[
+        bool,
+        typer.Option(
+            "--accept-expired",
+            help="Train on a package past its expiry anyway (recorded in the bundle).",
+        ),
+    ] = False,
     passphrase_file: Annotated[
         Path | None, typer.Option(help="Read the site key's passphrase from this file.")
     ] = None,
@@ -162,6 +169,7 @@ def train(
             key=key,
             passphrase=passphrase_source(passphrase_file),
             progress=printer,
+            accept_expired=accept_expired,
         )
     if outcome.rank != 0:
         return

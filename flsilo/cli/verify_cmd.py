@@ -14,6 +14,7 @@ from flsilo.cli.common import emit_json, exit_code_for, parse_when, print_error,
 from flsilo.errors import FlsiloError, MalformedInputError, UsageError
 from flsilo.keys import load_public_key
 from flsilo.manifest import Manifest
+from flsilo.release import check_release
 from flsilo.trust import AllowedSigners, SingleKey, TrustPolicy
 
 
@@ -80,6 +81,13 @@ def verify(
             "the hub accepted a bundle; default now."
         ),
     ] = None,
+    require_release: Annotated[
+        int,
+        typer.Option(
+            help="Also require at least M valid release officers' signatures "
+            "(PACKAGE.release-OFFICER.sig), and never fewer than the package itself demands."
+        ),
+    ] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """Verify signature, signer, namespace and structure of each FILE. Exit 0 only if all pass.
@@ -95,6 +103,7 @@ def verify(
         try:
             verified = verify_file(path, trust, at=when)
             model_signing = check_oms_bundle(verified)
+            released = check_release(verified, require_release) if require_release else None
         except FlsiloError as err:
             errors.append(err)
             if not json_out:
@@ -109,6 +118,7 @@ def verify(
                 "fingerprint": verified.signature.fingerprint,
                 "sha256": verified.sha256,
                 "model_signing_bundle": model_signing,
+                "release_signed_by": list(released.signed) if released else None,
                 **manifest_summary(verified.manifest),
             }
         )

@@ -1,0 +1,137 @@
+"""Release sign-off: officers' ``flsilo-release`` signatures beside a final package, m of n.
+
+The package itself names its officers (id and public key) and how many must sign, under the
+hub's signature; so a site or auditor needs only the package, the hub key and the
+``PACKAGE.release-OFFICER.sig`` files beside it. Each officer's file is a plain SSHSIG
+(``ssh-keygen -Y verify -n flsilo-release`` checks it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from flsilo import manifest as mf
+from flsilo.artifact import Scan, Verified, scan_file
+from flsilo.atomic import write_bytes
+from flsilo.errors import FlsiloError, UsageError, VerificationError
+from flsilo.keys import PrivateKey, parse_public_line, public_of
+from flsilo.sshsig import RELEASE_NAMESPACE, check_signature, parse_signature, sign_digest
+
+MAX_SIG_BYTES = 64 * 1024
+
+
+def release_sig_path(package: Path, officer: str) -> Path:
+    return package.with_name(f"{package.name}.release-{officer}.sig")
+
+
+@dataclass(frozen=True)
+class ReleaseReport:
+    """Which officers' signatures verified, which did not (and why), and how many were needed."""
+
+    required: int
+    signed: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+
+
+def _policy(manifest: mf.Manifest, source: str) -> mf.ReleasePolicy:
+    release = manifest.package.release if manifest.package else None
+    if release is None or not manifest.package or not manifest.package.final:
+        raise VerificationError(
+            "this is not a final package of a federation with release sign-off",
+            path=source,
+            code="no-release-policy",
+            hint="release officers sign only the final package of a federation whose hub set "
+            "--release-signers",
+        )
+    return release
+
+
+def sign_release(package: Path, key: PrivateKey, officer: str) -> Path:
+    """Sign ``package`` as ``officer`` in namespace flsilo-release; return the .sig path."""
+    scan = scan_file(package)
+    policy = _policy(scan.manifest, str(package))
+    public = public_of(key)
+    listed = {o.id: o.key for o in policy.officers}
+    if officer not in listed:
+        raise UsageError(
+            f"{officer!r} is not a release officer of this package "
+            f"(officers: {', '.join(sorted(listed)) or 'none'})",
+            path=package,
+            code="not-an-officer",
+            hint="the hub enrols officers with 'flsilo hub enroll ... --role release' before the "
+            "final round",
+        )
+    if parse_public_line(listed[officer]).blob != public.blob:
+        raise UsageError(
+            f"this key ({public.fingerprint}) is not the key enrolled for {officer!r}",
+            path=package,
+            code="not-an-officer",
+            hint="sign with the key whose .pub the hub enrolled for you",
+        )
+    out = release_sig_path(package, officer)
+    if out.exists():
+        raise UsageError(
+            "this officer's release signature already exists",
+            path=out,
+            code="exists",
+            hint="a release signature is never replaced; move the old one away if it is wrong",
+        )
+    write_bytes(out, sign_digest(key, RELEASE_NAMESPACE, scan.digests["sha256"]))
+    return out
+
+
+def _digest(scan: Scan, algorithm: str) -> bytes:
+    if algorithm in scan.digests:
+        return scan.digests[algorithm]
+    digest = hashlib.new(algorithm)  # a stock ssh-keygen signature (sha512): one more read
+    with scan.path.open("rb") as fh:
+        while chunk := fh.read(8 << 20):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def _check_officer(verified: Verified, officer: str, key_line: str) -> None:
+    path = release_sig_path(verified.path, officer)
+    try:
+        data = path.read_bytes()[: MAX_SIG_BYTES + 1]
+    except FileNotFoundError as exc:
+        raise VerificationError("no signature", path=path, code="release-missing") from exc
+    sig = parse_signature(data, source=str(path))
+    if sig.public_key.blob != parse_public_line(key_line).blob:
+        raise VerificationError(
+            f"signed by {sig.fingerprint}, not by the key the package names for {officer!r}",
+            path=path,
+            code="unknown-signer",
+        )
+    check_signature(
+        sig, RELEASE_NAMESPACE, _digest(verified.scan, sig.hash_algorithm), source=str(path)
+    )
+
+
+def check_release(verified: Verified, required: int) -> ReleaseReport:
+    """Count the officers' valid signatures; raise unless at least max(required, m) verify."""
+    source = str(verified.path)
+    policy = _policy(verified.manifest, source)
+    need = max(required, policy.signers_required)
+    signed: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for officer in policy.officers:
+        try:
+            _check_officer(verified, officer.id, officer.key)
+        except FlsiloError as err:
+            failed.append((officer.id, err.code))
+            continue
+        signed.append(officer.id)
+    report = ReleaseReport(need, tuple(signed), tuple(failed))
+    if len(signed) < need:
+        raise VerificationError(
+            f"{len(signed)} of the {need} required release signatures verify"
+            + (f" (signed: {', '.join(signed)})" if signed else ""),
+            path=source,
+            code="release-not-signed",
+            hint="do not deploy this model; each officer runs 'flsilo release sign' and the "
+            "PACKAGE.release-OFFICER.sig files travel with the package",
+        )
+    return report
