@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flsilo.errors import UsageError, VerificationError
 from flsilo.keys import fingerprint_matches, load_public_key
-from flsilo.manifest import ID_PATTERN
+from flsilo.manifest import ID_PATTERN, iso_to_epoch
 from flsilo.trust import HUB_PRINCIPAL, format_time
 from hub_kit.workspace import ROLE_RELEASE, ROLE_SITE, HubWorkspace
 
@@ -93,3 +93,56 @@ def revoke(ws: HubWorkspace, site: str) -> str:
     ws.log.append([("revoke", {"site": site, "valid_before": cut})])
     ws.write_allowed_signers(ws.state())
     return format_time(cut)
+
+
+def rekey(ws: HubWorkspace, site: str, pubkey: Path, fingerprint: str) -> tuple[str, str]:
+    """Replace ``site``'s enrolled key with a new one, confirmed by fingerprint, in one commit.
+
+    The old key's validity ends one second before the new key's begins: bundles the hub
+    accepted under the old key still audit (each is judged at its acceptance time), and a
+    bundle signed with the old key that arrives after the change is refused, since a
+    signature carries no signing time and arrival decides. Returns (old, new) fingerprints.
+    """
+    key = load_public_key(pubkey)
+    if not fingerprint_matches(fingerprint, key.fingerprint):
+        raise VerificationError(
+            f"key fingerprint is {key.fingerprint}, but {fingerprint} was confirmed",
+            path=pubkey,
+            code="fingerprint-mismatch",
+            hint="this is not the key the site read to you; do not enrol it, call the site",
+        )
+    state = ws.state()
+    current = [e for e in state.enrolments if e.site == site and e.revoked_at is None]
+    if not current:
+        raise UsageError(
+            f"{site!r} has no active key to replace",
+            code="not-enrolled",
+            hint="enrol it with 'flsilo hub enroll' instead",
+        )
+    if any(e.key.blob == key.blob for e in state.enrolments):
+        raise UsageError(
+            "this key is already enrolled",
+            path=pubkey,
+            code="already-enrolled",
+            hint="a rotated-out or revoked key is never enrolled again; make a new key",
+        )
+    # Never end the old key before a bundle the hub already accepted from it (times are whole
+    # seconds, so a rekey in the same second as an aggregate must not cut that bundle off).
+    accepted = [
+        iso_to_epoch(ev.time)
+        for ev in ws.log.read()
+        if ev.event == "accept" and ev.data.get("site") == site
+    ]
+    cut = max([int(time.time()) - 1, *accepted])
+    data: dict[str, object] = {
+        "site": site,
+        "key": key.openssh_line(),
+        "fingerprint": key.fingerprint,
+        "valid_after": cut + 1,
+        "replaces": current[0].key.fingerprint,
+    }
+    if current[0].role != ROLE_SITE:
+        data["role"] = current[0].role
+    ws.log.append([("revoke", {"site": site, "valid_before": cut}), ("enroll", data)])
+    ws.write_allowed_signers(ws.state())
+    return current[0].key.fingerprint, key.fingerprint

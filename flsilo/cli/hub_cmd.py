@@ -155,6 +155,35 @@ def hub_revoke(
     stdout().print(f"revoked {site_id}: bundles signed by its key are refused from {when}")
 
 
+@app.command("rekey", no_args_is_help=True)
+def hub_rekey(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    site_id: Annotated[str, typer.Argument(help="Enrolled site (or officer) whose key changes.")],
+    new_pubkey: Annotated[Path, typer.Argument(help="The new public key file (.pub).")],
+    fingerprint: Annotated[
+        str, typer.Option(help="Fingerprint of the new key, read to you out of band.")
+    ],
+    json_out: JsonOut = False,
+) -> None:
+    """Replace a site's key (site key rotation) after confirming the new fingerprint.
+
+    Bundles accepted under the old key still audit; bundles signed with the old key that
+    arrive from now on are refused.
+    Example: flsilo hub rekey hub site-a site-a-2027.pub --fingerprint SHA256:...
+    """
+    set_json(json_out)
+    from hub_kit.enrolment import rekey
+    from hub_kit.workspace import HubWorkspace
+
+    old, new = rekey(HubWorkspace.open(hub_dir), site_id, new_pubkey, fingerprint)
+    if json_out:
+        emit_json("hub rekey", True, {"site": site_id, "old": old, "new": new})
+        return
+    stdout().print(
+        f"{site_id}: key {old} replaced by {new}; bundles signed by the old key are refused from now on"
+    )
+
+
 @app.command("kit", no_args_is_help=True)
 def hub_kit(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
