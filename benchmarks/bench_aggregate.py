@@ -78,7 +78,7 @@ def build(root: Path, size_mib: int, sites: int) -> Path:
         site = f"site-{i:02d}"
         key = generate_key()
         pub = write_new_key(keys / site, key, None, site)
-        enroll(ws, site, keys / f"{site}.pub", pub.fingerprint)
+        enroll(ws, site, keys / f"{site}.pub", pub.fingerprint, passphrase=lambda _p: b"")
         tensors = {
             n: RawTensor.from_numpy(a + np.float32(0.001 * (i + 1))) for n, a in base.items()
         }

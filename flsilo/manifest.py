@@ -158,7 +158,11 @@ class PackageInfo:
     """Sites refuse to train on the package after this time (never set on a final package)."""
     release: ReleasePolicy | None = None
     log_head: str | None = None
-    """sha256 of the hub's event log head just before the event that commits this package."""
+    """sha256 of the hub's event log head just before the commit that records this package.
+
+    A commit appends its events in one atomic step (a round: its accept and reject lines,
+    then the aggregate line naming this package), so the first commit event after the
+    recorded head is the one that names this package."""
 
 
 @dataclass(frozen=True)

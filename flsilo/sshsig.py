@@ -25,6 +25,8 @@ HASH_ALGORITHMS = ("sha256", "sha512")
 BUNDLE_NAMESPACE = "flsilo-bundle"
 PACKAGE_NAMESPACE = "flsilo-package"
 RELEASE_NAMESPACE = "flsilo-release"
+LOG_NAMESPACE = "flsilo-log"
+ROOT_NAMESPACE = "flsilo-root"
 
 
 @dataclass(frozen=True)

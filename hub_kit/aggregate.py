@@ -441,7 +441,7 @@ def _aggregate_locked(
     if len(candidates) < policy.need():
         reject_events = _reject_events(result.rejections, state, r)
         if reject_events:
-            ws.log.append(reject_events)
+            ws.commit(reject_events, key)
         shutil.rmtree(staging, ignore_errors=True)
         report = AggregateReport(
             r,
@@ -516,6 +516,7 @@ def _aggregate_locked(
             state.packages[r],
             provenance,
             release=release_policy(state, ws.config.hub.release_signers),
+            log_head=state.log_head,  # the head before this round's commit
         )
         remove_stale_temps(ws.packages_dir)
         new_path, sha, figures = write_package_stream(
@@ -534,7 +535,7 @@ def _aggregate_locked(
         r, candidates, weights, capped, result, state, shown, new_path, sha, policy
     )
     events[-1][1].update(_server_fields(provenance))
-    ws.log.append(events)
+    ws.commit(events, key)
     bundles = [c.verified.manifest.bundle for c in candidates]
     return AggregateReport(
         round=r,

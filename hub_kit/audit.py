@@ -20,11 +20,18 @@ from flsilo import manifest as mf
 from flsilo.artifact import Verified, sha256_file, verify_file
 from flsilo.errors import FlsiloError
 from flsilo.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
-from flsilo.trust import AllowedSigners
+from flsilo.trust import AllowedSigners, SingleKey
+from hub_kit.anchor import check_against, check_log_signature
 from hub_kit.archive import check_sums
 from hub_kit.eventlog import Event
 from hub_kit.strategies import from_provenance
-from hub_kit.workspace import HubWorkspace, fold, render_allowed_signers, signer_entries
+from hub_kit.workspace import (
+    HubState,
+    HubWorkspace,
+    fold,
+    render_allowed_signers,
+    signer_entries,
+)
 
 
 @dataclass(frozen=True)
@@ -57,17 +64,19 @@ def data_sha256(path: Path, data_start: int) -> str:
     return digest.hexdigest()
 
 
-def audit(hub_dir: Path, *, replay: bool = False) -> AuditReport:
+def audit(hub_dir: Path, *, replay: bool = False, against: tuple[Path, ...] = ()) -> AuditReport:
     ws = HubWorkspace.open(hub_dir)
     report = AuditReport(hub=str(hub_dir))
     try:
+        raw = ws.log.path.read_bytes()
         events = ws.log.read()
-    except FlsiloError as err:
-        report.add("event log chain", False, err.one_line())
+    except (FlsiloError, OSError) as err:
+        report.add("event log chain", False, str(err))
         return report
     report.add("event log chain", True, f"{len(events)} events, hash chain intact")
     state = fold(events)
     report.rounds = state.round
+    _audit_anchor(ws, report, raw, events, state, against)
     expected_signers = render_allowed_signers(state)
     actual = ws.signers_path.read_text(encoding="utf-8") if ws.signers_path.exists() else ""
     report.add(
@@ -136,6 +145,46 @@ def audit(hub_dir: Path, *, replay: bool = False) -> AuditReport:
         if replay and ok and len(bundles) == len(claimed):
             _replay(report, ws, round_, packages.get(round_), package, prov, bundles)
     return report
+
+
+def _audit_anchor(
+    ws: HubWorkspace,
+    report: AuditReport,
+    raw: bytes,
+    events: list[Event],
+    state: HubState,
+    against: tuple[Path, ...],
+) -> None:
+    """The hub's log signature, packages the log does not know, and ``--against`` packages."""
+    assert state.hub_key is not None
+    try:
+        check_log_signature(ws.log.path, raw, state.hub_key)
+        report.add(
+            "event log signature", True, f"signed by the hub key {state.hub_key.fingerprint}"
+        )
+    except FlsiloError as err:
+        report.add("event log signature", False, err.one_line())
+    known = set(state.package_files.values())
+    unknown = sorted(p.name for p in ws.packages_dir.glob("*.safetensors") if p.name not in known)
+    report.add(
+        "packages known to the log",
+        not unknown,
+        f"the log does not know {', '.join(unknown)}: its tail was cut"
+        if unknown
+        else f"all {len(known)} packages in packages/ are in the log",
+    )
+    hub_trust = SingleKey(state.hub_key, "the hub key in the event log")
+    for path in against:
+        name = f"against {path.name}"
+        try:
+            verified = verify_file(path, hub_trust, expected_kind=mf.KIND_PACKAGE)
+        except FlsiloError as err:
+            report.add(name, False, err.one_line())
+            continue
+        problem = check_against(events, verified)
+        report.add(
+            name, problem is None, problem or "the log holds this package's history unchanged"
+        )
 
 
 def _audit_bundles(

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from flsilo.errors import UsageError, VerificationError
-from flsilo.keys import fingerprint_matches, load_public_key
+from flsilo.keys import PassphraseSource, fingerprint_matches, load_private_key, load_public_key
 from flsilo.manifest import ID_PATTERN, iso_to_epoch
 from flsilo.trust import HUB_PRINCIPAL, format_time
 from hub_kit.workspace import ROLE_RELEASE, ROLE_SITE, HubWorkspace
@@ -21,6 +21,7 @@ def enroll(
     valid_after: int | None = None,
     valid_before: int | None = None,
     role: str = ROLE_SITE,
+    passphrase: PassphraseSource,
 ) -> str:
     """Trust ``pubkey`` for ``site`` if its fingerprint is the one read over the phone.
 
@@ -73,12 +74,32 @@ def enroll(
         data["valid_after"] = valid_after
     if valid_before is not None:
         data["valid_before"] = valid_before
-    ws.log.append([("enroll", data)])
-    ws.write_allowed_signers(ws.state())
+    ws.commit([("enroll", data)], load_private_key(ws.key_path, passphrase))
     return key.fingerprint
 
 
-def revoke(ws: HubWorkspace, site: str) -> str:
+def end_of_validity(ws: HubWorkspace, site: str) -> int:
+    """The last second a key of ``site`` stays valid when it is revoked or replaced now.
+
+    valid-before is inclusive in OpenSSH and times are whole seconds: the key must stay valid
+    for every bundle already accepted from it (each is judged at its acceptance time) and be
+    refused from this very moment on; when the last acceptance was this very second, wait
+    for the next one.
+    """
+    latest = max(
+        (
+            iso_to_epoch(ev.time)
+            for ev in ws.log.read()
+            if ev.event == "accept" and ev.data.get("site") == site
+        ),
+        default=0,
+    )
+    while int(time.time()) - 1 < latest:
+        time.sleep(0.05)
+    return int(time.time()) - 1
+
+
+def revoke(ws: HubWorkspace, site: str, *, passphrase: PassphraseSource) -> str:
     """Stop trusting a site's key from now on; bundles it signed before stay auditable."""
     state = ws.state()
     if site not in state.active_ids():
@@ -87,15 +108,16 @@ def revoke(ws: HubWorkspace, site: str) -> str:
             code="not-enrolled",
             hint="see 'flsilo hub status' for enrolled sites",
         )
-    # valid-before is inclusive in OpenSSH: end validity one second ago, so the key is
-    # refused from this very moment on.
-    cut = int(time.time()) - 1
-    ws.log.append([("revoke", {"site": site, "valid_before": cut})])
-    ws.write_allowed_signers(ws.state())
+    cut = end_of_validity(ws, site)
+    ws.commit(
+        [("revoke", {"site": site, "valid_before": cut})], load_private_key(ws.key_path, passphrase)
+    )
     return format_time(cut)
 
 
-def rekey(ws: HubWorkspace, site: str, pubkey: Path, fingerprint: str) -> tuple[str, str]:
+def rekey(
+    ws: HubWorkspace, site: str, pubkey: Path, fingerprint: str, *, passphrase: PassphraseSource
+) -> tuple[str, str]:
     """Replace ``site``'s enrolled key with a new one, confirmed by fingerprint, in one commit.
 
     The old key's validity ends one second before the new key's begins: bundles the hub
@@ -126,14 +148,7 @@ def rekey(ws: HubWorkspace, site: str, pubkey: Path, fingerprint: str) -> tuple[
             code="already-enrolled",
             hint="a rotated-out or revoked key is never enrolled again; make a new key",
         )
-    # Never end the old key before a bundle the hub already accepted from it (times are whole
-    # seconds, so a rekey in the same second as an aggregate must not cut that bundle off).
-    accepted = [
-        iso_to_epoch(ev.time)
-        for ev in ws.log.read()
-        if ev.event == "accept" and ev.data.get("site") == site
-    ]
-    cut = max([int(time.time()) - 1, *accepted])
+    cut = end_of_validity(ws, site)
     data: dict[str, object] = {
         "site": site,
         "key": key.openssh_line(),
@@ -143,6 +158,8 @@ def rekey(ws: HubWorkspace, site: str, pubkey: Path, fingerprint: str) -> tuple[
     }
     if current[0].role != ROLE_SITE:
         data["role"] = current[0].role
-    ws.log.append([("revoke", {"site": site, "valid_before": cut}), ("enroll", data)])
-    ws.write_allowed_signers(ws.state())
+    ws.commit(
+        [("revoke", {"site": site, "valid_before": cut}), ("enroll", data)],
+        load_private_key(ws.key_path, passphrase),
+    )
     return current[0].key.fingerprint, key.fingerprint

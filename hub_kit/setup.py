@@ -12,7 +12,8 @@ from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
 from flsilo.plan import CLOSED_FORM
 from flsilo.tensorsets import frozen_names, unmatched_globs
-from hub_kit.eventlog import EventLog
+from hub_kit.anchor import sign_log
+from hub_kit.eventlog import GENESIS, EventLog
 from hub_kit.packaging import package_manifest, write_package
 from hub_kit.privacy import check_config as check_dp_config
 from hub_kit.privacy import dp_plan, refuse_batchnorm
@@ -124,7 +125,7 @@ def hub_init(
         for sub in ("packages", "rounds", "inbox", "quarantine"):
             (staging / sub).mkdir()
         release = release_policy(HubState(), config.hub.release_signers)
-        manifest = package_manifest(config, model, 0, None, None, release=release)
+        manifest = package_manifest(config, model, 0, None, None, release=release, log_head=GENESIS)
         path, sha = write_package(staging / "packages", manifest, raw, key)
         log = EventLog(staging / "events.jsonl")
         log.append(
@@ -142,4 +143,5 @@ def hub_init(
             ]
         )
         write_text(staging / "allowed_signers", render_allowed_signers(fold(log.read())))
+        sign_log(log.path, key)
     return root / "packages" / path.name

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flsilo import federation as fed
 from flsilo.atomic import write_text
-from flsilo.errors import VerificationError, WorkspaceError
+from flsilo.errors import UsageError, VerificationError, WorkspaceError
 from flsilo.federation import read_toml
-from flsilo.keys import PublicKey, parse_public_line
+from flsilo.keys import PrivateKey, PublicKey, parse_public_line, public_of
 from flsilo.manifest import ReleaseOfficer, ReleasePolicy
 from flsilo.plan import Schedule
-from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE, RELEASE_NAMESPACE
+from flsilo.sshsig import BUNDLE_NAMESPACE, LOG_NAMESPACE, PACKAGE_NAMESPACE, RELEASE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from flsilo.workspace_paths import resolve_stored, stored_path
-from hub_kit.eventlog import Event, EventLog
+from hub_kit.anchor import check_log_signature, sign_log
+from hub_kit.eventlog import GENESIS, Event, EventLog
 
 HUB_FILE = "hub.toml"
 ROLE_SITE = "site"
@@ -58,6 +60,8 @@ class HubState:
     rejected: set[tuple[int, str, str]] = field(default_factory=set)  # (round, sha, code)
     dp_spent: dict[str, float] = field(default_factory=dict)  # site -> total epsilon reported
     hub_key: PublicKey | None = None
+    log_head: str = GENESIS
+    """sha256 of the log's last line: what the next package records as the head before it."""
 
     def active_sites(self) -> list[str]:
         return sorted(
@@ -79,6 +83,7 @@ class HubState:
 def fold(events: list[Event]) -> HubState:
     state = HubState()
     for ev in events:
+        state.log_head = ev.line_sha256
         if ev.event == "init":
             state.packages[0] = ev["sha256"]
             state.package_files[0] = ev["package"]
@@ -116,7 +121,11 @@ def fold(events: list[Event]) -> HubState:
 def signer_entries(state: HubState) -> list[SignerEntry]:
     assert state.hub_key is not None
     entries = [
-        SignerEntry(principals=HUB_PRINCIPAL, key=state.hub_key, namespaces=PACKAGE_NAMESPACE)
+        SignerEntry(
+            principals=HUB_PRINCIPAL,
+            key=state.hub_key,
+            namespaces=f"{PACKAGE_NAMESPACE},{LOG_NAMESPACE}",
+        )
     ]
     for e in state.enrolments:
         entries.append(
@@ -197,6 +206,11 @@ class HubWorkspace:
         return cls(root)
 
     def state(self) -> HubState:
+        """The log folded, after its hash chain and the hub's signature over it are checked."""
+        try:
+            raw = self.log.path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
         events = self.log.read()
         if not events or events[0].event != "init":
             raise WorkspaceError(
@@ -205,7 +219,31 @@ class HubWorkspace:
                 code="log-missing",
                 hint="restore events.jsonl from backup",
             )
-        return fold(events)
+        state = fold(events)
+        assert state.hub_key is not None
+        check_log_signature(self.log.path, raw, state.hub_key)
+        return state
+
+    def commit(self, entries: list[tuple[str, dict[str, Any]]], key: PrivateKey) -> HubState:
+        """Append ``entries`` in one atomic step, regenerate allowed_signers, sign the log head.
+
+        Callers hold the workspace lock and have checked ``state()`` first. The log's
+        signature is written last: a crash before it leaves a log that every hub command
+        refuses until an administrator re-signs it, never an unsigned history that is trusted.
+        """
+        current = fold(self.log.read())
+        if current.hub_key is None or public_of(key).blob != current.hub_key.blob:
+            raise UsageError(
+                "this is not the hub's key: the log is signed only with the key in hub.toml",
+                path=self.key_path,
+                code="wrong-hub-key",
+                hint="check the key path in hub.toml",
+            )
+        self.log.append(entries)
+        state = fold(self.log.read())
+        self.write_allowed_signers(state)
+        sign_log(self.log.path, key)
+        return state
 
     def current_package(self, state: HubState) -> Path:
         return self.packages_dir / state.package_files[state.round]

@@ -121,7 +121,7 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
     for site in site_ids:
         pub = keys / f"{site}.pub"
         fingerprint = load_public_key(pub).fingerprint  # read over the phone, in real life
-        enroll(ws, site, pub, fingerprint)
+        enroll(ws, site, pub, fingerprint, passphrase=passphrase)
         kit = make_kit(ws, site, out / "kits" / site)
         sites[site] = out / "sites" / site
         hub_fingerprint = load_public_key(keys / "hub.pub").fingerprint  # read by phone

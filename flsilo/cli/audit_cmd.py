@@ -18,16 +18,24 @@ def audit(
     replay: Annotated[
         bool, typer.Option("--replay", help="Recompute every aggregation and compare.")
     ] = False,
+    against: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--against",
+            help="A package kept by a site or auditor: prove the log holds its history "
+            "unchanged (repeatable).",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
-    """Verify log chain, every package and archived bundle, provenance; exit 3 on any failure.
+    """Verify log chain and signature, packages, bundles, provenance; exit 3 on any failure.
 
-    Example: flsilo audit hub --replay
+    Example: flsilo audit hub --replay --against site-a/packages/fed-r0003.safetensors
     """
     set_json(json_out)
     from hub_kit.audit import audit as run_audit
 
-    report = run_audit(hub_dir, replay=replay)
+    report = run_audit(hub_dir, replay=replay, against=tuple(against or ()))
     code = int(ExitCode.OK if report.ok else ExitCode.VERIFICATION_FAILED)
     if json_out:
         emit_json("audit", report.ok, {"audit": to_jsonable(report), "exit_code": code})

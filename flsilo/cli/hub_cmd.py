@@ -111,6 +111,7 @@ def hub_enroll(
         str,
         typer.Option(help="site (signs bundles) or release (an officer who signs final packages)."),
     ] = "site",
+    passphrase_file: PassphraseFile = None,
     json_out: JsonOut = False,
 ) -> None:
     """Trust a site's (or release officer's) key after confirming its fingerprint out of band.
@@ -122,7 +123,14 @@ def hub_enroll(
     from hub_kit.workspace import HubWorkspace
 
     ws = HubWorkspace.open(hub_dir)
-    fp = enroll(ws, site_id, site_pubkey, fingerprint, role=role)
+    fp = enroll(
+        ws,
+        site_id,
+        site_pubkey,
+        fingerprint,
+        role=role,
+        passphrase=passphrase_source(passphrase_file),
+    )
     if json_out:
         emit_json("hub enroll", True, {"site": site_id, "fingerprint": fp, "role": role})
         return
@@ -138,6 +146,7 @@ def hub_enroll(
 def hub_revoke(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
     site_id: Annotated[str, typer.Argument(help="Site whose key is no longer trusted.")],
+    passphrase_file: PassphraseFile = None,
     json_out: JsonOut = False,
 ) -> None:
     """Stop trusting a site's key from now on (a stolen key, a site leaving).
@@ -148,7 +157,9 @@ def hub_revoke(
     from hub_kit.enrolment import revoke
     from hub_kit.workspace import HubWorkspace
 
-    when = revoke(HubWorkspace.open(hub_dir), site_id)
+    when = revoke(
+        HubWorkspace.open(hub_dir), site_id, passphrase=passphrase_source(passphrase_file)
+    )
     if json_out:
         emit_json("hub revoke", True, {"site": site_id, "valid_before": when})
         return
@@ -163,6 +174,7 @@ def hub_rekey(
     fingerprint: Annotated[
         str, typer.Option(help="Fingerprint of the new key, read to you out of band.")
     ],
+    passphrase_file: PassphraseFile = None,
     json_out: JsonOut = False,
 ) -> None:
     """Replace a site's key (site key rotation) after confirming the new fingerprint.
@@ -175,7 +187,13 @@ def hub_rekey(
     from hub_kit.enrolment import rekey
     from hub_kit.workspace import HubWorkspace
 
-    old, new = rekey(HubWorkspace.open(hub_dir), site_id, new_pubkey, fingerprint)
+    old, new = rekey(
+        HubWorkspace.open(hub_dir),
+        site_id,
+        new_pubkey,
+        fingerprint,
+        passphrase=passphrase_source(passphrase_file),
+    )
     if json_out:
         emit_json("hub rekey", True, {"site": site_id, "old": old, "new": new})
         return

@@ -61,7 +61,7 @@ def test_rekey_keeps_old_bundles_auditable_and_refuses_late_old_key_bundles(
     shutil.copy(late, fed.hub / "inbox")
     shutil.copy(f"{late}.sig", fed.hub / "inbox")
     status = cli("aggregate", fed.hub, "--min-sites", "1", "--json")
-    assert status.code == 1
+    assert status.code == 1, status.out
     assert "key-revoked" in status.out
     # the same bundle signed with the new key is accepted
     key = load_private_key(new, lambda _p: b"")
