@@ -57,6 +57,8 @@ def one_site_hub(root: Path, cli, *init_args: object) -> tuple[Path, Path, Path]
         keys / "site-a",
         "--data",
         data,
+        "--hub-fingerprint",
+        fingerprint(hub / "hub.pub"),
     )
     assert made.code == 0, made.err
     return hub, keys, site
