@@ -19,9 +19,9 @@ def recipe() -> str:
     return "set -euo pipefail\n" + match.group(1)
 
 
-def run_recipe(fed: Federation) -> subprocess.CompletedProcess[str]:
+def run_recipe(fed: Federation, path: str = "") -> subprocess.CompletedProcess[str]:
     env = {
-        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "PATH": f"{path}/usr/bin:/bin:/usr/local/bin",
         "HUB": str(fed.hub),
         "BUNDLE": str(fed.hub / "rounds" / "0000" / "fed-r0000-site-a.safetensors"),
         "SITE": "site-a",
@@ -39,8 +39,24 @@ def test_stock_tools_recipe(federation: Federation, cli) -> None:
     ok = run_recipe(federation)
     assert ok.returncode == 0, ok.stderr
     assert "was accepted by the hub" in ok.stdout and "lists bundle" in ok.stdout
+    assert ok.stdout.rstrip().endswith("PASS")
     bundle = federation.hub / "rounds" / "0000" / "fed-r0000-site-a.safetensors"
     shutil.copy(
         federation.hub / "rounds" / "0000" / "fed-r0000-site-b.safetensors.sig", f"{bundle}.sig"
     )
-    assert run_recipe(federation).returncode != 0
+    bad = run_recipe(federation)
+    assert bad.returncode != 0 and bad.stdout.rstrip().endswith("FAIL")
+
+
+@needs_ssh_keygen
+def test_stock_tools_recipe_catches_a_changed_archive_and_log(federation: Federation, cli) -> None:
+    federation.carry()
+    assert cli("aggregate", federation.hub).code == 0
+    sums = federation.hub / "rounds" / "0000" / "SHA256SUMS"
+    saved = sums.read_text()
+    sums.write_text(saved.replace("site-b.safetensors\n", "site-b.safetensors\n", 1)[:-2] + "x\n")
+    assert run_recipe(federation).stdout.rstrip().endswith("FAIL")
+    sums.write_text(saved)
+    log = federation.hub / "events.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:-1]))
+    assert run_recipe(federation).stdout.rstrip().endswith("FAIL")

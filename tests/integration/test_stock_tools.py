@@ -145,3 +145,25 @@ def test_model_signing_verify_key_accepts_the_hubs_bundle_offline(
         package.write_bytes(package.read_bytes()[:-4] + b"\0\0\0\1")
         bad = subprocess.run(args, capture_output=True, check=False)
         assert bad.returncode != 0
+
+
+@pytest.mark.slow
+@needs_ssh_keygen
+@needs_model_signing
+def test_auditor_recipe_runs_model_signing_with_a_p256_hub(p256_federation: Federation) -> None:
+    from tests.integration.test_auditor_recipe import run_recipe
+
+    tool = model_signing_cli()
+    assert tool is not None
+    ok = run_recipe(p256_federation, path=f"{Path(tool).parent}:")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "model_signing accepts" in ok.stdout and ok.stdout.rstrip().endswith("PASS")
+    packages = p256_federation.hub / "packages"
+    bundle = packages / "fed-r0001.safetensors.sigstore.json"
+    saved = bundle.read_bytes()
+    shutil.copy(packages / "fed-r0000.safetensors.sigstore.json", bundle)
+    try:
+        bad = run_recipe(p256_federation, path=f"{Path(tool).parent}:")
+    finally:
+        bundle.write_bytes(saved)
+    assert bad.returncode != 0 and bad.stdout.rstrip().endswith("FAIL")
