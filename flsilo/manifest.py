@@ -146,6 +146,15 @@ class ReleasePolicy:
 
 
 @dataclass(frozen=True)
+class KeyRotation:
+    """A hub key rotation statement (canonical JSON) signed by the old and the new key."""
+
+    statement: str
+    old_signature: str
+    new_signature: str
+
+
+@dataclass(frozen=True)
 class PackageInfo:
     """What the hub says about a package: the plan for its round and where it came from."""
 
@@ -157,6 +166,8 @@ class PackageInfo:
     expires_at: str | None = None
     """Sites refuse to train on the package after this time (never set on a final package)."""
     release: ReleasePolicy | None = None
+    key_chain: tuple[KeyRotation, ...] = ()
+    """Every hub key rotation so far, oldest first (sites follow it from the key they confirmed)."""
     log_head: str | None = None
     """sha256 of the hub's event log head just before the commit that records this package.
 

@@ -517,6 +517,7 @@ def _aggregate_locked(
             provenance,
             release=release_policy(state, ws.config.hub.release_signers),
             log_head=state.log_head,  # the head before this round's commit
+            key_chain=tuple(state.rotations),
         )
         remove_stale_temps(ws.packages_dir)
         new_path, sha, figures = write_package_stream(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from flsilo import manifest as mf
-from flsilo.artifact import Verified, sha256_file, verify_file
+from flsilo.artifact import Verified, read_signature, sha256_file, verify_file
 from flsilo.errors import FlsiloError
 from flsilo.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
 from flsilo.trust import AllowedSigners, SingleKey
@@ -92,7 +92,8 @@ def audit(hub_dir: Path, *, replay: bool = False, against: tuple[Path, ...] = ()
         path = ws.packages_dir / state.package_files[round_]
         name = f"package r{round_:04d}"
         try:
-            v = verify_file(path, trust, expected_kind=mf.KIND_PACKAGE)
+            signer = SingleKey(state.package_keys[round_], "the hub key of that round")
+            v = verify_file(path, signer, expected_kind=mf.KIND_PACKAGE)
         except FlsiloError as err:
             report.add(name, False, err.one_line())
             continue
@@ -173,11 +174,15 @@ def _audit_anchor(
         if unknown
         else f"all {len(known)} packages in packages/ are in the log",
     )
-    hub_trust = SingleKey(state.hub_key, "the hub key in the event log")
+    hub_keys = [key for key, _until in state.retired_hub_keys] + [state.hub_key]
     for path in against:
         name = f"against {path.name}"
         try:
-            verified = verify_file(path, hub_trust, expected_kind=mf.KIND_PACKAGE)
+            signer = read_signature(path).public_key
+            key = next((k for k in hub_keys if k.blob == signer.blob), state.hub_key)
+            verified = verify_file(
+                path, SingleKey(key, "the hub keys"), expected_kind=mf.KIND_PACKAGE
+            )
         except FlsiloError as err:
             report.add(name, False, err.one_line())
             continue

@@ -20,7 +20,7 @@ from flsilo.manifest import now_utc
 from flsilo.tensorfile import strict_json
 
 GENESIS = "0" * 64
-EVENTS = ("init", "enroll", "revoke", "accept", "reject", "aggregate")
+EVENTS = ("init", "enroll", "revoke", "accept", "reject", "aggregate", "rotate-key")
 
 
 @dataclass(frozen=True)

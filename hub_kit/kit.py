@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from flsilo import federation as fed
+from flsilo import manifest as mf
 from flsilo import oms
 from flsilo import wheelhouse as wh
 from flsilo.artifact import sig_path
@@ -80,6 +82,9 @@ def make_kit(ws: HubWorkspace, site: str, out: Path, *, wheelhouse: Path | None 
             "round": state.round,
         }
         write_text(staging / "kit.toml", fed.dump_toml(kit_info, "flsilo site kit"))
+        if state.rotations:  # the hub key's history, for the record (statements in flsilo-root)
+            chain = [mf.to_jsonable(r) for r in state.rotations]
+            write_text(staging / "key-chain.json", json.dumps(chain, indent=1) + "\n")
         write_text(
             staging / "README.txt",
             README.format(

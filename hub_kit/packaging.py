@@ -29,6 +29,7 @@ def package_manifest(
     *,
     release: mf.ReleasePolicy | None = None,
     log_head: str | None = None,
+    key_chain: tuple[mf.KeyRotation, ...] = (),
 ) -> mf.Manifest:
     plan = config.plan_for_round(round_)
     created_at = mf.now_utc()
@@ -51,6 +52,7 @@ def package_manifest(
             provenance=provenance,
             expires_at=expires_at,
             release=release,
+            key_chain=key_chain,
             log_head=log_head,
         ),
     )

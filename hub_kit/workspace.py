@@ -24,7 +24,7 @@ from flsilo.atomic import write_text
 from flsilo.errors import UsageError, VerificationError, WorkspaceError
 from flsilo.federation import read_toml
 from flsilo.keys import PrivateKey, PublicKey, parse_public_line, public_of
-from flsilo.manifest import ReleaseOfficer, ReleasePolicy
+from flsilo.manifest import KeyRotation, ReleaseOfficer, ReleasePolicy, iso_to_epoch
 from flsilo.plan import Schedule
 from flsilo.sshsig import BUNDLE_NAMESPACE, LOG_NAMESPACE, PACKAGE_NAMESPACE, RELEASE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
@@ -62,6 +62,11 @@ class HubState:
     hub_key: PublicKey | None = None
     log_head: str = GENESIS
     """sha256 of the log's last line: what the next package records as the head before it."""
+    rotations: list[KeyRotation] = field(default_factory=list)
+    retired_hub_keys: list[tuple[PublicKey, int]] = field(default_factory=list)
+    """Hub keys rotated out, each with the last second it was the hub key."""
+    package_keys: dict[int, PublicKey] = field(default_factory=dict)
+    """round -> the hub key that signed that round's package."""
 
     def active_sites(self) -> list[str]:
         return sorted(
@@ -88,6 +93,7 @@ def fold(events: list[Event]) -> HubState:
             state.packages[0] = ev["sha256"]
             state.package_files[0] = ev["package"]
             state.hub_key = parse_public_line(ev["hub_key"])
+            state.package_keys[0] = state.hub_key
         elif ev.event == "enroll":
             state.enrolments.append(
                 Enrolment(
@@ -104,6 +110,13 @@ def fold(events: list[Event]) -> HubState:
                     enrolment.revoked_at = ev.time
                     cut = int(ev["valid_before"])
                     enrolment.valid_before = min(enrolment.valid_before or cut, cut)
+        elif ev.event == "rotate-key" and state.hub_key is not None:
+            state.retired_hub_keys.append((state.hub_key, iso_to_epoch(ev.time)))
+            state.hub_key = parse_public_line(ev["hub_key"])
+            state.package_keys[state.round] = state.hub_key  # re-signed at the rotation
+            state.rotations.append(
+                KeyRotation(ev["statement"], ev["old_signature"], ev["new_signature"])
+            )
         elif ev.event == "accept":
             state.accepted[ev["sha256"]] = ev["round"]
             if "dp_epsilon_total" in ev.data:
@@ -115,6 +128,8 @@ def fold(events: list[Event]) -> HubState:
             state.round = ev["round"] + 1
             state.packages[state.round] = ev["sha256"]
             state.package_files[state.round] = ev["package"]
+            if state.hub_key is not None:
+                state.package_keys[state.round] = state.hub_key
     return state
 
 
@@ -122,11 +137,17 @@ def signer_entries(state: HubState) -> list[SignerEntry]:
     assert state.hub_key is not None
     entries = [
         SignerEntry(
+            principals=HUB_PRINCIPAL, key=key, namespaces=PACKAGE_NAMESPACE, valid_before=until
+        )
+        for key, until in state.retired_hub_keys
+    ]
+    entries.append(
+        SignerEntry(
             principals=HUB_PRINCIPAL,
             key=state.hub_key,
             namespaces=f"{PACKAGE_NAMESPACE},{LOG_NAMESPACE}",
         )
-    ]
+    )
     for e in state.enrolments:
         entries.append(
             SignerEntry(
@@ -232,6 +253,9 @@ class HubWorkspace:
         refuses until an administrator re-signs it, never an unsigned history that is trusted.
         """
         current = fold(self.log.read())
+        for kind, data in entries:
+            if kind == "rotate-key":  # the new key signs the log from its rotation on
+                current.hub_key = parse_public_line(data["hub_key"])
         if current.hub_key is None or public_of(key).blob != current.hub_key.blob:
             raise UsageError(
                 "this is not the hub's key: the log is signed only with the key in hub.toml",

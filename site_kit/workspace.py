@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flsilo import federation as fed
-from flsilo.artifact import Verified, sig_path, verify_file
+from flsilo.artifact import Verified, scan_file, sig_path, verify_file
 from flsilo.atomic import atomic_writer, copy_file, write_text
 from flsilo.errors import (
     MalformedInputError,
@@ -27,6 +27,7 @@ from flsilo.keys import (
     parse_public_line,
 )
 from flsilo.manifest import ID_PATTERN, KIND_PACKAGE
+from flsilo.rotation import follow_chain
 from flsilo.sshsig import PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from flsilo.workspace_paths import resolve_stored, stored_path
@@ -158,7 +159,8 @@ class SiteWorkspace:
         return cls(root, config)
 
     # -- trust and rollback state ---------------------------------------------------------
-    def trust(self) -> AllowedSigners:
+    def confirmed_hub_key(self) -> PublicKey:
+        """The hub key confirmed by phone at init (hub.pub), checked against its fingerprint."""
         hub = load_public_key(self.root / "hub.pub")
         if hub.fingerprint != self.config.hub_fingerprint:
             raise WorkspaceError(
@@ -167,6 +169,15 @@ class SiteWorkspace:
                 code="hub-key-changed",
                 hint="someone replaced the hub key; restore it from the kit and investigate",
             )
+        return hub
+
+    def hub_key(self) -> PublicKey:
+        """The hub key now trusted: the confirmed one, or where its rotation chain led."""
+        followed = self.state().get("hub_key")
+        return parse_public_line(followed) if followed else self.confirmed_hub_key()
+
+    def trust(self, key: PublicKey | None = None) -> AllowedSigners:
+        hub = key or self.hub_key()
         entry = SignerEntry(principals=HUB_PRINCIPAL, key=hub, namespaces=PACKAGE_NAMESPACE)
         return AllowedSigners([entry], source=str(self.root / "hub.pub"))
 
@@ -192,8 +203,31 @@ class SiteWorkspace:
         write_text(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
     def accept_package(self, package: Path, *, copy_to: Any = None) -> Verified:
-        """Verify a package for this site: hub signature, federation, no rollback, no fork."""
-        verified = verify_file(package, self.trust(), expected_kind=KIND_PACKAGE, copy_to=copy_to)
+        """Verify a package for this site: hub signature, federation, no rollback, no fork.
+
+        A package signed by another key than the trusted hub key is accepted only when the
+        rotation statements it carries lead from the trusted key to its signer; the site
+        then trusts the new key from on.
+        """
+        trusted = self.hub_key()
+        key = trusted
+        try:
+            verified = verify_file(
+                package, self.trust(trusted), expected_kind=KIND_PACKAGE, copy_to=copy_to
+            )
+        except VerificationError as err:
+            info = scan_file(package).manifest.package if err.code == "unknown-signer" else None
+            if info is None or not info.key_chain:
+                raise
+            key = follow_chain(trusted, info.key_chain, self.config.federation, source=str(package))
+            if key.blob == trusted.blob:
+                raise
+            if copy_to is not None:  # the first attempt copied the file already
+                copy_to.seek(0)
+                copy_to.truncate()
+            verified = verify_file(
+                package, self.trust(key), expected_kind=KIND_PACKAGE, copy_to=copy_to
+            )
         m = verified.manifest
         if m.federation != self.config.federation:
             raise PolicyError(
@@ -221,6 +255,9 @@ class SiteWorkspace:
                 code="forked-round",
                 hint="two signed packages claim the same round; stop and call the hub",
             )
+        if key.blob != trusted.blob:
+            state["hub_key"] = key.openssh_line()
+            write_text(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
         return verified
 
     def clear_work(self, directory: Path) -> None:

@@ -202,6 +202,31 @@ def hub_rekey(
     )
 
 
+@app.command("rotate-key", no_args_is_help=True)
+def hub_rotate_key(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    new_key: Annotated[Path, typer.Option(help="The new hub private key ('flsilo keys new').")],
+    passphrase_file: PassphraseFile = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Rotate the hub key: a statement signed by the old and the new key (flsilo-root).
+
+    Every later package carries the statement; sites follow it from the key they confirmed.
+    Example: flsilo hub rotate-key hub --new-key keys/hub-2027
+    """
+    set_json(json_out)
+    from hub_kit.rotation import rotate_key
+    from hub_kit.workspace import HubWorkspace
+
+    old, new = rotate_key(HubWorkspace.open(hub_dir), new_key, passphrase_source(passphrase_file))
+    if json_out:
+        emit_json("hub rotate-key", True, {"old": old, "new": new})
+        return
+    stdout().print(
+        f"hub key rotated: {old} -> {new}; read the new fingerprint to sites when you next call"
+    )
+
+
 @app.command("kit", no_args_is_help=True)
 def hub_kit(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],

@@ -71,3 +71,73 @@ def test_rekey_keeps_old_bundles_auditable_and_refuses_late_old_key_bundles(
     )
     assert cli("aggregate", fed.hub, "--min-sites", "1").code == 0
     assert cli("audit", fed.hub).code == 0
+
+
+def copy_package(fed: Federation, round_: int, site: str) -> Path:
+    name = f"fed-r{round_:04d}.safetensors"
+    for suffix in ("", ".sig"):
+        shutil.copy(fed.hub / "packages" / f"{name}{suffix}", fed.sites[site] / "packages")
+    return fed.sites[site] / "packages" / name
+
+
+def test_hub_rotate_key_sites_follow_the_chain_from_the_confirmed_key(
+    federation: Federation, cli
+) -> None:
+    fed = federation
+    fed.carry()
+    assert cli("aggregate", fed.hub).code == 0
+    for site in ("site-a", "site-b"):  # both train round 1 on the package signed by the old key
+        late = train_next(fed, site, cli)
+        for f in (late, Path(f"{late}.sig")):
+            shutil.copy(f, fed.hub / "inbox")
+    old_fp = fingerprint(fed.hub / "hub.pub")
+    new = make_key(fed.keys / "hub-2027", "ecdsa-p256")
+    rotated = cli("hub", "rotate-key", fed.hub, "--new-key", new, "--json")
+    assert rotated.code == 0, rotated.err
+    assert fingerprint(fed.hub / "hub.pub") == fingerprint(fed.keys / "hub-2027.pub") != old_fp
+    assert cli("hub", "rotate-key", fed.hub, "--new-key", new).code == 2  # same key again
+    assert cli("audit", fed.hub).code == 0  # old packages audit under the key of their round
+    assert cli("aggregate", fed.hub).code == 0  # the final package, signed by the new key
+    assert cli("audit", fed.hub, "--replay").code == 0
+    final = copy_package(fed, 2, "site-a")
+    chain = json.loads(cli("inspect", final, "--json").out)["manifest"]["package"]["key_chain"]
+    assert len(chain) == 1
+    # site-a confirmed the old key: it follows the statement to the new one (then refuses to
+    # train the final package for the usual reason, after accepting its signature)
+    followed = cli("train", final, "--site", fed.sites["site-a"])
+    assert followed.code == 3 and "final-package" in followed.err, followed.err
+    state = json.loads((fed.sites["site-a"] / "state.json").read_text())
+    assert state["hub_key"].split()[1] == (fed.keys / "hub-2027.pub").read_text().split()[1]
+    # a package whose chain was not signed by the old key is refused at a site
+    final_b = copy_package(fed, 2, "site-b")
+    from flsilo.artifact import scan_file, sig_path
+    from flsilo.rotation import make_rotation
+
+    thief = make_key(fed.keys / "thief")
+    forged = make_rotation(
+        load_private_key(thief, lambda _p: b""),
+        load_private_key(new, lambda _p: b""),
+        "fed",
+        1,
+    )
+    forged_body = json.loads(forged.statement)
+    assert forged_body["old_key"] != json.loads(chain[0]["statement"])["old_key"]
+    scan = scan_file(final_b)
+    assert scan.manifest.package is not None
+    from dataclasses import replace
+
+    from flsilo.artifact import write_artifact
+    from flsilo.tensorfile import RawTensor
+
+    data = final_b.read_bytes()
+    tensors = {
+        t.name: RawTensor(t.dtype, t.shape, memoryview(data)[t.begin : t.end])
+        for t in scan.header.tensors
+    }
+    tampered = replace(scan.manifest, package=replace(scan.manifest.package, key_chain=(forged,)))
+    write_artifact(
+        final_b, tensors, tampered, load_private_key(new, lambda _p: b""), overwrite=True
+    )
+    assert sig_path(final_b).exists()
+    refused = cli("train", final_b, "--site", fed.sites["site-b"])
+    assert refused.code == 3 and "final-package" not in refused.err, refused.err

@@ -1,0 +1,85 @@
+"""Hub key rotation statements (namespace ``flsilo-root``): make one, follow a chain of them.
+
+In the manner of TUF's root rotation: a statement names the federation, the rotation's
+number, the old and the new hub key, and is signed by both keys. Packages carry every
+statement so far; a site that confirmed one hub key by phone accepts a later key only
+through an unbroken chain of such statements starting at the key it confirmed. Pure: bytes
+and keys in, a key or an error out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from flsilo.errors import FlsiloError, VerificationError
+from flsilo.keys import PrivateKey, PublicKey, parse_public_line, public_of
+from flsilo.manifest import KeyRotation
+from flsilo.sshsig import ROOT_NAMESPACE, check_signature, parse_signature, sign_digest
+
+STATEMENT_TYPE = "flsilo-root-rotation/1"
+
+
+def make_rotation(old: PrivateKey, new: PrivateKey, federation: str, seq: int) -> KeyRotation:
+    """A statement that the hub key of ``federation`` moves from ``old`` to ``new``."""
+    body = {
+        "type": STATEMENT_TYPE,
+        "federation": federation,
+        "seq": seq,
+        "old_key": public_of(old).openssh_line(),
+        "new_key": public_of(new).openssh_line(),
+    }
+    statement = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(statement.encode()).digest()
+    return KeyRotation(
+        statement=statement,
+        old_signature=sign_digest(old, ROOT_NAMESPACE, digest).decode("ascii"),
+        new_signature=sign_digest(new, ROOT_NAMESPACE, digest).decode("ascii"),
+    )
+
+
+def _broken(source: str, why: str) -> VerificationError:
+    return VerificationError(
+        f"hub key rotation chain is broken: {why}",
+        path=source,
+        code="rotation-broken",
+        hint="do not trust this package; call the hub and confirm its current key fingerprint",
+    )
+
+
+def rotation_keys(
+    rotation: KeyRotation, federation: str, *, source: str
+) -> tuple[PublicKey, PublicKey]:
+    """Check one statement (both signatures, federation) and return its (old, new) keys."""
+    try:
+        body = json.loads(rotation.statement)
+        if body.get("type") != STATEMENT_TYPE or body.get("federation") != federation:
+            raise ValueError("statement is for another federation or of another type")
+        old = parse_public_line(body["old_key"])
+        new = parse_public_line(body["new_key"])
+        digest = hashlib.sha256(rotation.statement.encode()).digest()
+        for key, armored in ((old, rotation.old_signature), (new, rotation.new_signature)):
+            sig = parse_signature(armored.encode("ascii"), source=source)
+            if sig.public_key.blob != key.blob:
+                raise ValueError("a statement signature is not by the key it names")
+            check_signature(sig, ROOT_NAMESPACE, digest, source=source)
+    except (ValueError, KeyError, TypeError, UnicodeEncodeError) as exc:
+        raise _broken(source, str(exc)) from exc
+    except FlsiloError as exc:
+        raise _broken(source, exc.message) from exc
+    return old, new
+
+
+def follow_chain(
+    trusted: PublicKey, chain: tuple[KeyRotation, ...], federation: str, *, source: str
+) -> PublicKey:
+    """The newest hub key reachable from ``trusted`` through ``chain`` (``trusted`` if none)."""
+    current = trusted
+    linked = False
+    for rotation in chain:
+        old, new = rotation_keys(rotation, federation, source=source)
+        if old.blob == current.blob:
+            current, linked = new, True
+        elif linked:
+            raise _broken(source, "a statement does not start at the key before it")
+    return current

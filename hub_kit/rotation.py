@@ -1,0 +1,69 @@
+"""``flsilo hub rotate-key``: move the hub to a new key through a statement both keys sign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from flsilo import oms
+from flsilo.artifact import scan_file, sig_path
+from flsilo.atomic import WorkspaceLock, write_bytes, write_text
+from flsilo.errors import UsageError, VerificationError
+from flsilo.keys import PassphraseSource, load_private_key, public_of
+from flsilo.rotation import make_rotation
+from flsilo.sshsig import PACKAGE_NAMESPACE, sign_digest
+from hub_kit.workspace import HUB_FILE, HubWorkspace, hub_toml
+
+
+def rotate_key(
+    ws: HubWorkspace, new_key_path: Path, passphrase: PassphraseSource
+) -> tuple[str, str]:
+    """Rotate the hub key; return the (old, new) fingerprints.
+
+    The statement (namespace flsilo-root) is logged and carried by every later package, so
+    sites follow it from the key they confirmed. The current package is re-signed with the
+    new key (its bytes do not change), so new kits verify with the new key alone.
+    """
+    with WorkspaceLock(ws.root, "hub workspace"):
+        state = ws.state()
+        old = load_private_key(ws.key_path, passphrase)
+        new = load_private_key(new_key_path, passphrase)
+        old_pub, new_pub = public_of(old), public_of(new, comment="flsilo hub")
+        if old_pub.blob == new_pub.blob:
+            raise UsageError(
+                "the new hub key is the current one",
+                path=new_key_path,
+                code="same-key",
+                hint="make a new key with 'flsilo keys new' first",
+            )
+        rotation = make_rotation(old, new, ws.config.federation, len(state.rotations) + 1)
+        package = ws.current_package(state)
+        scan = scan_file(package)
+        if scan.sha256 != state.packages[state.round]:
+            raise VerificationError(
+                "the current package no longer matches the event log",
+                path=package,
+                code="package-changed",
+                hint="restore packages/ from backup, then run 'flsilo audit'",
+            )
+        digest = scan.digests["sha256"]
+        write_bytes(sig_path(package), sign_digest(new, PACKAGE_NAMESPACE, digest))
+        bundle = oms.bundle_path(package)
+        if isinstance(new, ec.EllipticCurvePrivateKey):
+            write_bytes(bundle, oms.make_bundle(new, package.name, scan.sha256))
+        else:
+            bundle.unlink(missing_ok=True)
+        data = {
+            "statement": rotation.statement,
+            "old_signature": rotation.old_signature,
+            "new_signature": rotation.new_signature,
+            "hub_key": new_pub.openssh_line(),
+            "fingerprint": new_pub.fingerprint,
+        }
+        ws.commit([("rotate-key", data)], new)
+        write_text(
+            ws.root / HUB_FILE, hub_toml(new_key_path.resolve(), ws.root, new_pub.fingerprint)
+        )
+        write_text(ws.root / "hub.pub", new_pub.openssh_line() + "\n")
+    return old_pub.fingerprint, new_pub.fingerprint
