@@ -41,6 +41,7 @@ def history(
     from hub_kit.workspace import HubWorkspace
 
     ws = HubWorkspace.open(hub_dir)
+    ws.state()  # the hub's signature over the log is checked before anything is shown
     rounds = fold(ws.log.read())
     if png is not None:
         _plot(rounds, png)

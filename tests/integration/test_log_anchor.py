@@ -147,7 +147,8 @@ def test_rewritten_history_is_caught_by_the_signed_head(
     rewrite(fed.hub, records)
     regenerate_signers(fed.hub)
     assert "event log signature" in failed_checks(cli, fed.hub)
-    assert cli("hub", "status", fed.hub).code == 3
+    for command in ("status", "history"):  # every hub command checks the signed head
+        assert cli("hub", command, fed.hub).code == 3
 
 
 def test_history_rewritten_with_the_hubs_own_key_is_caught_by_against(
