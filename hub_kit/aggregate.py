@@ -105,18 +105,29 @@ def package_tensors(header: Header, data: bytearray) -> dict[str, RawTensor]:
 
 
 def combine(
-    header: Header, base: StreamInput, inputs: list[StreamInput], rule: Rule, write: Writer
+    header: Header,
+    base: StreamInput,
+    inputs: list[StreamInput],
+    rule: Rule,
+    write: Writer,
+    *,
+    fisher: bool = False,
+    server: ServerRun | None = None,
 ) -> list[SiteFigures]:
     """Aggregate ``inputs`` (ordered by site) laid out like ``header`` into ``write``.
 
     A two-pass rule first reduces the inputs to their Gram matrix; returns the figures.
+    ``fisher`` merges by the inputs' Fisher diagonals; ``server`` then applies the server
+    optimizer and collects its new state.
     """
     coefficients = None
     if is_two_pass(rule):
         gram = first_pass(header.tensors, base, inputs)
         weights = np.array([i.weight for i in inputs], dtype=np.float64)
         coefficients = run_two_pass(rule, gram, weights)  # type: ignore[arg-type]
-    return aggregate_stream(header.tensors, base, inputs, rule, write, coefficients)
+    return aggregate_stream(
+        header.tensors, base, inputs, rule, write, coefficients, fisher=fisher, server=server
+    )
 
 
 def open_server_run(

@@ -1,68 +1,112 @@
-"""The hub's aggregation rules on whole models held in memory (simulate, results scripts).
+"""The hub's aggregation on whole models held in memory, through the streaming aggregator itself.
 
-Same rules, same two passes as the streaming aggregator, on dicts of numpy arrays instead of
-mapped files: float tensors are combined in float64, other tensors take the element-wise
-maximum. The hub itself always streams (``hub_kit.streaming``).
+``flsilo simulate``, ``flsilo demo``'s in-memory arms and the results scripts combine site
+models here. Every model is laid out as the safetensors bytes a bundle would hold (canonical
+order, the same writer's header) and streamed, from memory instead of mapped files, through
+``hub_kit.aggregate.combine``: the same first pass and two-pass coefficients, the same
+Fisher merge, the same server optimizer step and state layout as ``flsilo aggregate``. So
+a planning number is the pipeline's number, minus keys, signatures and files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from hub_kit.strategies.base import Rule, is_two_pass
-from hub_kit.strategies.robust import dot
+from flsilo.tensorfile import Header, RawTensor, TensorInfo, build_header
+from hub_kit.server_optimizers import ServerOptimizer
+from hub_kit.server_state import ServerRun, in_memory_state
+from hub_kit.strategies.base import Rule
+from hub_kit.streaming import FISHER_PREFIX, StreamInput, first_pass
+
+Arrays = Mapping[str, np.ndarray]
 
 
-def update_gram(
-    base: Mapping[str, np.ndarray], sites: Sequence[Mapping[str, np.ndarray]]
-) -> np.ndarray:
-    """Gram matrix of the sites' float updates against ``base``."""
-    names = [n for n, v in base.items() if np.issubdtype(v.dtype, np.floating)]
-    updates = [
-        np.concatenate(
-            [
-                np.ravel(s[n]).astype(np.float64) - np.ravel(base[n]).astype(np.float64)
-                for n in names
-            ]
-        )
-        if names
-        else np.zeros(0)
-        for s in sites
-    ]
-    k = len(sites)
-    gram = np.zeros((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            gram[i, j] = gram[j, i] = dot(updates[i], updates[j])
-    return gram
+@dataclass(frozen=True)
+class Laid:
+    """A model as the data section of a safetensors file, with its tensor layout."""
+
+    data: bytes
+    header_len: int
+    tensors: tuple[TensorInfo, ...]
+
+    def stream(self, weight: float, layout: bool = False) -> StreamInput:
+        own = {t.name: t for t in self.tensors} if layout else None
+        return StreamInput(None, self.header_len, weight, data=self.data, layout=own)
+
+
+def lay_out(arrays: Arrays) -> Laid:
+    """Bytes exactly as ``write_artifact`` would lay these tensors out (header included)."""
+    raw = {name: RawTensor.from_numpy(np.asarray(a)) for name, a in arrays.items()}
+    head, infos = build_header({n: (t.dtype, t.shape) for n, t in raw.items()}, {})
+    body = b"".join(bytes(raw[i.name].data) for i in infos)
+    return Laid(head + body, len(head), tuple(infos))
+
+
+@dataclass(frozen=True)
+class InMemoryRound:
+    """The combined model and, with a server optimizer, its new state (a state file's bytes)."""
+
+    arrays: dict[str, np.ndarray]
+    server_state: bytes | None = None
+
+
+def aggregate_in_memory(
+    base: Arrays,
+    sites: Sequence[Arrays],
+    weights: Sequence[float],
+    rule: Rule,
+    *,
+    fishers: Sequence[Arrays] | None = None,
+    server: ServerOptimizer | None = None,
+    server_state: bytes | None = None,
+) -> InMemoryRound:
+    """One hub round on in-memory models: ``rule`` (or Fisher merging), then ``server``.
+
+    ``fishers``: each site's diagonal Fisher per parameter (a Fisher round); ``server_state``:
+    the state the previous round of the same optimizer returned (None: fresh state).
+    """
+    from hub_kit.aggregate import combine
+
+    laid_base = lay_out(base)
+    header = Header({}, laid_base.tensors, laid_base.header_len - 8, len(laid_base.data))
+    inputs = []
+    for i, (site, w) in enumerate(zip(sites, weights, strict=True)):
+        extra = {FISHER_PREFIX + k: v for k, v in fishers[i].items()} if fishers else {}
+        inputs.append(lay_out({**site, **extra}).stream(w, layout=bool(extra)))
+    run = None
+    if server is not None and server.active:
+        previous = in_memory_state(server_state) if server_state is not None else None
+        run = ServerRun(
+            server, previous[0] if previous else None, previous[1] if previous else None,
+            laid_base.tensors,
+        )  # fmt: skip
+    out = bytearray()
+    combine(
+        header, laid_base.stream(0.0), inputs, rule, out.extend, fisher=bool(fishers), server=run
+    )
+    if run is not None:
+        run.close()
+    arrays = {
+        t.name: np.frombuffer(bytes(out[t.begin : t.end]), dtype=np.asarray(base[t.name]).dtype)
+        .reshape(t.shape)
+        .copy()
+        for t in laid_base.tensors
+    }
+    return InMemoryRound(arrays, run.state_bytes() if run is not None else None)
 
 
 def combine_states(
-    base: Mapping[str, np.ndarray],
-    sites: Sequence[Mapping[str, np.ndarray]],
-    weights: Sequence[float],
-    rule: Rule,
+    base: Arrays, sites: Sequence[Arrays], weights: Sequence[float], rule: Rule
 ) -> dict[str, np.ndarray]:
     """Aggregate site models (same names, shapes, dtypes as ``base``) with ``rule``."""
-    w = np.array(weights, dtype=np.float64)
-    coefficients = None
-    if is_two_pass(rule):
-        coefficients = rule.coefficients(update_gram(base, sites), w)  # type: ignore[union-attr]
-    out: dict[str, np.ndarray] = {}
-    for name, b in base.items():
-        if not np.issubdtype(b.dtype, np.floating):
-            out[name] = np.max(np.stack([s[name] for s in sites]), axis=0)
-            continue
-        b64 = np.ravel(b).astype(np.float64)
-        xs = [np.ravel(s[name]).astype(np.float64) for s in sites]
-        if coefficients is not None:
-            acc = np.zeros_like(b64)
-            for x, c in zip(xs, coefficients.tolist(), strict=True):
-                acc += c * (x - b64)
-            combined = b64 + acc
-        else:
-            combined = rule.combine(xs, w.copy())  # type: ignore[union-attr]
-        out[name] = combined.astype(b.dtype).reshape(b.shape)
-    return out
+    return aggregate_in_memory(base, sites, weights, rule).arrays
+
+
+def update_gram(base: Arrays, sites: Sequence[Arrays]) -> np.ndarray:
+    """Gram matrix of the sites' float updates against ``base`` (the aggregator's first pass)."""
+    laid_base = lay_out(base)
+    inputs = [lay_out(s).stream(0.0) for s in sites]
+    return first_pass(laid_base.tensors, laid_base.stream(0.0), inputs)

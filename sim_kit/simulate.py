@@ -1,8 +1,10 @@
 """``flsilo simulate``: plan schedules on one machine with the federation's own code.
 
-Sites train with site_kit's training loop and the hub combines their weights with hub_kit's
-strategies (the same ``combine`` the streaming aggregator calls), in memory: no keys, files
-or signatures, so a sweep of many schedules runs in minutes. Accuracy is measured on one
+Sites train with site_kit's training loop (and compute their Fisher diagonal with site_kit's
+function when the plan merges by Fisher); the hub combines their weights with hub_kit's
+streaming aggregator itself, fed from memory (``hub_kit.inmemory``): the same rules, Fisher
+merge and server optimizer step and state as ``flsilo aggregate``. No keys, files or
+signatures, so a sweep of many schedules runs in minutes. Accuracy is measured on one
 held-out test set that carries every site's preprocessing.
 """
 
@@ -22,13 +24,15 @@ from flsilo.errors import UsageError
 from flsilo.federation import DataSpec, HubPolicy
 from flsilo.models.registry import build_model
 from flsilo.plan import CLOSED_FORM, Plan, dp_of, parse_schedule, plan_problem, without_dp
-from hub_kit.inmemory import combine_states
+from hub_kit.inmemory import aggregate_in_memory
+from hub_kit.server_optimizers import server_optimizer_for
 from hub_kit.strategies import parse_strategy
 from sim_kit.datasets import DIGIT_CLASSES, load_digits
 from sim_kit.heads import solve_closed_form_head
 from sim_kit.partition import partition, shift, train_test_split
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import evaluate
+from site_kit.fisher import diagonal_fisher
 from site_kit.privacy import DPRun, Spend, epsilon, plan_spend
 from site_kit.training import derive_seed, freeze_parameters, train
 
@@ -132,19 +136,39 @@ def load_sim_data(settings: SimSettings, source: DataSource | None = None) -> Si
     return SimData(sites, test, classes, tuple(x.shape[1:]), public)
 
 
-def _combine(
+def _arrays(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+@dataclass
+class HubMemory:
+    """What the simulated hub keeps between rounds: the server optimizer's state bytes."""
+
+    server_state: bytes | None = None
+
+
+def hub_round(
     base: dict[str, torch.Tensor],
     states: list[dict[str, torch.Tensor]],
     weights: list[float],
-    strategy_text: str,
+    hub: HubPolicy,
+    fishers: list[dict[str, torch.Tensor]] | None = None,
+    memory: HubMemory | None = None,
 ) -> dict[str, torch.Tensor]:
-    rule = parse_strategy(strategy_text)
-
-    def arrays(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy() for k, v in state.items()}
-
-    combined = combine_states(arrays(base), [arrays(s) for s in states], weights, rule)
-    return {k: torch.from_numpy(v.copy()) for k, v in combined.items()}
+    """The hub's round, through the streaming aggregator fed from memory."""
+    opt = server_optimizer_for(hub)
+    result = aggregate_in_memory(
+        _arrays(base),
+        [_arrays(s) for s in states],
+        weights,
+        parse_strategy(hub.strategy),
+        fishers=[_arrays(f) for f in fishers] if fishers else None,
+        server=opt,
+        server_state=memory.server_state if memory else None,
+    )
+    if memory is not None:
+        memory.server_state = result.server_state
+    return {k: torch.from_numpy(v.copy()) for k, v in result.arrays.items()}
 
 
 def start_model(s: SimSettings, data: SimData) -> torch.nn.Module:
@@ -167,9 +191,10 @@ def _training_round(
     ledgers: list[list[Spend]],
     result: SimResult,
     say: Callable[[str], None],
+    memory: HubMemory,
 ) -> dict[str, torch.Tensor]:
     """Every site trains from ``global_state`` per the plan; the hub's strategy combines."""
-    states, weights = [], []
+    states, weights, fishers = [], [], []
     for i, site_data in enumerate(data.sites):
         if len(site_data) == 0:
             continue
@@ -190,7 +215,12 @@ def _training_round(
         result.train_seconds += time.perf_counter() - started
         states.append({k: v.clone() for k, v in model.state_dict().items()})
         weights.append(float(len(site_data)))
-    return _combine(global_state, states, weights, s.hub.strategy) if states else global_state
+        if round_plan.merge == "fisher":
+            seed = derive_seed(round_plan.seed, f"site-{i}")
+            fishers.append(diagonal_fisher(model, site_data, torch.device("cpu"), seed=seed))
+    if not states:
+        return global_state
+    return hub_round(global_state, states, weights, s.hub, fishers or None, memory)
 
 
 def run_simulation(
@@ -206,6 +236,7 @@ def run_simulation(
     plan = s.plan
     result = SimResult(settings=s, rounds=rounds)
     ledgers: list[list[Spend]] = [[] for _ in data.sites]
+    memory = HubMemory()
     first = evaluate(model, data.test, len(data.classes), cpu)
     result.accuracy.append(first.accuracy)
     result.loss.append(first.loss)
@@ -216,7 +247,9 @@ def run_simulation(
             solve_closed_form_head(model, data.sites, len(data.classes), plan.head_solver)
             global_state = {k: v.clone() for k, v in model.state_dict().items()}
         else:
-            global_state = _training_round(model, global_state, s, data, r, ledgers, result, say)
+            global_state = _training_round(
+                model, global_state, s, data, r, ledgers, result, say, memory
+            )
         model.load_state_dict(global_state)
         ev = evaluate(model, data.test, len(data.classes), cpu)
         result.accuracy.append(ev.accuracy)
