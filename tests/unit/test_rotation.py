@@ -1,0 +1,47 @@
+"""Hub key rotation statements: a site follows only an unbroken chain from the key it trusts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from flsilo.errors import VerificationError
+from flsilo.keys import generate_key, public_of
+from flsilo.rotation import follow_chain, make_rotation
+
+K0, K1, K2, MALLORY = (generate_key(t) for t in ("ed25519", "ecdsa-p256", "ed25519", "ed25519"))
+R1 = make_rotation(K0, K1, "fed", 1)
+R2 = make_rotation(K1, K2, "fed", 2)
+
+
+@pytest.mark.parametrize(
+    "trusted, chain, expect",
+    [
+        (K0, (), K0),
+        (K0, (R1,), K1),
+        (K0, (R1, R2), K2),
+        (K1, (R1, R2), K2),  # confirmed after the first rotation: starts mid-chain
+        (MALLORY, (R1, R2), MALLORY),  # a chain that does not start at the trusted key
+    ],
+)
+def test_follow_chain(trusted, chain, expect) -> None:
+    got = follow_chain(public_of(trusted), chain, "fed", source="p")
+    assert got.blob == public_of(expect).blob
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        (replace(R1, old_signature=make_rotation(MALLORY, K1, "fed", 1).old_signature),),
+        (replace(R1, new_signature=R2.new_signature),),
+        (make_rotation(K0, K1, "other-fed", 1),),
+        (replace(R1, statement=R1.statement.replace('"seq":1', '"seq":7')),),
+        (R1, make_rotation(MALLORY, K2, "fed", 2), R2),  # a gap after the chain started
+    ],
+    ids=["old-sig-by-another", "new-sig-of-another", "other-federation", "edited", "gap"],
+)
+def test_broken_chains_are_refused(chain) -> None:
+    with pytest.raises(VerificationError) as info:
+        follow_chain(public_of(K0), chain, "fed", source="p")
+    assert info.value.code == "rotation-broken"
