@@ -12,6 +12,7 @@ from flsilo import wheelhouse as wh
 from flsilo.artifact import sig_path
 from flsilo.atomic import atomic_directory, copy_file, write_text
 from flsilo.errors import UsageError
+from hub_kit.privacy import privacy_note
 from hub_kit.workspace import HubWorkspace
 
 README = """\
@@ -33,7 +34,7 @@ fingerprint you read to the hub administrator. Its private half never leaves you
      flsilo train SITE_DIR/packages/{package} --site SITE_DIR
    A stopped run resumes when you run the same command again.
 4. Carry both files from SITE_DIR/outbox/ (the .safetensors and its .sig) to the hub.
-
+{privacy}
 Files here: federation.toml (what the federation agreed), hub.pub (the hub's public key),
 {package} and its .sig (the model to train), kit.toml (what this kit is for).
 """
@@ -92,6 +93,7 @@ def make_kit(ws: HubWorkspace, site: str, out: Path, *, wheelhouse: Path | None 
                 federation=ws.config.federation,
                 round=state.round,
                 package=package.name,
+                privacy=privacy_note(ws.config),
             ),
         )
     return out

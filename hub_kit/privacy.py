@@ -122,6 +122,19 @@ def describe(dp: DPPlan | None) -> str:
     return f"{how}, clip {dp.clip:g}, delta {dp.delta:g}, budget {dp.budget:g} ({dp.accountant})"
 
 
+def privacy_note(config: FederationConfig) -> str:
+    """The paragraph a DP federation's site kit README adds (empty without DP)."""
+    dp = dp_plan(config)
+    if dp is None:
+        return ""
+    return (
+        f"\nThis federation trains with differential privacy ({describe(dp)}).\n"
+        "flsilo train needs the 'dp' extra (pip install 'flsilo[dp]', or a wheelhouse built\n"
+        "with --extras dp). Your site refuses a round that would pass its budget, and keeps\n"
+        "its privacy ledger in SITE_DIR/privacy.json: back it up, never edit or delete it.\n"
+    )
+
+
 def spent_text(spent: float | None, budget: float | None) -> str:
     """'1.23 of 3' for the aggregate table and hub status; '-' where nothing was reported."""
     if spent is None:

@@ -216,6 +216,9 @@ def test_dp_round_trip_reports_and_enforces_the_budget(dp_federation: Federation
     assert status["dp_budget"] == 1.2
     text = cli("hub", "status", fed.hub)
     assert "epsilon spent" in text.out and "of 1.2" in text.out
+    assert "differential privacy: epsilon 1 per round, clip 1, delta 1e-05, budget 1.2" in text.out
+    kit_readme = (fed.root / "kit-site-a" / "README.txt").read_text()
+    assert "'dp' extra" in kit_readme and "privacy.json" in kit_readme
 
     site = fed.sites["site-a"]
     package = site / "next.safetensors"
