@@ -167,3 +167,22 @@ def test_history_rewritten_with_the_hubs_own_key_is_caught_by_against(
     foreign = make_key(fed.root / "other-hub")
     sign_log(fed.hub / "events.jsonl", load_private_key(foreign, lambda _p: b""))
     assert "event log signature" in failed_checks(cli, fed.hub)
+
+
+def test_an_interrupted_commit_is_re_signed_with_stock_ssh_keygen(
+    round_done: Federation, cli
+) -> None:
+    from tests.conftest import SSH_KEYGEN, ssh_keygen
+
+    if SSH_KEYGEN is None:
+        pytest.skip("ssh-keygen is not installed")
+    fed = round_done
+    (fed.hub / "events.jsonl.sig").unlink()  # a crash between the log's commit and its signature
+    refused = cli("hub", "status", fed.hub)
+    assert refused.code == 3 and "log-unsigned" in refused.err
+    signed = ssh_keygen(
+        "-Y", "sign", "-f", str(fed.keys / "hub"), "-n", "flsilo-log", str(fed.hub / "events.jsonl")
+    )
+    assert signed.returncode == 0, signed.stderr
+    assert cli("hub", "status", fed.hub).code == 0
+    assert failed_checks(cli, fed.hub) == []
