@@ -15,7 +15,8 @@ def _hub_and_kit(root: Path, cli) -> Path:
     """keys/{hub,site-a,other}, a hub with site-a enrolled, and site-a's kit in root/kit."""
     keys = root / "keys"
     for name in ("hub", "site-a", "other"):
-        make_key(keys / name)
+        if not (keys / name).exists():  # a test may have made one (an encrypted site key)
+            make_key(keys / name)
     args = ["--federation", "fed", "--model", "logreg", "--classes", ",".join("0123456789")]
     init = cli("hub", "init", root / "hub", *args, "--input-shape", "1,8,8", "--key", keys / "hub")
     assert init.code == 0, init.err
@@ -180,3 +181,34 @@ def test_a_damaged_checkpoint_is_an_error_not_a_silent_restart(cli, tmp_path: Pa
     assert str(work) in result.err and not list((site / "outbox").iterdir())
     shutil.rmtree(work)  # what the hint says
     assert cli("train", package, "--site", site, "--device", "cpu").code == 0
+
+
+def test_train_asks_for_the_passphrase_only_when_it_will_sign(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flsilo.keys import generate_key, write_new_key
+
+    keys = tmp_path / "keys"
+    write_new_key(keys / "site-a", generate_key(), b"pw", "site-a")  # encrypted site key
+    keys = _hub_and_kit(tmp_path, cli)
+    site = tmp_path / "site"
+    hub_fp = fingerprint(keys / "hub.pub")
+    assert _site_init(cli, tmp_path, site, keys / "site-a", hub_fp).code == 0
+    package = site / "packages" / "fed-r0000.safetensors"
+    monkeypatch.delenv("FLSILO_PASSPHRASE", raising=False)
+    # refused before any signature: no data, unusable data -> the data error, not a prompt
+    nodata = cli("train", package, "--site", site)
+    assert nodata.code == 2 and "error[key-passphrase]" not in nodata.err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 5)), y=np.zeros(3))
+    refused = cli("train", package, "--site", site, "--data", bad)
+    assert refused.code == 4 and "error[key-passphrase]" not in refused.err
+    # a run that will sign needs it
+    data = digits_npz(tmp_path / "d.npz", np.arange(60))
+    locked = cli("train", package, "--site", site, "--data", data)
+    assert locked.code == 1 and "error[key-passphrase]" in locked.err
+    monkeypatch.setenv("FLSILO_PASSPHRASE", "pw")
+    assert cli("train", package, "--site", site, "--data", data).code == 0
+    monkeypatch.delenv("FLSILO_PASSPHRASE")
+    again = cli("train", package, "--site", site, "--data", data)  # already trained: no prompt
+    assert again.code == 2 and "error[already-trained]" in again.err
