@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def enroll(
         raise UsageError(
             f"{site!r} already has an active key",
             code="already-enrolled",
-            hint=f"revoke it first: flsilo hub revoke {ws.root} {site}",
+            hint=f"revoke it first: flsilo hub revoke {shlex.quote(str(ws.root))} {site}",
         )
     data: dict[str, object] = {
         "site": site,

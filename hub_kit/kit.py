@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from flsilo import federation as fed
@@ -47,7 +48,7 @@ def make_kit(ws: HubWorkspace, site: str, out: Path, *, wheelhouse: Path | None 
         raise UsageError(
             f"site {site!r} is not enrolled",
             code="not-enrolled",
-            hint=f"enrol it first: flsilo hub enroll {ws.root} {site} SITE.pub --fingerprint ...",
+            hint=f"enrol it first: flsilo hub enroll {shlex.quote(str(ws.root))} {site} SITE.pub --fingerprint ...",
         )
     if out.exists() and any(out.iterdir()):
         raise UsageError(

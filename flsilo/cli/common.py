@@ -77,8 +77,8 @@ def print_error(err: FlsiloError) -> None:
 
 def info(message: str) -> None:
     """A progress or guidance line for people: stderr, never mixed into data on stdout."""
-    if not STATE.json:
-        stderr().print(message)
+    if not STATE.json:  # soft-wrapped: a suggested command or path pastes back whole
+        stderr().print(message, soft_wrap=True)
 
 
 def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -89,7 +90,7 @@ def demo(
         out_console.print(
             f"{report.verified_files} artifacts verified, audit --replay "
             f"{'[green]passed[/]' if report.audit.ok else '[red]FAILED[/]'}; everything is in {out} "
-            f"({seconds:.0f} s). Try: flsilo inspect {report.federated_package}"
+            f"({seconds:.0f} s). Try: flsilo inspect {shlex.quote(str(report.federated_package))}"
         )
     if not report.audit.ok:
         raise typer.Exit(3)

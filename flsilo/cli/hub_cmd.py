@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -138,7 +139,7 @@ def hub_enroll(
         stdout().print(f"enrolled release officer {site_id} ({fp}); final packages name them")
         return
     stdout().print(
-        f"enrolled {site_id} ({fp}); next: flsilo hub kit {hub_dir} {site_id} --out KIT_DIR"
+        f"enrolled {site_id} ({fp}); next: flsilo hub kit {shlex.quote(str(hub_dir))} {site_id} --out KIT_DIR"
     )
 
 
@@ -256,13 +257,27 @@ def hub_kit(
 @app.command("status", no_args_is_help=True)
 def hub_status(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    inbox: Annotated[
+        Path | None,
+        typer.Option(
+            help="Check the bundles in this folder (a stick): what the round would accept "
+            "or reject and why; the same report as 'aggregate --dry-run'."
+        ),
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Show the round, enrolled sites, bundles in the inbox and who is still missing.
 
-    Example: flsilo hub status hub
+    Example: flsilo hub status hub --inbox /media/usb/bundles
     """
     set_json(json_out)
+    if inbox is not None:
+        from flsilo.cli.dryrun_cmd import show_inbox_report
+
+        show_inbox_report(
+            hub_dir, inbox, strategy=None, min_sites=None, json_out=json_out, command="hub status"
+        )
+        return
     from hub_kit.status import status
 
     st = status(hub_dir)
@@ -326,15 +341,36 @@ def aggregate(
     ] = None,
     server_tau: Annotated[float | None, typer.Option(help="This round's tau.")] = None,
     passphrase_file: PassphraseFile = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Only report what would be accepted or rejected and why; change nothing, "
+            "ask no passphrase.",
+        ),
+    ] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Verify the inbox, quarantine rejects, aggregate the round, sign the next package.
 
     Server optimizer options apply to this round only (recorded in the package and the log).
+    --dry-run checks the inbox with the same gates and changes nothing.
 
     Example: flsilo aggregate hub --inbox /media/usb/bundles --server-optimizer fedavgm
     """
     set_json(json_out)
+    if dry_run:
+        from flsilo.cli.dryrun_cmd import show_inbox_report
+
+        show_inbox_report(
+            hub_dir,
+            inbox,
+            strategy=strategy,
+            min_sites=min_sites,
+            json_out=json_out,
+            command="aggregate",
+        )
+        return
     from flsilo.cli.options import parse_betas, parse_server_optimizer
     from hub_kit.aggregate import NotEnoughSites, aggregate_round
     from hub_kit.server_optimizers import server_optimizer_for

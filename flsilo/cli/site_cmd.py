@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,7 +55,7 @@ def site_init(
         emit_json("site init", True, {"site": str(site_dir), "packages": packages})
         return
     info(
-        f"site workspace ready; train with: flsilo train {packages[-1] if packages else 'PACKAGE'} --site {site_dir}"
+        f"site workspace ready; train with: flsilo train {shlex.quote(packages[-1]) if packages else 'PACKAGE'} --site {shlex.quote(str(site_dir))}"
     )
     stdout().print(str(site_dir))
 

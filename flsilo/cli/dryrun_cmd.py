@@ -1,0 +1,63 @@
+"""The one inbox report behind ``aggregate --dry-run`` and ``hub status --inbox DIR``."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+
+from flsilo.cli.common import emit_json, info
+
+
+def show_inbox_report(
+    hub_dir: Path,
+    inbox: Path | None,
+    *,
+    strategy: str | None,
+    min_sites: int | None,
+    json_out: bool,
+    command: str,
+) -> None:
+    """Print what a round would accept and reject; exit 0 all good, 3 a reject, 1 too few."""
+    from hub_kit.dryrun import inbox_report
+
+    report, need = inbox_report(hub_dir, inbox, strategy=strategy, min_sites=min_sites)
+    accepted = sum(1 for r in report.rows if r.verdict.startswith("accepted"))
+    rejected = sum(1 for r in report.rows if r.verdict == "rejected")
+    status = 3 if rejected else (1 if accepted < need else 0)
+    if json_out:
+        emit_json(
+            command,
+            status == 0,
+            {
+                "dry_run": True,
+                "report": report.to_dict(),
+                "accepted": accepted,
+                "rejected": rejected,
+                "needed": need,
+            },
+        )
+    else:
+        from flsilo.cli.hub_cmd import render_aggregate
+
+        render_aggregate(report)
+        folder = inbox or hub_dir / "inbox"
+        verdict = (
+            f"would aggregate round {report.round}"
+            if accepted >= need
+            else f"would NOT aggregate round {report.round}: needs {need}"
+        )
+        info(
+            f"dry run, nothing changed: {accepted} would be accepted, {rejected} rejected; "
+            f"{verdict}"
+        )
+        if report.missing_sites:
+            info(f"no accepted bundle yet from: {', '.join(report.missing_sites)}")
+        if status == 0:
+            info(
+                f"aggregate with: flsilo aggregate {shlex.quote(str(hub_dir))} "
+                f"--inbox {shlex.quote(str(folder))}"
+            )
+    if status:
+        raise typer.Exit(status)
