@@ -90,7 +90,8 @@ def demo(
         out_console.print(
             f"{report.verified_files} artifacts verified, audit --replay "
             f"{'[green]passed[/]' if report.audit.ok else '[red]FAILED[/]'}; everything is in {out} "
-            f"({seconds:.0f} s). Try: flsilo inspect {shlex.quote(str(report.federated_package))}"
+            f"({seconds:.0f} s). Try: flsilo inspect {shlex.quote(str(report.federated_package))}",
+            soft_wrap=True,
         )
     if not report.audit.ok:
         raise typer.Exit(3)

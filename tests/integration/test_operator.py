@@ -133,3 +133,62 @@ def test_a_folder_or_a_mistyped_path_is_not_called_a_missing_signature(
     site = federation.sites["site-a"]
     train = cli("train", packages, "--site", site)
     assert train.code == 2 and "error[not-a-file]" in train.err
+
+
+def _read_until(fd: int, needle: bytes, seen: bytearray, limit: float = 180) -> bool:
+    import select
+
+    deadline = time.monotonic() + limit
+    while needle not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                return needle in seen
+            if not chunk:
+                return needle in seen
+            seen += chunk
+    return needle in seen
+
+
+@pytest.mark.slow
+def test_prompt_at_a_terminal_is_never_hidden_and_ctrl_c_is_one_line(tmp_path: Path, cli) -> None:
+    """At a real terminal (a pty): the passphrase prompt shows before any progress, then
+    Ctrl-C during training prints one line and exits 130."""
+    import pty
+
+    import numpy as np
+
+    from flsilo.keys import load_private_key, private_key_bytes
+    from tests.conftest import digits_npz
+    from tests.integration.test_site import _site, new_hub
+
+    _hub, keys = new_hub(tmp_path, cli, epochs=40, model="mlp:hidden=256x256")
+    site = _site(tmp_path, cli, keys, digits_npz(tmp_path / "d.npz", np.arange(1500)))
+    key = load_private_key(keys / "site-a", lambda _p: b"")
+    (keys / "site-a").write_bytes(private_key_bytes(key, b"typed at the terminal"))
+    env = {k: v for k, v in os.environ.items() if k != "FLSILO_PASSPHRASE"}
+    env["COLUMNS"] = "100"
+    argv = [sys.executable, "-m", "flsilo", "train"]
+    argv += [str(site / "packages" / "fed-r0000.safetensors"), "--site", str(site)]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: flsilo with the pty as its terminal
+        os.execve(sys.executable, argv, env)
+    seen = bytearray()
+    try:
+        assert _read_until(fd, b"Passphrase for ", seen), bytes(seen)
+        before_prompt = bytes(seen).split(b"Passphrase for ")[0]
+        assert b"epoch" not in before_prompt and b"\x1b[?25l" not in before_prompt  # no bar
+        os.write(fd, b"typed at the terminal\n")
+        assert _read_until(fd, b"epoch 1/40", seen), bytes(seen)
+        os.write(fd, b"\x03")  # Ctrl-C, through the terminal's line discipline
+        _read_until(fd, b"rerun the same command", seen, limit=60)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = bytes(seen).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 130, text
+    assert "error[interrupted]: flsilo train interrupted (Ctrl-C)" in text
+    assert "Traceback" not in text
+    assert not list((site / "outbox").glob("*.safetensors"))
