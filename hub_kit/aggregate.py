@@ -397,7 +397,6 @@ def _aggregate_locked(
     _check_round(ws, state, inbox, policy)
     check_release_officers(ws, state)
     rule = policy.rule
-    key = load_private_key(ws.key_path, passphrase)
     trust = ws.trust(state)
     package_path = ws.current_package(state)
     package_scan = scan_file(package_path)
@@ -452,7 +451,7 @@ def _aggregate_locked(
     if len(candidates) < policy.need():
         reject_events = _reject_events(result.rejections, state, r)
         if reject_events:
-            ws.commit(reject_events, key)
+            ws.commit(reject_events, load_private_key(ws.key_path, passphrase))  # signs the log
         shutil.rmtree(staging, ignore_errors=True)
         report = AggregateReport(
             r,
@@ -475,6 +474,8 @@ def _aggregate_locked(
         raise NotEnoughSites(report, policy.need(), hint)
     if policy.max_weight_share is not None:
         check_share_cap(policy.max_weight_share, len(candidates))
+    # Every refusal is behind us: the round ends in a signature, so unlock the key now.
+    key = load_private_key(ws.key_path, passphrase)
     weights, capped = _weights(candidates, policy.max_weight_share)
     inputs = _inputs(candidates, view, weights)
     coefficients = None

@@ -75,3 +75,18 @@ def test_dry_run_does_not_import_torch(federation_template: Federation) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_aggregate_asks_no_passphrase_before_it_will_sign(
+    federation: Federation, cli, monkeypatch
+) -> None:
+    from flsilo.keys import load_private_key, private_key_bytes
+
+    key = load_private_key(federation.keys / "hub", lambda _p: b"")
+    (federation.keys / "hub").write_bytes(private_key_bytes(key, b"secret"))
+    monkeypatch.delenv("FLSILO_PASSPHRASE", raising=False)
+    empty = cli("aggregate", federation.hub)  # nothing carried yet: no signature to make
+    assert empty.code == 1 and "not-enough-sites" in empty.err and "passphrase" not in empty.err
+    federation.carry()
+    signing = cli("aggregate", federation.hub)  # now it would sign: the passphrase is needed
+    assert signing.code == 1 and "error[key-passphrase]" in signing.err
