@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from flsilo.artifact import sig_path, verify_file
@@ -31,6 +32,7 @@ from hub_kit.setup import hub_init
 from hub_kit.workspace import HubWorkspace
 from sim_kit.datasets import DIGIT_CLASSES, load_digits
 from sim_kit.partition import partition, train_test_split
+from site_kit.data import Dataset
 from site_kit.round import train_round
 from site_kit.workspace import SiteWorkspace
 
@@ -186,15 +188,23 @@ def baselines(
     s: DemoSettings,
     say: Callable[[str], None],
 ) -> dict[str, float]:
-    """Test accuracy of: each site alone, all data pooled (same start, same total epochs), federated."""
+    """Test accuracy per arm, all from the same start on the same total local epochs.
+
+    Each site alone; what ONE trip buys: the sites' separately trained models averaged once,
+    merged by their Fisher diagonals, or the closed-form ridge head on the start model's
+    features (these run in memory through the hub's own aggregator and solver, as
+    ``flsilo simulate`` does); the federation's periodic rounds (the final package, through
+    the real files); and all data pooled (centralized).
+    """
     import io
 
     import torch
 
     from site_kit.data import Dataset, load_dataset
     from site_kit.evaluation import evaluate
+    from site_kit.fisher import diagonal_fisher
     from site_kit.round import verified_model
-    from site_kit.training import train
+    from site_kit.training import derive_seed, train
 
     trust = AllowedSigners.load(hub / "allowed_signers")
     start_pkg = sorted((hub / "packages").glob("*-r0000.safetensors"))[0]
@@ -212,18 +222,58 @@ def baselines(
     plan = replace(s.plan, local_epochs=s.rounds * s.plan.local_epochs)
     results: dict[str, float] = {}
     pooled_x, pooled_y = [], []
+    alone: list[dict[str, torch.Tensor]] = []
+    fishers: list[dict[str, torch.Tensor]] = []
+    sites: list[Dataset] = []
     for site in site_ids:
         data = load(data_dir / site)
+        sites.append(data)
         pooled_x.append(data.x)
         pooled_y.append(data.y)
         model = model_from(start_pkg)
         train(model, data, plan, seed=s.seed, device=cpu)
         results[f"{site} alone"] = evaluate(model, test, 10, cpu).accuracy
+        alone.append({k: v.clone() for k, v in model.state_dict().items()})
+        fishers.append(diagonal_fisher(model, data, cpu, seed=derive_seed(s.seed, site)))
         say(f"baseline: {site} alone, {plan.local_epochs} epochs on its own data")
+    results.update(one_trip_arms(model_from(start_pkg), alone, fishers, sites, test, say))
     pooled = Dataset(np.concatenate(pooled_x), np.concatenate(pooled_y))
     model = model_from(start_pkg)
     train(model, pooled, plan, seed=s.seed, device=cpu)
     say(f"baseline: centralized, {plan.local_epochs} epochs on all sites' data pooled")
     results["centralized (pooled data)"] = evaluate(model, test, 10, cpu).accuracy
-    results["federated (final package)"] = evaluate(model_from(final), test, 10, cpu).accuracy
+    periodic = f"federated: {s.rounds} trips, periodic FedAvg (the final package)"
+    results[periodic] = evaluate(model_from(final), test, 10, cpu).accuracy
     return results
+
+
+def one_trip_arms(
+    start: torch.nn.Module,
+    alone: list[dict[str, torch.Tensor]],
+    fishers: list[dict[str, torch.Tensor]],
+    sites: list[Dataset],
+    test: Dataset,
+    say: Callable[[str], None],
+) -> dict[str, float]:
+    """What one trip buys: the site-alone models averaged or Fisher-merged, the closed-form head."""
+    from sim_kit.heads import solve_closed_form_head
+    from sim_kit.simulate import hub_round
+    from site_kit.evaluation import evaluate
+
+    cpu = torch.device("cpu")
+    base = {k: v.clone() for k, v in start.state_dict().items()}
+    weights = [float(len(d)) for d in sites]
+    out = {}
+    for label, merged in (
+        ("1 trip: one-shot averaging", hub_round(base, alone, weights, HubPolicy())),
+        ("1 trip: Fisher merging", hub_round(base, alone, weights, HubPolicy(), fishers)),
+    ):
+        start.load_state_dict(merged)
+        out[label] = evaluate(start, test, 10, cpu).accuracy
+    start.load_state_dict(base)
+    solve_closed_form_head(start, sites, 10, "ridge")
+    out["1 trip: closed-form ridge head (start's features)"] = evaluate(
+        start, test, 10, cpu
+    ).accuracy
+    say("one-trip arms: one-shot averaging, Fisher merging, closed-form head (in memory)")
+    return out
