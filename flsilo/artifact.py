@@ -1,16 +1,19 @@
 """Read, verify and write flsilo artifacts: a canonical safetensors file plus ``FILE.sig``.
 
-``scan_file`` reads a file once: it checks the header, then streams every tensor through the
-hash, the finite-float check and, optionally, a copy, so verifying and archiving a bundle
-costs one read. ``verify_file`` adds the signature and trust decision; ``write_artifact``
-writes file and signature atomically (the signature lands first, the file's appearance is
-the commit).
+The verifier is pure: :func:`verify_stream` takes an open stream (through an
+:class:`ArtifactReader`), the exact signature bytes, a trust policy and an explicit time, and
+returns what it verified (header, manifest, file sha256, data-section sha256, the signature
+bytes). It reads the file once: every byte goes through the hashes, the finite-float check
+and, optionally, a copy. Which kind of artifact is wanted, which round, which site: that is
+the callers' policy (:func:`require_kind` and the kits). :func:`verify_file` opens a path
+safely and calls it; ``write_artifact`` writes file and signature atomically (the signature
+lands first, the file's appearance is the commit).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,8 +25,16 @@ from flsilo.atomic import atomic_writer
 from flsilo.errors import MalformedInputError, PolicyError, UsageError, VerificationError
 from flsilo.keys import PrivateKey
 from flsilo.sshsig import Signature, check_signature, new_hash, parse_signature, sign_digest
-from flsilo.tensorfile import Header, RawTensor, build_header, nonfinite_count, read_header
+from flsilo.tensorfile import (
+    Header,
+    RawTensor,
+    build_header,
+    nonfinite_count,
+    parse_header,
+    read_header_length,
+)
 from flsilo.trust import SignerEntry, TrustPolicy
+from flsilo.untrusted import MAX_SIGNATURE_BYTES, UnreadableError, open_regular, read_bounded
 
 CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -41,6 +52,7 @@ class Scan:
     manifest: mf.Manifest
     digests: dict[str, bytes]
     nonfinite: dict[str, int]
+    data_sha256: str = ""
 
     @property
     def sha256(self) -> str:
@@ -54,14 +66,23 @@ class Verified:
     scan: Scan
     signature: Signature
     signer: SignerEntry
+    signature_bytes: bytes = b""
 
     @property
     def manifest(self) -> mf.Manifest:
         return self.scan.manifest
 
     @property
+    def header(self) -> Header:
+        return self.scan.header
+
+    @property
     def sha256(self) -> str:
         return self.scan.sha256
+
+    @property
+    def data_sha256(self) -> str:
+        return self.scan.data_sha256
 
     @property
     def path(self) -> Path:
@@ -93,81 +114,162 @@ def check_is_file(path: Path) -> None:
         )
 
 
-def read_signature(path: Path) -> Signature:
+class ArtifactReader:
+    """Reads one stream once: every byte goes to the hashes and, optionally, a copy.
+
+    ``size`` is what ``fstat`` said; nothing beyond it is ever read, so a file that grows
+    cannot make a reader loop. After a failure, :meth:`drain` finishes the pass so the file's
+    sha256 and the copy are complete without opening the file again.
+    """
+
+    def __init__(
+        self, fh: io.BufferedIOBase, size: int, *, copy_to: BinaryIO | None = None
+    ) -> None:
+        self.fh = fh
+        self.size = size
+        self.copy_to = copy_to
+        self.position = 0
+        self._hashes = {"sha256": new_hash("sha256")}
+
+    def want(self, algorithm: str) -> None:
+        """Also compute ``algorithm`` (only before the first byte is read)."""
+        if algorithm not in self._hashes:
+            assert self.position == 0
+            self._hashes[algorithm] = new_hash(algorithm)
+
+    def _feed(self, chunk: memoryview | bytes) -> None:
+        for h in self._hashes.values():
+            h.update(chunk)
+        if self.copy_to is not None:
+            self.copy_to.write(chunk)
+        self.position += len(chunk)
+
+    def read(self, n: int) -> bytes:
+        data = self.fh.read(max(0, min(n, self.size - self.position)))
+        self._feed(data)
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        want = min(len(view), self.size - self.position)
+        if want <= 0:
+            return 0
+        n = self.fh.readinto(view[:want]) or 0
+        self._feed(view[:n])
+        return n
+
+    def drain(self) -> None:
+        """Read whatever is left up to ``size`` (after a failure), so digests cover the file."""
+        buffer = bytearray(min(CHUNK_BYTES, max(self.size - self.position, 1)))
+        view = memoryview(buffer)
+        while self.readinto(view):
+            pass
+
+    def grew(self) -> bool:
+        return bool(self.fh.read(1))
+
+    def digests(self) -> dict[str, bytes]:
+        return {a: h.digest() for a, h in self._hashes.items()}
+
+    @property
+    def complete(self) -> bool:
+        return self.position == self.size
+
+    @property
+    def sha256(self) -> str:
+        """The file's sha256 hex digest; empty unless the whole file went through."""
+        return self._hashes["sha256"].hexdigest() if self.complete else ""
+
+
+def read_signature_bytes(path: Path) -> bytes:
+    """The exact bytes of ``path.sig``: a small regular file, refused by size before reading."""
     sig_file = sig_path(path)
     try:
-        data = sig_file.read_bytes()
-    except FileNotFoundError as exc:
-        raise VerificationError(
-            f"signature file {sig_file.name} is missing",
-            path=path,
-            code="missing-signature",
-            hint=f"copy {sig_file.name} along with the file; an unsigned file is never trusted",
-        ) from exc
-    except OSError as exc:
-        raise VerificationError(
-            f"cannot read signature ({exc.strerror})", path=sig_file, code="missing-signature"
-        ) from exc
-    return parse_signature(data, source=str(sig_file))
+        return read_bounded(sig_file, MAX_SIGNATURE_BYTES)
+    except MalformedInputError as exc:
+        if exc.code == "missing":
+            raise VerificationError(
+                f"signature file {sig_file.name} is missing",
+                path=path,
+                code="missing-signature",
+                hint=f"copy {sig_file.name} along with the file; an unsigned file is never trusted",
+            ) from exc
+        if exc.code == "too-large":
+            raise MalformedInputError(
+                f"signature file is larger than {MAX_SIGNATURE_BYTES} bytes; it was not read",
+                path=sig_file,
+                code="signature-too-large",
+                hint="an SSH signature is under 1 KiB; this is not one, get a fresh copy",
+            ) from exc
+        raise
+
+
+def read_signature(path: Path) -> Signature:
+    sig_file = sig_path(path)
+    return parse_signature(read_signature_bytes(path), source=str(sig_file))
+
+
+def scan_stream(reader: ArtifactReader, source: Path) -> Scan:
+    """Check structure and manifest, hash every byte and count non-finite floats, in one read."""
+    name = str(source)
+    prefix = reader.read(8)
+    header_len = read_header_length(prefix, reader.size, name)
+    header_bytes = reader.read(header_len)
+    if len(header_bytes) != header_len:
+        raise _shrank(source)
+    header = parse_header(header_bytes, reader.size, name)
+    manifest = mf.decode(header.metadata, name)
+    data_hash = hashlib.sha256()
+    buffer = bytearray(min(CHUNK_BYTES, max(header.data_size, 1)))
+    view = memoryview(buffer)
+    nonfinite: dict[str, int] = {}
+    for info in header.tensors:
+        remaining = info.nbytes
+        while remaining:
+            n = reader.readinto(view[: min(remaining, len(buffer))])
+            if not n:
+                raise _shrank(source)
+            chunk = view[:n]
+            data_hash.update(chunk)
+            bad = nonfinite_count(info.dtype, chunk)
+            if bad:
+                nonfinite[info.name] = nonfinite.get(info.name, 0) + bad
+            remaining -= n
+    if reader.grew():
+        raise MalformedInputError(
+            "file grew while it was being read", path=source, code="bad-length"
+        )
+    return Scan(
+        path=source,
+        header=header,
+        manifest=manifest,
+        digests=reader.digests(),
+        nonfinite=nonfinite,
+        data_sha256=data_hash.hexdigest(),
+    )
+
+
+def _shrank(source: Path) -> MalformedInputError:
+    return MalformedInputError(
+        "file shrank while it was being read",
+        path=source,
+        code="truncated",
+        hint="do not modify files while flsilo reads them",
+    )
 
 
 def scan_file(
     path: Path, *, hash_algorithms: tuple[str, ...] = ("sha256",), copy_to: BinaryIO | None = None
 ) -> Scan:
-    """Check structure and manifest, hash every byte and count non-finite floats, in one read."""
-    source = str(path)
-    algorithms = tuple(dict.fromkeys(("sha256", *hash_algorithms)))
-    try:
-        fh = path.open("rb")
-    except FileNotFoundError as exc:
-        raise MalformedInputError(
-            "file not found", path=path, code="missing", hint="check the path"
-        ) from exc
-    except OSError as exc:
-        raise MalformedInputError(f"cannot read file ({exc.strerror})", path=path) from exc
-    with fh:
-        size = os.fstat(fh.fileno()).st_size
-        header, header_bytes = read_header(fh, size, source)
-        manifest = mf.decode(header.metadata, source)
-        hashes = [new_hash(a) for a in algorithms]
-        for h in hashes:
-            h.update(header_bytes)
-        if copy_to is not None:
-            copy_to.write(header_bytes)
-        buffer = bytearray(CHUNK_BYTES)
-        view = memoryview(buffer)
-        nonfinite: dict[str, int] = {}
-        for info in header.tensors:
-            remaining = info.nbytes
-            while remaining:
-                n = fh.readinto(view[: min(remaining, CHUNK_BYTES)])
-                if not n:
-                    raise MalformedInputError(
-                        "file shrank while it was being read",
-                        path=path,
-                        code="truncated",
-                        hint="do not modify files while flsilo reads them",
-                    )
-                chunk = view[:n]
-                for h in hashes:
-                    h.update(chunk)
-                if copy_to is not None:
-                    copy_to.write(chunk)
-                bad = nonfinite_count(info.dtype, chunk)
-                if bad:
-                    nonfinite[info.name] = nonfinite.get(info.name, 0) + bad
-                remaining -= n
-        if fh.read(1):
-            raise MalformedInputError(
-                "file grew while it was being read", path=path, code="bad-length"
-            )
-    return Scan(
-        path=path,
-        header=header,
-        manifest=manifest,
-        digests={a: h.digest() for a, h in zip(algorithms, hashes, strict=True)},
-        nonfinite=nonfinite,
-    )
+    """Open ``path`` safely (a regular file, not followed through a link) and scan it."""
+    opened = open_regular(path)
+    with opened.fh:
+        reader = ArtifactReader(opened.fh, opened.size, copy_to=copy_to)
+        for algorithm in hash_algorithms:
+            reader.want(algorithm)
+        try:
+            return scan_stream(reader, path)
+        except OSError as exc:
+            raise UnreadableError(f"cannot read the file ({exc.strerror})", path=path) from exc
 
 
 def check_finite(scan: Scan) -> None:
@@ -183,7 +285,12 @@ def check_finite(scan: Scan) -> None:
 
 
 def verify_scan(
-    scan: Scan, signature: Signature, trust: TrustPolicy, *, at: int | None = None
+    scan: Scan,
+    signature: Signature,
+    trust: TrustPolicy,
+    *,
+    at: int | None = None,
+    signature_bytes: bytes = b"",
 ) -> Verified:
     """Signature, then signer trust, then finite floats (the order of the messages people see)."""
     manifest = scan.manifest
@@ -196,7 +303,38 @@ def verify_scan(
         manifest.principal, manifest.namespace, signature.public_key, when, source=source
     )
     check_finite(scan)
-    return Verified(scan=scan, signature=signature, signer=entry)
+    return Verified(scan=scan, signature=signature, signer=entry, signature_bytes=signature_bytes)
+
+
+def verify_stream(
+    reader: ArtifactReader,
+    signature_bytes: bytes,
+    trust: TrustPolicy,
+    *,
+    at: int,
+    source: Path,
+) -> Verified:
+    """The pure verifier: stream + exact signature bytes + trust + time -> what verified.
+
+    No path is opened here; ``source`` only names the file in messages. The kind of
+    artifact is not checked: that is the caller's policy (see :func:`require_kind`).
+    """
+    signature = parse_signature(signature_bytes, source=str(sig_path(source)))
+    reader.want(signature.hash_algorithm)
+    scan = scan_stream(reader, source)
+    return verify_scan(scan, signature, trust, at=at, signature_bytes=signature_bytes)
+
+
+def require_kind(verified: Verified, kind: str) -> Verified:
+    """Policy: refuse a verified artifact of the other kind (a package where a bundle belongs)."""
+    if verified.manifest.kind != kind:
+        raise PolicyError(
+            f"this is a {verified.manifest.kind}, expected a {kind}",
+            path=verified.path,
+            code="wrong-kind",
+            hint="site bundles go to the hub; hub packages go to sites",
+        )
+    return verified
 
 
 def verify_file(
@@ -207,18 +345,18 @@ def verify_file(
     at: int | None = None,
     copy_to: BinaryIO | None = None,
 ) -> Verified:
-    """Verify ``path`` against ``path.sig`` and ``trust``; raise on any failure."""
+    """Verify ``path`` against ``path.sig`` and ``trust`` at ``at`` (default now); raise on failure."""
     check_is_file(path)
-    signature = read_signature(path)
-    scan = scan_file(path, hash_algorithms=(signature.hash_algorithm,), copy_to=copy_to)
-    if expected_kind is not None and scan.manifest.kind != expected_kind:
-        raise PolicyError(
-            f"this is a {scan.manifest.kind}, expected a {expected_kind}",
-            path=path,
-            code="wrong-kind",
-            hint="site bundles go to the hub; hub packages go to sites",
-        )
-    return verify_scan(scan, signature, trust, at=at)
+    signature_bytes = read_signature_bytes(path)
+    opened = open_regular(path)
+    with opened.fh:
+        reader = ArtifactReader(opened.fh, opened.size, copy_to=copy_to)
+        when = int(time.time()) if at is None else at
+        try:
+            verified = verify_stream(reader, signature_bytes, trust, at=when, source=path)
+        except OSError as exc:
+            raise UnreadableError(f"cannot read the file ({exc.strerror})", path=path) from exc
+    return require_kind(verified, expected_kind) if expected_kind is not None else verified
 
 
 def write_artifact(
@@ -256,10 +394,9 @@ def write_artifact(
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        buffer = bytearray(CHUNK_BYTES)
-        view = memoryview(buffer)
-        while n := fh.readinto(buffer):
-            digest.update(view[:n])
-    return digest.hexdigest()
+    """sha256 of a regular file (opened without following links)."""
+    opened = open_regular(path)
+    with opened.fh:
+        reader = ArtifactReader(opened.fh, opened.size)
+        reader.drain()
+    return reader.sha256

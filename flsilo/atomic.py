@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -81,12 +83,35 @@ def remove_stale_temps(directory: Path) -> None:
 
 
 class WorkspaceLock:
-    """An exclusive, non-blocking lock on a workspace; the OS drops it if the process dies."""
+    """An exclusive lock on a workspace; the OS drops it if the process dies.
 
-    def __init__(self, directory: Path, what: str = "workspace") -> None:
+    With ``wait_s`` > 0 a busy lock is retried for that long (one message on stderr says
+    who holds it) before ``error[locked]``; with 0 it fails at once.
+    """
+
+    def __init__(self, directory: Path, what: str = "workspace", *, wait_s: float = 0) -> None:
         self.path = directory / ".lock"
         self.what = what
+        self.wait_s = wait_s
         self._fd: int | None = None
+
+    def _acquire(self, fd: int) -> bool:
+        deadline = time.monotonic() + self.wait_s
+        told = False
+        while not filelock.try_lock(fd):
+            if time.monotonic() >= deadline:
+                return False
+            if not told:
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                print(
+                    f"flsilo: waiting up to {self.wait_s:g} s for another flsilo command "
+                    f"(pid {holder}) working in this {self.what}",
+                    file=sys.stderr,
+                )
+                told = True
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return True
 
     def __enter__(self) -> WorkspaceLock:
         try:
@@ -95,7 +120,7 @@ class WorkspaceLock:
             raise WorkspaceError(
                 f"cannot open the {self.what} lock ({exc.strerror})", path=self.path
             ) from exc
-        if not filelock.try_lock(self._fd):
+        if not self._acquire(self._fd):
             os.lseek(self._fd, 0, os.SEEK_SET)
             holder = os.read(self._fd, 64).decode(errors="replace").strip() or "?"
             os.close(self._fd)
@@ -104,7 +129,8 @@ class WorkspaceLock:
                 f"another flsilo command (pid {holder}) is working in this {self.what}",
                 path=self.path.parent,
                 code="locked",
-                hint="wait for it to finish; the lock is released automatically when it exits",
+                hint="wait for it to finish and run this again; the lock is released "
+                "automatically when it exits",
             )
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)

@@ -20,7 +20,7 @@ from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 from flsilo import __version__
 from flsilo.errors import MalformedInputError
 from flsilo.plan import Plan, Schedule, dp_of, plan_problem, schedule_problem
-from flsilo.tensorfile import strict_json
+from flsilo.tensorfile import JsonDepthError, strict_json
 
 MANIFEST_KEY = "flsilo.manifest"
 FORMAT_VERSION = 2  # bumped once for wave 2 (issue 9); see docs/reference/artifact-format.md
@@ -311,6 +311,8 @@ def decode(metadata: dict[str, str], source: str) -> Manifest:
         )
     try:
         data = strict_json(metadata[MANIFEST_KEY])
+    except JsonDepthError as exc:
+        raise _bad_manifest(source, f"manifest is {exc}", "too-deep") from exc
     except ValueError as exc:
         raise _bad_manifest(source, f"not valid JSON ({exc})") from exc
     if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
@@ -350,6 +352,8 @@ def _manifest_problem(m: Manifest) -> str | None:
         return f"federation id {m.federation!r} is not a valid id"
     if m.round < 0:
         return "round is negative"
+    if not _is_utc_time(m.created_at):
+        return f"created_at {m.created_at[:40]!r} is not a UTC time like 2026-11-22T09:30:00Z"
     if not m.model.classes or len(set(m.model.classes)) != len(m.model.classes):
         return "class list is empty or has duplicates"
     if not m.model.input_shape or any(d <= 0 for d in m.model.input_shape):
@@ -409,6 +413,13 @@ def now_utc() -> str:
         datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else datetime.now(UTC)
     )
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _is_utc_time(text: str) -> bool:
+    try:
+        return len(text) == 20 and iso_to_epoch(text) >= 0
+    except ValueError:
+        return False
 
 
 def iso_to_epoch(text: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,13 @@ from flsilo.errors import MalformedInputError
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 """Headers beyond this are refused before anything is allocated for them."""
+
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects any flsilo JSON text may have (headers need 3,
+manifests about 6); deeper texts are refused before the JSON parser recurses into them."""
+
+MAX_TENSOR_RANK = 64
+"""Most dimensions a tensor's shape may list."""
 
 ITEMSIZE = {
     "F64": 8,
@@ -116,13 +124,65 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def strict_json(text: str) -> Any:
-    """json.loads that refuses duplicate keys and the non-standard NaN/Infinity literals."""
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class JsonDepthError(ValueError):
+    """A JSON text nests deeper than flsilo ever writes."""
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of ``[`` and ``{`` outside strings, without recursion (linear time)."""
+    bare = _JSON_STRING.sub("", text)
+    if "[" not in bare and "{" not in bare:
+        return 0
+    steps = np.frombuffer(bare.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    delta = np.zeros(steps.shape, dtype=np.int64)
+    delta[(steps == ord("[")) | (steps == ord("{"))] = 1
+    delta[(steps == ord("]")) | (steps == ord("}"))] = -1
+    return int(np.cumsum(delta).max(initial=0))
+
+
+def strict_json(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """json.loads that refuses duplicate keys, NaN/Infinity, deep nesting and lone surrogates.
+
+    Every failure is a ValueError (never RecursionError), so callers turn it into their own
+    malformed-input error naming the file.
+    """
 
     def no_constants(name: str) -> Any:
         raise ValueError(f"non-standard number {name}")
 
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=no_constants)
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise JsonDepthError(f"nested {depth} levels deep (limit {max_depth})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text holds an unpaired surrogate") from exc
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=no_constants)
+    except RecursionError as exc:  # unreachable after json_depth; kept as a last guard
+        raise JsonDepthError("nested too deeply") from exc
+    if "\\u" in text and _has_surrogate(value):
+        raise ValueError("a string holds an unpaired UTF-16 surrogate escape")
+    return value
+
+
+def _has_surrogate(value: Any) -> bool:
+    """Whether any key or string holds a lone surrogate (safetensors' serde_json refuses it).
+
+    A valid escaped pair decodes to one code point; only unpaired halves survive as
+    surrogates. Recursion is bounded by the depth check done before parsing.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
 
 
 def read_header_length(prefix: bytes, file_size: int, source: str) -> int:
@@ -157,7 +217,7 @@ def _tensor_entry(name: str, entry: Any, source: str) -> TensorInfo:
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if dtype not in ITEMSIZE:
         raise _bad(source, f"tensor {name!r} has unsupported dtype {dtype!r}", "bad-dtype")
-    if not isinstance(shape, list) or not all(_int(d) for d in shape):
+    if not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK or not all(map(_int, shape)):
         raise _bad(source, f"tensor {name!r} shape must be a list of non-negative integers")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)):
         raise _bad(source, f"tensor {name!r} data_offsets must be two non-negative integers")
@@ -184,6 +244,8 @@ def parse_header(header_bytes: bytes, file_size: int, source: str) -> Header:
         raise _bad(source, "header does not start with '{'")
     try:
         obj = strict_json(text)
+    except JsonDepthError as exc:
+        raise _bad(source, f"header is {exc}", "too-deep") from exc
     except ValueError as exc:
         raise _bad(source, f"header is not valid JSON ({exc})") from exc
     if not isinstance(obj, dict):

@@ -1,20 +1,28 @@
 """``flsilo aggregate``: verify the inbox, aggregate the round, sign the next package, commit.
 
-Order of work, under the workspace lock:
-1. intake: every inbox bundle is verified while copied into ``rounds/NNNN.staging``;
-2. first pass, when the norm gate or a two-pass rule needs it: per-site statistics (update
-   norms, the Gram matrix of the updates); gated updates join the rejects;
-3. quarantine copies and reason files for rejects; the weight-share cap clips weights;
-4. stream the accepted bundles into the next package as it is written, and sign it;
-5. move the staging folder to ``rounds/NNNN``;
-6. append accept/reject/aggregate events to the log in one atomic replace: the commit.
-A crash before step 6 leaves the log (and so the hub's state) as it was; a rerun redoes the
-work from the untouched inbox and overwrites the uncommitted leftovers.
+``aggregate_round`` reads straight down, inside one hub transaction (lock, log folded once):
+
+1. :func:`prepare`: the round to aggregate, its policy (rule, quorum, norm gate, share cap),
+   its package checked against the log, and trust;
+2. :func:`run_intake`: every inbox entry verified while copied into the round's staging
+   folder; when the norm gate or a two-pass rule needs it, a first pass reduces each
+   update to a few numbers (gated updates join the rejects); rejects are quarantined;
+3. :func:`build_package`: weights (after any share cap), then the accepted bundles are
+   streamed into the next package as it is written into staging, and it is signed (the
+   passphrase is asked here, only when a signature will be made);
+4. :func:`commit`: the round's events are appended to the log (the commit point), then the
+   staged files are published. :mod:`hub_kit.commit` documents the order, where later
+   outputs (server state, SHA256SUMS, a log-head anchor) slot in, and what a crash leaves.
+
+:func:`preview` runs steps 1-2 with no side effects at all: what would be accepted or
+rejected now.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,12 +31,14 @@ from typing import Any
 import numpy as np
 
 from flsilo import manifest as mf
-from flsilo.artifact import scan_file, sig_path
-from flsilo.atomic import WorkspaceLock, remove_stale_temps
+from flsilo.artifact import Scan, scan_file, sig_path
 from flsilo.errors import PolicyError, UsageError, VerificationError, WorkspaceError
-from flsilo.keys import PassphraseSource, load_private_key
+from flsilo.faults import fault_point
+from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
 from flsilo.tensorfile import Header, RawTensor
+from flsilo.trust import AllowedSigners
 from hub_kit.archive import write_sums
+from hub_kit.commit import StagedRound, fresh_staging, publish
 from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
 from hub_kit.packaging import package_manifest, write_package_stream
 from hub_kit.privacy import dp_budget
@@ -53,7 +63,7 @@ from hub_kit.streaming import (
     run_two_pass,
 )
 from hub_kit.weighting import cap_shares, check_share_cap, norm_gate, shares
-from hub_kit.workspace import HubState, HubWorkspace, release_policy
+from hub_kit.workspace import HubState, HubTransaction, HubWorkspace, release_policy
 
 
 @dataclass(frozen=True)
@@ -170,18 +180,22 @@ def open_replay_server(
 
 
 def _server_pass(
-    ws: HubWorkspace, round_: int, run: ServerRun | None, compute: Callable[[Writer], object]
+    staged: StagedRound,
+    federation: str,
+    round_: int,
+    run: ServerRun | None,
+    compute: Callable[[Writer], object],
 ) -> str | None:
-    """Run the aggregation once without writing, to fix the new server state; write it.
+    """Run the aggregation once without writing, to fix the new server state; stage it.
 
     The package's provenance names the state's sha256 and is written before its tensors, so
-    the state is computed first; the package pass then recomputes the same values.
+    the state is computed first; the package pass then recomputes the same values. The
+    state file is published with the package, after the commit (hub_kit.commit).
     """
     if run is None:
         return None
     compute(lambda _chunk: None)
-    (ws.root / STATE_DIR).mkdir(exist_ok=True)
-    return run.write(ws.root / STATE_DIR / state_name(ws.config.federation, round_ + 1))
+    return run.write(staged.output(f"{STATE_DIR}/{state_name(federation, round_ + 1)}"))
 
 
 def _server_fields(provenance: mf.Provenance) -> dict[str, Any]:
@@ -279,34 +293,6 @@ def _reject_events(
     return events
 
 
-def aggregate_round(
-    hub_dir: Path,
-    *,
-    inbox: Path | None = None,
-    strategy: str | None = None,
-    min_sites: int | None = None,
-    norm_gate: float | None = None,
-    max_weight_share: float | None = None,
-    key: Path | None = None,
-    server: ServerOptimizer | None = None,
-    passphrase: PassphraseSource,
-) -> AggregateReport:
-    ws = HubWorkspace.open(hub_dir)
-    if key is not None:  # the hub key, when it is not where 'hub init' recorded it
-        ws.key_path = key
-    with WorkspaceLock(ws.root, "hub workspace"):
-        policy = RoundPolicy(
-            rule=parse_strategy(strategy or ws.config.hub.strategy),
-            min_sites=min_sites if min_sites is not None else ws.config.hub.min_sites,
-            norm_gate=norm_gate if norm_gate is not None else ws.config.hub.norm_gate,
-            max_weight_share=max_weight_share
-            if max_weight_share is not None
-            else ws.config.hub.max_weight_share,
-            server=server if server is not None else server_optimizer_for(ws.config.hub),
-        )
-        return _aggregate_locked(ws, inbox or ws.inbox, policy, passphrase)
-
-
 @dataclass(frozen=True)
 class RoundPolicy:
     """How this round is aggregated: the rule, the quorum, the norm gate and the share cap."""
@@ -322,22 +308,128 @@ class RoundPolicy:
         return max(self.min_sites, rule_min)
 
 
-def _check_round(ws: HubWorkspace, state: HubState, inbox: Path, policy: RoundPolicy) -> None:
-    r = state.round
-    if r >= ws.schedule.rounds:
-        raise UsageError(
-            f"the federation is complete: round {r} is the final package",
-            path=ws.current_package(state),
-            code="federation-complete",
-            hint="nothing is left to aggregate; run 'flsilo audit' and deploy the final package",
-        )
-    if not inbox.is_dir():
-        raise UsageError(
-            "inbox folder does not exist",
-            path=inbox,
-            code="no-inbox",
-            hint="copy the carried bundles (with their .sig files) into it",
-        )
+@dataclass(frozen=True)
+class Prepared:
+    """Everything the round's steps need, read once at the start (under the lock)."""
+
+    ws: HubWorkspace
+    state: HubState
+    round: int
+    inbox: Path
+    policy: RoundPolicy
+    trust: AllowedSigners
+    package_path: Path
+    package: Scan
+
+    @property
+    def fisher(self) -> bool:
+        return self.plan.merge == "fisher"
+
+    @property
+    def plan(self) -> mf.Plan:
+        assert self.package.manifest.package is not None
+        plan = self.package.manifest.package.plan
+        assert plan is not None  # only a final package has none, and it is never aggregated
+        return plan
+
+
+@dataclass
+class Intake:
+    """Step 2's outcome: verdicts (candidates sorted by site), the round's view of the
+    bundles (whole, partial or statistics) and the first pass, if any."""
+
+    result: IntakeResult
+    view: RoundView
+    gram: np.ndarray | None = None
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return self.result.candidates
+
+
+@dataclass(frozen=True)
+class Built:
+    """The signed next package, staged but not yet visible."""
+
+    staged_path: Path
+    final_path: Path
+    sha256: str
+    data_sha256: str
+    manifest: mf.Manifest
+    weights: list[float]
+    capped: list[bool]
+    figures: list[SiteFigures]
+    provenance: mf.Provenance
+    server: str
+
+
+def aggregate_round(
+    hub_dir: Path,
+    *,
+    inbox: Path | None = None,
+    strategy: str | None = None,
+    min_sites: int | None = None,
+    norm_gate: float | None = None,
+    max_weight_share: float | None = None,
+    key: Path | None = None,
+    server: ServerOptimizer | None = None,
+    passphrase: PassphraseSource,
+) -> AggregateReport:
+    ws = HubWorkspace.open(hub_dir)
+    if key is not None:  # the hub key, when it is not where 'hub init' recorded it
+        ws.key_path = key
+    policy = round_policy(ws, strategy, min_sites, norm_gate, max_weight_share, server)
+    with ws.transaction("aggregate") as tx:
+        prep = prepare(ws, tx.state, inbox, policy)
+        staged = fresh_staging(ws.rounds_dir, prep.round)
+        taken = run_intake(prep, staged, staged.root / "trainable-base")
+        fault_point("aggregate:staged")
+        if len(taken.candidates) < policy.need():
+            _record_rejects_only(tx, prep, taken.result, passphrase)
+            shutil.rmtree(staged.root, ignore_errors=True)
+            raise _not_enough(prep, taken)
+        signing_key = load_private_key(ws.key_path, passphrase)
+        built = build_package(prep, taken, staged, signing_key)
+        fault_point("aggregate:built")
+        commit(tx, prep, taken, built, staged, signing_key)
+    return _report(prep, taken, built)
+
+
+def preview(
+    hub_dir: Path,
+    *,
+    inbox: Path | None = None,
+    strategy: str | None = None,
+    min_sites: int | None = None,
+    norm_gate: float | None = None,
+    max_weight_share: float | None = None,
+    server: ServerOptimizer | None = None,
+) -> AggregateReport:
+    """What ``aggregate`` would accept and reject now; writes nothing and takes no lock."""
+    ws = HubWorkspace.open(hub_dir)
+    policy = round_policy(ws, strategy, min_sites, norm_gate, max_weight_share, server)
+    prep = prepare(ws, ws.state(), inbox, policy)
+    with tempfile.TemporaryDirectory(prefix="flsilo-preview-") as scratch:
+        return _report(prep, run_intake(prep, None, Path(scratch) / "trainable-base"), None)
+
+
+def round_policy(
+    ws: HubWorkspace,
+    strategy: str | None,
+    min_sites: int | None,
+    norm_gate: float | None,
+    max_weight_share: float | None,
+    server: ServerOptimizer | None = None,
+) -> RoundPolicy:
+    """The federation's defaults with this round's overrides, checked."""
+    hub = ws.config.hub
+    policy = RoundPolicy(
+        rule=parse_strategy(strategy or hub.strategy),
+        min_sites=min_sites if min_sites is not None else hub.min_sites,
+        norm_gate=norm_gate if norm_gate is not None else hub.norm_gate,
+        max_weight_share=max_weight_share if max_weight_share is not None else hub.max_weight_share,
+        server=server if server is not None else server_optimizer_for(hub),
+    )
     if policy.norm_gate is not None and not policy.norm_gate > 0:
         raise UsageError(
             f"--norm-gate {policy.norm_gate:g} must be a positive multiple of the median norm",
@@ -346,13 +438,110 @@ def _check_round(ws: HubWorkspace, state: HubState, inbox: Path, policy: RoundPo
         )
     if policy.max_weight_share is not None:
         check_share_cap(policy.max_weight_share)
+    return policy
+
+
+def resolve_inbox(ws: HubWorkspace, inbox: Path | None) -> Path:
+    """The inbox folder, resolved once: an explicit one may be a link (an automounted
+    stick), the workspace's own ``HUB/inbox`` may not."""
+    if inbox is None:
+        if ws.inbox.is_symlink():
+            raise WorkspaceError(
+                "the hub's inbox is a symbolic link",
+                path=ws.inbox,
+                code="inbox-symlink",
+                hint="make HUB/inbox a real folder, or pass the stick's folder with --inbox",
+            )
+        inbox = ws.inbox
+    try:
+        resolved: Path | None = inbox.resolve(strict=True)
+    except (OSError, RuntimeError):
+        resolved = None
+    if resolved is None or not resolved.is_dir():
+        raise UsageError(
+            "inbox folder does not exist",
+            path=inbox,
+            code="no-inbox",
+            hint="copy the carried bundles (with their .sig files) into it",
+        )
+    return resolved
+
+
+def prepare(ws: HubWorkspace, state: HubState, inbox: Path | None, policy: RoundPolicy) -> Prepared:
+    """Step 1: the round, its inbox, its package checked against the log, and trust."""
+    r = state.round
+    if r >= ws.schedule.rounds:
+        raise UsageError(
+            f"the federation is complete: round {r} is the final package",
+            path=ws.current_package(state),
+            code="federation-complete",
+            hint="nothing is left to aggregate; run 'flsilo audit' and deploy the final package",
+        )
+    folder = resolve_inbox(ws, inbox)
+    check_release_officers(ws, state)
+    trust = ws.trust(state)
+    package_path = ws.current_package(state)
+    package = scan_file(package_path)
+    if package.sha256 != state.packages[r]:
+        raise VerificationError(
+            "the current package no longer matches the event log",
+            path=package_path,
+            code="package-changed",
+            hint="restore packages/ from backup, then run 'flsilo audit'",
+        )
+    prep = Prepared(ws, state, r, folder, policy, trust, package_path, package)
+    if prep.fisher and is_two_pass(policy.rule):
+        raise UsageError(
+            f"this round merges by Fisher, which {strategy_text(policy.rule)} cannot do",
+            code="bad-strategy",
+            hint="aggregate a Fisher round with a coordinate-wise strategy (fedavg)",
+        )
+    return prep
+
+
+def run_intake(prep: Prepared, staged: StagedRound | None, scratch: Path) -> Intake:
+    """Step 2: verdicts for every inbox entry, the first pass if needed, quarantine.
+
+    With ``staged=None`` nothing is written in the workspace (a dry run); ``scratch`` is
+    where a partial round lays out its base (inside the staging folder when aggregating).
+    """
+    result = intake(
+        prep.inbox,
+        staged.root if staged is not None else None,
+        prep.ws.config,
+        prep.state,
+        prep.trust,
+        prep.package.header,
+        prep.package.manifest.model,
+        prep.plan,
+    )
+    result.candidates = sorted(result.candidates, key=lambda c: (c.site, c.verified.sha256))
+    view = round_view(
+        prep.package_path, prep.package.header, prep.package.manifest.model, prep.plan, scratch
+    )
+    taken = Intake(result, view)
+    policy = prep.policy
+    # the first pass reads the staged copies: a dry run (nothing staged) stops at the gates
+    gated = staged is not None and view.streams and (policy.norm_gate or is_two_pass(policy.rule))
+    if len(result.candidates) >= policy.need() and gated:
+        taken.gram = gram_of(
+            view, _inputs(result.candidates, view), pairwise=is_two_pass(policy.rule)
+        )
+        if policy.norm_gate:
+            result.candidates, taken.gram = _gate(
+                result.candidates, taken.gram, policy.norm_gate, result
+            )
+    if staged is not None:
+        for rejection in result.rejections:
+            quarantine(rejection, prep.ws.quarantine_dir, prep.round)
+    return taken
 
 
 def _inputs(
     candidates: list[Candidate], view: RoundView, weights: list[float] | None = None
 ) -> list[StreamInput]:
     return [
-        stream_input(c.staged, c.verified.scan.header, c.weight if weights is None else w, view)
+        stream_input(c.verified.path, c.verified.header, c.weight if weights is None else w, view)
         for c, w in zip(candidates, weights or [0.0] * len(candidates), strict=True)
     ]
 
@@ -376,9 +565,18 @@ def _gate(
             hint="ask the site whether training diverged or its data changed; "
             "if the update is genuine, raise --norm-gate",
         )
-        result.rejections.append(Rejection(c.inbox_path, c.site, c.verified.sha256, error))
-        c.staged.unlink(missing_ok=True)
-        sig_path(c.staged).unlink(missing_ok=True)
+        if c.staged is not None:
+            sig_path(c.staged).unlink(missing_ok=True)
+        result.rejections.append(
+            Rejection(
+                c.inbox_path,
+                c.site,
+                c.verified.sha256,
+                error,
+                c.staged,
+                c.verified.signature_bytes,
+            )
+        )
     return [candidates[i] for i in keep], gram[np.ix_(keep, keep)]
 
 
@@ -389,102 +587,105 @@ def _weights(candidates: list[Candidate], cap: float | None) -> tuple[list[float
     return cap_shares(raw, cap)
 
 
-def _aggregate_locked(
-    ws: HubWorkspace, inbox: Path, policy: RoundPolicy, passphrase: PassphraseSource
-) -> AggregateReport:
-    state = ws.state()
-    r = state.round
-    _check_round(ws, state, inbox, policy)
-    check_release_officers(ws, state)
-    rule = policy.rule
-    trust = ws.trust(state)
-    package_path = ws.current_package(state)
-    package_scan = scan_file(package_path)
-    if package_scan.sha256 != state.packages[r]:
-        raise VerificationError(
-            "the current package no longer matches the event log",
-            path=package_path,
-            code="package-changed",
-            hint="restore packages/ from backup, then run 'flsilo audit'",
-        )
-    staging = ws.rounds_dir / f"{r:04d}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    assert package_scan.manifest.package is not None
-    plan = package_scan.manifest.package.plan
-    assert plan is not None
-    fisher = plan.merge == "fisher"
-    if fisher and is_two_pass(rule):
-        raise UsageError(
-            f"this round merges by Fisher, which {strategy_text(rule)} cannot do",
-            code="bad-strategy",
-            hint="aggregate a Fisher round with a coordinate-wise strategy (fedavg)",
-        )
-    result = intake(
-        inbox,
-        staging,
-        ws.config,
-        state,
-        trust,
-        package_scan.header,
-        package_scan.manifest.model,
-        plan,
-    )
-    view = round_view(
-        package_path,
-        package_scan.header,
-        package_scan.manifest.model,
-        plan,
-        ws.rounds_dir / f"{r:04d}.trainable-base",
-    )
-    candidates = sorted(result.candidates, key=lambda c: (c.site, c.verified.sha256))
-    gram = None
-    gated = view.streams and (policy.norm_gate or is_two_pass(rule))
-    if len(candidates) >= policy.need() and gated:
-        gram = gram_of(view, _inputs(candidates, view), pairwise=is_two_pass(rule))
-        if policy.norm_gate:
-            candidates, gram = _gate(candidates, gram, policy.norm_gate, result)
-    result.candidates = candidates
-    for rejection in result.rejections:
-        quarantine(rejection, ws.quarantine_dir, r)
-    accepted_sites = {c.site for c in candidates}
-    missing = tuple(s for s in state.active_sites() if s not in accepted_sites)
-    if len(candidates) < policy.need():
-        reject_events = _reject_events(result.rejections, state, r)
-        if reject_events:
-            ws.commit(reject_events, load_private_key(ws.key_path, passphrase))  # signs the log
-        shutil.rmtree(staging, ignore_errors=True)
-        report = AggregateReport(
-            r,
-            None,
-            None,
-            strategy_text(rule),
-            tuple(_rows(result)),
-            missing,
-            None,
-            None,
-            False,
-            dp_budget(ws.config),
-        )
-        hint = None
-        if policy.need() > policy.min_sites:
-            hint = (
-                f"{strategy_text(rule)} is defined for {policy.need()} or more sites; wait for "
-                "more bundles or choose another --strategy"
-            )
-        raise NotEnoughSites(report, policy.need(), hint)
+def build_package(prep: Prepared, taken: Intake, staged: StagedRound, key: PrivateKey) -> Built:
+    """Step 3: weights, then the accepted bundles streamed into the next package, signed,
+    written into staging with any server state (nothing outside the staging folder changes)."""
+    candidates = taken.candidates
+    policy, rule, view = prep.policy, prep.policy.rule, taken.view
     if policy.max_weight_share is not None:
         check_share_cap(policy.max_weight_share, len(candidates))
-    # Every refusal is behind us: the round ends in a signature, so unlock the key now.
-    key = load_private_key(ws.key_path, passphrase)
     weights, capped = _weights(candidates, policy.max_weight_share)
     inputs = _inputs(candidates, view, weights)
     coefficients = None
     if view.streams and is_two_pass(rule):
-        assert gram is not None
-        coefficients = run_two_pass(rule, gram, np.array(weights))  # type: ignore[arg-type]
+        assert taken.gram is not None
+        coefficients = run_two_pass(rule, taken.gram, np.array(weights))  # type: ignore[arg-type]
+    provenance = _provenance(view, rule, candidates, weights, taken.result.rejections, prep.fisher)
+    assert prep.package.manifest.package is not None
+    run, state_in = open_server_run(
+        prep.ws.root, policy.server, view, prep.package.manifest.package.provenance
+    )
+    data_hash = hashlib.sha256()
+
+    def compute(write: Writer) -> list[SiteFigures]:
+        return produce(view, inputs, rule, write, coefficients, fisher=prep.fisher, server=run)
+
+    def hashed(write: Writer) -> list[SiteFigures]:
+        def both(chunk: memoryview) -> object:
+            data_hash.update(chunk)
+            return write(chunk)
+
+        return compute(both)
+
+    try:
+        provenance = _server_step(prep, staged, run, state_in, compute, provenance)
+        manifest = package_manifest(
+            prep.ws.config,
+            prep.package.manifest.model,
+            prep.round + 1,
+            prep.state.packages[prep.round],
+            provenance,
+            release=release_policy(prep.state, prep.ws.config.hub.release_signers),
+            log_head=prep.state.log_head,  # the head before this round's commit
+            key_chain=tuple(prep.state.rotations),
+        )
+        staged_path, sha, figures = write_package_stream(
+            staged.publish / prep.ws.packages_dir.name,
+            manifest,
+            prep.package.header.tensors,
+            hashed,
+            key,
+        )
+    finally:
+        if run is not None:
+            run.close()
+    return Built(
+        staged_path=staged_path,
+        final_path=prep.ws.packages_dir / staged_path.name,
+        sha256=sha,
+        data_sha256=data_hash.hexdigest(),
+        manifest=manifest,
+        weights=weights,
+        capped=capped,
+        figures=figures,
+        provenance=provenance,
+        server=policy.server.text() if run is not None else "none",
+    )
+
+
+def _server_step(
+    prep: Prepared,
+    staged: StagedRound,
+    run: ServerRun | None,
+    state_in: str | None,
+    compute: Callable[[Writer], object],
+    provenance: mf.Provenance,
+) -> mf.Provenance:
+    """The provenance with the server step (its new state staged), when the round has one."""
+    federation = prep.ws.config.federation
+    state_out = _server_pass(staged, federation, prep.round, run, compute)
+    if run is None or state_out is None:
+        return provenance
+    step = mf.ServerStep(
+        prep.policy.server.name,
+        prep.policy.server.params(),
+        state_in,
+        state_out,
+        state_name(federation, prep.round + 1),
+    )
+    return replace(provenance, server=step)
+
+
+def _provenance(
+    view: RoundView,
+    rule: Rule,
+    candidates: list[Candidate],
+    weights: list[float],
+    rejections: list[Rejection],
+    fisher: bool,
+) -> mf.Provenance:
     strategy_name, strategy_params = strategy_record(view, rule)
-    shown = strategy_text(rule) if view.streams else strategy_name
-    provenance = mf.Provenance(
+    return mf.Provenance(
         strategy=strategy_name,
         strategy_params=strategy_params,
         inputs=tuple(
@@ -499,74 +700,79 @@ def _aggregate_locked(
         ),
         rejects=tuple(
             mf.ProvenanceReject(site=x.site, sha256=x.sha256, reason=x.error.code)
-            for x in sorted(result.rejections, key=lambda x: (x.site, x.sha256, x.error.code))
+            for x in sorted(rejections, key=lambda x: (x.site, x.sha256, x.error.code))
         ),
         merge="fisher" if fisher else "average",
     )
-    run, state_in = open_server_run(
-        ws.root, policy.server, view, package_scan.manifest.package.provenance
-    )
 
-    def compute(write: Writer) -> list[SiteFigures]:
-        return produce(view, inputs, rule, write, coefficients, fisher=fisher, server=run)
 
-    try:
-        state_out = _server_pass(ws, r, run, compute)
-        if run is not None and state_out is not None:
-            step = mf.ServerStep(
-                policy.server.name,
-                policy.server.params(),
-                state_in,
-                state_out,
-                state_name(ws.config.federation, r + 1),
-            )
-            provenance = replace(provenance, server=step)
-        manifest = package_manifest(
-            ws.config,
-            package_scan.manifest.model,
-            r + 1,
-            state.packages[r],
-            provenance,
-            release=release_policy(state, ws.config.hub.release_signers),
-            log_head=state.log_head,  # the head before this round's commit
-            key_chain=tuple(state.rotations),
+def commit(
+    tx: HubTransaction,
+    prep: Prepared,
+    taken: Intake,
+    built: Built,
+    staged: StagedRound,
+    key: PrivateKey,
+) -> None:
+    """Step 4: the round's SHA256SUMS, its events appended to the (signed) log: the commit;
+    then the staged files are published."""
+    write_sums(staged.archive, {c.verified.path.name: c.verified.sha256 for c in taken.candidates})
+    events = _commit_events(prep, taken, built)
+    fault_point("aggregate:commit")
+    tx.commit(events, key)
+    fault_point("aggregate:committed")
+    publish(staged, prep.ws.root, prep.ws.round_dir(prep.round))
+    fault_point("aggregate:published")
+
+
+def _record_rejects_only(
+    tx: HubTransaction, prep: Prepared, result: IntakeResult, passphrase: PassphraseSource
+) -> None:
+    """Not enough sites: only the new rejects are logged (the log is signed, so the key is
+    unlocked for that alone)."""
+    reject_events = _reject_events(result.rejections, prep.state, prep.round)
+    if reject_events:
+        tx.commit(reject_events, load_private_key(prep.ws.key_path, passphrase))
+
+
+def _not_enough(prep: Prepared, taken: Intake) -> NotEnoughSites:
+    policy = prep.policy
+    hint = None
+    if policy.need() > policy.min_sites:
+        hint = (
+            f"{strategy_text(policy.rule)} is defined for {policy.need()} or more sites; wait "
+            "for more bundles or choose another --strategy"
         )
-        remove_stale_temps(ws.packages_dir)
-        new_path, sha, figures = write_package_stream(
-            ws.packages_dir, manifest, package_scan.header.tensors, compute, key
-        )
-    finally:
-        if run is not None:
-            run.close()
-    if view.base.path is not None and view.base.path != package_path:
-        view.base.path.unlink(missing_ok=True)  # a partial round's scratch base
-    write_sums(staging, {c.staged.name: c.verified.sha256 for c in candidates})
-    archive = ws.round_dir(r)
-    shutil.rmtree(archive, ignore_errors=True)  # an uncommitted attempt's leftovers
-    staging.rename(archive)
-    events = _commit_events(
-        r, candidates, weights, capped, result, state, shown, new_path, sha, policy
+    return NotEnoughSites(_report(prep, taken, None), policy.need(), hint)
+
+
+def _report(prep: Prepared, taken: Intake, built: Built | None) -> AggregateReport:
+    candidates = taken.candidates
+    accepted_sites = {c.site for c in candidates}
+    missing = tuple(s for s in prep.state.active_sites() if s not in accepted_sites)
+    figures = (
+        _figures(candidates, built.weights, built.capped, built.figures)
+        if built and built.figures
+        else None
     )
-    events[-1][1].update(_server_fields(provenance))
-    ws.commit(events, key)
     bundles = [c.verified.manifest.bundle for c in candidates]
+    package = built.manifest.package if built else None
+    policy = prep.policy
     return AggregateReport(
-        round=r,
-        package=new_path,
-        sha256=sha,
-        strategy=shown,
-        rows=tuple(
-            _rows(result, _figures(candidates, weights, capped, figures) if figures else None)
-        ),
+        round=prep.round,
+        package=built.final_path if built else None,
+        sha256=built.sha256 if built else None,
+        strategy=shown_strategy(taken.view, policy.rule),
+        rows=tuple(_rows(taken.result, figures)),
         missing_sites=missing,
         global_accuracy=weighted([b.metrics_global for b in bundles if b]),
         trained_accuracy=weighted([b.metrics_trained for b in bundles if b]),
-        final=manifest.package is not None and manifest.package.final,
-        dp_budget=dp_budget(ws.config),
-        norm_gate=policy.norm_gate,
-        max_weight_share=policy.max_weight_share,
-        server_optimizer=policy.server.text() if run is not None else "none",
-        merge=provenance.merge,
+        final=package is not None and package.final,
+        dp_budget=dp_budget(prep.ws.config),
+        norm_gate=policy.norm_gate if built else None,
+        max_weight_share=policy.max_weight_share if built else None,
+        server_optimizer=built.server if built else "none",
+        merge="fisher" if prep.fisher else "average",
     )
 
 
@@ -589,18 +795,8 @@ def _figures(
     }
 
 
-def _commit_events(
-    r: int,
-    candidates: list[Candidate],
-    weights: list[float],
-    capped: list[bool],
-    result: IntakeResult,
-    state: HubState,
-    shown: str,
-    new_path: Path,
-    sha: str,
-    policy: RoundPolicy,
-) -> list[tuple[str, dict[str, Any]]]:
+def _commit_events(prep: Prepared, taken: Intake, built: Built) -> list[tuple[str, dict[str, Any]]]:
+    r, policy = prep.round, prep.policy
     events: list[tuple[str, dict[str, Any]]] = [
         (
             "accept",
@@ -608,7 +804,7 @@ def _commit_events(
                 "round": r,
                 "site": c.site,
                 "sha256": c.verified.sha256,
-                "file": c.staged.name,
+                "file": c.verified.path.name,
                 "samples": c.samples,
                 "weight": w,
                 "base_round": c.verified.manifest.round,
@@ -617,18 +813,19 @@ def _commit_events(
             }
             | ({"weight_capped": True} if cap else {}),
         )
-        for c, w, cap in zip(candidates, weights, capped, strict=True)
+        for c, w, cap in zip(taken.candidates, built.weights, built.capped, strict=True)
     ]
-    events += _reject_events(result.rejections, state, r)
+    events += _reject_events(taken.result.rejections, prep.state, r)
     events.append(
         (
             "aggregate",
             {
                 "round": r,
-                "package": new_path.name,
-                "sha256": sha,
-                "strategy": shown,
-                "inputs": len(candidates),
+                "package": built.final_path.name,
+                "sha256": built.sha256,
+                "data_sha256": built.data_sha256,
+                "strategy": shown_strategy(taken.view, policy.rule),
+                "inputs": len(taken.candidates),
             }
             | ({"norm_gate": policy.norm_gate} if policy.norm_gate is not None else {})
             | (
@@ -638,7 +835,13 @@ def _commit_events(
             ),
         )
     )
+    events[-1][1].update(_server_fields(built.provenance))
     return events
+
+
+def shown_strategy(view: RoundView, rule: Rule) -> str:
+    """The strategy as reports and the log name it (a closed-form round names its solver)."""
+    return strategy_text(rule) if view.streams else strategy_record(view, rule)[0]
 
 
 def _dp_fields(c: Candidate) -> dict[str, float]:

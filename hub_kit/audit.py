@@ -19,6 +19,8 @@ import numpy as np
 from flsilo import manifest as mf
 from flsilo.artifact import Verified, read_signature, sha256_file, verify_file
 from flsilo.errors import FlsiloError
+from flsilo.federation import read_toml
+from flsilo.keys import load_public_key
 from flsilo.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
 from flsilo.trust import AllowedSigners, SingleKey
 from hub_kit.anchor import check_against, check_log_signature
@@ -26,6 +28,7 @@ from hub_kit.archive import check_sums
 from hub_kit.eventlog import Event
 from hub_kit.strategies import from_provenance
 from hub_kit.workspace import (
+    HUB_FILE,
     HubState,
     HubWorkspace,
     fold,
@@ -55,15 +58,6 @@ class AuditReport:
         self.checks.append(Check(name, ok, detail))
 
 
-def data_sha256(path: Path, data_start: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        fh.seek(data_start)
-        while chunk := fh.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def audit(hub_dir: Path, *, replay: bool = False, against: tuple[Path, ...] = ()) -> AuditReport:
     ws = HubWorkspace.open(hub_dir)
     report = AuditReport(hub=str(hub_dir))
@@ -77,6 +71,34 @@ def audit(hub_dir: Path, *, replay: bool = False, against: tuple[Path, ...] = ()
     state = fold(events)
     report.rounds = state.round
     _audit_anchor(ws, report, raw, events, state, against)
+    _audit_workspace_files(ws, report, state)
+    trust = AllowedSigners(signer_entries(state, revocations=False), source="event log enrolments")
+    packages = _audit_packages(ws, report, state)
+    accepts: dict[int, list[Event]] = {}
+    rejects: dict[int, list[Event]] = {}
+    for ev in events:
+        if ev.event == "accept":
+            accepts.setdefault(ev["round"], []).append(ev)
+        elif ev.event == "reject":
+            rejects.setdefault(ev["round"], []).append(ev)
+    for round_ in range(state.round):
+        bundles = _audit_bundles(ws, report, round_, accepts.get(round_, []), trust, state)
+        sums_problem = check_sums(ws.round_dir(round_))
+        report.add(
+            f"SHA256SUMS r{round_:04d}", sums_problem is None, sums_problem or "every file matches"
+        )
+        package = packages.get(round_ + 1)
+        if package is None:
+            continue
+        prov = _audit_provenance(report, round_, package, accepts, rejects)
+        if replay and prov is not None and len(bundles) == len(prov.inputs):
+            recorded = state.package_data.get(round_ + 1, package.data_sha256)
+            _replay(report, ws, round_, packages.get(round_), package, prov, bundles, recorded)
+    return report
+
+
+def _audit_workspace_files(ws: HubWorkspace, report: AuditReport, state: HubState) -> None:
+    """allowed_signers and the hub key copies against the log; no round folder it does not know."""
     expected_signers = render_allowed_signers(state)
     actual = ws.signers_path.read_text(encoding="utf-8") if ws.signers_path.exists() else ""
     report.add(
@@ -86,7 +108,17 @@ def audit(hub_dir: Path, *, replay: bool = False, against: tuple[Path, ...] = ()
         if actual == expected_signers
         else "differs from the log's enrolments",
     )
-    trust = AllowedSigners(signer_entries(state), source="event log enrolments")
+    _audit_hub_key_copies(ws, report, state)
+    rounds = [n for n in ws.unrecorded(state) if n.startswith("rounds/")]
+    report.add(
+        "round folders known to the log",
+        not rounds,
+        "; ".join(rounds) or "every round folder is a committed round",
+    )
+
+
+def _audit_packages(ws: HubWorkspace, report: AuditReport, state: HubState) -> dict[int, Verified]:
+    """Every issued package: its round's hub key, digests against the log, round, parent."""
     packages: dict[int, Verified] = {}
     for round_, sha in sorted(state.packages.items()):
         path = ws.packages_dir / state.package_files[round_]
@@ -100,6 +132,9 @@ def audit(hub_dir: Path, *, replay: bool = False, against: tuple[Path, ...] = ()
         problems = []
         if v.sha256 != sha:
             problems.append("digest differs from the log")
+        logged_data = state.package_data.get(round_)
+        if logged_data is not None and v.data_sha256 != logged_data:
+            problems.append("data digest differs from the log")
         if v.manifest.round != round_:
             problems.append(f"manifest says round {v.manifest.round}")
         parent = state.packages.get(round_ - 1)
@@ -109,43 +144,60 @@ def audit(hub_dir: Path, *, replay: bool = False, against: tuple[Path, ...] = ()
         report.add(name, not problems, "; ".join(problems) or f"signed by hub, sha256 {sha[:16]}…")
         if not problems:
             packages[round_] = v
-    accepts: dict[int, list[Event]] = {}
-    rejects: dict[int, list[Event]] = {}
-    for ev in events:
-        if ev.event == "accept":
-            accepts.setdefault(ev["round"], []).append(ev)
-        elif ev.event == "reject":
-            rejects.setdefault(ev["round"], []).append(ev)
-    for round_ in range(state.round):
-        bundles = _audit_bundles(ws, report, round_, accepts.get(round_, []), trust)
-        sums_problem = check_sums(ws.round_dir(round_))
-        report.add(
-            f"SHA256SUMS r{round_:04d}", sums_problem is None, sums_problem or "every file matches"
-        )
-        package = packages.get(round_ + 1)
-        if package is None:
-            continue
-        prov = package.manifest.package.provenance if package.manifest.package else None
-        if prov is None:
-            report.add(f"provenance r{round_ + 1:04d}", False, "package has no provenance")
-            continue
-        logged = sorted(
-            (e["site"], e["sha256"], e["samples"], e["weight"]) for e in accepts.get(round_, [])
-        )
-        claimed = sorted((i.site, i.sha256, i.samples, i.weight) for i in prov.inputs)
-        rejected_logged = {(e["site"], e["sha256"], e["code"]) for e in rejects.get(round_, [])}
-        rejected_claimed = {(x.site, x.sha256, x.reason) for x in prov.rejects}
-        ok = logged == claimed and rejected_claimed <= rejected_logged
-        report.add(
-            f"provenance r{round_ + 1:04d}",
-            ok,
-            f"{len(claimed)} inputs match the log"
-            if ok
-            else "package inputs differ from the accept events in the log",
-        )
-        if replay and ok and len(bundles) == len(claimed):
-            _replay(report, ws, round_, packages.get(round_), package, prov, bundles)
-    return report
+    return packages
+
+
+def _audit_provenance(
+    report: AuditReport,
+    round_: int,
+    package: Verified,
+    accepts: dict[int, list[Event]],
+    rejects: dict[int, list[Event]],
+) -> mf.Provenance | None:
+    """The package's inputs and rejects against the log's events; the provenance if it agrees."""
+    name = f"provenance r{round_ + 1:04d}"
+    prov = package.manifest.package.provenance if package.manifest.package else None
+    if prov is None:
+        report.add(name, False, "package has no provenance")
+        return None
+    logged = sorted(
+        (e["site"], e["sha256"], e["samples"], e["weight"]) for e in accepts.get(round_, [])
+    )
+    claimed = sorted((i.site, i.sha256, i.samples, i.weight) for i in prov.inputs)
+    rejected_logged = {(e["site"], e["sha256"], e["code"]) for e in rejects.get(round_, [])}
+    rejected_claimed = {(x.site, x.sha256, x.reason) for x in prov.rejects}
+    ok = logged == claimed and rejected_claimed <= rejected_logged
+    report.add(
+        name,
+        ok,
+        f"{len(claimed)} inputs match the log"
+        if ok
+        else "package inputs differ from the accept events in the log",
+    )
+    return prov if ok else None
+
+
+def _audit_hub_key_copies(ws: HubWorkspace, report: AuditReport, state: HubState) -> None:
+    """hub.pub and hub.toml's fingerprint, where present, must be the log's (current) hub key."""
+    assert state.hub_key is not None
+    problems = []
+    pub = ws.root / "hub.pub"
+    if pub.exists():
+        try:
+            if load_public_key(pub).blob != state.hub_key.blob:
+                problems.append("hub.pub is not the hub key in the log")
+        except FlsiloError as err:
+            problems.append(err.one_line())
+    settings = ws.root / HUB_FILE
+    if settings.exists():
+        fingerprint = read_toml(settings, "hub settings").get("fingerprint")
+        if fingerprint not in (None, state.hub_key.fingerprint):
+            problems.append("hub.toml names another hub key fingerprint")
+    report.add(
+        "hub key copies",
+        not problems,
+        "; ".join(problems) or "hub.pub and hub.toml match the log's hub key",
+    )
 
 
 def _audit_anchor(
@@ -193,8 +245,15 @@ def _audit_anchor(
 
 
 def _audit_bundles(
-    ws: HubWorkspace, report: AuditReport, round_: int, accepts: list[Event], trust: AllowedSigners
+    ws: HubWorkspace,
+    report: AuditReport,
+    round_: int,
+    accepts: list[Event],
+    trust: AllowedSigners,
+    state: HubState,
 ) -> dict[str, Verified]:
+    """Each archived bundle: its signature at acceptance time, its digest, and its key by the
+    log's order (enrolled before the accept event, not revoked before it)."""
     good: dict[str, Verified] = {}
     for ev in accepts:
         path = ws.round_dir(round_) / ev["file"]
@@ -206,6 +265,15 @@ def _audit_bundles(
             continue
         if v.sha256 != ev["sha256"]:
             report.add(name, False, "archived bundle differs from the one the hub accepted")
+            continue
+        enrolment = state.enrolment_of(v.signature.public_key)
+        if enrolment is None or not enrolment.active_at(ev.seq):
+            report.add(
+                name,
+                False,
+                "signing key was not enrolled, or already revoked, in the log when the hub "
+                "accepted this bundle",
+            )
             continue
         report.add(name, True, f"signed by {ev['site']}, sha256 {v.sha256[:16]}…")
         good[v.sha256] = v
@@ -220,6 +288,7 @@ def _replay(
     package: Verified,
     prov: mf.Provenance,
     bundles: dict[str, Verified],
+    recorded: str,
 ) -> None:
     from hub_kit.aggregate import open_replay_server
     from hub_kit.roundmath import replay, round_view, stream_input
@@ -258,8 +327,7 @@ def _replay(
         finally:
             if run is not None:
                 run.close()
-    recorded = read_data(package)
-    ok = hashlib.sha256(replayed).digest() == hashlib.sha256(recorded).digest()
+    ok = hashlib.sha256(replayed).hexdigest() == recorded  # the data digest the log recorded
     detail = "recomputed tensors are bit-identical"
     state_problem = _state_problem(ws, run, prov.server)
     if state_problem:
@@ -268,7 +336,11 @@ def _replay(
     if ok and prov.server is not None:
         detail += f" (and the {prov.server.optimizer} state)"
     atol = prov.strategy_params.get("replay_atol")
-    if not ok and atol is not None and within_tolerance(package, recorded, replayed, atol):
+    if (
+        not ok
+        and atol is not None
+        and within_tolerance(package, read_data(package), replayed, atol)
+    ):
         ok = True
         detail = f"recomputed tensors differ in bits but within the recorded tolerance {atol:g}"
     report.add(name, ok, detail if ok else "recomputed tensors differ from the package")

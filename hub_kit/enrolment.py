@@ -7,10 +7,16 @@ import time
 from pathlib import Path
 
 from flsilo.errors import UsageError, VerificationError
-from flsilo.keys import PassphraseSource, fingerprint_matches, load_private_key, load_public_key
+from flsilo.keys import (
+    PassphraseSource,
+    PublicKey,
+    fingerprint_matches,
+    load_private_key,
+    load_public_key,
+)
 from flsilo.manifest import ID_PATTERN, iso_to_epoch
 from flsilo.trust import HUB_PRINCIPAL, format_time
-from hub_kit.workspace import ROLE_RELEASE, ROLE_SITE, HubWorkspace
+from hub_kit.workspace import ROLE_RELEASE, ROLE_SITE, HubState, HubWorkspace
 
 
 def enroll(
@@ -50,7 +56,26 @@ def enroll(
             hint="this is not the key the site read to you; do not enrol it, call the site "
             "and have them read the fingerprint of the key they sent",
         )
-    state = ws.state()
+    _check_new(ws, ws.state(), site, key, pubkey)  # before the passphrase is asked
+    hub_key = load_private_key(ws.key_path, passphrase)
+    data: dict[str, object] = {
+        "site": site,
+        "key": key.openssh_line(),
+        "fingerprint": key.fingerprint,
+    }
+    if role != ROLE_SITE:
+        data["role"] = role
+    if valid_after is not None:
+        data["valid_after"] = valid_after
+    if valid_before is not None:
+        data["valid_before"] = valid_before
+    with ws.transaction("enroll") as tx:  # checked again under the lock: nothing is lost
+        _check_new(ws, tx.state, site, key, pubkey)
+        tx.commit([("enroll", data)], hub_key)
+    return key.fingerprint
+
+
+def _check_new(ws: HubWorkspace, state: HubState, site: str, key: PublicKey, pubkey: Path) -> None:
     if any(e.key.blob == key.blob for e in state.enrolments):
         raise UsageError(
             "this key is already enrolled",
@@ -64,19 +89,6 @@ def enroll(
             code="already-enrolled",
             hint=f"revoke it first: flsilo hub revoke {shlex.quote(str(ws.root))} {site}",
         )
-    data: dict[str, object] = {
-        "site": site,
-        "key": key.openssh_line(),
-        "fingerprint": key.fingerprint,
-    }
-    if role != ROLE_SITE:
-        data["role"] = role
-    if valid_after is not None:
-        data["valid_after"] = valid_after
-    if valid_before is not None:
-        data["valid_before"] = valid_before
-    ws.commit([("enroll", data)], load_private_key(ws.key_path, passphrase))
-    return key.fingerprint
 
 
 def end_of_validity(ws: HubWorkspace, site: str) -> int:
@@ -101,19 +113,29 @@ def end_of_validity(ws: HubWorkspace, site: str) -> int:
 
 
 def revoke(ws: HubWorkspace, site: str, *, passphrase: PassphraseSource) -> str:
-    """Stop trusting a site's key from now on; bundles it signed before stay auditable."""
-    state = ws.state()
+    """Stop trusting a site's key from this point of the log on; accepted bundles stay valid.
+
+    The hub refuses the key as soon as the revoke is in the log (intake checks the log, not
+    the clock), and audit judges each archived bundle by the log's order. A revoke while
+    ``aggregate`` runs waits for it (bounded, FLSILO_LOCK_WAIT), so it lands after that
+    round's acceptances; if the round takes longer it fails with ``error[locked]``.
+    """
+    _check_revocable(ws.state(), site)
+    hub_key = load_private_key(ws.key_path, passphrase)
+    with ws.transaction("revoke") as tx:
+        _check_revocable(tx.state, site)
+        cut = end_of_validity(ws, site)
+        tx.commit([("revoke", {"site": site, "valid_before": cut})], hub_key)
+    return format_time(cut)
+
+
+def _check_revocable(state: HubState, site: str) -> None:
     if site not in state.active_ids():
         raise UsageError(
             f"{site!r} has no active key to revoke",
             code="not-enrolled",
             hint="see 'flsilo hub status' for enrolled sites",
         )
-    cut = end_of_validity(ws, site)
-    ws.commit(
-        [("revoke", {"site": site, "valid_before": cut})], load_private_key(ws.key_path, passphrase)
-    )
-    return format_time(cut)
 
 
 def rekey(
@@ -149,18 +171,23 @@ def rekey(
             code="already-enrolled",
             hint="a rotated-out or revoked key is never enrolled again; make a new key",
         )
-    cut = end_of_validity(ws, site)
-    data: dict[str, object] = {
-        "site": site,
-        "key": key.openssh_line(),
-        "fingerprint": key.fingerprint,
-        "valid_after": cut + 1,
-        "replaces": current[0].key.fingerprint,
-    }
-    if current[0].role != ROLE_SITE:
-        data["role"] = current[0].role
-    ws.commit(
-        [("revoke", {"site": site, "valid_before": cut}), ("enroll", data)],
-        load_private_key(ws.key_path, passphrase),
-    )
+    hub_key = load_private_key(ws.key_path, passphrase)
+    with ws.transaction("rekey") as tx:
+        if tx.state.log_head != state.log_head:
+            raise UsageError(
+                "the hub's log changed while the passphrase was asked",
+                code="log-changed",
+                hint="run the command again",
+            )
+        cut = end_of_validity(ws, site)
+        data: dict[str, object] = {
+            "site": site,
+            "key": key.openssh_line(),
+            "fingerprint": key.fingerprint,
+            "valid_after": cut + 1,
+            "replaces": current[0].key.fingerprint,
+        }
+        if current[0].role != ROLE_SITE:
+            data["role"] = current[0].role
+        tx.commit([("revoke", {"site": site, "valid_before": cut}), ("enroll", data)], hub_key)
     return current[0].key.fingerprint, key.fingerprint

@@ -46,9 +46,16 @@ class EventLog:
 
     def read(self) -> list[Event]:
         """Parse and check the whole chain; raise VerificationError at the first broken link."""
+        return self.read_raw()[1]
+
+    def read_raw(self) -> tuple[bytes, list[Event]]:
+        """The log's bytes and its checked events, from one read."""
         if not self.path.exists():
-            return []
+            return b"", []
         raw = self.path.read_bytes()
+        return raw, self.parse(raw)
+
+    def parse(self, raw: bytes) -> list[Event]:
         events: list[Event] = []
         prev = GENESIS
         if raw and not raw.endswith(b"\n"):
@@ -85,11 +92,19 @@ class EventLog:
             hint="the log was edited outside flsilo; restore it from backup and run 'flsilo audit'",
         )
 
-    def append(self, entries: list[tuple[str, dict[str, Any]]]) -> list[Event]:
-        """Append events as one atomic step (the commit of whatever operation made them)."""
-        events = self.read()
+    def append(
+        self,
+        entries: list[tuple[str, dict[str, Any]]],
+        *,
+        base: tuple[bytes, list[Event]] | None = None,
+    ) -> tuple[bytes, list[Event]]:
+        """Append events as one atomic step (the commit of whatever operation made them).
+
+        ``base`` is the log as the caller read it under the workspace lock (bytes and
+        events); without it the log is read here. Returns the new bytes and the added events.
+        """
+        raw, events = base if base is not None else self.read_raw()
         prev = events[-1].line_sha256 if events else GENESIS
-        raw = self.path.read_bytes() if self.path.exists() else b""
         when = now_utc()
         added: list[Event] = []
         for kind, data in entries:
@@ -106,4 +121,4 @@ class EventLog:
             raw += line + b"\n"
             added.append(Event(record["seq"], when, kind, record["prev"], data, prev))
         write_bytes(self.path, raw)
-        return added
+        return raw, added

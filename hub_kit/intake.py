@@ -1,27 +1,43 @@
-"""Intake gates: verify each inbox bundle while copying it into staging, then apply hub policy.
+"""Intake gates: open each inbox entry once, verify it while copying, then apply hub policy.
 
-A bundle is read once: hashed, checked and copied in the same pass, so what is later
-aggregated and archived is byte for byte what was verified, whatever happens to the inbox
-(a USB stick, say) afterwards. Inbox files are never modified or removed; rejects are
-*copied* to quarantine with a reason file.
+An inbox entry must be a regular file: a symlink, FIFO, device or folder named
+``*.safetensors`` is refused by name without being opened for reading. A bundle and its
+``.sig`` are opened once (``O_NOFOLLOW | O_NONBLOCK``), checked on the descriptor (regular
+file, a size the round can ask for) and read once through the hash, the checks and a copy
+into the round's staging folder. So what is aggregated and archived is byte for byte what
+verified, the archived ``.sig`` is the exact bytes that verified, and a rejected file's
+sha256 and quarantine copy come from that same single read. Inbox files are never modified
+or removed. With ``staging=None`` nothing at all is written: a dry run.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import stat
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from flsilo import manifest as mf
-from flsilo.artifact import Verified, sha256_file, sig_path, verify_file
-from flsilo.atomic import atomic_writer, copy_file, write_text
-from flsilo.errors import FlsiloError, PolicyError
+from flsilo.artifact import (
+    ArtifactReader,
+    Verified,
+    read_signature_bytes,
+    require_kind,
+    sig_path,
+    verify_stream,
+)
+from flsilo.atomic import atomic_writer, write_bytes, write_text
+from flsilo.errors import FlsiloError, MalformedInputError, PolicyError, VerificationError
 from flsilo.federation import FederationConfig
-from flsilo.tensorfile import FLOAT_DTYPES, Header
+from flsilo.tensorfile import FLOAT_DTYPES, MAX_HEADER_BYTES, Header
 from flsilo.tensorsets import (
     ROUND_STATISTICS,
     ROUND_TRAIN,
@@ -30,9 +46,13 @@ from flsilo.tensorsets import (
     layout_of,
 )
 from flsilo.trust import AllowedSigners
+from flsilo.untrusted import UnreadableError, describe_mode, not_regular, open_regular
 from hub_kit.privacy import check_bundle as check_dp_bundle
 from hub_kit.streaming import FISHER_PREFIX
 from hub_kit.workspace import HubState
+
+HEADER_SLACK_BYTES = 1 << 20
+"""How much larger a bundle's header may be than its package's (its own manifest)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +60,7 @@ class Candidate:
     """A verified bundle that passed every gate, staged inside the hub workspace."""
 
     inbox_path: Path
-    staged: Path
+    staged: Path | None
     verified: Verified
     age: int
     weight: float
@@ -58,10 +78,14 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Rejection:
+    """A refused inbox entry; ``copy`` and ``sig_bytes`` are what was read of it, if anything."""
+
     inbox_path: Path
     site: str
     sha256: str
     error: FlsiloError
+    copy: Path | None = None
+    sig_bytes: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,43 @@ class IntakeResult:
     candidates: list[Candidate]
     rejections: list[Rejection]
     skipped: list[Skipped]
+
+
+@dataclass(frozen=True)
+class RoundGate:
+    """What the hub expects of a bundle this round (the package it must be based on, etc.)."""
+
+    config: FederationConfig
+    state: HubState
+    trust: AllowedSigners
+    package_header: Header
+    package_model: mf.ModelInfo
+    package_plan: mf.Plan | None = None
+
+    def size_bounds(self) -> tuple[int, int]:
+        """Sizes a bundle for this round can have, judged from ``fstat`` before reading.
+
+        The data section is exactly what the round's plan asks for (whole, partial or
+        statistics bundle); the header is at most the package's plus a manifest's slack.
+        """
+        data = self.package_header.data_size
+        plan = self.package_plan
+        if plan is not None:
+            specs = expected_specs(
+                self.package_header,
+                self.package_model.head,
+                plan.kind,
+                plan.freeze,
+                plan.head_solver,
+            )
+            layout = layout_of(specs)
+            data = layout[-1].end if layout else 0
+            if plan.merge == "fisher" and plan.kind == ROUND_TRAIN:  # F32 fisher.NAME as well
+                fisher = sum(t.numel * 4 for t in layout if t.dtype in FLOAT_DTYPES)
+                high = min(self.package_header.header_len + HEADER_SLACK_BYTES, MAX_HEADER_BYTES)
+                return 8 + 2 + data, 8 + 2 * high + data + fisher
+        high = min(self.package_header.header_len + HEADER_SLACK_BYTES, MAX_HEADER_BYTES)
+        return 8 + 2 + data, 8 + high + data
 
 
 def check_policy(
@@ -242,60 +303,188 @@ def _claimed_site(path: Path) -> str:
     return tail.split("-", 1)[1] if "-" in tail else "?"
 
 
+def inbox_entries(inbox: Path) -> list[os.DirEntry[str]]:
+    """``*.safetensors`` entries of the inbox, sorted by name (not followed, not opened)."""
+    with os.scandir(inbox) as it:
+        return sorted((e for e in it if e.name.endswith(".safetensors")), key=lambda e: e.name)
+
+
 def intake(
     inbox: Path,
-    staging: Path,
+    staging: Path | None,
     config: FederationConfig,
     state: HubState,
     trust: AllowedSigners,
     package_header: Header,
     package_model: mf.ModelInfo,
     package_plan: mf.Plan | None = None,
+    *,
+    at: int | None = None,
 ) -> IntakeResult:
+    """Examine every inbox entry; stage accepted copies (and reject copies) under ``staging``."""
+    gate = RoundGate(config, state, trust, package_header, package_model, package_plan)
+    when = int(time.time()) if at is None else at
     result = IntakeResult([], [], [])
-    staging.mkdir(parents=True, exist_ok=True)
-    for path in sorted(inbox.glob("*.safetensors")):
-        staged = staging / path.name
-        try:
-            with atomic_writer(staged) as out:
-                verified = verify_file(path, trust, expected_kind=mf.KIND_BUNDLE, copy_to=out)
-                if verified.sha256 in state.accepted:
-                    raise _AlreadyUsed(verified.sha256)
-                age = check_policy(
-                    verified, config, state, package_header, package_model, package_plan
-                )
-            copy_file(sig_path(path), sig_path(staged))
-        except _AlreadyUsed as used:
-            result.skipped.append(
-                Skipped(path, used.sha, f"already aggregated in round {state.accepted[used.sha]}")
-            )
-            continue
-        except FlsiloError as err:
-            sha = sha256_file(path) if path.is_file() else ""
-            if sha in state.accepted:
-                result.skipped.append(
-                    Skipped(path, sha, f"already aggregated in round {state.accepted[sha]}")
-                )
-                continue
-            site = _claimed_site(path)
-            result.rejections.append(Rejection(path, site, sha, err))
-            continue
-        weight = verified.manifest.bundle.num_samples * config.hub.staleness_discount**age  # type: ignore[union-attr]
-        bundle = verified.manifest.bundle
-        assert bundle is not None
-        weight = bundle.num_samples * config.hub.staleness_discount**age
-        staged_verified = replace(verified, scan=replace(verified.scan, path=staged))
-        result.candidates.append(Candidate(path, staged, staged_verified, age, weight))
+    if staging is not None:
+        (staging / "rejected").mkdir(parents=True, exist_ok=True)
+    for entry in inbox_entries(inbox):
+        outcome = examine(Path(entry.path), entry, staging, gate, when)
+        if isinstance(outcome, Candidate):
+            result.candidates.append(outcome)
+        elif isinstance(outcome, Skipped):
+            result.skipped.append(outcome)
+        else:
+            result.rejections.append(outcome)
     return _resolve_duplicates(result)
 
 
-class _AlreadyUsed(Exception):
-    def __init__(self, sha: str) -> None:
-        self.sha = sha
+def examine(
+    path: Path, entry: os.DirEntry[str] | None, staging: Path | None, gate: RoundGate, at: int
+) -> Candidate | Rejection | Skipped:
+    """One inbox entry through every gate; reads it at most once and never by path twice.
+
+    The entry is verified while it is copied into staging; the hub's policy then judges
+    the copy (never the inbox file), which becomes the archived bundle or the quarantine
+    copy.
+    """
+    site = _claimed_site(path)
+    mode = (entry.stat(follow_symlinks=False) if entry else os.lstat(path)).st_mode
+    if not stat.S_ISREG(mode):
+        return Rejection(path, site, "", not_regular(path, describe_mode(mode)))
+    try:
+        sig_bytes: bytes | None = read_signature_bytes(path)
+        sig_error: FlsiloError | None = None
+    except FlsiloError as err:
+        sig_bytes, sig_error = None, err
+    low, high = gate.size_bounds()
+    try:
+        opened = open_regular(path, max_size=high, min_size=low)
+    except FlsiloError as err:
+        return Rejection(path, site, "", _size_error(err, low, high), None, sig_bytes)
+    copy = staging / "rejected" / path.name if staging is not None else None
+    with opened.fh:
+        if copy is None:
+            outcome = _read(
+                path, opened.fh, opened.size, None, None, sig_bytes, sig_error, gate, at
+            )
+        else:
+            with atomic_writer(copy, mode=0o600) as out:
+                outcome = _read(
+                    path, opened.fh, opened.size, out, copy, sig_bytes, sig_error, gate, at
+                )
+    if not isinstance(outcome, Verified):
+        if isinstance(outcome, Skipped) and copy is not None:
+            copy.unlink(missing_ok=True)
+        return outcome
+    judged = replace(outcome, scan=replace(outcome.scan, path=copy)) if copy else outcome
+    try:
+        check_revocation(judged, gate.state)
+        age = check_policy(
+            judged,
+            gate.config,
+            gate.state,
+            gate.package_header,
+            gate.package_model,
+            gate.package_plan,
+        )
+    except FlsiloError as err:
+        return Rejection(path, site, outcome.sha256, _named(err, path), copy, sig_bytes)
+    bundle = outcome.manifest.bundle
+    assert bundle is not None
+    weight = bundle.num_samples * gate.config.hub.staleness_discount**age
+    if copy is None:
+        return Candidate(path, None, outcome, age, weight)
+    staged = copy.parent.parent / "archive" / path.name
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(copy, 0o644)
+    os.replace(copy, staged)
+    write_bytes(sig_path(staged), outcome.signature_bytes)
+    verified = replace(outcome, scan=replace(outcome.scan, path=staged))
+    return Candidate(path, staged, verified, age, weight)
+
+
+def _named(err: FlsiloError, path: Path) -> FlsiloError:
+    """A policy error about the staged copy, said about the inbox file the operator sees."""
+    err.path = str(path)
+    return err
+
+
+def _read(
+    path: Path,
+    fh: io.BufferedIOBase,
+    size: int,
+    out: BinaryIO | None,
+    copy: Path | None,
+    sig_bytes: bytes | None,
+    sig_error: FlsiloError | None,
+    gate: RoundGate,
+    at: int,
+) -> Verified | Rejection | Skipped:
+    """Verification proper (signature, signer, structure), in the single read."""
+    reader = ArtifactReader(fh, size, copy_to=out)
+    state = gate.state
+    try:
+        if sig_error is not None:
+            raise sig_error
+        assert sig_bytes is not None
+        verified = require_kind(
+            verify_stream(reader, sig_bytes, gate.trust, at=at, source=path), mf.KIND_BUNDLE
+        )
+    except FlsiloError as err:
+        sha = _finish(reader)
+        if sha and sha in state.accepted:
+            return Skipped(path, sha, f"already aggregated in round {state.accepted[sha]}")
+        return Rejection(path, _claimed_site(path), sha, err, copy if sha else None, sig_bytes)
+    except OSError as exc:
+        unreadable = UnreadableError(f"cannot read the file ({exc.strerror})", path=path)
+        return Rejection(path, _claimed_site(path), "", unreadable, None, sig_bytes)
+    if verified.sha256 in state.accepted:
+        return Skipped(
+            path, verified.sha256, f"already aggregated in round {state.accepted[verified.sha256]}"
+        )
+    return verified
+
+
+def _finish(reader: ArtifactReader) -> str:
+    """Read the rest of a refused file through the same descriptor; its sha256 or ''."""
+    try:
+        reader.drain()
+    except OSError:
+        return ""
+    return reader.sha256
+
+
+def _size_error(err: FlsiloError, low: int, high: int) -> FlsiloError:
+    if err.code not in ("too-large", "too-small"):
+        return err
+    return MalformedInputError(
+        f"{err.message.split(',')[0]}: a bundle for this round is {low} to {high} bytes; "
+        "it was not read",
+        path=err.path,
+        code="implausible-size",
+        hint="this is not a bundle trained on the current package; do not carry it",
+    )
+
+
+def check_revocation(verified: Verified, state: HubState) -> None:
+    """Refuse a key the log has revoked, whatever the clock says (the log orders trust)."""
+    enrolment = state.enrolment_of(verified.signature.public_key)
+    if enrolment is not None and enrolment.revoked_at is not None:
+        raise VerificationError(
+            f"key of {enrolment.site!r} was revoked at {enrolment.revoked_at}",
+            path=verified.path,
+            code="key-revoked",
+            hint="files signed with a revoked key are refused; the site needs a new enrolment",
+        )
 
 
 def _resolve_duplicates(result: IntakeResult) -> IntakeResult:
-    """One bundle per site per round: identical copies collapse, conflicting ones are refused."""
+    """One bundle per site per round: identical copies collapse, conflicting ones are refused.
+
+    A reject whose bytes equal an accepted bundle's can only be blamed on its ``.sig``: it is
+    recorded as ``signature-damaged`` so the provenance does not read as if the accepted
+    bundle had been refused.
+    """
     by_site: dict[str, list[Candidate]] = defaultdict(list)
     for c in result.candidates:
         by_site[c.site].append(c)
@@ -311,46 +500,77 @@ def _resolve_duplicates(result: IntakeResult) -> IntakeResult:
                 result.skipped.append(
                     Skipped(extra.inbox_path, extra.verified.sha256, "identical copy")
                 )
-                extra.staged.unlink(missing_ok=True)
-                sig_path(extra.staged).unlink(missing_ok=True)
+                _unstage(extra.staged)
             continue
         names = ", ".join(c.inbox_path.name for c in group)
         for c in group:
+            error = PolicyError(
+                f"site {site!r} sent {len(shas)} different bundles for this round ({names})",
+                path=c.inbox_path,
+                code="conflicting-duplicate",
+                hint="ask the site which one is real; remove the others from the inbox and rerun",
+            )
+            copy = c.staged
+            if copy is not None:
+                sig_path(copy).unlink(missing_ok=True)
             result.rejections.append(
                 Rejection(
-                    c.inbox_path,
-                    site,
-                    c.verified.sha256,
-                    PolicyError(
-                        f"site {site!r} sent {len(shas)} different bundles for this round ({names})",
-                        path=c.inbox_path,
-                        code="conflicting-duplicate",
-                        hint="ask the site which one is real; remove the others from the inbox and rerun",
-                    ),
+                    c.inbox_path, site, c.verified.sha256, error, copy, c.verified.signature_bytes
                 )
             )
-            c.staged.unlink(missing_ok=True)
-            sig_path(c.staged).unlink(missing_ok=True)
     result.candidates = kept
+    accepted = {c.verified.sha256: c for c in kept}
+    result.rejections = [_damaged_signature(r, accepted) for r in result.rejections]
     return result
 
 
+def _damaged_signature(rejection: Rejection, accepted: dict[str, Candidate]) -> Rejection:
+    twin = accepted.get(rejection.sha256) if rejection.sha256 else None
+    if twin is None:
+        return rejection
+    error = VerificationError(
+        f"signature file damaged ({rejection.error.code}: {rejection.error.message}); the same "
+        f"bundle was accepted from {twin.inbox_path.name}",
+        path=rejection.inbox_path,
+        code="signature-damaged",
+        hint="nothing to do for this round; remove the copy with the damaged .sig from the inbox",
+    )
+    return replace(rejection, error=error)
+
+
+def _unstage(staged: Path | None) -> None:
+    if staged is not None:
+        staged.unlink(missing_ok=True)
+        sig_path(staged).unlink(missing_ok=True)
+
+
 def quarantine(rejection: Rejection, directory: Path, round_: int) -> Path:
-    """Copy a rejected file (and its .sig) aside with a reason file; the original stays put."""
-    stem = f"{rejection.sha256[:12] or 'unreadable'}-{rejection.inbox_path.name}"
+    """Keep what was read of a rejected entry aside, mode 0600, with a reason file.
+
+    The copy is the one made while the entry was read (never a second read of the inbox);
+    an entry that was not read (a symlink, a FIFO, an implausible size, an unreadable file)
+    gets only the reason file. The original stays put.
+    """
+    stem = f"{rejection.sha256[:12] or 'unread'}-{rejection.inbox_path.name}"
     target = directory / f"r{round_:04d}" / stem
-    if rejection.inbox_path.is_file() and not target.exists():
-        copy_file(rejection.inbox_path, target)
-    sig = sig_path(rejection.inbox_path)
-    if sig.is_file() and not sig_path(target).exists():
-        copy_file(sig, sig_path(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    copied = False
+    if rejection.copy is not None and rejection.copy.exists():
+        os.chmod(rejection.copy, 0o600)
+        os.replace(rejection.copy, target)
+        copied = True
+    if rejection.sig_bytes is not None:
+        write_bytes(sig_path(target), rejection.sig_bytes, mode=0o600)
     reason = {
         "round": round_,
         "file": rejection.inbox_path.name,
         "site": rejection.site,
         "sha256": rejection.sha256,
+        "copied": copied or target.exists(),
         **rejection.error.to_dict(),
         "time": mf.now_utc(),
     }
-    write_text(target.with_name(target.name + ".reason.txt"), json.dumps(reason, indent=2) + "\n")
+    write_text(
+        target.with_name(target.name + ".reason.txt"), json.dumps(reason, indent=2) + "\n", 0o600
+    )
     return target

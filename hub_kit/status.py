@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from flsilo import manifest as mf
 from flsilo.errors import FlsiloError
 from flsilo.plan import schedule_text
 from flsilo.tensorfile import read_header
+from flsilo.untrusted import open_regular
 from hub_kit.privacy import describe, dp_budget, dp_plan
 from hub_kit.workspace import HubWorkspace
 
@@ -28,13 +28,18 @@ class Status:
     missing: list[str]
     dp_budget: float | None = None
     dp_plan: str | None = None
+    unrecorded: list[str] = field(default_factory=list)
 
 
 def peek(path: Path) -> mf.Manifest | None:
-    """Read only the header's claims (unverified) to tell the administrator what arrived."""
+    """Read only the header's claims (unverified) to tell the administrator what arrived.
+
+    Opened like intake opens it (a regular file, no link followed, a FIFO cannot block).
+    """
     try:
-        with path.open("rb") as fh:
-            header, _ = read_header(fh, os.fstat(fh.fileno()).st_size, str(path))
+        opened = open_regular(path)
+        with opened.fh:
+            header, _ = read_header(opened.fh, opened.size, str(path))  # type: ignore[arg-type]
         return mf.decode(header.metadata, str(path))
     except (FlsiloError, OSError):
         return None
@@ -84,4 +89,5 @@ def status(hub_dir: Path) -> Status:
         missing=[] if final else [s for s in state.active_sites() if s not in present],
         dp_budget=dp_budget(ws.config),
         dp_plan=describe(dp) if (dp := dp_plan(ws.config)) else None,
+        unrecorded=ws.unrecorded(state),
     )

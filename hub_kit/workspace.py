@@ -15,12 +15,13 @@ Layout::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flsilo import federation as fed
-from flsilo.atomic import write_text
+from flsilo.atomic import WorkspaceLock, write_text
 from flsilo.errors import UsageError, VerificationError, WorkspaceError
 from flsilo.federation import read_toml
 from flsilo.keys import PrivateKey, PublicKey, parse_public_line, public_of
@@ -30,9 +31,12 @@ from flsilo.sshsig import BUNDLE_NAMESPACE, LOG_NAMESPACE, PACKAGE_NAMESPACE, RE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from flsilo.workspace_paths import resolve_stored, stored_path
 from hub_kit.anchor import check_log_signature, sign_log
+from hub_kit.commit import STAGING_SUFFIX, roll_forward
 from hub_kit.eventlog import GENESIS, Event, EventLog
 
 HUB_FILE = "hub.toml"
+LOCK_WAIT_ENV = "FLSILO_LOCK_WAIT"
+DEFAULT_LOCK_WAIT_S = 10.0
 ROLE_SITE = "site"
 ROLE_RELEASE = "release"
 
@@ -44,8 +48,16 @@ class Enrolment:
     valid_after: int | None = None
     valid_before: int | None = None
     revoked_at: str | None = None
+    revoked_before: int | None = None
+    """valid-before the revoke wrote to allowed_signers (kept apart from the enrolment's own)."""
+    enrolled_seq: int = 0
+    revoked_seq: int | None = None
     role: str = "site"
     """``site`` (signs bundles) or ``release`` (a release officer: signs final packages)."""
+
+    def active_at(self, seq: int) -> bool:
+        """In the log's order: enrolled before event ``seq`` and not yet revoked at it."""
+        return self.enrolled_seq < seq and (self.revoked_seq is None or seq < self.revoked_seq)
 
 
 @dataclass
@@ -55,6 +67,7 @@ class HubState:
     round: int = 0
     packages: dict[int, str] = field(default_factory=dict)  # round -> sha256
     package_files: dict[int, str] = field(default_factory=dict)
+    package_data: dict[int, str] = field(default_factory=dict)  # round -> data-section sha256
     enrolments: list[Enrolment] = field(default_factory=list)
     accepted: dict[str, int] = field(default_factory=dict)  # bundle sha256 -> round
     rejected: set[tuple[int, str, str]] = field(default_factory=set)  # (round, sha, code)
@@ -81,6 +94,9 @@ class HubState:
         active = [e for e in self.enrolments if e.role == ROLE_RELEASE and e.revoked_at is None]
         return sorted(active, key=lambda e: e.site)
 
+    def enrolment_of(self, key: PublicKey) -> Enrolment | None:
+        return next((e for e in self.enrolments if e.key.blob == key.blob), None)
+
     def active_ids(self) -> set[str]:
         return {e.site for e in self.enrolments if e.revoked_at is None}
 
@@ -102,14 +118,15 @@ def fold(events: list[Event]) -> HubState:
                     valid_after=ev.data.get("valid_after"),
                     valid_before=ev.data.get("valid_before"),
                     role=ev.data.get("role", ROLE_SITE),
+                    enrolled_seq=ev.seq,
                 )
             )
         elif ev.event == "revoke":
             for enrolment in state.enrolments:
                 if enrolment.site == ev["site"] and enrolment.revoked_at is None:
                     enrolment.revoked_at = ev.time
-                    cut = int(ev["valid_before"])
-                    enrolment.valid_before = min(enrolment.valid_before or cut, cut)
+                    enrolment.revoked_before = int(ev["valid_before"])
+                    enrolment.revoked_seq = ev.seq
         elif ev.event == "rotate-key" and state.hub_key is not None:
             state.retired_hub_keys.append((state.hub_key, iso_to_epoch(ev.time)))
             state.hub_key = parse_public_line(ev["hub_key"])
@@ -128,12 +145,16 @@ def fold(events: list[Event]) -> HubState:
             state.round = ev["round"] + 1
             state.packages[state.round] = ev["sha256"]
             state.package_files[state.round] = ev["package"]
+            if "data_sha256" in ev.data:
+                state.package_data[state.round] = ev["data_sha256"]
             if state.hub_key is not None:
                 state.package_keys[state.round] = state.hub_key
     return state
 
 
-def signer_entries(state: HubState) -> list[SignerEntry]:
+def signer_entries(state: HubState, *, revocations: bool = True) -> list[SignerEntry]:
+    """allowed_signers entries; ``revocations=False`` drops the revoke cuts (audit judges a
+    bundle by the log's order instead, see :meth:`Enrolment.active_at`)."""
     assert state.hub_key is not None
     entries = [
         SignerEntry(
@@ -155,10 +176,15 @@ def signer_entries(state: HubState) -> list[SignerEntry]:
                 key=e.key,
                 namespaces=RELEASE_NAMESPACE if e.role == ROLE_RELEASE else BUNDLE_NAMESPACE,
                 valid_after=e.valid_after,
-                valid_before=e.valid_before,
+                valid_before=_valid_before(e, revocations),
             )
         )
     return entries
+
+
+def _valid_before(e: Enrolment, revocations: bool) -> int | None:
+    cuts = [c for c in (e.valid_before, e.revoked_before if revocations else None) if c is not None]
+    return min(cuts) if cuts else None
 
 
 def release_policy(state: HubState, required: int) -> ReleasePolicy | None:
@@ -184,9 +210,21 @@ class HubWorkspace:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.config = fed.load(root / fed.FEDERATION_FILE)
-        hub = read_toml(root / HUB_FILE, "hub workspace (made by 'flsilo hub init')")
-        self.key_path = resolve_stored(str(hub.get("key", "")), root)
         self.log = EventLog(root / "events.jsonl")
+        self._key_path: Path | None = None
+
+    @property
+    def key_path(self) -> Path:
+        """The hub's private key: as overridden for this command, else from the hub-only
+        settings file (read only when a signature is made, so audit needs no hub.toml)."""
+        if self._key_path is None:
+            hub = read_toml(self.root / HUB_FILE, "hub workspace (made by 'flsilo hub init')")
+            self._key_path = resolve_stored(str(hub.get("key", "")), self.root)
+        return self._key_path
+
+    @key_path.setter
+    def key_path(self, value: Path) -> None:
+        self._key_path = value
 
     @property
     def schedule(self) -> Schedule:
@@ -227,12 +265,13 @@ class HubWorkspace:
         return cls(root)
 
     def state(self) -> HubState:
-        """The log folded, after its hash chain and the hub's signature over it are checked."""
-        try:
-            raw = self.log.path.read_bytes()
-        except FileNotFoundError:
-            raw = b""
-        events = self.log.read()
+        """The log folded, after its hash chain and the hub's signature over it are checked.
+
+        Read-only; writers use :meth:`transaction`."""
+        raw, events = self.log.read_raw()
+        return self._fold_checked(raw, events)
+
+    def _fold_checked(self, raw: bytes, events: list[Event]) -> HubState:
         if not events or events[0].event != "init":
             raise WorkspaceError(
                 "event log is missing or does not start with init",
@@ -248,11 +287,22 @@ class HubWorkspace:
     def commit(self, entries: list[tuple[str, dict[str, Any]]], key: PrivateKey) -> HubState:
         """Append ``entries`` in one atomic step, regenerate allowed_signers, sign the log head.
 
-        Callers hold the workspace lock and have checked ``state()`` first. The log's
-        signature is written last: a crash before it leaves a log that every hub command
-        refuses until an administrator re-signs it, never an unsigned history that is trusted.
+        Callers hold the workspace lock (prefer :meth:`transaction`, which also reads the log
+        once). The log's signature is written last: a crash before it leaves a log that every
+        hub command refuses until an administrator re-signs it, never an unsigned history
+        that is trusted.
         """
-        current = fold(self.log.read())
+        raw, events = self.log.read_raw()
+        return self._commit(raw, events, entries, key)[2]
+
+    def _commit(
+        self,
+        raw: bytes,
+        events: list[Event],
+        entries: list[tuple[str, dict[str, Any]]],
+        key: PrivateKey,
+    ) -> tuple[bytes, list[Event], HubState]:
+        current = fold(events)
         for kind, data in entries:
             if kind == "rotate-key":  # the new key signs the log from its rotation on
                 current.hub_key = parse_public_line(data["hub_key"])
@@ -263,11 +313,29 @@ class HubWorkspace:
                 code="wrong-hub-key",
                 hint="check the key path in hub.toml",
             )
-        self.log.append(entries)
-        state = fold(self.log.read())
+        raw, added = self.log.append(entries, base=(raw, events))
+        events = events + added
+        state = fold(events)
         self.write_allowed_signers(state)
         sign_log(self.log.path, key)
-        return state
+        return raw, events, state
+
+    def transaction(self, what: str, *, wait_s: float | None = None) -> HubTransaction:
+        """The one way to change hub state: ``with ws.transaction("enroll") as tx: ...``."""
+        return HubTransaction(self, what, wait_s)
+
+    def unrecorded(self, state: HubState) -> list[str]:
+        """Packages and round folders the log does not know (audit and status report them)."""
+        found = []
+        known = set(state.package_files.values())
+        if self.packages_dir.is_dir():
+            for path in sorted(self.packages_dir.iterdir()):
+                base = path.name.split(".safetensors")[0] + ".safetensors"
+                if base not in known and not path.name.startswith("."):
+                    found.append(f"packages/{path.name}: not a package the event log issued")
+        for path in sorted(self.rounds_dir.iterdir()) if self.rounds_dir.is_dir() else []:
+            found.extend(_round_entry_note(path, state.round))
+        return found
 
     def current_package(self, state: HubState) -> Path:
         return self.packages_dir / state.package_files[state.round]
@@ -276,24 +344,90 @@ class HubWorkspace:
         write_text(self.signers_path, render_allowed_signers(state))
 
     def trust(self, state: HubState) -> AllowedSigners:
-        """The allowed_signers file, refused if it was edited outside flsilo."""
+        """The trust the log defines; refused if allowed_signers was edited outside flsilo.
+
+        Never writes: a missing file is regenerated by the next hub transaction.
+        """
         expected = render_allowed_signers(state)
         try:
             actual = self.signers_path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            actual = ""
+            actual = expected
         if actual != expected:
-            if not actual:
-                self.write_allowed_signers(state)  # a crash between log commit and regeneration
-            else:
-                raise VerificationError(
-                    "allowed_signers differs from the enrolments in the event log",
-                    path=self.signers_path,
-                    code="signers-edited",
-                    hint="use 'flsilo hub enroll/revoke' to change trust; restore the file by "
-                    "deleting it (it is regenerated from the log)",
-                )
+            raise VerificationError(
+                "allowed_signers differs from the enrolments in the event log",
+                path=self.signers_path,
+                code="signers-edited",
+                hint="use 'flsilo hub enroll/revoke' to change trust; restore the file by "
+                "deleting it (it is regenerated from the log)",
+            )
         return AllowedSigners(signer_entries(state), source=str(self.signers_path))
+
+
+class HubTransaction:
+    """Lock -> read and fold the log once -> finish committed rounds -> append -> regenerate.
+
+    Every hub writer (enroll, revoke, rekey, aggregate) runs inside one. A writer that
+    finds the workspace locked waits a bounded time (``FLSILO_LOCK_WAIT`` seconds, default
+    10) with a message, then fails with ``error[locked]`` having written nothing.
+    """
+
+    def __init__(self, ws: HubWorkspace, what: str, wait_s: float | None) -> None:
+        self.ws = ws
+        self.what = what
+        self._lock = WorkspaceLock(ws.root, "hub workspace", wait_s=lock_wait(wait_s))
+        self._events: list[Event] = []
+        self._raw = b""
+        self.state = HubState()
+
+    def __enter__(self) -> HubTransaction:
+        self._lock.__enter__()
+        try:
+            self._raw, self._events = self.ws.log.read_raw()
+            self.state = self.ws._fold_checked(self._raw, self._events)
+            roll_forward(self.ws.root, self.ws.rounds_dir, self.state.round)
+            if not self.ws.signers_path.exists():  # a crash between log commit and regeneration
+                self.ws.write_allowed_signers(self.state)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+
+    def commit(self, entries: list[tuple[str, dict[str, Any]]], key: PrivateKey) -> HubState:
+        """Commit ``entries`` in one atomic log write; refold; regenerate; sign the log."""
+        self._raw, self._events, self.state = self.ws._commit(self._raw, self._events, entries, key)
+        return self.state
+
+
+def _round_entry_note(path: Path, committed: int) -> list[str]:
+    name = path.name
+    number = name.removesuffix(STAGING_SUFFIX)
+    if not number.isdigit() or path.is_symlink() or not path.is_dir():
+        return [f"rounds/{name}: not a round folder"]
+    if name.endswith(STAGING_SUFFIX):
+        if int(number) < committed:
+            return [
+                f"rounds/{name}: round committed in the log but not yet published "
+                "(the next hub command finishes it)"
+            ]
+        return [
+            f"rounds/{name}: an interrupted, uncommitted attempt (the next aggregate discards it)"
+        ]
+    if int(number) >= committed:
+        return [f"rounds/{name}: a round archive the event log does not know"]
+    return []
+
+
+def lock_wait(wait_s: float | None) -> float:
+    if wait_s is not None:
+        return wait_s
+    try:
+        return float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_LOCK_WAIT_S))
+    except ValueError:
+        return DEFAULT_LOCK_WAIT_S
 
 
 def hub_toml(key_path: Path, root: Path, fingerprint: str) -> str:

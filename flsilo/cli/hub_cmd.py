@@ -309,6 +309,8 @@ def hub_status(
     out.print(table)
     if st.missing:
         out.print(f"missing bundles for round {st.round}: {', '.join(st.missing)}")
+    for note in st.unrecorded:
+        out.print(f"[yellow]not in the event log:[/] {note}")
 
 
 def aggregate(

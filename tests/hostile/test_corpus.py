@@ -102,6 +102,13 @@ def meta(**changes: object) -> dict:
 F32_6 = np.arange(6, dtype=np.float32).tobytes()
 
 
+def deep_file(depth: int) -> bytes:
+    """A header whose first value nests ``depth`` arrays deep (the attack run's repro)."""
+    text = b'{"x":' + b"[" * depth + b"]" * depth + b"}"
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
 def _structural() -> list[tuple[str, Callable[[Corpus], Path], int, str]]:
     w = {"dtype": "F32", "shape": [6], "data_offsets": [0, 24]}
     cases: list[tuple[str, Callable[[Corpus], Path], int, str]] = [
@@ -276,6 +283,70 @@ def _structural() -> list[tuple[str, Callable[[Corpus], Path], int, str]]:
             "bad-manifest",
         ),
         (
+            "header nested 1000 deep",
+            lambda c: c.raw("deep.safetensors", deep_file(1000)),
+            4,
+            "too-deep",
+        ),
+        (
+            "manifest nested 1000 deep",
+            lambda c: c.raw(
+                "mdeep.safetensors",
+                header_file(
+                    {"__metadata__": {"flsilo.manifest": "[" * 1000 + "]" * 1000}, "a": w}, F32_6
+                ),
+            ),
+            4,
+            "too-deep",
+        ),
+        (
+            "unpaired surrogate in a tensor name",
+            lambda c: c.raw(
+                "sur.safetensors",
+                header_file({"__metadata__": meta(), "\ud800": w}, F32_6),
+            ),
+            4,
+            "bad-structure",
+        ),
+        (
+            "created_at not a time",
+            lambda c: c.raw(
+                "ca.safetensors",
+                header_file(
+                    {
+                        "__metadata__": {
+                            "flsilo.manifest": mf.encode(bundle_manifest()).replace(
+                                '"2026-11-22T00:00:00Z"', '"x"'
+                            )
+                        },
+                        "a": w,
+                    },
+                    F32_6,
+                ),
+            ),
+            4,
+            "bad-manifest",
+        ),
+        (
+            "created_at empty",
+            lambda c: c.raw(
+                "ce.safetensors",
+                header_file(
+                    {
+                        "__metadata__": {
+                            "flsilo.manifest": mf.encode(bundle_manifest()).replace(
+                                '"2026-11-22T00:00:00Z"', '""'
+                            )
+                        },
+                        "a": w,
+                    },
+                    F32_6,
+                ),
+            ),
+            4,
+            "bad-manifest",
+        ),
+        (
             "NaN weights",
             lambda c: c.raw(
                 "nan.safetensors",
@@ -432,3 +503,28 @@ def test_any_safetensors_reader_loads_an_artifact(tmp_path: Path) -> None:
 
     loaded = load_file(str(Corpus(tmp_path).good()))
     assert loaded["weight"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_what_safetensors_refuses_flsilo_refuses(tmp_path: Path) -> None:
+    """An unpaired surrogate escape: the reference loader refuses the file, and so do we."""
+    from safetensors.numpy import load_file
+
+    from flsilo.errors import MalformedInputError
+    from flsilo.tensorfile import parse_header
+
+    w = {"dtype": "F32", "shape": [6], "data_offsets": [0, 24]}
+    data = header_file({"\ud800": w}, F32_6)  # json.dumps writes it as the escape \\ud800
+    path = tmp_path / "s.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the Rust loader raises
+        load_file(str(path))
+    (header_len,) = struct.unpack("<Q", data[:8])
+    with pytest.raises(MalformedInputError):
+        parse_header(data[8 : 8 + header_len], len(data), "s")
+    paired = header_file({"\U0001f600": w}, F32_6)  # written as a \\ud83d\\ude00 pair
+    path.write_bytes(paired)
+    assert list(load_file(str(path))) == ["\U0001f600"]
+    (header_len,) = struct.unpack("<Q", paired[:8])
+    assert (
+        parse_header(paired[8 : 8 + header_len], len(paired), "p").tensors[0].name == "\U0001f600"
+    )

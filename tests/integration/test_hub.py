@@ -375,9 +375,12 @@ def test_federation_completes(federation_template: Federation, tmp_path: Path, c
     assert refused.code == 3 and "final-package" in refused.err
 
 
-def test_a_second_writer_is_refused_while_the_lock_is_held(federation: Federation, cli) -> None:
+def test_a_second_writer_is_refused_while_the_lock_is_held(
+    federation: Federation, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flsilo.atomic import WorkspaceLock
 
+    monkeypatch.setenv("FLSILO_LOCK_WAIT", "0.2")
     federation.carry()
     with WorkspaceLock(federation.hub, "hub workspace"):
         result = cli("aggregate", federation.hub)

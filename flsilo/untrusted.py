@@ -1,0 +1,130 @@
+"""Open untrusted files once: no symlinks, no FIFOs or devices, sizes bounded before reading.
+
+A file carried on a stick may be a symlink to a secret, a FIFO that never ends, a device
+such as ``/dev/zero`` or a multi-gigabyte blob. :func:`open_regular` opens it with
+``O_NOFOLLOW | O_NONBLOCK`` (a FIFO cannot block the open), checks on the opened descriptor
+that it is a regular file and that its size is plausible, and hands back that descriptor:
+every later read goes through it, never through the path again.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from flsilo.errors import FlsiloError, MalformedInputError
+
+MAX_SIGNATURE_BYTES = 16 * 1024
+"""An SSHSIG file for an Ed25519 or ECDSA key is under 1 KiB; anything above this is refused."""
+
+
+class UnreadableError(MalformedInputError):
+    """A file exists but cannot be opened or read (permissions, I/O error)."""
+
+    default_code = "unreadable"
+    default_hint = "check the file's permissions and the medium it is on; copy it again"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A regular file opened for reading, with the size ``fstat`` reported on the descriptor."""
+
+    fh: io.BufferedIOBase
+    size: int
+    path: Path
+
+
+def open_regular(path: Path, *, max_size: int | None = None, min_size: int = 0) -> Opened:
+    """Open ``path`` read-only without following a final symlink and check it on the descriptor.
+
+    Raises MalformedInputError ``missing``, ``not-regular-file`` or ``too-large``/``too-small``,
+    or UnreadableError ``unreadable``; nothing is read from the file here.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # POSIX only
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        raise MalformedInputError(
+            "file not found", path=path, code="missing", hint="check the path"
+        ) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise not_regular(path, "a symbolic link") from exc
+        raise UnreadableError(f"cannot open the file ({exc.strerror})", path=path) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise not_regular(path, describe_mode(info.st_mode))
+        if max_size is not None and info.st_size > max_size:
+            raise MalformedInputError(
+                f"file is {info.st_size} bytes, more than the {max_size} this file can hold",
+                path=path,
+                code="too-large",
+                hint="this is not the file it is named as; do not use it",
+            )
+        if info.st_size < min_size:
+            raise MalformedInputError(
+                f"file is {info.st_size} bytes, less than the {min_size} this file must hold",
+                path=path,
+                code="too-small",
+                hint="the file is truncated or not the file it is named as; copy it again",
+            )
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return Opened(fh, info.st_size, path)
+
+
+def not_regular(path: Path, what: str) -> MalformedInputError:
+    return MalformedInputError(
+        f"not a regular file but {what}; it was not read",
+        path=path,
+        code="not-regular-file",
+        hint="copy the real file (not a link, FIFO or device) onto the medium",
+    )
+
+
+def describe_mode(mode: int) -> str:
+    """A few words for what a non-regular directory entry is."""
+    for test, words in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return words
+    return "a special file"
+
+
+def read_bounded(path: Path, max_size: int) -> bytes:
+    """The whole of a small regular file, refused from ``fstat`` alone when over ``max_size``."""
+    opened = open_regular(path, max_size=max_size)
+    with opened.fh:
+        try:
+            data = opened.fh.read(max_size + 1)
+        except OSError as exc:
+            raise UnreadableError(f"cannot read the file ({exc.strerror})", path=path) from exc
+    if len(data) > max_size:
+        raise MalformedInputError(
+            f"file grew beyond {max_size} bytes while it was read",
+            path=path,
+            code="too-large",
+            hint="do not modify files while flsilo reads them",
+        )
+    return data
+
+
+def is_os_fault(err: FlsiloError) -> bool:
+    """Whether an error is about the medium (unreadable file) rather than its contents."""
+    return isinstance(err, UnreadableError)
