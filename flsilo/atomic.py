@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sys
@@ -34,6 +35,16 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise WorkspaceError(
+                f"disk full while writing ({exc.strerror}); nothing was changed",
+                path=path,
+                code="disk-full",
+                hint=f"free space on the disk holding {path.parent} and run the command again",
+            ) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -15,7 +15,7 @@ import pytest
 from flsilo.artifact import scan_file
 from hub_kit.eventlog import EventLog
 from hub_kit.workspace import HubWorkspace
-from tests.conftest import Federation, fingerprint, make_key
+from tests.conftest import Federation, fingerprint, make_key, needs_ssh_keygen, ssh_keygen
 
 STEPS_BEFORE_COMMIT = ["aggregate:staged", "aggregate:built", "aggregate:commit"]
 STEPS_AFTER_COMMIT = ["aggregate:committed", "aggregate:published"]
@@ -204,3 +204,61 @@ def test_a_bundle_accepted_after_the_revoke_in_the_log_fails_audit(
         c["name"]: c["detail"] for c in json.loads(audit.out)["audit"]["checks"] if not c["ok"]
     }
     assert "already revoked" in failed["bundle r0000 site-a"]
+
+
+def test_disk_full_names_the_file_and_changes_nothing(
+    federation: Federation, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the first fsync of the round reports ENOSPC."""
+    import errno
+
+    federation.carry()
+    before = (federation.hub / "events.jsonl").read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("flsilo.atomic.os.fsync", full)
+    result = cli("aggregate", federation.hub)
+    assert result.code == 1
+    assert "error[disk-full]" in result.err and str(federation.hub) in result.err
+    monkeypatch.undo()
+    assert (federation.hub / "events.jsonl").read_bytes() == before
+    assert cli("aggregate", federation.hub).code == 0
+
+
+def test_audit_runs_on_a_copy_without_the_hub_settings(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    import shutil
+
+    federation.carry()
+    assert cli("aggregate", federation.hub).code == 0
+    copy = tmp_path / "audit-copy"
+    shutil.copytree(federation.hub, copy)
+    (copy / "hub.toml").unlink()
+    assert cli("audit", copy, "--replay").code == 0
+    (copy / "hub.pub").write_text((federation.keys / "site-a.pub").read_text())
+    result = cli("audit", copy, "--json")
+    assert result.code == 3
+    failed = [c["name"] for c in json.loads(result.out)["audit"]["checks"] if not c["ok"]]
+    assert failed == ["hub key copies"]
+
+
+@needs_ssh_keygen
+def test_stock_ssh_keygen_verifies_a_bundle_revoked_right_after_acceptance(
+    federation: Federation, cli
+) -> None:
+    federation.carry()
+    assert cli("aggregate", federation.hub).code == 0
+    assert cli("hub", "revoke", federation.hub, "site-a").code == 0
+    events = EventLog(federation.hub / "events.jsonl").read()
+    accept = next(e for e in events if e.event == "accept" and e["site"] == "site-a")
+    when = accept.time.replace("-", "").replace(":", "").replace("T", "")  # YYYYMMDDHHMMSSZ
+    bundle = federation.hub / "rounds" / "0000" / accept["file"]
+    result = ssh_keygen(
+        "-Y", "verify", "-f", str(federation.hub / "allowed_signers"), "-I", "site-a",
+        "-n", "flsilo-bundle", "-s", f"{bundle}.sig", f"-Overify-time={when}",
+        stdin=bundle.read_bytes(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
