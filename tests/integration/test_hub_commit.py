@@ -215,7 +215,7 @@ def test_disk_full_names_the_file_and_changes_nothing(
     federation.carry()
     before = (federation.hub / "events.jsonl").read_bytes()
 
-    def full(fd: int) -> None:
+    def full(_fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("flsilo.atomic.os.fsync", full)
