@@ -84,7 +84,10 @@ def test_audit_and_status_report_a_package_the_log_does_not_know(
     audit = cli("audit", federation.hub, "--json")
     assert audit.code == 3
     failed = [c for c in json.loads(audit.out)["audit"]["checks"] if not c["ok"]]
-    assert [c["name"] for c in failed] == ["files the log does not know"]
+    assert [c["name"] for c in failed] == [
+        "packages known to the log",
+        "round folders known to the log",
+    ]
 
 
 def test_a_writer_waits_a_bounded_time_then_fails_locked_writing_nothing(
