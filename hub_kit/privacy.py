@@ -8,12 +8,14 @@ each site has spent.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from flsilo.artifact import Verified
 from flsilo.errors import PolicyError, UsageError
 from flsilo.federation import FederationConfig
+from flsilo.manifest import BundleInfo
 from flsilo.plan import DPPlan, dp_of
 
 # Room for float rounding between the site's accountant and the hub's comparison.
@@ -101,6 +103,13 @@ def check_bundle(verified: Verified, config: FederationConfig) -> None:
             f"{expected.noise_multiplier:g}",
             "the site trained with another privacy setting; ask it to train on the hub's package",
         )
+    problem = accounting_problem(b)
+    if problem:
+        raise refuse(
+            "dp-mechanism",
+            f"bundle's privacy accounting does not fit its plan and sample count: {problem}",
+            "the site under-reported its spending; do not use this bundle",
+        )
     if b.dp.epsilon_total > expected.budget + BUDGET_SLACK:
         raise refuse(
             "dp-budget-exceeded",
@@ -108,6 +117,26 @@ def check_bundle(verified: Verified, config: FederationConfig) -> None:
             f"federation's budget of {expected.budget:g}",
             "the site should have refused this round; do not use this bundle",
         )
+
+
+def accounting_problem(b: BundleInfo) -> str | None:
+    """What in a bundle's DP report contradicts its own plan and sample count (None: fine).
+
+    The hub cannot rerun the accountant (that needs Opacus and torch), but the sampling rate
+    and the step count follow from the plan and ``num_samples`` alone, and the epsilons must
+    be ordered; a site that reports fewer steps or a lower rate would under-count epsilon.
+    """
+    assert b.dp is not None
+    plan, n = b.plan, b.num_samples
+    q = min(1.0, plan.batch_size / n)
+    steps = plan.local_epochs * math.ceil(n / plan.batch_size)
+    if abs(b.dp.sample_rate - q) > 1e-12 or b.dp.steps != steps:
+        return (
+            f"sampling rate {b.dp.sample_rate:g} and {b.dp.steps} steps, expected {q:g} and {steps}"
+        )
+    if not 0 < b.dp.epsilon_round <= b.dp.epsilon_total + BUDGET_SLACK or b.dp.rounds < 1:
+        return "epsilon this round must be positive and at most the total"
+    return None
 
 
 def describe(dp: DPPlan | None) -> str:

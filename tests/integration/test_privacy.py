@@ -255,6 +255,7 @@ def test_hub_rejects_a_bundle_whose_mechanism_differs(dp_federation: Federation,
     forgeries = {
         "weaker": replace(m, bundle=replace(m.bundle, plan=replace(plan, dp_clip=50.0))),
         "none": replace(m, bundle=replace(m.bundle, plan=without, dp=None)),
+        "fewer steps": replace(m, bundle=replace(m.bundle, dp=replace(m.bundle.dp, steps=1))),
     }
     key = load_private_key(fed.keys / "site-a", None)
     for what, forged in forgeries.items():
@@ -265,7 +266,8 @@ def test_hub_rejects_a_bundle_whose_mechanism_differs(dp_federation: Federation,
         assert result.code != 0
         (row,) = json.loads(result.out)["report"]["rows"]
         assert row["verdict"] == "rejected" and row["code"] == "dp-mechanism", row
-        assert ("clip 50" if what == "weaker" else "none (no DP)") in row["reason"]
+        needle = {"weaker": "clip 50", "none": "none (no DP)", "fewer steps": "1 steps"}[what]
+        assert needle in row["reason"]
 
 
 @pytest.mark.slow
