@@ -218,7 +218,7 @@ class SiteWorkspace:
         except VerificationError as err:
             info = scan_file(package).manifest.package if err.code == "unknown-signer" else None
             if info is None or not info.key_chain:
-                raise
+                raise _foreign_hub(err, package, trusted) from err
             key = follow_chain(trusted, info.key_chain, self.config.federation, source=str(package))
             if key.blob == trusted.blob:
                 raise
@@ -299,4 +299,18 @@ def _wrong_site_key(key: Path) -> VerificationError:
         code="site-key-mismatch",
         hint="give --key the private key whose .pub you sent to the hub; a new key must be "
         "enrolled at the hub first",
+    )
+
+
+def _foreign_hub(err: VerificationError, package: Path, trusted: PublicKey) -> VerificationError:
+    """The site-side words for a package signed by a key that is not this site's hub."""
+    if err.code != "unknown-signer":
+        return err
+    return VerificationError(
+        err.message,
+        path=package,
+        code=err.code,
+        hint=f"this package was not signed by your hub (key {trusted.fingerprint}, confirmed "
+        "at site init): it may be another federation's or a mixed-up stick; use the package "
+        "your own hub sent, and call the hub administrator if it did send this one",
     )

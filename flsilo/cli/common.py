@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,16 +144,19 @@ def new_passphrase(no_passphrase: bool, passphrase_file: Path | None) -> bytes |
 
 
 def parse_when(text: str | None) -> int | None:
-    """--at: 'now', or YYYYMMDD[HHMM[SS]][Z] as in allowed_signers."""
+    """--at: 'now', YYYYMMDD[HHMM[SS]][Z] as in allowed_signers, or the ISO 8601 time the
+    event log and manifests show (2026-11-22T14:03:00Z; a date alone is its midnight)."""
     if text is None or text == "now":
         return None
     from flsilo.trust import parse_time
 
+    compact = re.sub(r"[-:]", "", text.strip()).replace("T", "").replace(" ", "")
     try:
-        return parse_time(text, source="--at", line_no=0)
+        return parse_time(compact, source="--at", line_no=0)
     except FlsiloError as exc:
         raise UsageError(
-            f"--at {text!r} is not a time", hint="use YYYYMMDD[HHMM[SS]][Z], e.g. 20261122Z"
+            f"--at {text!r} is not a time",
+            hint="use a time from the event log, e.g. 2026-11-22T14:03:00Z, or YYYYMMDD[HHMM[SS]][Z]",
         ) from exc
 
 

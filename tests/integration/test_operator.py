@@ -16,6 +16,7 @@ import pytest
 from flsilo import __version__
 from flsilo.cpu import _cgroup_quota, configure_threads, cpu_budget
 from flsilo.keys import load_private_key
+from tests.conftest import Federation
 
 
 def test_version_and_short_help(cli) -> None:
@@ -192,3 +193,30 @@ def test_prompt_at_a_terminal_is_never_hidden_and_ctrl_c_is_one_line(tmp_path: P
     assert "error[interrupted]: flsilo train interrupted (Ctrl-C)" in text
     assert "Traceback" not in text
     assert not list((site / "outbox").glob("*.safetensors"))
+
+
+def test_at_takes_the_time_the_event_log_shows(federation: Federation, cli) -> None:
+    from flsilo.artifact import scan_file
+
+    bundle = federation.bundles["site-a"]
+    signers = federation.hub / "allowed_signers"
+    shown = scan_file(bundle).manifest.created_at  # as the log and inspect show it
+    assert "T" in shown and shown.endswith("Z")
+    for form in (shown, shown[:10], shown.replace("-", "").replace(":", "").replace("T", "")):
+        result = cli("verify", bundle, "--signers", signers, "--at", form)
+        assert result.code in (0, 3), result.err  # parsed (3: not yet valid at midnight)
+        assert "error[usage]" not in result.err
+    bad = cli("verify", bundle, "--signers", signers, "--at", "last tuesday")
+    assert bad.code == 2 and "2026-11-22T14:03:00Z" in bad.err
+
+
+def test_a_package_from_another_hub_gets_a_site_side_hint(
+    federation: Federation, tmp_path: Path, cli
+) -> None:
+    from tests.conftest import build_federation
+
+    other = build_federation(tmp_path / "other")
+    package = other.sites["site-a"] / "packages" / "fed-r0000.safetensors"
+    result = cli("train", package, "--site", federation.sites["site-a"])
+    assert result.code == 3 and "error[unknown-signer]" in result.err
+    assert "not signed by your hub" in result.err and "confirmed at site init" in result.err
