@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Any
@@ -413,6 +414,41 @@ def aggregate(
     stdout().print(str(report.package))
 
 
+def pct(v: float | None) -> str:
+    return f"{100 * v:.1f}%" if v is not None else "-"
+
+
+def _short_file(name: str) -> str:
+    """fed-r0003-site-a.safetensors -> r0003-site-a: what a person needs, in 12 columns."""
+    found = re.search(r"-(r\d{4}-.+)\.safetensors$", name)
+    return found.group(1) if found else name
+
+
+def _aggregate_cells(r: Any, norms: bool) -> list[str]:
+    def num(v: float | None) -> str:
+        return f"{v:.4g}" if v is not None else "-"
+
+    verdict = {"accepted": "[green]accepted[/]", "rejected": "[red]rejected[/]"}.get(
+        r.verdict, r.verdict
+    )
+    if r.code:
+        verdict += f" ({r.code})\n{escape(r.reason or '')}\nhint: {escape(r.hint or '')}"
+    elif r.reason:
+        verdict += f"\n{r.reason}"
+    cells = [
+        r.site,
+        _short_file(r.file),
+        verdict,
+        str(r.samples or "-"),
+        pct(r.share) + (" (capped)" if r.capped else ""),
+    ]
+    cells += [num(r.update_norm), num(r.distance)] if norms else []
+    accuracy = "-"
+    if r.global_accuracy is not None or r.trained_accuracy is not None:
+        accuracy = f"{pct(r.global_accuracy)} → {pct(r.trained_accuracy)}"
+    return [*cells, accuracy]
+
+
 def render_aggregate(report: object) -> None:
     from hub_kit.aggregate import AggregateReport
 
@@ -430,36 +466,16 @@ def render_aggregate(report: object) -> None:
         title += f", share cap {100 * report.max_weight_share:g}%"
     table = Table(title=title)
     dp = report.dp_budget is not None
-    columns = ["site", "file", "verdict", "samples", "share", "norm", "dist."]
-    columns += ["acc. before", "acc. after"]
+    norms = any(r.update_norm is not None or r.distance is not None for r in report.rows)
+    columns = ["site", "file", "verdict", "samples", "share"]
+    columns += ["norm", "dist."] if norms else []  # only rules and gates that measure them
+    columns += ["val. acc. before → after"]
     for col in columns + (["epsilon spent"] if dp else []):
-        table.add_column(col, overflow="fold")
-
-    def pct(v: float | None) -> str:
-        return f"{100 * v:.1f}%" if v is not None else "-"
-
-    def num(v: float | None) -> str:
-        return f"{v:.4g}" if v is not None else "-"
+        # a file name is never folded: shown as rNNNN-site, the full name is in --json
+        table.add_column(col, overflow="fold", no_wrap=col == "file")
 
     for r in report.rows:
-        verdict = {"accepted": "[green]accepted[/]", "rejected": "[red]rejected[/]"}.get(
-            r.verdict, r.verdict
-        )
-        if r.code:
-            verdict += f" ({r.code})\n{escape(r.reason or '')}\nhint: {escape(r.hint or '')}"
-        elif r.reason:
-            verdict += f"\n{r.reason}"
-        cells = [
-            r.site,
-            r.file,
-            verdict,
-            str(r.samples or "-"),
-            pct(r.share) + (" (capped)" if r.capped else ""),
-            num(r.update_norm),
-            num(r.distance),
-            pct(r.global_accuracy),
-            pct(r.trained_accuracy),
-        ]
+        cells = _aggregate_cells(r, norms)
         table.add_row(*cells, *([spent_text(r.dp_epsilon_total, report.dp_budget)] if dp else []))
     from flsilo.cli.common import stderr
 
