@@ -333,3 +333,21 @@ def test_simulate_runs_dp_and_sites_stop_at_their_budget(cli) -> None:
     assert run["accuracy"][0] != run["accuracy"][1] == run["accuracy"][2] == run["accuracy"][3]
     bad = cli(*common, "--dp-epsilon", "1")
     assert bad.code == 2 and "--dp-budget" in bad.err
+
+
+@pytest.mark.slow
+def test_dp_with_a_frozen_backbone_makes_partial_bundles_the_hub_accepts(
+    tmp_path: Path, cli
+) -> None:
+    extra = ("--dp-noise-multiplier", "1", "--dp-budget", "5", "--freeze", "1.*")
+    fed = build_federation(tmp_path / "fed", model="mlp:hidden=16", extra=extra)
+    for bundle in fed.bundles.values():
+        scan = scan_file(bundle)
+        assert [t.name for t in scan.header.tensors] == ["3.bias", "3.weight"]
+        assert scan.manifest.bundle is not None and scan.manifest.bundle.dp is not None
+    fed.carry()
+    result = cli("aggregate", fed.hub, "--json")
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)["report"]["rows"]
+    assert [r["verdict"] for r in rows] == ["accepted", "accepted"]
+    assert all(0 < r["dp_epsilon_total"] <= 5 for r in rows)
