@@ -209,7 +209,7 @@ def load(path: Path) -> FederationConfig:
             code="no-federation",
             hint="is this a flsilo hub workspace or site kit?",
         ) from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise MalformedInputError(
             f"cannot read {FEDERATION_FILE} ({exc})", path=path, code="bad-federation"
         ) from exc
@@ -258,5 +258,5 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise WorkspaceError(
             f"{path.name} not found", path=path, code="not-a-workspace", hint=f"is this a {what}?"
         ) from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise MalformedInputError(f"cannot read {path.name} ({exc})", path=path) from exc
