@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from typing import Annotated, Any
 
 import typer
@@ -99,6 +100,9 @@ app.command("demo")(demo_cmd.demo)
 app.command("simulate")(simulate_cmd.simulate)
 
 
+LIBRARY_WARNINGS = r"(torch|opacus|sklearn|numpy|safetensors|PIL|matplotlib)(\..*)?$"
+"""Modules whose warnings (deprecations, internal hints) never reach an operator's screen."""
+
 GROUPS = ("keys", "hub", "site", "wheelhouse", "release")
 
 
@@ -158,7 +162,10 @@ def run(argv: list[str] | None = None) -> int:
     STATE.verbose = os.environ.get("FLSILO_VERBOSE", "") not in ("", "0")
     args = sys.argv[1:] if argv is None else argv
     try:
-        with signals.handled():
+        with signals.handled(), warnings.catch_warnings():
+            verbose = STATE.verbose or any(a in ("--verbose", "-v") for a in args)
+            if not verbose:  # library chatter is not for operators; --verbose shows it
+                warnings.filterwarnings("ignore", module=LIBRARY_WARNINGS)
             status = app(args=args, prog_name="flsilo", standalone_mode=False)
     except _click.NoArgsIsHelpError as exc:
         exc.show()

@@ -220,3 +220,24 @@ def test_a_package_from_another_hub_gets_a_site_side_hint(
     result = cli("train", package, "--site", federation.sites["site-a"])
     assert result.code == 3 and "error[unknown-signer]" in result.err
     assert "not signed by your hub" in result.err and "confirmed at site init" in result.err
+
+
+def test_library_warnings_do_not_leak_unless_verbose(cli, tmp_path: Path, monkeypatch) -> None:
+    import warnings
+
+    import flsilo.cli.keys_cmd as keys_cmd
+    from tests.conftest import make_key
+
+    make_key(tmp_path / "k")
+    real = keys_cmd.load_public_key
+
+    def chatty(path):  # a library warning raised from inside a command
+        warnings.warn_explicit("internal detail", UserWarning, "torch/nn.py", 1, module="torch.nn")
+        return real(path)
+
+    monkeypatch.setattr(keys_cmd, "load_public_key", chatty)
+    for flags, shown in (((), False), (("--verbose",), True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert cli(*flags, "keys", "fingerprint", tmp_path / "k.pub").code == 0
+        assert any("internal detail" in str(w.message) for w in caught) == shown
