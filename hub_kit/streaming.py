@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +52,9 @@ CHUNK_BUDGET_BYTES = 64 * 1024 * 1024
 """float64 working set for one chunk across all inputs."""
 
 Writer = Callable[[memoryview], object]
+
+WORKERS = max(1, min(4, os.cpu_count() or 1))
+"""Chunks combined at once (numpy releases the GIL); the output does not depend on it."""
 
 FISHER_PREFIX = "fisher."
 """Bundle tensors holding a site's diagonal Fisher for the parameter named after the prefix."""
@@ -154,9 +160,10 @@ class _Chunk:
         return self.offset + self.count * ITEMSIZE[self.info.dtype]
 
 
-def _chunks(layout: Sequence[TensorInfo], inputs: int) -> Iterator[_Chunk]:
-    """Chunks in file order; 2 float64 copies per input plus the package's fit the budget."""
-    per_chunk = max(4096, CHUNK_BUDGET_BYTES // (8 * (2 * inputs + 2)))
+def _chunks(layout: Sequence[TensorInfo], inputs: int, in_flight: int = 1) -> Iterator[_Chunk]:
+    """Chunks in file order; 2 float64 copies per input plus the package's, for every chunk
+    in flight, fit the budget."""
+    per_chunk = max(4096, CHUNK_BUDGET_BYTES // (8 * (2 * inputs + 2) * in_flight))
     for info in sorted(layout, key=lambda t: t.begin):
         for start in range(0, info.numel, per_chunk):
             yield _Chunk(info, start, min(per_chunk, info.numel - start))
@@ -261,43 +268,95 @@ def aggregate_stream(
     norms = np.zeros(len(inputs))
     distances = np.zeros(len(inputs))
     sources = _Sources(base, inputs)
+
+    def work(chunk: _Chunk) -> _Combined:
+        return _combine_chunk(sources, chunk, rule, weights, coefficients, fisher)
+
     try:
-        for chunk in _chunks(layout, len(inputs)):
-            raw_base, raws = sources.raws(chunk)
-            dtype = chunk.info.dtype
-            if dtype in FLOAT_DTYPES:
-                b = to_float64(dtype, raw_base)
-                xs = [to_float64(dtype, r) for r in raws]
-                fishers = sources.fishers(chunk) if fisher else None
-                if coefficients is not None:
-                    out, updates = _linear(b, xs, coefficients)
-                elif fishers is not None:
-                    updates = [np.subtract(x, b) for x in xs]
-                    out = fisher_weighted_mean(xs, fishers, weights)
-                else:
-                    assert not is_two_pass(rule)
-                    out, updates = _coordinatewise(b, xs, rule, weights)  # type: ignore[arg-type]
-                del xs, fishers
-                delta = np.subtract(out, b)
-                for k, u in enumerate(updates):
-                    norms[k] += dot(u, u)
-                    np.subtract(u, delta, out=u)
-                    distances[k] += dot(u, u)
-                del updates, delta
-                if server is not None:
-                    out = server.apply(chunk.info, chunk.start, chunk.count, b, out)
-                narrowed = np.ascontiguousarray(from_float64(dtype, out))
-            else:
-                narrowed = np.max(np.stack(raws), axis=0)
-            write(narrowed.reshape(-1).data.cast("B"))
-            del raws, raw_base, narrowed
-            sources.release(chunk)
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            pending: deque[tuple[_Chunk, Future[_Combined]]] = deque()
+            for chunk in _chunks(layout, len(inputs), WORKERS + 1):
+                pending.append((chunk, pool.submit(work, chunk)))
+                while len(pending) > WORKERS:
+                    _finish(pending.popleft(), write, server, sources, norms, distances)
+            while pending:
+                _finish(pending.popleft(), write, server, sources, norms, distances)
     finally:
         sources.close()
     return [
         SiteFigures(math.sqrt(n), math.sqrt(d))
         for n, d in zip(norms.tolist(), distances.tolist(), strict=True)
     ]
+
+
+@dataclass
+class _Combined:
+    """One combined chunk: float64 values (with the package's) or raw values, and figures."""
+
+    out: np.ndarray
+    base: np.ndarray | None
+    norms: np.ndarray
+    distances: np.ndarray
+
+
+def _combine_chunk(
+    sources: _Sources,
+    chunk: _Chunk,
+    rule: Rule,
+    weights: np.ndarray,
+    coefficients: np.ndarray | None,
+    fisher: bool,
+) -> _Combined:
+    """Combine one chunk on a worker thread: every output element from its own coordinates."""
+    k = len(weights)
+    norms = np.zeros(k)
+    distances = np.zeros(k)
+    raw_base, raws = sources.raws(chunk)
+    dtype = chunk.info.dtype
+    if dtype not in FLOAT_DTYPES:
+        return _Combined(np.max(np.stack(raws), axis=0), None, norms, distances)
+    b = to_float64(dtype, raw_base)
+    xs = [to_float64(dtype, r) for r in raws]
+    fishers = sources.fishers(chunk) if fisher else None
+    if coefficients is not None:
+        out, updates = _linear(b, xs, coefficients)
+    elif fishers is not None:
+        updates = [np.subtract(x, b) for x in xs]
+        out = fisher_weighted_mean(xs, fishers, weights)
+    else:
+        assert not is_two_pass(rule)
+        out, updates = _coordinatewise(b, xs, rule, weights)  # type: ignore[arg-type]
+    del xs, fishers
+    delta = np.subtract(out, b)
+    for i, u in enumerate(updates):
+        norms[i] = dot(u, u)
+        np.subtract(u, delta, out=u)
+        distances[i] = dot(u, u)
+    return _Combined(out, b, norms, distances)
+
+
+def _finish(
+    item: tuple[_Chunk, Future[_Combined]],
+    write: Writer,
+    server: ServerHook | None,
+    sources: _Sources,
+    norms: np.ndarray,
+    distances: np.ndarray,
+) -> None:
+    """In file order: the server step, narrowing, writing, figures, dropping read pages."""
+    chunk, future = item
+    done = future.result()
+    if done.base is None:
+        narrowed = done.out
+    else:
+        out = done.out
+        if server is not None:
+            out = server.apply(chunk.info, chunk.start, chunk.count, done.base, out)
+        narrowed = np.ascontiguousarray(from_float64(chunk.info.dtype, out))
+    write(narrowed.reshape(-1).data.cast("B"))
+    norms += done.norms
+    distances += done.distances
+    sources.release(chunk)
 
 
 def _coordinatewise(
