@@ -33,7 +33,7 @@ def model_tensors(total_bytes: int, seed: int) -> dict[str, RawTensor]:
 def bundle_manifest(site: str, base: str, round_: int = 0) -> mf.Manifest:
     return mf.Manifest(
         kind="bundle",
-        format_version=1,
+        format_version=mf.FORMAT_VERSION,
         federation="bench",
         round=round_,
         created_at=mf.now_utc(),
