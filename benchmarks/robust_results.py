@@ -10,7 +10,7 @@ site_kit's training loop; f of K sites are attackers whose updates are validly s
 - random:       Gaussian noise with 10x the honest update's norm;
 - label-flip:   honest training on labels y -> 9 - y.
 Configurations: f = 1 of 5 and f = 2 of 10 sites, IID; and all honest with a non-IID split
-(Dirichlet 0.3). Reported: test accuracy of the final model (mean and spread over seeds).
+(Dirichlet 0.3), and all honest IID for reference. Reported: test accuracy of the final model (mean and spread over seeds).
 """
 
 from __future__ import annotations
@@ -119,12 +119,65 @@ def run(
     return evaluate(model, test, 10, cpu).accuracy, norms
 
 
+def _cell(accs: list[float]) -> str:
+    return f"{100 * statistics.mean(accs):.1f} ± {100 * statistics.pstdev(accs):.1f}"
+
+
+def report(data: dict) -> str:
+    """Markdown tables of a results file: attacks by rule, then the honest non-IID cost."""
+    res = data["results"]
+    lines = []
+    attacks = [a for a in ATTACKS if a != "none"]
+    for k, f in ((5, 1), (10, 2)):
+        lines += [f"\nf = {f} of K = {k} sites attack (IID split):\n"]
+        lines += ["| rule | " + " | ".join(attacks) + " | no attack |"]
+        lines += ["| --- |" + " ---: |" * (len(attacks) + 1)]
+        honest = [x for x in res if x["K"] == k and x["f"] == 0 and x["split"] == "iid"]
+        attacked = [x for x in res if x["K"] == k and x["f"] == f and x["attack"] == "scaled"]
+        for i, row in enumerate(attacked):
+            cells = [
+                _cell(
+                    next(
+                        x["accuracy"]
+                        for x in res
+                        if x["K"] == k
+                        and x["f"] == f
+                        and x["attack"] == a
+                        and x["rule"] == row["rule"]
+                    )
+                )
+                for a in attacks
+            ]
+            cells.append(_cell(honest[i]["accuracy"]) if i < len(honest) else "-")
+            lines += [f"| `{row['rule']}` | " + " | ".join(cells) + " |"]
+    confs = [(5, "iid"), (5, "dirichlet:0.3"), (10, "dirichlet:0.3")]
+    lines += ["\nAll sites honest: accuracy (difference to `fedavg`):\n"]
+    lines += ["| rule | " + " | ".join(f"K = {k}, {s}" for k, s in confs) + " |"]
+    lines += ["| --- |" + " ---: |" * len(confs)]
+    base = [x for x in res if x["f"] == 0 and x["K"] == 5 and x["split"] == "iid"]
+    for i, row in enumerate(base):
+        cells = []
+        for k, s in confs:
+            rows = [x for x in res if x["f"] == 0 and x["K"] == k and x["split"] == s]
+            acc, fed = rows[i]["accuracy"], rows[0]["accuracy"]
+            delta = 100 * (statistics.mean(acc) - statistics.mean(fed))
+            cells.append(f"{_cell(acc)} ({delta:+.1f})")
+        lines += [f"| `{row['rule']}` | " + " | ".join(cells) + " |"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--report", type=Path, default=None, help="print the tables of a results file"
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("robust-results.json"))
     args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(args.report.read_text())))
+        return
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     # The honest update norm (median over sites and rounds of an honest IID FedAvg run)
@@ -132,17 +185,19 @@ def main() -> None:
     _, norms = run(seeds[0], 5, 0, "none", "iid", "fedavg", args.rounds)
     honest = statistics.median(norms)
     print(f"honest update norm (median): {honest:.3g}", flush=True)
-    configs = [(5, 1, kind, "iid") for kind in ATTACKS if kind != "none"]
-    configs += [(10, 2, kind, "iid") for kind in ATTACKS if kind != "none"]
+    # (K, attackers, attack, split, F the rules are set for)
+    configs = [(5, 1, kind, "iid", 1) for kind in ATTACKS if kind != "none"]
+    configs += [(10, 2, kind, "iid", 2) for kind in ATTACKS if kind != "none"]
     configs += [
-        (5, 0, "none", "iid"),
-        (5, 0, "none", "dirichlet:0.3"),
-        (10, 0, "none", "dirichlet:0.3"),
+        (5, 0, "none", "iid", 1),
+        (10, 0, "none", "iid", 2),
+        (5, 0, "none", "dirichlet:0.3", 1),
+        (10, 0, "none", "dirichlet:0.3", 2),
     ]
     results = []
     started = time.perf_counter()
-    for k, f, kind, split in configs:
-        for rule in rules(max(f, 1), k, honest):
+    for k, f, kind, split, defend in configs:
+        for rule in rules(defend, k, honest):
             accs = [run(s, k, f, kind, split, rule, args.rounds)[0] for s in seeds]
             results.append(
                 {"K": k, "f": f, "attack": kind, "split": split, "rule": rule, "accuracy": accs}
