@@ -469,7 +469,7 @@ def render_aggregate(report: object) -> None:
     norms = any(r.update_norm is not None or r.distance is not None for r in report.rows)
     columns = ["site", "file", "verdict", "samples", "share"]
     columns += ["norm", "dist."] if norms else []  # only rules and gates that measure them
-    columns += ["val. acc. before → after"]
+    columns += ["val. acc."]  # site-reported, before → after local training
     for col in columns + (["epsilon spent"] if dp else []):
         # a file name is never folded: shown as rNNNN-site, the full name is in --json
         table.add_column(col, overflow="fold", no_wrap=col == "file")
