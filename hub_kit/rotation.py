@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from flsilo import oms
 from flsilo.artifact import scan_file, sig_path
-from flsilo.atomic import WorkspaceLock, write_bytes, write_text
+from flsilo.atomic import write_bytes, write_text
 from flsilo.errors import UsageError, VerificationError
 from flsilo.keys import PassphraseSource, load_private_key, public_of
 from flsilo.rotation import make_rotation
@@ -25,8 +25,8 @@ def rotate_key(
     sites follow it from the key they confirmed. The current package is re-signed with the
     new key (its bytes do not change), so new kits verify with the new key alone.
     """
-    with WorkspaceLock(ws.root, "hub workspace"):
-        state = ws.state()
+    with ws.transaction("rotate-key") as tx:  # lock (bounded wait), log read once
+        state = tx.state
         old = load_private_key(ws.key_path, passphrase)
         new = load_private_key(new_key_path, passphrase)
         old_pub, new_pub = public_of(old), public_of(new, comment="flsilo hub")
@@ -61,7 +61,7 @@ def rotate_key(
             "hub_key": new_pub.openssh_line(),
             "fingerprint": new_pub.fingerprint,
         }
-        ws.commit([("rotate-key", data)], new)
+        tx.commit([("rotate-key", data)], new)
         write_text(
             ws.root / HUB_FILE, hub_toml(new_key_path.resolve(), ws.root, new_pub.fingerprint)
         )
