@@ -132,3 +132,25 @@ def test_bad_server_settings_are_usage_errors(
     )  # fmt: skip
     assert result.code == 2 and code in result.err
     assert not (tmp_path / "h").exists()
+
+
+def test_hub_init_records_the_server_optimizer_in_the_hub_table(tmp_path: Path, cli) -> None:
+    import tomllib
+
+    from tests.conftest import make_key
+
+    key = make_key(tmp_path / "hub")
+    result = cli(
+        "hub", "init", tmp_path / "h", "--federation", "f", "--model", "logreg",
+        "--classes", "a,b", "--input-shape", "4", "--key", key,
+        "--server-optimizer", "fedyogi", "--server-lr", "0.02", "--server-betas", "0.9,0.999",
+        "--merge", "fisher",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    config = tomllib.loads((tmp_path / "h" / "federation.toml").read_text())
+    assert config["hub"]["server_optimizer"] == "fedyogi"
+    assert config["hub"]["server_lr"] == 0.02
+    assert config["hub"]["server_betas"] == [0.9, 0.999]
+    assert config["plan"]["merge"] == "fisher"
+    plan = json.loads(cli("inspect", result.out.strip().splitlines()[-1], "--json").out)
+    assert plan["manifest"]["package"]["plan"]["merge"] == "fisher"  # sites see it
