@@ -145,7 +145,7 @@ def check_policy(
     state: HubState,
     package_header: Header,
     package_model: mf.ModelInfo,
-    package_plan: mf.Plan | None = None,
+    package_plan: mf.Plan,
 ) -> int:
     """Raise PolicyError unless the hub may accept this bundle now; return its age in rounds.
 
@@ -193,7 +193,7 @@ def check_policy(
             "bundle's model description differs from the package's",
             "the site used another model or class list",
         )
-    check_tensor_set(verified, package_header, package_model, package_plan or b.plan, refuse)
+    check_tensor_set(verified, package_header, package_model, package_plan, refuse)
     if not 0 < b.num_samples <= config.hub.max_samples:
         raise refuse(
             "sample-count",
@@ -317,7 +317,7 @@ def intake(
     trust: AllowedSigners,
     package_header: Header,
     package_model: mf.ModelInfo,
-    package_plan: mf.Plan | None = None,
+    package_plan: mf.Plan,
     *,
     at: int | None = None,
 ) -> IntakeResult:

@@ -120,7 +120,7 @@ def _statistics_fed(root: Path, *extra: str) -> Federation:
     return build_federation(root, "closed-form", MLP, extra)
 
 
-def test_closed_form_ridge_head_equals_the_pooled_solution(cli, tmp_path):
+def test_closed_form_ridge_head_equals_the_pooled_solution(cli, tmp_path, monkeypatch):
     fed = _statistics_fed(tmp_path / "fed", "--head-solver", "ridge:0.5")
     bundle = _manifest(fed.bundles["site-a"])
     assert bundle.bundle is not None
@@ -152,6 +152,29 @@ def test_closed_form_ridge_head_equals_the_pooled_solution(cli, tmp_path):
     assert audit.code == 0, audit.out
     replay = [c for c in json.loads(audit.out)["audit"]["checks"] if c["name"].startswith("replay")]
     assert replay and "bit-identical" in replay[0]["detail"]
+    assert _replay_with_offset(cli, fed, monkeypatch, 3e-7) == (0, "within the recorded tolerance")
+    assert _replay_with_offset(cli, fed, monkeypatch, 1e-3) == (3, "differ from the package")
+
+
+def _replay_with_offset(cli, fed: Federation, monkeypatch, offset: float) -> tuple[int, str]:
+    """Replay as another machine's numpy might: the solved head off by ``offset``."""
+    from hub_kit import closed_form, roundmath
+
+    def shifted(solver, stats):
+        weight, bias = closed_form.solve_head(solver, stats)
+        return weight + offset, bias
+
+    with monkeypatch.context() as patch:
+        patch.setattr(roundmath, "solve_head", shifted)
+        audit = cli("audit", fed.hub, "--replay", "--json")
+    checks = json.loads(audit.out)["audit"]["checks"]
+    replay = next(c for c in checks if c["name"].startswith("replay"))
+    detail = next(
+        text
+        for text in ("within the recorded tolerance", "differ from the package", "bit-identical")
+        if text in replay["detail"]
+    )
+    return audit.code, detail
 
 
 def test_closed_form_ncm_head_is_the_pooled_class_means(cli, tmp_path):
@@ -211,3 +234,29 @@ def test_simulate_runs_a_closed_form_schedule_on_a_frozen_backbone(cli) -> None:
     # three sites holding two digits each: the solved head is the pooled ridge solution,
     # far above a head trained on any one site's two digits
     assert run["accuracy"][1] > 0.6 > max(run["local_only"].values())
+
+
+def _forge_counts(fed: Federation, site: str, counts: np.ndarray) -> None:
+    """Re-sign site's statistics bundle with other class counts (a site lying about them)."""
+    path = fed.bundles[site]
+    tensors = {k: RawTensor.from_numpy(v) for k, v in load_file(str(path)).items()}
+    tensors["statistics.class_counts"] = RawTensor.from_numpy(counts.astype(np.float64))
+    m = _manifest(path)
+    path.unlink()
+    write_artifact(path, tensors, m, load_private_key(fed.keys / site, None))
+
+
+def test_hub_checks_the_class_counts_of_statistics_bundles(cli, tmp_path):
+    fed = _statistics_fed(tmp_path / "fed", "--min-cell-size", "5")
+    counts = load_file(str(fed.bundles["site-a"]))["statistics.class_counts"]
+    small = counts.copy()
+    small[0], small[1] = 2.0, small[1] + small[0] - 2.0  # same total, one class of 2 samples
+    _forge_counts(fed, "site-a", small)
+    wrong_total = load_file(str(fed.bundles["site-b"]))["statistics.class_counts"] + 1.0
+    _forge_counts(fed, "site-b", wrong_total)
+    fed.carry()
+    res = cli("aggregate", fed.hub, "--min-sites", "1", "--json")
+    assert res.code == 1  # nothing left to aggregate
+    rows = {r["site"]: r for r in json.loads(res.out)["report"]["rows"]}
+    assert rows["site-a"]["code"] == "cell-too-small"
+    assert rows["site-b"]["code"] == "bad-statistics"
