@@ -111,7 +111,8 @@ class RoundGate:
     trust: AllowedSigners
     package_header: Header
     package_model: mf.ModelInfo
-    package_plan: mf.Plan | None = None
+    package_plan: mf.Plan
+    """The round's plan from the hub's own package: never the plan a bundle claims."""
 
     def size_bounds(self) -> tuple[int, int]:
         """Sizes a bundle for this round can have, judged from ``fstat`` before reading.
