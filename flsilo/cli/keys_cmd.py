@@ -68,7 +68,8 @@ def keys_new(
     stdout().print(public.fingerprint)
     info(
         f"wrote {path} ({'encrypted' if passphrase else 'NOT encrypted'}, mode 0600) and "
-        f"{pub_path}; read the fingerprint above to the hub administrator over the phone"
+        f"{pub_path}; read the fingerprint above by phone to whoever must trust this key "
+        "(a site's or officer's key: the hub administrator; the hub's key: every site)"
     )
 
 

@@ -90,6 +90,8 @@ def test_keys_new_then_fingerprint(cli, tmp_path: Path, monkeypatch) -> None:
     fp = json.loads(made.out)["fingerprint"]
     assert json.loads(made.out)["encrypted"] is True
     assert cli("keys", "fingerprint", tmp_path / "k.pub").out.strip() == fp
+    told = cli("keys", "new", tmp_path / "hub")  # the hub's own key is read to every site
+    assert "the hub's key: every site" in " ".join(told.err.split())
     monkeypatch.delenv("FLSILO_PASSPHRASE")
     refused = cli("keys", "new", tmp_path / "k2")
     assert refused.code == 2 and "passphrase" in refused.err
