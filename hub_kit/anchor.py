@@ -45,8 +45,10 @@ def check_log_signature(log_path: Path, raw: bytes, hub_key: PublicKey) -> None:
             "the event log has no hub signature (events.jsonl.sig is missing)",
             path=log_path,
             code="log-unsigned",
-            hint="a log without the hub's signature cannot be trusted; restore both files "
-            "from backup and run 'flsilo audit'",
+            hint="a log without the hub's signature cannot be trusted; if a hub command was "
+            "interrupted right after its commit, see 'If a command was interrupted' in the hub "
+            "administrator's guide; otherwise restore both files from backup and run "
+            "'flsilo audit'",
         ) from exc
     sig = parse_signature(data, source=str(sig_file))
     digest = hashlib.new(sig.hash_algorithm, raw).digest()

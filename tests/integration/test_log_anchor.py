@@ -184,6 +184,7 @@ def test_an_interrupted_commit_is_re_signed_with_stock_ssh_keygen(
     (fed.hub / "events.jsonl.sig").unlink()  # a crash between the log's commit and its signature
     refused = cli("hub", "status", fed.hub)
     assert refused.code == 3 and "log-unsigned" in refused.err
+    assert "If a command was interrupted" in " ".join(refused.err.split())  # the guide's section
     signed = ssh_keygen(
         "-Y", "sign", "-f", str(fed.keys / "hub"), "-n", "flsilo-log", str(fed.hub / "events.jsonl")
     )
