@@ -530,6 +530,7 @@ def _signers_missing(ctx: Ctx) -> Outcome:
     fed = ctx.fed
     package = fed.hub / "packages" / PACKAGE0
     missing = ctx.tmp / "allowed_signers"
+    ctx.watch(package.parent)
     return Outcome(ctx.cli("verify", package, "--signers", missing), missing)
 
 
