@@ -259,8 +259,9 @@ def evaluate(
         f"{package.name}: accuracy [bold]{100 * result.accuracy:.2f}%[/], loss {result.loss:.4f} "
         f"on {result.samples} samples ({scored.skipped} skipped)"
     )
-    table = Table(title="confusion matrix (rows: true class, columns: predicted)")
-    table.add_column("class")
+    # A short title: rich wraps a title wider than the table (two classes make a narrow one).
+    table = Table(title="confusion matrix")
+    table.add_column("true \\ predicted")
     table.add_column("accuracy")
     for name in scored.classes:
         table.add_column(name, justify="right")

@@ -404,6 +404,15 @@ def test_evaluate_reports_per_class_and_confusion(federation: Federation, cli) -
         and len(doc["per_class_accuracy"]) == 10
     )
     assert sum(map(sum, doc["confusion"])) == 300
+    table = cli(
+        "evaluate",
+        federation.hub / "packages" / "fed-r0000.safetensors",
+        "--data",
+        federation.data["site-a"],
+        "--site",
+        federation.sites["site-a"],
+    )
+    assert table.code == 0 and "true \\ predicted" in table.out  # rows true, columns predicted
     unsigned = cli(
         "evaluate",
         federation.hub / "packages" / "fed-r0000.safetensors",
