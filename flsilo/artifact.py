@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from flsilo import manifest as mf
 from flsilo.atomic import atomic_writer
+from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, PolicyError, UsageError, VerificationError
 from flsilo.keys import PrivateKey
 from flsilo.sshsig import Signature, check_signature, new_hash, parse_signature, sign_digest
@@ -95,7 +96,7 @@ def check_is_file(path: Path) -> None:
         raise UsageError(
             "this is a folder, not a package or bundle file",
             path=path,
-            code="not-a-file",
+            code=Code.NOT_A_FILE,
             hint=f"give one .safetensors file inside it, e.g. {path / '*.safetensors'}",
         )
     if not path.exists():
@@ -107,7 +108,7 @@ def check_is_file(path: Path) -> None:
         raise UsageError(
             "no such file",
             path=path,
-            code="no-such-file",
+            code=Code.NO_SUCH_FILE,
             hint=f"check the path; {path.parent} holds {', '.join(near[:3])}"
             if near
             else "check the path and the folder it names",
@@ -186,18 +187,18 @@ def read_signature_bytes(path: Path) -> bytes:
     try:
         return read_bounded(sig_file, MAX_SIGNATURE_BYTES)
     except MalformedInputError as exc:
-        if exc.code == "missing":
+        if exc.code == Code.MISSING:
             raise VerificationError(
                 f"signature file {sig_file.name} is missing",
                 path=path,
-                code="missing-signature",
+                code=Code.MISSING_SIGNATURE,
                 hint=f"copy {sig_file.name} along with the file; an unsigned file is never trusted",
             ) from exc
-        if exc.code == "too-large":
+        if exc.code == Code.TOO_LARGE:
             raise MalformedInputError(
                 f"signature file is larger than {MAX_SIGNATURE_BYTES} bytes; it was not read",
                 path=sig_file,
-                code="signature-too-large",
+                code=Code.SIGNATURE_TOO_LARGE,
                 hint="an SSH signature is under 1 KiB; this is not one, get a fresh copy",
             ) from exc
         raise
@@ -236,7 +237,7 @@ def scan_stream(reader: ArtifactReader, source: Path) -> Scan:
             remaining -= n
     if reader.grew():
         raise MalformedInputError(
-            "file grew while it was being read", path=source, code="bad-length"
+            "file grew while it was being read", path=source, code=Code.BAD_LENGTH
         )
     return Scan(
         path=source,
@@ -252,7 +253,7 @@ def _shrank(source: Path) -> MalformedInputError:
     return MalformedInputError(
         "file shrank while it was being read",
         path=source,
-        code="truncated",
+        code=Code.TRUNCATED,
         hint="do not modify files while flsilo reads them",
     )
 
@@ -279,7 +280,7 @@ def check_finite(scan: Scan) -> None:
             f"tensor {name!r} holds {count} NaN or infinite values"
             + (f" (and {len(scan.nonfinite) - 1} more tensors)" if len(scan.nonfinite) > 1 else ""),
             path=scan.path,
-            code="non-finite",
+            code=Code.NON_FINITE,
             hint="training diverged at the site; lower the learning rate and retrain",
         )
 
@@ -331,7 +332,7 @@ def require_kind(verified: Verified, kind: str) -> Verified:
         raise PolicyError(
             f"this is a {verified.manifest.kind}, expected a {kind}",
             path=verified.path,
-            code="wrong-kind",
+            code=Code.WRONG_KIND,
             hint="site bundles go to the hub; hub packages go to sites",
         )
     return verified
@@ -372,7 +373,7 @@ def write_artifact(
         raise UsageError(
             "refusing to overwrite an existing artifact",
             path=path,
-            code="exists",
+            code=Code.EXISTS,
             hint="artifacts are never replaced; move the old one away if it is truly wrong",
         )
     metadata = {mf.MANIFEST_KEY: mf.encode(manifest)}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flsilo import filelock
+from flsilo.codes import Code
 from flsilo.errors import WorkspaceError
 
 
@@ -41,7 +42,7 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
             raise WorkspaceError(
                 f"disk full while writing ({exc.strerror}); nothing was changed",
                 path=path,
-                code="disk-full",
+                code=Code.DISK_FULL,
                 hint=f"free space on the disk holding {path.parent} and run the command again",
             ) from exc
         raise
@@ -139,7 +140,7 @@ class WorkspaceLock:
             raise WorkspaceError(
                 f"another flsilo command (pid {holder}) is working in this {self.what}",
                 path=self.path.parent,
-                code="locked",
+                code=Code.LOCKED,
                 hint="wait for it to finish and run this again; the lock is released "
                 "automatically when it exits",
             )

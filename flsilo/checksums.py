@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from flsilo.codes import Code
 from flsilo.errors import MalformedInputError
 
 SUMS_FILE = "SHA256SUMS"
@@ -28,7 +29,7 @@ def parse_sums(text: str, *, source: str) -> dict[str, str]:
             raise MalformedInputError(
                 f"line {number} is not a 'SHA256  NAME' line, or repeats a name",
                 path=source,
-                code="sums-malformed",
+                code=Code.SUMS_MALFORMED,
                 hint="SHA256SUMS is written by 'flsilo aggregate'; restore it from backup",
             )
         out[match.group(2)] = match.group(1)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flsilo.atomic import write_text
+from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, UsageError, WorkspaceError
 from flsilo.manifest import FORMAT_VERSION, ID_PATTERN, SchemaError, from_jsonable, to_jsonable
 from flsilo.plan import Plan, Schedule, plan_for_round, plan_problem, schedule_problem
@@ -118,7 +119,7 @@ class FederationConfig:
         if problem is not None:
             raise UsageError(
                 f"federation settings are not valid: {problem}",
-                code="bad-config",
+                code=Code.BAD_CONFIG,
                 hint="fix the option (or federation.toml field) of the same name",
             )
         first = self.schedule.local_epochs[0]
@@ -206,12 +207,12 @@ def load(path: Path) -> FederationConfig:
         raise MalformedInputError(
             f"{FEDERATION_FILE} not found",
             path=path,
-            code="no-federation",
+            code=Code.NO_FEDERATION,
             hint="is this a flsilo hub workspace or site kit?",
         ) from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise MalformedInputError(
-            f"cannot read {FEDERATION_FILE} ({exc})", path=path, code="bad-federation"
+            f"cannot read {FEDERATION_FILE} ({exc})", path=path, code=Code.BAD_FEDERATION
         ) from exc
     return parse(data, path)
 
@@ -224,7 +225,7 @@ def parse(data: dict[str, Any], path: Path) -> FederationConfig:
             f"{FEDERATION_FILE} format version {version!r} is not supported "
             f"(this flsilo reads version {FORMAT_VERSION})",
             path=path,
-            code="federation-version",
+            code=Code.FEDERATION_VERSION,
             hint="it was written by another flsilo release; create the federation again with "
             "this release's 'flsilo hub init' (docs/reference/artifact-format.md)",
         )
@@ -246,7 +247,7 @@ def _bad(path: Path, why: str) -> MalformedInputError:
     return MalformedInputError(
         why,
         path=path,
-        code="bad-federation",
+        code=Code.BAD_FEDERATION,
         hint="this file is written by 'flsilo hub init'; restore it from the hub or kit",
     )
 
@@ -256,7 +257,10 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise WorkspaceError(
-            f"{path.name} not found", path=path, code="not-a-workspace", hint=f"is this a {what}?"
+            f"{path.name} not found",
+            path=path,
+            code=Code.NOT_A_WORKSPACE,
+            hint=f"is this a {what}?",
         ) from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise MalformedInputError(f"cannot read {path.name} ({exc})", path=path) from exc

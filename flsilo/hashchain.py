@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flsilo.atomic import write_bytes
+from flsilo.codes import Code
 from flsilo.errors import VerificationError
 from flsilo.manifest import now_utc
 from flsilo.tensorfile import strict_json
@@ -62,6 +63,6 @@ def _broken(path: Path, line: int, why: str) -> VerificationError:
     return VerificationError(
         f"line {line}: {why}",
         path=path,
-        code="record-broken",
+        code=Code.RECORD_BROKEN,
         hint="the record was edited outside flsilo; restore it from backup",
     )

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from flsilo.codes import Code
 from flsilo.errors import KeyFileError, UsageError
 from flsilo.sshwire import WireFormatError, WireReader, pack_mpint, pack_string
 
@@ -165,7 +166,7 @@ def _unsupported(key_type: str, source: str) -> KeyFileError:
     return KeyFileError(
         f"key type {key_type!r} is not supported; flsilo uses Ed25519 or ECDSA P-256 keys",
         path=source,
-        code="key-type",
+        code=Code.KEY_TYPE,
         hint=SUPPORTED_HINT,
     )
 
@@ -184,15 +185,17 @@ def parse_public_blob(blob: bytes, *, source: str = "key") -> PublicKey:
         raise KeyFileError(
             f"public key is malformed ({exc})",
             path=source,
-            code="key-malformed",
+            code=Code.KEY_MALFORMED,
             hint="use the .pub file written by 'flsilo keys new' or 'ssh-keygen'",
         ) from exc
     if key_type == ED25519 and len(raw) != 32:
-        raise KeyFileError("Ed25519 public key is not 32 bytes", path=source, code="key-malformed")
+        raise KeyFileError(
+            "Ed25519 public key is not 32 bytes", path=source, code=Code.KEY_MALFORMED
+        )
     if key_type == ECDSA_P256:
         if curve != P256_CURVE:
             raise KeyFileError(
-                "ECDSA key is not on the nistp256 curve", path=source, code="key-malformed"
+                "ECDSA key is not on the nistp256 curve", path=source, code=Code.KEY_MALFORMED
             )
         try:
             ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
@@ -200,7 +203,7 @@ def parse_public_blob(blob: bytes, *, source: str = "key") -> PublicKey:
             raise KeyFileError(
                 "ECDSA P-256 public key is not a point on the curve",
                 path=source,
-                code="key-malformed",
+                code=Code.KEY_MALFORMED,
             ) from exc
     return PublicKey(blob=blob)
 
@@ -212,7 +215,7 @@ def parse_public_line(line: str, *, source: str = "key") -> PublicKey:
         raise KeyFileError(
             "not an OpenSSH public key line",
             path=source,
-            code="key-malformed",
+            code=Code.KEY_MALFORMED,
             hint="expected 'ssh-ed25519 AAAA... comment', as in a .pub file",
         )
     if parts[0] not in KEY_TYPES:
@@ -221,14 +224,14 @@ def parse_public_line(line: str, *, source: str = "key") -> PublicKey:
         blob = base64.b64decode(parts[1], validate=True)
     except binascii.Error as exc:
         raise KeyFileError(
-            "public key is not valid base64", path=source, code="key-malformed"
+            "public key is not valid base64", path=source, code=Code.KEY_MALFORMED
         ) from exc
     key = parse_public_blob(blob, source=source)
     if key.key_type != parts[0]:
         raise KeyFileError(
             f"line says {parts[0]!r} but holds a {key.key_type!r} key",
             path=source,
-            code="key-malformed",
+            code=Code.KEY_MALFORMED,
         )
     return PublicKey(blob=key.blob, comment=parts[2] if len(parts) > 2 else "")
 
@@ -241,7 +244,7 @@ def load_public_key(path: Path) -> PublicKey:
         raise KeyFileError(
             "public key file not found",
             path=path,
-            code="key-missing",
+            code=Code.KEY_MISSING,
             hint="check the path; public keys end in .pub",
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -250,7 +253,7 @@ def load_public_key(path: Path) -> PublicKey:
         raise KeyFileError(
             "this is a private key; give the public key",
             path=path,
-            code="key-is-private",
+            code=Code.KEY_IS_PRIVATE,
             hint=f"use {path}.pub — never copy a private key off its machine",
         )
     return parse_public_line(text, source=str(path))
@@ -263,7 +266,7 @@ def generate_key(key_type: str = "ed25519") -> PrivateKey:
     if key_type != "ed25519":
         raise UsageError(
             f"unknown key type {key_type!r}",
-            code="key-type",
+            code=Code.BAD_KEY_TYPE,
             hint="use --type ed25519 (default) or --type ecdsa-p256",
         )
     return Ed25519PrivateKey.generate()
@@ -296,7 +299,7 @@ def write_new_key(path: Path, key: PrivateKey, passphrase: bytes | None, comment
             raise UsageError(
                 "refusing to overwrite an existing key file",
                 path=target,
-                code="key-exists",
+                code=Code.KEY_EXISTS,
                 hint="choose another path, or move the old key away first",
             )
     public = PublicKey.from_key(key.public_key(), comment=comment)
@@ -323,13 +326,13 @@ def is_encrypted(data: bytes, path: Path) -> bool:
             raise KeyFileError(
                 f"{lines[0].strip(' -')} is not an OpenSSH key",
                 path=path,
-                code="key-type",
+                code=Code.KEY_TYPE,
                 hint=SUPPORTED_HINT,
             )
         raise KeyFileError(
             "not an OpenSSH private key",
             path=path,
-            code="key-malformed",
+            code=Code.KEY_MALFORMED,
             hint="give the private key file written by 'flsilo keys new' or 'ssh-keygen'",
         )
     body = "".join(line.strip() for line in lines[1:] if not line.startswith("-----"))
@@ -340,7 +343,9 @@ def is_encrypted(data: bytes, path: Path) -> bool:
             raise WireFormatError("bad magic")
         cipher = WireReader(blob[len(magic) :]).text()
     except (binascii.Error, WireFormatError) as exc:
-        raise KeyFileError("private key file is corrupt", path=path, code="key-malformed") from exc
+        raise KeyFileError(
+            "private key file is corrupt", path=path, code=Code.KEY_MALFORMED
+        ) from exc
     return cipher != "none"
 
 
@@ -352,7 +357,7 @@ def load_private_key(path: Path, passphrase: PassphraseSource) -> PrivateKey:
         raise KeyFileError(
             "private key file not found",
             path=path,
-            code="key-missing",
+            code=Code.KEY_MISSING,
             hint="check the path, or make one with 'flsilo keys new PATH'",
         ) from exc
     except OSError as exc:
@@ -371,21 +376,21 @@ def load_private_key(path: Path, passphrase: PassphraseSource) -> PrivateKey:
             raise KeyFileError(
                 "wrong passphrase for this key",
                 path=path,
-                code="key-passphrase",
+                code=Code.KEY_PASSPHRASE,
                 hint="check FLSILO_PASSPHRASE or --passphrase-file",
             ) from exc
         raise KeyFileError(
-            f"private key cannot be loaded ({exc})", path=path, code="key-malformed"
+            f"private key cannot be loaded ({exc})", path=path, code=Code.KEY_MALFORMED
         ) from exc
     except (TypeError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(
-            f"private key cannot be loaded ({exc})", path=path, code="key-malformed"
+            f"private key cannot be loaded ({exc})", path=path, code=Code.KEY_MALFORMED
         ) from exc
     if isinstance(key, ec.EllipticCurvePrivateKey) and not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError(
             f"ECDSA {key.curve.name} keys are not supported; flsilo uses Ed25519 or ECDSA P-256",
             path=path,
-            code="key-type",
+            code=Code.KEY_TYPE,
             hint=SUPPORTED_HINT,
         )
     if not isinstance(key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
@@ -393,7 +398,7 @@ def load_private_key(path: Path, passphrase: PassphraseSource) -> PrivateKey:
             f"{type(key).__name__.replace('_', '')} keys are not supported; flsilo uses "
             "Ed25519 or ECDSA P-256",
             path=path,
-            code="key-type",
+            code=Code.KEY_TYPE,
             hint=SUPPORTED_HINT,
         )
     if password is not None:

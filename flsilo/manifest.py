@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 from flsilo import __version__
+from flsilo.codes import Code
 from flsilo.errors import MalformedInputError
 from flsilo.plan import Plan, Schedule, dp_of, plan_problem, schedule_problem
 from flsilo.tensorfile import JsonDepthError, strict_json
@@ -290,7 +291,7 @@ def _scalar_from(cls: Any, data: Any, where: str) -> Any:
     return float(cast(float, data)) if cls is float else data
 
 
-def _bad_manifest(source: str, why: str, code: str = "bad-manifest") -> MalformedInputError:
+def _bad_manifest(source: str, why: str, code: Code = Code.BAD_MANIFEST) -> MalformedInputError:
     return MalformedInputError(
         f"manifest is not valid: {why}",
         path=source,
@@ -303,16 +304,16 @@ def _bad_manifest(source: str, why: str, code: str = "bad-manifest") -> Malforme
 def decode(metadata: dict[str, str], source: str) -> Manifest:
     """Read the manifest from a checked header's metadata."""
     if MANIFEST_KEY not in metadata:
-        raise _bad_manifest(source, f"no {MANIFEST_KEY!r} entry in __metadata__", "no-manifest")
+        raise _bad_manifest(source, f"no {MANIFEST_KEY!r} entry in __metadata__", Code.NO_MANIFEST)
     extra = set(metadata) - {MANIFEST_KEY}
     if extra:
         raise _bad_manifest(
-            source, f"unexpected metadata key {sorted(extra)[0]!r}", "extra-metadata"
+            source, f"unexpected metadata key {sorted(extra)[0]!r}", Code.EXTRA_METADATA
         )
     try:
         data = strict_json(metadata[MANIFEST_KEY])
     except JsonDepthError as exc:
-        raise _bad_manifest(source, f"manifest is {exc}", "too-deep") from exc
+        raise _bad_manifest(source, f"manifest is {exc}", Code.TOO_DEEP) from exc
     except ValueError as exc:
         raise _bad_manifest(source, f"not valid JSON ({exc})") from exc
     if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
@@ -320,7 +321,7 @@ def decode(metadata: dict[str, str], source: str) -> Manifest:
             source,
             f"format version {data.get('format_version')!r} is not supported "
             f"(this flsilo reads version {FORMAT_VERSION})",
-            "manifest-version",
+            Code.MANIFEST_VERSION,
         )
     try:
         manifest: Manifest = from_jsonable(Manifest, data)

@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, VerificationError
 from flsilo.keys import PublicKey
 
@@ -91,7 +92,7 @@ def _malformed(source: str, why: str) -> MalformedInputError:
     return MalformedInputError(
         f"model signing bundle is malformed ({why})",
         path=source,
-        code="oms-malformed",
+        code=Code.OMS_MALFORMED,
         hint="get a fresh PACKAGE.sigstore.json from the hub",
     )
 
@@ -123,7 +124,7 @@ def verify_bundle(
         raise VerificationError(
             "model signing bundles are made only with ECDSA P-256 hub keys",
             path=source,
-            code="oms-key-type",
+            code=Code.OMS_KEY_TYPE,
             hint="this hub key is Ed25519; verify the package's .sig instead",
         )
     try:
@@ -132,13 +133,13 @@ def verify_bundle(
         raise VerificationError(
             "model signing bundle is not signed by the hub key",
             path=source,
-            code="oms-bad-signature",
+            code=Code.OMS_BAD_SIGNATURE,
             hint="do not use this package; get fresh copies of it and its bundle",
         ) from exc
     if payload != statement(name, sha256_hex):
         raise VerificationError(
             "model signing bundle states another file or digest",
             path=source,
-            code="oms-mismatch",
+            code=Code.OMS_MISMATCH,
             hint="the bundle belongs to another package; keep each package with its own files",
         )

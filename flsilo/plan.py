@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.tensorsets import ROUND_KINDS, ROUND_STATISTICS, ROUND_TRAIN, parse_solver
 
@@ -201,25 +202,25 @@ def parse_schedule(text: str, local_epochs: tuple[int, ...]) -> Schedule:
         raise UsageError(
             f"schedule {text!r} is not one-shot, few-shot:R, periodic:R, closed-form, "
             "closed-form+periodic:R or closed-form+few-shot:R",
-            code="bad-schedule",
+            code=Code.BAD_SCHEDULE,
             hint="e.g. --schedule periodic:10 --local-epochs 5",
         )
     try:
         rounds = 1 if kind == "one-shot" else int(count)
     except ValueError as exc:
         raise UsageError(
-            f"schedule {text!r}: R must be a whole number", code="bad-schedule"
+            f"schedule {text!r}: R must be a whole number", code=Code.BAD_SCHEDULE
         ) from exc
     if rounds < 1:
-        raise UsageError("a schedule needs at least one round", code="bad-schedule")
+        raise UsageError("a schedule needs at least one round", code=Code.BAD_SCHEDULE)
     if not local_epochs or any(e < 1 for e in local_epochs):
-        raise UsageError("local epochs must be at least 1", code="bad-schedule")
+        raise UsageError("local epochs must be at least 1", code=Code.BAD_SCHEDULE)
     if len(local_epochs) == 1:
         local_epochs = local_epochs * rounds
     if len(local_epochs) != rounds:
         raise UsageError(
             f"{len(local_epochs)} local-epoch values for {rounds} rounds",
-            code="bad-schedule",
+            code=Code.BAD_SCHEDULE,
             hint="give one value, or exactly one per round",
         )
     return Schedule(kind=kind, rounds=rounds, local_epochs=tuple(local_epochs))

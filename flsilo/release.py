@@ -15,6 +15,7 @@ from pathlib import Path
 from flsilo import manifest as mf
 from flsilo.artifact import Scan, Verified, scan_file
 from flsilo.atomic import write_bytes
+from flsilo.codes import Code
 from flsilo.errors import FlsiloError, UsageError, VerificationError
 from flsilo.keys import PrivateKey, parse_public_line, public_of
 from flsilo.sshsig import RELEASE_NAMESPACE, check_signature, parse_signature, sign_digest
@@ -41,7 +42,7 @@ def _policy(manifest: mf.Manifest, source: str) -> mf.ReleasePolicy:
         raise VerificationError(
             "this is not a final package of a federation with release sign-off",
             path=source,
-            code="no-release-policy",
+            code=Code.NO_RELEASE_POLICY,
             hint="release officers sign only the final package of a federation whose hub set "
             "--release-signers",
         )
@@ -59,7 +60,7 @@ def sign_release(package: Path, key: PrivateKey, officer: str) -> Path:
             f"{officer!r} is not a release officer of this package "
             f"(officers: {', '.join(sorted(listed)) or 'none'})",
             path=package,
-            code="not-an-officer",
+            code=Code.NOT_AN_OFFICER,
             hint="the hub enrols officers with 'flsilo hub enroll ... --role release' before the "
             "final round",
         )
@@ -67,7 +68,7 @@ def sign_release(package: Path, key: PrivateKey, officer: str) -> Path:
         raise UsageError(
             f"this key ({public.fingerprint}) is not the key enrolled for {officer!r}",
             path=package,
-            code="not-an-officer",
+            code=Code.NOT_AN_OFFICER,
             hint="sign with the key whose .pub the hub enrolled for you",
         )
     out = release_sig_path(package, officer)
@@ -75,7 +76,7 @@ def sign_release(package: Path, key: PrivateKey, officer: str) -> Path:
         raise UsageError(
             "this officer's release signature already exists",
             path=out,
-            code="exists",
+            code=Code.EXISTS,
             hint="a release signature is never replaced; move the old one away if it is wrong",
         )
     write_bytes(out, sign_digest(key, RELEASE_NAMESPACE, scan.digests["sha256"]))
@@ -97,13 +98,13 @@ def _check_officer(verified: Verified, officer: str, key_line: str) -> None:
     try:
         data = path.read_bytes()[: MAX_SIG_BYTES + 1]
     except FileNotFoundError as exc:
-        raise VerificationError("no signature", path=path, code="release-missing") from exc
+        raise VerificationError("no signature", path=path, code=Code.RELEASE_MISSING) from exc
     sig = parse_signature(data, source=str(path))
     if sig.public_key.blob != parse_public_line(key_line).blob:
         raise VerificationError(
             f"signed by {sig.fingerprint}, not by the key the package names for {officer!r}",
             path=path,
-            code="unknown-signer",
+            code=Code.UNKNOWN_SIGNER,
         )
     check_signature(
         sig, RELEASE_NAMESPACE, _digest(verified.scan, sig.hash_algorithm), source=str(path)
@@ -130,7 +131,7 @@ def check_release(verified: Verified, required: int) -> ReleaseReport:
             f"{len(signed)} of the {need} required release signatures verify"
             + (f" (signed: {', '.join(signed)})" if signed else ""),
             path=source,
-            code="release-not-signed",
+            code=Code.RELEASE_NOT_SIGNED,
             hint="do not deploy this model; each officer runs 'flsilo release sign' and the "
             "PACKAGE.release-OFFICER.sig files travel with the package",
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from flsilo.codes import Code
 from flsilo.errors import FlsiloError, VerificationError
 from flsilo.keys import PrivateKey, PublicKey, parse_public_line, public_of
 from flsilo.manifest import KeyRotation
@@ -42,7 +43,7 @@ def _broken(source: str, why: str) -> VerificationError:
     return VerificationError(
         f"hub key rotation chain is broken: {why}",
         path=source,
-        code="rotation-broken",
+        code=Code.ROTATION_BROKEN,
         hint="do not trust this package; call the hub and confirm its current key fingerprint",
     )
 

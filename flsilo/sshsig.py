@@ -13,6 +13,7 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
+from flsilo.codes import Code
 from flsilo.errors import KeyFileError, MalformedInputError, VerificationError
 from flsilo.keys import PrivateKey, PublicKey, parse_public_blob, public_of, sign_ssh
 from flsilo.sshwire import WireFormatError, WireReader, pack_string, pack_uint32
@@ -91,7 +92,7 @@ def _malformed(source: str, why: str) -> MalformedInputError:
     return MalformedInputError(
         f"signature file is malformed ({why})",
         path=source,
-        code="signature-malformed",
+        code=Code.SIGNATURE_MALFORMED,
         hint="the .sig file was damaged or is not an SSH signature; get a fresh copy from "
         "whoever signed it",
     )
@@ -157,7 +158,7 @@ def check_signature(sig: Signature, namespace: str, digest: bytes, *, source: st
         raise VerificationError(
             f"signature is in namespace {sig.namespace!r}, expected {namespace!r}",
             path=source,
-            code="wrong-namespace",
+            code=Code.WRONG_NAMESPACE,
             hint="a bundle signature cannot stand for a package and vice versa; "
             "get the right .sig for this file",
         )
@@ -167,6 +168,6 @@ def check_signature(sig: Signature, namespace: str, digest: bytes, *, source: st
             "signature does not match the file: the file or its .sig was changed, or they "
             "belong to different files",
             path=source,
-            code="bad-signature",
+            code=Code.BAD_SIGNATURE,
             hint="do not use this file; ask the signer for a fresh copy of both files",
         )

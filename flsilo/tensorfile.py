@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from flsilo.codes import Code
 from flsilo.errors import MalformedInputError
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -106,7 +107,7 @@ class Header:
         return tuple(t.signature() for t in self.tensors)
 
 
-def _bad(source: str, why: str, code: str = "bad-structure") -> MalformedInputError:
+def _bad(source: str, why: str, code: Code = Code.BAD_STRUCTURE) -> MalformedInputError:
     return MalformedInputError(
         f"not a valid safetensors file: {why}",
         path=source,
@@ -187,19 +188,19 @@ def _has_surrogate(value: Any) -> bool:
 
 def read_header_length(prefix: bytes, file_size: int, source: str) -> int:
     if file_size < 8 or len(prefix) < 8:
-        raise _bad(source, f"file is {file_size} bytes, too short for a header", "truncated")
+        raise _bad(source, f"file is {file_size} bytes, too short for a header", Code.TRUNCATED)
     (header_len,) = struct.unpack("<Q", prefix[:8])
     if header_len > MAX_HEADER_BYTES:
         raise _bad(
             source,
             f"header claims {header_len} bytes (limit {MAX_HEADER_BYTES})",
-            "header-too-large",
+            Code.HEADER_TOO_LARGE,
         )
     if header_len < 2 or 8 + header_len > file_size:
         raise _bad(
             source,
             f"header claims {header_len} bytes but the file has {file_size - 8} after the prefix",
-            "truncated",
+            Code.TRUNCATED,
         )
     return int(header_len)
 
@@ -211,25 +212,25 @@ def _int(value: Any) -> bool:
 def _tensor_entry(name: str, entry: Any, source: str) -> TensorInfo:
     """Check one tensor's header entry on its own: name, keys, dtype, shape, offsets, size."""
     if not name or "\x00" in name:
-        raise _bad(source, f"tensor name {name!r} is empty or contains NUL", "bad-name")
+        raise _bad(source, f"tensor name {name!r} is empty or contains NUL", Code.BAD_NAME)
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise _bad(source, f"tensor {name!r} entry must have dtype, shape, data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if dtype not in ITEMSIZE:
-        raise _bad(source, f"tensor {name!r} has unsupported dtype {dtype!r}", "bad-dtype")
+        raise _bad(source, f"tensor {name!r} has unsupported dtype {dtype!r}", Code.BAD_DTYPE)
     if not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK or not all(map(_int, shape)):
         raise _bad(source, f"tensor {name!r} shape must be a list of non-negative integers")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)):
         raise _bad(source, f"tensor {name!r} data_offsets must be two non-negative integers")
     begin, end = offsets
     if end < begin:
-        raise _bad(source, f"tensor {name!r} ends before it begins", "bad-offsets")
+        raise _bad(source, f"tensor {name!r} ends before it begins", Code.BAD_OFFSETS)
     expected = math.prod(shape) * ITEMSIZE[dtype]
     if end - begin != expected:
         raise _bad(
             source,
             f"tensor {name!r} holds {end - begin} bytes but {dtype} x {shape} needs {expected}",
-            "bad-size",
+            Code.BAD_SIZE,
         )
     return TensorInfo(name, dtype, tuple(shape), begin, end)
 
@@ -245,7 +246,7 @@ def parse_header(header_bytes: bytes, file_size: int, source: str) -> Header:
     try:
         obj = strict_json(text)
     except JsonDepthError as exc:
-        raise _bad(source, f"header is {exc}", "too-deep") from exc
+        raise _bad(source, f"header is {exc}", Code.TOO_DEEP) from exc
     except ValueError as exc:
         raise _bad(source, f"header is not valid JSON ({exc})") from exc
     if not isinstance(obj, dict):
@@ -261,7 +262,9 @@ def parse_header(header_bytes: bytes, file_size: int, source: str) -> Header:
     for info in tensors:
         if info.begin != position:
             kind = "overlaps the previous tensor" if info.begin < position else "leaves a gap"
-            raise _bad(source, f"tensor {info.name!r} {kind} (offset {info.begin})", "bad-offsets")
+            raise _bad(
+                source, f"tensor {info.name!r} {kind} (offset {info.begin})", Code.BAD_OFFSETS
+            )
         position = info.end
     data_size = file_size - 8 - len(header_bytes)
     if position != data_size:
@@ -269,7 +272,7 @@ def parse_header(header_bytes: bytes, file_size: int, source: str) -> Header:
         raise _bad(
             source,
             f"{what} the last tensor ({data_size} data bytes, tensors cover {position})",
-            "bad-length",
+            Code.BAD_LENGTH,
         )
     return Header(
         metadata=dict(metadata_obj),
@@ -285,7 +288,7 @@ def read_header(fh: BinaryIO, file_size: int, source: str) -> tuple[Header, byte
     header_len = read_header_length(prefix, file_size, source)
     header_bytes = fh.read(header_len)
     if len(header_bytes) != header_len:
-        raise _bad(source, "file ended inside the header", "truncated")
+        raise _bad(source, "file ended inside the header", Code.TRUNCATED)
     return parse_header(header_bytes, file_size, source), prefix + header_bytes
 
 

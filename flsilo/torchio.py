@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 from safetensors.torch import load as load_safetensors_bytes
 
+from flsilo.codes import Code
 from flsilo.errors import MalformedInputError
 from flsilo.tensorfile import RawTensor
 
@@ -49,7 +50,7 @@ def load_weights(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], so
         raise MalformedInputError(
             f"weights do not fit the model: {what}",
             path=source,
-            code="weights-mismatch",
+            code=Code.WEIGHTS_MISMATCH,
             hint="the model spec and the weights come from different models",
         )
     for name, value in expected.items():
@@ -59,7 +60,7 @@ def load_weights(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], so
                 f"tensor {name!r} is {got.dtype} {tuple(got.shape)}, the model needs "
                 f"{value.dtype} {tuple(value.shape)}",
                 path=source,
-                code="weights-mismatch",
+                code=Code.WEIGHTS_MISMATCH,
                 hint="the model spec and the weights come from different models",
             )
     model.load_state_dict(dict(tensors), strict=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flsilo.codes import Code
 from flsilo.errors import KeyFileError, MalformedInputError, VerificationError
 from flsilo.keys import PublicKey, parse_public_line
 
@@ -89,7 +90,7 @@ def parse_time(text: str, *, source: str, line_no: int) -> int:
         raise MalformedInputError(
             f"line {line_no}: bad time {text!r}",
             path=source,
-            code="signers-malformed",
+            code=Code.SIGNERS_MALFORMED,
             hint="times are YYYYMMDD[HHMM[SS]][Z], as in ssh-keygen(1)",
         ) from exc
     if utc:
@@ -149,13 +150,13 @@ def parse_allowed_signers(text: str, *, source: str = "allowed_signers") -> list
             fields = _split_fields(line)
         except ValueError as exc:
             raise MalformedInputError(
-                f"line {line_no}: {exc}", path=source, code="signers-malformed"
+                f"line {line_no}: {exc}", path=source, code=Code.SIGNERS_MALFORMED
             ) from exc
         if len(fields) < 3:
             raise MalformedInputError(
                 f"line {line_no}: expected 'principals [options] keytype key'",
                 path=source,
-                code="signers-malformed",
+                code=Code.SIGNERS_MALFORMED,
                 hint="see ALLOWED SIGNERS in ssh-keygen(1)",
             )
         principals = fields[0].strip('"')
@@ -171,15 +172,17 @@ def parse_allowed_signers(text: str, *, source: str = "allowed_signers") -> list
             raise MalformedInputError(
                 f"line {line_no}: unknown option {sorted(unknown)[0]!r}",
                 path=source,
-                code="signers-malformed",
+                code=Code.SIGNERS_MALFORMED,
                 hint="flsilo understands namespaces=, valid-after=, valid-before=",
             )
         try:
             key = parse_public_line(" ".join(rest), source=f"{source} line {line_no}")
         except KeyFileError as exc:
-            if exc.code == "key-type":
+            if exc.code == Code.KEY_TYPE:
                 continue  # other key types may sit in a shared file; they never match ours
-            raise MalformedInputError(exc.message, path=exc.path, code="signers-malformed") from exc
+            raise MalformedInputError(
+                exc.message, path=exc.path, code=Code.SIGNERS_MALFORMED
+            ) from exc
         after = options.get("valid-after")
         before = options.get("valid-before")
         entries.append(
@@ -211,7 +214,7 @@ class AllowedSigners:
             raise MalformedInputError(
                 "allowed_signers file not found",
                 path=path,
-                code="signers-missing",
+                code=Code.SIGNERS_MISSING,
                 hint="give the hub's allowed_signers file (HUB_DIR/allowed_signers)",
             ) from exc
         except (OSError, UnicodeDecodeError) as exc:
@@ -227,7 +230,7 @@ class AllowedSigners:
             raise VerificationError(
                 f"signed by an unknown key {key.fingerprint}",
                 path=source,
-                code="unknown-signer",
+                code=Code.UNKNOWN_SIGNER,
                 hint=f"this key is not in {self.source}; a site must be enrolled before its "
                 "bundles are accepted",
             )
@@ -237,7 +240,7 @@ class AllowedSigners:
             raise VerificationError(
                 f"signed by {owners}'s key, but the file claims to come from {principal!r}",
                 path=source,
-                code="principal-mismatch",
+                code=Code.PRINCIPAL_MISMATCH,
                 hint="a site may only sign its own bundles; treat this file as forged",
             )
         in_namespace = [e for e in for_principal if e.allows_namespace(namespace)]
@@ -245,7 +248,7 @@ class AllowedSigners:
             raise VerificationError(
                 f"key of {principal!r} is not allowed to sign in namespace {namespace!r}",
                 path=source,
-                code="namespace-not-allowed",
+                code=Code.NAMESPACE_NOT_ALLOWED,
                 hint=f"see the namespaces= option in {self.source}",
             )
         for entry in in_namespace:
@@ -256,13 +259,13 @@ class AllowedSigners:
             raise VerificationError(
                 f"key of {principal!r} was revoked or expired at {format_time(entry.valid_before)}",
                 path=source,
-                code="key-revoked",
+                code=Code.KEY_REVOKED,
                 hint="files signed with a revoked key are refused; the site needs a new enrolment",
             )
         raise VerificationError(
             f"key of {principal!r} is not valid yet",
             path=source,
-            code="key-not-yet-valid",
+            code=Code.KEY_NOT_YET_VALID,
             hint=f"see valid-after in {self.source}",
         )
 
@@ -288,7 +291,7 @@ class SingleKey:
             raise VerificationError(
                 f"signed by {key.fingerprint}, not by the given key {self.key.fingerprint}",
                 path=source,
-                code="unknown-signer",
+                code=Code.UNKNOWN_SIGNER,
                 hint=f"check that {self.source} is the signer's public key",
             )
         return SignerEntry(principals=principal, key=self.key)

@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError
 
 MAX_SIGNATURE_BYTES = 16 * 1024
@@ -25,7 +26,7 @@ MAX_SIGNATURE_BYTES = 16 * 1024
 class UnreadableError(MalformedInputError):
     """A file exists but cannot be opened or read (permissions, I/O error)."""
 
-    default_code = "unreadable"
+    default_code = Code.UNREADABLE
     default_hint = "check the file's permissions and the medium it is on; copy it again"
 
 
@@ -50,7 +51,7 @@ def open_regular(path: Path, *, max_size: int | None = None, min_size: int = 0) 
         fd = os.open(path, flags)
     except FileNotFoundError as exc:
         raise MalformedInputError(
-            "file not found", path=path, code="missing", hint="check the path"
+            "file not found", path=path, code=Code.MISSING, hint="check the path"
         ) from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
@@ -64,14 +65,14 @@ def open_regular(path: Path, *, max_size: int | None = None, min_size: int = 0) 
             raise MalformedInputError(
                 f"file is {info.st_size} bytes, more than the {max_size} this file can hold",
                 path=path,
-                code="too-large",
+                code=Code.TOO_LARGE,
                 hint="this is not the file it is named as; do not use it",
             )
         if info.st_size < min_size:
             raise MalformedInputError(
                 f"file is {info.st_size} bytes, less than the {min_size} this file must hold",
                 path=path,
-                code="too-small",
+                code=Code.TOO_SMALL,
                 hint="the file is truncated or not the file it is named as; copy it again",
             )
         if hasattr(os, "O_NONBLOCK"):
@@ -87,7 +88,7 @@ def not_regular(path: Path, what: str) -> MalformedInputError:
     return MalformedInputError(
         f"not a regular file but {what}; it was not read",
         path=path,
-        code="not-regular-file",
+        code=Code.NOT_REGULAR_FILE,
         hint="copy the real file (not a link, FIFO or device) onto the medium",
     )
 
@@ -119,7 +120,7 @@ def read_bounded(path: Path, max_size: int) -> bytes:
         raise MalformedInputError(
             f"file grew beyond {max_size} bytes while it was read",
             path=path,
-            code="too-large",
+            code=Code.TOO_LARGE,
             hint="do not modify files while flsilo reads them",
         )
     return data

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from flsilo.atomic import write_bytes, write_text
+from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, UsageError, VerificationError
 
 NAMESPACE = "flsilo-wheelhouse"
@@ -42,7 +43,7 @@ _WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-
 class PipError(FlsiloError):
     """pip could not collect or resolve the wheels (no network, no matching build)."""
 
-    default_code = "pip-failed"
+    default_code = Code.PIP_FAILED
     default_hint = "read pip's message above; check --find-links/--index-url and the target"
 
 
@@ -89,7 +90,7 @@ def pinned_torch(source: Path | None) -> str:
     except metadata.PackageNotFoundError as exc:
         raise UsageError(
             "cannot tell which torch version to collect",
-            code="torch-version",
+            code=Code.TORCH_VERSION,
             hint="run from a flsilo checkout (its constraints.txt pins torch)",
         ) from exc
 
@@ -98,7 +99,7 @@ def parse_wheel_name(file: str) -> tuple[str, str]:
     found = _WHEEL_NAME.match(file)
     if not found:
         raise MalformedInputError(
-            "not a wheel file name", path=file, code="wheelhouse-file", hint="remove the file"
+            "not a wheel file name", path=file, code=Code.WHEELHOUSE_FILE, hint="remove the file"
         )
     return found.group("name").replace("_", "-").lower(), found.group("version")
 
@@ -171,7 +172,7 @@ def check_target(req: BuildRequest, names: list[str]) -> None:
         raise UsageError(
             f"the CPU target resolved the CUDA build of torch ({', '.join(cuda[:3])}, ...)",
             path=req.out,
-            code="wheelhouse-cuda-torch",
+            code=Code.WHEELHOUSE_CUDA_TORCH,
             hint=f"pass --index-url {CPU_TORCH_INDEX} or --find-links DIR holding a +cpu torch wheel",
         )
 
@@ -207,7 +208,7 @@ def resolve(req: BuildRequest) -> list[dict[str, Any]]:
 def _no_source() -> UsageError:
     return UsageError(
         "flsilo does not run from a source checkout here",
-        code="wheelhouse-source",
+        code=Code.WHEELHOUSE_SOURCE,
         hint="pass --source DIR (a flsilo checkout) on the connected machine",
     )
 
@@ -220,7 +221,7 @@ def build(req: BuildRequest) -> list[Wheel]:
         raise UsageError(
             "wheelhouse folder exists and is not empty",
             path=req.out,
-            code="exists",
+            code=Code.EXISTS,
             hint="pass a new folder; a wheelhouse is built once and then signed",
         )
     source = req.source or project_root()
@@ -288,7 +289,7 @@ def check_sums(out: Path) -> list[str]:
         raise UsageError(
             f"{SUMS} is missing: this is not a wheelhouse",
             path=out,
-            code="wheelhouse-missing",
+            code=Code.WHEELHOUSE_MISSING,
             hint="give the folder 'flsilo wheelhouse build' wrote",
         ) from exc
     listed = []
@@ -306,7 +307,7 @@ def check_sums(out: Path) -> list[str]:
             raise VerificationError(
                 f"{name} is missing or does not match its SHA-256 in {SUMS}",
                 path=path,
-                code="wheelhouse-tampered",
+                code=Code.WHEELHOUSE_TAMPERED,
                 hint="do not install from this folder; get a fresh copy of the signed wheelhouse",
             )
         listed.append(name)
@@ -317,7 +318,7 @@ def check_sums(out: Path) -> list[str]:
         raise VerificationError(
             f"{extra[0]} is not listed in {SUMS}",
             path=out / extra[0],
-            code="wheelhouse-tampered",
+            code=Code.WHEELHOUSE_TAMPERED,
             hint="a signed wheelhouse holds only the files it lists; remove the stranger or get a fresh copy",
         )
     return listed
@@ -345,7 +346,7 @@ def verify(out: Path, hub_pub: Any) -> list[str]:
         raise VerificationError(
             f"{SUMS}.sig is missing: the wheelhouse is not signed",
             path=out,
-            code="missing-signature",
+            code=Code.MISSING_SIGNATURE,
             hint="the hub signs it with 'flsilo wheelhouse sign' before it travels",
         ) from exc
     digest = hashlib.new(sig.hash_algorithm, (out / SUMS).read_bytes()).digest()
@@ -354,7 +355,7 @@ def verify(out: Path, hub_pub: Any) -> list[str]:
         raise VerificationError(
             f"signed by {sig.public_key.fingerprint}, not by the hub key {hub_pub.fingerprint}",
             path=sig_file,
-            code="unknown-signer",
+            code=Code.UNKNOWN_SIGNER,
             hint="install only a wheelhouse signed by your federation's hub",
         )
     return check_sums(out)

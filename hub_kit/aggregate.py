@@ -32,6 +32,7 @@ import numpy as np
 
 from flsilo import manifest as mf
 from flsilo.artifact import Scan, scan_file, sig_path
+from flsilo.codes import Code
 from flsilo.errors import PolicyError, UsageError, VerificationError, WorkspaceError
 from flsilo.faults import fault_point
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
@@ -433,7 +434,7 @@ def round_policy(
     if policy.norm_gate is not None and not policy.norm_gate > 0:
         raise UsageError(
             f"--norm-gate {policy.norm_gate:g} must be a positive multiple of the median norm",
-            code="bad-norm-gate",
+            code=Code.BAD_NORM_GATE,
             hint="e.g. --norm-gate 3 quarantines updates over 3x the median update norm",
         )
     if policy.max_weight_share is not None:
@@ -449,7 +450,7 @@ def resolve_inbox(ws: HubWorkspace, inbox: Path | None) -> Path:
             raise WorkspaceError(
                 "the hub's inbox is a symbolic link",
                 path=ws.inbox,
-                code="inbox-symlink",
+                code=Code.INBOX_SYMLINK,
                 hint="make HUB/inbox a real folder, or pass the stick's folder with --inbox",
             )
         inbox = ws.inbox
@@ -461,7 +462,7 @@ def resolve_inbox(ws: HubWorkspace, inbox: Path | None) -> Path:
         raise UsageError(
             "inbox folder does not exist",
             path=inbox,
-            code="no-inbox",
+            code=Code.NO_INBOX,
             hint="copy the carried bundles (with their .sig files) into it",
         )
     return resolved
@@ -474,7 +475,7 @@ def prepare(ws: HubWorkspace, state: HubState, inbox: Path | None, policy: Round
         raise UsageError(
             f"the federation is complete: round {r} is the final package",
             path=ws.current_package(state),
-            code="federation-complete",
+            code=Code.FEDERATION_COMPLETE,
             hint="nothing is left to aggregate; run 'flsilo audit' and deploy the final package",
         )
     folder = resolve_inbox(ws, inbox)
@@ -486,14 +487,14 @@ def prepare(ws: HubWorkspace, state: HubState, inbox: Path | None, policy: Round
         raise VerificationError(
             "the current package no longer matches the event log",
             path=package_path,
-            code="package-changed",
+            code=Code.PACKAGE_CHANGED,
             hint="restore packages/ from backup, then run 'flsilo audit'",
         )
     prep = Prepared(ws, state, r, folder, policy, trust, package_path, package)
     if prep.fisher and is_two_pass(policy.rule):
         raise UsageError(
             f"this round merges by Fisher, which {strategy_text(policy.rule)} cannot do",
-            code="bad-strategy",
+            code=Code.BAD_STRATEGY,
             hint="aggregate a Fisher round with a coordinate-wise strategy (fedavg)",
         )
     return prep
@@ -561,7 +562,7 @@ def _gate(
         error = PolicyError(
             f"update norm {norms[i]:.4g} exceeds {multiple:g} x the median norm {median:.4g}",
             path=c.inbox_path,
-            code="norm-gate",
+            code=Code.NORM_GATE,
             hint="ask the site whether training diverged or its data changed; "
             "if the update is genuine, raise --norm-gate",
         )
@@ -859,7 +860,7 @@ def check_release_officers(ws: HubWorkspace, state: HubState) -> None:
     if state.round + 1 >= ws.schedule.rounds and have < need:
         raise UsageError(
             f"the final package needs {need} release officers, but {have} are enrolled",
-            code="release-officers-missing",
+            code=Code.RELEASE_OFFICERS_MISSING,
             hint=f"enrol them first: flsilo hub enroll {ws.root} OFFICER OFFICER.pub "
             "--fingerprint SHA256:... --role release",
         )
@@ -868,7 +869,7 @@ def check_release_officers(ws: HubWorkspace, state: HubState) -> None:
 class NotEnoughSites(WorkspaceError):
     """Fewer verified bundles than --min-sites: nothing is aggregated, rejects are recorded."""
 
-    default_code = "not-enough-sites"
+    default_code = Code.NOT_ENOUGH_SITES
 
     def __init__(self, report: AggregateReport, need: int, hint: str | None = None) -> None:
         have = sum(1 for row in report.rows if row.verdict.startswith("accepted"))
@@ -876,7 +877,7 @@ class NotEnoughSites(WorkspaceError):
         super().__init__(
             f"only {have} of the {need} required bundles verified for round {report.round}; "
             f"missing: {missing}",
-            code="not-enough-sites",
+            code=Code.NOT_ENOUGH_SITES,
             hint=hint or "wait for more bundles (see 'flsilo hub status'), or lower --min-sites",
         )
         self.report = report

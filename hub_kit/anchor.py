@@ -16,6 +16,7 @@ from pathlib import Path
 
 from flsilo.artifact import Verified
 from flsilo.atomic import write_bytes
+from flsilo.codes import Code
 from flsilo.errors import VerificationError
 from flsilo.keys import PrivateKey, PublicKey
 from flsilo.sshsig import LOG_NAMESPACE, check_signature, parse_signature, sign_digest
@@ -44,7 +45,7 @@ def check_log_signature(log_path: Path, raw: bytes, hub_key: PublicKey) -> None:
         raise VerificationError(
             "the event log has no hub signature (events.jsonl.sig is missing)",
             path=log_path,
-            code="log-unsigned",
+            code=Code.LOG_UNSIGNED,
             hint="a log without the hub's signature cannot be trusted; if a hub command was "
             "interrupted right after its commit, see 'If a command was interrupted' in the hub "
             "administrator's guide; otherwise restore both files from backup and run "
@@ -58,7 +59,7 @@ def check_log_signature(log_path: Path, raw: bytes, hub_key: PublicKey) -> None:
             f"the event log is signed by {sig.fingerprint}, not by the hub key "
             f"{hub_key.fingerprint}",
             path=sig_file,
-            code="log-signature",
+            code=Code.LOG_SIGNATURE,
             hint="the log was rewritten by someone without the hub key; restore it from "
             "backup and run 'flsilo audit'",
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from hub_kit.aggregate import AggregateReport, preview, round_policy
 from hub_kit.workspace import HubWorkspace
@@ -37,7 +38,7 @@ def inbox_report(
         raise UsageError(
             "the inbox holds no bundle (*.safetensors)",
             path=inbox or ws.inbox,
-            code="empty-inbox",
+            code=Code.EMPTY_INBOX,
             hint="copy the carried bundles and their .sig files into it",
         )
     rows = report.rows

@@ -6,6 +6,7 @@ import shlex
 import time
 from pathlib import Path
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError, VerificationError
 from flsilo.keys import (
     PassphraseSource,
@@ -38,13 +39,13 @@ def enroll(
     if role not in (ROLE_SITE, ROLE_RELEASE):
         raise UsageError(
             f"role {role!r} is not site or release",
-            code="bad-role",
+            code=Code.BAD_ROLE,
             hint="use --role site (default) or --role release",
         )
     if not ID_PATTERN.match(site) or site == HUB_PRINCIPAL:
         raise UsageError(
             f"site id {site!r} is not valid",
-            code="bad-site-id",
+            code=Code.BAD_SITE_ID,
             hint="use lower-case letters, digits, '-', '.', '_'; 'hub' is reserved",
         )
     key = load_public_key(pubkey)
@@ -52,7 +53,7 @@ def enroll(
         raise VerificationError(  # never print the file's fingerprint: it must not be pasted
             "this key's fingerprint is not the one confirmed with the site",
             path=pubkey,
-            code="fingerprint-mismatch",
+            code=Code.FINGERPRINT_MISMATCH,
             hint="this is not the key the site read to you; do not enrol it, call the site "
             "and have them read the fingerprint of the key they sent",
         )
@@ -80,13 +81,13 @@ def _check_new(ws: HubWorkspace, state: HubState, site: str, key: PublicKey, pub
         raise UsageError(
             "this key is already enrolled",
             path=pubkey,
-            code="already-enrolled",
+            code=Code.ALREADY_ENROLLED,
             hint="a revoked key is never re-enrolled; the site must make a new key",
         )
     if site in state.active_ids():
         raise UsageError(
             f"{site!r} already has an active key",
-            code="already-enrolled",
+            code=Code.ALREADY_ENROLLED,
             hint=f"revoke it first: flsilo hub revoke {shlex.quote(str(ws.root))} {site}",
         )
 
@@ -133,7 +134,7 @@ def _check_revocable(state: HubState, site: str) -> None:
     if site not in state.active_ids():
         raise UsageError(
             f"{site!r} has no active key to revoke",
-            code="not-enrolled",
+            code=Code.NOT_ENROLLED,
             hint="see 'flsilo hub status' for enrolled sites",
         )
 
@@ -153,7 +154,7 @@ def rekey(
         raise VerificationError(
             f"key fingerprint is {key.fingerprint}, but {fingerprint} was confirmed",
             path=pubkey,
-            code="fingerprint-mismatch",
+            code=Code.FINGERPRINT_MISMATCH,
             hint="this is not the key the site read to you; do not enrol it, call the site",
         )
     state = ws.state()
@@ -161,14 +162,14 @@ def rekey(
     if not current:
         raise UsageError(
             f"{site!r} has no active key to replace",
-            code="not-enrolled",
+            code=Code.NOT_ENROLLED,
             hint="enrol it with 'flsilo hub enroll' instead",
         )
     if any(e.key.blob == key.blob for e in state.enrolments):
         raise UsageError(
             "this key is already enrolled",
             path=pubkey,
-            code="already-enrolled",
+            code=Code.ALREADY_ENROLLED,
             hint="a rotated-out or revoked key is never enrolled again; make a new key",
         )
     hub_key = load_private_key(ws.key_path, passphrase)
@@ -176,7 +177,7 @@ def rekey(
         if tx.state.log_head != state.log_head:
             raise UsageError(
                 "the hub's log changed while the passphrase was asked",
-                code="log-changed",
+                code=Code.LOG_CHANGED,
                 hint="run the command again",
             )
         cut = end_of_validity(ws, site)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flsilo.atomic import write_bytes
+from flsilo.codes import Code
 from flsilo.errors import VerificationError
 from flsilo.manifest import now_utc
 from flsilo.tensorfile import strict_json
@@ -88,7 +89,7 @@ class EventLog:
         return VerificationError(
             f"event log line {line}: {why}",
             path=self.path,
-            code="log-broken",
+            code=Code.LOG_BROKEN,
             hint="the log was edited outside flsilo; restore it from backup and run 'flsilo audit'",
         )
 

@@ -35,6 +35,7 @@ from flsilo.artifact import (
     verify_stream,
 )
 from flsilo.atomic import atomic_writer, write_bytes, write_text
+from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, PolicyError, VerificationError
 from flsilo.federation import FederationConfig
 from flsilo.tensorfile import FLOAT_DTYPES, MAX_HEADER_BYTES, Header
@@ -158,46 +159,46 @@ def check_policy(
     assert b is not None
     path = verified.path
 
-    def refuse(code: str, message: str, hint: str) -> PolicyError:
+    def refuse(code: Code, message: str, hint: str) -> PolicyError:
         return PolicyError(message, path=path, code=code, hint=hint)
 
     if m.federation != config.federation:
         raise refuse(
-            "wrong-federation",
+            Code.WRONG_FEDERATION,
             f"bundle is for federation {m.federation!r}, this hub runs {config.federation!r}",
             "it was carried to the wrong hub",
         )
     age = state.round - m.round
     if age < 0:
         raise refuse(
-            "future-round",
+            Code.FUTURE_ROUND,
             f"bundle claims round {m.round}, the hub is at round {state.round}",
             "no package for that round was ever issued; treat the file as forged",
         )
     if age > config.hub.max_staleness:
         raise refuse(
-            "stale",
+            Code.STALE,
             f"late bundle: trained on round {m.round}'s package, the hub is at round {state.round}",
             "send the site the current package and ask it to train again"
             + ("" if config.hub.max_staleness else " (or declare a staleness policy at hub init)"),
         )
     if b.base_package_sha256 != state.packages.get(m.round):
         raise refuse(
-            "wrong-base",
+            Code.WRONG_BASE,
             f"bundle was trained on package {b.base_package_sha256[:12]}…, not on the one this "
             f"hub issued for round {m.round}",
             "the site trained on a package that did not come from this hub",
         )
     if m.model != package_model:
         raise refuse(
-            "wrong-model",
+            Code.WRONG_MODEL,
             "bundle's model description differs from the package's",
             "the site used another model or class list",
         )
     check_tensor_set(verified, package_header, package_model, package_plan, refuse)
     if not 0 < b.num_samples <= config.hub.max_samples:
         raise refuse(
-            "sample-count",
+            Code.SAMPLE_COUNT,
             f"bundle claims {b.num_samples} samples; the cap is {config.hub.max_samples}",
             "raise max_samples in federation.toml if the site really has that much data",
         )
@@ -210,7 +211,7 @@ def check_tensor_set(
     package_header: Header,
     package_model: mf.ModelInfo,
     plan: mf.Plan,
-    refuse: Callable[[str, str, str], PolicyError],
+    refuse: Callable[[Code, str, str], PolicyError],
 ) -> None:
     """The bundle holds exactly the tensors the round's plan asks for (whole, partial, statistics).
 
@@ -226,7 +227,7 @@ def check_tensor_set(
         )
         if problem:
             raise refuse(
-                "wrong-fisher",
+                Code.WRONG_FISHER,
                 f"bundle's Fisher tensors do not fit this round's plan: {problem}",
                 "the round merges by Fisher: the site must train with a flsilo that ships "
                 "fisher.NAME tensors (and no others)",
@@ -239,7 +240,7 @@ def check_tensor_set(
             ROUND_TRAIN: "the package's trainable tensors" if plan.freeze else "the package's",
         }[plan.kind]
         raise refuse(
-            "wrong-tensors",
+            Code.WRONG_TENSORS,
             f"bundle's tensor names, dtypes, shapes or layout differ from {what}",
             "the site trained a different model or followed another plan; it cannot be combined",
         )
@@ -248,7 +249,7 @@ def check_tensor_set(
 
 
 def check_statistics(
-    verified: Verified, plan: mf.Plan, refuse: Callable[[str, str, str], PolicyError]
+    verified: Verified, plan: mf.Plan, refuse: Callable[[Code, str, str], PolicyError]
 ) -> None:
     """Class counts are whole, sum to num_samples, and respect the plan's minimum cell size."""
     info = next(t for t in verified.scan.header.tensors if t.name == STAT_CLASS_COUNTS)
@@ -259,14 +260,14 @@ def check_statistics(
     assert b is not None
     if np.any(counts < 0) or np.any(counts != np.round(counts)) or counts.sum() != b.num_samples:
         raise refuse(
-            "bad-statistics",
+            Code.BAD_STATISTICS,
             f"class counts do not add up to the {b.num_samples} samples the bundle claims",
             "the bundle was not made by 'flsilo train'; ask the site to run it again",
         )
     small = [int(c) for c in counts if 0 < c < plan.min_cell_size]
     if small:
         raise refuse(
-            "cell-too-small",
+            Code.CELL_TOO_SMALL,
             f"bundle reveals a class with {min(small)} samples; the plan's minimum is "
             f"{plan.min_cell_size}",
             "the site should have refused this round; discard the bundle",
@@ -456,13 +457,13 @@ def _finish(reader: ArtifactReader) -> str:
 
 
 def _size_error(err: FlsiloError, low: int, high: int) -> FlsiloError:
-    if err.code not in ("too-large", "too-small"):
+    if err.code not in (Code.TOO_LARGE, Code.TOO_SMALL):
         return err
     return MalformedInputError(
         f"{err.message.split(',')[0]}: a bundle for this round is {low} to {high} bytes; "
         "it was not read",
         path=err.path,
-        code="implausible-size",
+        code=Code.IMPLAUSIBLE_SIZE,
         hint="this is not a bundle trained on the current package; do not carry it",
     )
 
@@ -474,7 +475,7 @@ def check_revocation(verified: Verified, state: HubState) -> None:
         raise VerificationError(
             f"key of {enrolment.site!r} was revoked at {enrolment.revoked_at}",
             path=verified.path,
-            code="key-revoked",
+            code=Code.KEY_REVOKED,
             hint="files signed with a revoked key are refused; the site needs a new enrolment",
         )
 
@@ -508,7 +509,7 @@ def _resolve_duplicates(result: IntakeResult) -> IntakeResult:
             error = PolicyError(
                 f"site {site!r} sent {len(shas)} different bundles for this round ({names})",
                 path=c.inbox_path,
-                code="conflicting-duplicate",
+                code=Code.CONFLICTING_DUPLICATE,
                 hint="ask the site which one is real; remove the others from the inbox and rerun",
             )
             copy = c.staged
@@ -533,7 +534,7 @@ def _damaged_signature(rejection: Rejection, accepted: dict[str, Candidate]) -> 
         f"signature file damaged ({rejection.error.code}: {rejection.error.message}); the same "
         f"bundle was accepted from {twin.inbox_path.name}",
         path=rejection.inbox_path,
-        code="signature-damaged",
+        code=Code.SIGNATURE_DAMAGED,
         hint="nothing to do for this round; remove the copy with the damaged .sig from the inbox",
     )
     return replace(rejection, error=error)

@@ -12,6 +12,7 @@ from flsilo import oms
 from flsilo import wheelhouse as wh
 from flsilo.artifact import sig_path
 from flsilo.atomic import atomic_directory, copy_file, write_text
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from hub_kit.privacy import privacy_note
 from hub_kit.workspace import HubWorkspace
@@ -47,14 +48,14 @@ def make_kit(ws: HubWorkspace, site: str, out: Path, *, wheelhouse: Path | None 
     if site not in state.active_sites():
         raise UsageError(
             f"site {site!r} is not enrolled",
-            code="not-enrolled",
+            code=Code.NOT_ENROLLED,
             hint=f"enrol it first: flsilo hub enroll {shlex.quote(str(ws.root))} {site} SITE.pub --fingerprint ...",
         )
     if out.exists() and any(out.iterdir()):
         raise UsageError(
             "kit folder exists and is not empty",
             path=out,
-            code="exists",
+            code=Code.EXISTS,
             hint="choose a new or empty folder",
         )
     package = ws.current_package(state)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flsilo.artifact import Verified
+from flsilo.codes import Code
 from flsilo.errors import PolicyError, UsageError
 from flsilo.federation import FederationConfig
 from flsilo.manifest import BundleInfo
@@ -45,7 +46,7 @@ def check_config(config: FederationConfig) -> None:
     if leaky:
         raise UsageError(
             f"a DP federation cannot run {leaky[0]}: they would leave the privacy guarantee",
-            code="dp-plan",
+            code=Code.DP_PLAN,
             hint="drop the DP options or that setting; only noisy DP-SGD rounds are allowed",
         )
 
@@ -64,7 +65,7 @@ def refuse_batchnorm(modules: Iterable[Any], spec: str) -> None:
         if "BatchNorm" in type(module).__name__:
             raise UsageError(
                 f"model {spec!r} has {type(module).__name__}, which DP-SGD cannot privatise",
-                code="dp-batchnorm",
+                code=Code.DP_BATCHNORM,
                 hint="use a BatchNorm-free model: the built-ins are (resnet uses GroupNorm); "
                 "replace BatchNorm by nn.GroupNorm in a plug-in",
             )
@@ -77,12 +78,12 @@ def check_bundle(verified: Verified, config: FederationConfig) -> None:
     expected = dp_plan(config)
     declared = dp_of(b.plan)
 
-    def refuse(code: str, message: str, hint: str) -> PolicyError:
+    def refuse(code: Code, message: str, hint: str) -> PolicyError:
         return PolicyError(message, path=verified.path, code=code, hint=hint)
 
     if declared != expected:
         raise refuse(
-            "dp-mechanism",
+            Code.DP_MECHANISM,
             f"bundle declares DP mechanism {describe(declared)}; the package's plan is "
             f"{describe(expected)}",
             "the site trained with another privacy setting; ask it to train on the hub's package",
@@ -91,14 +92,14 @@ def check_bundle(verified: Verified, config: FederationConfig) -> None:
         return
     if b.dp.accountant != expected.accountant or b.dp.delta != expected.delta:
         raise refuse(
-            "dp-mechanism",
+            Code.DP_MECHANISM,
             f"bundle accounts with {b.dp.accountant} at delta {b.dp.delta:g}; the plan says "
             f"{expected.accountant} at delta {expected.delta:g}",
             "the site's flsilo differs from the hub's; install the same version",
         )
     if expected.noise_multiplier > 0 and b.dp.noise_multiplier != expected.noise_multiplier:
         raise refuse(
-            "dp-mechanism",
+            Code.DP_MECHANISM,
             f"bundle used noise multiplier {b.dp.noise_multiplier:g}, the plan says "
             f"{expected.noise_multiplier:g}",
             "the site trained with another privacy setting; ask it to train on the hub's package",
@@ -106,13 +107,13 @@ def check_bundle(verified: Verified, config: FederationConfig) -> None:
     problem = accounting_problem(b)
     if problem:
         raise refuse(
-            "dp-mechanism",
+            Code.DP_MECHANISM,
             f"bundle's privacy accounting does not fit its plan and sample count: {problem}",
             "the site under-reported its spending; do not use this bundle",
         )
     if b.dp.epsilon_total > expected.budget + BUDGET_SLACK:
         raise refuse(
-            "dp-budget-exceeded",
+            Code.DP_BUDGET_EXCEEDED,
             f"site {b.site} reports a total epsilon of {b.dp.epsilon_total:.3f}, past the "
             f"federation's budget of {expected.budget:g}",
             "the site should have refused this round; do not use this bundle",

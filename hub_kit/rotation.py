@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flsilo import oms
 from flsilo.artifact import scan_file, sig_path
 from flsilo.atomic import write_bytes, write_text
+from flsilo.codes import Code
 from flsilo.errors import UsageError, VerificationError
 from flsilo.keys import PassphraseSource, load_private_key, public_of
 from flsilo.rotation import make_rotation
@@ -34,7 +35,7 @@ def rotate_key(
             raise UsageError(
                 "the new hub key is the current one",
                 path=new_key_path,
-                code="same-key",
+                code=Code.SAME_KEY,
                 hint="make a new key with 'flsilo keys new' first",
             )
         rotation = make_rotation(old, new, ws.config.federation, len(state.rotations) + 1)
@@ -44,7 +45,7 @@ def rotate_key(
             raise VerificationError(
                 "the current package no longer matches the event log",
                 path=package,
-                code="package-changed",
+                code=Code.PACKAGE_CHANGED,
                 hint="restore packages/ from backup, then run 'flsilo audit'",
             )
         digest = scan.digests["sha256"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import SERVER_OPTIMIZERS, HubPolicy
 
@@ -139,14 +140,14 @@ def make_server_optimizer(
     if name not in NAMES:
         raise UsageError(
             f"server optimizer {name!r} is not known",
-            code="bad-server-optimizer",
+            code=Code.BAD_SERVER_OPTIMIZER,
             hint=f"use one of {', '.join(NAMES)}",
         )
     base = ServerOptimizer()
     if betas is not None and len(betas) != 2:
         raise UsageError(
             f"server betas {betas!r} must be two values B1,B2",
-            code="bad-server-optimizer",
+            code=Code.BAD_SERVER_OPTIMIZER,
             hint="e.g. --server-betas 0.9,0.99",
         )
     opt = ServerOptimizer(
@@ -167,7 +168,7 @@ def make_server_optimizer(
     if not ok or not all(np.isfinite(list(opt.params().values()) or [0.0])):
         raise UsageError(
             f"server optimizer settings out of range: {opt.text()}",
-            code="bad-server-optimizer",
+            code=Code.BAD_SERVER_OPTIMIZER,
             hint="need --server-lr > 0, 0 <= momentum and betas < 1, --server-tau > 0",
         )
     return opt

@@ -23,6 +23,7 @@ import numpy as np
 
 from flsilo.artifact import sha256_file
 from flsilo.atomic import atomic_writer
+from flsilo.codes import Code
 from flsilo.errors import FlsiloError, VerificationError
 from flsilo.tensorfile import (
     FLOAT_DTYPES,
@@ -59,7 +60,7 @@ def _bad_state(path: Path | str, why: str) -> VerificationError:
     return VerificationError(
         f"server optimizer state is not usable: {why}",
         path=path,
-        code="bad-server-state",
+        code=Code.BAD_SERVER_STATE,
         hint="restore state/ from backup (its sha256 is in the package provenance), "
         "then run 'flsilo audit'",
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 from flsilo import federation as fed
 from flsilo import manifest as mf
 from flsilo.atomic import atomic_directory, write_text
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
@@ -50,7 +51,7 @@ def initial_weights(
             raise UsageError(
                 f"cannot read initial weights ({exc})",
                 path=init_weights,
-                code="init-weights",
+                code=Code.INIT_WEIGHTS,
                 hint="give a plain .safetensors file holding the model's state dict",
             ) from exc
         load_weights(model, tensors, str(init_weights))
@@ -69,12 +70,14 @@ def check_heads_plan(config: FederationConfig, raw: dict, head: tuple[str, ...])
     if bad_globs:
         raise UsageError(
             f"--freeze pattern {bad_globs[0]!r} matches no tensor of model {config.model!r}",
-            code="bad-freeze",
+            code=Code.BAD_FREEZE,
             hint="patterns are shell globs over state-dict names; 'flsilo inspect' lists them",
         )
     if frozen_names(raw, freeze) == set(raw):
         raise UsageError(
-            "--freeze leaves no tensor to train", code="bad-freeze", hint="freeze the backbone only"
+            "--freeze leaves no tensor to train",
+            code=Code.BAD_FREEZE,
+            hint="freeze the backbone only",
         )
     if not config.schedule.kind.startswith(CLOSED_FORM):
         return
@@ -83,7 +86,7 @@ def check_heads_plan(config: FederationConfig, raw: dict, head: tuple[str, ...])
         raise UsageError(
             f"model {config.model!r} has no linear head with weight and bias for a closed-form "
             "schedule",
-            code="no-head",
+            code=Code.NO_HEAD,
             hint="end the model with nn.Linear(d, classes, bias=True), or set model.flsilo_head",
         )
 
@@ -100,7 +103,7 @@ def hub_init(
         raise UsageError(
             "hub directory already exists and is not empty",
             path=root,
-            code="exists",
+            code=Code.EXISTS,
             hint="choose a new directory; an existing federation is never re-initialised",
         )
     parse_strategy(config.hub.strategy)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 
 
@@ -20,13 +21,13 @@ def check_share_cap(
     if not 0 < cap <= 1:
         raise UsageError(
             f"{source} {cap:g} is not a fraction in (0, 1]",
-            code="bad-weight-share",
+            code=Code.BAD_WEIGHT_SHARE,
             hint="e.g. --max-weight-share 0.4 keeps any one site at or below 40%",
         )
     if sites is not None and cap * sites < 1 - 1e-12:
         raise UsageError(
             f"{source} {cap:g} is below 1/{sites}: {sites} sites cannot all stay under it",
-            code="bad-weight-share",
+            code=Code.BAD_WEIGHT_SHARE,
             hint=f"use at least {1 / sites:.4g} for {sites} sites, or wait for more sites",
         )
 

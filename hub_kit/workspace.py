@@ -22,6 +22,7 @@ from typing import Any
 
 from flsilo import federation as fed
 from flsilo.atomic import WorkspaceLock, write_text
+from flsilo.codes import Code
 from flsilo.errors import UsageError, VerificationError, WorkspaceError
 from flsilo.federation import read_toml
 from flsilo.keys import PrivateKey, PublicKey, parse_public_line, public_of
@@ -259,7 +260,7 @@ class HubWorkspace:
             raise WorkspaceError(
                 "not a hub workspace",
                 path=root,
-                code="not-a-workspace",
+                code=Code.NOT_A_WORKSPACE,
                 hint="create one with 'flsilo hub init', or check the path",
             )
         return cls(root)
@@ -276,7 +277,7 @@ class HubWorkspace:
             raise WorkspaceError(
                 "event log is missing or does not start with init",
                 path=self.log.path,
-                code="log-missing",
+                code=Code.LOG_MISSING,
                 hint="restore events.jsonl from backup",
             )
         state = fold(events)
@@ -310,7 +311,7 @@ class HubWorkspace:
             raise UsageError(
                 "this is not the hub's key: the log is signed only with the key in hub.toml",
                 path=self.key_path,
-                code="wrong-hub-key",
+                code=Code.WRONG_HUB_KEY,
                 hint="check the key path in hub.toml",
             )
         raw, added = self.log.append(entries, base=(raw, events))
@@ -357,7 +358,7 @@ class HubWorkspace:
             raise VerificationError(
                 "allowed_signers differs from the enrolments in the event log",
                 path=self.signers_path,
-                code="signers-edited",
+                code=Code.SIGNERS_EDITED,
                 hint="use 'flsilo hub enroll/revoke' to change trust; restore the file by "
                 "deleting it (it is regenerated from the log)",
             )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
@@ -22,12 +23,12 @@ def digits_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UsageError(
             "the demo data set ships with scikit-learn, which is not installed",
-            code="demo-data",
+            code=Code.DEMO_DATA,
             hint="pip install 'flsilo[demo]' (or scikit-learn)",
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
     if not path.exists():
-        raise UsageError(f"scikit-learn has no digits data at {path}", code="demo-data")
+        raise UsageError(f"scikit-learn has no digits data at {path}", code=Code.DEMO_DATA)
     return path
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from flsilo.artifact import sig_path, verify_file
 from flsilo.atomic import copy_file
+from flsilo.codes import Code
 from flsilo.federation import DataSpec, FederationConfig, HubPolicy
 from flsilo.keys import generate_key, load_public_key, write_new_key
 from flsilo.plan import Plan, parse_schedule
@@ -81,7 +82,7 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
         raise UsageError(
             "demo folder exists and is not empty",
             path=out,
-            code="exists",
+            code=Code.EXISTS,
             hint="remove it or pass --out NEW_DIR",
         )
     s = settings

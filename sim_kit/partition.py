@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 
 
@@ -56,7 +57,7 @@ def partition(y: np.ndarray, sites: int, scheme: str, seed: int) -> list[np.ndar
         ]
     raise UsageError(
         f"partition {scheme!r} is not known",
-        code="bad-partition",
+        code=Code.BAD_PARTITION,
         hint="use iid, dirichlet:ALPHA (e.g. dirichlet:0.5) or shards:K (e.g. shards:2)",
     )
 

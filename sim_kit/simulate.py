@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import DataSpec, HubPolicy
 from flsilo.models.registry import build_model
@@ -351,7 +352,7 @@ def sweep(
     if problem is not None:
         raise UsageError(
             f"simulation settings are not valid: {problem}",
-            code="bad-config",
+            code=Code.BAD_CONFIG,
             hint="fix the option of the same name",
         )
     runs = []

@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save
 
 from flsilo.atomic import atomic_writer
+from flsilo.codes import Code
 from flsilo.errors import WorkspaceError
 
 
@@ -110,6 +111,6 @@ class Checkpoint:
             raise WorkspaceError(
                 f"the training checkpoint of this round cannot be restored ({exc})",
                 path=self.tensors_path,
-                code="checkpoint-damaged",
+                code=Code.CHECKPOINT_DAMAGED,
                 hint=f"delete the folder {self.directory} to start this round's training over",
             ) from exc

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from flsilo import manifest as mf
+from flsilo.codes import Code
 from flsilo.errors import PolicyError
 
 
@@ -27,7 +28,7 @@ def check_fresh(
         f"package for round {manifest.round} expired at {expires} (this machine's clock says "
         f"{mf.epoch_to_iso(moment)})",
         path=package,
-        code="package-expired",
+        code=Code.PACKAGE_EXPIRED,
         hint="ask the hub for the current package; if this one is right and the clock or the "
         "trip was slow, rerun with --accept-expired (recorded in the bundle)",
     )

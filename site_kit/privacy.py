@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flsilo.atomic import write_bytes, write_text
+from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, PolicyError, UsageError
 from flsilo.manifest import DPReport, SchemaError, from_jsonable, to_jsonable
 from flsilo.plan import DPPlan, Plan, dp_of
@@ -56,7 +57,7 @@ def _opacus() -> Any:
     except ImportError as exc:
         raise UsageError(
             "this federation trains with differential privacy, which needs Opacus",
-            code="dp-needs-opacus",
+            code=Code.DP_NEEDS_OPACUS,
             hint="install it beside flsilo: pip install 'flsilo[dp]' (offline: from the wheelhouse)",
         ) from exc
     return opacus
@@ -155,14 +156,14 @@ class Ledger:
             raise MalformedInputError(
                 f"the privacy ledger cannot be read ({exc})",
                 path=path,
-                code="bad-privacy-ledger",
+                code=Code.BAD_PRIVACY_LEDGER,
                 hint="restore it from backup: without it this site cannot know its spent budget",
             ) from exc
         if parsed.format != LEDGER_FORMAT or parsed.version != LEDGER_VERSION:
             raise MalformedInputError(
                 f"not a version {LEDGER_VERSION} privacy ledger",
                 path=path,
-                code="bad-privacy-ledger",
+                code=Code.BAD_PRIVACY_LEDGER,
                 hint="restore it from backup, or use the flsilo version that wrote it",
             )
         return cls(path, parsed.entries)
@@ -245,7 +246,7 @@ def prepare_round(
             f"the federation's budget of {dp.budget:g} (spent {ledger.spent():.3f} over "
             f"{rounds} round{'s' * (rounds != 1)}; this round alone costs {entry.epsilon_round:.3f})",
             path=ledger.path,
-            code="dp-budget-exceeded",
+            code=Code.DP_BUDGET_EXCEEDED,
             hint="this site has spent its privacy budget: do not train; tell the hub, "
             "which can aggregate the other sites without it",
         )
@@ -280,7 +281,7 @@ class PrivateTraining:
         if problems:
             raise UsageError(
                 f"the model cannot be trained with DP-SGD: {problems[0]}",
-                code="dp-model",
+                code=Code.DP_MODEL,
                 hint="use a BatchNorm-free model (GroupNorm instead of BatchNorm)",
             )
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -331,13 +332,13 @@ def start_private(
     if run is None:
         raise UsageError(
             "the plan asks for DP-SGD but no privacy round was prepared",
-            code="dp-plan",
+            code=Code.DP_PLAN,
             hint="train through 'flsilo train' or 'flsilo simulate', which keep the ledger",
         )
     if world > 1:
         raise UsageError(
             "DP-SGD runs on one process per site; distributed (torchrun) training is not supported",
-            code="dp-distributed",
+            code=Code.DP_DISTRIBUTED,
             hint="run 'flsilo train' without torchrun (one GPU or the CPU)",
         )
     return PrivateTraining(model, optimizer, plan, run, n, device)

@@ -16,6 +16,7 @@ import torch
 from flsilo import manifest as mf
 from flsilo.artifact import Verified, write_artifact
 from flsilo.atomic import WorkspaceLock, remove_stale_temps
+from flsilo.codes import Code
 from flsilo.errors import PolicyError, UsageError
 from flsilo.federation import DataSpec
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
@@ -75,7 +76,7 @@ def verified_model(verified: Verified, data: bytes) -> torch.nn.Module:
             f"the local code of model {info.spec!r} differs from the hub's "
             f"(digest {local[:12]}… here, {info.code_digest[:12]}… in the package)",
             path=verified.path,
-            code="model-code-mismatch",
+            code=Code.MODEL_CODE_MISMATCH,
             hint="install the flsilo (or plug-in) version the hub uses, then rerun",
         )
     model = build_model(info.spec, info.input_shape, len(info.classes))
@@ -351,7 +352,7 @@ def open_package(ws: SiteWorkspace, package: Path, *, accept_expired: bool = Fal
         raise PolicyError(
             f"round {m.round} is the federation's final package: there is nothing to train",
             path=package,
-            code="final-package",
+            code=Code.FINAL_PACKAGE,
             hint="evaluate it with 'flsilo evaluate' or deploy it",
         )
     expired_override = check_fresh(m, package, accept_expired=accept_expired)
@@ -360,7 +361,7 @@ def open_package(ws: SiteWorkspace, package: Path, *, accept_expired: bool = Fal
         raise UsageError(
             f"this site already trained on round {m.round}",
             path=bundle_path,
-            code="already-trained",
+            code=Code.ALREADY_TRAINED,
             hint="carry that bundle and its .sig to the hub; bundles are never overwritten",
         )
     model = verified_model(verified, buffer.getvalue())

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flsilo.codes import Code
 from flsilo.errors import PolicyError
 from flsilo.manifest import Plan
 from flsilo.models.registry import head_features
@@ -67,7 +68,7 @@ def check_cell_size(counts: np.ndarray, plan: Plan, classes: tuple[str, ...], so
             f"this site holds {count} samples of class {name!r}; the plan's minimum cell size "
             f"is {plan.min_cell_size}, so its statistics would reveal too little a group",
             path=source,
-            code="cell-too-small",
+            code=Code.CELL_TOO_SMALL,
             hint="do not send a bundle for this round (tell the hub), or add data for that class",
         )
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.manifest import Plan
 from flsilo.tensorsets import frozen_names
@@ -84,7 +85,7 @@ def pick_device(requested: str, dist: DistContext) -> torch.device:
         if not torch.cuda.is_available():
             raise UsageError(
                 "--device cuda was asked for but no CUDA GPU is available",
-                code="no-gpu",
+                code=Code.NO_GPU,
                 hint="use --device cpu or auto",
             )
         return torch.device(

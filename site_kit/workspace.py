@@ -11,6 +11,7 @@ from typing import Any
 from flsilo import federation as fed
 from flsilo.artifact import Verified, scan_file, sig_path, verify_file
 from flsilo.atomic import atomic_writer, copy_file, write_text
+from flsilo.codes import Code
 from flsilo.errors import (
     MalformedInputError,
     PolicyError,
@@ -107,7 +108,7 @@ class SiteWorkspace:
             raise UsageError(
                 "this folder is already a site workspace",
                 path=root,
-                code="exists",
+                code=Code.EXISTS,
                 hint="use it as it is, or choose an empty folder",
             )
         kit_info = read_toml(kit / KIT_FILE, "site kit (made by 'flsilo hub kit')")
@@ -115,7 +116,7 @@ class SiteWorkspace:
             raise UsageError(
                 f"this kit was made for site {kit_info.get('site_id')!r}, not {site_id!r}",
                 path=kit,
-                code="kit-site",
+                code=Code.KIT_SITE,
                 hint="ask the hub for the kit made for your site id",
             )
         if not ID_PATTERN.match(site_id):
@@ -166,7 +167,7 @@ class SiteWorkspace:
             raise WorkspaceError(
                 "hub.pub in the workspace no longer matches the fingerprint recorded at init",
                 path=self.root / "hub.pub",
-                code="hub-key-changed",
+                code=Code.HUB_KEY_CHANGED,
                 hint="someone replaced the hub key; restore it from the kit and investigate",
             )
         return hub
@@ -191,7 +192,7 @@ class SiteWorkspace:
             raise WorkspaceError(
                 f"{STATE_FILE} is damaged ({exc})",
                 path=path,
-                code="state",
+                code=Code.STATE,
                 hint="it records the last round trained; restore it from backup",
             ) from exc
         return data
@@ -216,7 +217,7 @@ class SiteWorkspace:
                 package, self.trust(trusted), expected_kind=KIND_PACKAGE, copy_to=copy_to
             )
         except VerificationError as err:
-            info = scan_file(package).manifest.package if err.code == "unknown-signer" else None
+            info = scan_file(package).manifest.package if err.code == Code.UNKNOWN_SIGNER else None
             if info is None or not info.key_chain:
                 raise _foreign_hub(err, package, trusted) from err
             key = follow_chain(trusted, info.key_chain, self.config.federation, source=str(package))
@@ -234,7 +235,7 @@ class SiteWorkspace:
                 f"package is for federation {m.federation!r}, this site is in "
                 f"{self.config.federation!r}",
                 path=package,
-                code="wrong-federation",
+                code=Code.WRONG_FEDERATION,
                 hint="use the package your own hub sent",
             )
         state = self.state()
@@ -243,7 +244,7 @@ class SiteWorkspace:
                 f"package is for round {m.round}, but this site already trained on round "
                 f"{state['last_round']}",
                 path=package,
-                code="rollback",
+                code=Code.ROLLBACK,
                 hint="an old package was sent back (replay or mix-up); ask the hub for the "
                 "current one",
             )
@@ -252,7 +253,7 @@ class SiteWorkspace:
             raise PolicyError(
                 f"a different package for round {m.round} was already trained on here",
                 path=package,
-                code="forked-round",
+                code=Code.FORKED_ROUND,
                 hint="two signed packages claim the same round; stop and call the hub",
             )
         if key.blob != trusted.blob:
@@ -275,14 +276,14 @@ def _check_kit_keys(
         raise MalformedInputError(
             "hub.pub or the site key does not match what kit.toml records",
             path=kit / "hub.pub",
-            code="kit-tampered",
+            code=Code.KIT_TAMPERED,
             hint="the kit was altered; get a fresh one and confirm the hub fingerprint by phone",
         )
     if not fingerprint_matches(hub_fingerprint, hub_pub.fingerprint):
         raise VerificationError(  # never print the kit's fingerprint: it must not be pasted
             "the kit's hub key is not the key whose fingerprint you confirmed",
             path=kit / "hub.pub",
-            code="hub-fingerprint-mismatch",
+            code=Code.HUB_FINGERPRINT_MISMATCH,
             hint="do not use this kit; call the hub administrator and compare the fingerprint "
             "again, character by character",
         )
@@ -296,7 +297,7 @@ def _wrong_site_key(key: Path) -> VerificationError:
     return VerificationError(
         "this site key is not the key the hub enrolled for this kit's site",
         path=key,
-        code="site-key-mismatch",
+        code=Code.SITE_KEY_MISMATCH,
         hint="give --key the private key whose .pub you sent to the hub; a new key must be "
         "enrolled at the hub first",
     )
@@ -304,7 +305,7 @@ def _wrong_site_key(key: Path) -> VerificationError:
 
 def _foreign_hub(err: VerificationError, package: Path, trusted: PublicKey) -> VerificationError:
     """The site-side words for a package signed by a key that is not this site's hub."""
-    if err.code != "unknown-signer":
+    if err.code != Code.UNKNOWN_SIGNER:
         return err
     return VerificationError(
         err.message,

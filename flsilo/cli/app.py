@@ -30,7 +30,7 @@ from flsilo.cli import (
 )
 from flsilo.cli.common import STATE, emit_json, print_error
 from flsilo.cpu import configure_threads
-from flsilo.errors import ExitCode, FlsiloError, UsageError
+from flsilo.errors import Code, ExitCode, FlsiloError, UsageError, trace_code
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as _click
@@ -140,7 +140,7 @@ def interrupted(exc: BaseException, argv: list[str]) -> int:
             False,
             {
                 "error": {
-                    "code": "interrupted",
+                    "code": Code.INTERRUPTED.value,
                     "exit_code": status,
                     "message": message,
                     "path": None,
@@ -148,7 +148,8 @@ def interrupted(exc: BaseException, argv: list[str]) -> int:
                 }
             },
         )
-    sys.stderr.write(f"flsilo: error[interrupted]: {message} (hint: {hint})\n")
+    trace_code(Code.INTERRUPTED)
+    sys.stderr.write(f"flsilo: error[{Code.INTERRUPTED}]: {message} (hint: {hint})\n")
     sys.stderr.flush()
     return status
 
@@ -174,8 +175,9 @@ def run(argv: list[str] | None = None) -> int:
         STATE.json = "--json" in args  # parsing stopped before the command saw its --json
         return usage_error(exc)
     except _click.Abort:  # end of input at a prompt
-        sys.stderr.write("flsilo: error[aborted]: no input (hint: run it again at a terminal)\n")
-        return int(ExitCode.ERROR)
+        trace_code(Code.ABORTED)
+        sys.stderr.write(f"flsilo: error[{Code.ABORTED}]: no input (hint: {Code.ABORTED.hint})\n")
+        return int(Code.ABORTED.exit)
     except FlsiloError as err:
         if STATE.verbose:
             traceback.print_exc()
@@ -187,11 +189,11 @@ def run(argv: list[str] | None = None) -> int:
         if STATE.verbose:
             traceback.print_exc()
         where = f"{exc.filename}: " if exc.filename else ""
+        trace_code(Code.OS)
         sys.stderr.write(
-            f"flsilo: error[os]: {where}{exc.strerror or exc} "
-            "(hint: check the path, free disk space and permissions)\n"
+            f"flsilo: error[{Code.OS}]: {where}{exc.strerror or exc} (hint: {Code.OS.hint})\n"
         )
-        return int(ExitCode.ERROR)
+        return int(Code.OS.exit)
     except Exception as exc:  # a bug: one line, and the traceback on request
         if STATE.verbose:
             traceback.print_exc()

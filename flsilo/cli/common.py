@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from flsilo.codes import Code
 from flsilo.errors import ExitCode, FlsiloError, KeyFileError, UsageError
 from flsilo.keys import PassphraseSource
 
@@ -100,7 +101,7 @@ def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:
         raise KeyFileError(
             "key is encrypted and no passphrase was given",
             path=key_path,
-            code="key-passphrase",
+            code=Code.KEY_PASSPHRASE,
             hint="set FLSILO_PASSPHRASE or pass --passphrase-file FILE",
         )
 
@@ -112,7 +113,7 @@ def read_passphrase_file(path: Path) -> bytes:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(
-            f"cannot read passphrase file ({exc.strerror})", path=path, code="passphrase-file"
+            f"cannot read passphrase file ({exc.strerror})", path=path, code=Code.PASSPHRASE_FILE
         ) from exc
     return data.rstrip(b"\r\n")
 
@@ -137,7 +138,7 @@ def new_passphrase(no_passphrase: bool, passphrase_file: Path | None) -> bytes |
             return first.encode("utf-8")
     raise UsageError(
         "a new key needs a passphrase",
-        code="passphrase-required",
+        code=Code.PASSPHRASE_REQUIRED,
         hint="set FLSILO_PASSPHRASE, pass --passphrase-file FILE, or --no-passphrase for a "
         "throw-away key",
     )

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, set_json, stdout
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _plot(rounds: list[RoundHistory], png: Path) -> None:
     except ImportError as exc:
         raise UsageError(
             "--png needs matplotlib",
-            code="plot-extra",
+            code=Code.PLOT_EXTRA,
             hint="install the plot extra: pip install 'flsilo[plot]'",
         ) from exc
     from flsilo.atomic import atomic_writer

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from flsilo.cli.common import emit_json, info, new_passphrase, set_json, stdout
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.keys import TYPE_NAMES, generate_key, load_public_key, write_new_key
 
@@ -46,7 +47,7 @@ def keys_new(
     if key_type not in TYPE_NAMES:
         raise UsageError(
             f"unknown key type {key_type!r}",
-            code="key-type",
+            code=Code.BAD_KEY_TYPE,
             hint="use --type ed25519 (default) or --type ecdsa-p256",
         )
     passphrase = new_passphrase(no_passphrase, passphrase_file)

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import SERVER_OPTIMIZERS, HubPolicy
 from flsilo.plan import MERGES, Plan
@@ -173,7 +174,7 @@ def parse_merge(text: str) -> str:
     if text not in MERGES:
         raise UsageError(
             f"--merge {text!r} is not known",
-            code="bad-merge",
+            code=Code.BAD_MERGE,
             hint=f"use one of {', '.join(MERGES)}",
         )
     return text
@@ -183,7 +184,7 @@ def parse_server_optimizer(text: str) -> str:
     if text not in SERVER_OPTIMIZERS:
         raise UsageError(
             f"--server-optimizer {text!r} is not known",
-            code="bad-server-optimizer",
+            code=Code.BAD_SERVER_OPTIMIZER,
             hint=f"use one of {', '.join(SERVER_OPTIMIZERS)}",
         )
     return text
@@ -198,7 +199,7 @@ def parse_betas(text: str | None) -> tuple[float, ...] | None:
     except ValueError as exc:
         raise UsageError(
             f"--server-betas {text!r} must be two numbers B1,B2",
-            code="bad-server-optimizer",
+            code=Code.BAD_SERVER_OPTIMIZER,
             hint="e.g. --server-betas 0.9,0.99",
         ) from exc
     return (b1, b2)

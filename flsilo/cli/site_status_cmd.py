@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from flsilo.cli.common import emit_json, info, set_json, stdout
+from flsilo.codes import Code
 from flsilo.errors import DataError
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
@@ -89,7 +90,7 @@ def check_data(
     try:
         result = run_check(site_dir, data, data_format)
     except DataError as err:
-        if err.code != "empty-data":
+        if err.code != Code.EMPTY_DATA:
             raise
         from site_kit.checkdata import DataCheck
 

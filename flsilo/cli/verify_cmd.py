@@ -11,6 +11,7 @@ from rich.table import Table
 from flsilo import oms
 from flsilo.artifact import Verified, verify_file
 from flsilo.cli.common import emit_json, exit_code_for, parse_when, print_error, set_json, stdout
+from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, UsageError
 from flsilo.keys import load_public_key
 from flsilo.manifest import Manifest
@@ -42,7 +43,7 @@ def load_trust(signers: Path | None, key: Path | None) -> TrustPolicy:
     if (signers is None) == (key is None):
         raise UsageError(
             "give exactly one of --signers ALLOWED_SIGNERS or --key PUBKEY",
-            code="trust-required",
+            code=Code.TRUST_REQUIRED,
             hint="the hub's allowed_signers file trusts every enrolled site and the hub itself",
         )
     if signers is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def _value(text: str) -> Any:
 def _bad(spec: str, why: str) -> UsageError:
     return UsageError(
         f"model spec {spec!r}: {why}",
-        code="bad-model-spec",
+        code=Code.BAD_MODEL_SPEC,
         hint="use logreg, mlp[:hidden=200x200], cnn[:channels=32x64,hidden=512], "
         "resnet[:width=16,blocks=1], or package.module:factory",
     )

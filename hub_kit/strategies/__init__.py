@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from flsilo.codes import Code
 from flsilo.errors import UsageError
 from hub_kit.strategies.base import Rule
 from hub_kit.strategies.centered_clip import CenteredClip
@@ -91,7 +92,7 @@ def parse_strategy(text: str) -> Rule:
             pass
     raise UsageError(
         f"strategy {text!r} is not known",
-        code="bad-strategy",
+        code=Code.BAD_STRATEGY,
         hint=f"use one of {', '.join(NAMES)} ({RANGES})",
     )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flsilo.codes import Code
 from flsilo.errors import DataError, UsageError
 from flsilo.federation import DataSpec
 
@@ -51,7 +52,7 @@ def guess_format(path: Path) -> str:
     raise UsageError(
         f"cannot tell the data format of {path.name}",
         path=path,
-        code="data-format",
+        code=Code.DATA_FORMAT,
         hint="pass --data-format imagefolder|csv|npz",
     )
 
@@ -68,7 +69,7 @@ def load_dataset(
     """Read a site's data; every bad record is an error naming it, or skipped and counted."""
     if not path.exists():
         raise DataError(
-            "data path does not exist", path=path, code="data-missing", hint="check --data"
+            "data path does not exist", path=path, code=Code.DATA_MISSING, hint="check --data"
         )
     fmt = data_format or guess_format(path)
     if fmt == "imagefolder":
@@ -97,7 +98,7 @@ def load_dataset(
         raise DataError(
             first_bad.why + more,
             path=first_bad.where,
-            code="bad-record",
+            code=Code.BAD_RECORD,
             hint="fix or remove them ('flsilo site check-data' lists every one), "
             "or pass --skip-bad to skip and count bad records",
         )
@@ -105,7 +106,7 @@ def load_dataset(
         raise DataError(
             "no usable samples found" + (f" ({len(problems)} skipped)" if problems else ""),
             path=path,
-            code="empty-data",
+            code=Code.EMPTY_DATA,
             hint=f"expected {fmt} data with classes {', '.join(classes)}",
         )
     x_all = np.stack(xs).astype(np.float32, copy=False).reshape(len(ys), *input_shape)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flsilo.codes import Code
 from flsilo.errors import DataError
 from flsilo.federation import DataSpec
 from site_kit.data import BadRecord
@@ -28,12 +29,12 @@ def load(
         try:
             header = next(reader)
         except (StopIteration, csv.Error, UnicodeDecodeError) as exc:
-            raise DataError("CSV has no header row", path=path, code="csv-header") from exc
+            raise DataError("CSV has no header row", path=path, code=Code.CSV_HEADER) from exc
         if spec.label_column not in header:
             raise DataError(
                 f"no label column {spec.label_column!r} in the header",
                 path=path,
-                code="csv-missing-column",
+                code=Code.CSV_MISSING_COLUMN,
                 hint=f"the federation expects the label in column {spec.label_column!r}",
             )
         label_at = header.index(spec.label_column)
@@ -43,14 +44,14 @@ def load(
             raise DataError(
                 f"feature column {missing[0]!r} is missing",
                 path=path,
-                code="csv-missing-column",
+                code=Code.CSV_MISSING_COLUMN,
                 hint=f"the federation declares columns {', '.join(features)}",
             )
         if len(features) != n_features:
             raise DataError(
                 f"{len(features)} feature columns, but the federation's input has {n_features}",
                 path=path,
-                code="shape",
+                code=Code.SHAPE,
                 hint="declare the feature columns at hub init (--feature-columns)",
             )
         columns = [header.index(c) for c in features]
@@ -81,7 +82,7 @@ def load(
                     continue
                 yield values, index[label]
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise DataError(f"row {row_no}: {exc}", path=path, code="csv-syntax") from exc
+            raise DataError(f"row {row_no}: {exc}", path=path, code=Code.CSV_SYNTAX) from exc
 
 
 def _is_number(text: str) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from flsilo.codes import Code
 from flsilo.errors import DataError
 from flsilo.federation import DataSpec
 from site_kit.data import BadRecord
@@ -26,14 +27,14 @@ def load(
             f"image folders need an input shape of 1,H,W or 3,H,W, the federation has "
             f"{','.join(map(str, input_shape))}",
             path=path,
-            code="shape",
+            code=Code.SHAPE,
             hint="use csv or npz data for this federation",
         )
     channels, height, width = input_shape
     mode = "L" if channels == 1 else "RGB"
     index = {name: i for i, name in enumerate(classes)}
     if not path.is_dir():
-        raise DataError("image folder is not a directory", path=path, code="data-missing")
+        raise DataError("image folder is not a directory", path=path, code=Code.DATA_MISSING)
     for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name not in index:
             yield BadRecord(

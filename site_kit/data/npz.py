@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flsilo.codes import Code
 from flsilo.errors import DataError
 from flsilo.federation import DataSpec
 from site_kit.data import BadRecord
@@ -26,7 +27,7 @@ def load(
                 raise DataError(
                     f"needs arrays 'x' and 'y', found {', '.join(npz.files) or 'none'}",
                     path=path,
-                    code="npz-arrays",
+                    code=Code.NPZ_ARRAYS,
                     hint="save with numpy.savez(path, x=features, y=labels)",
                 )
             x, y = npz["x"], npz["y"]
@@ -34,24 +35,24 @@ def load(
         raise DataError(
             f"cannot read npz ({exc})",
             path=path,
-            code="npz-read",
+            code=Code.NPZ_READ,
             hint="object arrays are refused (no pickle); store numbers and strings only",
         ) from exc
     if y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise DataError(
             f"x has {x.shape[0] if x.ndim else 0} rows and y has shape {y.shape}",
             path=path,
-            code="shape",
+            code=Code.SHAPE,
             hint="y must be one label per row of x",
         )
     if x.shape[1:] != tuple(input_shape) and math.prod(x.shape[1:]) != math.prod(input_shape):
         raise DataError(
             f"x rows have shape {x.shape[1:]}, the federation's input is {tuple(input_shape)}",
             path=path,
-            code="shape",
+            code=Code.SHAPE,
         )
     if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"x has non-numeric dtype {x.dtype}", path=path, code="npz-dtype")
+        raise DataError(f"x has non-numeric dtype {x.dtype}", path=path, code=Code.NPZ_DTYPE)
     index = {name: i for i, name in enumerate(classes)}
     for row, (features, label) in enumerate(zip(x, y, strict=True)):
         where = f"{path}[{row}]"
