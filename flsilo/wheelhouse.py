@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from flsilo.atomic import write_bytes, write_text
+from flsilo.atomic import atomic_directory, write_bytes, write_text
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, UsageError, VerificationError
 
@@ -95,11 +95,14 @@ def pinned_torch(source: Path | None) -> str:
         ) from exc
 
 
-def parse_wheel_name(file: str) -> tuple[str, str]:
+def parse_wheel_name(file: str, where: Path | None = None) -> tuple[str, str]:
     found = _WHEEL_NAME.match(file)
     if not found:
         raise MalformedInputError(
-            "not a wheel file name", path=file, code=Code.WHEELHOUSE_FILE, hint="remove the file"
+            "not a wheel file name",
+            path=where or file,
+            code=Code.WHEELHOUSE_FILE,
+            hint="remove the file",
         )
     return found.group("name").replace("_", "-").lower(), found.group("version")
 
@@ -227,24 +230,31 @@ def build(req: BuildRequest) -> list[Wheel]:
     source = req.source or project_root()
     if source is None:
         raise _no_source()
-    req.out.mkdir(parents=True, exist_ok=True)
+    # Built in a hidden staging folder that becomes OUT only when complete: a failed build
+    # (no index, no torch for the target) leaves nothing behind, and a rerun starts clean.
+    with atomic_directory(req.out) as out:
+        wheels = _collect(req, source, out)
+    return wheels
+
+
+def _collect(req: BuildRequest, source: Path, out: Path) -> list[Wheel]:
     with tempfile.TemporaryDirectory(prefix="flsilo-wheel-") as tmp:
-        flsilo_wheel = shutil.copy2(build_flsilo_wheel(source, Path(tmp)), req.out)
-    reqs = req.out / ".collect.txt"
+        flsilo_wheel = shutil.copy2(build_flsilo_wheel(source, Path(tmp)), out)
+    reqs = out / ".collect.txt"
     reqs.write_text("\n".join(requirement_lines(req, Path(flsilo_wheel), source)) + "\n")
     try:
-        args = ["download", "--quiet", "--dest", str(req.out), "-r", str(reqs)]
+        args = ["download", "--quiet", "--dest", str(out), "-r", str(reqs)]
         _pip([*args, *source_options(req), *platform_options(req)], "collecting wheels")
     finally:
         reqs.unlink(missing_ok=True)
     wheels = []
-    for path in sorted(req.out.glob("*.whl")):
-        name, version = parse_wheel_name(path.name)
+    for path in sorted(out.glob("*.whl")):
+        name, version = parse_wheel_name(path.name, req.out / path.name)
         wheels.append(Wheel(path.name, name, version, sha256_of(path)))
     check_target(req, [w.name for w in wheels])
-    write_text(req.out / REQUIREMENTS, requirements_text(wheels, req))
-    write_text(req.out / MANIFEST, manifest_text(wheels, req))
-    write_sums(req.out)
+    write_text(out / REQUIREMENTS, requirements_text(wheels, req))
+    write_text(out / MANIFEST, manifest_text(wheels, req))
+    write_sums(out)
     return wheels
 
 

@@ -113,7 +113,10 @@ def read_passphrase_file(path: Path) -> bytes:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(
-            f"cannot read passphrase file ({exc.strerror})", path=path, code=Code.PASSPHRASE_FILE
+            f"cannot read passphrase file ({exc.strerror})",
+            path=path,
+            code=Code.PASSPHRASE_FILE,
+            hint="check the path given to --passphrase-file (a file holding only the passphrase)",
         ) from exc
     return data.rstrip(b"\r\n")
 

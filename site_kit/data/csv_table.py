@@ -82,7 +82,8 @@ def load(
                     continue
                 yield values, index[label]
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise DataError(f"row {row_no}: {exc}", path=path, code=Code.CSV_SYNTAX) from exc
+            # the reader failed on the line after the last one it returned
+            raise DataError(f"row {row_no + 1}: {exc}", path=path, code=Code.CSV_SYNTAX) from exc
 
 
 def _is_number(text: str) -> bool:

@@ -275,7 +275,9 @@ def _csv_missing_label(ctx: Ctx) -> Outcome:
 def _csv_syntax(ctx: Ctx) -> Outcome:
     # a cell over the csv module's field size limit: the file is not well-formed CSV
     row = ",".join(["1", "x" * 200_000, *["0"] * 63])
-    return check_data(ctx, csv_file(ctx.tmp / "t.csv", ["label", *FEATURES], [row]))
+    outcome = check_data(ctx, csv_file(ctx.tmp / "t.csv", ["label", *FEATURES], [row]))
+    assert "row 2:" in outcome.result.err  # the first data row, after the header (row 1)
+    return outcome
 
 
 @case("data-format", 2)
@@ -588,7 +590,11 @@ def _oms_bad_signature(ctx: Ctx) -> Outcome:
 @case("pip-failed", 1)
 def _pip_failed(ctx: Ctx) -> Outcome:
     fake_pip(ctx, fail="Could not find a version that satisfies the requirement (no network)")
-    return Outcome(ctx.cli("wheelhouse", "build", ctx.tmp / "wheels"), None)
+    result = ctx.cli("wheelhouse", "build", ctx.tmp / "wheels")
+    # a failed build leaves nothing behind, so the same command can simply be run again
+    assert not (ctx.tmp / "wheels").exists()
+    assert list(ctx.tmp.glob(".wheels*")) == []
+    return Outcome(result, None)
 
 
 @case("torch-version", 2)
@@ -613,7 +619,9 @@ def _torch_version(ctx: Ctx) -> Outcome:
 @case("wheelhouse-file", 4)
 def _wheelhouse_file(ctx: Ctx) -> Outcome:
     fake_pip(ctx, wheel_files=("torch-2.0.0-cp311-cp311-linux_x86_64.whl", "stray.whl"))
-    return Outcome(ctx.cli("wheelhouse", "build", ctx.tmp / "wheels"), "stray.whl")
+    return Outcome(
+        ctx.cli("wheelhouse", "build", ctx.tmp / "wheels"), str(ctx.tmp / "wheels" / "stray.whl")
+    )
 
 
 @case("wheelhouse-source", 2)
