@@ -16,8 +16,10 @@ Layout::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from flsilo import federation as fed
@@ -42,7 +44,7 @@ ROLE_SITE = "site"
 ROLE_RELEASE = "release"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Enrolment:
     site: str
     key: PublicKey
@@ -61,25 +63,29 @@ class Enrolment:
         return self.enrolled_seq < seq and (self.revoked_seq is None or seq < self.revoked_seq)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HubState:
-    """Everything the log says, folded: current round, packages issued, sites, verdicts."""
+    """Everything the log says, folded: current round, packages issued, sites, verdicts.
+
+    Immutable: a hub command reads it once per transaction (``fold``) and changes hub state
+    only by appending events, never by editing this object.
+    """
 
     round: int = 0
-    packages: dict[int, str] = field(default_factory=dict)  # round -> sha256
-    package_files: dict[int, str] = field(default_factory=dict)
-    package_data: dict[int, str] = field(default_factory=dict)  # round -> data-section sha256
-    enrolments: list[Enrolment] = field(default_factory=list)
-    accepted: dict[str, int] = field(default_factory=dict)  # bundle sha256 -> round
-    rejected: set[tuple[int, str, str]] = field(default_factory=set)  # (round, sha, code)
-    dp_spent: dict[str, float] = field(default_factory=dict)  # site -> total epsilon reported
+    packages: Mapping[int, str] = field(default_factory=dict)  # round -> sha256
+    package_files: Mapping[int, str] = field(default_factory=dict)
+    package_data: Mapping[int, str] = field(default_factory=dict)  # round -> data sha256
+    enrolments: tuple[Enrolment, ...] = ()
+    accepted: Mapping[str, int] = field(default_factory=dict)  # bundle sha256 -> round
+    rejected: frozenset[tuple[int, str, str]] = frozenset()  # (round, sha, code)
+    dp_spent: Mapping[str, float] = field(default_factory=dict)  # site -> total epsilon reported
     hub_key: PublicKey | None = None
     log_head: str = GENESIS
     """sha256 of the log's last line: what the next package records as the head before it."""
-    rotations: list[KeyRotation] = field(default_factory=list)
-    retired_hub_keys: list[tuple[PublicKey, int]] = field(default_factory=list)
+    rotations: tuple[KeyRotation, ...] = ()
+    retired_hub_keys: tuple[tuple[PublicKey, int], ...] = ()
     """Hub keys rotated out, each with the last second it was the hub key."""
-    package_keys: dict[int, PublicKey] = field(default_factory=dict)
+    package_keys: Mapping[int, PublicKey] = field(default_factory=dict)
     """round -> the hub key that signed that round's package."""
 
     def active_sites(self) -> list[str]:
@@ -102,8 +108,44 @@ class HubState:
         return {e.site for e in self.enrolments if e.revoked_at is None}
 
 
+@dataclass
+class _Folding:
+    """The mutable scratch ``fold`` fills event by event before freezing it into a HubState."""
+
+    round: int = 0
+    packages: dict[int, str] = field(default_factory=dict)
+    package_files: dict[int, str] = field(default_factory=dict)
+    package_data: dict[int, str] = field(default_factory=dict)
+    enrolments: list[Enrolment] = field(default_factory=list)
+    accepted: dict[str, int] = field(default_factory=dict)
+    rejected: set[tuple[int, str, str]] = field(default_factory=set)
+    dp_spent: dict[str, float] = field(default_factory=dict)
+    hub_key: PublicKey | None = None
+    log_head: str = GENESIS
+    rotations: list[KeyRotation] = field(default_factory=list)
+    retired_hub_keys: list[tuple[PublicKey, int]] = field(default_factory=list)
+    package_keys: dict[int, PublicKey] = field(default_factory=dict)
+
+    def frozen(self) -> HubState:
+        return HubState(
+            round=self.round,
+            packages=MappingProxyType(self.packages),
+            package_files=MappingProxyType(self.package_files),
+            package_data=MappingProxyType(self.package_data),
+            enrolments=tuple(self.enrolments),
+            accepted=MappingProxyType(self.accepted),
+            rejected=frozenset(self.rejected),
+            dp_spent=MappingProxyType(self.dp_spent),
+            hub_key=self.hub_key,
+            log_head=self.log_head,
+            rotations=tuple(self.rotations),
+            retired_hub_keys=tuple(self.retired_hub_keys),
+            package_keys=MappingProxyType(self.package_keys),
+        )
+
+
 def fold(events: list[Event]) -> HubState:
-    state = HubState()
+    state = _Folding()
     for ev in events:
         state.log_head = ev.line_sha256
         if ev.event == "init":
@@ -123,11 +165,17 @@ def fold(events: list[Event]) -> HubState:
                 )
             )
         elif ev.event == "revoke":
-            for enrolment in state.enrolments:
-                if enrolment.site == ev["site"] and enrolment.revoked_at is None:
-                    enrolment.revoked_at = ev.time
-                    enrolment.revoked_before = int(ev["valid_before"])
-                    enrolment.revoked_seq = ev.seq
+            state.enrolments = [
+                replace(
+                    e,
+                    revoked_at=ev.time,
+                    revoked_before=int(ev["valid_before"]),
+                    revoked_seq=ev.seq,
+                )
+                if e.site == ev["site"] and e.revoked_at is None
+                else e
+                for e in state.enrolments
+            ]
         elif ev.event == "rotate-key" and state.hub_key is not None:
             state.retired_hub_keys.append((state.hub_key, iso_to_epoch(ev.time)))
             state.hub_key = parse_public_line(ev["hub_key"])
@@ -150,7 +198,7 @@ def fold(events: list[Event]) -> HubState:
                 state.package_data[state.round] = ev["data_sha256"]
             if state.hub_key is not None:
                 state.package_keys[state.round] = state.hub_key
-    return state
+    return state.frozen()
 
 
 def signer_entries(state: HubState, *, revocations: bool = True) -> list[SignerEntry]:
@@ -303,11 +351,11 @@ class HubWorkspace:
         entries: list[tuple[str, dict[str, Any]]],
         key: PrivateKey,
     ) -> tuple[bytes, list[Event], HubState]:
-        current = fold(events)
+        signer = fold(events).hub_key
         for kind, data in entries:
             if kind == "rotate-key":  # the new key signs the log from its rotation on
-                current.hub_key = parse_public_line(data["hub_key"])
-        if current.hub_key is None or public_of(key).blob != current.hub_key.blob:
+                signer = parse_public_line(data["hub_key"])
+        if signer is None or public_of(key).blob != signer.blob:
             raise UsageError(
                 "this is not the hub's key: the log is signed only with the key in hub.toml",
                 path=self.key_path,
