@@ -105,9 +105,32 @@ class AggregateReport:
     max_weight_share: float | None = None
     server_optimizer: str = "none"
     merge: str = "average"
+    shortfall: Shortfall | None = None
+    """Set when fewer bundles verified than the round needs: nothing was aggregated."""
 
     def to_dict(self) -> dict[str, Any]:
         return mf.to_jsonable(self) | {"package": str(self.package) if self.package else None}
+
+    def shortfall_error(self) -> WorkspaceError | None:
+        """The one-line error a round without enough bundles ends with; None for a done round."""
+        if self.shortfall is None:
+            return None
+        have = sum(1 for row in self.rows if row.verdict.startswith("accepted"))
+        missing = ", ".join(self.missing_sites) or "none"
+        return WorkspaceError(
+            f"only {have} of the {self.shortfall.need} required bundles verified for round "
+            f"{self.round}; missing: {missing}",
+            code=Code.NOT_ENOUGH_SITES,
+            hint=self.shortfall.hint,
+        )
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a round was not aggregated: it needs ``need`` verified bundles (and what to do)."""
+
+    need: int
+    hint: str
 
 
 def package_tensors(header: Header, data: bytearray) -> dict[str, RawTensor]:
@@ -388,7 +411,7 @@ def aggregate_round(
         if len(taken.candidates) < policy.need():
             _record_rejects_only(tx, prep, taken.result, passphrase)
             shutil.rmtree(staged.root, ignore_errors=True)
-            raise _not_enough(prep, taken)
+            return _report(prep, taken, None, _shortfall(prep))
         signing_key = load_private_key(ws.key_path, passphrase)
         built = build_package(prep, taken, staged, signing_key)
         fault_point("aggregate:built")
@@ -736,18 +759,20 @@ def _record_rejects_only(
         tx.commit(reject_events, load_private_key(prep.ws.key_path, passphrase))
 
 
-def _not_enough(prep: Prepared, taken: Intake) -> NotEnoughSites:
+def _shortfall(prep: Prepared) -> Shortfall:
     policy = prep.policy
-    hint = None
+    hint = "wait for more bundles (see 'flsilo hub status'), or lower --min-sites"
     if policy.need() > policy.min_sites:
         hint = (
             f"{strategy_text(policy.rule)} is defined for {policy.need()} or more sites; wait "
             "for more bundles or choose another --strategy"
         )
-    return NotEnoughSites(_report(prep, taken, None), policy.need(), hint)
+    return Shortfall(policy.need(), hint)
 
 
-def _report(prep: Prepared, taken: Intake, built: Built | None) -> AggregateReport:
+def _report(
+    prep: Prepared, taken: Intake, built: Built | None, shortfall: Shortfall | None = None
+) -> AggregateReport:
     candidates = taken.candidates
     accepted_sites = {c.site for c in candidates}
     missing = tuple(s for s in prep.state.active_sites() if s not in accepted_sites)
@@ -774,6 +799,7 @@ def _report(prep: Prepared, taken: Intake, built: Built | None) -> AggregateRepo
         max_weight_share=policy.max_weight_share if built else None,
         server_optimizer=built.server if built else "none",
         merge="fisher" if prep.fisher else "average",
+        shortfall=shortfall,
     )
 
 
@@ -864,20 +890,3 @@ def check_release_officers(ws: HubWorkspace, state: HubState) -> None:
             hint=f"enrol them first: flsilo hub enroll {ws.root} OFFICER OFFICER.pub "
             "--fingerprint SHA256:... --role release",
         )
-
-
-class NotEnoughSites(WorkspaceError):
-    """Fewer verified bundles than --min-sites: nothing is aggregated, rejects are recorded."""
-
-    default_code = Code.NOT_ENOUGH_SITES
-
-    def __init__(self, report: AggregateReport, need: int, hint: str | None = None) -> None:
-        have = sum(1 for row in report.rows if row.verdict.startswith("accepted"))
-        missing = ", ".join(report.missing_sites) or "none"
-        super().__init__(
-            f"only {have} of the {need} required bundles verified for round {report.round}; "
-            f"missing: {missing}",
-            code=Code.NOT_ENOUGH_SITES,
-            hint=hint or "wait for more bundles (see 'flsilo hub status'), or lower --min-sites",
-        )
-        self.report = report

@@ -147,6 +147,9 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
             copy_file(outcome.bundle, hub / "inbox" / outcome.bundle.name)
             copy_file(sig_path(outcome.bundle), hub / "inbox" / sig_path(outcome.bundle).name)
         report = aggregate_round(hub, passphrase=passphrase)
+        shortfall = report.shortfall_error()
+        if shortfall is not None:
+            raise shortfall
         assert report.package is not None
         for site_dir in sites.values():
             copy_file(report.package, site_dir / "packages" / report.package.name)

@@ -375,7 +375,7 @@ def aggregate(
         )
         return
     from flsilo.cli.options import parse_betas, parse_server_optimizer
-    from hub_kit.aggregate import NotEnoughSites, aggregate_round
+    from hub_kit.aggregate import aggregate_round
     from hub_kit.server_optimizers import server_optimizer_for
     from hub_kit.workspace import HubWorkspace
 
@@ -388,25 +388,27 @@ def aggregate(
         server_tau,
     )
 
-    try:
-        report = aggregate_round(
-            hub_dir,
-            inbox=inbox,
-            strategy=strategy,
-            min_sites=min_sites,
-            norm_gate=norm_gate,
-            max_weight_share=max_weight_share,
-            key=key,
-            server=server,
-            passphrase=passphrase_source(passphrase_file),
-        )
-    except NotEnoughSites as err:
+    report = aggregate_round(
+        hub_dir,
+        inbox=inbox,
+        strategy=strategy,
+        min_sites=min_sites,
+        norm_gate=norm_gate,
+        max_weight_share=max_weight_share,
+        key=key,
+        server=server,
+        passphrase=passphrase_source(passphrase_file),
+    )
+    shortfall = report.shortfall_error()
+    if shortfall is not None:  # not enough bundles: the report, then one error line, exit 1
         if not json_out:
-            render_aggregate(err.report)
+            render_aggregate(report)
         else:
-            emit_json("aggregate", False, {"report": err.report.to_dict(), "error": err.to_dict()})
-            raise typer.Exit(int(err.exit_code)) from err
-        raise
+            emit_json(
+                "aggregate", False, {"report": report.to_dict(), "error": shortfall.to_dict()}
+            )
+            raise typer.Exit(int(shortfall.exit_code))
+        raise shortfall
     if json_out:
         emit_json("aggregate", True, {"report": report.to_dict()})
         return
