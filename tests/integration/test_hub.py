@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -43,7 +44,9 @@ def resign(
     }
     m = scan.manifest
     assert m.bundle is not None
-    top = {k: bundle_changes.pop(k) for k in ("federation", "round") if k in bundle_changes}
+    top = {
+        k: bundle_changes.pop(k) for k in ("federation", "round", "model") if k in bundle_changes
+    }
     bundle = mf.BundleInfo(**{**m.bundle.__dict__, **bundle_changes})
     manifest = mf.Manifest(**{**m.__dict__, **top, "bundle": bundle})
     if mutate:
@@ -142,6 +145,18 @@ def _rule_cases() -> list[tuple[str, Any, str]]:
                 f.bundles["site-a"], d, f.keys / "site-a", base_package_sha256="ab" * 32
             ),
             "wrong-base",
+        ),
+        (
+            "another model description",
+            lambda f, d: resign(
+                f.bundles["site-a"],
+                d,
+                f.keys / "site-a",
+                model=dataclasses.replace(
+                    scan_file(f.bundles["site-a"]).manifest.model, classes=tuple("abcdefghij")
+                ),
+            ),
+            "wrong-model",
         ),
         ("different tensors", other_shape, "wrong-tensors"),
         ("NaN weights", nan, "non-finite"),

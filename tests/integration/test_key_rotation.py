@@ -141,3 +141,43 @@ def test_hub_rotate_key_sites_follow_the_chain_from_the_confirmed_key(
     assert sig_path(final_b).exists()
     refused = cli("train", final_b, "--site", fed.sites["site-b"])
     assert refused.code == 3 and "final-package" not in refused.err, refused.err
+
+
+def test_rekey_refuses_when_the_log_changed_while_the_key_was_unlocked(
+    federation: Federation, monkeypatch
+) -> None:
+    """A rekey reads the hub state, then unlocks the hub key (the passphrase may take a
+    while); if another command committed meanwhile, the rekey writes nothing and says so."""
+    from flsilo.errors import FlsiloError
+    from hub_kit import enrolment
+    from hub_kit.workspace import HubWorkspace
+
+    fed = federation
+    ws = HubWorkspace.open(fed.hub)
+    new_pub = make_key(fed.keys / "site-a-next").with_suffix(".pub")
+    other_pub = make_key(fed.keys / "site-z").with_suffix(".pub")
+    real_load = enrolment.load_private_key
+
+    def slow_unlock(path: Path, passphrase):  # another administrator enrols a site meanwhile
+        monkeypatch.setattr(enrolment, "load_private_key", real_load)
+        enrolment.enroll(
+            HubWorkspace.open(fed.hub),
+            "site-z",
+            other_pub,
+            fingerprint(other_pub),
+            passphrase=lambda _p: b"",
+        )
+        return real_load(path, passphrase)
+
+    monkeypatch.setattr(enrolment, "load_private_key", slow_unlock)
+    log_before = (fed.hub / "events.jsonl").read_bytes()
+    try:
+        enrolment.rekey(ws, "site-a", new_pub, fingerprint(new_pub), passphrase=lambda _p: b"")
+    except FlsiloError as err:
+        assert err.code == "log-changed" and err.exit_code == 2
+    else:
+        raise AssertionError("rekey went ahead on a log that changed under it")
+    events = (fed.hub / "events.jsonl").read_bytes()
+    assert events.startswith(log_before)
+    added = [json.loads(line) for line in events[len(log_before) :].splitlines()]
+    assert [e["event"] for e in added] == ["enroll"]  # the enrolment, and no rekey
