@@ -16,6 +16,7 @@ Layout::
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 from flsilo import federation as fed
 from flsilo.atomic import WorkspaceLock, write_text
 from flsilo.codes import Code
-from flsilo.errors import UsageError, VerificationError, WorkspaceError
+from flsilo.errors import MalformedInputError, UsageError, VerificationError, WorkspaceError
 from flsilo.federation import read_toml
 from flsilo.keys import PrivateKey, PublicKey, parse_public_line, public_of
 from flsilo.manifest import KeyRotation, ReleaseOfficer, ReleasePolicy, iso_to_epoch
@@ -38,6 +39,8 @@ from hub_kit.commit import STAGING_SUFFIX, roll_forward
 from hub_kit.eventlog import GENESIS, Event, EventLog
 
 HUB_FILE = "hub.toml"
+UNLOCKED_READ_TRIES = 5
+UNLOCKED_READ_PAUSE_S = 0.25
 LOCK_WAIT_ENV = "FLSILO_LOCK_WAIT"
 DEFAULT_LOCK_WAIT_S = 10.0
 ROLE_SITE = "site"
@@ -316,9 +319,20 @@ class HubWorkspace:
     def state(self) -> HubState:
         """The log folded, after its hash chain and the hub's signature over it are checked.
 
-        Read-only; writers use :meth:`transaction`."""
-        raw, events = self.log.read_raw()
-        return self._fold_checked(raw, events)
+        Read-only and lock-free; writers use :meth:`transaction`. A writer appends the log,
+        then signs it: a reader that catches it between the two sees a log its signature does
+        not cover, so a failed check is read again a few times before it counts (a log that
+        was really altered fails every time).
+        """
+        for attempt in range(UNLOCKED_READ_TRIES):
+            raw, events = self.log.read_raw()
+            try:
+                return self._fold_checked(raw, events)
+            except (VerificationError, MalformedInputError):
+                if attempt == UNLOCKED_READ_TRIES - 1:
+                    raise
+                time.sleep(UNLOCKED_READ_PAUSE_S)
+        raise AssertionError("unreachable")
 
     def _fold_checked(self, raw: bytes, events: list[Event]) -> HubState:
         if not events or events[0].event != "init":

@@ -265,3 +265,26 @@ def test_stock_ssh_keygen_verifies_a_bundle_revoked_right_after_acceptance(
         stdin=bundle.read_bytes(),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_a_lock_free_reader_waits_out_a_writer_between_append_and_signature(
+    federation: Federation, cli
+) -> None:
+    """A writer appends the log, then signs it; a reader in between is not fooled either way."""
+    hub = federation.hub
+    sig = hub / "events.jsonl.sig"
+    before = sig.read_bytes()
+    pub = Path(f"{make_key(federation.root / 'site-x')}.pub")
+    assert cli("hub", "enroll", hub, "site-x", pub, "--fingerprint", fingerprint(pub)).code == 0
+    after = sig.read_bytes()
+    sig.write_bytes(before)  # the moment between the log's append and its new signature
+    signer = threading.Timer(0.3, sig.write_bytes, args=(after,))
+    signer.start()
+    try:
+        state = HubWorkspace.open(hub).state()
+    finally:
+        signer.join()
+    assert "site-x" in state.active_sites()
+    sig.write_bytes(before)  # and a signature that never comes is a failed check
+    status = cli("hub", "status", hub)
+    assert status.code == 3 and "bad-signature" in status.err
