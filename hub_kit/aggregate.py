@@ -885,7 +885,8 @@ def check_release_officers(ws: HubWorkspace, state: HubState) -> None:
     have = len(state.release_officers())
     if state.round + 1 >= ws.schedule.rounds and have < need:
         raise UsageError(
-            f"the final package needs {need} release officers, but {have} are enrolled",
+            f"the final package needs {need} release officer{'s' if need != 1 else ''}, "
+            f"but {have} {'is' if have == 1 else 'are'} enrolled",
             code=Code.RELEASE_OFFICERS_MISSING,
             hint=f"enrol them first: flsilo hub enroll {ws.root} OFFICER OFFICER.pub "
             "--fingerprint SHA256:... --role release",

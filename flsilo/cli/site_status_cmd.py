@@ -48,9 +48,11 @@ def status(
                 out.print(f"  {f.file}: {word}{extra}", soft_wrap=True)
         if st.trained:
             last = st.trained[-1]
+            rounds = len({e.get("round") for e in st.trained})  # a retrained round counts once
+            runs = f" in {len(st.trained)} runs" if len(st.trained) > rounds else ""
             out.print(
-                f"record: {len(st.trained)} rounds trained; last on {last['train_samples']} "
-                f"samples, data digest {last['data_sha256_salted'][:16]}…"
+                f"record: {rounds} round{'s' if rounds != 1 else ''} trained{runs}; last on "
+                f"{last['train_samples']} samples, data digest {last['data_sha256_salted'][:16]}…"
             )
         if not st.record_ok:
             out.print(f"record: BROKEN: {st.record_detail}", soft_wrap=True)

@@ -22,6 +22,8 @@ def test_status_says_what_is_held_trained_and_to_carry(federation: Federation, c
     assert doc["carry"] == [bundle, bundle + ".sig"]
     assert doc["trained"][0]["train_samples"] > 0
     assert len(doc["trained"][0]["data_sha256_salted"]) == 64
+    text = cli("site", "status", site)
+    assert text.code == 0 and "record: 1 round trained;" in text.out
     assert tree_digest(site) == before  # read-only
 
 
