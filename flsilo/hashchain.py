@@ -1,14 +1,18 @@
-"""An append-only JSON-lines file where each line carries the SHA-256 of the line before.
+"""Append-only JSON-lines files where each line carries the SHA-256 of the line before.
 
-Used for a site's own record (site_kit.record). A changed or removed line breaks the chain
-at that line; ``sha256sum`` and a few lines of any language re-check it. Appends rewrite the
-file atomically, so a crash leaves the old record or the new one.
+The one implementation behind the hub's event log (``hub_kit.eventlog``) and a site's own
+record (``site_kit.record``). Each line is canonical JSON with ``seq``, ``time``, ``event``
+and ``prev`` (64 zeros for the first line). A changed or removed line breaks the chain at
+that line; ``sha256sum`` and a few lines of any language re-check it. An append rewrites the
+file in one atomic replace, so a crash leaves the old file or the new one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,49 +24,137 @@ from flsilo.tensorfile import strict_json
 
 GENESIS = "0" * 64
 
+Broken = Callable[[Path, int, str], VerificationError]
 
-def _line(record: dict[str, Any]) -> bytes:
+
+@dataclass(frozen=True)
+class Event:
+    """One checked line: its chain fields, its own data, and the SHA-256 of the line."""
+
+    seq: int
+    time: str
+    event: str
+    prev: str
+    data: dict[str, Any]
+    line_sha256: str
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def record(self) -> dict[str, Any]:
+        """The line as it was written: data plus the chain fields."""
+        return {
+            **self.data,
+            "seq": self.seq,
+            "time": self.time,
+            "event": self.event,
+            "prev": self.prev,
+        }
+
+
+def canonical_line(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def read_chain(path: Path) -> list[dict[str, Any]]:
-    """Every record (with its ``seq``, ``time``, ``event``, ``prev``), the chain checked."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    records: list[dict[str, Any]] = []
-    prev = GENESIS
-    lines = raw.split(b"\n")
-    if raw and lines[-1] != b"":
-        raise _broken(path, len(lines), "last line is incomplete")
-    for number, line in enumerate(lines[:-1], start=1):
-        try:
-            record = strict_json(line.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _broken(path, number, f"not valid JSON ({exc})") from exc
-        if not isinstance(record, dict) or record.get("seq") != number:
-            raise _broken(path, number, "not a record of this file, or out of sequence")
-        if record.get("prev") != prev:
-            raise _broken(path, number, "hash chain broken: an earlier line was changed or removed")
-        prev = hashlib.sha256(line).hexdigest()
-        records.append(record)
-    return records
-
-
-def append_chain(path: Path, event: str, data: dict[str, Any]) -> dict[str, Any]:
-    """Append one record as one atomic replace of the file; return it."""
-    records = read_chain(path)
-    raw = path.read_bytes() if path.exists() else b""
-    prev = hashlib.sha256(raw.split(b"\n")[-2]).hexdigest() if records else GENESIS
-    record = {**data, "seq": len(records) + 1, "time": now_utc(), "event": event, "prev": prev}
-    write_bytes(path, raw + _line(record) + b"\n")
-    return record
-
-
-def _broken(path: Path, line: int, why: str) -> VerificationError:
+def record_broken(path: Path, line: int, why: str) -> VerificationError:
     return VerificationError(
         f"line {line}: {why}",
         path=path,
         code=Code.RECORD_BROKEN,
         hint="the record was edited outside flsilo; restore it from backup",
     )
+
+
+class HashChain:
+    """A hash-chained JSON-lines file; ``kinds`` limits the event names it may hold."""
+
+    def __init__(
+        self, path: Path, *, kinds: tuple[str, ...] | None = None, broken: Broken = record_broken
+    ) -> None:
+        self.path = path
+        self.kinds = kinds
+        self.broken = broken
+
+    def read(self) -> list[Event]:
+        """Parse and check the whole chain; raise VerificationError at the first broken link."""
+        return self.read_raw()[1]
+
+    def read_raw(self) -> tuple[bytes, list[Event]]:
+        """The file's bytes and its checked events, from one read."""
+        if not self.path.exists():
+            return b"", []
+        raw = self.path.read_bytes()
+        return raw, self.parse(raw)
+
+    def parse(self, raw: bytes) -> list[Event]:
+        events: list[Event] = []
+        prev = GENESIS
+        if raw and not raw.endswith(b"\n"):
+            raise self.broken(self.path, len(raw.split(b"\n")), "last line is incomplete")
+        for number, line in enumerate(raw.split(b"\n")[:-1] if raw else [], start=1):
+            try:
+                record = strict_json(line.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+                seq, when, kind, link = (
+                    record.pop("seq"),
+                    record.pop("time"),
+                    record.pop("event"),
+                    record.pop("prev"),
+                )
+            except (ValueError, KeyError, UnicodeDecodeError) as exc:
+                raise self.broken(self.path, number, f"not a valid line ({exc})") from exc
+            if (self.kinds is not None and kind not in self.kinds) or seq != number:
+                raise self.broken(
+                    self.path, number, f"unexpected event {kind!r} or sequence {seq!r}"
+                )
+            if link != prev:
+                raise self.broken(
+                    self.path, number, "hash chain broken: an earlier line was changed or removed"
+                )
+            digest = hashlib.sha256(line).hexdigest()
+            events.append(Event(seq, when, kind, link, record, digest))
+            prev = digest
+        return events
+
+    def append(
+        self,
+        entries: list[tuple[str, dict[str, Any]]],
+        *,
+        base: tuple[bytes, list[Event]] | None = None,
+    ) -> tuple[bytes, list[Event]]:
+        """Append events as one atomic step (the commit of whatever operation made them).
+
+        ``base`` is the file as the caller read it (under its workspace lock); without it the
+        file is read here. Returns the new bytes and the added events.
+        """
+        raw, events = base if base is not None else self.read_raw()
+        prev = events[-1].line_sha256 if events else GENESIS
+        when = now_utc()
+        added: list[Event] = []
+        for kind, data in entries:
+            assert self.kinds is None or kind in self.kinds
+            record = {
+                **data,
+                "seq": len(events) + len(added) + 1,
+                "time": when,
+                "event": kind,
+                "prev": prev,
+            }
+            line = canonical_line(record)
+            prev = hashlib.sha256(line).hexdigest()
+            raw += line + b"\n"
+            added.append(Event(record["seq"], when, kind, record["prev"], data, prev))
+        write_bytes(self.path, raw)
+        return raw, added
+
+
+def read_chain(path: Path) -> list[dict[str, Any]]:
+    """Every record of a site-style chain (with ``seq``, ``time``, ``event``, ``prev``), checked."""
+    return [e.record() for e in HashChain(path).read()]
+
+
+def append_chain(path: Path, event: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Append one record to a site-style chain as one atomic replace of the file; return it."""
+    _, added = HashChain(path).append([(event, data)])
+    return added[0].record()
