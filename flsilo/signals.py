@@ -23,6 +23,11 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+def ctrl_c() -> Interrupted:
+    """The :class:`Interrupted` a plain ``KeyboardInterrupt`` stands for (SIGINT)."""
+    return Interrupted(int(signal.SIGINT))
+
+
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 

@@ -37,8 +37,24 @@ try:  # typer >= 0.26 vendors click
 except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as _click  # type: ignore[no-redef]
 
+
+class _Commands(typer.core.TyperGroup):
+    """The root group: a plain ``KeyboardInterrupt`` raised inside a command (a library that
+    reset the SIGINT handler, a worker that re-raised it) becomes :class:`signals.Interrupted`,
+    which the framework would otherwise turn into a silent exit status 130."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from flsilo import signals
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise signals.ctrl_c() from exc
+
+
 app = typer.Typer(
     name="flsilo",
+    cls=_Commands,
     help="Federated learning between air-gapped sites: signed bundles out, signed packages back.",
     no_args_is_help=True,
     add_completion=True,

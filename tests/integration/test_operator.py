@@ -121,6 +121,32 @@ def test_sigterm_during_training_is_one_line_and_exit_143(tmp_path: Path, cli) -
     assert not list((site / "outbox").glob("*.safetensors"))
 
 
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_plain_keyboard_interrupt_inside_a_command_says_what_stopped(
+    cli, tmp_path: Path, monkeypatch, json_out: bool
+) -> None:
+    """A KeyboardInterrupt raised inside a command (not through flsilo's signal handler)
+    gets the same one line as Ctrl-C, and --json an error document; exit 130."""
+    import hub_kit.status
+
+    def ctrl_c(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub_kit.status, "status", ctrl_c)
+    result = cli("hub", "status", tmp_path, *(["--json"] if json_out else []))
+    assert result.code == 130
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("flsilo: error[interrupted]: flsilo hub status interrupted (Ctrl-C)")
+    assert "nothing half-written was kept" in lines[0] and "rerun the same command" in lines[0]
+    if json_out:
+        doc = json.loads(result.out)
+        assert doc["ok"] is False and doc["error"]["code"] == "interrupted"
+        assert doc["error"]["exit_code"] == 130
+    else:
+        assert result.out == ""
+
+
 def test_a_folder_or_a_mistyped_path_is_not_called_a_missing_signature(
     federation: object, cli
 ) -> None:
