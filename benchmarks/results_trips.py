@@ -1,19 +1,22 @@
 """Results: what one, two and three trips buy with each hub method, over seeds.
 
-Usage: python benchmarks/results_trips.py [--seeds 1,2,3] [--tune-seed 0] [--epochs 12]
+Usage: python benchmarks/results_trips.py [--seeds 1,2,3] [--tune-seed 0] [--epochs 12] [--out F]
        python benchmarks/results_trips.py --clinical [--seeds 1,2,3]
 
 Scenario (default): the bundled digits, two sites of similar size, site 1's images
 inverted; the test set holds both kinds. Every arm spends the same total local epochs
-(``--epochs``, per site) from the same seeded start, B = 32, SGD lr 0.05 momentum 0.9:
+(``--epochs``, per site) from the same seeded start, SGD momentum 0.9:
 
 - local only and centralized (pooled data), ``--epochs`` epochs;
 - one trip: each site trains all epochs, then one-shot averaging, or Fisher merging;
 - two and three trips (E = epochs/2, epochs/3) with each server optimizer
-  (none = FedAvg, fedavgm, fedadam, fedyogi); the server learning rate of each is the best
-  of a small grid on the tuning seed (``--tune-seed``, a different data split from the
-  reported seeds), at three trips;
+  (none = FedAvg, fedavgm, fedadam, fedyogi);
 - periodic FedAvg, E = 1 (``--epochs`` trips).
+
+Tuning (benchmarks/tuning.py): every arm's learning rate and batch size come from the same
+grid, chosen by accuracy on a validation split held out from the sites' training data of
+the tuning seed (``--tune-seed``); then each server optimizer's learning rate, the same
+way. The test set is never used to choose. The reported seeds train on all site data.
 
 ``--clinical``: scikit-learn's breast cancer table (569 patients, 30 features, log1p),
 standardised with one shared recipe (log1p, then the table's mean and sd: the reference
@@ -22,18 +25,23 @@ label skew, an MLP (one hidden layer of 32); same arms.
 
 Sites train with site_kit's training loop; the hub runs in memory through
 ``hub_kit.inmemory`` (the streaming aggregator itself), as ``flsilo simulate`` does.
-Prints markdown: mean ± sample standard deviation over the seeds, with the tuned lrs.
+Prints markdown: mean ± sample standard deviation over the seeds, with the chosen settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-from dataclasses import replace
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tuning import SERVER_LRS, SitePlan, best, grid, mean_sd, pooled, say, validation_split
 
 from flsilo.federation import HubPolicy
 from flsilo.plan import Plan
@@ -46,101 +54,113 @@ from sim_kit.simulate import (
     load_sim_data,
     start_model,
 )
-from site_kit.data import Dataset
 from site_kit.evaluation import evaluate
 from site_kit.fisher import diagonal_fisher
 from site_kit.training import derive_seed, train
 
 CPU = torch.device("cpu")
-GRID = {"none": [1.0], "fedavgm": [0.5, 1.0], "fedadam": [0.003, 0.01, 0.03]}
-GRID["fedyogi"] = GRID["fedadam"]
+OPTIMIZERS = ("none", "fedavgm", "fedadam", "fedyogi")
+DEFAULT_SERVER_LR = {"fedavgm": 1.0, "fedadam": 0.03, "fedyogi": 0.03}
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str
+    trips: int
+    kind: str  # alone | central | average | fisher | trips
+    site: int = 0
+    optimizer: str = "none"
+    local_epochs: int = 0
+
+
+def arms(sites: int, epochs: int) -> list[Arm]:
+    out = [Arm(f"site {i} alone", 0, "alone", site=i, local_epochs=epochs) for i in range(sites)]
+    out.append(Arm("centralized (pooled data)", 0, "central", local_epochs=epochs))
+    out.append(Arm("one-shot averaging", 1, "average", local_epochs=epochs))
+    out.append(Arm("one-shot Fisher merging", 1, "fisher", local_epochs=epochs))
+    for trips in (2, 3):
+        e = max(1, epochs // trips)
+        for name in OPTIMIZERS:
+            label = f"{'FedAvg' if name == 'none' else name}, E = {e}"
+            out.append(Arm(label, trips, "trips", optimizer=name, local_epochs=e))
+    out.append(Arm("periodic FedAvg, E = 1", epochs, "trips", local_epochs=1))
+    return out
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _acc(model: torch.nn.Module, state: dict, data: SimData) -> float:
-    model.load_state_dict(state)
-    return evaluate(model, data.test, len(data.classes), CPU).accuracy
+class Runner:
+    """Runs arms on one data split from one seeded start; shares the one-trip site models."""
 
+    def __init__(self, base: SimSettings, data: SimData) -> None:
+        self.base, self.data = base, data
+        self.model = start_model(base, data)
+        self.start = _state(self.model)
+        self._alone: dict[tuple, tuple[list[dict], list[float], list[dict]]] = {}
 
-def _site_models(
-    model: torch.nn.Module, start: dict, plan: Plan, data: SimData, r: int, fisher: bool = False
-) -> tuple[list[dict], list[float], list[dict]]:
-    states, weights, fishers = [], [], []
-    for i, site in enumerate(data.sites):
-        model.load_state_dict(start)
+    def _acc(self, state: dict[str, torch.Tensor]) -> float:
+        self.model.load_state_dict(state)
+        return evaluate(self.model, self.data.test, len(self.data.classes), CPU).accuracy
+
+    def _site_models(
+        self, state: dict, plan: Plan, r: int, fisher: bool
+    ) -> tuple[list[dict], list[float], list[dict]]:
+        states, weights, fishers = [], [], []
         p = replace(plan, seed=plan.seed + r)
-        train(model, site, p, seed=derive_seed(p.seed, f"site-{i}"), device=CPU)
-        states.append(_state(model))
-        weights.append(float(len(site)))
-        if fisher:
+        for i, site in enumerate(self.data.sites):
+            self.model.load_state_dict(state)
             seed = derive_seed(p.seed, f"site-{i}")
-            fishers.append(diagonal_fisher(model, site, CPU, seed=seed))
-    return states, weights, fishers
+            train(self.model, site, p, seed=seed, device=CPU)
+            states.append(_state(self.model))
+            weights.append(float(len(site)))
+            if fisher:
+                fishers.append(diagonal_fisher(self.model, site, CPU, seed=seed))
+        return states, weights, fishers
 
-
-def _trips(
-    model: torch.nn.Module, start: dict, plan: Plan, data: SimData, trips: int, hub: HubPolicy
-) -> float:
-    state, memory = start, HubMemory()
-    for r in range(trips):
-        states, weights, _ = _site_models(model, state, plan, data, r)
-        state = hub_round(state, states, weights, hub, None, memory)
-    return _acc(model, state, data)
-
-
-def _hub(name: str, lr: float) -> HubPolicy:
-    return HubPolicy(server_optimizer=name, server_lr=None if name == "none" else lr)
-
-
-def one_seed(base: SimSettings, epochs: int, lrs: dict[str, float], source) -> dict[str, float]:
-    data = load_sim_data(base, source)
-    model = start_model(base, data)
-    start = _state(model)
-    plan = replace(base.plan, local_epochs=epochs)
-    out: dict[str, float] = {}
-    for i, site in enumerate(data.sites):
-        model.load_state_dict(start)
-        train(model, site, plan, seed=derive_seed(plan.seed, f"site-{i}"), device=CPU)
-        out[f"site {i} alone"] = evaluate(model, data.test, len(data.classes), CPU).accuracy
-    pooled = Dataset(
-        np.concatenate([d.x for d in data.sites]), np.concatenate([d.y for d in data.sites])
-    )
-    model.load_state_dict(start)
-    train(model, pooled, plan, seed=plan.seed, device=CPU)
-    out["centralized (pooled data)"] = evaluate(model, data.test, len(data.classes), CPU).accuracy
-    states, weights, fishers = _site_models(model, start, plan, data, 0, fisher=True)
-    avg = hub_round(start, states, weights, HubPolicy())
-    out["1 trip: one-shot averaging"] = _acc(model, avg, data)
-    fish = hub_round(start, states, weights, HubPolicy(), fishers)
-    out["1 trip: one-shot Fisher merging"] = _acc(model, fish, data)
-    for trips in (2, 3):
-        e = max(1, epochs // trips)
-        for name, lr in lrs.items():
-            label = f"{trips} trips (E={e}): {name}"
-            out[label] = _trips(
-                model, start, replace(plan, local_epochs=e), data, trips, _hub(name, lr)
+    def run(self, arm: Arm, site: SitePlan, server_lr: float | None) -> float:
+        plan = replace(site.apply(self.base.plan), local_epochs=arm.local_epochs)
+        if arm.kind == "central":
+            self.model.load_state_dict(self.start)
+            train(self.model, pooled(self.data), plan, seed=plan.seed, device=CPU)
+            return self._acc(_state(self.model))
+        if arm.kind in ("alone", "average", "fisher"):
+            key = (plan.lr, plan.batch_size, plan.local_epochs)
+            if key not in self._alone:
+                self._alone[key] = self._site_models(self.start, plan, 0, fisher=True)
+            states, weights, fishers = self._alone[key]
+            if arm.kind == "alone":
+                return self._acc(states[arm.site])
+            merged = hub_round(
+                self.start, states, weights, HubPolicy(), fishers if arm.kind == "fisher" else None
             )
-    out[f"{epochs} trips (E=1): periodic FedAvg"] = _trips(
-        model, start, replace(plan, local_epochs=1), data, epochs, HubPolicy()
-    )
-    return out
+            return self._acc(merged)
+        hub = HubPolicy(server_optimizer=arm.optimizer, server_lr=server_lr)
+        state, memory = self.start, HubMemory()
+        for r in range(arm.trips):
+            states, weights, _ = self._site_models(state, plan, r, fisher=False)
+            state = hub_round(state, states, weights, hub, None, memory)
+        return self._acc(state)
 
 
-def tune(base: SimSettings, epochs: int, source) -> dict[str, float]:
-    """Each server optimizer's lr: the best on the tuning seed at three trips."""
-    data = load_sim_data(base, source)
-    model = start_model(base, data)
-    start = _state(model)
-    plan = replace(base.plan, local_epochs=max(1, epochs // 3))
-    best = {}
-    for name, grid in GRID.items():
-        scores = {lr: _trips(model, start, plan, data, 3, _hub(name, lr)) for lr in grid}
-        best[name] = max(scores, key=lambda lr: scores[lr])
-        print(f"# tune {name}: {scores}", flush=True)
-    return best
+Choice = tuple[SitePlan, float | None]
+
+
+def tune(base: SimSettings, source: DataSource | None, epochs: int) -> dict[str, Choice]:
+    """Each arm's site plan, then its server lr: the best on the tuning seed's validation split."""
+    runner = Runner(base, validation_split(load_sim_data(base, source), base.seed))
+    chosen: dict[str, Choice] = {}
+    for arm in arms(base.sites, epochs):
+        say(f"# tune {arm.label} ({arm.trips} trips)")
+        server = DEFAULT_SERVER_LR.get(arm.optimizer)
+        site = best(grid(), lambda g, a=arm, s=server: runner.run(a, g, s), say)
+        if server is not None:
+            server = best(
+                SERVER_LRS[arm.optimizer], lambda v, a=arm, g=site: runner.run(a, g, v), say
+            )
+        chosen[arm.label] = (site, server)
+    return chosen
 
 
 def settings(seed: int, clinical: bool) -> tuple[SimSettings, DataSource | None]:
@@ -150,8 +170,6 @@ def settings(seed: int, clinical: bool) -> tuple[SimSettings, DataSource | None]
             sites=2, shifts=("none", "invert"), model="cnn:channels=16x32,hidden=128", plan=plan
         )
         return s, None
-    from pathlib import Path
-
     path = Path("/tmp/flsilo-breast-cancer.npz")
     if not path.exists():
         from sklearn.datasets import load_breast_cancer
@@ -165,28 +183,52 @@ def settings(seed: int, clinical: bool) -> tuple[SimSettings, DataSource | None]
     return s, source
 
 
+def _chosen_text(arm: Arm, choice: Choice) -> str:
+    site, server = choice
+    text = f"E={arm.local_epochs} {site}"
+    return text if server is None else f"{text}, server lr {server:g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--clinical", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the raw figures here (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     base, source = settings(args.tune_seed, args.clinical)
-    lrs = tune(base, args.epochs, source)
+    chosen = tune(base, source, args.epochs)
+    seeds = [int(s) for s in args.seeds.split(",")]
     rows: dict[str, list[float]] = {}
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in seeds:
         base, source = settings(seed, args.clinical)
-        for k, v in one_seed(base, args.epochs, lrs, source).items():
-            rows.setdefault(k, []).append(v)
-        print(f"# seed {seed} done", flush=True)
-    print(json.dumps({"lrs": lrs, "rows": rows}))
-    print(f"\nserver lr (tuned on seed {args.tune_seed}): {lrs}\n")
-    print("| arm | test accuracy (mean ± sd) |\n| --- | ---: |")
-    for k, v in rows.items():
-        sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        print(f"| {k} | {100 * statistics.mean(v):.1f} ± {100 * sd:.1f}% |")
+        runner = Runner(base, load_sim_data(base, source))
+        for arm in arms(base.sites, args.epochs):
+            rows.setdefault(arm.label, []).append(runner.run(arm, *chosen[arm.label]))
+        say(f"# seed {seed} done")
+    raw = {
+        "seeds": seeds,
+        "tune_seed": args.tune_seed,
+        "chosen": {k: [str(s), v] for k, (s, v) in chosen.items()},
+        "rows": rows,
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(raw, indent=1) + "\n")
+    print(
+        f"\nseeds {args.seeds}; settings chosen on the validation split of seed {args.tune_seed}\n"
+    )
+    print("| arm | trips | chosen on validation | test accuracy (mean ± sd) | per seed |")
+    print("| --- | ---: | --- | ---: | --- |")
+    for arm in arms(base.sites, args.epochs):
+        v = rows[arm.label]
+        each = " / ".join(f"{100 * a:.1f}" for a in v)
+        trips = "—" if arm.trips == 0 else str(arm.trips)
+        print(
+            f"| {arm.label} | {trips} | {_chosen_text(arm, chosen[arm.label])} | {mean_sd(v)}% | {each} |"
+        )
 
 
 if __name__ == "__main__":

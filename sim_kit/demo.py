@@ -242,13 +242,47 @@ def baselines(
         say(f"baseline: {site} alone, {plan.local_epochs} epochs on its own data")
     results.update(one_trip_arms(model_from(start_pkg), alone, fishers, sites, test, say))
     pooled = Dataset(np.concatenate(pooled_x), np.concatenate(pooled_y))
+    lr = centralized_lr(lambda: model_from(start_pkg), pooled, plan, s.seed)
     model = model_from(start_pkg)
-    train(model, pooled, plan, seed=s.seed, device=cpu)
-    say(f"baseline: centralized, {plan.local_epochs} epochs on all sites' data pooled")
-    results["centralized (pooled data)"] = evaluate(model, test, 10, cpu).accuracy
+    train(model, pooled, replace(plan, lr=lr), seed=s.seed, device=cpu)
+    say(
+        f"baseline: centralized, {plan.local_epochs} epochs on all sites' data pooled, "
+        f"lr {lr:g} (chosen on a validation split)"
+    )
+    results[f"centralized (pooled data, lr {lr:g})"] = evaluate(model, test, 10, cpu).accuracy
     periodic = f"federated: {s.rounds} trips, periodic FedAvg (the final package)"
     results[periodic] = evaluate(model_from(final), test, 10, cpu).accuracy
     return results
+
+
+CENTRAL_LR_FACTORS = (0.2, 0.4, 1.0)
+
+
+def centralized_lr(
+    start: Callable[[], torch.nn.Module], pooled: Dataset, plan: Plan, seed: int
+) -> float:
+    """The centralized arm's learning rate: the best of the plan's lr x CENTRAL_LR_FACTORS on a
+    stratified 20% of the pooled data held out for validation (never the test set).
+
+    Pooled data takes as many steps per epoch as all sites together, with no averaging to damp
+    them, so the federation's lr can be too high for it; without this choice the demo's
+    centralized baseline fell below the federated model (95.3% against 98.1%, seed 7).
+    """
+    from site_kit.evaluation import evaluate
+    from site_kit.training import train
+
+    fit_idx, val_idx = train_test_split(pooled.y, 0.2, seed)
+    fit, val = (
+        Dataset(pooled.x[fit_idx], pooled.y[fit_idx]),
+        Dataset(pooled.x[val_idx], pooled.y[val_idx]),
+    )
+    scores = {}
+    for factor in CENTRAL_LR_FACTORS:
+        lr = round(plan.lr * factor, 6)
+        model = start()
+        train(model, fit, replace(plan, lr=lr), seed=seed, device=torch.device("cpu"))
+        scores[lr] = evaluate(model, val, 10, torch.device("cpu")).accuracy
+    return max(scores, key=lambda lr: scores[lr])  # the smallest lr on a tie: dict order
 
 
 def one_trip_arms(

@@ -88,6 +88,13 @@ def demo(
         out_console = stdout()
         out_console.print(table)
         out_console.print(
+            f"Every arm starts from the same model and trains {rounds * local_epochs} epochs in all "
+            f"on the federation's plan (B={settings.plan.batch_size}, lr {settings.plan.lr:g}); "
+            "only the centralized baseline's lr is chosen, on a validation split held out from "
+            "the pooled data. One seed: multi-seed, tuned tables are in docs/results.md.",
+            soft_wrap=True,
+        )
+        out_console.print(
             f"{report.verified_files} artifacts verified, audit --replay "
             f"{'[green]passed[/]' if report.audit.ok else '[red]FAILED[/]'}; everything is in {out} "
             f"({seconds:.0f} s). Try: flsilo inspect {shlex.quote(str(report.federated_package))}",

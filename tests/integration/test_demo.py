@@ -31,6 +31,9 @@ def test_smallest_demo_runs_the_whole_pipeline(tmp_path: Path, cli) -> None:
     one_trip = [k for k in doc["accuracy"] if k.startswith("1 trip")]
     assert len(one_trip) == 3  # averaging, Fisher merging, closed-form head
     assert all(0 <= doc["accuracy"][k] <= 1 for k in one_trip)
+    # the centralized baseline's lr is chosen on validation from the plan's lr x (0.2, 0.4, 1)
+    (central,) = [k for k in doc["accuracy"] if k.startswith("centralized")]
+    assert central.removesuffix(")").split(" lr ")[1] in {"0.01", "0.02", "0.05"}
     assert _verify_all(out) == doc["verified_files"] == 3 + 2 * 2
     assert cli("audit", out / "hub", "--replay").code == 0
     assert cli("demo", "--out", out).code == 2  # never clobbers an earlier demo
