@@ -3,8 +3,9 @@
 The verifier is pure: :func:`verify_stream` takes an open stream (through an
 :class:`ArtifactReader`), the exact signature bytes, a trust policy and an explicit time, and
 returns what it verified (header, manifest, file sha256, data-section sha256, the signature
-bytes). It reads the file once: every byte goes through the hashes, the finite-float check
-and, optionally, a copy. Which kind of artifact is wanted, which round, which site: that is
+bytes). It reads the file once: each big chunk goes through the file's hash, the data
+section's hash, the finite-float check and, optionally, a copy, all at once on several
+cores. Which kind of artifact is wanted, which round, which site: that is
 the callers' policy (:func:`require_kind` and the kits). :func:`verify_file` opens a path
 safely and calls it; ``write_artifact`` writes file and signature atomically (the signature
 lands first, the file's appearance is the commit).
@@ -14,13 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from flsilo import manifest as mf
+from flsilo import prehash
 from flsilo.atomic import atomic_writer
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, PolicyError, UsageError, VerificationError
@@ -37,7 +42,9 @@ from flsilo.tensorfile import (
 from flsilo.trust import SignerEntry, TrustPolicy
 from flsilo.untrusted import MAX_SIGNATURE_BYTES, UnreadableError, open_regular, read_bounded
 
-CHUNK_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 16 * 1024 * 1024
+PARALLEL_MIN_BYTES = 256 * 1024
+"""Below this a chunk's jobs run one after another: a thread hand-off would cost more."""
 
 
 def sig_path(path: Path) -> Path:
@@ -115,34 +122,109 @@ def check_is_file(path: Path) -> None:
         )
 
 
+def _hash_pool() -> ThreadPoolExecutor:
+    """Threads for the per-chunk work of a read: hashlib and file writes release the GIL."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="flsilo-hash"
+            )
+        return _POOL
+
+
+def _forget_pool() -> None:  # a forked child has none of the parent's threads
+    global _POOL
+    _POOL = None
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def run_on_chunk(jobs: list[Callable[[memoryview], object]], chunk: memoryview) -> None:
+    """Run every job on ``chunk`` at once (the first on this thread); return when all are done.
+
+    Jobs are leaves (a hash update, a write, a float check): none waits for another, so
+    the shared pool cannot deadlock. A failing job is raised only after every other job
+    has finished with the buffer, so the caller may reuse it.
+    """
+    if len(jobs) <= 1 or len(chunk) < PARALLEL_MIN_BYTES:
+        for job in jobs:
+            job(chunk)
+        return
+    futures = [_hash_pool().submit(job, chunk) for job in jobs[1:]]
+    try:
+        jobs[0](chunk)
+    finally:
+        wait(futures)
+    for f in futures:
+        f.result()
+
+
 class ArtifactReader:
     """Reads one stream once: every byte goes to the hashes and, optionally, a copy.
 
-    ``size`` is what ``fstat`` said; nothing beyond it is ever read, so a file that grows
-    cannot make a reader loop. After a failure, :meth:`drain` finishes the pass so the file's
-    sha256 and the copy are complete without opening the file again.
+    The whole file's digests (what a signature covers), the data section's SHA-256 (from
+    :meth:`start_data` on), the copy and the caller's own check of a chunk run in
+    parallel on each big chunk. ``size`` is what ``fstat`` said; nothing beyond it is ever
+    read, so a file that grows cannot make a reader loop. After a failure, :meth:`drain`
+    finishes the pass so the file's sha256 and the copy are complete without opening the
+    file again.
+
+    ``early``: digests of this file taken from process start (:mod:`flsilo.prehash`); the
+    reader then hashes nothing and :meth:`digests` hands the early ones back only if the
+    file provably did not change (else :class:`flsilo.prehash.Changed`: read it again
+    without them).
     """
 
     def __init__(
-        self, fh: io.BufferedIOBase, size: int, *, copy_to: BinaryIO | None = None
+        self,
+        fh: io.BufferedIOBase,
+        size: int,
+        *,
+        copy_to: BinaryIO | None = None,
+        early: prehash.Job | None = None,
+        data_digest: bool = True,
     ) -> None:
         self.fh = fh
         self.size = size
         self.copy_to = copy_to
         self.position = 0
         self._hashes = {"sha256": new_hash("sha256")}
+        self._data_hash: Any = None
+        self._data_start = -1
+        self._data_digest = data_digest
+        usable = early is not None and copy_to is None and (early.data or not data_digest)
+        self._early = early if usable else None
+        self._opened_as = prehash.identity(os.fstat(fh.fileno())) if self._early else None
 
     def want(self, algorithm: str) -> None:
         """Also compute ``algorithm`` (only before the first byte is read)."""
         if algorithm not in self._hashes:
             assert self.position == 0
             self._hashes[algorithm] = new_hash(algorithm)
+            self._early = None  # early digests are SHA-256 only
 
-    def _feed(self, chunk: memoryview | bytes) -> None:
-        for h in self._hashes.values():
-            h.update(chunk)
+    def start_data(self) -> None:
+        """Every byte read from here on is also hashed as the data section."""
+        self._data_start = self.position
+        if self._data_digest:
+            self._data_hash = hashlib.sha256()
+
+    def _feed(
+        self, chunk: memoryview | bytes, check: Callable[[memoryview], object] | None = None
+    ) -> None:
+        jobs: list[Callable[[memoryview], object]] = [check] if check is not None else []
+        if self._early is None:
+            if self._data_hash is not None:
+                jobs.append(self._data_hash.update)
+            jobs.extend(h.update for h in self._hashes.values())
         if self.copy_to is not None:
-            self.copy_to.write(chunk)
+            jobs.append(self.copy_to.write)
+        run_on_chunk(jobs, memoryview(chunk))
         self.position += len(chunk)
 
     def read(self, n: int) -> bytes:
@@ -150,12 +232,15 @@ class ArtifactReader:
         self._feed(data)
         return data
 
-    def readinto(self, view: memoryview) -> int:
+    def readinto(
+        self, view: memoryview, check: Callable[[memoryview], object] | None = None
+    ) -> int:
+        """Fill ``view`` (up to ``size``); ``check`` sees the chunk while it is hashed."""
         want = min(len(view), self.size - self.position)
         if want <= 0:
             return 0
         n = self.fh.readinto(view[:want]) or 0
-        self._feed(view[:n])
+        self._feed(view[:n], check)
         return n
 
     def drain(self) -> None:
@@ -168,8 +253,24 @@ class ArtifactReader:
     def grew(self) -> bool:
         return bool(self.fh.read(1))
 
+    def _early_digests(self) -> tuple[bytes, bytes | None]:
+        assert self._early is not None and self._opened_as is not None
+        now = prehash.identity(os.fstat(self.fh.fileno()))
+        return self._early.digests(self._opened_as, now, self._data_start)
+
     def digests(self) -> dict[str, bytes]:
+        """The whole file's digests (raises ``prehash.Changed`` when early ones do not hold)."""
+        if self._early is not None:
+            return {"sha256": self._early_digests()[0]}
         return {a: h.digest() for a, h in self._hashes.items()}
+
+    @property
+    def data_sha256(self) -> str:
+        """The data section's sha256 hex digest (after :meth:`start_data`), else ''."""
+        if self._early is not None:
+            data = self._early_digests()[1]
+            return data.hex() if data is not None and self._data_digest else ""
+        return self._data_hash.hexdigest() if self._data_hash is not None else ""
 
     @property
     def complete(self) -> bool:
@@ -178,7 +279,9 @@ class ArtifactReader:
     @property
     def sha256(self) -> str:
         """The file's sha256 hex digest; empty unless the whole file went through."""
-        return self._hashes["sha256"].hexdigest() if self.complete else ""
+        if not self.complete:
+            return ""
+        return self.digests()["sha256"].hex()
 
 
 def read_signature_bytes(path: Path) -> bytes:
@@ -219,21 +322,22 @@ def scan_stream(reader: ArtifactReader, source: Path) -> Scan:
         raise _shrank(source)
     header = parse_header(header_bytes, reader.size, name)
     manifest = mf.decode(header.metadata, name)
-    data_hash = hashlib.sha256()
+    reader.start_data()
     buffer = bytearray(min(CHUNK_BYTES, max(header.data_size, 1)))
     view = memoryview(buffer)
     nonfinite: dict[str, int] = {}
     for info in header.tensors:
         remaining = info.nbytes
+
+        def count(chunk: memoryview, dtype: str = info.dtype, name: str = info.name) -> None:
+            bad = nonfinite_count(dtype, chunk)
+            if bad:
+                nonfinite[name] = nonfinite.get(name, 0) + bad
+
         while remaining:
-            n = reader.readinto(view[: min(remaining, len(buffer))])
+            n = reader.readinto(view[: min(remaining, len(buffer))], count)
             if not n:
                 raise _shrank(source)
-            chunk = view[:n]
-            data_hash.update(chunk)
-            bad = nonfinite_count(info.dtype, chunk)
-            if bad:
-                nonfinite[info.name] = nonfinite.get(info.name, 0) + bad
             remaining -= n
     if reader.grew():
         raise MalformedInputError(
@@ -245,7 +349,7 @@ def scan_stream(reader: ArtifactReader, source: Path) -> Scan:
         manifest=manifest,
         digests=reader.digests(),
         nonfinite=nonfinite,
-        data_sha256=data_hash.hexdigest(),
+        data_sha256=reader.data_sha256,
     )
 
 
@@ -345,19 +449,46 @@ def verify_file(
     expected_kind: str | None = None,
     at: int | None = None,
     copy_to: BinaryIO | None = None,
+    data_digest: bool = True,
 ) -> Verified:
-    """Verify ``path`` against ``path.sig`` and ``trust`` at ``at`` (default now); raise on failure."""
+    """Verify ``path`` against ``path.sig`` and ``trust`` at ``at`` (default now); raise on failure.
+
+    ``data_digest=False``: skip the data section's own SHA-256 (``data_sha256`` is then
+    ''), for a caller that does not use it: one hash pass instead of two.
+
+    When ``flsilo verify`` started hashing this file at process start (:mod:`flsilo.prehash`),
+    this read checks structure and floats only and takes those digests if the file did not
+    change in between; if it did, the file is read and hashed again.
+    """
     check_is_file(path)
     signature_bytes = read_signature_bytes(path)
+    when = int(time.time()) if at is None else at
+    early = prehash.claim(path) if copy_to is None else None
+    try:
+        verified = _verify_opened(path, signature_bytes, trust, when, copy_to, early, data_digest)
+    except prehash.Changed:
+        verified = _verify_opened(path, signature_bytes, trust, when, copy_to, None, data_digest)
+    return require_kind(verified, expected_kind) if expected_kind is not None else verified
+
+
+def _verify_opened(
+    path: Path,
+    signature_bytes: bytes,
+    trust: TrustPolicy,
+    when: int,
+    copy_to: BinaryIO | None,
+    early: prehash.Job | None,
+    data_digest: bool,
+) -> Verified:
     opened = open_regular(path)
     with opened.fh:
-        reader = ArtifactReader(opened.fh, opened.size, copy_to=copy_to)
-        when = int(time.time()) if at is None else at
+        reader = ArtifactReader(
+            opened.fh, opened.size, copy_to=copy_to, early=early, data_digest=data_digest
+        )
         try:
-            verified = verify_stream(reader, signature_bytes, trust, at=when, source=path)
+            return verify_stream(reader, signature_bytes, trust, at=when, source=path)
         except OSError as exc:
             raise UnreadableError(f"cannot read the file ({exc.strerror})", path=path) from exc
-    return require_kind(verified, expected_kind) if expected_kind is not None else verified
 
 
 def write_artifact(
