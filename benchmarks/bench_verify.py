@@ -12,6 +12,7 @@ range. Also: start-up time of `flsilo verify` on a small file, and `sha256sum` f
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -43,6 +44,7 @@ def main() -> None:
     for f in (big, small):  # warm the page cache, so every contender reads from memory
         f.read_bytes()
     pairs = []
+    load = os.getloadavg()
     for _ in range(args.repeats):
         ossl_t, _ = timed(["openssl", "dgst", "-sha256", str(big)], repeat=1)
         ver_t, _ = timed(verify, repeat=1)
@@ -55,6 +57,7 @@ def main() -> None:
     ver = statistics.median(v for _, v in pairs)
     print(
         f"file: {size:.0f} MiB (page cache warm); {args.repeats} paired runs; key {pub.fingerprint}"
+        f"; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}"
     )
     print("| command | median seconds | MiB/s | openssl / this, median (range) |")
     print("| --- | ---: | ---: | ---: |")

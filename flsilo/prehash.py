@@ -60,6 +60,8 @@ def _hash_from(starts: list[int], fd: int, size: int, job: Job) -> list[bytes | 
     results: list[bytes | None] = [None] * len(starts)
 
     def consume(i: int) -> None:
+        if i < len(_hash_cpus):
+            os.sched_setaffinity(0, {_hash_cpus[i]})
         h = hashlib.sha256()
         while (item := inboxes[i].get()) is not None:
             k, offset, n = item
@@ -117,6 +119,10 @@ class Job:
         self.before: Identity | None = None
         self.after: Identity | None = None
 
+    def starts_wanted(self, data_start: int = 0) -> list[int]:
+        """Where each digest starts: the file at 0, and the data section if asked."""
+        return [0, data_start] if self.data else [0]
+
     def run(self) -> None:
         try:
             self._run()
@@ -137,7 +143,7 @@ class Job:
             start = 8 + header_len
             if start > st.st_size:
                 return
-            digests = _hash_from([0, start] if self.data else [0], fd, st.st_size, self)
+            digests = _hash_from(self.starts_wanted(start), fd, st.st_size, self)
             self.file_digest, self.data_digest = digests[0], digests[1] if self.data else None
             self.data_start = start
             self.after = identity(os.fstat(fd))
@@ -166,15 +172,18 @@ _jobs: dict[str, Job] = {}
 _queue: list[Job] = []
 _lock = threading.Lock()
 _running = False
+_hash_cpus: list[int] = []
 
 
-def _worker(switch_interval: float) -> None:
+def _worker(switch_interval: float, main: int, cpus: set[int] | None) -> None:
     global _running
     while True:
         with _lock:
             if not _queue:
                 _running = False
                 sys.setswitchinterval(switch_interval)
+                if cpus is not None:
+                    os.sched_setaffinity(main, cpus)
                 return
             job = _queue.pop(0)
             if job.cancelled:
@@ -203,7 +212,32 @@ def start(paths: list[str], *, data: bool) -> None:
         # imports, a shorter switch interval keeps them from waiting 5 ms each time.
         previous = sys.getswitchinterval()
         sys.setswitchinterval(min(previous, SWITCH_INTERVAL_S))
-    threading.Thread(target=_worker, args=(previous,), name="flsilo-prehash", daemon=True).start()
+        cpus = _reserve_cpus(len(_queue[0].starts_wanted()))
+    args = (previous, threading.get_native_id(), cpus)
+    threading.Thread(target=_worker, args=args, name="flsilo-prehash", daemon=True).start()
+
+
+def _reserve_cpus(hashers: int) -> set[int] | None:
+    """Give each hashing thread a CPU of its own and the rest of the process the others.
+
+    Keeps the imports and the reading thread from preempting the hash on a small machine.
+    Returns this thread's CPUs to restore when the passes end (None: nothing was changed).
+    """
+    global _hash_cpus
+    try:
+        cpus = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return None
+    if len(cpus) <= hashers:
+        return None
+    ordered = sorted(cpus)
+    _hash_cpus = ordered[-hashers:]
+    try:
+        os.sched_setaffinity(0, set(ordered[:-hashers]))
+    except OSError:
+        _hash_cpus = []
+        return None
+    return cpus
 
 
 def claim(path: Path) -> Job | None:
