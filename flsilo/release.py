@@ -93,8 +93,8 @@ def _digest(scan: Scan, algorithm: str) -> bytes:
     return digest.digest()
 
 
-def _check_officer(verified: Verified, officer: str, key_line: str) -> None:
-    path = release_sig_path(verified.path, officer)
+def _check_officer(scan: Scan, officer: str, key_line: str) -> None:
+    path = release_sig_path(scan.path, officer)
     try:
         data = path.read_bytes()[: MAX_SIG_BYTES + 1]
     except FileNotFoundError as exc:
@@ -106,9 +106,7 @@ def _check_officer(verified: Verified, officer: str, key_line: str) -> None:
             path=path,
             code=Code.UNKNOWN_SIGNER,
         )
-    check_signature(
-        sig, RELEASE_NAMESPACE, _digest(verified.scan, sig.hash_algorithm), source=str(path)
-    )
+    check_signature(sig, RELEASE_NAMESPACE, _digest(scan, sig.hash_algorithm), source=str(path))
 
 
 def check_release(verified: Verified, required: int) -> ReleaseReport:
@@ -120,7 +118,7 @@ def check_release(verified: Verified, required: int) -> ReleaseReport:
     failed: list[tuple[str, str]] = []
     for officer in policy.officers:
         try:
-            _check_officer(verified, officer.id, officer.key)
+            _check_officer(verified.scan, officer.id, officer.key)
         except FlsiloError as err:
             failed.append((officer.id, err.code))
             continue
@@ -136,3 +134,31 @@ def check_release(verified: Verified, required: int) -> ReleaseReport:
             "PACKAGE.release-OFFICER.sig files travel with the package",
         )
     return report
+
+
+@dataclass(frozen=True)
+class OfficerState:
+    """One release officer a package names, and what sits beside the package for them."""
+
+    id: str
+    fingerprint: str
+    signature: str
+    """'valid', or the error code: release-missing (no file yet), unknown-signer, ..."""
+
+
+def officer_states(scan: Scan) -> tuple[int, tuple[OfficerState, ...]] | None:
+    """For ``inspect``: how many officers must sign, and each one's signature beside the
+    package; None when the package names no officers. Nothing is trusted or raised."""
+    release = scan.manifest.package.release if scan.manifest.package else None
+    if release is None:
+        return None
+    states = []
+    for officer in release.officers:
+        try:
+            _check_officer(scan, officer.id, officer.key)
+            state = "valid"
+        except FlsiloError as err:
+            state = str(err.code)
+        fingerprint = parse_public_line(officer.key).fingerprint
+        states.append(OfficerState(officer.id, fingerprint, state))
+    return release.signers_required, tuple(states)

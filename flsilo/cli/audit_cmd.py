@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, set_json, stdout
@@ -40,12 +41,18 @@ def audit(
     if json_out:
         emit_json("audit", report.ok, {"audit": to_jsonable(report), "exit_code": code})
     else:
-        table = Table(title=f"flsilo audit {hub_dir} ({report.rounds} rounds aggregated)")
-        table.add_column("check")
-        table.add_column("result")
+        # No outer box and a narrow check column: a whole fingerprint (50) fits in 80 columns.
+        table = Table(
+            title=f"flsilo audit {hub_dir} ({report.rounds} rounds aggregated)",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+        )
+        table.add_column("", no_wrap=True)
+        table.add_column("check", max_width=20)
         table.add_column("detail", overflow="fold")
         for c in report.checks:
-            table.add_row(c.name, "[green]OK[/]" if c.ok else "[red]FAIL[/]", c.detail)
+            table.add_row("[green]OK[/]" if c.ok else "[red]FAIL[/]", c.name, c.detail)
         stdout().print(table)
         stdout().print("[green]audit passed[/]" if report.ok else "[red]audit FAILED[/]")
     raise typer.Exit(code)

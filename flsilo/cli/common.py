@@ -33,17 +33,25 @@ class CliState:
 STATE = CliState()
 
 
-def _width(stream: Any) -> int | None:
-    """Terminals get their own width; files and pipes a wide one, so tables do not fold."""
-    return None if stream.isatty() else 160
-
-
 def stdout() -> Console:
-    return Console(highlight=False, width=_width(sys.stdout))
+    """Data for people. A terminal's own width; a pipe or file gets $COLUMNS, else 80, so a
+    report pasted into a ticket or a mail reads the same as on an 80-column screen."""
+    return Console(highlight=False)
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False, width=_width(sys.stderr))
+    return Console(stderr=True, highlight=False)
+
+
+def short_digest(hexdigest: str, n: int = 12) -> str:
+    """The first n hex digits of a sha256, marked as shortened (the whole one is in --json)."""
+    return hexdigest[:n] + "…" if len(hexdigest) > n else hexdigest
+
+
+def short_fingerprint(fingerprint: str, n: int = 12) -> str:
+    """SHA256:vtg294suRYp5… : enough to tell keys apart in a table (whole in --json)."""
+    head, _, body = fingerprint.partition(":")
+    return f"{head}:{short_digest(body, n)}" if body else fingerprint
 
 
 def set_json(enabled: bool) -> None:
@@ -78,9 +86,24 @@ def print_error(err: FlsiloError) -> None:
 
 
 def info(message: str) -> None:
-    """A progress or guidance line for people: stderr, never mixed into data on stdout."""
-    if not STATE.json:  # soft-wrapped: a suggested command or path pastes back whole
-        stderr().print(message, soft_wrap=True)
+    """A progress or guidance line for people: stderr, never mixed into data on stdout.
+
+    Prose wraps at spaces to the terminal (a path moves to the next line whole, never
+    folded); a suggested command (after ': flsilo ', or a line that is one) goes on a line
+    of its own and is never wrapped, so it pastes back whole.
+    """
+    if STATE.json:
+        return
+    console = stderr()
+    if message.lstrip().startswith("flsilo "):
+        console.print(message, soft_wrap=True)
+        return
+    prose, sep, command = message.partition(": flsilo ")
+    if sep and len(message) > console.width:
+        console.print(prose + ":", overflow="ignore")
+        console.print("  flsilo " + command, soft_wrap=True)
+    else:
+        console.print(message, overflow="ignore")
 
 
 def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:

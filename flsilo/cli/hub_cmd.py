@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -296,9 +297,10 @@ def hub_status(
     if st.dp_plan:
         out.print(f"differential privacy: {st.dp_plan}")
     dp = st.dp_budget is not None
-    table = Table(title="sites")
-    for col in ("site", "fingerprint", "state", "bundle in inbox") + (("epsilon spent",) * dp):
-        table.add_column(col)
+    # No outer box: a site id, a whole fingerprint (50) and the state fit in 80 columns.
+    table = Table(title="sites", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in ("site", "fingerprint", "state", "in inbox") + (("epsilon spent",) * dp):
+        table.add_column(col, overflow="fold")
     for s in st.sites:
         table.add_row(
             s["site"],

@@ -13,6 +13,7 @@ from flsilo.artifact import check_finite, check_is_file, read_signature, scan_fi
 from flsilo.cli.common import emit_json, set_json, stdout
 from flsilo.errors import FlsiloError
 from flsilo.manifest import to_jsonable
+from flsilo.release import officer_states
 from flsilo.sshsig import check_signature
 
 
@@ -56,6 +57,7 @@ def inspect(
         "tensors": tensors,
         "parameters": sum(t.numel for t in scan.header.tensors),
         "nonfinite": scan.nonfinite,
+        "release": _release(scan),
     }
     if json_out:
         emit_json("inspect", not scan.nonfinite, report)
@@ -64,11 +66,26 @@ def inspect(
     check_finite(scan)
 
 
+def _release(scan: Any) -> dict[str, Any] | None:
+    """The release officers a package names and each one's signature beside it."""
+    states = officer_states(scan)
+    if states is None:
+        return None
+    required, officers = states
+    return {"required": required, "officers": [to_jsonable(o) for o in officers]}
+
+
 def render(report: dict[str, Any]) -> None:
     m = report["manifest"]
     out = stdout()
-    table = Table(title=f"flsilo inspect {Path(report['file']).name}", show_header=False)
-    table.add_column("field", style="bold")
+    # No box and labels of at most 14 characters: a whole sha256 (64) fits 80 columns.
+    table = Table(
+        title=f"flsilo inspect {Path(report['file']).name}",
+        show_header=False,
+        box=None,
+        pad_edge=False,
+    )
+    table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     rows = [
         ("kind", m["kind"]),
@@ -92,8 +109,8 @@ def render(report: dict[str, Any]) -> None:
             ("samples", str(b["num_samples"])),
             ("base package", b["base_package_sha256"]),
             ("plan", _plan(b["plan"])),
-            ("global model (val)", _metrics(b["metrics_global"])),
-            ("trained model (val)", _metrics(b["metrics_trained"])),
+            ("global (val)", _metrics(b["metrics_global"])),
+            ("trained (val)", _metrics(b["metrics_trained"])),
         ]
         if b.get("dp"):
             d = b["dp"]
@@ -118,15 +135,28 @@ def render(report: dict[str, Any]) -> None:
             rows.append(("strategy", prov["strategy"]))
             for i in prov["inputs"]:
                 rows.append(
-                    (f"input {i['site']}", f"{i['samples']} samples, weight {i['weight']:.4f}")
+                    ("input", f"{i['site']}: {i['samples']} samples, weight {i['weight']:.4f}")
                 )
             for r in prov["rejects"]:
-                rows.append((f"rejected {r['site']}", r["reason"]))
+                rows.append(("rejected", f"{r['site']}: {r['reason']}"))
+    rows += _release_rows(report.get("release"))
     if report["nonfinite"]:
         rows.append(("NON-FINITE", ", ".join(f"{k}: {v}" for k, v in report["nonfinite"].items())))
     for k, v in rows:
         table.add_row(k, v)
     out.print(table)
+
+
+def _release_rows(release: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if release is None:
+        return []
+    rows = [("release", f"{release['required']} of {len(release['officers'])} officers must sign")]
+    for o in release["officers"]:
+        state = {"valid": "signed", "release-missing": "not signed yet"}.get(
+            o["signature"], f"INVALID ({o['signature']})"
+        )
+        rows.append(("officer", f"{o['id']}: {state}\n  {o['fingerprint']}"))
+    return rows
 
 
 def _plan(plan: dict[str, Any]) -> str:

@@ -37,7 +37,8 @@ def status(
         emit_json("site status", ok, {"site_dir": str(site_dir), **asdict(st)})
     else:
         out = stdout()
-        out.print(f"site {st.site} in federation {st.federation} (hub {st.hub_fingerprint})")
+        out.print(f"site {st.site} in federation {st.federation}")
+        out.print(f"hub key: {st.hub_fingerprint}")
         trained = st.last_round_trained
         out.print(f"last round trained: {trained if trained >= 0 else 'none yet'}")
         for title, files in (("packages", st.packages), ("outbox", st.outbox)):
@@ -57,9 +58,9 @@ def status(
         if not st.record_ok:
             out.print(f"record: BROKEN: {st.record_detail}", soft_wrap=True)
         if st.carry:
-            out.print(
-                "carry to the hub: " + " ".join(shlex.quote(p) for p in st.carry), soft_wrap=True
-            )
+            out.print("carry to the hub:")
+            for p in st.carry:  # one per line: a path is never folded
+                out.print(f"  {shlex.quote(p)}", soft_wrap=True)
         if st.next_package:
             info(
                 f"next: flsilo train {shlex.quote(st.next_package)} --site {shlex.quote(str(site_dir))}"

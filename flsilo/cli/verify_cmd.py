@@ -10,7 +10,16 @@ from rich.table import Table
 
 from flsilo import oms
 from flsilo.artifact import Verified, verify_file
-from flsilo.cli.common import emit_json, exit_code_for, parse_when, print_error, set_json, stdout
+from flsilo.cli.common import (
+    emit_json,
+    exit_code_for,
+    parse_when,
+    print_error,
+    set_json,
+    short_digest,
+    short_fingerprint,
+    stdout,
+)
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, UsageError
 from flsilo.keys import load_public_key
@@ -131,22 +140,31 @@ def verify(
     raise typer.Exit(code)
 
 
+def _details(r: dict[str, Any]) -> str:
+    """What the file is, who signed it, its digest: stacked, so the table fits 80 columns."""
+    what = f"{r['kind']}{' (final)' if r['final'] else ''}, round {r['round']}"
+    if r["site"]:
+        what += f", {r['site']}, {r['samples']} samples"
+    signer = r["signer"] if isinstance(r["signer"], str) else ",".join(r["signer"])
+    lines = [
+        what,
+        f"signed by {signer} {short_fingerprint(r['fingerprint'])}",
+        f"sha256 {short_digest(r['sha256'])}",
+    ]
+    if r["release_signed_by"]:
+        lines.append("released by " + ", ".join(r["release_signed_by"]))
+    return "\n".join(lines)
+
+
 def render(rows: list[dict[str, Any]]) -> None:
+    """One row per file; the name is never folded (whole fingerprints and digests: --json)."""
     table = Table(title="flsilo verify")
-    for col in ("file", "verdict", "signer", "kind", "round", "site", "samples", "sha256"):
-        table.add_column(col, overflow="fold")
+    table.add_column("file", no_wrap=True)
+    table.add_column("verdict")
+    table.add_column("details")
     for r in rows:
         if r["ok"]:
-            table.add_row(
-                Path(r["file"]).name,
-                "[green]OK[/]",
-                f"{r['signer']}\n{r['fingerprint']}",
-                r["kind"] + (" (final)" if r["final"] else ""),
-                str(r["round"]),
-                r["site"] or "-",
-                str(r["samples"]) if r["samples"] is not None else "-",
-                r["sha256"][:16],
-            )
+            table.add_row(Path(r["file"]).name, "[green]OK[/]", _details(r))
         else:
-            table.add_row(Path(r["file"]).name, f"[red]FAIL[/]\n{r['error']['code']}", *(["-"] * 6))
+            table.add_row(Path(r["file"]).name, "[red]FAIL[/]", r["error"]["code"])
     stdout().print(table)

@@ -112,6 +112,15 @@ def test_release_sign_off_m_of_n(tmp_path: Path, cli) -> None:
     signed = cli("release", "sign", final, "--key", keys / "qa", "--id", "qa")
     assert signed.code == 0, signed.err
     assert Path(f"{final}.release-qa.sig").exists()
+    # inspect names the officers and what sits beside the package for each (text and --json)
+    shown = json.loads(cli("inspect", final, "--json").out)["release"]
+    assert shown["required"] == 2
+    states = {o["id"]: o["signature"] for o in shown["officers"]}
+    assert states == {"cmo": "release-missing", "dpo": "release-missing", "qa": "valid"}
+    text = cli("inspect", final).out
+    assert "2 of 3 officers must sign" in text
+    assert "qa: signed" in text and "cmo: not signed yet" in text
+    assert fingerprint(keys / "qa.pub") in text
     one = verify(1)
     assert one.code == 3 and "release-not-signed" in one.out  # the package demands 2
     # an outsider, or an officer with another's id, cannot sign
@@ -126,6 +135,7 @@ def test_release_sign_off_m_of_n(tmp_path: Path, cli) -> None:
     # a copied signature under another officer's name does not count
     shutil.copy(f"{final}.release-qa.sig", f"{final}.release-dpo.sig")
     assert verify(3).code == 3
+    assert "dpo: INVALID (unknown-signer)" in cli("inspect", final).out
     # a signature over another file does not count either
     Path(f"{final}.release-cmo.sig").write_bytes(Path(f"{bundle}.sig").read_bytes())
     assert verify(2).code == 3
