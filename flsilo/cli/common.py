@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,13 @@ def stdout() -> Console:
 
 def stderr() -> Console:
     return Console(stderr=True, highlight=False)
+
+
+def print_data(text: str) -> None:
+    """One line of data on stdout (a path, a fingerprint) as is: never wrapped to the
+    terminal and never read as markup, so ``$(flsilo ...)`` in a script gets it whole."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def short_digest(hexdigest: str, n: int = 12) -> str:
@@ -89,21 +97,25 @@ def info(message: str) -> None:
     """A progress or guidance line for people: stderr, never mixed into data on stdout.
 
     Prose wraps at spaces to the terminal (a path moves to the next line whole, never
-    folded); a suggested command (after ': flsilo ', or a line that is one) goes on a line
+    split); a suggested command (after ': flsilo ', or a line that is one) goes on a line
     of its own and is never wrapped, so it pastes back whole.
     """
     if STATE.json:
         return
-    console = stderr()
-    if message.lstrip().startswith("flsilo "):
-        console.print(message, soft_wrap=True)
-        return
-    prose, sep, command = message.partition(": flsilo ")
-    if sep and len(message) > console.width:
-        console.print(prose + ":", overflow="ignore")
-        console.print("  flsilo " + command, soft_wrap=True)
+    width = max(stderr().width, 20)
+    if message.lstrip().startswith("flsilo ") or len(message) <= width:
+        lines = [message]
     else:
-        console.print(message, overflow="ignore")
+        prose, sep, command = message.partition(": flsilo ")
+        lines = textwrap.wrap(
+            prose + (":" if sep else ""),
+            width,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        lines += [f"  flsilo {command}"] if sep else []
+    sys.stderr.write("".join(line + "\n" for line in lines))
+    sys.stderr.flush()
 
 
 def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:

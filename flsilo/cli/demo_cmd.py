@@ -121,7 +121,7 @@ def accuracy_table(accuracy: dict[str, float], rounds: int, local_epochs: int) -
     for key, rows in groups.items():
         style = "bold green" if key == "federated" else ""
         for i, (label, acc) in enumerate(rows):
-            cells = (label, f"{100 * acc:.1f}%")
+            cells: tuple[str, ...] = (label, f"{100 * acc:.1f}%")
             if style:
                 cells = tuple(f"[{style}]{c}[/]" for c in cells)
             table.add_row(heading[key] if i == 0 else "", *cells, end_section=i == len(rows) - 1)

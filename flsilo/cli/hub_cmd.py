@@ -12,7 +12,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
+from flsilo.cli.common import emit_json, info, passphrase_source, print_data, set_json, stdout
 from flsilo.cli.options import STRATEGY_HELP, int_list, name_list, with_settings
 from flsilo.federation import DataSpec, FederationConfig, HubPolicy
 from flsilo.manifest import to_jsonable
@@ -101,7 +101,7 @@ def hub_init(
         emit_json("hub init", True, {"hub": str(hub_dir), "package": str(package)})
         return
     info(f"created hub workspace {hub_dir}; enrol sites next (flsilo hub enroll)")
-    stdout().print(str(package))
+    print_data(str(package))
 
 
 @app.command("enroll", no_args_is_help=True)
@@ -253,7 +253,7 @@ def hub_kit(
     if json_out:
         emit_json("hub kit", True, {"site": site_id, "kit": str(path)})
         return
-    stdout().print(str(path))
+    print_data(str(path))
 
 
 @app.command("status", no_args_is_help=True)
@@ -415,7 +415,7 @@ def aggregate(
         emit_json("aggregate", True, {"report": report.to_dict()})
         return
     render_aggregate(report)
-    stdout().print(str(report.package))
+    print_data(str(report.package))
 
 
 def pct(v: float | None) -> str:

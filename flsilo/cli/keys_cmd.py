@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flsilo.cli.common import emit_json, info, new_passphrase, set_json, stdout
+from flsilo.cli.common import emit_json, info, new_passphrase, print_data, set_json
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.keys import TYPE_NAMES, generate_key, load_public_key, write_new_key
@@ -66,7 +66,7 @@ def keys_new(
             },
         )
         return
-    stdout().print(public.fingerprint)
+    print_data(public.fingerprint)
     info(
         f"wrote {path} ({'encrypted' if passphrase else 'NOT encrypted'}, mode 0600) and "
         f"{pub_path}; read the fingerprint above by phone to whoever must trust this key "
@@ -96,4 +96,4 @@ def keys_fingerprint(
             },
         )
         return
-    stdout().print(public.fingerprint)
+    print_data(public.fingerprint)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
+from flsilo.cli.common import emit_json, info, passphrase_source, print_data, set_json
 from flsilo.keys import load_private_key
 from flsilo.release import sign_release
 
@@ -39,4 +39,4 @@ def release_sign(
         emit_json("release sign", True, {"package": str(package), "signature": str(out)})
         return
     info(f"signed {package.name} as release officer {officer_id}; carry the .sig with it")
-    stdout().print(str(out))
+    print_data(str(out))

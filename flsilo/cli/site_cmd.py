@@ -10,7 +10,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stderr, stdout
+from flsilo.cli.common import (
+    emit_json,
+    info,
+    passphrase_source,
+    print_data,
+    set_json,
+    stderr,
+    stdout,
+)
 from flsilo.errors import UsageError
 from flsilo.manifest import to_jsonable
 
@@ -57,7 +65,7 @@ def site_init(
     info(
         f"site workspace ready; train with: flsilo train {shlex.quote(packages[-1]) if packages else 'PACKAGE'} --site {shlex.quote(str(site_dir))}"
     )
-    stdout().print(str(site_dir))
+    print_data(str(site_dir))
 
 
 class ProgressPrinter:
@@ -203,8 +211,8 @@ def train(
         f"{outcome.val_samples}: global model {pct(outcome.global_eval)} -> trained {pct(outcome.trained_eval)}"
     )
     err.print("carry BOTH files to the hub:")
-    stdout().print(str(outcome.bundle))
-    err.print(f"{outcome.bundle}.sig")
+    print_data(str(outcome.bundle))
+    err.print(f"{outcome.bundle}.sig", soft_wrap=True)
 
 
 def evaluate(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
+from flsilo.cli.common import emit_json, info, passphrase_source, print_data, set_json, stdout
 
 app = typer.Typer(
     help="Build (connected machine), sign (offline hub) and verify (site) an offline install kit.",
@@ -90,7 +90,7 @@ def build(
     size = sum((out / w.file).stat().st_size for w in wheels)
     info(f"{len(wheels)} wheels, {size / 2**20:.0f} MiB; next, on the hub:")
     info(f"  flsilo wheelhouse sign {shlex.quote(str(out))} --key keys/hub")
-    stdout().print(str(out))
+    print_data(str(out))
 
 
 @app.command("sign", no_args_is_help=True)
@@ -118,7 +118,7 @@ def sign(
     info(
         "signed; put the folder in each site kit: flsilo hub kit HUB SITE --out KIT --wheelhouse DIR"
     )
-    stdout().print(str(sig))
+    print_data(str(sig))
 
 
 @app.command("verify", no_args_is_help=True)
