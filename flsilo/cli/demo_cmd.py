@@ -83,13 +83,12 @@ def demo(
             f"Every arm starts from the same model and trains {rounds * local_epochs} epochs in all "
             f"on the federation's plan (B={settings.plan.batch_size}, lr {settings.plan.lr:g}); "
             "only the centralized baseline's lr is chosen, on a validation split held out from "
-            "the pooled data. One seed: multi-seed, tuned tables are in docs/results.md.",
-            soft_wrap=True,
+            "the pooled data. One seed: multi-seed, tuned tables are in docs/results.md."
         )
         out_console.print(
             f"{report.verified_files} artifacts verified, audit --replay "
             f"{'[green]passed[/]' if report.audit.ok else '[red]FAILED[/]'}; everything is in "
-            f"{shlex.quote(str(out))} ({seconds:.0f}\u00a0s). Try:"
+            f"{shlex.quote(str(out))} ({seconds:.0f}s). Try:"
         )
         out_console.print(
             f"  flsilo inspect {shlex.quote(str(report.federated_package))}", soft_wrap=True
