@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,9 +23,77 @@ def fsync_dir(path: Path) -> None:
     filelock.fsync_dir(path)
 
 
+def _disk_full(exc: OSError, path: Path) -> WorkspaceError | None:
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return WorkspaceError(
+        f"disk full while writing ({exc.strerror}); nothing was changed",
+        path=path,
+        code=Code.DISK_FULL,
+        hint=f"free space on the disk holding {path.parent} and run the command again",
+    )
+
+
+class BackgroundSync:
+    """fsync files on a background thread while the caller goes on; :meth:`join` before use.
+
+    For a staging folder whose files count only after a later commit (a hub round): each
+    file is renamed into place before its data is on disk, and :meth:`join` makes every
+    file and folder durable (raising the first error, a full disk as ``disk-full``) before
+    the commit. A staging folder a crash leaves behind is discarded, never trusted.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flsilo-sync")
+        self._pending: list[tuple[Future[None], Path]] = []
+        self._folders: dict[Path, None] = {}
+
+    def __enter__(self) -> BackgroundSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+
+    def file(self, fd: int, path: Path) -> None:
+        """Start syncing the open file ``fd`` (a duplicate is kept until it is on disk)."""
+        copy = os.dup(fd)
+        self._pending.append((self._pool.submit(self._sync, copy), path))
+
+    def folder(self, path: Path) -> None:
+        """Sync ``path``'s entries at :meth:`join` (after the renames into it)."""
+        self._folders[path] = None
+
+    @staticmethod
+    def _sync(fd: int) -> None:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def join(self) -> None:
+        """Every file handed over, and every folder named, is on disk; else raise."""
+        pending, self._pending = self._pending, []
+        errors = [(f.exception(), path) for f, path in pending]
+        for exc, path in errors:
+            full = _disk_full(exc, path) if isinstance(exc, OSError) else None
+            if full is not None:
+                raise full from exc
+            if exc is not None:
+                raise exc
+        folders, self._folders = list(self._folders), {}
+        for folder in folders:
+            if folder.is_dir():
+                fsync_dir(folder)
+
+
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Yield a file that becomes ``path`` only if the block finishes; never a partial file."""
+def atomic_writer(
+    path: Path, mode: int = 0o644, *, sync: BackgroundSync | None = None
+) -> Iterator[BinaryIO]:
+    """Yield a file that becomes ``path`` only if the block finishes; never a partial file.
+
+    With ``sync`` the data reaches the disk in the background (see :class:`BackgroundSync`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
@@ -32,19 +101,21 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync is None:
+                os.fsync(fh.fileno())
+            else:
+                sync.file(fh.fileno(), path)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if sync is None:
+            fsync_dir(path.parent)
+        else:
+            sync.folder(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise WorkspaceError(
-                f"disk full while writing ({exc.strerror}); nothing was changed",
-                path=path,
-                code=Code.DISK_FULL,
-                hint=f"free space on the disk holding {path.parent} and run the command again",
-            ) from exc
+        full = _disk_full(exc, path)
+        if full is not None:
+            raise full from exc
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -72,8 +143,10 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    with atomic_writer(path, mode) as fh:
+def write_bytes(
+    path: Path, data: bytes, mode: int = 0o644, *, sync: BackgroundSync | None = None
+) -> None:
+    with atomic_writer(path, mode, sync=sync) as fh:
         fh.write(data)
 
 

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from flsilo import manifest as mf
-from flsilo.artifact import Scan, scan_file, sig_path
+from flsilo.artifact import Scan, run_on_chunk, scan_file, sig_path
+from flsilo.atomic import BackgroundSync
 from flsilo.codes import Code
 from flsilo.errors import PolicyError, UsageError, VerificationError, WorkspaceError
 from flsilo.faults import fault_point
@@ -403,18 +404,22 @@ def aggregate_round(
     if key is not None:  # the hub key, when it is not where 'hub init' recorded it
         ws.key_path = key
     policy = round_policy(ws, strategy, min_sites, norm_gate, max_weight_share, server)
-    with ws.transaction("aggregate") as tx:
+    with ws.transaction("aggregate") as tx, BackgroundSync() as sync:
         prep = prepare(ws, tx.state, inbox, policy)
         staged = fresh_staging(ws.rounds_dir, prep.round)
-        taken = run_intake(prep, staged, staged.root / "trainable-base")
+        # archive copies reach the disk while the next bundles are read and the round is
+        # computed; every one is on disk before the commit (sync.join)
+        taken = run_intake(prep, staged, staged.root / "trainable-base", sync)
         fault_point("aggregate:staged")
         if len(taken.candidates) < policy.need():
+            sync.join()
             _record_rejects_only(tx, prep, taken.result, passphrase)
             shutil.rmtree(staged.root, ignore_errors=True)
             return _report(prep, taken, None, _shortfall(prep))
         signing_key = load_private_key(ws.key_path, passphrase)
         built = build_package(prep, taken, staged, signing_key)
         fault_point("aggregate:built")
+        sync.join()
         commit(tx, prep, taken, built, staged, signing_key)
     return _report(prep, taken, built)
 
@@ -523,7 +528,12 @@ def prepare(ws: HubWorkspace, state: HubState, inbox: Path | None, policy: Round
     return prep
 
 
-def run_intake(prep: Prepared, staged: StagedRound | None, scratch: Path) -> Intake:
+def run_intake(
+    prep: Prepared,
+    staged: StagedRound | None,
+    scratch: Path,
+    sync: BackgroundSync | None = None,
+) -> Intake:
     """Step 2: verdicts for every inbox entry, the first pass if needed, quarantine.
 
     With ``staged=None`` nothing is written in the workspace (a dry run); ``scratch`` is
@@ -538,6 +548,7 @@ def run_intake(prep: Prepared, staged: StagedRound | None, scratch: Path) -> Int
         prep.package.header,
         prep.package.manifest.model,
         prep.plan,
+        sync=sync,
     )
     result.candidates = sorted(result.candidates, key=lambda c: (c.site, c.verified.sha256))
     view = round_view(
@@ -636,8 +647,8 @@ def build_package(prep: Prepared, taken: Intake, staged: StagedRound, key: Priva
 
     def hashed(write: Writer) -> list[SiteFigures]:
         def both(chunk: memoryview) -> object:
-            data_hash.update(chunk)
-            return write(chunk)
+            run_on_chunk([write, data_hash.update], chunk)  # file write+hash, data hash at once
+            return None
 
         return compute(both)
 

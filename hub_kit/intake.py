@@ -19,6 +19,7 @@ import stat
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -34,7 +35,7 @@ from flsilo.artifact import (
     sig_path,
     verify_stream,
 )
-from flsilo.atomic import atomic_writer, write_bytes, write_text
+from flsilo.atomic import BackgroundSync, atomic_writer, write_bytes, write_text
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, PolicyError, VerificationError
 from flsilo.federation import FederationConfig
@@ -52,6 +53,8 @@ from hub_kit.privacy import check_bundle as check_dp_bundle
 from hub_kit.streaming import FISHER_PREFIX
 from hub_kit.workspace import HubState
 
+INTAKE_WORKERS = max(1, min(4, os.cpu_count() or 1))
+"""Bundles examined at once."""
 HEADER_SLACK_BYTES = 1 << 20
 """How much larger a bundle's header may be than its package's (its own manifest)."""
 
@@ -322,15 +325,27 @@ def intake(
     package_plan: mf.Plan,
     *,
     at: int | None = None,
+    sync: BackgroundSync | None = None,
 ) -> IntakeResult:
-    """Examine every inbox entry; stage accepted copies (and reject copies) under ``staging``."""
+    """Examine every inbox entry; stage accepted copies (and reject copies) under ``staging``.
+
+    With ``sync`` the copies reach the disk in the background: the caller joins it before
+    anything that depends on them (the commit).
+    """
     gate = RoundGate(config, state, trust, package_header, package_model, package_plan)
     when = int(time.time()) if at is None else at
     result = IntakeResult([], [], [])
     if staging is not None:
         (staging / "rejected").mkdir(parents=True, exist_ok=True)
-    for entry in inbox_entries(inbox):
-        outcome = examine(Path(entry.path), entry, staging, gate, when)
+
+    def one(entry: os.DirEntry[str]) -> Candidate | Rejection | Skipped:
+        return examine(Path(entry.path), entry, staging, gate, when, sync)
+
+    # several bundles at once (each already hashes and copies on two threads); the
+    # outcomes come back in inbox order, so nothing downstream sees the interleaving
+    with ThreadPoolExecutor(INTAKE_WORKERS, thread_name_prefix="flsilo-intake") as pool:
+        outcomes = list(pool.map(one, inbox_entries(inbox)))
+    for outcome in outcomes:
         if isinstance(outcome, Candidate):
             result.candidates.append(outcome)
         elif isinstance(outcome, Skipped):
@@ -341,7 +356,12 @@ def intake(
 
 
 def examine(
-    path: Path, entry: os.DirEntry[str] | None, staging: Path | None, gate: RoundGate, at: int
+    path: Path,
+    entry: os.DirEntry[str] | None,
+    staging: Path | None,
+    gate: RoundGate,
+    at: int,
+    sync: BackgroundSync | None = None,
 ) -> Candidate | Rejection | Skipped:
     """One inbox entry through every gate; reads it at most once and never by path twice.
 
@@ -370,7 +390,7 @@ def examine(
                 path, opened.fh, opened.size, None, None, sig_bytes, sig_error, gate, at
             )
         else:
-            with atomic_writer(copy, mode=0o600) as out:
+            with atomic_writer(copy, mode=0o600, sync=sync) as out:
                 outcome = _read(
                     path, opened.fh, opened.size, out, copy, sig_bytes, sig_error, gate, at
                 )
@@ -400,7 +420,9 @@ def examine(
     staged.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(copy, 0o644)
     os.replace(copy, staged)
-    write_bytes(sig_path(staged), outcome.signature_bytes)
+    if sync is not None:
+        sync.folder(staged.parent)
+    write_bytes(sig_path(staged), outcome.signature_bytes, sync=sync)
     verified = replace(outcome, scan=replace(outcome.scan, path=staged))
     return Candidate(path, staged, verified, age, weight)
 
@@ -423,7 +445,7 @@ def _read(
     at: int,
 ) -> Verified | Rejection | Skipped:
     """Verification proper (signature, signer, structure), in the single read."""
-    reader = ArtifactReader(fh, size, copy_to=out)
+    reader = ArtifactReader(fh, size, copy_to=out, data_digest=False)  # bundles: file digest only
     state = gate.state
     try:
         if sig_error is not None:

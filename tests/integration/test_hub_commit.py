@@ -288,3 +288,36 @@ def test_a_lock_free_reader_waits_out_a_writer_between_append_and_signature(
     sig.write_bytes(before)  # and a signature that never comes is a failed check
     status = cli("hub", "status", hub)
     assert status.code == 3 and "bad-signature" in status.err
+
+
+def test_every_archived_byte_is_on_disk_before_the_commit(
+    federation: Federation, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Archive copies are synced in the background; the commit waits for all of them."""
+    from hub_kit.workspace import HubTransaction
+
+    federation.carry()
+    synced: set[tuple[int, int]] = set()
+    real_fsync, real_commit = os.fsync, HubTransaction.commit
+    unsynced_at_commit: list[str] = []
+
+    def fsync(fd: int) -> None:
+        if threading.current_thread().name.startswith("flsilo-sync"):
+            threading.Event().wait(0.2)  # a slow disk: the commit must wait for it
+        real_fsync(fd)
+        st = os.fstat(fd)
+        synced.add((st.st_dev, st.st_ino))
+
+    def commit(self: HubTransaction, *args: object, **kwargs: object) -> object:
+        staging = next(federation.hub.glob("rounds/*.staging"))
+        for f in (staging / "archive").iterdir():
+            st = f.stat()
+            if (st.st_dev, st.st_ino) not in synced:
+                unsynced_at_commit.append(f.name)
+        return real_commit(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("flsilo.atomic.os.fsync", fsync)
+    monkeypatch.setattr(HubTransaction, "commit", commit)
+    assert cli("aggregate", federation.hub).code == 0
+    assert any((federation.hub / "rounds" / "0000").glob("*.safetensors"))
+    assert unsynced_at_commit == []
