@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, VerificationError
@@ -19,6 +20,46 @@ from flsilo.manifest import KeyRotation
 from flsilo.sshsig import ROOT_NAMESPACE, check_signature, parse_signature, sign_digest
 
 STATEMENT_TYPE = "flsilo-root-rotation/1"
+MAX_CHAIN_BYTES = 1 << 20
+"""A key chain file holds a few statements of about 1 KiB each; anything above is refused."""
+
+
+def chain_path(package: Path) -> Path:
+    """``PACKAGE.key-chain.json``: the statements so far, beside a package re-signed at a
+    rotation (that package's own manifest predates the rotation, so it cannot carry it)."""
+    return package.with_name(f"{package.name}.key-chain.json")
+
+
+def pre_rotation_sig_path(package: Path, seq: int) -> Path:
+    """``PACKAGE.pre-rotation-N.sig``: the package's signature by the key rotation N retired."""
+    return package.with_name(f"{package.name}.pre-rotation-{seq}.sig")
+
+
+def dump_chain(chain: tuple[KeyRotation, ...] | list[KeyRotation]) -> str:
+    """The JSON of a key chain file (and a kit's ``key-chain.json``)."""
+    rows = [
+        {
+            "statement": r.statement,
+            "old_signature": r.old_signature,
+            "new_signature": r.new_signature,
+        }
+        for r in chain
+    ]
+    return json.dumps(rows, indent=1) + "\n"
+
+
+def load_chain(data: bytes, *, source: str) -> tuple[KeyRotation, ...]:
+    """Parse a key chain file; the statements themselves are checked by :func:`follow_chain`."""
+    try:
+        rows = json.loads(data.decode("utf-8"))
+        if not isinstance(rows, list):
+            raise ValueError("not a list of statements")
+        return tuple(
+            KeyRotation(str(r["statement"]), str(r["old_signature"]), str(r["new_signature"]))
+            for r in rows
+        )
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise _broken(source, f"unreadable key chain ({exc})") from exc
 
 
 def make_rotation(old: PrivateKey, new: PrivateKey, federation: str, seq: int) -> KeyRotation:

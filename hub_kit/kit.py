@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
 from flsilo import federation as fed
-from flsilo import manifest as mf
 from flsilo import oms
 from flsilo import wheelhouse as wh
 from flsilo.artifact import sig_path
 from flsilo.atomic import atomic_directory, copy_file, write_text
 from flsilo.codes import Code
 from flsilo.errors import UsageError
+from flsilo.rotation import dump_chain
 from hub_kit.privacy import privacy_note
 from hub_kit.workspace import HubWorkspace
 
@@ -86,8 +85,7 @@ def make_kit(ws: HubWorkspace, site: str, out: Path, *, wheelhouse: Path | None 
         }
         write_text(staging / "kit.toml", fed.dump_toml(kit_info, "flsilo site kit"))
         if state.rotations:  # the hub key's history, for the record (statements in flsilo-root)
-            chain = [mf.to_jsonable(r) for r in state.rotations]
-            write_text(staging / "key-chain.json", json.dumps(chain, indent=1) + "\n")
+            write_text(staging / "key-chain.json", dump_chain(state.rotations))
         write_text(
             staging / "README.txt",
             README.format(

@@ -8,23 +8,25 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from flsilo import oms
 from flsilo.artifact import scan_file, sig_path
-from flsilo.atomic import write_bytes, write_text
+from flsilo.atomic import copy_file, write_bytes, write_text
 from flsilo.codes import Code
 from flsilo.errors import UsageError, VerificationError
 from flsilo.keys import PassphraseSource, load_private_key, public_of
-from flsilo.rotation import make_rotation
+from flsilo.rotation import chain_path, dump_chain, make_rotation, pre_rotation_sig_path
 from flsilo.sshsig import PACKAGE_NAMESPACE, sign_digest
 from hub_kit.workspace import HUB_FILE, HubWorkspace, hub_toml
 
 
 def rotate_key(
     ws: HubWorkspace, new_key_path: Path, passphrase: PassphraseSource
-) -> tuple[str, str]:
-    """Rotate the hub key; return the (old, new) fingerprints.
+) -> tuple[str, str, Path]:
+    """Rotate the hub key; return the (old, new) fingerprints and the current package.
 
     The statement (namespace flsilo-root) is logged and carried by every later package, so
     sites follow it from the key they confirmed. The current package is re-signed with the
-    new key (its bytes do not change), so new kits verify with the new key alone.
+    new key (its bytes do not change), so new kits verify with the new key alone; its old
+    signature stays beside it as ``PACKAGE.pre-rotation-N.sig`` and the statements so far
+    as ``PACKAGE.key-chain.json``, for sites that have not received it yet.
     """
     with ws.transaction("rotate-key") as tx:  # lock (bounded wait), log read once
         state = tx.state
@@ -38,7 +40,8 @@ def rotate_key(
                 code=Code.SAME_KEY,
                 hint="make a new key with 'flsilo keys new' first",
             )
-        rotation = make_rotation(old, new, ws.config.federation, len(state.rotations) + 1)
+        rotation_seq = len(state.rotations) + 1
+        rotation = make_rotation(old, new, ws.config.federation, rotation_seq)
         package = ws.current_package(state)
         scan = scan_file(package)
         if scan.sha256 != state.packages[state.round]:
@@ -49,6 +52,13 @@ def rotate_key(
                 hint="restore packages/ from backup, then run 'flsilo audit'",
             )
         digest = scan.digests["sha256"]
+        # A site that has not yet received this package trusts the old key only: keep the old
+        # signature (stock tools, auditors) and put every statement beside the package, so
+        # that site follows the chain to the new key (the package's manifest predates it).
+        kept = pre_rotation_sig_path(package, rotation_seq)
+        if not kept.exists():  # a rerun after a crash keeps the first copy: the old key's
+            copy_file(sig_path(package), kept)
+        write_text(chain_path(package), dump_chain([*state.rotations, rotation]))
         write_bytes(sig_path(package), sign_digest(new, PACKAGE_NAMESPACE, digest))
         bundle = oms.bundle_path(package)
         if isinstance(new, ec.EllipticCurvePrivateKey):
@@ -67,4 +77,4 @@ def rotate_key(
             ws.root / HUB_FILE, hub_toml(new_key_path.resolve(), ws.root, new_pub.fingerprint)
         )
         write_text(ws.root / "hub.pub", new_pub.openssh_line() + "\n")
-    return old_pub.fingerprint, new_pub.fingerprint
+    return old_pub.fingerprint, new_pub.fingerprint, package

@@ -28,9 +28,10 @@ from flsilo.keys import (
     parse_public_line,
 )
 from flsilo.manifest import ID_PATTERN, KIND_PACKAGE
-from flsilo.rotation import follow_chain
+from flsilo.rotation import MAX_CHAIN_BYTES, chain_path, follow_chain, load_chain
 from flsilo.sshsig import PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
+from flsilo.untrusted import read_bounded
 from flsilo.workspace_paths import resolve_stored, stored_path
 from site_kit import record as site_record
 
@@ -217,12 +218,11 @@ class SiteWorkspace:
                 package, self.trust(trusted), expected_kind=KIND_PACKAGE, copy_to=copy_to
             )
         except VerificationError as err:
-            info = scan_file(package).manifest.package if err.code == Code.UNKNOWN_SIGNER else None
-            if info is None or not info.key_chain:
-                raise _foreign_hub(err, package, trusted) from err
-            key = follow_chain(trusted, info.key_chain, self.config.federation, source=str(package))
-            if key.blob == trusted.blob:
+            if err.code != Code.UNKNOWN_SIGNER:
                 raise
+            key = self._follow_rotations(package, trusted)
+            if key is None:
+                raise _foreign_hub(err, package, trusted) from err
             if copy_to is not None:  # the first attempt copied the file already
                 copy_to.seek(0)
                 copy_to.truncate()
@@ -260,6 +260,24 @@ class SiteWorkspace:
             state["hub_key"] = key.openssh_line()
             write_text(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
         return verified
+
+    def _follow_rotations(self, package: Path, trusted: PublicKey) -> PublicKey | None:
+        """The newer hub key that rotation statements lead to from ``trusted``, or None.
+
+        Statements come from the package's manifest, else from ``PACKAGE.key-chain.json``
+        beside a package the hub re-signed at a rotation. Trust moves only through a
+        statement signed by the key already trusted (and the new key).
+        """
+        info = scan_file(package).manifest.package
+        chains = [info.key_chain] if info is not None and info.key_chain else []
+        beside = chain_path(package)
+        if beside.exists():
+            chains.append(load_chain(read_bounded(beside, MAX_CHAIN_BYTES), source=str(beside)))
+        for chain in chains:
+            key = follow_chain(trusted, chain, self.config.federation, source=str(package))
+            if key.blob != trusted.blob:
+                return key
+        return None
 
     def clear_work(self, directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
@@ -312,6 +330,8 @@ def _foreign_hub(err: VerificationError, package: Path, trusted: PublicKey) -> V
         path=package,
         code=err.code,
         hint=f"this package was not signed by your hub (key {trusted.fingerprint}, confirmed "
-        "at site init): it may be another federation's or a mixed-up stick; use the package "
-        "your own hub sent, and call the hub administrator if it did send this one",
+        "at site init), and no key rotation statement signed by that key leads to its signer "
+        f"(none in the package or in {chain_path(package).name}): it may be another "
+        "federation's or a mixed-up stick; use the package your own hub sent, and call the hub "
+        "administrator if it did send this one",
     )

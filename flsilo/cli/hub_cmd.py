@@ -221,13 +221,27 @@ def hub_rotate_key(
     from hub_kit.rotation import rotate_key
     from hub_kit.workspace import HubWorkspace
 
-    old, new = rotate_key(HubWorkspace.open(hub_dir), new_key, passphrase_source(passphrase_file))
-    if json_out:
-        emit_json("hub rotate-key", True, {"old": old, "new": new})
-        return
-    stdout().print(
-        f"hub key rotated: {old} -> {new}; read the new fingerprint to sites when you next call"
+    old, new, package = rotate_key(
+        HubWorkspace.open(hub_dir), new_key, passphrase_source(passphrase_file)
     )
+    from flsilo.artifact import sig_path
+    from flsilo.rotation import chain_path
+
+    carry = [package, sig_path(package), chain_path(package)]
+    if json_out:
+        emit_json(
+            "hub rotate-key", True, {"old": old, "new": new, "carry": [str(p) for p in carry]}
+        )
+        return
+    out = stdout()
+    out.print(f"hub key rotated:\n  old {old}\n  new {new}")
+    out.print("read the new fingerprint to sites when you next call")
+    out.print(
+        f"sites that have not received {package.name} yet: carry these three files "
+        "(the old key's signature is kept beside them as .pre-rotation-N.sig):"
+    )
+    for p in carry:
+        out.print(f"  {shlex.quote(str(p))}", soft_wrap=True)
 
 
 @app.command("kit", no_args_is_help=True)

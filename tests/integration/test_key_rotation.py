@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flsilo.keys import load_private_key
 from flsilo.manifest import iso_to_epoch
+from flsilo.rotation import dump_chain
 from flsilo.sshsig import sign_digest
 from flsilo.trust import format_time
 from tests.conftest import Federation, fingerprint, make_key, needs_ssh_keygen, ssh_keygen
@@ -181,3 +182,63 @@ def test_rekey_refuses_when_the_log_changed_while_the_key_was_unlocked(
     assert events.startswith(log_before)
     added = [json.loads(line) for line in events[len(log_before) :].splitlines()]
     assert [e["event"] for e in added] == ["enroll"]  # the enrolment, and no rekey
+
+
+def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    """rotate-key re-signs the current package; a site that confirmed the old key and has not
+    received that package yet accepts it through PACKAGE.key-chain.json, and learns the new
+    key; a chain that does not start at the site's key is refused with the foreign-hub hint."""
+    from flsilo.rotation import make_rotation
+    from flsilo.sshsig import parse_signature
+
+    fed = federation
+    fed.carry()
+    assert cli("aggregate", fed.hub).code == 0  # fed-r0001, signed by the old key
+    old_fp = fingerprint(fed.hub / "hub.pub")
+    new = make_key(fed.keys / "hub-2027")
+    rotated = cli("hub", "rotate-key", fed.hub, "--new-key", new, "--json")
+    assert rotated.code == 0, rotated.err
+    package = fed.hub / "packages" / "fed-r0001.safetensors"
+    carry = json.loads(rotated.out)["carry"]
+    assert carry == [str(package), f"{package}.sig", f"{package}.key-chain.json"]
+    kept = Path(f"{package}.pre-rotation-1.sig")  # the old key's signature is kept
+    assert parse_signature(kept.read_bytes(), source=str(kept)).fingerprint == old_fp
+    assert cli("audit", fed.hub).code == 0  # the extra files are known, not strays
+
+    def stick_for(site: str, files: list[str]) -> Path:
+        stick = tmp_path / f"stick-{site}"
+        stick.mkdir(exist_ok=True)
+        for f in files:
+            shutil.copy(f, stick)
+        return stick / package.name
+
+    # without the statements the re-signed package is refused, and the hint says why
+    bare = stick_for("site-a", carry[:2])
+    refused = cli("train", bare, "--site", fed.sites["site-a"])
+    assert refused.code == 3 and "unknown-signer" in refused.err
+    assert "no key rotation statement signed by that key" in refused.err
+    # with them (as rotate-key says to carry), site-a follows the chain and trains
+    followed = stick_for("site-a", carry)
+    trained = cli("train", followed, "--site", fed.sites["site-a"])
+    assert trained.code == 0, trained.err
+    state = json.loads((fed.sites["site-a"] / "state.json").read_text())
+    assert state["hub_key"].split()[1] == (fed.keys / "hub-2027.pub").read_text().split()[1]
+    # a chain signed by some other key, even one naming this federation, moves no trust
+    thief = make_key(fed.keys / "thief")
+    unlock = lambda p: load_private_key(p, lambda _p: b"")  # noqa: E731
+    foreign = stick_for("site-b", carry[:2])
+    Path(f"{foreign}.key-chain.json").write_text(
+        dump_chain([make_rotation(unlock(thief), unlock(new), "fed", 1)])
+    )
+    refused = cli("train", foreign, "--site", fed.sites["site-b"])
+    assert refused.code == 3 and "unknown-signer" in refused.err
+    assert "not signed by your hub" in refused.err and "key-chain.json" in refused.err
+    # and statements for another federation are a broken chain, not a way in
+    Path(f"{foreign}.key-chain.json").write_text(
+        dump_chain([make_rotation(unlock(fed.keys / "hub"), unlock(new), "other", 1)])
+    )
+    broken = cli("train", foreign, "--site", fed.sites["site-b"])
+    assert broken.code == 3 and "rotation-broken" in broken.err
+    assert "hub_key" not in json.loads((fed.sites["site-b"] / "state.json").read_text())
