@@ -220,9 +220,10 @@ class SiteWorkspace:
         except VerificationError as err:
             if err.code != Code.UNKNOWN_SIGNER:
                 raise
-            key = self._follow_rotations(package, trusted)
-            if key is None:
+            followed = self._follow_rotations(package, trusted)
+            if followed is None:
                 raise _foreign_hub(err, package, trusted) from err
+            key = followed
             if copy_to is not None:  # the first attempt copied the file already
                 copy_to.seek(0)
                 copy_to.truncate()
