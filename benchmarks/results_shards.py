@@ -1,6 +1,8 @@
 """Results: rounds to reach 95% of centralized with ten sites holding two digits each.
 
 Usage: python benchmarks/results_shards.py [--seeds 1,2,3] [--tune-seed 0] [--cap 60] [--out F]
+       python benchmarks/results_shards.py --central B:LR --fixed METHOD:E:B:LR[:EXTRA] ...
+       (no tuning: report the given settings, e.g. a runner-up on validation)
 
 The bundled digits, 20% held out as the test set; the rest sorted by label and cut into 20
 shards, two per site (``shards:2``, as in the FedAvg paper). Hub methods: fedavg, fedprox,
@@ -150,6 +152,12 @@ def tune(base: SimSettings, cap: int, central_epochs: int) -> tuple[SitePlan, di
     return central, chosen
 
 
+def _fixed(spec: str) -> tuple[str, Choice]:
+    method, e, b, lr, *extra = spec.split(":")
+    site = SitePlan(float(lr), int(b), int(e))
+    return method, (site, float(extra[0]) if extra else DEFAULT_EXTRA.get(method))
+
+
 def _text(choice: Choice, method: str) -> str:
     site, extra = choice
     if extra is None:
@@ -164,18 +172,24 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=60)
     parser.add_argument("--central-epochs", type=int, default=20)
     parser.add_argument("--out", type=Path, help="also write the raw figures here (JSON)")
+    parser.add_argument("--central", help="B:LR of centralized, instead of tuning it")
+    parser.add_argument("--fixed", action="append", help="METHOD:E:B:LR[:EXTRA], no tuning")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    central, chosen = tune(settings(args.tune_seed), args.cap, args.central_epochs)
+    if args.fixed:
+        b, lr = args.central.split(":")
+        central, chosen = SitePlan(float(lr), int(b)), dict(_fixed(f) for f in args.fixed)
+    else:
+        central, chosen = tune(settings(args.tune_seed), args.cap, args.central_epochs)
     seeds = [int(s) for s in args.seeds.split(",")]
     cent: list[float] = []
-    rounds: dict[str, list[int | None]] = {m: [] for m in METHODS}
-    curves: dict[str, list[list[float]]] = {m: [] for m in METHODS}
+    rounds: dict[str, list[int | None]] = {m: [] for m in chosen}
+    curves: dict[str, list[list[float]]] = {m: [] for m in chosen}
     for seed in seeds:
         base = settings(seed)
         fed = Federation(base, load_sim_data(base))
         cent.append(fed.centralized(central, args.central_epochs))
-        for method in METHODS:
+        for method in chosen:
             r, curve = fed.rounds(method, *chosen[method], 0.95 * cent[-1], args.cap)
             rounds[method].append(r)
             curves[method].append(curve)
@@ -196,14 +210,14 @@ def main() -> None:
     print(f"centralized ({args.central_epochs} epochs, {central}): {mean_sd(cent)}%\n")
     print("| hub method | chosen on validation | rounds to 95% (per seed) | mean | vs FedAvg |")
     print("| --- | --- | --- | ---: | ---: |")
-    for method in METHODS:
+    for method in chosen:
         rs = rounds[method]
         each = " / ".join(f"> {args.cap}" if r is None else str(r) for r in rs)
         done = [r for r in rs if r is not None]
         mean = f"{statistics.mean(done):.1f}" if len(done) == len(rs) else "—"
         ratios = [
             f"{r / f:.2f}" if r is not None and f is not None else "?"
-            for r, f in zip(rs, rounds["fedavg"], strict=True)
+            for r, f in zip(rs, rounds.get("fedavg", [None] * len(rs)), strict=True)
         ]
         print(
             f"| {method} | {_text(chosen[method], method)} | {each} | {mean} | {' / '.join(ratios)} |"
