@@ -525,7 +525,7 @@ class Code(StrEnum):
     SAME_KEY = (
         "same-key",
         U,
-        "`hub rotate-key` was given the current hub key",
+        "`hub rotate-key` or `site rekey` was given the key already in use",
     )
     EMPTY_INBOX = (
         "empty-inbox",

@@ -68,6 +68,53 @@ def site_init(
     print_data(str(site_dir))
 
 
+@app.command("rekey", no_args_is_help=True)
+def site_rekey(
+    site_dir: Annotated[Path, typer.Argument(help="Site workspace.")],
+    key: Annotated[
+        Path,
+        typer.Option(
+            help="The new private key the hub enrolled ('flsilo hub rekey'); its .pub beside it."
+        ),
+    ],
+    kit: Annotated[
+        Path | None,
+        typer.Option(
+            help="A kit the hub made after the rekey: the new key must be the one it names."
+        ),
+    ] = None,
+    passphrase_file: Annotated[
+        Path | None, typer.Option(help="File holding the new key's passphrase.")
+    ] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Switch this site to its new key after the hub re-enrolled it (site key rotation).
+
+    The new key is unlocked once and, with --kit, checked against the key the hub enrolled;
+    the change goes into the site's record, then site.toml is replaced atomically.
+    Example: flsilo site rekey site --key keys/site-a-2027 --kit kit-site-a-2027
+    """
+    set_json(json_out)
+    from site_kit.rekey import rekey
+
+    done = rekey(site_dir, key, passphrase_source(passphrase_file), kit)
+    if json_out:
+        emit_json("site rekey", True, {"site_dir": str(site_dir), **to_jsonable(done)})
+        return
+    out = stdout()
+    out.print(f"site {done.site} now signs with its new key:")
+    out.print(f"  old {done.old_fingerprint}\n  new {done.new_fingerprint}")
+    if done.checked_against_kit is None:
+        info(
+            "not checked against a kit: the hub accepts the next bundle only if it enrolled "
+            "this key (give --kit with a kit made after 'flsilo hub rekey' to check now)"
+        )
+    info(
+        "bundles already in outbox/ and not yet accepted were signed with the old key: "
+        "delete them (and their .sig) and train again"
+    )
+
+
 class ProgressPrinter:
     """Rich progress on a terminal; one plain line per epoch otherwise (logs, --json)."""
 

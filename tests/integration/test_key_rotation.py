@@ -242,3 +242,48 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     broken = cli("train", foreign, "--site", fed.sites["site-b"])
     assert broken.code == 3 and "rotation-broken" in broken.err
     assert "hub_key" not in json.loads((fed.sites["site-b"] / "state.json").read_text())
+
+
+def test_site_rekey_switches_to_the_key_the_hub_enrolled(federation: Federation, cli) -> None:
+    """After 'hub rekey', 'site rekey' checks the new key against a kit made since, records
+    the change in the site's hash-chained record and rewrites site.toml; the next bundle is
+    signed with the new key and the hub accepts it."""
+    from site_kit.record import events
+
+    fed = federation
+    fed.carry()
+    assert cli("aggregate", fed.hub).code == 0
+    site = fed.sites["site-a"]
+    new = make_key(fed.keys / "site-a-2027")
+    new_pub = fed.keys / "site-a-2027.pub"
+    stranger = make_key(fed.keys / "stranger")
+    toml_before = (site / "site.toml").read_bytes()
+    # the same key, or a key the hub has not enrolled, changes nothing
+    same = cli("site", "rekey", site, "--key", fed.keys / "site-a")
+    assert same.code == 2 and "same-key" in same.err
+    rekeyed = cli("hub", "rekey", fed.hub, "site-a", new_pub, "--fingerprint", fingerprint(new_pub))
+    assert rekeyed.code == 0, rekeyed.err
+    kit = fed.root / "kit-site-a-2027"
+    assert cli("hub", "kit", fed.hub, "site-a", "--out", kit).code == 0
+    wrong = cli("site", "rekey", site, "--key", stranger, "--kit", kit)
+    assert wrong.code == 3 and "site-key-mismatch" in wrong.err
+    other_kit = fed.root / "kit-site-b"
+    elsewhere = cli("site", "rekey", site, "--key", new, "--kit", other_kit)
+    assert elsewhere.code == 2 and "kit-site" in elsewhere.err
+    assert (site / "site.toml").read_bytes() == toml_before
+    assert "rekey" not in [e["event"] for e in events(site)]
+    # the enrolled key, checked against the new kit
+    done = cli("site", "rekey", site, "--key", new, "--kit", kit, "--json")
+    assert done.code == 0, done.err
+    doc = json.loads(done.out)
+    assert doc["new_fingerprint"] == fingerprint(new_pub) and doc["checked_against_kit"]
+    record = [e for e in events(site) if e["event"] == "rekey"]
+    assert [e["new_key"] for e in record] == [fingerprint(new_pub)]
+    toml = (site / "site.toml").read_text()
+    assert new_pub.read_text().split()[1] in toml and "site-a-2027" in toml
+    # the next bundle is signed with the new key, and the hub accepts it
+    bundle = train_next(fed, "site-a", cli)
+    assert cli("verify", bundle, "--key", new_pub).code == 0
+    for f in (bundle, Path(f"{bundle}.sig")):
+        shutil.copy(f, fed.hub / "inbox")
+    assert cli("aggregate", fed.hub, "--min-sites", "1").code == 0
