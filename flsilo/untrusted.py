@@ -46,7 +46,10 @@ def open_regular(path: Path, *, max_size: int | None = None, min_size: int = 0) 
     or UnreadableError ``unreadable``; nothing is read from the file here.
     """
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # POSIX only
+    nofollow = getattr(os, "O_NOFOLLOW", 0)  # POSIX only
+    flags |= nofollow | getattr(os, "O_NONBLOCK", 0)
+    if not nofollow:  # Windows: no O_NOFOLLOW, so refuse a link seen just before opening
+        _refuse_link(path)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError as exc:
@@ -82,6 +85,16 @@ def open_regular(path: Path, *, max_size: int | None = None, min_size: int = 0) 
         os.close(fd)
         raise
     return Opened(fh, info.st_size, path)
+
+
+def _refuse_link(path: Path) -> None:
+    """Where ``open`` cannot refuse a symbolic link itself, ``lstat`` just before it."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return  # the open that follows reports a missing or unreadable file
+    if stat.S_ISLNK(info.st_mode):
+        raise not_regular(path, "a symbolic link")
 
 
 def not_regular(path: Path, what: str) -> MalformedInputError:
