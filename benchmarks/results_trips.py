@@ -1,6 +1,7 @@
 """Results: what one, two and three trips buy with each hub method, over seeds.
 
 Usage: python benchmarks/results_trips.py [--seeds 1,2,3] [--tune-seed 0] [--epochs 12] [--out F]
+       python benchmarks/results_trips.py --pretrained [--seeds 1,2,3]
        python benchmarks/results_trips.py --clinical [--seeds 1,2,3]
 
 Scenario (default): the bundled digits, two sites of similar size, site 1's images
@@ -17,6 +18,12 @@ Tuning (benchmarks/tuning.py): every arm's learning rate and batch size come fro
 grid, chosen by accuracy on a validation split held out from the sites' training data of
 the tuning seed (``--tune-seed``); then each server optimizer's learning rate, the same
 way. The test set is never used to choose. The reported seeds train on all site data.
+
+``--pretrained``: the same two sites, but every arm (centralized included) starts from a
+backbone pretrained for 20 epochs on a disjoint "public" 15% of the training data (plain
+images only; no site holds it); two more arms: the closed-form ridge head on that backbone
+(1 trip, LAMBDA chosen on validation from {0.1, 1, 10}), and that head followed by two
+trips of FedAvg on the whole model (3 trips).
 
 ``--clinical``: scikit-learn's breast cancer table (569 patients, 30 features, log1p),
 standardised with one shared recipe (log1p, then the table's mean and sd: the reference
@@ -45,6 +52,7 @@ from tuning import SERVER_LRS, SitePlan, best, grid, mean_sd, pooled, say, valid
 
 from flsilo.federation import HubPolicy
 from flsilo.plan import Plan
+from sim_kit.heads import solve_closed_form_head
 from sim_kit.simulate import (
     DataSource,
     HubMemory,
@@ -59,6 +67,7 @@ from site_kit.fisher import diagonal_fisher
 from site_kit.training import derive_seed, train
 
 CPU = torch.device("cpu")
+RIDGE_LAMBDAS = (0.1, 1.0, 10.0)
 OPTIMIZERS = ("none", "fedavgm", "fedadam", "fedyogi")
 DEFAULT_SERVER_LR = {"fedavgm": 1.0, "fedadam": 0.03, "fedyogi": 0.03}
 
@@ -67,17 +76,21 @@ DEFAULT_SERVER_LR = {"fedavgm": 1.0, "fedadam": 0.03, "fedyogi": 0.03}
 class Arm:
     label: str
     trips: int
-    kind: str  # alone | central | average | fisher | trips
+    kind: str  # alone | central | average | fisher | trips | closed-form
     site: int = 0
     optimizer: str = "none"
     local_epochs: int = 0
 
 
-def arms(sites: int, epochs: int) -> list[Arm]:
+def arms(sites: int, epochs: int, pretrained: bool = False) -> list[Arm]:
     out = [Arm(f"site {i} alone", 0, "alone", site=i, local_epochs=epochs) for i in range(sites)]
     out.append(Arm("centralized (pooled data)", 0, "central", local_epochs=epochs))
     out.append(Arm("one-shot averaging", 1, "average", local_epochs=epochs))
     out.append(Arm("one-shot Fisher merging", 1, "fisher", local_epochs=epochs))
+    if pretrained:
+        out.append(Arm("closed-form ridge head", 1, "closed-form", local_epochs=0))
+        e = max(1, epochs // 2)
+        out.append(Arm(f"closed-form head, then FedAvg E = {e}", 3, "closed-form", local_epochs=e))
     for trips in (2, 3):
         e = max(1, epochs // trips)
         for name in OPTIMIZERS:
@@ -136,9 +149,16 @@ class Runner:
                 self.start, states, weights, HubPolicy(), fishers if arm.kind == "fisher" else None
             )
             return self._acc(merged)
+        state, first = self.start, 0
+        if arm.kind == "closed-form":  # server_lr holds the ridge LAMBDA
+            self.model.load_state_dict(self.start)
+            solve_closed_form_head(
+                self.model, self.data.sites, len(self.data.classes), f"ridge:{server_lr:g}"
+            )
+            state, first, server_lr = _state(self.model), 1, None
         hub = HubPolicy(server_optimizer=arm.optimizer, server_lr=server_lr)
-        state, memory = self.start, HubMemory()
-        for r in range(arm.trips):
+        memory = HubMemory()
+        for r in range(first, arm.trips):
             states, weights, _ = self._site_models(state, plan, r, fisher=False)
             state = hub_round(state, states, weights, hub, None, memory)
         return self._acc(state)
@@ -147,28 +167,37 @@ class Runner:
 Choice = tuple[SitePlan, float | None]
 
 
-def tune(base: SimSettings, source: DataSource | None, epochs: int) -> dict[str, Choice]:
+def tune(
+    base: SimSettings, source: DataSource | None, epochs: int, pretrained: bool
+) -> dict[str, Choice]:
     """Each arm's site plan, then its server lr: the best on the tuning seed's validation split."""
     runner = Runner(base, validation_split(load_sim_data(base, source), base.seed))
     chosen: dict[str, Choice] = {}
-    for arm in arms(base.sites, epochs):
+    for arm in arms(base.sites, epochs, pretrained):
         say(f"# tune {arm.label} ({arm.trips} trips)")
-        server = DEFAULT_SERVER_LR.get(arm.optimizer)
-        site = best(grid(), lambda g, a=arm, s=server: runner.run(a, g, s), say)
-        if server is not None:
-            server = best(
-                SERVER_LRS[arm.optimizer], lambda v, a=arm, g=site: runner.run(a, g, v), say
-            )
+        server = 1.0 if arm.kind == "closed-form" else DEFAULT_SERVER_LR.get(arm.optimizer)
+        others = RIDGE_LAMBDAS if arm.kind == "closed-form" else SERVER_LRS.get(arm.optimizer)
+        site = (
+            best(grid(), lambda g, a=arm, s=server: runner.run(a, g, s), say)
+            if arm.local_epochs
+            else grid()[0]  # the 1-trip closed-form head trains nothing
+        )
+        if others is not None:
+            server = best(others, lambda v, a=arm, g=site: runner.run(a, g, v), say)
         chosen[arm.label] = (site, server)
     return chosen
 
 
-def settings(seed: int, clinical: bool) -> tuple[SimSettings, DataSource | None]:
-    plan = Plan(local_epochs=1, batch_size=32, lr=0.05, seed=seed)
+def settings(
+    seed: int, clinical: bool, pretrained: bool = False
+) -> tuple[SimSettings, DataSource | None]:
+    plan = Plan(local_epochs=1, batch_size=32, lr=0.05, seed=seed)  # lr, B: pretraining only
     if not clinical:
         s = SimSettings(
             sites=2, shifts=("none", "invert"), model="cnn:channels=16x32,hidden=128", plan=plan
         )
+        if pretrained:  # the backbone results_closed_form.py uses, on the same public split
+            s = replace(s, pretrain_fraction=0.15, pretrain_epochs=20)
         return s, None
     path = Path("/tmp/flsilo-breast-cancer.npz")
     if not path.exists():
@@ -185,6 +214,9 @@ def settings(seed: int, clinical: bool) -> tuple[SimSettings, DataSource | None]
 
 def _chosen_text(arm: Arm, choice: Choice) -> str:
     site, server = choice
+    if arm.kind == "closed-form":
+        lam = f"LAMBDA {server:g}"
+        return lam if arm.local_epochs == 0 else f"{lam}, then E={arm.local_epochs} {site}"
     text = f"E={arm.local_epochs} {site}"
     return text if server is None else f"{text}, server lr {server:g}"
 
@@ -195,17 +227,18 @@ def main() -> None:
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--clinical", action="store_true")
+    parser.add_argument("--pretrained", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the raw figures here (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    base, source = settings(args.tune_seed, args.clinical)
-    chosen = tune(base, source, args.epochs)
+    base, source = settings(args.tune_seed, args.clinical, args.pretrained)
+    chosen = tune(base, source, args.epochs, args.pretrained)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: dict[str, list[float]] = {}
     for seed in seeds:
-        base, source = settings(seed, args.clinical)
+        base, source = settings(seed, args.clinical, args.pretrained)
         runner = Runner(base, load_sim_data(base, source))
-        for arm in arms(base.sites, args.epochs):
+        for arm in arms(base.sites, args.epochs, args.pretrained):
             rows.setdefault(arm.label, []).append(runner.run(arm, *chosen[arm.label]))
         say(f"# seed {seed} done")
     raw = {
@@ -222,7 +255,7 @@ def main() -> None:
     )
     print("| arm | trips | chosen on validation | test accuracy (mean ± sd) | per seed |")
     print("| --- | ---: | --- | ---: | --- |")
-    for arm in arms(base.sites, args.epochs):
+    for arm in arms(base.sites, args.epochs, args.pretrained):
         v = rows[arm.label]
         each = " / ".join(f"{100 * a:.1f}" for a in v)
         trips = "—" if arm.trips == 0 else str(arm.trips)
