@@ -363,12 +363,19 @@ def _shrank(source: Path) -> MalformedInputError:
 
 
 def scan_file(
-    path: Path, *, hash_algorithms: tuple[str, ...] = ("sha256",), copy_to: BinaryIO | None = None
+    path: Path,
+    *,
+    hash_algorithms: tuple[str, ...] = ("sha256",),
+    copy_to: BinaryIO | None = None,
+    data_digest: bool = True,
 ) -> Scan:
-    """Open ``path`` safely (a regular file, not followed through a link) and scan it."""
+    """Open ``path`` safely (a regular file, not followed through a link) and scan it.
+
+    ``data_digest=False``: no data-section SHA-256 (``data_sha256`` is ''), one hash pass.
+    """
     opened = open_regular(path)
     with opened.fh:
-        reader = ArtifactReader(opened.fh, opened.size, copy_to=copy_to)
+        reader = ArtifactReader(opened.fh, opened.size, copy_to=copy_to, data_digest=data_digest)
         for algorithm in hash_algorithms:
             reader.want(algorithm)
         try:

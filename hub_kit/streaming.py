@@ -1,10 +1,10 @@
 """Stream tensors from verified bundles, chunk by chunk, through a rule into a writer.
 
-Inputs and the round's package are memory-mapped; each chunk of each tensor is widened to
-float64, combined, narrowed and handed to ``write`` in file order, so the next package is
-written (and hashed) as it is computed. The input pages already consumed are dropped from
-this process (MADV_DONTNEED). Memory is bounded by one chunk per input, not by the model
-size nor by the number of sites.
+Inputs and the round's package are read chunk by chunk (``pread``); each chunk of each
+tensor is widened to float64, combined, narrowed and handed to ``write`` in file order, so
+the next package is written (and hashed) as it is computed. Memory is bounded by the chunks
+in flight (a fixed float64 budget shared by the inputs), not by the model size nor by the
+number of sites.
 
 Two-pass rules first reduce every bundle to the Gram matrix of the updates (bundle minus
 package, ``first_pass``); the rule turns it into one coefficient per site and the second
@@ -25,7 +25,6 @@ boolean mask becomes the union of the masks).
 from __future__ import annotations
 
 import math
-import mmap
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -95,7 +94,12 @@ class SiteFigures:
 
 
 class Mapped:
-    """Read access to one safetensors data section: a memory-mapped file or bytes in memory."""
+    """Read access to one safetensors data section: a file read chunk by chunk, or bytes.
+
+    A file is read with ``pread`` into a fresh array per chunk (never memory-mapped: the
+    kernel maps a page cache's large folios whole, so a map of K inputs kept K x several
+    MiB resident however small the chunks), so memory holds only the chunks in flight.
+    """
 
     def __init__(
         self,
@@ -106,20 +110,14 @@ class Mapped:
     ) -> None:
         self.data_start = data_start
         self.layout = layout
-        self.fh = None
-        self.map: mmap.mmap | None = None
-        self.released = 0
-        self.buffer: mmap.mmap | bytes
+        self.path = path
+        self.fd: int | None = None
+        self.buffer: bytes = b""
         if data is not None:
             self.buffer = data
         else:
             assert path is not None
-            self.fh = path.open("rb")
-            self.map = mmap.mmap(self.fh.fileno(), 0, access=mmap.ACCESS_READ)
-            self.buffer = self.map
-
-    def view(self, dtype: np.dtype, offset: int, count: int) -> np.ndarray:
-        return np.frombuffer(self.buffer, dtype=dtype, count=count, offset=self.data_start + offset)
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
 
     def own(self, info: TensorInfo) -> TensorInfo | None:
         """This source's entry for the tensor named like ``info`` (None: it has none)."""
@@ -127,22 +125,27 @@ class Mapped:
 
     def chunk(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
         """Elements [start, start+count) of tensor ``info`` as stored (not widened)."""
-        offset = info.begin + start * ITEMSIZE[info.dtype]
-        return self.view(NUMPY_DTYPE[info.dtype], offset, count)
+        dtype = NUMPY_DTYPE[info.dtype]
+        offset = self.data_start + info.begin + start * ITEMSIZE[info.dtype]
+        if self.fd is None:
+            return np.frombuffer(self.buffer, dtype=dtype, count=count, offset=offset)
+        out = np.empty(count, dtype=dtype)
+        view = out.data.cast("B")
+        done = 0
+        while done < len(view):
+            n = os.preadv(self.fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise ValueError(f"{self.path} ended while it was read")
+            done += n
+        return out
 
     def release(self, offset: int) -> None:
-        if self.map is None or self.layout is not None:
-            return  # bytes in memory, or offsets not in the package's order
-        upto = (self.data_start + offset) // mmap.PAGESIZE * mmap.PAGESIZE
-        if upto > self.released and hasattr(self.map, "madvise"):
-            self.map.madvise(mmap.MADV_DONTNEED, self.released, upto - self.released)
-            self.released = upto
+        """Nothing to drop: chunks are read into arrays that go away with their chunk."""
 
     def close(self) -> None:
-        if self.map is not None:
-            self.map.close()
-        if self.fh is not None:
-            self.fh.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 @dataclass(frozen=True)
