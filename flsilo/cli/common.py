@@ -94,15 +94,23 @@ def print_error(err: FlsiloError) -> None:
 
 
 def info(message: str) -> None:
-    """A progress or guidance line for people: stderr, never mixed into data on stdout.
+    """A progress or guidance line for people: stderr, never mixed into data on stdout."""
+    if not STATE.json:
+        sys.stderr.write(fold(message, stderr().width))
+        sys.stderr.flush()
 
-    Prose wraps at spaces to the terminal (a path moves to the next line whole, never
+
+def say(message: str) -> None:
+    """A result sentence for people on stdout, folded as :func:`fold` does."""
+    sys.stdout.write(fold(message, stdout().width))
+    sys.stdout.flush()
+
+
+def fold(message: str, width: int) -> str:
+    """Prose wrapped at spaces to ``width`` (a path moves to the next line whole, never
     split); a suggested command (after ': flsilo ', or a line that is one) goes on a line
-    of its own and is never wrapped, so it pastes back whole.
-    """
-    if STATE.json:
-        return
-    width = max(stderr().width, 20)
+    of its own and is never wrapped, so it pastes back whole."""
+    width = max(width, 20)
     if message.lstrip().startswith("flsilo ") or len(message) <= width:
         lines = [message]
     else:
@@ -114,8 +122,7 @@ def info(message: str) -> None:
             break_on_hyphens=False,
         )
         lines += [f"  flsilo {command}"] if sep else []
-    sys.stderr.write("".join(line + "\n" for line in lines))
-    sys.stderr.flush()
+    return "".join(line + "\n" for line in lines)
 
 
 def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:

@@ -12,7 +12,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from flsilo.cli.common import emit_json, info, passphrase_source, print_data, set_json, stdout
+from flsilo.cli.common import emit_json, info, passphrase_source, print_data, say, set_json, stdout
 from flsilo.cli.options import STRATEGY_HELP, int_list, name_list, with_settings
 from flsilo.federation import DataSpec, FederationConfig, HubPolicy
 from flsilo.manifest import to_jsonable
@@ -138,9 +138,9 @@ def hub_enroll(
         emit_json("hub enroll", True, {"site": site_id, "fingerprint": fp, "role": role})
         return
     if role == "release":
-        stdout().print(f"enrolled release officer {site_id} ({fp}); final packages name them")
+        say(f"enrolled release officer {site_id} ({fp}); final packages name them")
         return
-    stdout().print(
+    say(
         f"enrolled {site_id} ({fp}); next: flsilo hub kit {shlex.quote(str(hub_dir))} {site_id} --out KIT_DIR"
     )
 
@@ -166,7 +166,7 @@ def hub_revoke(
     if json_out:
         emit_json("hub revoke", True, {"site": site_id, "valid_before": when})
         return
-    stdout().print(f"revoked {site_id}: bundles signed by its key are refused from {when}")
+    say(f"revoked {site_id}: bundles signed by its key are refused from {when}")
 
 
 @app.command("rekey", no_args_is_help=True)
@@ -200,8 +200,10 @@ def hub_rekey(
     if json_out:
         emit_json("hub rekey", True, {"site": site_id, "old": old, "new": new})
         return
-    stdout().print(
-        f"{site_id}: key {old} replaced by {new}; bundles signed by the old key are refused from now on"
+    say(f"{site_id}: key {old} replaced by {new}; bundles signed by the old key are refused")
+    say(
+        f"make the site a kit to check its switch ('flsilo site rekey ... --kit KIT_DIR'): "
+        f"flsilo hub kit {shlex.quote(str(hub_dir))} {site_id} --out KIT_DIR"
     )
 
 
@@ -442,20 +444,20 @@ def _short_file(name: str) -> str:
     return found.group(1) if found else name
 
 
-def _aggregate_cells(r: Any, norms: bool) -> list[str]:
+def _aggregate_cells(r: Any, norms: bool, round_: int) -> list[str]:
     def num(v: float | None) -> str:
         return f"{v:.4g}" if v is not None else "-"
 
     verdict = {"accepted": "[green]accepted[/]", "rejected": "[red]rejected[/]"}.get(
         r.verdict, r.verdict
     )
-    if r.code:
-        verdict += f" ({r.code})\n{escape(r.reason or '')}\nhint: {escape(r.hint or '')}"
+    if r.code:  # the reason and hint follow the table, at full width
+        verdict += f"\n({r.code})"
     elif r.reason:
         verdict += f"\n{r.reason}"
+    short = _short_file(r.file)  # named as expected: the site says it all
     cells = [
-        r.site,
-        _short_file(r.file),
+        r.site if short == f"r{round_:04d}-{r.site}" else f"{r.site}\n{short}",
         verdict,
         str(r.samples or "-"),
         pct(r.share) + (" (capped)" if r.capped else ""),
@@ -482,23 +484,35 @@ def render_aggregate(report: object) -> None:
         title += f", norm gate {report.norm_gate:g}x median"
     if report.max_weight_share is not None:
         title += f", share cap {100 * report.max_weight_share:g}%"
-    table = Table(title=title)
+    # No outer box, and the bundle's name only where it is not rNNNN-SITE of this round
+    # (shown so, never folded; the full name is in --json): 80 columns hold every column.
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     dp = report.dp_budget is not None
     norms = any(r.update_norm is not None or r.distance is not None for r in report.rows)
-    columns = ["site", "file", "verdict", "samples", "share"]
+    columns = ["site", "verdict", "samples", "share"]
     columns += ["norm", "dist."] if norms else []  # only rules and gates that measure them
     columns += ["val. acc."]  # site-reported, before → after local training
     for col in columns + (["epsilon spent"] if dp else []):
-        # a file name is never folded: shown as rNNNN-site, the full name is in --json
-        table.add_column(col, overflow="fold", no_wrap=col == "file")
+        table.add_column(
+            col,
+            overflow="fold",
+            no_wrap=col in ("site", "val. acc."),
+            min_width=8 if col == "verdict" else None,
+        )
 
     for r in report.rows:
-        cells = _aggregate_cells(r, norms)
+        cells = _aggregate_cells(r, norms, report.round)
         table.add_row(*cells, *([spent_text(r.dp_epsilon_total, report.dp_budget)] if dp else []))
     from flsilo.cli.common import stderr
 
     err = stderr()
     err.print(table)
+    for r in report.rows:
+        if r.code:
+            err.print(
+                f"{r.site} ({_short_file(r.file)}): {escape(r.reason or '')}", soft_wrap=False
+            )
+            err.print(f"  hint: {escape(r.hint or '')}")
     if report.package:
         err.print(
             f"sample-weighted site validation accuracy: previous global model {pct(report.global_accuracy)}, "

@@ -48,9 +48,9 @@ def _run(cwd: Path, *args: str, columns: str | None = str(WIDTH)) -> tuple[int, 
 BEFORE_AGGREGATE = {
     "hub status --inbox": (
         ("hub", "status", "hub", "--inbox", "hub/inbox"),
-        ("r0000-site-a", "r0000-site-b", "r0000-site-x"),
+        ("site-a", "site-b", "site-x (r0000-site-x): file is 12 bytes"),
     ),
-    "aggregate --dry-run": (("aggregate", "hub", "--dry-run"), ("r0000-site-a",)),
+    "aggregate --dry-run": (("aggregate", "hub", "--dry-run"), ("r0000-site-x",)),
 }
 AGGREGATE = {"aggregate": (("aggregate", "hub"), ("hub/packages/fed-r0001.safetensors",))}
 AFTER_AGGREGATE = {
