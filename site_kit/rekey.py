@@ -71,7 +71,7 @@ def rekey(
             new_pub.fingerprint,
             str(kit) if kit is not None else None,
         )
-        _record_once(root, done)
+        _record_once(root, done, ws.config.site_key)
         config = replace(ws.config, key=stored_path(new_key, root), site_key=new_pub.openssh_line())
         write_text(root / SITE_FILE, fed.dump_toml(config.__dict__, "flsilo site workspace"))
     return done
@@ -108,7 +108,7 @@ def _check_kit(ws: SiteWorkspace, kit: Path, new_pub: PublicKey) -> None:
         )
 
 
-def _record_once(root: Path, done: Rekeyed) -> None:
+def _record_once(root: Path, done: Rekeyed, old_line: str) -> None:
     """Append a ``rekey`` event, unless a crash left this very change recorded already."""
     last = site_record.events(root)[-1:] or [{}]
     if last[0].get("event") == "rekey" and last[0].get("new_key") == done.new_fingerprint:
@@ -118,6 +118,7 @@ def _record_once(root: Path, done: Rekeyed) -> None:
         "rekey",
         {
             "old_key": done.old_fingerprint,
+            "old_site_key": old_line,  # site status still recognises bundles it signed
             "new_key": done.new_fingerprint,
             "checked_against_kit": done.checked_against_kit,
         },

@@ -13,10 +13,10 @@ from typing import Any
 
 from flsilo.artifact import sig_path, verify_file
 from flsilo.errors import FlsiloError
-from flsilo.keys import parse_public_line
+from flsilo.keys import PublicKey, parse_public_line
 from flsilo.manifest import KIND_BUNDLE, KIND_PACKAGE
-from flsilo.sshsig import BUNDLE_NAMESPACE
-from flsilo.trust import AllowedSigners, SignerEntry
+from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
+from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from site_kit import record as site_record
 from site_kit.workspace import SiteWorkspace
 
@@ -25,7 +25,7 @@ from site_kit.workspace import SiteWorkspace
 class FileStatus:
     file: str
     round: int | None
-    state: str  # "ok", "damaged", "unsigned"
+    state: str  # "ok", "damaged", "unsigned", "old-key"
     detail: str = ""
     final: bool = False
 
@@ -35,6 +35,8 @@ class SiteStatus:
     site: str
     federation: str
     hub_fingerprint: str
+    """The hub key trusted now (the confirmed one, or where a rotation chain led)."""
+    confirmed_hub_fingerprint: str
     last_round_trained: int
     packages: list[FileStatus] = field(default_factory=list)
     outbox: list[FileStatus] = field(default_factory=list)
@@ -57,31 +59,62 @@ def _check(path: Path, trust: Any, kind: str) -> FileStatus:
     return FileStatus(path.name, m.round, "ok", verified.sha256[:16], final)
 
 
+def _site_trust(site: str, keys: list[PublicKey], root: Path) -> AllowedSigners:
+    entries = [SignerEntry(principals=site, key=k, namespaces=BUNDLE_NAMESPACE) for k in keys]
+    return AllowedSigners(entries, source=str(root / "site.toml"))
+
+
+def _check_bundle(path: Path, trust: Any, old_trust: Any) -> FileStatus:
+    """A bundle signed with the site's key; one signed with a key 'site rekey' replaced is
+    'old-key' (the hub refuses it now), not damaged."""
+    status = _check(path, trust, KIND_BUNDLE)
+    if status.state == "damaged" and old_trust is not None:
+        older = _check(path, old_trust, KIND_BUNDLE)
+        if older.state == "ok":
+            return FileStatus(
+                path.name,
+                older.round,
+                "old-key",
+                "signed with the key 'site rekey' replaced: not to carry, the hub refuses "
+                "it unless it accepted it before the rekey",
+            )
+    return status
+
+
 def site_status(root: Path) -> SiteStatus:
     ws = SiteWorkspace.open(root)
     state = ws.state()
     status = SiteStatus(
         site=ws.config.site_id,
         federation=ws.config.federation,
-        hub_fingerprint=ws.config.hub_fingerprint,
+        hub_fingerprint=ws.hub_key().fingerprint,
+        confirmed_hub_fingerprint=ws.config.hub_fingerprint,
         last_round_trained=int(state["last_round"]),
     )
-    hub_trust = ws.trust()
+    # packages held were signed by the hub key trusted when each arrived
+    hub_trust = AllowedSigners(
+        [
+            SignerEntry(principals=HUB_PRINCIPAL, key=k, namespaces=PACKAGE_NAMESPACE)
+            for k in ws.hub_keys_held()
+        ],
+        source=str(root / "hub.pub"),
+    )
     status.packages = [
         _check(p, hub_trust, KIND_PACKAGE) for p in sorted(ws.packages.glob("*.safetensors"))
     ]
-    own = parse_public_line(ws.config.site_key, source=str(root / "site.toml"))  # as enrolled
-    site_trust = AllowedSigners(
-        [SignerEntry(principals=ws.config.site_id, key=own, namespaces=BUNDLE_NAMESPACE)],
-        source=str(root / "site.toml"),
-    )
-    status.outbox = [
-        _check(p, site_trust, KIND_BUNDLE) for p in sorted(ws.outbox.glob("*.safetensors"))
-    ]
+    events: list[dict[str, Any]] = []
     try:
-        status.trained = [e for e in site_record.events(root) if e.get("event") == "trained"]
+        events = site_record.events(root)
     except FlsiloError as err:
         status.record_ok, status.record_detail = False, err.one_line()
+    status.trained = [e for e in events if e.get("event") == "trained"]
+    own = parse_public_line(ws.config.site_key, source=str(root / "site.toml"))  # as enrolled
+    site_trust = _site_trust(ws.config.site_id, [own], root)
+    old_keys = [parse_public_line(e["old_site_key"]) for e in events if e.get("old_site_key")]
+    old_trust = _site_trust(ws.config.site_id, old_keys, root) if old_keys else None
+    status.outbox = [
+        _check_bundle(p, site_trust, old_trust) for p in sorted(ws.outbox.glob("*.safetensors"))
+    ]
     good = [b for b in status.outbox if b.state == "ok" and b.round is not None]
     if good:
         newest = max(b.round for b in good if b.round is not None)

@@ -183,6 +183,16 @@ class SiteWorkspace:
         entry = SignerEntry(principals=HUB_PRINCIPAL, key=hub, namespaces=PACKAGE_NAMESPACE)
         return AllowedSigners([entry], source=str(self.root / "hub.pub"))
 
+    def hub_keys_held(self) -> list[PublicKey]:
+        """Every hub key this site has trusted, oldest first: the confirmed one, each key a
+        rotation chain led to. Packages already held were signed by one of them."""
+        before = [parse_public_line(k) for k in self.state().get("hub_keys_before", [])]
+        keys: list[PublicKey] = []
+        for key in [self.confirmed_hub_key(), *before, self.hub_key()]:
+            if all(key.blob != k.blob for k in keys):
+                keys.append(key)
+        return keys
+
     def state(self) -> dict[str, Any]:
         path = self.root / STATE_FILE
         if not path.exists():
@@ -259,6 +269,8 @@ class SiteWorkspace:
             )
         if key.blob != trusted.blob:
             state["hub_key"] = key.openssh_line()
+            before = state.setdefault("hub_keys_before", [])
+            before.append(trusted.openssh_line())
             write_text(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
         return verified
 

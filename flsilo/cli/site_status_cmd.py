@@ -31,20 +31,28 @@ def status(
     from site_kit.status import site_status
 
     st = site_status(site_dir)
-    bad = [f for f in st.packages + st.outbox if f.state != "ok"]
+    bad = [f for f in st.packages + st.outbox if f.state in ("damaged", "unsigned")]
     ok = not bad and st.record_ok
     if json_out:
         emit_json("site status", ok, {"site_dir": str(site_dir), **asdict(st)})
     else:
         out = stdout()
         out.print(f"site {st.site} in federation {st.federation}")
-        out.print(f"hub key: {st.hub_fingerprint}")
+        rotated = st.hub_fingerprint != st.confirmed_hub_fingerprint
+        out.print(f"hub key: {st.hub_fingerprint}" + (" (rotated)" if rotated else ""))
+        if rotated:
+            out.print(f"confirmed at init: {st.confirmed_hub_fingerprint}")
         trained = st.last_round_trained
         out.print(f"last round trained: {trained if trained >= 0 else 'none yet'}")
         for title, files in (("packages", st.packages), ("outbox", st.outbox)):
             out.print(f"{title}:" + ("" if files else " (empty)"))
             for f in files:
-                word = {"ok": "verified", "damaged": "DAMAGED", "unsigned": "UNSIGNED"}[f.state]
+                word = {
+                    "ok": "verified",
+                    "damaged": "DAMAGED",
+                    "unsigned": "UNSIGNED",
+                    "old-key": "OLD KEY",
+                }[f.state]
                 extra = f" ({f.detail})" if f.state != "ok" else (" final" if f.final else "")
                 out.print(f"  {f.file}: {word}{extra}", soft_wrap=True)
         if st.trained:

@@ -225,6 +225,11 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     assert trained.code == 0, trained.err
     state = json.loads((fed.sites["site-a"] / "state.json").read_text())
     assert state["hub_key"].split()[1] == (fed.keys / "hub-2027.pub").read_text().split()[1]
+    # site status still recognises the package the old key signed, and names both keys
+    status = json.loads(cli("site", "status", fed.sites["site-a"], "--json").out)
+    assert [p["state"] for p in status["packages"]] == ["ok"]  # fed-r0000, old key
+    assert status["hub_fingerprint"] == fingerprint(fed.keys / "hub-2027.pub")
+    assert status["confirmed_hub_fingerprint"] == old_fp
     # a chain signed by some other key, even one naming this federation, moves no trust
     thief = make_key(fed.keys / "thief")
     unlock = lambda p: load_private_key(p, lambda _p: b"")  # noqa: E731
@@ -279,6 +284,11 @@ def test_site_rekey_switches_to_the_key_the_hub_enrolled(federation: Federation,
     assert doc["new_fingerprint"] == fingerprint(new_pub) and doc["checked_against_kit"]
     record = [e for e in events(site) if e["event"] == "rekey"]
     assert [e["new_key"] for e in record] == [fingerprint(new_pub)]
+    # the bundle signed with the old key is not called damaged, and not offered to carry
+    status = cli("site", "status", site, "--json")
+    assert status.code == 0, status.out
+    doc = json.loads(status.out)
+    assert [b["state"] for b in doc["outbox"]] == ["old-key"] and doc["carry"] == []
     toml = (site / "site.toml").read_text()
     assert new_pub.read_text().split()[1] in toml and "site-a-2027" in toml
     # the next bundle is signed with the new key, and the hub accepts it
