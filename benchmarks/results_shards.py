@@ -132,7 +132,9 @@ def _pick(
     return chosen, chosen_rounds
 
 
-def tune(base: SimSettings, cap: int, central_epochs: int) -> tuple[SitePlan, dict[str, Choice]]:
+def tune(
+    base: SimSettings, cap: int, central_epochs: int, methods: tuple[str, ...] = METHODS
+) -> tuple[SitePlan, dict[str, Choice]]:
     fed = Federation(base, validation_split(load_sim_data(base), base.seed))
     say("# tune centralized")
     central = best(grid(), lambda g: fed.centralized(g, central_epochs), say)
@@ -140,7 +142,7 @@ def tune(base: SimSettings, cap: int, central_epochs: int) -> tuple[SitePlan, di
     say(f"# validation target {target:.4f}")
     chosen: dict[str, Choice] = {}
     sites = sorted(grid(free_epochs=True), key=lambda g: -(g.local_epochs or 1))
-    for method in METHODS:
+    for method in methods:
         default = DEFAULT_EXTRA.get(method)
         (site, _), _ = _pick(fed, method, [(g, default) for g in sites], target, cap)
         if method in EXTRA:
@@ -174,13 +176,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the raw figures here (JSON)")
     parser.add_argument("--central", help="B:LR of centralized, instead of tuning it")
     parser.add_argument("--fixed", action="append", help="METHOD:E:B:LR[:EXTRA], no tuning")
+    parser.add_argument("--methods", default=",".join(METHODS), help="the hub methods to tune")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.fixed:
         b, lr = args.central.split(":")
         central, chosen = SitePlan(float(lr), int(b)), dict(_fixed(f) for f in args.fixed)
     else:
-        central, chosen = tune(settings(args.tune_seed), args.cap, args.central_epochs)
+        methods = tuple(args.methods.split(","))
+        central, chosen = tune(settings(args.tune_seed), args.cap, args.central_epochs, methods)
     seeds = [int(s) for s in args.seeds.split(",")]
     cent: list[float] = []
     rounds: dict[str, list[int | None]] = {m: [] for m in chosen}
