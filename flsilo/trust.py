@@ -260,7 +260,9 @@ class AllowedSigners:
                 f"key of {principal!r} was revoked or expired at {format_time(entry.valid_before)}",
                 path=source,
                 code=Code.KEY_REVOKED,
-                hint="files signed with a revoked key are refused; the site needs a new enrolment",
+                hint="a file signed before the key was revoked or replaced verifies with --at "
+                "and its acceptance time from the event log ('flsilo audit' judges it by the "
+                "log's order); anything signed later is refused",
             )
         raise VerificationError(
             f"key of {principal!r} is not valid yet",
