@@ -492,7 +492,7 @@ def render_aggregate(report: object) -> None:
     columns = ["site", "verdict", "samples", "share"]
     columns += ["norm", "dist."] if norms else []  # only rules and gates that measure them
     columns += ["val. acc."]  # site-reported, before → after local training
-    for col in columns + (["epsilon spent"] if dp else []):
+    for col in columns:
         table.add_column(
             col,
             overflow="fold",
@@ -502,11 +502,16 @@ def render_aggregate(report: object) -> None:
 
     for r in report.rows:
         cells = _aggregate_cells(r, norms, report.round)
-        table.add_row(*cells, *([spent_text(r.dp_epsilon_total, report.dp_budget)] if dp else []))
+        table.add_row(*cells)
     from flsilo.cli.common import stderr
 
     err = stderr()
     err.print(table)
+    if dp:  # under the table, not a ninth column: 80 columns already hold eight
+        spent = (
+            f"{r.site} {spent_text(r.dp_epsilon_total, report.dp_budget)}" for r in report.rows
+        )
+        err.print(f"epsilon spent (of each site's budget): {', '.join(spent)}")
     for r in report.rows:
         if r.code:
             err.print(
