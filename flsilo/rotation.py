@@ -52,13 +52,13 @@ def load_chain(data: bytes, *, source: str) -> tuple[KeyRotation, ...]:
     """Parse a key chain file; the statements themselves are checked by :func:`follow_chain`."""
     try:
         rows = json.loads(data.decode("utf-8"))
-        if not isinstance(rows, list):
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ValueError("not a list of statements")
         return tuple(
             KeyRotation(str(r["statement"]), str(r["old_signature"]), str(r["new_signature"]))
             for r in rows
         )
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # nesting: RecursionError
         raise _broken(source, f"unreadable key chain ({exc})") from exc
 
 
@@ -95,6 +95,10 @@ def rotation_keys(
     """Check one statement (both signatures, federation) and return its (old, new) keys."""
     try:
         body = json.loads(rotation.statement)
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), str) for k in ("old_key", "new_key")
+        ):
+            raise ValueError("not a rotation statement")
         if body.get("type") != STATEMENT_TYPE or body.get("federation") != federation:
             raise ValueError("statement is for another federation or of another type")
         old = parse_public_line(body["old_key"])
@@ -105,7 +109,7 @@ def rotation_keys(
             if sig.public_key.blob != key.blob:
                 raise ValueError("a statement signature is not by the key it names")
             check_signature(sig, ROOT_NAMESPACE, digest, source=source)
-    except (ValueError, KeyError, TypeError, UnicodeEncodeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # nesting: RecursionError
         raise _broken(source, str(exc)) from exc
     except FlsiloError as exc:
         raise _broken(source, exc.message) from exc

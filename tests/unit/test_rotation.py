@@ -8,7 +8,7 @@ import pytest
 
 from flsilo.errors import VerificationError
 from flsilo.keys import generate_key, public_of
-from flsilo.rotation import follow_chain, make_rotation
+from flsilo.rotation import follow_chain, load_chain, make_rotation
 
 K0, K1, K2, MALLORY = (generate_key(t) for t in ("ed25519", "ecdsa-p256", "ed25519", "ed25519"))
 R1 = make_rotation(K0, K1, "fed", 1)
@@ -44,4 +44,31 @@ def test_follow_chain(trusted, chain, expect) -> None:
 def test_broken_chains_are_refused(chain) -> None:
     with pytest.raises(VerificationError) as info:
         follow_chain(public_of(K0), chain, "fed", source="p")
+    assert info.value.code == "rotation-broken"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "[]",
+        '"x"',
+        '{"type": "flsilo-root-rotation/1", "federation": "fed", "old_key": 5, "new_key": 5}',
+        "[" * 100_000 + "]" * 100_000,
+    ],
+    ids=["list", "string", "keys-not-text", "deep-nesting"],
+)
+def test_a_statement_that_is_not_one_is_a_broken_chain(statement: str) -> None:
+    """Statements come from a file on the stick: any shape is refused with one line."""
+    chain = (replace(R1, statement=statement),)
+    with pytest.raises(VerificationError) as info:
+        follow_chain(public_of(K0), chain, "fed", source="p")
+    assert info.value.code == "rotation-broken"
+
+
+@pytest.mark.parametrize(
+    "data", [b"[" * 500_000, b"[1]", b'[["statement"]]'], ids=["deep", "numbers", "lists"]
+)
+def test_an_unreadable_key_chain_file_is_a_broken_chain(data: bytes) -> None:
+    with pytest.raises(VerificationError) as info:
+        load_chain(data, source="PACKAGE.key-chain.json")
     assert info.value.code == "rotation-broken"
