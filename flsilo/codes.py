@@ -525,7 +525,8 @@ class Code(StrEnum):
     SAME_KEY = (
         "same-key",
         U,
-        "`hub rotate-key` or `site rekey` was given the key already in use",
+        "`hub rotate-key` or `site rekey` was given the key already in use (or, for the hub, "
+        "one it used before)",
     )
     EMPTY_INBOX = (
         "empty-inbox",

@@ -90,9 +90,10 @@ def _broken(source: str, why: str) -> VerificationError:
 
 
 def rotation_keys(
-    rotation: KeyRotation, federation: str, *, source: str
+    rotation: KeyRotation, federation: str, seq: int, *, source: str
 ) -> tuple[PublicKey, PublicKey]:
-    """Check one statement (both signatures, federation) and return its (old, new) keys."""
+    """Check one statement (both signatures, federation, its place ``seq`` in the chain) and
+    return its (old, new) keys."""
     try:
         body = json.loads(rotation.statement)
         if not isinstance(body, dict) or not all(
@@ -101,6 +102,8 @@ def rotation_keys(
             raise ValueError("not a rotation statement")
         if body.get("type") != STATEMENT_TYPE or body.get("federation") != federation:
             raise ValueError("statement is for another federation or of another type")
+        if body.get("seq") != seq:
+            raise ValueError(f"statement {body.get('seq')!r} stands at place {seq} of the chain")
         old = parse_public_line(body["old_key"])
         new = parse_public_line(body["new_key"])
         digest = hashlib.sha256(rotation.statement.encode()).digest()
@@ -119,13 +122,21 @@ def rotation_keys(
 def follow_chain(
     trusted: PublicKey, chain: tuple[KeyRotation, ...], federation: str, *, source: str
 ) -> PublicKey:
-    """The newest hub key reachable from ``trusted`` through ``chain`` (``trusted`` if none)."""
+    """The newest hub key reachable from ``trusted`` through ``chain`` (``trusted`` if none).
+
+    The chain is the hub's whole history, statement N at place N (so none is left out at the
+    start, reordered or spliced in), and never returns to a key it left: the hub refuses to
+    rotate back to an earlier key, so an old statement replayed cannot lead back to it.
+    """
     current = trusted
-    linked = False
-    for rotation in chain:
-        old, new = rotation_keys(rotation, federation, source=source)
+    left: set[bytes] = set()
+    for seq, rotation in enumerate(chain, start=1):
+        old, new = rotation_keys(rotation, federation, seq, source=source)
         if old.blob == current.blob:
-            current, linked = new, True
-        elif linked:
+            if new.blob in left or new.blob == current.blob:
+                raise _broken(source, "a statement leads back to a key the chain left")
+            left.add(current.blob)
+            current = new
+        elif left:
             raise _broken(source, "a statement does not start at the key before it")
     return current

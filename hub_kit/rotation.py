@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -11,7 +13,8 @@ from flsilo.artifact import scan_file, sig_path
 from flsilo.atomic import copy_file, write_bytes, write_text
 from flsilo.codes import Code
 from flsilo.errors import UsageError, VerificationError
-from flsilo.keys import PassphraseSource, load_private_key, public_of
+from flsilo.keys import PassphraseSource, PublicKey, load_private_key, parse_public_line, public_of
+from flsilo.manifest import KeyRotation
 from flsilo.rotation import chain_path, dump_chain, make_rotation, pre_rotation_sig_path
 from flsilo.sshsig import PACKAGE_NAMESPACE, sign_digest
 from hub_kit.workspace import HUB_FILE, HubWorkspace, hub_toml
@@ -39,6 +42,14 @@ def rotate_key(
                 path=new_key_path,
                 code=Code.SAME_KEY,
                 hint="make a new key with 'flsilo keys new' first",
+            )
+        if any(new_pub.blob == k.blob for k in _earlier_keys(state.rotations)):
+            raise UsageError(
+                "the new hub key was the hub's key before",
+                path=new_key_path,
+                code=Code.SAME_KEY,
+                hint="a retired key is never trusted again (sites refuse a chain back to it): "
+                "make a new key with 'flsilo keys new'",
             )
         rotation_seq = len(state.rotations) + 1
         rotation = make_rotation(old, new, ws.config.federation, rotation_seq)
@@ -78,3 +89,8 @@ def rotate_key(
         )
         write_text(ws.root / "hub.pub", new_pub.openssh_line() + "\n")
     return old_pub.fingerprint, new_pub.fingerprint, package
+
+
+def _earlier_keys(rotations: Sequence[KeyRotation]) -> list[PublicKey]:
+    """Every key a rotation so far has retired."""
+    return [parse_public_line(json.loads(r.statement)["old_key"]) for r in rotations]

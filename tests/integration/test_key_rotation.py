@@ -97,6 +97,8 @@ def test_hub_rotate_key_sites_follow_the_chain_from_the_confirmed_key(
     assert rotated.code == 0, rotated.err
     assert fingerprint(fed.hub / "hub.pub") == fingerprint(fed.keys / "hub-2027.pub") != old_fp
     assert cli("hub", "rotate-key", fed.hub, "--new-key", new).code == 2  # same key again
+    back = cli("hub", "rotate-key", fed.hub, "--new-key", fed.keys / "hub")  # a retired key
+    assert back.code == 2 and "same-key" in back.err, back.err
     assert cli("audit", fed.hub).code == 0  # old packages audit under the key of their round
     assert cli("aggregate", fed.hub).code == 0  # the final package, signed by the new key
     assert cli("audit", fed.hub, "--replay").code == 0

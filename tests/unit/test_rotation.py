@@ -38,8 +38,22 @@ def test_follow_chain(trusted, chain, expect) -> None:
         (make_rotation(K0, K1, "other-fed", 1),),
         (replace(R1, statement=R1.statement.replace('"seq":1', '"seq":7')),),
         (R1, make_rotation(MALLORY, K2, "fed", 2), R2),  # a gap after the chain started
+        (R2, R1),  # reordered
+        (R2,),  # the start left out
+        (R1, make_rotation(K1, K2, "fed", 3)),  # a statement spliced in from elsewhere
+        (R1, make_rotation(K1, K0, "fed", 2), R1),  # a loop: an old statement replayed
     ],
-    ids=["old-sig-by-another", "new-sig-of-another", "other-federation", "edited", "gap"],
+    ids=[
+        "old-sig-by-another",
+        "new-sig-of-another",
+        "other-federation",
+        "edited",
+        "gap",
+        "reordered",
+        "start-left-out",
+        "wrong-place",
+        "loop",
+    ],
 )
 def test_broken_chains_are_refused(chain) -> None:
     with pytest.raises(VerificationError) as info:
