@@ -7,6 +7,7 @@ unchanged; a file changed between the two reads is hashed again.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -190,3 +191,96 @@ def test_flsilo_verify_process_hashes_from_start(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert _digests(path)[0] in done.stdout
+
+
+# The forked pass runs only in a process with one thread: each case runs in a fresh
+# interpreter that forks one child per file (with the child's reporting changed where the
+# case says so) before it verifies anything.
+FORKED_CASES = r"""
+import hashlib, json, os, signal, sys, time
+from pathlib import Path
+from flsilo import prehash
+
+signers, cases = Path(sys.argv[1]), json.loads(sys.argv[2])
+real_main, real_report = prehash._child_main, prehash._report_line
+
+def lie(index, job):  # a well-formed report of a digest the file does not have
+    job.file_digest = bytes(32)
+    return real_report(index, job)
+
+def killed(paths, out):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def garbage(paths, out):
+    os.write(out, b"= 0 not-hex 1 2\n\xff\x00" * 3)
+
+def hangs(paths, out):
+    time.sleep(60)
+
+children = {}
+for path, case in cases:
+    prehash._child_main = {"killed": killed, "garbage": garbage, "hangs": hangs}.get(case, real_main)
+    prehash._report_line = lie if case.startswith("lie") else real_report
+    assert prehash.fork_pass([path])
+    children[path] = prehash._jobs[os.path.abspath(path)].child
+
+from flsilo.artifact import verify_file
+from flsilo.errors import VerificationError
+from flsilo.trust import AllowedSigners
+
+trust, out = AllowedSigners.load(signers), {}
+for path, case in cases:
+    if case == "lie-touched":
+        os.utime(path, ns=(1, 1))  # the file changed after the child hashed it
+    prehash.STALL_S = 0.2 if case == "hangs" else 20.0
+    try:
+        got = verify_file(Path(path), trust, data_digest=False).sha256
+    except VerificationError as exc:
+        got = exc.code
+    try:
+        os.waitpid(children[path].pid, os.WNOHANG)
+        reaped = False
+    except ChildProcessError:
+        reaped = True
+    out[case] = {"sha256": got, "reaped": reaped}
+print(json.dumps(out))
+"""
+
+
+def test_forked_pass_is_used_only_when_its_report_holds(tmp_path: Path) -> None:
+    corpus = Corpus(tmp_path)
+    cases = ["ok", "lie", "lie-touched", "killed", "garbage", "hangs"]
+    paths = {case: corpus.good(f"{case}.safetensors") for case in cases}
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_CASES, str(corpus.signers)]
+        + [json.dumps([[str(paths[c]), c] for c in cases])],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert all(out[c]["reaped"] for c in cases)  # no child is left behind, even a stuck one
+    # The child's digest is what the verifier checks when the file did not change...
+    assert out["lie"]["sha256"] == "bad-signature"
+    # ...and a changed file, a dead, lying or stuck child all lead to the verifier's own hash.
+    for case in ("ok", "lie-touched", "killed", "garbage", "hangs"):
+        assert out[case]["sha256"] == _digests(paths[case])[0], case
+
+
+def test_flsilo_verify_process_fails_a_tampered_file(tmp_path: Path) -> None:
+    corpus = Corpus(tmp_path)
+    path = corpus.good()
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    flsilo = shutil.which("flsilo") or str(Path(sys.executable).with_name("flsilo"))
+    done = subprocess.run(
+        [flsilo, "verify", str(path), "--signers", str(corpus.signers)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "bad-signature" in done.stdout + done.stderr
