@@ -290,15 +290,27 @@ def test_a_lock_free_reader_waits_out_a_writer_between_append_and_signature(
     assert status.code == 3 and "bad-signature" in status.err
 
 
+@pytest.mark.parametrize(
+    "shortfall",
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["round", "rejects-only"],
+)
 def test_every_archived_byte_is_on_disk_before_the_commit(
-    federation: Federation, cli, monkeypatch: pytest.MonkeyPatch
+    federation: Federation, cli, monkeypatch: pytest.MonkeyPatch, shortfall: bool
 ) -> None:
-    """Archive copies are synced in the background; the commit waits for all of them."""
+    """Archive and quarantine copies are synced in the background; the commit waits for all
+    of them, the round's and the one that logs only the rejects of a round short of sites."""
     from hub_kit.workspace import HubTransaction
 
     federation.carry()
+    if shortfall:  # site-b's bundle fails its signature: copied to quarantine, then logged
+        bundle = federation.hub / "inbox" / federation.bundles["site-b"].name
+        data = bytearray(bundle.read_bytes())
+        data[-1] ^= 1
+        bundle.write_bytes(bytes(data))
     synced: set[tuple[int, int]] = set()
     real_fsync, real_commit = os.fsync, HubTransaction.commit
+    copies_at_commit: list[Path] = []
     unsynced_at_commit: list[str] = []
 
     def fsync(fd: int) -> None:
@@ -310,7 +322,10 @@ def test_every_archived_byte_is_on_disk_before_the_commit(
 
     def commit(self: HubTransaction, *args: object, **kwargs: object) -> object:
         staging = next(federation.hub.glob("rounds/*.staging"))
-        for f in (staging / "archive").iterdir():
+        copies = [*(staging / "archive").glob("*.safetensors")]
+        copies += federation.hub.glob("quarantine/r0000/*.safetensors")
+        copies_at_commit.extend(copies)
+        for f in copies:
             st = f.stat()
             if (st.st_dev, st.st_ino) not in synced:
                 unsynced_at_commit.append(f.name)
@@ -318,6 +333,7 @@ def test_every_archived_byte_is_on_disk_before_the_commit(
 
     monkeypatch.setattr("flsilo.atomic.os.fsync", fsync)
     monkeypatch.setattr(HubTransaction, "commit", commit)
-    assert cli("aggregate", federation.hub).code == 0
-    assert any((federation.hub / "rounds" / "0000").glob("*.safetensors"))
+    result = cli("aggregate", federation.hub)
+    assert result.code == (1 if shortfall else 0), result.err
+    assert len(copies_at_commit) == 2
     assert unsynced_at_commit == []
