@@ -5,7 +5,9 @@ epochs where the arm leaves them free) from the same grid, ``LRS`` x ``BATCHES``
 ``EPOCHS``), chosen by accuracy on a validation split held out from the sites' training
 data of a tuning seed (never the test set). Server-side settings (a server optimizer's
 learning rate, FedProx's mu) are then chosen the same way with the arm's chosen site plan.
-The reported seeds are other seeds: each draws its own test split and site partition.
+The reported seeds are other seeds: each draws its own test split and site partition, from
+the same pool of examples, so most of a reported seed's test examples were site data of the
+tuning seed (docs/results.md says so; one test split held out of every seed would avoid it).
 """
 
 from __future__ import annotations
