@@ -59,6 +59,13 @@ def _check(path: Path, trust: Any, kind: str) -> FileStatus:
     return FileStatus(path.name, m.round, "ok", verified.sha256[:16], final)
 
 
+def _hub_trust(keys: list[PublicKey], root: Path) -> AllowedSigners | None:
+    entries = [
+        SignerEntry(principals=HUB_PRINCIPAL, key=k, namespaces=PACKAGE_NAMESPACE) for k in keys
+    ]
+    return AllowedSigners(entries, source=str(root / "hub.pub")) if entries else None
+
+
 def _site_trust(site: str, keys: list[PublicKey], root: Path) -> AllowedSigners:
     entries = [SignerEntry(principals=site, key=k, namespaces=BUNDLE_NAMESPACE) for k in keys]
     return AllowedSigners(entries, source=str(root / "site.toml"))
@@ -81,6 +88,30 @@ def _check_bundle(path: Path, trust: Any, old_trust: Any) -> FileStatus:
     return status
 
 
+def _check_package(path: Path, trust: Any, old_trust: Any, trained: dict[str, str]) -> FileStatus:
+    """A package signed with the hub key trusted now. One signed with a hub key this site
+    has moved on from (a rotation) is 'ok' only if the site trained on it while it trusted
+    that key; else 'old-key': a retired key (perhaps retired for a leak) signs nothing new."""
+    status = _check(path, trust, KIND_PACKAGE)
+    if status.state != "damaged" or old_trust is None:
+        return status
+    try:
+        verified = verify_file(path, old_trust, expected_kind=KIND_PACKAGE)
+    except FlsiloError:
+        return status
+    m = verified.manifest
+    if trained.get(str(m.round)) == verified.sha256:
+        final = bool(m.package and m.package.final)
+        return FileStatus(path.name, m.round, "ok", verified.sha256[:16], final)
+    return FileStatus(
+        path.name,
+        m.round,
+        "old-key",
+        "signed by a hub key this site has moved on from (a rotation) and never trained "
+        "here: do not train it; ask the hub for its current package",
+    )
+
+
 def site_status(root: Path) -> SiteStatus:
     ws = SiteWorkspace.open(root)
     state = ws.state()
@@ -92,15 +123,11 @@ def site_status(root: Path) -> SiteStatus:
         last_round_trained=int(state["last_round"]),
     )
     # packages held were signed by the hub key trusted when each arrived
-    hub_trust = AllowedSigners(
-        [
-            SignerEntry(principals=HUB_PRINCIPAL, key=k, namespaces=PACKAGE_NAMESPACE)
-            for k in ws.hub_keys_held()
-        ],
-        source=str(root / "hub.pub"),
-    )
+    now = ws.hub_key()
+    retired = [k for k in ws.hub_keys_held() if k.blob != now.blob]
     status.packages = [
-        _check(p, hub_trust, KIND_PACKAGE) for p in sorted(ws.packages.glob("*.safetensors"))
+        _check_package(p, ws.trust(now), _hub_trust(retired, root), state["packages"])
+        for p in sorted(ws.packages.glob("*.safetensors"))
     ]
     events: list[dict[str, Any]] = []
     try:

@@ -232,6 +232,24 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     assert [p["state"] for p in status["packages"]] == ["ok"]  # fed-r0000, old key
     assert status["hub_fingerprint"] == fingerprint(fed.keys / "hub-2027.pub")
     assert status["confirmed_hub_fingerprint"] == old_fp
+    # a newer package signed by the key the site moved on from is not offered to train
+    from dataclasses import replace
+
+    from flsilo.artifact import scan_file, write_artifact
+    from flsilo.tensorfile import RawTensor
+
+    scan = scan_file(package)
+    data = package.read_bytes()
+    tensors = {
+        t.name: RawTensor(t.dtype, t.shape, memoryview(data)[t.begin : t.end])
+        for t in scan.header.tensors
+    }
+    retired = load_private_key(fed.keys / "hub", lambda _p: b"")
+    stale = fed.sites["site-a"] / "packages" / "fed-r0002.safetensors"
+    write_artifact(stale, tensors, replace(scan.manifest, round=2), retired)
+    status = json.loads(cli("site", "status", fed.sites["site-a"], "--json").out)
+    assert [p["state"] for p in status["packages"]] == ["ok", "old-key"]  # r0000, r0002
+    assert status["next_package"] is None
     # a chain signed by some other key, even one naming this federation, moves no trust
     thief = make_key(fed.keys / "thief")
     unlock = lambda p: load_private_key(p, lambda _p: b"")  # noqa: E731
