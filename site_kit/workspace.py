@@ -286,7 +286,9 @@ class SiteWorkspace:
         beside = chain_path(package)
         if beside.exists():
             chains.append(load_chain(read_bounded(beside, MAX_CHAIN_BYTES), source=str(beside)))
-        for chain in chains:
+        # the hub's history only grows, so the longer chain leads further: the manifest's
+        # stops at the package's making, the file beside it was written at a later rotation
+        for chain in sorted(chains, key=len, reverse=True):
             key = follow_chain(trusted, chain, self.config.federation, source=str(package))
             if key.blob != trusted.blob:
                 return key

@@ -267,6 +267,22 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     broken = cli("train", foreign, "--site", fed.sites["site-b"])
     assert broken.code == 3 and "rotation-broken" in broken.err
     assert "hub_key" not in json.loads((fed.sites["site-b"] / "state.json").read_text())
+    # a second rotation a round later: the next package's manifest names the first statement
+    # only, the file beside it both; site-b, still on the first key, follows both
+    bundle = fed.sites["site-a"] / "outbox" / "fed-r0001-site-a.safetensors"
+    for f in (bundle, Path(f"{bundle}.sig")):
+        shutil.copy(f, fed.hub / "inbox")
+    assert cli("aggregate", fed.hub, "--min-sites", "1").code == 0  # fed-r0002, chain [1]
+    make_key(fed.keys / "hub-2028")
+    again = cli("hub", "rotate-key", fed.hub, "--new-key", fed.keys / "hub-2028", "--json")
+    assert again.code == 0, again.err
+    carried = stick_for("site-b-2", json.loads(again.out)["carry"]).with_name(
+        "fed-r0002.safetensors"
+    )
+    followed = cli("train", carried, "--site", fed.sites["site-b"])  # accepted, then refused:
+    assert followed.code == 3 and "final-package" in followed.err, followed.err  # 2 rounds
+    state = json.loads((fed.sites["site-b"] / "state.json").read_text())
+    assert state["hub_key"].split()[1] == (fed.keys / "hub-2028.pub").read_text().split()[1]
 
 
 def test_site_rekey_switches_to_the_key_the_hub_enrolled(federation: Federation, cli) -> None:
