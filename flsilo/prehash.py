@@ -334,10 +334,14 @@ class _Child:
 
     def _read_some(self) -> bool:
         """Take what the child wrote; False at its end, after a stall, or on a malformed line."""
-        ready, _, _ = select.select([self.fd], [], [], STALL_S)
-        if not ready:
+        try:  # poll, not select: no FD_SETSIZE limit on the pipe's descriptor
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            if not poller.poll(STALL_S * 1000):
+                return False
+            data = os.read(self.fd, 65536)
+        except (AttributeError, OSError, ValueError):
             return False
-        data = os.read(self.fd, 65536)
         if not data:
             return False
         *lines, self.pending = (self.pending + data).split(b"\n")
