@@ -230,16 +230,20 @@ class SiteWorkspace:
         except VerificationError as err:
             if err.code != Code.UNKNOWN_SIGNER:
                 raise
+            confirmed = trusted.blob == self.confirmed_hub_key().blob
             followed = self._follow_rotations(package, trusted)
             if followed is None:
-                raise _foreign_hub(err, package, trusted) from err
+                raise _foreign_hub(err, package, trusted, confirmed=confirmed) from err
             key = followed
             if copy_to is not None:  # the first attempt copied the file already
                 copy_to.seek(0)
                 copy_to.truncate()
-            verified = verify_file(
-                package, self.trust(key), expected_kind=KIND_PACKAGE, copy_to=copy_to
-            )
+            try:
+                verified = verify_file(
+                    package, self.trust(key), expected_kind=KIND_PACKAGE, copy_to=copy_to
+                )
+            except VerificationError as again:  # the chain led elsewhere than its signer
+                raise _foreign_hub(again, package, trusted, confirmed=confirmed) from again
         m = verified.manifest
         if m.federation != self.config.federation:
             raise PolicyError(
@@ -336,16 +340,19 @@ def _wrong_site_key(key: Path) -> VerificationError:
     )
 
 
-def _foreign_hub(err: VerificationError, package: Path, trusted: PublicKey) -> VerificationError:
+def _foreign_hub(
+    err: VerificationError, package: Path, trusted: PublicKey, *, confirmed: bool
+) -> VerificationError:
     """The site-side words for a package signed by a key that is not this site's hub."""
     if err.code != Code.UNKNOWN_SIGNER:
         return err
+    since = "confirmed at site init" if confirmed else "trusted since a hub key rotation"
     return VerificationError(
         err.message,
         path=package,
         code=err.code,
-        hint=f"this package was not signed by your hub (key {trusted.fingerprint}, confirmed "
-        "at site init), and no key rotation statement signed by that key leads to its signer "
+        hint=f"this package was not signed by your hub (key {trusted.fingerprint}, {since}), "
+        "and no key rotation statement signed by that key leads to its signer "
         f"(none in the package or in {chain_path(package).name}): it may be another "
         "federation's or a mixed-up stick; use the package your own hub sent, and call the hub "
         "administrator if it did send this one",

@@ -260,6 +260,17 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     refused = cli("train", foreign, "--site", fed.sites["site-b"])
     assert refused.code == 3 and "unknown-signer" in refused.err
     assert "not signed by your hub" in refused.err and "key-chain.json" in refused.err
+    # the hub's own chain beside a package some other key signed: refused as foreign
+    from flsilo.artifact import sig_path
+    from flsilo.sshsig import PACKAGE_NAMESPACE
+
+    shutil.copy(carry[2], f"{foreign}.key-chain.json")
+    digest = hashlib.sha256(foreign.read_bytes()).digest()
+    sig_path(foreign).write_bytes(sign_digest(unlock(thief), PACKAGE_NAMESPACE, digest))
+    refused = cli("train", foreign, "--site", fed.sites["site-b"])
+    assert refused.code == 3 and "unknown-signer" in refused.err
+    assert "not signed by your hub" in refused.err and "enrolled" not in refused.err
+    shutil.copy(carry[1], sig_path(foreign))
     # and statements for another federation are a broken chain, not a way in
     Path(f"{foreign}.key-chain.json").write_text(
         dump_chain([make_rotation(unlock(fed.keys / "hub"), unlock(new), "other", 1)])
