@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tuning import SitePlan, best, grid, mean_sd, pooled, say, validation_split
+from tuning import TEST_SEED, SitePlan, best, grid, mean_sd, pooled, say, validation_split
 
 from flsilo.plan import Plan
 from sim_kit.simulate import SimData, SimSettings, load_sim_data, run_simulation, start_model
@@ -66,6 +66,7 @@ def base_settings(seed: int, scenario: dict, rounds: int) -> SimSettings:
         pretrain_fraction=0.15,
         pretrain_epochs=20,
         baselines=False,
+        test_seed=TEST_SEED,
         **scenario,
     )
 

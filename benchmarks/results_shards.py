@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tuning import (
     FEDPROX_MUS,
     SERVER_LRS,
+    TEST_SEED,
     SitePlan,
     best,
     grid,
@@ -61,7 +62,11 @@ DEFAULT_EXTRA = {"fedprox": 0.01, "fedavgm": 1.0, "fedadam": 0.03, "fedyogi": 0.
 def settings(seed: int) -> SimSettings:
     plan = Plan(local_epochs=1, batch_size=10, lr=0.02, seed=seed)
     return SimSettings(
-        sites=10, partition="shards:2", model="cnn:channels=16x32,hidden=128", plan=plan
+        sites=10,
+        partition="shards:2",
+        model="cnn:channels=16x32,hidden=128",
+        plan=plan,
+        test_seed=TEST_SEED,
     )
 
 

@@ -48,7 +48,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tuning import SERVER_LRS, SitePlan, best, grid, mean_sd, pooled, say, validation_split
+from tuning import (
+    SERVER_LRS,
+    TEST_SEED,
+    SitePlan,
+    best,
+    grid,
+    mean_sd,
+    pooled,
+    say,
+    validation_split,
+)
 
 from flsilo.federation import HubPolicy
 from flsilo.plan import Plan
@@ -194,7 +204,11 @@ def settings(
     plan = Plan(local_epochs=1, batch_size=32, lr=0.05, seed=seed)  # lr, B: pretraining only
     if not clinical:
         s = SimSettings(
-            sites=2, shifts=("none", "invert"), model="cnn:channels=16x32,hidden=128", plan=plan
+            sites=2,
+            shifts=("none", "invert"),
+            model="cnn:channels=16x32,hidden=128",
+            plan=plan,
+            test_seed=TEST_SEED,
         )
         if pretrained:  # the backbone results_closed_form.py uses, on the same public split
             s = replace(s, pretrain_fraction=0.15, pretrain_epochs=20)
@@ -208,7 +222,9 @@ def settings(
         x = (x - x.mean(axis=0)) / x.std(axis=0)  # one published recipe every hospital applies
         np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))
     source = DataSource(path, "npz", ("malignant", "benign"), (30,))
-    s = SimSettings(sites=3, partition="dirichlet:0.5", model="mlp:hidden=32", plan=plan)
+    s = SimSettings(
+        sites=3, partition="dirichlet:0.5", model="mlp:hidden=32", plan=plan, test_seed=TEST_SEED
+    )
     return s, source
 
 

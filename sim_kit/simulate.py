@@ -54,6 +54,7 @@ class SimSettings:
     baselines: bool = True
     pretrain_fraction: float = 0.0  # share of training data no site holds, for a pretrained start
     pretrain_epochs: int = 5
+    test_seed: int | None = None  # seeds the test split alone; None: the plan's seed
 
     @property
     def seed(self) -> int:
@@ -107,6 +108,23 @@ class DataSource:
     input_shape: tuple[int, ...]
 
 
+def split_indices(
+    y: np.ndarray, settings: SimSettings
+) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+    """Indices of the test set, the pretraining share (or None) and each site's part.
+
+    The test split is drawn with ``settings.test_seed`` when set, so that seeds which differ
+    only in the plan's seed share one test set and their site data never reaches it."""
+    test_seed = settings.seed if settings.test_seed is None else settings.test_seed
+    train_idx, test_idx = train_test_split(y, 0.2, test_seed)
+    public_idx = None
+    if settings.pretrain_fraction > 0:
+        keep, held = train_test_split(y[train_idx], settings.pretrain_fraction, settings.seed + 1)
+        public_idx, train_idx = train_idx[held], train_idx[keep]
+    parts = partition(y[train_idx], settings.sites, settings.partition, settings.seed)
+    return test_idx, public_idx, [train_idx[p] for p in parts]
+
+
 def load_sim_data(settings: SimSettings, source: DataSource | None = None) -> SimData:
     """Split the data into a test set, an optional pretraining share and one part per site."""
     if source is None:
@@ -117,18 +135,10 @@ def load_sim_data(settings: SimSettings, source: DataSource | None = None) -> Si
             source.path, source.data_format, source.classes, source.input_shape, DataSpec()
         )
         x, y, classes = dataset.x, dataset.y, source.classes
-    train_idx, test_idx = train_test_split(y, 0.2, settings.seed)
-    public = None
-    if settings.pretrain_fraction > 0:
-        keep, held = train_test_split(y[train_idx], settings.pretrain_fraction, settings.seed + 1)
-        public_idx, train_idx = train_idx[held], train_idx[keep]
-        public = Dataset(x[public_idx], y[public_idx])
-    parts = partition(y[train_idx], settings.sites, settings.partition, settings.seed)
+    test_idx, public_idx, parts = split_indices(y, settings)
+    public = None if public_idx is None else Dataset(x[public_idx], y[public_idx])
     shifts = [settings.shifts[i % len(settings.shifts)] for i in range(settings.sites)]
-    sites = [
-        Dataset(shift(x[train_idx][p], s), y[train_idx][p])
-        for p, s in zip(parts, shifts, strict=True)
-    ]
+    sites = [Dataset(shift(x[p], s), y[p]) for p, s in zip(parts, shifts, strict=True)]
     kinds = sorted(set(shifts))
     test = Dataset(
         np.concatenate([shift(x[test_idx], s) for s in kinds]),
