@@ -275,25 +275,8 @@ def statistics_round(
     manifest = sha = None
     if dist.is_main:
         assert key is not None
-        manifest = mf.Manifest(
-            kind=mf.KIND_BUNDLE,
-            format_version=mf.FORMAT_VERSION,
-            federation=m.federation,
-            round=m.round,
-            created_at=mf.now_utc(),
-            software=software(),
-            model=m.model,
-            bundle=mf.BundleInfo(
-                site=ws.config.site_id,
-                base_package_sha256=job.verified.sha256,
-                num_samples=len(data.train),
-                plan=job.plan,
-                metrics_global=None,
-                metrics_trained=None,
-                timings=timings,
-                skipped_samples=data.skipped,
-                reveals=reveals(stats),
-            ),
+        manifest = bundle_manifest(
+            job, data, ws.config.site_id, timings, dist, None, None, None, revealed=reveals(stats)
         )
         sha = write_artifact(job.bundle_path, statistics_tensors(stats), manifest, key)
         ws.record_round(m.round, job.verified.sha256)
@@ -487,8 +470,13 @@ def bundle_manifest(
     global_eval: Evaluation | None,
     trained_eval: Evaluation | None,
     dp_run: DPRun | None,
+    *,
+    revealed: tuple[str, ...] = (),
 ) -> mf.Manifest:
-    """The manifest of this site's bundle: what was trained on, how, and how it scored."""
+    """The manifest of this site's bundle: what was trained on, how, and how it scored.
+
+    A statistics bundle (closed-form round) has no scores and says what it ``revealed``.
+    """
     m = job.verified.manifest
     return mf.Manifest(
         kind=mf.KIND_BUNDLE,
@@ -510,5 +498,6 @@ def bundle_manifest(
             world_size=dist.world,
             dp=dp_run.report(job.plan) if dp_run else None,
             expired_package_accepted=job.expired_override,
+            reveals=revealed,
         ),
     )

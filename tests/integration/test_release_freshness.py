@@ -230,3 +230,21 @@ def test_package_ttl_zero_means_no_expiry_and_default_is_generous(tmp_path: Path
 
             days = (iso_to_epoch(pkg.package.expires_at) - iso_to_epoch(pkg.created_at)) / 86400
             assert days == expect_days
+
+
+@pytest.mark.slow
+def test_a_statistics_bundle_records_an_accepted_expired_package(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed-form round's bundle says an expired package was accepted, like a trained one."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1577836800")  # the hub's clock says 2020-01-01
+    hub, _keys, site = one_site_hub(
+        tmp_path, cli, "--schedule", "closed-form", "--package-ttl", "30", "--min-sites", "1"
+    )
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    bundle = train_and_carry(hub, site, cli, "--accept-expired")
+    info = scan_file(bundle).manifest.bundle
+    assert info is not None and info.reveals  # a statistics bundle
+    assert (
+        info.expired_package_accepted is not None and info.expired_package_accepted > "2020-01-31"
+    )
