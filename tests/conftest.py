@@ -222,3 +222,22 @@ def federation(federation_template: Federation, tmp_path: Path) -> Federation:
 def ssh_keygen(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     assert SSH_KEYGEN is not None
     return subprocess.run([SSH_KEYGEN, *args], input=stdin, capture_output=True, check=False)
+
+
+def stock_verify(
+    allowed: str | Path, principal: str, namespace: str, sig: str | Path, message: bytes
+) -> subprocess.CompletedProcess[bytes]:
+    """``ssh-keygen -Y verify``: stock OpenSSH checks ``message`` against ``sig``."""
+    return ssh_keygen(
+        "-Y",
+        "verify",
+        "-f",
+        str(allowed),
+        "-I",
+        principal,
+        "-n",
+        namespace,
+        "-s",
+        str(sig),
+        stdin=message,
+    )

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from flsilo.artifact import scan_file
-from tests.conftest import digits_npz, fingerprint, make_key, needs_ssh_keygen, ssh_keygen
+from tests.conftest import (
+    digits_npz,
+    fingerprint,
+    make_key,
+    needs_ssh_keygen,
+    ssh_keygen,
+    stock_verify,
+)
 
 DIGITS = ",".join(str(d) for d in range(10))
 
@@ -153,18 +160,12 @@ def test_stock_ssh_keygen_verifies_a_release_signature(tmp_path: Path, cli) -> N
     assert cli("aggregate", hub).code == 0
     final = hub / "packages" / "fed-r0001.safetensors"
     assert cli("release", "sign", final, "--key", keys / "qa", "--id", "qa").code == 0
-    ok = ssh_keygen(
-        "-Y",
-        "verify",
-        "-f",
+    ok = stock_verify(
         str(hub / "allowed_signers"),
-        "-I",
         "qa",
-        "-n",
         "flsilo-release",
-        "-s",
         f"{final}.release-qa.sig",
-        stdin=final.read_bytes(),
+        final.read_bytes(),
     )
     assert ok.returncode == 0, ok.stderr
     # and a stock ssh-keygen signature (sha512) by the officer counts for flsilo

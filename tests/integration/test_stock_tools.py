@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flsilo.keys import load_public_key
-from tests.conftest import Federation, build_federation, needs_ssh_keygen, ssh_keygen
+from tests.conftest import Federation, build_federation, needs_ssh_keygen, ssh_keygen, stock_verify
 
 SHA256SUM = shutil.which("sha256sum")
 needs_sha256sum = pytest.mark.skipif(SHA256SUM is None, reason="coreutils sha256sum missing")
@@ -91,33 +91,21 @@ def test_p256_hub_and_site_keys_run_a_round_that_stock_ssh_keygen_verifies(
     bundle_json.write_bytes(saved)
     assert mixed.code == 3
     assert "oms-mismatch" in mixed.out
-    ok = ssh_keygen(
-        "-Y",
-        "verify",
-        "-f",
+    ok = stock_verify(
         str(fed.hub / "allowed_signers"),
-        "-I",
         "hub",
-        "-n",
         "flsilo-package",
-        "-s",
         f"{package}.sig",
-        stdin=package.read_bytes(),
+        package.read_bytes(),
     )
     assert ok.returncode == 0, ok.stderr
     bundle = next((fed.hub / "rounds" / "0000").glob("*site-a.safetensors"))
-    ok = ssh_keygen(
-        "-Y",
-        "verify",
-        "-f",
+    ok = stock_verify(
         str(fed.hub / "allowed_signers"),
-        "-I",
         "site-a",
-        "-n",
         "flsilo-bundle",
-        "-s",
         f"{bundle}.sig",
-        stdin=bundle.read_bytes(),
+        bundle.read_bytes(),
     )
     assert ok.returncode == 0, ok.stderr
 

@@ -12,7 +12,7 @@ from flsilo.errors import KeyFileError, MalformedInputError, VerificationError
 from flsilo.keys import ECDSA_P256, generate_key, load_private_key, load_public_key, write_new_key
 from flsilo.sshsig import armor, check_signature, parse_signature, sign_digest
 from flsilo.sshwire import WireReader, pack_string, pack_uint32
-from tests.conftest import needs_ssh_keygen, ssh_keygen
+from tests.conftest import needs_ssh_keygen, ssh_keygen, stock_verify
 
 MESSAGE = b"a package that crossed the air gap\n"
 
@@ -143,32 +143,16 @@ def test_ssh_keygen_reads_and_verifies_our_p256_key_and_signature(tmp_path: Path
     (tmp_path / "allowed").write_text(
         f'site-a namespaces="flsilo-bundle" {public.openssh_line()}\n'
     )
-    ok = ssh_keygen(
-        "-Y",
-        "verify",
-        "-f",
-        str(tmp_path / "allowed"),
-        "-I",
-        "site-a",
-        "-n",
-        "flsilo-bundle",
-        "-s",
-        str(tmp_path / "msg.sig"),
-        stdin=MESSAGE,
+    ok = stock_verify(
+        str(tmp_path / "allowed"), "site-a", "flsilo-bundle", str(tmp_path / "msg.sig"), MESSAGE
     )
     assert ok.returncode == 0, ok.stderr
-    bad = ssh_keygen(
-        "-Y",
-        "verify",
-        "-f",
+    bad = stock_verify(
         str(tmp_path / "allowed"),
-        "-I",
         "site-a",
-        "-n",
         "flsilo-bundle",
-        "-s",
         str(tmp_path / "msg.sig"),
-        stdin=MESSAGE + b"x",
+        MESSAGE + b"x",
     )
     assert bad.returncode != 0
 

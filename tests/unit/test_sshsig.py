@@ -10,7 +10,7 @@ import pytest
 from flsilo.errors import MalformedInputError, VerificationError
 from flsilo.keys import generate_key, load_private_key, write_new_key
 from flsilo.sshsig import check_signature, parse_signature, sign_digest
-from tests.conftest import needs_ssh_keygen, ssh_keygen
+from tests.conftest import needs_ssh_keygen, ssh_keygen, stock_verify
 
 MESSAGE = b"weights crossing the air gap\n" * 100
 
@@ -50,32 +50,12 @@ def test_ssh_keygen_verifies_our_signature(tmp_path: Path) -> None:
     (tmp_path / "allowed").write_text(
         f'site-a namespaces="flsilo-bundle" {public.openssh_line()}\n'
     )
-    ok = ssh_keygen(
-        "-Y",
-        "verify",
-        "-f",
-        str(tmp_path / "allowed"),
-        "-I",
-        "site-a",
-        "-n",
-        "flsilo-bundle",
-        "-s",
-        str(tmp_path / "msg.sig"),
-        stdin=MESSAGE,
+    ok = stock_verify(
+        str(tmp_path / "allowed"), "site-a", "flsilo-bundle", str(tmp_path / "msg.sig"), MESSAGE
     )
     assert ok.returncode == 0, ok.stderr
-    wrong_ns = ssh_keygen(
-        "-Y",
-        "verify",
-        "-f",
-        str(tmp_path / "allowed"),
-        "-I",
-        "site-a",
-        "-n",
-        "flsilo-package",
-        "-s",
-        str(tmp_path / "msg.sig"),
-        stdin=MESSAGE,
+    wrong_ns = stock_verify(
+        str(tmp_path / "allowed"), "site-a", "flsilo-package", str(tmp_path / "msg.sig"), MESSAGE
     )
     assert wrong_ns.returncode != 0
 
