@@ -349,43 +349,80 @@ def is_encrypted(data: bytes, path: Path) -> bool:
     return cipher != "none"
 
 
-def load_private_key(path: Path, passphrase: PassphraseSource) -> PrivateKey:
-    """Load an OpenSSH Ed25519 or ECDSA P-256 private key, asking for the passphrase only if it is encrypted."""
+PROMPT_ATTEMPTS = 3
+"""Passphrases asked at an interactive prompt before a wrong one is final."""
+
+
+def _read_private_key_file(path: Path) -> bytes:
+    """The bytes of a private key file, with a message of its own for each usual mix-up."""
+    if path.is_dir():
+        raise KeyFileError(
+            "a directory was given where a private key file is expected",
+            path=path,
+            code=Code.KEY_MISSING,
+            hint="give the key file itself (e.g. keys/hub), not the folder that holds it",
+        )
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
+        pub = path.with_name(path.name + ".pub")
         raise KeyFileError(
             "private key file not found",
             path=path,
             code=Code.KEY_MISSING,
-            hint="check the path, or make one with 'flsilo keys new PATH'",
+            hint="check the path, or make one with 'flsilo keys new PATH'"
+            if not pub.exists()
+            else f"only {pub.name} is here: the private key stays on the machine that made it",
         ) from exc
     except OSError as exc:
         raise KeyFileError(f"cannot read private key ({exc.strerror})", path=path) from exc
+    if data.lstrip().startswith((b"ssh-ed25519 ", b"ecdsa-sha2-", b"ssh-rsa ")):
+        raise KeyFileError(
+            "this is a public key (.pub); signing needs the private key",
+            path=path,
+            code=Code.KEY_MALFORMED,
+            hint=f"give the private key file (the same name without .pub: "
+            f"{path.name.removesuffix('.pub')})",
+        )
+    return data
+
+
+def load_private_key(path: Path, passphrase: PassphraseSource) -> PrivateKey:
+    """Load an OpenSSH Ed25519 or ECDSA P-256 private key, asking for the passphrase only if it is encrypted."""
+    data = _read_private_key_file(path)
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
-    password = passphrase(path) if is_encrypted(data, path) else None
-    memo = (hashlib.sha256(data).digest(), hashlib.sha256(password or b"").digest())
-    if memo in _UNLOCKED:
-        return _UNLOCKED[memo]
-    try:
-        key = serialization.load_ssh_private_key(data, password=password)
-    except ValueError as exc:
-        if password is not None:
+    encrypted = is_encrypted(data, path)
+    attempt = 0
+    while True:
+        attempt += 1
+        password = passphrase(path) if encrypted else None
+        memo = (hashlib.sha256(data).digest(), hashlib.sha256(password or b"").digest())
+        if memo in _UNLOCKED:
+            return _UNLOCKED[memo]
+        try:
+            key = serialization.load_ssh_private_key(data, password=password)
+            break
+        except ValueError as exc:
+            if password is None:
+                raise KeyFileError(
+                    f"private key cannot be loaded ({exc})", path=path, code=Code.KEY_MALFORMED
+                ) from exc
+            # A person typing at a prompt gets PROMPT_ATTEMPTS tries, as ssh and sudo give.
+            if getattr(passphrase, "may_ask_again", False) and attempt < PROMPT_ATTEMPTS:
+                continue
             raise KeyFileError(
                 "wrong passphrase for this key",
                 path=path,
                 code=Code.KEY_PASSPHRASE,
-                hint="check FLSILO_PASSPHRASE or --passphrase-file",
+                hint=getattr(passphrase, "wrong_hint", None)
+                or "check the passphrase given for this key",
             ) from exc
-        raise KeyFileError(
-            f"private key cannot be loaded ({exc})", path=path, code=Code.KEY_MALFORMED
-        ) from exc
-    except (TypeError, UnsupportedAlgorithm) as exc:
-        raise KeyFileError(
-            f"private key cannot be loaded ({exc})", path=path, code=Code.KEY_MALFORMED
-        ) from exc
+        except (TypeError, UnsupportedAlgorithm) as exc:
+            raise KeyFileError(
+                f"private key cannot be loaded ({exc})", path=path, code=Code.KEY_MALFORMED
+            ) from exc
     if isinstance(key, ec.EllipticCurvePrivateKey) and not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError(
             f"ECDSA {key.curve.name} keys are not supported; flsilo uses Ed25519 or ECDSA P-256",

@@ -167,6 +167,9 @@ def interrupted(exc: BaseException, argv: list[str]) -> int:
             },
         )
     trace_code(Code.INTERRUPTED)
+    if STATE.prompt_open:  # Ctrl-C at a prompt: the message starts on a line of its own
+        sys.stderr.write("\n")
+        STATE.prompt_open = False
     sys.stderr.write(f"flsilo: error[{Code.INTERRUPTED}]: {message} (hint: {hint})\n")
     sys.stderr.flush()
     return status
@@ -178,6 +181,7 @@ def run(argv: list[str] | None = None) -> int:
 
     STATE.json = False
     STATE.threads = None
+    STATE.prompt_open = False
     STATE.verbose = os.environ.get("FLSILO_VERBOSE", "") not in ("", "0")
     args = sys.argv[1:] if argv is None else argv
     try:

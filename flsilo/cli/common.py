@@ -29,6 +29,8 @@ class CliState:
     verbose: bool = False
     threads: int | None = None
     """--threads as given (None: the default chosen by flsilo.cpu)."""
+    prompt_open: bool = False
+    """An interactive prompt is waiting on its line: an interrupt ends that line first."""
 
 
 STATE = CliState()
@@ -49,6 +51,11 @@ def print_data(text: str) -> None:
     terminal and never read as markup, so ``$(flsilo ...)`` in a script gets it whole."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 round', '2 rounds': a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def short_digest(hexdigest: str, n: int = 12) -> str:
@@ -125,21 +132,45 @@ def fold(message: str, width: int) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:
+class PassphraseAsker:
     """--passphrase-file, then FLSILO_PASSPHRASE, then an interactive prompt (CLI.md order).
 
     Called only when an encrypted key is unlocked, so nothing is asked unless a signature
-    will be made.
+    will be made. It remembers which source it read last, so a wrong passphrase is asked
+    again only at a prompt (``may_ask_again``) and the hint names only that source.
     """
 
-    def provide(key_path: Path) -> bytes:
-        if passphrase_file is not None:
-            return read_passphrase_file(passphrase_file)
+    def __init__(self, passphrase_file: Path | None) -> None:
+        self.passphrase_file = passphrase_file
+        self.source = ""
+        self.asked = 0
+
+    @property
+    def may_ask_again(self) -> bool:
+        return self.source == "prompt"
+
+    @property
+    def wrong_hint(self) -> str:
+        if self.source == "file":
+            return f"check the passphrase in {self.passphrase_file} (--passphrase-file)"
+        if self.source == "env":
+            return "check the passphrase in FLSILO_PASSPHRASE"
+        return f"{self.asked} wrong passphrases typed; ask whoever made the key for it"
+
+    def __call__(self, key_path: Path) -> bytes:
+        if self.passphrase_file is not None:
+            self.source = "file"
+            return read_passphrase_file(self.passphrase_file)
         env = os.environ.get("FLSILO_PASSPHRASE")
         if env:
+            self.source = "env"
             return env.encode("utf-8")
         if sys.stdin.isatty():
-            return getpass.getpass(f"Passphrase for {key_path}: ").encode("utf-8")
+            self.source = "prompt"
+            if self.asked:
+                sys.stderr.write("Wrong passphrase, try again.\n")
+            self.asked += 1
+            return prompt_secret(f"Passphrase for {key_path}: ").encode("utf-8")
         raise KeyFileError(
             "key is encrypted and no passphrase was given",
             path=key_path,
@@ -147,7 +178,18 @@ def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:
             hint="set FLSILO_PASSPHRASE or pass --passphrase-file FILE",
         )
 
-    return provide
+
+def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:
+    """The passphrase source of a command's ``--passphrase-file`` option (see PassphraseAsker)."""
+    return PassphraseAsker(passphrase_file)
+
+
+def prompt_secret(prompt: str) -> str:
+    """getpass, remembering that a prompt is open so an interrupt first ends its line."""
+    STATE.prompt_open = True
+    answer = getpass.getpass(prompt)  # an interrupt leaves the flag set for its handler
+    STATE.prompt_open = False
+    return answer
 
 
 def read_passphrase_file(path: Path) -> bytes:
@@ -176,8 +218,8 @@ def new_passphrase(no_passphrase: bool, passphrase_file: Path | None) -> bytes |
     if env:
         return env.encode("utf-8")
     if sys.stdin.isatty():
-        first = getpass.getpass("New key passphrase: ")
-        if first != getpass.getpass("Repeat passphrase: "):
+        first = prompt_secret("New key passphrase: ")
+        if first != prompt_secret("Repeat passphrase: "):
             raise UsageError("passphrases do not match", hint="run the command again")
         if first:
             return first.encode("utf-8")
