@@ -2,11 +2,14 @@
 
 For each round: the package it produced, the strategy, and per site whether its bundle was
 accepted or rejected (with the code), its sample count, its share of the weight, and the
-validation accuracy the site reported before and after local training.
+validation accuracy the site reported before and after local training; then the warnings
+a hub administrator should act on: validation splits too small to mean much, a global
+model whose validation loss stopped falling, and accuracy that sits at chance.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,15 @@ class SiteRound:
     share: float | None = None
     accuracy_before: float | None = None
     accuracy_after: float | None = None
+    loss_before: float | None = None
+    """Validation loss of the round's incoming global model, as the site measured it."""
+    val_samples: int | None = None
+
+
+SMALL_VALIDATION = 30
+"""Fewer validation samples than this at a site: one sample moves its accuracy > 3 points."""
+LOSS_PATIENCE = 2
+"""Rounds without a new lowest validation loss of the global model before it is flagged."""
 
 
 @dataclass
@@ -42,10 +54,28 @@ class RoundHistory:
         total = sum(n for _, n in pairs)
         return sum(a * n for a, n in pairs) / total if total else None
 
+    @property
+    def loss_before(self) -> float | None:
+        """Sample-weighted validation loss of the global model this round started from."""
+        pairs = [(s.loss_before, s.samples) for s in self.sites if s.loss_before is not None]
+        total = sum(n or 0 for _, n in pairs)
+        return sum(v * (n or 0) for v, n in pairs) / total if total else None
 
-def _accuracy(data: dict[str, Any], key: str) -> float | None:
+    @property
+    def val_samples(self) -> int:
+        return sum(s.val_samples or 0 for s in self.sites if s.verdict == "accepted")
+
+
+def _metric(data: dict[str, Any], key: str, name: str = "accuracy") -> float | None:
     metrics = data.get(key)
-    return float(metrics["accuracy"]) if isinstance(metrics, dict) else None
+    value = metrics.get(name) if isinstance(metrics, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _samples(data: dict[str, Any]) -> int | None:
+    metrics = data.get("metrics_trained")
+    value = metrics.get("samples") if isinstance(metrics, dict) else None
+    return value if isinstance(value, int) else None
 
 
 def history(events: list[Event]) -> list[RoundHistory]:
@@ -63,8 +93,10 @@ def history(events: list[Event]) -> list[RoundHistory]:
                     verdict="accepted",
                     samples=ev.data.get("samples"),
                     share=ev.data.get("weight"),
-                    accuracy_before=_accuracy(ev.data, "metrics_global"),
-                    accuracy_after=_accuracy(ev.data, "metrics_trained"),
+                    accuracy_before=_metric(ev.data, "metrics_global"),
+                    accuracy_after=_metric(ev.data, "metrics_trained"),
+                    loss_before=_metric(ev.data, "metrics_global", "loss"),
+                    val_samples=_samples(ev.data),
                 )
             )
         elif ev.event == "reject":
@@ -83,7 +115,71 @@ def history(events: list[Event]) -> list[RoundHistory]:
     return [rounds[r] for r in sorted(rounds)]
 
 
-def to_jsonable(rounds: list[RoundHistory]) -> list[dict[str, Any]]:
+def at_chance(rnd: RoundHistory, num_classes: int) -> bool:
+    """The round's accuracy is within two binomial standard errors of guessing (1/classes)."""
+    accuracy, n = rnd.accuracy_after, rnd.val_samples
+    if accuracy is None or n == 0 or num_classes < 2:
+        return False
+    chance = 1.0 / num_classes
+    return accuracy <= chance + 2 * math.sqrt(chance * (1 - chance) / n)
+
+
+def warnings(rounds: list[RoundHistory], num_classes: int) -> list[str]:
+    """What the administrator should look at, one sentence each, oldest round first."""
+    out: list[str] = []
+    small = sorted(
+        {
+            s.site
+            for r in rounds
+            for s in r.sites
+            if s.val_samples is not None and 0 < s.val_samples < SMALL_VALIDATION
+        }
+    )
+    if small:
+        out.append(
+            f"validation splits under {SMALL_VALIDATION} samples at {', '.join(small)}: "
+            "their accuracy moves by several points on one sample; read trends, not values"
+        )
+    chance = [r.round for r in rounds if at_chance(r, num_classes)]
+    if chance:
+        out.append(
+            f"accuracy at chance (1 in {num_classes}) after round {_rounds_text(chance)}: "
+            "the federation is not learning; check the sites' data and preprocessing "
+            "('flsilo site check-data --preview') and the learning rate"
+        )
+    stalled = stalled_since(rounds)
+    if stalled is not None:
+        out.append(
+            f"the global model's validation loss has not fallen since round {stalled}: "
+            "more rounds may not help; consider a lower learning rate or stopping here"
+        )
+    return out
+
+
+def stalled_since(rounds: list[RoundHistory]) -> int | None:
+    """The round after which the global model's validation loss stopped reaching new lows.
+
+    Sites measure the incoming global model before training, so round r's ``loss_before``
+    is the loss of the package made at the end of round r - 1. Flagged when the last
+    ``LOSS_PATIENCE`` rounds brought no new lowest loss.
+    """
+    losses = [(r.round, r.loss_before) for r in rounds if r.loss_before is not None]
+    if len(losses) <= LOSS_PATIENCE:
+        return None
+    best_at, best = losses[0]
+    for rnd, loss in losses[1:]:
+        if loss is not None and best is not None and loss < best:
+            best_at, best = rnd, loss
+    if losses[-1][0] - best_at >= LOSS_PATIENCE and best_at != losses[-1][0]:
+        return best_at
+    return None
+
+
+def _rounds_text(rounds: list[int]) -> str:
+    return ", ".join(map(str, rounds)) if len(rounds) <= 4 else f"{rounds[0]}-{rounds[-1]}"
+
+
+def to_jsonable(rounds: list[RoundHistory], num_classes: int = 0) -> list[dict[str, Any]]:
     return [
         {
             "round": r.round,
@@ -91,6 +187,8 @@ def to_jsonable(rounds: list[RoundHistory]) -> list[dict[str, Any]]:
             "strategy": r.strategy,
             "time": r.time,
             "accuracy_after": r.accuracy_after,
+            "loss_before": r.loss_before,
+            "at_chance": at_chance(r, num_classes),
             "sites": [s.__dict__ for s in r.sites],
         }
         for r in rounds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -38,16 +39,26 @@ def history(
     """
     set_json(json_out)
     from hub_kit.history import history as fold
-    from hub_kit.history import to_jsonable
+    from hub_kit.history import to_jsonable, warnings
     from hub_kit.workspace import HubWorkspace
 
     ws = HubWorkspace.open(hub_dir)
     ws.state()  # the hub's signature over the log is checked before anything is shown
     rounds = fold(ws.log.read())
+    num_classes = len(ws.config.classes)
+    notes = warnings(rounds, num_classes)
     if png is not None:
-        _plot(rounds, png)
+        _plot(rounds, png, notes)
     if json_out:
-        emit_json("hub history", True, {"hub": str(hub_dir), "rounds": to_jsonable(rounds)})
+        emit_json(
+            "hub history",
+            True,
+            {
+                "hub": str(hub_dir),
+                "rounds": to_jsonable(rounds, num_classes),
+                "warnings": notes,
+            },
+        )
         return
     if not rounds:
         info("no round has been aggregated yet")
@@ -79,11 +90,13 @@ def history(
             _pct(r.accuracy_after), end_section=True,
         )  # fmt: skip
     stdout().print(table)
+    for note in notes:
+        info(f"warning: {note}")
     if png is not None:
         info(f"plot written to {png}")
 
 
-def _plot(rounds: list[RoundHistory], png: Path) -> None:
+def _plot(rounds: list[RoundHistory], png: Path, notes: list[str]) -> None:
     try:
         import matplotlib
 
@@ -111,10 +124,15 @@ def _plot(rounds: list[RoundHistory], png: Path) -> None:
     mean = [(r.round, 100 * r.accuracy_after) for r in rounds if r.accuracy_after is not None]
     if mean:
         ax.plot(*zip(*mean, strict=True), color="black", linewidth=2, label="weighted mean")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
     ax.set_xlabel("round")
     ax.set_ylabel("validation accuracy reported by sites (%)")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    if notes:  # the same warnings as the table's, under the plot
+        fig.text(0.01, -0.02, "\n".join(textwrap.wrap("; ".join(notes), 110)), fontsize=7, va="top")
     with atomic_writer(png) as fh:
         fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from flsilo import __version__
 from flsilo.artifact import check_finite, check_is_file, read_signature, scan_file
-from flsilo.cli.common import emit_json, set_json, stdout
+from flsilo.cli.common import emit_json, plural, set_json, stdout
 from flsilo.errors import FlsiloError
 from flsilo.manifest import to_jsonable
 from flsilo.release import officer_states
@@ -125,7 +125,7 @@ def render(report: dict[str, Any]) -> None:
     if m["package"]:
         p = m["package"]
         rows += [
-            ("schedule", f"{p['schedule']['kind']} ({p['schedule']['rounds']} rounds)"),
+            ("schedule", f"{p['schedule']['kind']} ({plural(p['schedule']['rounds'], 'round')})"),
             ("final", "yes" if p["final"] else "no"),
             ("plan", _plan(p["plan"]) if p["plan"] else "-"),
             ("parent", p["parent_sha256"] or "-"),

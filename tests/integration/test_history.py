@@ -23,7 +23,9 @@ def test_history_reports_verdicts_shares_and_accuracy(federation: Federation, cl
     before = tree_digest(federation.hub)
     result = cli("hub", "history", federation.hub, "--json")
     assert result.code == 0, result.err
-    (round0,) = json.loads(result.out)["rounds"]
+    doc = json.loads(result.out)
+    (round0,) = doc["rounds"]
+    assert isinstance(doc["warnings"], list) and round0["at_chance"] is False
     assert round0["package"] == "fed-r0001.safetensors"
     accepted = [s for s in round0["sites"] if s["verdict"] == "accepted"]
     rejected = [s for s in round0["sites"] if s["verdict"] != "accepted"]
