@@ -156,7 +156,8 @@ def config_problem(config: FederationConfig) -> str | None:
 # The file
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """One TOML value: a bool, number, string or list of them."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -164,14 +165,14 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(type(value))
 
 
 def dump_toml(values: dict[str, Any], comment: str | None = None) -> str:
     """Flat ``key = value`` TOML (None values left out), under an optional comment line."""
     lines = [f"# {comment}"] if comment else []
-    lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    lines += [f"{k} = {toml_value(v)}" for k, v in values.items() if v is not None]
     return "\n".join(lines) + "\n"
 
 
