@@ -45,6 +45,9 @@ class SiteStatus:
     record_detail: str = ""
     carry: list[str] = field(default_factory=list)
     next_package: str | None = None
+    data: str | None = None
+    """The training data site.toml names (None: none set; --data is then needed)."""
+    data_found: bool = False
 
 
 def _check(path: Path, trust: Any, kind: str) -> FileStatus:
@@ -122,6 +125,9 @@ def site_status(root: Path) -> SiteStatus:
         confirmed_hub_fingerprint=ws.config.hub_fingerprint,
         last_round_trained=int(state["last_round"]),
     )
+    data = ws.data_path
+    status.data = None if data is None else str(data)
+    status.data_found = data is not None and data.exists()
     # packages held were signed by the hub key trusted when each arrived
     now = ws.hub_key()
     retired = [k for k in ws.hub_keys_held() if k.blob != now.blob]

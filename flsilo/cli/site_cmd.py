@@ -55,8 +55,11 @@ def site_init(
     --key keys/site-a --hub-fingerprint SHA256:NxPKs2... --data images/
     """
     set_json(json_out)
+    from site_kit.setdata import check_data_path
     from site_kit.workspace import SiteWorkspace
 
+    if data is not None:  # refused now, not at the first training run weeks later
+        check_data_path(data, data_format)
     ws = SiteWorkspace.init(site_dir, kit, site_id, key, data, data_format, hub_fingerprint)
     packages = sorted(str(p) for p in ws.packages.glob("*.safetensors"))
     if json_out:
@@ -66,6 +69,29 @@ def site_init(
         f"site workspace ready; train with: flsilo train {shlex.quote(packages[-1]) if packages else 'PACKAGE'} --site {shlex.quote(str(site_dir))}"
     )
     print_data(str(site_dir))
+
+
+@app.command("set-data", no_args_is_help=True)
+def site_set_data(
+    site_dir: Annotated[Path, typer.Argument(help="Site workspace.")],
+    path: Annotated[Path, typer.Argument(help="The site's training data (folder or file).")],
+    data_format: DataFormat = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Point the site at its training data; the change is kept in the site's record.
+
+    The path must exist and its format be one flsilo reads (guessed when not given).
+    Example: flsilo site set-data site /data/xray-2026 --data-format imagefolder
+    """
+    set_json(json_out)
+    from site_kit.setdata import set_data
+
+    change = set_data(site_dir, path, data_format)
+    if json_out:
+        emit_json("site set-data", True, {"site_dir": str(site_dir), **to_jsonable(change)})
+        return
+    info(f"site {change.site} now trains on {path} (was {change.old_data or 'none'})")
+    print_data(str(path))
 
 
 @app.command("rekey", no_args_is_help=True)

@@ -42,6 +42,14 @@ def status(
         out.print(f"hub key: {st.hub_fingerprint}" + (" (rotated)" if rotated else ""))
         if rotated:
             out.print(f"confirmed at init: {st.confirmed_hub_fingerprint}")
+        if st.data is None:
+            out.print("data: none set (pass --data to train, or: flsilo site set-data)")
+        elif not st.data_found:
+            out.print(
+                f"data: {st.data} NOT FOUND (fix it with: flsilo site set-data)", soft_wrap=True
+            )
+        else:
+            out.print(f"data: {st.data}", soft_wrap=True)
         trained = st.last_round_trained
         out.print(f"last round trained: {trained if trained >= 0 else 'none yet'}")
         for title, files in (("packages", st.packages), ("outbox", st.outbox)):
