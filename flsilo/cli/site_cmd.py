@@ -295,6 +295,10 @@ def evaluate(
     site: Annotated[
         Path | None, typer.Option(help="Trust the hub key of this site workspace.")
     ] = None,
+    hub: Annotated[
+        Path | None,
+        typer.Option(help="Trust the hub keys and enrolled sites of this hub workspace."),
+    ] = None,
     signers: Annotated[Path | None, typer.Option(help="Trust this allowed_signers file.")] = None,
     key: Annotated[Path | None, typer.Option(help="Trust only this public key.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
@@ -306,17 +310,26 @@ def evaluate(
     """Verify a package, then report accuracy, loss, per-class accuracy and a confusion matrix.
 
     Example: flsilo evaluate site/packages/digits-r0005.safetensors --data test/ --site site
+    At the hub: flsilo evaluate hub/packages/digits-r0005.safetensors --data test/ --hub hub
     """
     set_json(json_out)
     from flsilo.cli.verify_cmd import load_trust
     from site_kit.package_eval import evaluate_package
 
+    if sum(x is not None for x in (site, hub, signers, key)) > 1:
+        raise UsageError(
+            "give one of --site, --hub, --signers or --key",
+            hint="--site at a site, --hub at the hub, --signers or --key anywhere else",
+        )
     if site is not None:
-        if signers or key:
-            raise UsageError("give one of --site, --signers or --key")
         from site_kit.workspace import SiteWorkspace
 
         trust: Any = SiteWorkspace.open(site).trust()
+    elif hub is not None:
+        from hub_kit.workspace import HubWorkspace
+
+        ws = HubWorkspace.open(hub)
+        trust = ws.trust(ws.state())  # the log's signature and allowed_signers checked first
     else:
         trust = load_trust(signers, key)
     scored = evaluate_package(
