@@ -13,6 +13,7 @@ lands first, the file's appearance is the commit).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import os
@@ -107,19 +108,30 @@ def check_is_file(path: Path) -> None:
             hint=f"give one .safetensors file inside it, e.g. {path / '*.safetensors'}",
         )
     if not path.exists():
-        near = (
-            sorted(p.name for p in path.parent.glob("*.safetensors"))
-            if path.parent.is_dir()
-            else []
-        )
         raise UsageError(
-            "no such file",
-            path=path,
-            code=Code.NO_SUCH_FILE,
-            hint=f"check the path; {path.parent} holds {', '.join(near[:3])}"
-            if near
-            else "check the path and the folder it names",
+            "no such file", path=path, code=Code.NO_SUCH_FILE, hint=missing_file_hint(path)
         )
+
+
+def missing_file_hint(path: Path) -> str:
+    """What to try instead of a path that does not exist: the file with its extension, the
+    newest near-miss in its folder, or what the folder holds (a cut list says it is cut)."""
+    if path.suffix != ".safetensors" and path.with_name(path.name + ".safetensors").is_file():
+        return f"did you mean {path.name}.safetensors?"
+    names = (
+        sorted(p.name for p in path.parent.glob("*.safetensors")) if path.parent.is_dir() else []
+    )
+    if not names:
+        return "check the path and the folder it names"
+    stem = path.name.removesuffix(".safetensors")
+    close = [n for n in names if n.startswith(stem)] or difflib.get_close_matches(
+        path.name, names, n=5, cutoff=0.9
+    )
+    if close:
+        return f"did you mean {max(close)}?"  # names sort by round: the newest is last
+    shown = ", ".join(names[-3:])
+    more = f" (the newest 3 of {len(names)})" if len(names) > 3 else ""
+    return f"check the path; {path.parent} holds {shown}{more}"
 
 
 def _hash_pool() -> ThreadPoolExecutor:
