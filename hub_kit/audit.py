@@ -26,6 +26,7 @@ from flsilo.trust import AllowedSigners, SingleKey
 from hub_kit.anchor import check_against, check_log_signature
 from hub_kit.archive import check_sums
 from hub_kit.eventlog import Event
+from hub_kit.roundmath import compute_round, replay_server, round_view, stream_input
 from hub_kit.strategies import from_provenance
 from hub_kit.workspace import (
     HUB_FILE,
@@ -290,9 +291,6 @@ def _replay(
     bundles: dict[str, Verified],
     recorded: str,
 ) -> None:
-    from hub_kit.aggregate import open_replay_server
-    from hub_kit.roundmath import replay, round_view, stream_input
-
     name = f"replay r{round_ + 1:04d}"
     if base is None:
         report.add(name, False, f"cannot replay: the round {round_} package did not verify")
@@ -318,12 +316,14 @@ def _replay(
             for i in sorted(prov.inputs, key=lambda i: (i.site, i.sha256))
         ]
         try:
-            run = open_replay_server(ws.root, ws.config.federation, round_, view, prov.server)
+            run = replay_server(ws.root, ws.config.federation, round_, view, prov.server)
         except FlsiloError as err:
             report.add(name, False, f"cannot replay: {err.one_line()}")
             return
         try:
-            replay(view, inputs, rule, replayed.extend, fisher=prov.merge == "fisher", server=run)
+            compute_round(
+                view, inputs, rule, replayed.extend, fisher=prov.merge == "fisher", server=run
+            )
         finally:
             if run is not None:
                 run.close()

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from flsilo.codes import Code
 from flsilo.errors import UsageError
-from hub_kit.aggregate import AggregateReport, preview, round_policy
+from hub_kit.aggregate import preview
+from hub_kit.report import AggregateReport
+from hub_kit.roundprep import round_policy
 from hub_kit.workspace import HubWorkspace
 
 
@@ -42,7 +44,7 @@ def inbox_report(
             hint="copy the carried bundles and their .sig files into it",
         )
     rows = report.rows
-    total = sum(r.weight or 0.0 for r in rows if r.verdict.startswith("accepted"))
+    total = sum(r.weight or 0.0 for r in rows if r.accepted)
     shared = tuple(
         replace(r, share=(r.weight or 0.0) / total) if r.weight and total else r for r in rows
     )

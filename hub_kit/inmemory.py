@@ -3,7 +3,7 @@
 ``flsilo simulate``, ``flsilo demo``'s in-memory arms and the results scripts combine site
 models here. Every model is laid out as the safetensors bytes a bundle would hold (canonical
 order, the same writer's header) and streamed, from memory instead of mapped files, through
-``hub_kit.aggregate.combine``: the same first pass and two-pass coefficients, the same
+``hub_kit.roundmath.stream_round``: the same first pass and two-pass coefficients, the same
 Fisher merge, the same server optimizer step and state layout as ``flsilo aggregate``. So
 a planning number is the pipeline's number, minus keys, signatures and files.
 """
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flsilo.tensorfile import Header, RawTensor, TensorInfo, build_header
+from flsilo.tensorfile import RawTensor, TensorInfo, build_header
+from hub_kit.roundmath import stream_round
 from hub_kit.server_optimizers import ServerOptimizer
-from hub_kit.server_state import ServerRun, in_memory_state
+from hub_kit.server_state import open_run
 from hub_kit.strategies.base import Rule
 from hub_kit.streaming import FISHER_PREFIX, StreamInput, first_pass
 
@@ -68,24 +69,23 @@ def aggregate_in_memory(
     ``fishers``: each site's diagonal Fisher per parameter (a Fisher round); ``server_state``:
     the state the previous round of the same optimizer returned (None: fresh state).
     """
-    from hub_kit.aggregate import combine
-
     laid_base = lay_out(base)
-    header = Header({}, laid_base.tensors, laid_base.header_len - 8, len(laid_base.data))
     inputs = []
     for i, (site, w) in enumerate(zip(sites, weights, strict=True)):
         extra = {FISHER_PREFIX + k: v for k, v in fishers[i].items()} if fishers else {}
         inputs.append(lay_out({**site, **extra}).stream(w, layout=bool(extra)))
     run = None
     if server is not None and server.active:
-        previous = in_memory_state(server_state) if server_state is not None else None
-        run = ServerRun(
-            server, previous[0] if previous else None, previous[1] if previous else None,
-            laid_base.tensors,
-        )  # fmt: skip
+        run = open_run(server, laid_base.tensors, data=server_state)
     out = bytearray()
-    combine(
-        header, laid_base.stream(0.0), inputs, rule, out.extend, fisher=bool(fishers), server=run
+    stream_round(
+        laid_base.tensors,
+        laid_base.stream(0.0),
+        inputs,
+        rule,
+        out.extend,
+        fisher=bool(fishers),
+        server=run,
     )
     if run is not None:
         run.close()

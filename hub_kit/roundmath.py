@@ -7,6 +7,11 @@
 - statistics bundles (closed-form round): the statistics are summed in site order and the
   head solved (hub_kit.closed_form); every other tensor is copied from the round's package.
 The output is the next package's data section, written in file order through ``write``.
+
+:func:`stream_round` is the one computation of a streamed round (the first pass, a two-pass
+rule's coefficients, the stream), used by ``aggregate``, ``audit --replay`` (both through
+:func:`compute_round`) and the in-memory path of ``simulate``; :func:`open_server` and
+:func:`replay_server` are the one way a round's server optimizer step is opened.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from flsilo.tensorsets import (
     parse_solver,
 )
 from hub_kit.closed_form import REPLAY_ATOL, solve_head, sum_statistics
+from hub_kit.server_optimizers import ServerOptimizer
+from hub_kit.server_state import STATE_DIR, ServerRun, open_run, state_name
 from hub_kit.strategies.base import Rule, is_two_pass
 from hub_kit.streaming import (
     ServerHook,
@@ -104,34 +111,65 @@ def gram_of(view: RoundView, inputs: Sequence[StreamInput], pairwise: bool = Tru
     return first_pass(view.layout, view.base, inputs, pairwise=pairwise)
 
 
-def produce(
+def stream_round(
+    layout: Sequence[TensorInfo],
+    base: StreamInput,
+    inputs: Sequence[StreamInput],
+    rule: Rule,
+    write: Writer,
+    *,
+    gram: np.ndarray | None = None,
+    fisher: bool = False,
+    server: ServerHook | None = None,
+) -> list[SiteFigures]:
+    """Combine ``inputs`` (ordered by site) laid out like ``layout`` into ``write``.
+
+    A two-pass rule first reduces the inputs to their Gram matrix (``gram``: one already
+    measured, e.g. by ``aggregate``'s gates, for exactly these inputs) and turns it into one
+    coefficient per input, from the inputs' weights; then every rule streams. ``fisher``
+    merges by the inputs' Fisher diagonals; ``server`` then applies the server optimizer.
+    Returns each input's figures.
+    """
+    coefficients = None
+    if is_two_pass(rule):
+        if gram is None:
+            gram = first_pass(layout, base, inputs)
+        weights = np.array([i.weight for i in inputs], dtype=np.float64)
+        coefficients = run_two_pass(rule, gram, weights)  # type: ignore[arg-type]
+    return aggregate_stream(
+        layout, base, inputs, rule, write, coefficients, fisher=fisher, server=server
+    )
+
+
+def compute_round(
     view: RoundView,
     inputs: Sequence[StreamInput],
     rule: Rule,
     write: Writer,
-    coefficients: np.ndarray | None = None,
     *,
+    gram: np.ndarray | None = None,
     fisher: bool = False,
     server: ServerHook | None = None,
 ) -> list[SiteFigures]:
     """Write the next package's data section; return each input's figures (none: statistics).
 
-    ``fisher`` and ``server`` (Fisher merging, a server optimizer) apply to streamed rounds.
+    ``aggregate`` and ``audit --replay`` both compute a round here. ``gram``, ``fisher`` and
+    ``server`` (see :func:`stream_round`) apply to streamed rounds.
     """
     if view.kind == WHOLE:
-        return aggregate_stream(
-            view.layout, view.base, inputs, rule, write, coefficients, fisher=fisher, server=server
+        return stream_round(
+            view.layout, view.base, inputs, rule, write, gram=gram, fisher=fisher, server=server
         )
     trained = bytearray()
     figures: list[SiteFigures] = []
     if view.kind == PARTIAL:
-        figures = aggregate_stream(
+        figures = stream_round(
             view.layout,
             view.base,
             inputs,
             rule,
             trained.extend,
-            coefficients,
+            gram=gram,
             fisher=fisher,
             server=server,
         )
@@ -142,21 +180,36 @@ def produce(
     return figures
 
 
-def replay(
-    view: RoundView,
-    inputs: Sequence[StreamInput],
-    rule: Rule,
-    write: Writer,
-    *,
-    fisher: bool = False,
-    server: ServerHook | None = None,
-) -> list[SiteFigures]:
-    """Recompute the round exactly as ``aggregate`` did (first pass included)."""
-    coefficients = None
-    if view.streams and is_two_pass(rule):
-        weights = np.array([i.weight for i in inputs], dtype=np.float64)
-        coefficients = run_two_pass(rule, gram_of(view, inputs), weights)  # type: ignore[arg-type]
-    return produce(view, inputs, rule, write, coefficients, fisher=fisher, server=server)
+def open_server(
+    hub_root: Path, opt: ServerOptimizer, view: RoundView, parent: mf.Provenance | None
+) -> tuple[ServerRun | None, str | None]:
+    """The round's server step, reading the state the parent round wrote for the same optimizer.
+
+    None for a round without a server optimizer, and for statistics rounds (a solved head);
+    with the run, the sha256 of the state it starts from (None: fresh state).
+    """
+    if not opt.active or not view.streams:
+        return None, None
+    step = parent.server if parent is not None else None
+    if step is None or step.optimizer != opt.name:
+        return open_run(opt, view.layout), None
+    path = hub_root / STATE_DIR / step.state_file
+    return open_run(
+        opt, view.layout, path=path, sha256=step.state_out_sha256
+    ), step.state_out_sha256
+
+
+def replay_server(
+    hub_root: Path, federation: str, round_: int, view: RoundView, step: mf.ServerStep | None
+) -> ServerRun | None:
+    """The server step a provenance records, rebuilt to recompute its round (audit --replay)."""
+    if step is None:
+        return None
+    opt = ServerOptimizer(name=step.optimizer, **step.params)
+    if step.state_in_sha256 is None:
+        return open_run(opt, view.layout)
+    path = hub_root / STATE_DIR / state_name(federation, round_)
+    return open_run(opt, view.layout, path=path, sha256=step.state_in_sha256)
 
 
 def stream_input(path: Path, bundle: Header, weight: float, view: RoundView) -> StreamInput:

@@ -23,8 +23,7 @@ def show_inbox_report(
     from hub_kit.dryrun import inbox_report
 
     report, need = inbox_report(hub_dir, inbox, strategy=strategy, min_sites=min_sites)
-    accepted = sum(1 for r in report.rows if r.verdict.startswith("accepted"))
-    rejected = sum(1 for r in report.rows if r.verdict == "rejected")
+    accepted, rejected = report.accepted, report.rejected
     status = 3 if rejected else (1 if accepted < need else 0)
     if json_out:
         emit_json(

@@ -566,7 +566,7 @@ def _aggregate_cells(r: Any, norms: bool, round_: int) -> list[str]:
         return f"{v:.4g}" if v is not None else "-"
 
     verdict = {"accepted": "[green]accepted[/]", "rejected": "[red]rejected[/]"}.get(
-        r.verdict, r.verdict
+        r.verdict_text, r.verdict_text
     )
     if r.code:  # the reason and hint follow the table, at full width
         verdict += f"\n({r.code})"
@@ -587,7 +587,7 @@ def _aggregate_cells(r: Any, norms: bool, round_: int) -> list[str]:
 
 
 def render_aggregate(report: object) -> None:
-    from hub_kit.aggregate import AggregateReport
+    from hub_kit.report import AggregateReport
 
     assert isinstance(report, AggregateReport)
     from hub_kit.privacy import spent_text

@@ -18,9 +18,16 @@ from PIL import Image
 
 from flsilo import manifest as mf
 from flsilo.artifact import scan_file
+from flsilo.tensorfile import Header, RawTensor
 from tests.conftest import Federation, build_federation, fingerprint, make_key, tree_digest
 
 DIGITS = ",".join(str(d) for d in range(10))
+
+
+def _tensors_of(header: Header, data: bytearray) -> dict[str, RawTensor]:
+    """A package's tensors, from its data section, to write into another artifact."""
+    view = memoryview(data)
+    return {t.name: RawTensor(t.dtype, t.shape, view[t.begin : t.end]) for t in header.tensors}
 
 
 def data_digest(path: Path) -> str:
@@ -257,7 +264,6 @@ def test_hub_signed_but_unfit_packages_are_refused(
 ) -> None:
     from flsilo.artifact import write_artifact
     from flsilo.keys import load_private_key
-    from hub_kit.aggregate import package_tensors
 
     package = federation.hub / "packages" / "fed-r0000.safetensors"
     scan = scan_file(package)
@@ -276,7 +282,7 @@ def test_hub_signed_but_unfit_packages_are_refused(
     target.parent.mkdir()
     write_artifact(
         target,
-        package_tensors(scan.header, data),
+        _tensors_of(scan.header, data),
         forged,
         load_private_key(federation.keys / "hub", lambda _p: b""),
     )

@@ -1,0 +1,185 @@
+"""Step 3 of a round: weights (after any share cap), then the accepted bundles streamed
+into the next package as it is written into staging, with any server optimizer state, and
+signed. Nothing outside the staging folder changes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from flsilo import manifest as mf
+from flsilo.artifact import run_on_chunk
+from flsilo.keys import PrivateKey
+from hub_kit.commit import StagedRound
+from hub_kit.gates import Intake, stream_inputs
+from hub_kit.intake import Candidate, Rejection
+from hub_kit.packaging import package_manifest, write_package_stream
+from hub_kit.roundmath import RoundView, compute_round, open_server, strategy_record
+from hub_kit.roundprep import Prepared
+from hub_kit.server_state import STATE_DIR, ServerRun, state_name
+from hub_kit.strategies.base import Rule
+from hub_kit.streaming import SiteFigures, Writer
+from hub_kit.weighting import cap_shares, check_share_cap
+from hub_kit.workspace import release_policy
+
+
+@dataclass(frozen=True)
+class Built:
+    """The signed next package, staged but not yet visible."""
+
+    staged_path: Path
+    final_path: Path
+    sha256: str
+    data_sha256: str
+    manifest: mf.Manifest
+    weights: list[float]
+    capped: list[bool]
+    figures: list[SiteFigures]
+    provenance: mf.Provenance
+    server: str
+
+
+def build_package(prep: Prepared, taken: Intake, staged: StagedRound, key: PrivateKey) -> Built:
+    """Step 3: weights, then the accepted bundles streamed into the next package, signed,
+    written into staging with any server state (nothing outside the staging folder changes)."""
+    candidates = taken.candidates
+    policy, rule, view = prep.policy, prep.policy.rule, taken.view
+    if policy.max_weight_share is not None:
+        check_share_cap(policy.max_weight_share, len(candidates))
+    weights, capped = _weights(candidates, policy.max_weight_share)
+    inputs = stream_inputs(candidates, view, weights)
+    provenance = _provenance(view, rule, candidates, weights, taken.result.rejections, prep.fisher)
+    assert prep.package.manifest.package is not None
+    run, state_in = open_server(
+        prep.ws.root, policy.server, view, prep.package.manifest.package.provenance
+    )
+    data_hash = hashlib.sha256()
+
+    def compute(write: Writer) -> list[SiteFigures]:
+        # the gates' first pass (of exactly these inputs) gives a two-pass rule its Gram matrix
+        return compute_round(
+            view, inputs, rule, write, gram=taken.gram, fisher=prep.fisher, server=run
+        )
+
+    def hashed(write: Writer) -> list[SiteFigures]:
+        def both(chunk: memoryview) -> object:
+            run_on_chunk([write, data_hash.update], chunk)  # file write+hash, data hash at once
+            return None
+
+        return compute(both)
+
+    try:
+        provenance = _server_step(prep, staged, run, state_in, compute, provenance)
+        manifest = package_manifest(
+            prep.ws.config,
+            prep.package.manifest.model,
+            prep.round + 1,
+            prep.state.packages[prep.round],
+            provenance,
+            release=release_policy(prep.state, prep.ws.config.hub.release_signers),
+            log_head=prep.state.log_head,  # the head before this round's commit
+            key_chain=tuple(prep.state.rotations),
+        )
+        staged_path, sha, figures = write_package_stream(
+            staged.publish / prep.ws.packages_dir.name,
+            manifest,
+            prep.package.header.tensors,
+            hashed,
+            key,
+        )
+    finally:
+        if run is not None:
+            run.close()
+    return Built(
+        staged_path=staged_path,
+        final_path=prep.ws.packages_dir / staged_path.name,
+        sha256=sha,
+        data_sha256=data_hash.hexdigest(),
+        manifest=manifest,
+        weights=weights,
+        capped=capped,
+        figures=figures,
+        provenance=provenance,
+        server=policy.server.text() if run is not None else "none",
+    )
+
+
+def _weights(candidates: list[Candidate], cap: float | None) -> tuple[list[float], list[bool]]:
+    raw = [c.weight for c in candidates]
+    if cap is None:
+        return raw, [False] * len(raw)
+    return cap_shares(raw, cap)
+
+
+def _server_step(
+    prep: Prepared,
+    staged: StagedRound,
+    run: ServerRun | None,
+    state_in: str | None,
+    compute: Callable[[Writer], object],
+    provenance: mf.Provenance,
+) -> mf.Provenance:
+    """The provenance with the server step (its new state staged), when the round has one."""
+    federation = prep.ws.config.federation
+    state_out = _server_pass(staged, federation, prep.round, run, compute)
+    if run is None or state_out is None:
+        return provenance
+    step = mf.ServerStep(
+        prep.policy.server.name,
+        prep.policy.server.params(),
+        state_in,
+        state_out,
+        state_name(federation, prep.round + 1),
+    )
+    return replace(provenance, server=step)
+
+
+def _server_pass(
+    staged: StagedRound,
+    federation: str,
+    round_: int,
+    run: ServerRun | None,
+    compute: Callable[[Writer], object],
+) -> str | None:
+    """Run the aggregation once without writing, to fix the new server state; stage it.
+
+    The package's provenance names the state's sha256 and is written before its tensors, so
+    the state is computed first; the package pass then recomputes the same values. The
+    state file is published with the package, after the commit (hub_kit.commit).
+    """
+    if run is None:
+        return None
+    compute(lambda _chunk: None)
+    return run.write(staged.output(f"{STATE_DIR}/{state_name(federation, round_ + 1)}"))
+
+
+def _provenance(
+    view: RoundView,
+    rule: Rule,
+    candidates: list[Candidate],
+    weights: list[float],
+    rejections: list[Rejection],
+    fisher: bool,
+) -> mf.Provenance:
+    strategy_name, strategy_params = strategy_record(view, rule)
+    return mf.Provenance(
+        strategy=strategy_name,
+        strategy_params=strategy_params,
+        inputs=tuple(
+            mf.ProvenanceInput(
+                site=c.site,
+                sha256=c.verified.sha256,
+                samples=c.samples,
+                weight=w,
+                round=c.verified.manifest.round,
+            )
+            for c, w in zip(candidates, weights, strict=True)
+        ),
+        rejects=tuple(
+            mf.ProvenanceReject(site=x.site, sha256=x.sha256, reason=x.error.code)
+            for x in sorted(rejections, key=lambda x: (x.site, x.sha256, x.error.code))
+        ),
+        merge="fisher" if fisher else "average",
+    )

@@ -1,0 +1,205 @@
+"""What a round did, or would do, with each inbox entry: the report of ``aggregate``,
+``aggregate --dry-run`` and ``hub status --inbox``.
+
+One :class:`SiteRow` per inbox entry, with its :class:`Verdict`; :class:`AggregateReport`
+holds the rows and the round's figures. The rows are built from the intake's outcome by
+:func:`site_rows`, with the figures the aggregation measured (weights after any cap,
+update norms, distances) where the round was computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from flsilo import manifest as mf
+from flsilo.codes import Code
+from flsilo.errors import WorkspaceError
+from hub_kit.intake import Candidate, IntakeResult
+from hub_kit.streaming import SiteFigures
+from hub_kit.weighting import shares
+
+
+class Verdict(StrEnum):
+    """What the round does with an inbox entry."""
+
+    ACCEPTED = "accepted"
+    """Verified and admitted (combined into the next package, when the round is computed)."""
+    REJECTED = "rejected"
+    """Refused, with a code, a reason and a hint (quarantined by a real round)."""
+    SKIPPED = "skipped"
+    """Not a candidate at all: already used, or an identical copy of another entry."""
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    site: str
+    file: str
+    verdict: Verdict
+    reason: str | None
+    code: str | None
+    hint: str | None
+    samples: int | None
+    weight: float | None
+    global_accuracy: float | None
+    trained_accuracy: float | None
+    dp_epsilon_total: float | None = None
+    share: float | None = None
+    """This site's share of the total weight, after any cap."""
+    update_norm: float | None = None
+    """L2 norm of (bundle - the round's package), over every float tensor."""
+    distance: float | None = None
+    """L2 distance from this site's update to the aggregated update."""
+    capped: bool = False
+    late: int = 0
+    """For an accepted bundle: how many rounds older than the current package its base is."""
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPTED
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict as reports print it: ``accepted (late by 2)`` for a late bundle."""
+        if self.accepted and self.late:
+            return f"accepted (late by {self.late})"
+        return self.verdict.value
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = mf.to_jsonable(self)
+        del out["late"]  # stated in the verdict's text, as ever
+        return out | {"verdict": self.verdict_text}
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a round was not aggregated: it needs ``need`` verified bundles (and what to do)."""
+
+    need: int
+    hint: str
+
+
+@dataclass(frozen=True)
+class AggregateReport:
+    round: int
+    package: Path | None
+    sha256: str | None
+    strategy: str
+    rows: tuple[SiteRow, ...]
+    missing_sites: tuple[str, ...]
+    global_accuracy: float | None
+    trained_accuracy: float | None
+    final: bool
+    dp_budget: float | None = None
+    norm_gate: float | None = None
+    max_weight_share: float | None = None
+    server_optimizer: str = "none"
+    merge: str = "average"
+    shortfall: Shortfall | None = None
+    """Set when fewer bundles verified than the round needs: nothing was aggregated."""
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for row in self.rows if row.accepted)
+
+    @property
+    def rejected(self) -> int:
+        return sum(1 for row in self.rows if row.verdict is Verdict.REJECTED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return mf.to_jsonable(self) | {
+            "package": str(self.package) if self.package else None,
+            "rows": [row.to_dict() for row in self.rows],
+        }
+
+    def shortfall_error(self) -> WorkspaceError | None:
+        """The one-line error a round without enough bundles ends with; None for a done round."""
+        if self.shortfall is None:
+            return None
+        missing = ", ".join(self.missing_sites) or "none"
+        return WorkspaceError(
+            f"only {self.accepted} of the {self.shortfall.need} required bundles verified for "
+            f"round {self.round}; missing: {missing}",
+            code=Code.NOT_ENOUGH_SITES,
+            hint=self.shortfall.hint,
+        )
+
+
+def weighted(metrics: list[mf.Metrics | None]) -> float | None:
+    """Sample-weighted accuracy across sites that reported it."""
+    reported = [m for m in metrics if m is not None]
+    total = sum(m.samples for m in reported)
+    return sum(m.accuracy * m.samples for m in reported) / total if total else None
+
+
+def site_rows(
+    result: IntakeResult, figures: dict[str, dict[str, Any]] | None = None
+) -> list[SiteRow]:
+    """One row per inbox entry: accepted on time first, then the rest, by site and file.
+
+    ``figures`` maps an accepted bundle's sha256 to what the aggregation measured for it.
+    """
+    rows = []
+    for c in result.candidates:
+        b = c.verified.manifest.bundle
+        assert b is not None
+        fields: dict[str, Any] = {
+            "site": c.site,
+            "file": c.inbox_path.name,
+            "verdict": Verdict.ACCEPTED,
+            "late": c.age,
+            "reason": None,
+            "code": None,
+            "hint": None,
+            "samples": b.num_samples,
+            "weight": c.weight,
+            "global_accuracy": b.metrics_global.accuracy if b.metrics_global else None,
+            "trained_accuracy": b.metrics_trained.accuracy if b.metrics_trained else None,
+            "dp_epsilon_total": b.dp.epsilon_total if b.dp else None,
+        }
+        fields.update((figures or {}).get(c.verified.sha256, {}))
+        rows.append(SiteRow(**fields))
+    for r in result.rejections:
+        rows.append(
+            SiteRow(
+                r.site,
+                r.inbox_path.name,
+                Verdict.REJECTED,
+                r.error.message,
+                r.error.code,
+                r.error.hint,
+                None,
+                None,
+                None,
+                None,
+            )
+        )
+    for s in result.skipped:
+        rows.append(
+            SiteRow(
+                "-", s.inbox_path.name, Verdict.SKIPPED, s.why, None, None, None, None, None, None
+            )
+        )
+    return sorted(rows, key=lambda r: (not (r.accepted and not r.late), r.site, r.file))
+
+
+def site_figures(
+    candidates: list[Candidate],
+    weights: list[float],
+    capped: list[bool],
+    figures: list[SiteFigures],
+) -> dict[str, dict[str, Any]]:
+    """What the aggregation measured for each accepted bundle, by its sha256 (for the rows)."""
+    share = shares(weights)
+    return {
+        c.verified.sha256: {
+            "weight": w,
+            "share": s,
+            "capped": cap,
+            "update_norm": f.update_norm,
+            "distance": f.distance,
+        }
+        for c, w, s, cap, f in zip(candidates, weights, share, capped, figures, strict=True)
+    }
