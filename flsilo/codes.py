@@ -100,8 +100,9 @@ class Code(StrEnum):
     MANIFEST_VERSION = (
         "manifest-version",
         M,
-        "the manifest's format version is not one this flsilo reads",
-        "use the flsilo version that wrote the file, or regenerate it with this one",
+        "the manifest's format version is not one this flsilo reads (version 3 reads 2 and 3)",
+        "a newer version: upgrade flsilo to the release that wrote the file (its manifest "
+        "names it under `software`); an older one: regenerate the file with this release",
     )
 
     # -- signatures and trust -----------------------------------------------------------------
@@ -176,6 +177,12 @@ class Code(StrEnum):
         V,
         "the hub's event log was edited or damaged outside flsilo",
         "restore the workspace from backup and run 'flsilo audit'",
+    )
+    LOG_VERSION = (
+        "log-version",
+        M,
+        "the hub's event log holds an event kind this flsilo does not know (a newer flsilo wrote it)",
+        "upgrade flsilo to the release that wrote the log",
     )
     LOG_MISSING = "log-missing", E, "the hub's event log is missing"
     STATE = "state", E, "the site's state file cannot be read"
@@ -309,7 +316,7 @@ class Code(StrEnum):
     FEDERATION_VERSION = (
         "federation-version",
         M,
-        "`federation.toml` has another format version than this flsilo reads (a file without `format_version` is version 1); make the federation again with this release",
+        "`federation.toml` has a format version this flsilo does not read (it reads 2 and 3; a file without `format_version` is version 1); a newer one: upgrade flsilo; an older one: make the federation again with this release",
     )
     DP_PLAN = (
         "dp-plan",

@@ -18,8 +18,18 @@ from typing import Any
 from flsilo.atomic import write_text
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, UsageError, WorkspaceError
-from flsilo.manifest import FORMAT_VERSION, ID_PATTERN, SchemaError, from_jsonable, to_jsonable
-from flsilo.plan import Plan, Schedule, plan_for_round, plan_problem, schedule_problem
+from flsilo.manifest import (
+    FORMAT_VERSION,
+    ID_PATTERN,
+    UPGRADE_HINT,
+    V3_PLAN_FIELDS,
+    SchemaError,
+    from_jsonable,
+    to_jsonable,
+    version_refusal,
+)
+from flsilo.plan import STATS, Plan, Schedule, plan_for_round, plan_problem, schedule_problem
+from flsilo.preprocessing import needs_statistics, shape_problem
 
 FEDERATION_FILE = "federation.toml"
 TABLES = ("schedule", "plan", "hub", "data")
@@ -149,7 +159,26 @@ def config_problem(config: FederationConfig) -> str | None:
         schedule_problem(config.schedule)
         or plan_problem(dataclasses.replace(config.plan, local_epochs=1))
         or hub_policy_problem(config.hub)
+        or shape_problem(config.plan.preprocess, config.input_shape, config.data.feature_columns)
+        or stats_problem(config)
     )
+
+
+def stats_problem(config: FederationConfig) -> str | None:
+    """The federation's statistics need a ``stats`` round, which comes first."""
+    pre = config.plan.preprocess
+    if needs_statistics(pre) and not config.schedule.kind.startswith(STATS):
+        which = next(
+            f"--{name} {value}"
+            for name, value in (
+                ("normalize", pre.normalize),
+                ("standardize", pre.standardize),
+                ("impute", pre.impute),
+            )
+            if value == "federation" or value.startswith("mean")
+        )
+        return f"{which} needs the federation's statistics: a stats round first (--schedule stats+periodic:R)"
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -189,7 +218,9 @@ def to_toml(config: FederationConfig) -> str:
         values = to_jsonable(getattr(config, table))
         if table == "plan":
             del values["local_epochs"]  # per round, in [schedule]
+        inner = {k: values.pop(k) for k in list(values) if isinstance(values[k], dict)}
         parts.append(f"[{table}]\n{dump_toml(values)}")
+        parts += [f"[{table}.{k}]\n{dump_toml(v)}" for k, v in inner.items()]
     return "\n".join(parts)
 
 
@@ -221,16 +252,18 @@ def load(path: Path) -> FederationConfig:
 def parse(data: dict[str, Any], path: Path) -> FederationConfig:
     """Build the configuration from the parsed TOML of ``path``, refusing other versions."""
     version = data.pop("format_version", 1)
-    if version != FORMAT_VERSION:
-        raise MalformedInputError(
-            f"{FEDERATION_FILE} format version {version!r} is not supported "
-            f"(this flsilo reads version {FORMAT_VERSION})",
-            path=path,
-            code=Code.FEDERATION_VERSION,
-            hint="it was written by another flsilo release; create the federation again with "
-            "this release's 'flsilo hub init' (docs/reference/artifact-format.md)",
-        )
+    refusal = version_refusal(version, FEDERATION_FILE)
+    if refusal is not None:
+        why, hint = refusal
+        if hint != UPGRADE_HINT:
+            hint = (
+                "it was written by another flsilo release; create the federation again with "
+                "this release's 'flsilo hub init' (docs/reference/artifact-format.md)"
+            )
+        raise MalformedInputError(why, path=path, code=Code.FEDERATION_VERSION, hint=hint)
     plan = data.get("plan")
+    if version == 2 and isinstance(plan, dict) and any(k in plan for k in V3_PLAN_FIELDS):
+        raise _bad(path, "a version-2 [plan] holds version-3 tables")
     if isinstance(plan, dict):
         if "local_epochs" in plan:
             raise _bad(path, "[plan] has local_epochs; local epochs per round live in [schedule]")

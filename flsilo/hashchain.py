@@ -69,11 +69,18 @@ class HashChain:
     """A hash-chained JSON-lines file; ``kinds`` limits the event names it may hold."""
 
     def __init__(
-        self, path: Path, *, kinds: tuple[str, ...] | None = None, broken: Broken = record_broken
+        self,
+        path: Path,
+        *,
+        kinds: tuple[str, ...] | None = None,
+        broken: Broken = record_broken,
+        unknown: Callable[[Path, int, str], Exception] | None = None,
     ) -> None:
         self.path = path
         self.kinds = kinds
         self.broken = broken
+        self.unknown = unknown
+        """Raised for a well-linked line of a kind not in ``kinds`` (a newer writer's)."""
 
     def read(self) -> list[Event]:
         """Parse and check the whole chain; raise VerificationError at the first broken link."""
@@ -104,13 +111,18 @@ class HashChain:
                 )
             except (ValueError, KeyError, UnicodeDecodeError) as exc:
                 raise self.broken(self.path, number, f"not a valid line ({exc})") from exc
-            if (self.kinds is not None and kind not in self.kinds) or seq != number:
+            known = self.kinds is None or kind in self.kinds
+            if (not known and self.unknown is None) or seq != number:
                 raise self.broken(
                     self.path, number, f"unexpected event {kind!r} or sequence {seq!r}"
                 )
             if link != prev:
                 raise self.broken(
                     self.path, number, "hash chain broken: an earlier line was changed or removed"
+                )
+            if not known and self.unknown is not None:
+                raise self.unknown(
+                    self.path, number, f"event {kind!r} is not one this flsilo knows"
                 )
             digest = hashlib.sha256(line).hexdigest()
             events.append(Event(seq, when, kind, link, record, digest))

@@ -24,7 +24,12 @@ from flsilo.plan import Plan, Schedule, dp_of, plan_problem, schedule_problem
 from flsilo.tensorfile import JsonDepthError, strict_json
 
 MANIFEST_KEY = "flsilo.manifest"
-FORMAT_VERSION = 2  # bumped once for wave 2 (issue 9); see docs/reference/artifact-format.md
+FORMAT_VERSION = 3  # bumped once for wave 3 (issue 20); see docs/reference/artifact-format.md
+READ_VERSIONS = (2, 3)
+"""Versions this flsilo reads: version 2 files stay verifiable, inspectable and replayable."""
+UPGRADE_HINT = "it was written by a newer flsilo: upgrade flsilo to read it"
+V3_PLAN_FIELDS = ("preprocess", "augment")
+"""Plan fields new in version 3; a version-2 manifest that holds one is malformed."""
 KIND_BUNDLE = "bundle"
 KIND_PACKAGE = "package"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -316,19 +321,40 @@ def decode(metadata: dict[str, str], source: str) -> Manifest:
         raise _bad_manifest(source, f"manifest is {exc}", Code.TOO_DEEP) from exc
     except ValueError as exc:
         raise _bad_manifest(source, f"not valid JSON ({exc})") from exc
-    if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
-        raise _bad_manifest(
-            source,
-            f"format version {data.get('format_version')!r} is not supported "
-            f"(this flsilo reads version {FORMAT_VERSION})",
-            Code.MANIFEST_VERSION,
-        )
+    if isinstance(data, dict):
+        _check_version(data, source)
     try:
         manifest: Manifest = from_jsonable(Manifest, data)
     except SchemaError as exc:
         raise _bad_manifest(source, str(exc)) from exc
     check_semantics(manifest, source)
     return manifest
+
+
+def version_refusal(version: object, what: str) -> tuple[str, str] | None:
+    """Why a file of format ``version`` cannot be read, and the hint; None when it can."""
+    if isinstance(version, int) and not isinstance(version, bool) and version in READ_VERSIONS:
+        return None
+    reads = " and ".join(str(v) for v in READ_VERSIONS)
+    why = f"{what} format version {version!r} is not supported (this flsilo reads {reads})"
+    newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+    if newer:
+        return why, UPGRADE_HINT
+    return why, "it was written by an older flsilo release; regenerate it with this one"
+
+
+def _check_version(data: dict[str, Any], source: str) -> None:
+    refusal = version_refusal(data.get("format_version"), "manifest")
+    if refusal is not None:
+        why, hint = refusal
+        raise MalformedInputError(
+            f"manifest is not valid: {why}", path=source, code=Code.MANIFEST_VERSION, hint=hint
+        )
+    if data.get("format_version") == 2:
+        for part in ("bundle", "package"):
+            plan = (data.get(part) or {}).get("plan") if isinstance(data.get(part), dict) else None
+            if isinstance(plan, dict) and any(k in plan for k in V3_PLAN_FIELDS):
+                raise _bad_manifest(source, f"a version-2 {part} plan holds version-3 fields")
 
 
 def check_semantics(m: Manifest, source: str) -> None:

@@ -10,10 +10,11 @@ manifest and both commands pick it up from the field.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from flsilo.codes import Code
 from flsilo.errors import UsageError
+from flsilo.preprocessing import Augment, Preprocess, augment_problem, preprocess_problem
 from flsilo.tensorsets import ROUND_KINDS, ROUND_STATISTICS, ROUND_TRAIN, parse_solver
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -21,6 +22,8 @@ MERGES = ("average", "fisher")
 SCHEDULE_KINDS = ("one-shot", "few-shot", "periodic")
 CLOSED_FORM = "closed-form"
 """A statistics round (closed-form head), alone or before ``+periodic:R`` / ``+few-shot:R``."""
+STATS = "stats"
+"""A federation-statistics round (``[plan.preprocess]`` normalisation) before the schedule."""
 CLOSED_FORM_KINDS = (CLOSED_FORM, f"{CLOSED_FORM}+periodic", f"{CLOSED_FORM}+few-shot")
 
 
@@ -57,6 +60,10 @@ class Plan:
     """Statistics rounds: a site refuses when it holds 0 < count < this of some class."""
     kind: str = ROUND_TRAIN
     """Set per round by the schedule: ``train`` (weights) or ``statistics`` (head statistics)."""
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    """``[plan.preprocess]``: how a file or a row becomes the model's input (format 3)."""
+    augment: Augment = field(default_factory=Augment)
+    """``[plan.augment]``: random changes to training samples only (format 3)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,12 @@ def plan_problem(plan: Plan) -> str | None:
         return "--merge fisher needs rounds that train weights, not statistics rounds"
     if plan.merge == "fisher" and dp_of(plan) is not None:
         return "--merge fisher cannot be combined with DP-SGD (the Fisher is not privatised)"
-    return dp_problem(plan) or heads_problem(plan)
+    return (
+        dp_problem(plan)
+        or heads_problem(plan)
+        or preprocess_problem(plan.preprocess)
+        or augment_problem(plan.augment)
+    )
 
 
 def heads_problem(plan: Plan) -> str | None:

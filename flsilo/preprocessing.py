@@ -216,6 +216,33 @@ def needs_statistics(p: Preprocess) -> bool:
     )
 
 
+def shape_problem(
+    p: Preprocess, input_shape: tuple[int, ...], feature_columns: tuple[str, ...]
+) -> str | None:
+    """Rules between the preprocessing and the federation's input shape (``hub init``)."""
+    image = len(input_shape) == 3
+    normalize = parse_normalize(p.normalize)
+    if isinstance(normalize, tuple) and image and len(normalize[0]) != input_shape[0]:
+        return (
+            f"--normalize gives {len(normalize[0])} means for an input of "
+            f"{input_shape[0]} channel(s)"
+        )
+    impute = parse_impute(p.impute)
+    if impute.indicator:
+        width = math.prod(input_shape)
+        if width % 2:
+            return (
+                "--impute ...,indicator appends one 0/1 feature per feature: the input "
+                f"width must be twice the feature count, {width} is odd"
+            )
+        if feature_columns and 2 * len(feature_columns) != width:
+            return (
+                f"--impute ...,indicator: {len(feature_columns)} feature columns make an "
+                f"input width of {2 * len(feature_columns)}, the input shape says {width}"
+            )
+    return None
+
+
 def preprocess_lines(p: Preprocess, a: Augment) -> list[str]:
     """The contract in words, one setting a line (``inspect``, ``check-data``)."""
     lines = [

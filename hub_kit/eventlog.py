@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from flsilo.codes import Code
-from flsilo.errors import VerificationError
+from flsilo.errors import MalformedInputError, VerificationError
 from flsilo.hashchain import GENESIS, Event, HashChain
+from flsilo.manifest import UPGRADE_HINT
 
 __all__ = ["EVENTS", "GENESIS", "Event", "EventLog"]
 
@@ -29,8 +30,14 @@ def _log_broken(path: Path, line: int, why: str) -> VerificationError:
     )
 
 
+def _log_newer(path: Path, line: int, why: str) -> MalformedInputError:
+    return MalformedInputError(
+        f"event log line {line}: {why}", path=path, code=Code.LOG_VERSION, hint=UPGRADE_HINT
+    )
+
+
 class EventLog(HashChain):
     """``HUB/events.jsonl``: only the hub's event kinds, broken links reported as log-broken."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path, kinds=EVENTS, broken=_log_broken)
+        super().__init__(path, kinds=EVENTS, broken=_log_broken, unknown=_log_newer)

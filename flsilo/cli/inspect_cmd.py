@@ -12,7 +12,8 @@ from flsilo import __version__
 from flsilo.artifact import check_finite, check_is_file, read_signature, scan_file
 from flsilo.cli.common import emit_json, plural, set_json, stdout
 from flsilo.errors import FlsiloError
-from flsilo.manifest import to_jsonable
+from flsilo.manifest import from_jsonable, to_jsonable
+from flsilo.preprocessing import Augment, Preprocess, preprocess_lines
 from flsilo.release import officer_states
 from flsilo.sshsig import check_signature
 
@@ -89,6 +90,7 @@ def render(report: dict[str, Any]) -> None:
     table.add_column("value", overflow="fold")
     rows = [
         ("kind", m["kind"]),
+        ("format", f"version {m['format_version']}"),
         ("federation", m["federation"]),
         ("round", str(m["round"])),
         ("created", m["created_at"]),
@@ -109,6 +111,7 @@ def render(report: dict[str, Any]) -> None:
             ("samples", str(b["num_samples"])),
             ("base package", b["base_package_sha256"]),
             ("plan", _plan(b["plan"])),
+            *_preprocess_rows(b["plan"]),
             ("global (val)", _metrics(b["metrics_global"])),
             ("trained (val)", _metrics(b["metrics_trained"])),
         ]
@@ -128,6 +131,7 @@ def render(report: dict[str, Any]) -> None:
             ("schedule", f"{p['schedule']['kind']} ({plural(p['schedule']['rounds'], 'round')})"),
             ("final", "yes" if p["final"] else "no"),
             ("plan", _plan(p["plan"]) if p["plan"] else "-"),
+            *(_preprocess_rows(p["plan"]) if p["plan"] else []),
             ("parent", p["parent_sha256"] or "-"),
         ]
         if p["provenance"]:
@@ -172,6 +176,13 @@ def _plan(plan: dict[str, Any]) -> str:
             f"budget {plan['dp_budget']:g}"
         )
     return text
+
+
+def _preprocess_rows(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """The plan's ``[plan.preprocess]`` and ``[plan.augment]`` tables, a setting a line."""
+    pre = from_jsonable(Preprocess, plan["preprocess"], "preprocess")
+    augment = from_jsonable(Augment, plan["augment"], "augment")
+    return [("preprocess", "\n".join(preprocess_lines(pre, augment)))]
 
 
 def _metrics(metrics: dict[str, Any] | None) -> str:

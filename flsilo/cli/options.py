@@ -22,6 +22,16 @@ from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import SERVER_OPTIMIZERS, HubPolicy
 from flsilo.plan import MERGES, Plan
+from flsilo.preprocessing import (
+    INTENSITIES,
+    Augment,
+    Preprocess,
+    parse_augment,
+    parse_impute,
+    parse_normalize,
+    parse_resize,
+    parse_window,
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,45 @@ PLAN_SETTINGS: tuple[Setting, ...] = (
         "average, or fisher: sites also ship their diagonal Fisher and the hub merges by it.",
         parse=lambda v: parse_merge(v),
     ),
+    Setting(
+        "augment",
+        "Training only: hflip,crop:SCALE,rotate:DEG,jitter:X,noise:SIGMA (any of them).",
+        option_type=str,
+        parse=lambda v: _augment(v),
+        simulate=False,
+        option_default="none",
+    ),
+)
+
+PREPROCESS_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "resize",
+        "Images: stretch, letterbox (pad) or shorter-side[:CROP_RATIO] (centre crop).",
+        parse=lambda v: _checked("--resize", parse_resize, v),
+    ),
+    Setting("intensity", "Images: 8bit, 16bit or dicom.", parse=lambda v: _intensity(v)),
+    Setting(
+        "window",
+        "DICOM: CENTER,WIDTH, or file (each file's own VOI window).",
+        parse=lambda v: _checked("--window", parse_window, v),
+    ),
+    Setting(
+        "normalize",
+        "Images: none, imagenet, federation (a stats round's) or M1,M2,M3/S1,S2,S3.",
+        parse=lambda v: _checked("--normalize", parse_normalize, v),
+    ),
+    Setting(
+        "standardize",
+        "Tables: none, or federation (per-feature, from a stats round).",
+        parse=lambda v: _choice("--standardize", ("none", "federation"), v),
+    ),
+    Setting(
+        "impute",
+        "Tables: none, mean or constant:V, with ',indicator' for a 0/1 missing feature each.",
+        parse=lambda v: _checked("--impute", parse_impute, v),
+    ),
+    Setting("frame_rate", "Video: frames sampled per second of each clip."),
+    Setting("frames_per_clip", "Video: frames sampled evenly from each clip."),
 )
 
 HUB_SETTINGS: tuple[Setting, ...] = (
@@ -142,6 +191,8 @@ def _value(setting: Setting, raw: Any) -> Any:
 def with_settings(*, simulate: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add the plan and hub options to a command; it receives ``plan_settings`` and ``hub``."""
     hub_settings = tuple(s for s in HUB_SETTINGS if s.simulate or not simulate)
+    plan_settings = tuple(s for s in PLAN_SETTINGS if s.simulate or not simulate)
+    preprocess_settings = () if simulate else PREPROCESS_SETTINGS  # sim data is in memory
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         own = inspect.signature(func, eval_str=True).parameters.values()
@@ -150,14 +201,18 @@ def with_settings(*, simulate: bool = False) -> Callable[[Callable[..., Any]], C
             for p in own
             if p.name not in ("plan_settings", "hub")
         ]
-        added = [_parameter(s, Plan) for s in PLAN_SETTINGS]
+        added = [_parameter(s, Plan) for s in plan_settings]
+        added += [_parameter(s, Preprocess) for s in preprocess_settings]
         added += [_parameter(s, HubPolicy) for s in hub_settings]
         head = [p for p in kept if p.name not in _TAIL]
         tail = [p for p in kept if p.name in _TAIL]
 
         @functools.wraps(func)
         def command(**kwargs: Any) -> Any:
-            plan = {s.name: _value(s, kwargs.pop(s.name)) for s in PLAN_SETTINGS}
+            plan = {s.name: _value(s, kwargs.pop(s.name)) for s in plan_settings}
+            if preprocess_settings:
+                pre = {s.name: _value(s, kwargs.pop(s.name)) for s in preprocess_settings}
+                plan["preprocess"] = Preprocess(**pre)
             hub = HubPolicy(**{s.name: _value(s, kwargs.pop(s.name)) for s in hub_settings})
             return func(**kwargs, plan_settings=plan, hub=hub)
 
@@ -168,6 +223,38 @@ def with_settings(*, simulate: bool = False) -> Callable[[Callable[..., Any]], C
         return command
 
     return decorate
+
+
+def _checked(option: str, parse: Callable[[str], Any], text: str) -> str:
+    """``text`` when ``parse`` takes it (the plan keeps the text), else a usage error."""
+    try:
+        parse(text)
+    except ValueError as exc:
+        raise UsageError(
+            f"{option} {text!r}: {exc}",
+            code=Code.BAD_CONFIG,
+            hint="see 'flsilo hub init --help' and docs/how-to/hub-administrator.md",
+        ) from exc
+    return text
+
+
+def _augment(text: str) -> Augment:
+    _checked("--augment", parse_augment, text)
+    return parse_augment(text)
+
+
+def _choice(option: str, choices: tuple[str, ...], text: str) -> str:
+    if text not in choices:
+        raise UsageError(
+            f"{option} {text!r} is not known",
+            code=Code.BAD_CONFIG,
+            hint=f"use one of {', '.join(choices)}",
+        )
+    return text
+
+
+def _intensity(text: str) -> str:
+    return _choice("--intensity", INTENSITIES, text)
 
 
 def parse_merge(text: str) -> str:

@@ -34,7 +34,7 @@ def test_hub_init_writes_one_table_per_part_and_packages_carry_the_plan(
     )
     assert code == 0, err
     doc = tomllib.loads((hub / "federation.toml").read_text())
-    assert doc["format_version"] == 2
+    assert doc["format_version"] == 3
     assert doc["schedule"] == {"kind": "periodic", "rounds": 3, "local_epochs": [3, 2, 1]}
     assert doc["plan"]["lr"] == 0.1 and doc["plan"]["batch_size"] == 8
     assert "local_epochs" not in doc["plan"]  # per round, in [schedule] only
@@ -42,7 +42,7 @@ def test_hub_init_writes_one_table_per_part_and_packages_carry_the_plan(
     assert doc["data"] == {"label_column": "label", "feature_columns": []}
     (package,) = (hub / "packages").glob("*.safetensors")
     manifest = scan_file(package).manifest
-    assert manifest.format_version == 2
+    assert manifest.format_version == 3
     assert manifest.package is not None and manifest.package.plan is not None
     plan = manifest.package.plan
     assert (plan.local_epochs, plan.seed, plan.lr, plan.batch_size) == (3, 5, 0.1, 8)
@@ -75,7 +75,7 @@ def test_an_old_format_federation_file_is_refused_naming_its_version(cli, tmp_pa
     code, err, hub = _init(cli, tmp_path)
     assert code == 0, err
     toml = hub / "federation.toml"
-    toml.write_text(toml.read_text().replace("format_version = 2", "format_version = 1"))
+    toml.write_text(toml.read_text().replace("format_version = 3", "format_version = 1"))
     result = cli("hub", "status", hub)
     assert result.code == 4
     assert "error[federation-version]" in result.err and "version 1" in result.err
