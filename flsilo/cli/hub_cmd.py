@@ -109,10 +109,11 @@ def hub_init(  # keyword-only: with_settings adds options, typer reads the annot
     flsilo hub init hub --config plan.toml --key keys/hub
     """
     if print_config:
-        from flsilo.cli.options import HUB_SETTINGS, PLAN_SETTINGS
+        from flsilo.cli.options import HUB_SETTINGS, PLAN_SETTINGS, PREPROCESS_SETTINGS
         from flsilo.planfile import template
 
-        sys.stdout.write(template({s.name: s.help for s in PLAN_SETTINGS + HUB_SETTINGS}))
+        settings = PLAN_SETTINGS + PREPROCESS_SETTINGS + HUB_SETTINGS
+        sys.stdout.write(template({s.name: s.help for s in settings}))
         return
     set_json(json_out)
     from hub_kit.setup import hub_init as do_init
@@ -202,6 +203,10 @@ def _config_from_file(
             epochs = tuple(current.get("local_epochs", [1]))[:1]
         top["schedule"] = planfile.schedule_table(parse_schedule(text, epochs))
     plan = {k: to_jsonable(v) for k, v in plan_settings.items() if k in given}
+    pre = plan_settings.get("preprocess")
+    typed = [f.name for f in dataclasses.fields(pre) if f.name in given] if pre else []
+    if typed:  # [plan.preprocess] options typed: laid over the file's table one by one
+        plan["preprocess"] = {name: to_jsonable(getattr(pre, name)) for name in typed}
     if "batch_size" in given:
         plan["batch_size"] = values["batch_size"]
     hub_table = {

@@ -170,3 +170,22 @@ def test_bad_preprocessing_is_a_usage_error_that_creates_nothing(
     assert result.code == 2, result.err
     assert words in result.err and "bad-config" in result.err
     assert not hub.exists()
+
+
+def test_preprocessing_options_lay_over_a_plan_file_one_by_one(cli, tmp_path: Path) -> None:
+    printed = cli("hub", "init", "--print-config")
+    assert (
+        "# Images: stretch, letterbox (pad)" in printed.out
+    )  # [plan.preprocess] says what it does
+    plan = tmp_path / "plan.toml"
+    plan.write_text(printed.out.replace('normalize = "none"', 'normalize = "imagenet"'))
+    make_key(tmp_path / "hub-key")
+    made = cli(
+        "hub", "init", tmp_path / "hub", "--config", plan, "--key", tmp_path / "hub-key",
+        "--input-shape", "3,8,8", "--resize", "letterbox", "--augment", "hflip",
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    written = (tmp_path / "hub/federation.toml").read_text()
+    assert 'resize = "letterbox"' in written  # typed
+    assert 'normalize = "imagenet"' in written  # from the file, kept
+    assert "[plan.augment]\nhflip = true" in written
