@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from flsilo.codes import Code
@@ -120,23 +121,46 @@ def rotation_keys(
 
 
 def follow_chain(
-    trusted: PublicKey, chain: tuple[KeyRotation, ...], federation: str, *, source: str
+    trusted: PublicKey,
+    chain: tuple[KeyRotation, ...],
+    federation: str,
+    *,
+    source: str,
+    retired: Iterable[PublicKey] = (),
 ) -> PublicKey:
-    """The newest hub key reachable from ``trusted`` through ``chain`` (``trusted`` if none).
+    """The newest hub key reachable from ``trusted`` through ``chain`` (``trusted`` if none);
+    see :func:`walk_chain`."""
+    return walk_chain(trusted, chain, federation, source=source, retired=retired)[-1]
+
+
+def walk_chain(
+    trusted: PublicKey,
+    chain: tuple[KeyRotation, ...],
+    federation: str,
+    *,
+    source: str,
+    retired: Iterable[PublicKey] = (),
+) -> list[PublicKey]:
+    """Every hub key from ``trusted`` to the newest one ``chain`` reaches, in order.
 
     The chain is the hub's whole history, statement N at place N (so none is left out at the
     start, reordered or spliced in), and never returns to a key it left: the hub refuses to
     rotate back to an earlier key, so an old statement replayed cannot lead back to it.
+    ``retired`` are the keys the follower itself trusted and left before ``trusted`` (a site
+    remembers every one): a chain back to any of them is refused too, even one whose
+    statements both keys signed, so the rule holds across the whole history and not only
+    within one walk of the chain.
     """
-    current = trusted
-    left: set[bytes] = set()
+    walked = [trusted]
+    left: set[bytes] = {k.blob for k in retired if k.blob != trusted.blob}
     for seq, rotation in enumerate(chain, start=1):
         old, new = rotation_keys(rotation, federation, seq, source=source)
+        current = walked[-1]
         if old.blob == current.blob:
             if new.blob in left or new.blob == current.blob:
-                raise _broken(source, "a statement leads back to a key the chain left")
+                raise _broken(source, "a statement leads back to a hub key already left")
             left.add(current.blob)
-            current = new
-        elif left:
+            walked.append(new)
+        elif len(walked) > 1:
             raise _broken(source, "a statement does not start at the key before it")
-    return current
+    return walked

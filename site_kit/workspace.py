@@ -28,7 +28,7 @@ from flsilo.keys import (
     parse_public_line,
 )
 from flsilo.manifest import ID_PATTERN, KIND_PACKAGE
-from flsilo.rotation import MAX_CHAIN_BYTES, chain_path, follow_chain, load_chain
+from flsilo.rotation import MAX_CHAIN_BYTES, chain_path, load_chain, walk_chain
 from flsilo.sshsig import PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from flsilo.untrusted import read_bounded
@@ -222,7 +222,7 @@ class SiteWorkspace:
         then trusts the new key from on.
         """
         trusted = self.hub_key()
-        key = trusted
+        key, passed = trusted, list[PublicKey]()
         try:
             verified = verify_file(
                 package, self.trust(trusted), expected_kind=KIND_PACKAGE, copy_to=copy_to
@@ -234,7 +234,7 @@ class SiteWorkspace:
             followed = self._follow_rotations(package, trusted)
             if followed is None:
                 raise _foreign_hub(err, package, trusted, confirmed=confirmed) from err
-            key = followed
+            *passed, key = followed
             if copy_to is not None:  # the first attempt copied the file already
                 copy_to.seek(0)
                 copy_to.truncate()
@@ -273,29 +273,34 @@ class SiteWorkspace:
             )
         if key.blob != trusted.blob:
             state["hub_key"] = key.openssh_line()
-            before = state.setdefault("hub_keys_before", [])
-            before.append(trusted.openssh_line())
+            before = state.setdefault("hub_keys_before", [])  # every key left, in order
+            before += [k.openssh_line() for k in (trusted, *passed)]
             write_text(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
         return verified
 
-    def _follow_rotations(self, package: Path, trusted: PublicKey) -> PublicKey | None:
-        """The newer hub key that rotation statements lead to from ``trusted``, or None.
+    def _follow_rotations(self, package: Path, trusted: PublicKey) -> list[PublicKey] | None:
+        """The newer hub keys that rotation statements lead through from ``trusted``, the
+        newest last; None when they lead nowhere.
 
         Statements come from the package's manifest, else from ``PACKAGE.key-chain.json``
         beside a package the hub re-signed at a rotation. Trust moves only through a
-        statement signed by the key already trusted (and the new key).
+        statement signed by the key already trusted (and the new key), and never back to a
+        hub key this site trusted or passed through before (``hub_keys_before``).
         """
         info = scan_file(package).manifest.package
         chains = [info.key_chain] if info is not None and info.key_chain else []
         beside = chain_path(package)
         if beside.exists():
             chains.append(load_chain(read_bounded(beside, MAX_CHAIN_BYTES), source=str(beside)))
+        retired = [k for k in self.hub_keys_held() if k.blob != trusted.blob]
         # the hub's history only grows, so the longer chain leads further: the manifest's
         # stops at the package's making, the file beside it was written at a later rotation
         for chain in sorted(chains, key=len, reverse=True):
-            key = follow_chain(trusted, chain, self.config.federation, source=str(package))
-            if key.blob != trusted.blob:
-                return key
+            walked = walk_chain(
+                trusted, chain, self.config.federation, source=str(package), retired=retired
+            )
+            if len(walked) > 1:
+                return walked[1:]
         return None
 
     def clear_work(self, directory: Path) -> None:

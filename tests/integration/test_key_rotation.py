@@ -344,3 +344,52 @@ def test_site_rekey_switches_to_the_key_the_hub_enrolled(federation: Federation,
     for f in (bundle, Path(f"{bundle}.sig")):
         shutil.copy(f, fed.hub / "inbox")
     assert cli("aggregate", fed.hub, "--min-sites", "1").code == 0
+
+
+def test_a_site_on_the_third_hub_key_never_follows_a_chain_back_to_a_key_it_left(
+    federation: Federation, cli
+) -> None:
+    """'Never rotate back' holds across the site's whole history: after two rotations the site
+    follows the third key; a package signed by the first key whose chain adds a statement from
+    the third key back to the first (or the second), signed by both, is refused."""
+    from dataclasses import replace
+
+    from flsilo.artifact import scan_file, write_artifact
+    from flsilo.rotation import load_chain, make_rotation
+    from flsilo.tensorfile import RawTensor
+
+    fed = federation
+    fed.carry()
+    assert cli("aggregate", fed.hub).code == 0  # fed-r0001, signed by the first key
+    keys = [fed.keys / "hub", make_key(fed.keys / "hub-2"), make_key(fed.keys / "hub-3")]
+    for new in keys[1:]:
+        rotated = cli("hub", "rotate-key", fed.hub, "--new-key", new, "--json")
+        assert rotated.code == 0, rotated.err
+    carry = json.loads(rotated.out)["carry"]
+    site = fed.sites["site-a"]
+    for f in carry:
+        shutil.copy(f, site / "packages")
+    package = site / "packages" / "fed-r0001.safetensors"
+    trained = cli("train", package, "--site", site)  # follows both statements at once
+    assert trained.code == 0, trained.err
+    state = json.loads((site / "state.json").read_text())
+    blob = lambda p: Path(f"{p}.pub").read_text().split()[1]  # noqa: E731
+    assert state["hub_key"].split()[1] == blob(keys[2])
+    assert [k.split()[1] for k in state["hub_keys_before"]] == [blob(keys[0]), blob(keys[1])]
+    unlock = lambda p: load_private_key(p, lambda _p: b"")  # noqa: E731
+    chain = load_chain(Path(carry[2]).read_bytes(), source=carry[2])
+    scan = scan_file(package)
+    data = package.read_bytes()
+    tensors = {
+        t.name: RawTensor(t.dtype, t.shape, memoryview(data)[t.begin : t.end])
+        for t in scan.header.tensors
+    }
+    for back_to in keys[:2]:  # whoever holds the third key and an old one
+        forged = site / "packages" / f"fed-r0002-{back_to.name}.safetensors"
+        write_artifact(forged, tensors, replace(scan.manifest, round=2), unlock(back_to))
+        back = make_rotation(unlock(keys[2]), unlock(back_to), "fed", 3)
+        Path(f"{forged}.key-chain.json").write_text(dump_chain([*chain, back]))
+        refused = cli("train", forged, "--site", site)
+        assert refused.code == 3 and "rotation-broken" in refused.err, refused.err
+        assert "leads back to a hub key already left" in refused.err
+        assert json.loads((site / "state.json").read_text())["hub_key"] == state["hub_key"]

@@ -8,7 +8,7 @@ import pytest
 
 from flsilo.errors import VerificationError
 from flsilo.keys import generate_key, public_of
-from flsilo.rotation import follow_chain, load_chain, make_rotation
+from flsilo.rotation import follow_chain, load_chain, make_rotation, walk_chain
 
 K0, K1, K2, MALLORY = (generate_key(t) for t in ("ed25519", "ecdsa-p256", "ed25519", "ed25519"))
 R1 = make_rotation(K0, K1, "fed", 1)
@@ -86,3 +86,23 @@ def test_an_unreadable_key_chain_file_is_a_broken_chain(data: bytes) -> None:
     with pytest.raises(VerificationError) as info:
         load_chain(data, source="PACKAGE.key-chain.json")
     assert info.value.code == "rotation-broken"
+
+
+def test_a_chain_back_to_a_key_the_follower_left_is_refused_even_when_both_signed() -> None:
+    """Never back to a retired key across the whole history, not one walk: a follower already
+    on the third key (having left the first two) refuses a statement from the third key back
+    to the first, though the holder of both keys signed it properly."""
+    back = make_rotation(K2, K0, "fed", 3)
+    on_third = follow_chain(public_of(K0), (R1, R2), "fed", source="p")
+    assert on_third.blob == public_of(K2).blob
+    left = [public_of(K0), public_of(K1)]
+    with pytest.raises(VerificationError) as info:
+        follow_chain(on_third, (R1, R2, back), "fed", source="p", retired=left)
+    assert info.value.code == "rotation-broken" and "already left" in info.value.message
+    # and the walk names every key it passes, so the follower can remember them all
+    walked = walk_chain(public_of(K0), (R1, R2), "fed", source="p")
+    assert [k.blob for k in walked] == [public_of(k).blob for k in (K0, K1, K2)]
+    # a new key onwards from the third is still followed with the same memory
+    onwards = make_rotation(K2, MALLORY, "fed", 3)
+    got = follow_chain(on_third, (R1, R2, onwards), "fed", source="p", retired=left)
+    assert got.blob == public_of(MALLORY).blob
