@@ -358,6 +358,18 @@ class Code(StrEnum):
         M,
         "the site's `privacy.json` cannot be read; it is never reset silently, restore it from backup",
     )
+    PRIVACY_LEDGER_RESET = (
+        "privacy-ledger-reset",
+        V,
+        "a site refuses to train when its `privacy.json` holds fewer rounds or less spending than its own hash-chained record (`record.jsonl`) shows: it was deleted, edited or replaced by an older copy",
+        "restore `privacy.json` from the backup taken after the last round the record shows; never delete or edit it",
+    )
+    DP_SPENDING_WENT_BACK = (
+        "dp-spending-went-back",
+        V,
+        "the hub refuses a DP bundle that reports fewer rounds or a smaller total epsilon than the same site (by id, across rekeys) reported in bundles it accepted for earlier rounds: the site's privacy ledger was reset",
+        "do not use this bundle; ask the site to restore its `privacy.json` from backup (its own training refuses a ledger that falls short of its record)",
+    )
     HUB_FINGERPRINT_MISMATCH = (
         "hub-fingerprint-mismatch",
         V,

@@ -264,11 +264,17 @@ def _server_fields(provenance: mf.Provenance) -> dict[str, Any]:
 
 
 def _dp_fields(c: Candidate) -> dict[str, float]:
-    """The privacy a DP bundle reports, kept in its accept event for 'hub status'."""
+    """The privacy a DP bundle reports, kept in its accept event for 'hub status' and for the
+    check that a site's later bundles never report less (hub_kit.privacy.went_back)."""
     b = c.verified.manifest.bundle
     if b is None or b.dp is None:
         return {}
-    return {"dp_epsilon_round": b.dp.epsilon_round, "dp_epsilon_total": b.dp.epsilon_total}
+    d = b.dp
+    return {
+        "dp_epsilon_round": d.epsilon_round,
+        "dp_epsilon_total": d.epsilon_total,
+        "dp_rounds": d.rounds,
+    }
 
 
 def shown_strategy(view: RoundView, rule: Rule) -> str:

@@ -205,7 +205,7 @@ def check_policy(
             f"bundle claims {b.num_samples} samples; the cap is {config.hub.max_samples}",
             "raise max_samples in federation.toml if the site really has that much data",
         )
-    check_dp_bundle(verified, config)
+    check_dp_bundle(verified, config, state.dp_accepted.get(b.site, ()))
     return age
 
 

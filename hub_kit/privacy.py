@@ -9,7 +9,8 @@ each site has spent.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from flsilo.artifact import Verified
@@ -21,6 +22,29 @@ from flsilo.plan import DPPlan, dp_of
 
 # Room for float rounding between the site's accountant and the hub's comparison.
 BUDGET_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class DPAccepted:
+    """What one accepted DP bundle reported, from its ``accept`` event in the log."""
+
+    base_round: int
+    epsilon_total: float
+    rounds: int | None  # None in logs written before accept events kept it
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> DPAccepted:
+        rounds = data.get("dp_rounds")
+        return cls(
+            base_round=int(data.get("base_round", data["round"])),
+            epsilon_total=float(data["dp_epsilon_total"]),
+            rounds=int(rounds) if rounds is not None else None,
+        )
+
+
+def dp_spent(history: Sequence[DPAccepted]) -> float | None:
+    """The largest total epsilon a site reported in accepted bundles; None if none."""
+    return max((a.epsilon_total for a in history), default=None)
 
 
 def dp_plan(config: FederationConfig) -> DPPlan | None:
@@ -71,8 +95,11 @@ def refuse_batchnorm(modules: Iterable[Any], spec: str) -> None:
             )
 
 
-def check_bundle(verified: Verified, config: FederationConfig) -> None:
-    """Raise PolicyError when a bundle's DP mechanism or spending breaks the federation's plan."""
+def check_bundle(
+    verified: Verified, config: FederationConfig, history: Sequence[DPAccepted] = ()
+) -> None:
+    """Raise PolicyError when a bundle's DP mechanism or spending breaks the federation's plan,
+    or reports less than the same site's accepted bundles of earlier rounds (``history``)."""
     b = verified.manifest.bundle
     assert b is not None
     expected = dp_plan(config)
@@ -118,6 +145,14 @@ def check_bundle(verified: Verified, config: FederationConfig) -> None:
             f"federation's budget of {expected.budget:g}",
             "the site should have refused this round; do not use this bundle",
         )
+    problem = went_back(b, verified.manifest.round, history)
+    if problem:
+        raise refuse(
+            Code.DP_SPENDING_WENT_BACK,
+            f"site {b.site} {problem}: its privacy ledger was reset",
+            "do not use this bundle; the site restores privacy.json from its backup and "
+            "trains again (its own check refuses a ledger short of its record)",
+        )
 
 
 def accounting_problem(b: BundleInfo) -> str | None:
@@ -137,6 +172,34 @@ def accounting_problem(b: BundleInfo) -> str | None:
         )
     if not 0 < b.dp.epsilon_round <= b.dp.epsilon_total + BUDGET_SLACK or b.dp.rounds < 1:
         return "epsilon this round must be positive and at most the total"
+    return None
+
+
+def went_back(b: BundleInfo, round_: int, history: Sequence[DPAccepted]) -> str | None:
+    """How a bundle's DP report falls short of the site's accepted bundles of earlier rounds.
+
+    A site's ledger only grows: every bundle the hub accepted from it entered one round, so
+    a bundle trained later reports at least one round more than the most any of them
+    reported (or than their number), and a total epsilon at least as large. History is kept
+    by site id, so a site key rekey changes nothing. Bundles of the same or a later round
+    (a late one, under a staleness policy) are not compared.
+    """
+    assert b.dp is not None
+    earlier = [a for a in history if a.base_round < round_]
+    if not earlier:
+        return None
+    rounds = max(len({a.base_round for a in earlier}), *(a.rounds or 0 for a in earlier)) + 1
+    if b.dp.rounds < rounds:
+        return (
+            f"reports {b.dp.rounds} private round{'s' * (b.dp.rounds != 1)}, but its bundles "
+            f"the hub accepted before show at least {rounds - 1} before this one"
+        )
+    most = max(a.epsilon_total for a in earlier)
+    if b.dp.epsilon_total < most - BUDGET_SLACK:
+        return (
+            f"reports a total epsilon of {b.dp.epsilon_total:.3f}, less than the "
+            f"{most:.3f} it reported in a bundle the hub accepted before"
+        )
     return None
 
 

@@ -11,7 +11,7 @@ from flsilo.errors import FlsiloError
 from flsilo.plan import schedule_text
 from flsilo.tensorfile import read_header
 from flsilo.untrusted import open_regular
-from hub_kit.privacy import describe, dp_budget, dp_plan
+from hub_kit.privacy import describe, dp_budget, dp_plan, dp_spent
 from hub_kit.workspace import HubWorkspace
 
 
@@ -72,7 +72,7 @@ def status(hub_dir: Path) -> Status:
             "fingerprint": e.key.fingerprint,
             "revoked_at": e.revoked_at,
             "bundle_present": e.site in present,
-            "dp_epsilon_spent": state.dp_spent.get(e.site),
+            "dp_epsilon_spent": dp_spent(state.dp_accepted.get(e.site, ())),
         }
         for e in state.enrolments
     ]

@@ -37,6 +37,7 @@ from flsilo.workspace_paths import resolve_stored, stored_path
 from hub_kit.anchor import check_log_signature, sign_log
 from hub_kit.commit import STAGING_SUFFIX, roll_forward
 from hub_kit.eventlog import GENESIS, Event, EventLog
+from hub_kit.privacy import DPAccepted
 
 HUB_FILE = "hub.toml"
 UNLOCKED_READ_TRIES = 5
@@ -81,7 +82,7 @@ class HubState:
     enrolments: tuple[Enrolment, ...] = ()
     accepted: Mapping[str, int] = field(default_factory=dict)  # bundle sha256 -> round
     rejected: frozenset[tuple[int, str, str]] = frozenset()  # (round, sha, code)
-    dp_spent: Mapping[str, float] = field(default_factory=dict)  # site -> total epsilon reported
+    dp_accepted: Mapping[str, tuple[DPAccepted, ...]] = field(default_factory=dict)  # by site
     hub_key: PublicKey | None = None
     log_head: str = GENESIS
     """sha256 of the log's last line: what the next package records as the head before it."""
@@ -122,7 +123,7 @@ class _Folding:
     enrolments: list[Enrolment] = field(default_factory=list)
     accepted: dict[str, int] = field(default_factory=dict)
     rejected: set[tuple[int, str, str]] = field(default_factory=set)
-    dp_spent: dict[str, float] = field(default_factory=dict)
+    dp_accepted: dict[str, tuple[DPAccepted, ...]] = field(default_factory=dict)
     hub_key: PublicKey | None = None
     log_head: str = GENESIS
     rotations: list[KeyRotation] = field(default_factory=list)
@@ -138,7 +139,7 @@ class _Folding:
             enrolments=tuple(self.enrolments),
             accepted=MappingProxyType(self.accepted),
             rejected=frozenset(self.rejected),
-            dp_spent=MappingProxyType(self.dp_spent),
+            dp_accepted=MappingProxyType(self.dp_accepted),
             hub_key=self.hub_key,
             log_head=self.log_head,
             rotations=tuple(self.rotations),
@@ -189,8 +190,8 @@ def fold(events: list[Event]) -> HubState:
         elif ev.event == "accept":
             state.accepted[ev["sha256"]] = ev["round"]
             if "dp_epsilon_total" in ev.data:
-                spent = float(ev["dp_epsilon_total"])
-                state.dp_spent[ev["site"]] = max(spent, state.dp_spent.get(ev["site"], 0.0))
+                done = state.dp_accepted.get(ev["site"], ())  # every accept, across rekeys
+                state.dp_accepted[ev["site"]] = (*done, DPAccepted.of(ev.data))
         elif ev.event == "reject":
             state.rejected.add((ev["round"], ev["sha256"], ev["code"]))
         elif ev.event == "aggregate":

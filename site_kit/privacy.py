@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 from flsilo.atomic import write_bytes, write_text
 from flsilo.codes import Code
-from flsilo.errors import MalformedInputError, PolicyError, UsageError
+from flsilo.errors import MalformedInputError, PolicyError, UsageError, VerificationError
 from flsilo.manifest import DPReport, SchemaError, from_jsonable, to_jsonable
 from flsilo.plan import DPPlan, Plan, dp_of
+from site_kit import record as site_record
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +46,9 @@ LEDGER_FILE = "privacy.json"
 LEDGER_FORMAT = "flsilo-privacy-ledger"
 LEDGER_VERSION = 1
 SEED_FILE = "dp-seed"
+# Room for float rounding (and an accountant's last digits) when the ledger's composed
+# epsilon is compared with the totals the record kept.
+RECORD_SLACK = 1e-6
 # RDP orders searched when converting to (epsilon, delta): Opacus's defaults plus larger ones,
 # which small epsilons at large noise need.
 ALPHAS: list[float] = [1 + x / 10.0 for x in range(1, 100)] + [float(a) for a in range(12, 64)]
@@ -230,13 +234,56 @@ def round_secret(work: Path) -> bytes:
     return secret
 
 
+def check_against_record(ledger: Ledger, site_root: Path, delta: float) -> None:
+    """Refuse a ledger that holds less than the site's own record says it spent.
+
+    Every ``trained`` event of the hash-chained record (site_kit.record) that spent privacy
+    names its package and the total epsilon after it. The ledger must still hold an entry for
+    each of those packages, and its rounds composed must reach the largest total recorded: a
+    deleted, truncated, edited (weaker spends) or older ledger would let the site train again
+    and report a smaller cumulative epsilon. A ledger ahead of the record (a round entered and
+    then killed before its bundle) is fine: it over-counts, never under-counts.
+    """
+    recorded = [
+        (str(e.get("package_sha256")), int(e.get("round", -1)), float(spent["epsilon_total"]))
+        for e in site_record.events(site_root)
+        if e.get("event") == "trained" and isinstance(spent := e.get("privacy_budget_spent"), dict)
+    ]
+    if not recorded:
+        return
+    held = {e.package_sha256 for e in ledger.entries}
+    missing = sorted({r for sha, r, _ in recorded if sha not in held})
+    most = max(total for *_, total in recorded)
+    composed = epsilon([e.spend for e in ledger.entries], delta)
+    if not missing and composed >= most * (1 - RECORD_SLACK) - RECORD_SLACK:
+        return
+    last = max(r for _, r, _ in recorded)
+    rounds = len(ledger.entries)
+    why = (
+        f"it has no entry for round{'s' * (len(missing) > 1)} {', '.join(str(r) for r in missing)}"
+        if missing
+        else f"its {rounds} round{'s' * (rounds != 1)} compose to epsilon {composed:.3f}"
+    )
+    raise VerificationError(
+        f"the privacy ledger does not match this site's record (record.jsonl): {why}, but the "
+        f"record shows {len(recorded)} private round{'s' * (len(recorded) != 1)} trained, "
+        f"epsilon {most:.3f} spent",
+        path=ledger.path,
+        code=Code.PRIVACY_LEDGER_RESET,
+        hint=f"restore {LEDGER_FILE} from the backup taken after round {last} (never delete or "
+        "edit it): training on a reset ledger would under-report this site's privacy loss",
+    )
+
+
 def prepare_round(
     site_root: Path, work: Path, plan: Plan, n: int, round_: int, package_sha256: str
 ) -> DPRun:
-    """Refuse a round that would pass the budget (writing nothing); else enter it and go."""
+    """Refuse a round that would pass the budget or whose ledger falls short of the site's
+    record (writing nothing); else enter it and go."""
     dp = dp_of(plan)
     assert dp is not None
     ledger = Ledger.open(site_root)
+    check_against_record(ledger, site_root, dp.delta)
     spend = plan_spend(plan, n)
     entry = ledger.project(plan, spend, round_, package_sha256)
     if entry.epsilon_total > dp.budget:

@@ -351,3 +351,101 @@ def test_dp_with_a_frozen_backbone_makes_partial_bundles_the_hub_accepts(
     rows = json.loads(result.out)["report"]["rows"]
     assert [r["verdict"] for r in rows] == ["accepted", "accepted"]
     assert all(0 < r["dp_epsilon_total"] <= 5 for r in rows)
+
+
+@pytest.mark.slow
+def test_hub_refuses_a_bundle_whose_privacy_spending_went_back(
+    dp_federation: Federation, cli
+) -> None:
+    """A site that reset its ledger reports fewer rounds or a smaller total epsilon than its
+    bundles the hub already accepted: the hub quarantines it with a reason, also after the
+    site's key was replaced (history is kept by site id), and accepts an honest report."""
+    from flsilo.artifact import write_artifact
+    from flsilo.keys import load_private_key
+    from flsilo.tensorfile import RawTensor
+    from tests.conftest import fingerprint
+
+    fed = dp_federation
+    fed.carry()
+    assert cli("aggregate", fed.hub).code == 0
+    events = [json.loads(line) for line in (fed.hub / "events.jsonl").read_text().splitlines()]
+    (accepted,) = [e for e in events if e["event"] == "accept" and e["site"] == "site-a"]
+    assert accepted["dp_rounds"] == 1  # kept in the log for the next comparison
+    earlier = accepted["dp_epsilon_total"]
+    bundle = fed.bundles["site-a"]
+    scan = scan_file(bundle)
+    m = scan.manifest
+    assert m.bundle is not None and m.bundle.dp is not None
+    data = memoryview(bundle.read_bytes())
+    start = scan.header.data_start
+    raw = {
+        t.name: RawTensor(t.dtype, t.shape, data[start + t.begin : start + t.end])
+        for t in scan.header.tensors
+    }
+    package_sha = scan_file(fed.hub / "packages" / "fed-r0001.safetensors").sha256
+    dp = m.bundle.dp
+    NAME = "fed-r0001-site-a.safetensors"  # noqa: N806
+
+    def forged(rounds: int, total: float, signer: Path, *dry: str) -> dict:
+        claim = replace(dp, rounds=rounds, epsilon_total=total, epsilon_round=total / 2)
+        b = replace(m.bundle, base_package_sha256=package_sha, dp=claim)
+        inbox = fed.root / f"inbox-{rounds}-{total}-{signer.name}"
+        inbox.mkdir()
+        signed = replace(m, round=1, bundle=b)
+        write_artifact(inbox / NAME, raw, signed, load_private_key(signer, None))
+        result = cli("aggregate", fed.hub, "--inbox", inbox, "--json", *dry)
+        assert result.out, result.err
+        (row,) = json.loads(result.out)["report"]["rows"]
+        return row
+
+    key = fed.keys / "site-a"
+    reset = forged(1, earlier, key, "--dry-run")  # the ledger deleted: one round again
+    assert reset["verdict"] == "rejected" and reset["code"] == "dp-spending-went-back", reset
+    assert "reports 1 private round" in reset["reason"] and "at least 1 before" in reset["reason"]
+    smaller = forged(2, earlier - 0.1, key, "--dry-run")  # the ledger edited: less epsilon
+    assert smaller["code"] == "dp-spending-went-back", smaller
+    assert f"less than the {earlier:.3f}" in smaller["reason"]
+    honest = forged(2, min(1.2, earlier + 0.1), key, "--dry-run")
+    assert honest["verdict"] == "accepted", honest
+    # after a rekey the site's history stays: the same forgery, signed by the new key
+    new = make_key(fed.keys / "site-a-2")
+    pub = fed.keys / "site-a-2.pub"
+    assert cli("hub", "rekey", fed.hub, "site-a", pub, "--fingerprint", fingerprint(pub)).code == 0
+    rekeyed = forged(1, earlier, new)  # aggregated for real: quarantined with the reason
+    assert rekeyed["code"] == "dp-spending-went-back", rekeyed
+    (kept,) = (fed.hub / "quarantine" / "r0001").glob(f"*-{NAME}.reason.txt")
+    reason = json.loads(kept.read_text())
+    assert reason["code"] == "dp-spending-went-back" and "ledger was reset" in reason["message"]
+    assert "restores privacy.json" in reason["hint"]
+
+
+@pytest.mark.slow
+def test_a_site_refuses_to_train_on_a_deleted_or_edited_ledger(
+    dp_federation: Federation, cli
+) -> None:
+    """Without the check, a site whose privacy.json is gone trains round 1 as its first private
+    round (its budget would have refused it) and reports a smaller total epsilon."""
+    fed = dp_federation
+    fed.carry()
+    assert cli("aggregate", fed.hub).code == 0
+    site = fed.sites["site-a"]
+    package = site / "next.safetensors"
+    shutil.copy(fed.hub / "packages" / "fed-r0001.safetensors", package)
+    shutil.copy(fed.hub / "packages" / "fed-r0001.safetensors.sig", f"{package}.sig")
+    ledger = site / "privacy.json"
+    original = ledger.read_bytes()
+    outbox = sorted(p.name for p in (site / "outbox").iterdir())
+    edited = json.loads(original)
+    edited["entries"][0]["noise_multiplier"] *= 10  # claims far more noise than it used
+    for damage in (ledger.unlink, lambda: ledger.write_text(json.dumps(edited))):
+        damage()
+        before = ledger.read_bytes() if ledger.exists() else None
+        refused = cli("train", package, "--site", site, "--device", "cpu")
+        assert refused.code == 3 and "error[privacy-ledger-reset]" in refused.err, refused.err
+        assert "record.jsonl" in refused.err and "restore privacy.json" in refused.err
+        assert len(refused.err.strip().splitlines()) == 1
+        assert (ledger.read_bytes() if ledger.exists() else None) == before
+        assert sorted(p.name for p in (site / "outbox").iterdir()) == outbox
+    ledger.write_bytes(original)  # restored: back to the budget's own refusal
+    again = cli("train", package, "--site", site, "--device", "cpu")
+    assert again.code == 3 and "error[dp-budget-exceeded]" in again.err
