@@ -41,7 +41,7 @@ from flsilo.tensorfile import (
     read_header_length,
 )
 from flsilo.trust import SignerEntry, TrustPolicy
-from flsilo.untrusted import MAX_SIGNATURE_BYTES, UnreadableError, open_regular, read_bounded
+from flsilo.untrusted import UnreadableError, open_regular, read_signature_file
 
 CHUNK_BYTES = 16 * 1024 * 1024
 PARALLEL_MIN_BYTES = 256 * 1024
@@ -299,24 +299,15 @@ class ArtifactReader:
 def read_signature_bytes(path: Path) -> bytes:
     """The exact bytes of ``path.sig``: a small regular file, refused by size before reading."""
     sig_file = sig_path(path)
-    try:
-        return read_bounded(sig_file, MAX_SIGNATURE_BYTES)
-    except MalformedInputError as exc:
-        if exc.code == Code.MISSING:
-            raise VerificationError(
-                f"signature file {sig_file.name} is missing",
-                path=path,
-                code=Code.MISSING_SIGNATURE,
-                hint=f"copy {sig_file.name} along with the file; an unsigned file is never trusted",
-            ) from exc
-        if exc.code == Code.TOO_LARGE:
-            raise MalformedInputError(
-                f"signature file is larger than {MAX_SIGNATURE_BYTES} bytes; it was not read",
-                path=sig_file,
-                code=Code.SIGNATURE_TOO_LARGE,
-                hint="an SSH signature is under 1 KiB; this is not one, get a fresh copy",
-            ) from exc
-        raise
+    data = read_signature_file(sig_file)
+    if data is None:
+        raise VerificationError(
+            f"signature file {sig_file.name} is missing",
+            path=path,
+            code=Code.MISSING_SIGNATURE,
+            hint=f"copy {sig_file.name} along with the file; an unsigned file is never trusted",
+        )
+    return data
 
 
 def read_signature(path: Path) -> Signature:

@@ -140,6 +140,17 @@ class HashChain:
         ``base`` is the file as the caller read it (under its workspace lock); without it the
         file is read here. Returns the new bytes and the added events.
         """
+        raw, added = self.extend(entries, base=base)
+        write_bytes(self.path, raw)
+        return raw, added
+
+    def extend(
+        self,
+        entries: list[tuple[str, dict[str, Any]]],
+        *,
+        base: tuple[bytes, list[Event]] | None = None,
+    ) -> tuple[bytes, list[Event]]:
+        """The file's bytes with ``entries`` appended, and the added events; writes nothing."""
         raw, events = base if base is not None else self.read_raw()
         prev = events[-1].line_sha256 if events else GENESIS
         when = now_utc()
@@ -157,7 +168,6 @@ class HashChain:
             prev = hashlib.sha256(line).hexdigest()
             raw += line + b"\n"
             added.append(Event(record["seq"], when, kind, record["prev"], data, prev))
-        write_bytes(self.path, raw)
         return raw, added
 
 

@@ -29,8 +29,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from flsilo.codes import Code
-from flsilo.errors import KeyFileError, UsageError
+from flsilo.errors import KeyFileError, MalformedInputError, UsageError
 from flsilo.sshwire import WireFormatError, WireReader, pack_mpint, pack_string
+from flsilo.untrusted import read_bounded
+
+MAX_PUBLIC_KEY_BYTES = 64 * 1024
+"""A public key file is one line of well under 1 KiB."""
 
 ED25519 = "ssh-ed25519"
 ECDSA_P256 = "ecdsa-sha2-nistp256"
@@ -239,15 +243,17 @@ def parse_public_line(line: str, *, source: str = "key") -> PublicKey:
 def load_public_key(path: Path) -> PublicKey:
     """Read a ``.pub`` file (or the public half next to a private key)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise KeyFileError(
-            "public key file not found",
-            path=path,
-            code=Code.KEY_MISSING,
-            hint="check the path; public keys end in .pub",
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_bounded(path, MAX_PUBLIC_KEY_BYTES, follow=True).decode("utf-8")
+    except MalformedInputError as exc:
+        if exc.code == Code.MISSING:
+            raise KeyFileError(
+                "public key file not found",
+                path=path,
+                code=Code.KEY_MISSING,
+                hint="check the path; public keys end in .pub",
+            ) from exc
+        raise
+    except UnicodeDecodeError as exc:
         raise KeyFileError(f"cannot read public key ({exc})", path=path) from exc
     if "PRIVATE KEY" in text:
         raise KeyFileError(

@@ -19,8 +19,7 @@ from flsilo.codes import Code
 from flsilo.errors import FlsiloError, UsageError, VerificationError
 from flsilo.keys import PrivateKey, parse_public_line, public_of
 from flsilo.sshsig import RELEASE_NAMESPACE, check_signature, parse_signature, sign_digest
-
-MAX_SIG_BYTES = 64 * 1024
+from flsilo.untrusted import read_signature_file
 
 
 def release_sig_path(package: Path, officer: str) -> Path:
@@ -95,10 +94,9 @@ def _digest(scan: Scan, algorithm: str) -> bytes:
 
 def _check_officer(scan: Scan, officer: str, key_line: str) -> None:
     path = release_sig_path(scan.path, officer)
-    try:
-        data = path.read_bytes()[: MAX_SIG_BYTES + 1]
-    except FileNotFoundError as exc:
-        raise VerificationError("no signature", path=path, code=Code.RELEASE_MISSING) from exc
+    data = read_signature_file(path)
+    if data is None:
+        raise VerificationError("no signature", path=path, code=Code.RELEASE_MISSING)
     sig = parse_signature(data, source=str(path))
     if sig.public_key.blob != parse_public_line(key_line).blob:
         raise VerificationError(

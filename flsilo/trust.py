@@ -18,6 +18,7 @@ from pathlib import Path
 from flsilo.codes import Code
 from flsilo.errors import KeyFileError, MalformedInputError, VerificationError
 from flsilo.keys import PublicKey, parse_public_line
+from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
 
 HUB_PRINCIPAL = "hub"
 """The principal a hub's package-signing key carries in allowed_signers."""
@@ -209,15 +210,17 @@ class AllowedSigners:
     @classmethod
     def load(cls, path: Path) -> AllowedSigners:
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
+            text = read_bounded(path, MAX_SMALL_FILE_BYTES, follow=True).decode("utf-8")
+        except MalformedInputError as exc:
+            if exc.code != Code.MISSING:
+                raise
             raise MalformedInputError(
                 "allowed_signers file not found",
                 path=path,
                 code=Code.SIGNERS_MISSING,
                 hint="give the hub's allowed_signers file (HUB_DIR/allowed_signers)",
             ) from exc
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
             raise MalformedInputError(f"cannot read allowed_signers ({exc})", path=path) from exc
         return cls(parse_allowed_signers(text, source=str(path)), source=str(path))
 

@@ -21,6 +21,8 @@ from flsilo.errors import FlsiloError, MalformedInputError
 
 MAX_SIGNATURE_BYTES = 16 * 1024
 """An SSHSIG file for an Ed25519 or ECDSA key is under 1 KiB; anything above this is refused."""
+MAX_SMALL_FILE_BYTES = 4 * 1024 * 1024
+"""A small untrusted text file (a SHA256SUMS list, a sigstore bundle, a key chain)."""
 
 
 class UnreadableError(MalformedInputError):
@@ -39,16 +41,23 @@ class Opened:
     path: Path
 
 
-def open_regular(path: Path, *, max_size: int | None = None, min_size: int = 0) -> Opened:
+def open_regular(
+    path: Path, *, max_size: int | None = None, min_size: int = 0, follow: bool = False
+) -> Opened:
     """Open ``path`` read-only without following a final symlink and check it on the descriptor.
+
+    ``follow`` lets a final symlink through (a path the user named, e.g. a key file); what it
+    leads to must still be a regular file of a plausible size.
 
     Raises MalformedInputError ``missing``, ``not-regular-file`` or ``too-large``/``too-small``,
     or UnreadableError ``unreadable``; nothing is read from the file here.
     """
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-    nofollow = getattr(os, "O_NOFOLLOW", 0)  # POSIX only
+    nofollow = 0 if follow else getattr(os, "O_NOFOLLOW", 0)  # POSIX only
     flags |= nofollow | getattr(os, "O_NONBLOCK", 0)
-    if not nofollow:  # Windows: no O_NOFOLLOW, so refuse a link seen just before opening
+    if (
+        not nofollow and not follow
+    ):  # Windows: no O_NOFOLLOW, so refuse a link seen just before opening
         _refuse_link(path)
     try:
         fd = os.open(path, flags)
@@ -121,9 +130,9 @@ def describe_mode(mode: int) -> str:
     return "a special file"
 
 
-def read_bounded(path: Path, max_size: int) -> bytes:
+def read_bounded(path: Path, max_size: int, *, follow: bool = False) -> bytes:
     """The whole of a small regular file, refused from ``fstat`` alone when over ``max_size``."""
-    opened = open_regular(path, max_size=max_size)
+    opened = open_regular(path, max_size=max_size, follow=follow)
     with opened.fh:
         try:
             data = opened.fh.read(max_size + 1)
@@ -137,6 +146,29 @@ def read_bounded(path: Path, max_size: int) -> bytes:
             hint="do not modify files while flsilo reads them",
         )
     return data
+
+
+def read_signature_file(sig_file: Path) -> bytes | None:
+    """The exact bytes of a signature file, or None when there is none.
+
+    Every signature flsilo reads (bundles, packages, release officers, the log, the
+    wheelhouse) comes through here: a link, FIFO or device (``/dev/zero``) is refused
+    ``not-regular-file`` and a file over :data:`MAX_SIGNATURE_BYTES` ``signature-too-large``,
+    both from ``fstat`` before a byte is read.
+    """
+    try:
+        return read_bounded(sig_file, MAX_SIGNATURE_BYTES)
+    except MalformedInputError as exc:
+        if exc.code == Code.MISSING:
+            return None
+        if exc.code == Code.TOO_LARGE:
+            raise MalformedInputError(
+                f"signature file is larger than {MAX_SIGNATURE_BYTES} bytes; it was not read",
+                path=sig_file,
+                code=Code.SIGNATURE_TOO_LARGE,
+                hint="an SSH signature is under 1 KiB; this is not one, get a fresh copy",
+            ) from exc
+        raise
 
 
 def is_os_fault(err: FlsiloError) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 from flsilo.atomic import atomic_directory, write_bytes, write_text
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, UsageError, VerificationError
+from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded, read_signature_file
 
 NAMESPACE = "flsilo-wheelhouse"
 SUMS = "SHA256SUMS"
@@ -290,18 +291,28 @@ def write_sums(out: Path) -> None:
     write_text(out / SUMS, text)
 
 
-def check_sums(out: Path) -> list[str]:
-    """Check every line of SHA256SUMS (like ``sha256sum -c``) and that no file is unlisted."""
-    sums = out / SUMS
+def read_sums(out: Path) -> bytes:
+    """The bytes of ``out/SHA256SUMS``, a regular file of at most a few MiB (read bounded)."""
     try:
-        lines = sums.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
+        return read_bounded(out / SUMS, MAX_SMALL_FILE_BYTES)
+    except MalformedInputError as exc:
+        if exc.code != Code.MISSING:
+            raise
         raise UsageError(
             f"{SUMS} is missing: this is not a wheelhouse",
             path=out,
             code=Code.WHEELHOUSE_MISSING,
             hint="give the folder 'flsilo wheelhouse build' wrote",
         ) from exc
+
+
+def check_sums(out: Path) -> list[str]:
+    """Check every line of SHA256SUMS (like ``sha256sum -c``) and that no file is unlisted."""
+    sums = out / SUMS
+    try:
+        lines = read_sums(out).decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise MalformedInputError(f"{SUMS} is not UTF-8 text", path=sums) from exc
     listed = []
     for line in lines:
         digest, _, name = line.partition("  ")
@@ -339,7 +350,7 @@ def sign(out: Path, key: Any) -> Path:
     from flsilo.sshsig import sign_digest
 
     check_sums(out)
-    digest = hashlib.sha256((out / SUMS).read_bytes()).digest()
+    digest = hashlib.sha256(read_sums(out)).digest()
     sig = out / f"{SUMS}.sig"
     write_bytes(sig, sign_digest(key, NAMESPACE, digest))
     return sig
@@ -350,16 +361,16 @@ def verify(out: Path, hub_pub: Any) -> list[str]:
     from flsilo.sshsig import check_signature, parse_signature
 
     sig_file = out / f"{SUMS}.sig"
-    try:
-        sig = parse_signature(sig_file.read_bytes(), source=str(sig_file))
-    except FileNotFoundError as exc:
+    data = read_signature_file(sig_file)
+    if data is None:
         raise VerificationError(
             f"{SUMS}.sig is missing: the wheelhouse is not signed",
             path=out,
             code=Code.MISSING_SIGNATURE,
             hint="the hub signs it with 'flsilo wheelhouse sign' before it travels",
-        ) from exc
-    digest = hashlib.new(sig.hash_algorithm, (out / SUMS).read_bytes()).digest()
+        )
+    sig = parse_signature(data, source=str(sig_file))
+    digest = hashlib.new(sig.hash_algorithm, read_sums(out)).digest()
     check_signature(sig, NAMESPACE, digest, source=str(sig_file))
     if sig.public_key.blob != hub_pub.blob:
         raise VerificationError(

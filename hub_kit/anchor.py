@@ -20,6 +20,7 @@ from flsilo.codes import Code
 from flsilo.errors import VerificationError
 from flsilo.keys import PrivateKey, PublicKey
 from flsilo.sshsig import LOG_NAMESPACE, check_signature, parse_signature, sign_digest
+from flsilo.untrusted import read_signature_file
 from hub_kit.eventlog import GENESIS, Event
 
 COMMIT_EVENTS = ("init", "aggregate")
@@ -39,9 +40,8 @@ def sign_log(log_path: Path, key: PrivateKey) -> None:
 def check_log_signature(log_path: Path, raw: bytes, hub_key: PublicKey) -> None:
     """Raise unless ``raw`` (the log's bytes) carries a valid hub signature in flsilo-log."""
     sig_file = log_sig_path(log_path)
-    try:
-        data = sig_file.read_bytes()
-    except FileNotFoundError as exc:
+    data = read_signature_file(sig_file)
+    if data is None:
         raise VerificationError(
             "the event log has no hub signature (events.jsonl.sig is missing)",
             path=log_path,
@@ -50,7 +50,7 @@ def check_log_signature(log_path: Path, raw: bytes, hub_key: PublicKey) -> None:
             "interrupted right after its commit, see 'If a command was interrupted' in the hub "
             "administrator's guide; otherwise restore both files from backup and run "
             "'flsilo audit'",
-        ) from exc
+        )
     sig = parse_signature(data, source=str(sig_file))
     digest = hashlib.new(sig.hash_algorithm, raw).digest()
     check_signature(sig, LOG_NAMESPACE, digest, source=str(sig_file))

@@ -7,7 +7,9 @@ from pathlib import Path
 from flsilo.artifact import sha256_file
 from flsilo.atomic import write_text
 from flsilo.checksums import SUMS_FILE, parse_sums, render_sums
+from flsilo.codes import Code
 from flsilo.errors import FlsiloError
+from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
 
 
 def write_sums(folder: Path, known: dict[str, str]) -> None:
@@ -24,10 +26,11 @@ def check_sums(folder: Path) -> str | None:
     """What is wrong with a round archive's SHA256SUMS, or None when every line holds."""
     sums_path = folder / SUMS_FILE
     try:
-        listed = parse_sums(sums_path.read_text(encoding="utf-8"), source=str(sums_path))
-    except FileNotFoundError:
-        return f"{sums_path} is missing"
-    except (OSError, UnicodeDecodeError, FlsiloError) as exc:
+        text = read_bounded(sums_path, MAX_SMALL_FILE_BYTES).decode("utf-8")
+        listed = parse_sums(text, source=str(sums_path))
+    except FlsiloError as exc:
+        return f"{sums_path} is missing" if exc.code == Code.MISSING else f"{sums_path}: {exc}"
+    except (OSError, UnicodeDecodeError) as exc:
         return f"{sums_path}: {exc}"
     present = {p.name for p in folder.iterdir() if p.is_file() and p.name != SUMS_FILE}
     if present != set(listed):

@@ -26,6 +26,7 @@ from flsilo.keys import load_public_key
 from flsilo.manifest import Manifest
 from flsilo.release import check_release
 from flsilo.trust import AllowedSigners, SingleKey, TrustPolicy
+from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
 
 
 def manifest_summary(m: Manifest) -> dict[str, Any]:
@@ -65,11 +66,11 @@ def check_oms_bundle(verified: Verified) -> bool:
     """Check ``FILE.sigstore.json`` when it sits beside a package; True when there was one."""
     path = oms.bundle_path(verified.path)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise MalformedInputError(f"cannot read ({exc.strerror})", path=path) from exc
+        data = read_bounded(path, MAX_SMALL_FILE_BYTES)
+    except MalformedInputError as exc:
+        if exc.code == Code.MISSING:
+            return False
+        raise
     oms.verify_bundle(
         data, verified.signature.public_key, verified.path.name, verified.sha256, source=str(path)
     )
