@@ -138,6 +138,7 @@ def test_sigstore_bundle_beside_a_package(federation: Federation, cli, how: str)
 OWN_FILES = {
     "flsilo/cpu.py": (3, "the kernel's cgroup files"),
     "flsilo/federation.py": (2, "TOML settings the operator wrote (hub.toml, site.toml)"),
+    "flsilo/planfile.py": (1, "the operator's own plan file (hub init --config)"),
     "flsilo/models/registry.py": (1, "a model's own Python source, hashed"),
     "flsilo/wheelhouse.py": (3, "the source tree and pip's own report while building"),
     "flsilo/cli/common.py": (1, "the operator's --passphrase-file"),
