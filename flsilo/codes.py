@@ -132,6 +132,15 @@ class Code(StrEnum):
         "the hub's allowed_signers differs from what its event log says",
         "regenerate it with any 'flsilo hub' command, or restore the workspace from backup",
     )
+    AUDIT_TRUST_ROOT = (
+        "audit-trust-root",
+        U,
+        "`audit` needs the hub key confirmed outside the workspace: exactly one of "
+        "--hub-fingerprint SHA256:... or --hub-key PUBKEY",
+        "the hub administrator reads the fingerprint over the phone ('flsilo keys fingerprint "
+        "hub.pub' on the hub's own machine, printed at 'hub init'); never copy it from the "
+        "workspace being audited",
+    )
     TRUST_REQUIRED = (
         "trust-required",
         U,

@@ -1,6 +1,9 @@
-"""``flsilo audit``: check the whole chain of rounds, offline, from the workspace alone.
+"""``flsilo audit``: check the whole chain of rounds, offline, from the workspace and a trust
+root the auditor confirmed outside it (``hub_kit.audit_trust``).
 
-Checks, each reported separately: the log's hash chain; allowed_signers against the log;
+Checks, each reported separately: the log's hash chain; its hub key rotations and the trust
+root; the log's signature and what the workspace holds past the log (packages, round
+folders, server state files, each state file against the log's digest); allowed_signers against the log;
 every package's hub signature, digest, round and parent link; every archived bundle's site
 signature (judged at the time the hub accepted it), digest and presence; each package's
 provenance against the log; and with ``replay``, every aggregation recomputed from the
@@ -17,19 +20,21 @@ from pathlib import Path
 import numpy as np
 
 from flsilo import manifest as mf
-from flsilo.artifact import Verified, read_signature, sha256_file, verify_file
+from flsilo.artifact import Verified, sha256_file, verify_file
 from flsilo.errors import FlsiloError
-from flsilo.federation import read_toml
-from flsilo.keys import load_public_key
 from flsilo.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
 from flsilo.trust import AllowedSigners, SingleKey
-from hub_kit.anchor import check_against, check_log_signature
 from hub_kit.archive import check_sums
+from hub_kit.audit_trust import (
+    TrustRoot,
+    audit_anchor,
+    audit_hub_key_copies,
+    check_trust_root,
+)
 from hub_kit.eventlog import Event
 from hub_kit.roundmath import compute_round, replay_server, round_view, stream_input
 from hub_kit.strategies import from_provenance
 from hub_kit.workspace import (
-    HUB_FILE,
     HubState,
     HubWorkspace,
     fold,
@@ -50,6 +55,8 @@ class AuditReport:
     hub: str
     rounds: int = 0
     checks: list[Check] = field(default_factory=list)
+    trust_root: dict[str, str | None] | None = None
+    """The hub key the audit trusted: its fingerprint, how it was given, where the log reaches it."""
 
     @property
     def ok(self) -> bool:
@@ -59,19 +66,24 @@ class AuditReport:
         self.checks.append(Check(name, ok, detail))
 
 
-def audit(hub_dir: Path, *, replay: bool = False, against: tuple[Path, ...] = ()) -> AuditReport:
+def audit(
+    hub_dir: Path, root: TrustRoot, *, replay: bool = False, against: tuple[Path, ...] = ()
+) -> AuditReport:
+    """Audit ``hub_dir`` trusting only ``root``, the hub key confirmed outside the workspace."""
     ws = HubWorkspace.open(hub_dir)
     report = AuditReport(hub=str(hub_dir))
     try:
         raw = ws.log.path.read_bytes()
         events = ws.log.read()
+        state = fold(events)
     except (FlsiloError, OSError) as err:
         report.add("event log chain", False, str(err))
         return report
     report.add("event log chain", True, f"{len(events)} events, hash chain intact")
-    state = fold(events)
     report.rounds = state.round
-    _audit_anchor(ws, report, raw, events, state, against)
+    if not check_trust_root(report, events, state, ws.config.federation, root, str(ws.log.path)):
+        return report  # no hub key of this log is trusted: nothing else can be judged
+    audit_anchor(ws, report, raw, events, state, against)
     _audit_workspace_files(ws, report, state)
     trust = AllowedSigners(signer_entries(state, revocations=False), source="event log enrolments")
     packages = _audit_packages(ws, report, state)
@@ -109,7 +121,7 @@ def _audit_workspace_files(ws: HubWorkspace, report: AuditReport, state: HubStat
         if actual == expected_signers
         else "differs from the log's enrolments",
     )
-    _audit_hub_key_copies(ws, report, state)
+    audit_hub_key_copies(ws, report, state)
     rounds = [n for n in ws.unrecorded(state) if n.startswith("rounds/")]
     report.add(
         "round folders known to the log",
@@ -176,73 +188,6 @@ def _audit_provenance(
         else "package inputs differ from the accept events in the log",
     )
     return prov if ok else None
-
-
-def _audit_hub_key_copies(ws: HubWorkspace, report: AuditReport, state: HubState) -> None:
-    """hub.pub and hub.toml's fingerprint, where present, must be the log's (current) hub key."""
-    assert state.hub_key is not None
-    problems = []
-    pub = ws.root / "hub.pub"
-    if pub.exists():
-        try:
-            if load_public_key(pub).blob != state.hub_key.blob:
-                problems.append("hub.pub is not the hub key in the log")
-        except FlsiloError as err:
-            problems.append(err.one_line())
-    settings = ws.root / HUB_FILE
-    if settings.exists():
-        fingerprint = read_toml(settings, "hub settings").get("fingerprint")
-        if fingerprint not in (None, state.hub_key.fingerprint):
-            problems.append("hub.toml names another hub key fingerprint")
-    report.add(
-        "hub key copies",
-        not problems,
-        "; ".join(problems) or "hub.pub and hub.toml match the log's hub key",
-    )
-
-
-def _audit_anchor(
-    ws: HubWorkspace,
-    report: AuditReport,
-    raw: bytes,
-    events: list[Event],
-    state: HubState,
-    against: tuple[Path, ...],
-) -> None:
-    """The hub's log signature, packages the log does not know, and ``--against`` packages."""
-    assert state.hub_key is not None
-    try:
-        check_log_signature(ws.log.path, raw, state.hub_key)
-        report.add(
-            "event log signature", True, f"signed by the hub key {state.hub_key.fingerprint}"
-        )
-    except FlsiloError as err:
-        report.add("event log signature", False, err.one_line())
-    known = set(state.package_files.values())
-    unknown = sorted(p.name for p in ws.packages_dir.glob("*.safetensors") if p.name not in known)
-    report.add(
-        "packages known to the log",
-        not unknown,
-        f"the log does not know {', '.join(unknown)}: its tail was cut"
-        if unknown
-        else f"all {len(known)} packages in packages/ are in the log",
-    )
-    hub_keys = [key for key, _until in state.retired_hub_keys] + [state.hub_key]
-    for path in against:
-        name = f"against {path.name}"
-        try:
-            signer = read_signature(path).public_key
-            key = next((k for k in hub_keys if k.blob == signer.blob), state.hub_key)
-            verified = verify_file(
-                path, SingleKey(key, "the hub keys"), expected_kind=mf.KIND_PACKAGE
-            )
-        except FlsiloError as err:
-            report.add(name, False, err.one_line())
-            continue
-        problem = check_against(events, verified)
-        report.add(
-            name, problem is None, problem or "the log holds this package's history unchanged"
-        )
 
 
 def _audit_bundles(

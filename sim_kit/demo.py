@@ -27,6 +27,7 @@ from flsilo.plan import Plan, parse_schedule
 from flsilo.trust import AllowedSigners
 from hub_kit.aggregate import aggregate_round
 from hub_kit.audit import AuditReport, audit
+from hub_kit.audit_trust import TrustRoot
 from hub_kit.enrolment import enroll
 from hub_kit.kit import make_kit
 from hub_kit.setup import hub_init
@@ -121,13 +122,13 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
     hub_init(hub, config, keys / "hub", passphrase)
     ws = HubWorkspace.open(hub)
     sites: dict[str, Path] = {}
+    hub_fingerprint = load_public_key(keys / "hub.pub").fingerprint  # read by phone, at init
     for site in site_ids:
         pub = keys / f"{site}.pub"
         fingerprint = load_public_key(pub).fingerprint  # read over the phone, in real life
         enroll(ws, site, pub, fingerprint, passphrase=passphrase)
         kit = make_kit(ws, site, out / "kits" / site)
         sites[site] = out / "sites" / site
-        hub_fingerprint = load_public_key(keys / "hub.pub").fingerprint  # read by phone
         SiteWorkspace.init(
             sites[site], kit, site, keys / site, data_dir / site, "imagefolder", hub_fingerprint
         )
@@ -173,7 +174,10 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
     )
     for f in files:
         verify_file(f, trust)
-    audit_report = audit(hub, replay=True)
+    # The auditor's trust root is the hub key's fingerprint as the administrator read it out
+    # at init (out of band), never the workspace's own hub.pub.
+    root = TrustRoot(hub_fingerprint, "--hub-fingerprint")
+    audit_report = audit(hub, root, replay=True)
     say(
         f"auditor: {len(files)} artifacts verified; audit --replay {'passed' if audit_report.ok else 'FAILED'}"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import settings
 
 from flsilo.cli.app import run
-from flsilo.keys import generate_key, load_public_key, write_new_key
+from flsilo.keys import generate_key, load_public_key, parse_public_line, write_new_key
 
 # Tests never assert wall-clock time: no Hypothesis deadlines (first calls import torch).
 settings.register_profile("flsilo", deadline=None)
@@ -54,6 +55,13 @@ def make_key(path: Path, key_type: str = "ed25519") -> Path:
 
 def fingerprint(pub: Path) -> str:
     return load_public_key(pub).fingerprint
+
+
+def hub_root(hub: Path | str) -> tuple[str, str]:
+    """``audit``'s trust root for a hub a test set up honestly: the fingerprint of the key it
+    was initialised with, as its administrator reads it out at ``hub init``."""
+    first = json.loads((Path(hub) / "events.jsonl").read_text().split("\n", 1)[0])
+    return ("--hub-fingerprint", parse_public_line(first["hub_key"]).fingerprint)
 
 
 def tree_digest(root: Path) -> dict[str, str]:

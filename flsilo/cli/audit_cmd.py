@@ -16,6 +16,21 @@ from flsilo.manifest import to_jsonable
 
 def audit(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace (or a copy of it).")],
+    hub_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--hub-fingerprint",
+            help="The hub key's fingerprint as the hub administrator read it to you (SHA256:...): "
+            "the init key or any key the log rotated to. This or --hub-key is required.",
+        ),
+    ] = None,
+    hub_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--hub-key",
+            help="A copy of the hub's public key you hold (not the workspace's hub.pub).",
+        ),
+    ] = None,
     replay: Annotated[
         bool, typer.Option("--replay", help="Recompute every aggregation and compare.")
     ] = False,
@@ -31,19 +46,28 @@ def audit(
 ) -> None:
     """Verify log chain and signature, packages, bundles, provenance; exit 3 on any failure.
 
-    Example: flsilo audit hub --replay --against site-a/packages/fed-r0003.safetensors
+    The trust root comes from outside the workspace: the hub key's fingerprint, confirmed
+    with the hub administrator, or a copy of the key. Everything the workspace says about
+    keys (hub.pub, hub.toml, the log's init and rotate-key events, allowed_signers) is
+    checked against it.
+
+    Example: flsilo audit hub --hub-fingerprint SHA256:NxPKs2aiYRtynUVR76dZithwd5dJfb9Lb2W93/2LMnQ
+    --replay --against site-a/packages/fed-r0003.safetensors
     """
     set_json(json_out)
     from hub_kit.audit import audit as run_audit
+    from hub_kit.audit_trust import trust_root
 
-    report = run_audit(hub_dir, replay=replay, against=tuple(against or ()))
+    root = trust_root(hub_fingerprint, hub_key)
+    report = run_audit(hub_dir, root, replay=replay, against=tuple(against or ()))
     code = int(ExitCode.OK if report.ok else ExitCode.VERIFICATION_FAILED)
     if json_out:
         emit_json("audit", report.ok, {"audit": to_jsonable(report), "exit_code": code})
     else:
         # No outer box and a narrow check column: a whole fingerprint (50) fits in 80 columns.
         table = Table(
-            title=f"flsilo audit {hub_dir} ({report.rounds} rounds aggregated)",
+            title=f"flsilo audit {hub_dir} ({report.rounds} rounds aggregated, trusting "
+            f"{root.fingerprint})",
             box=box.SIMPLE_HEAD,
             show_edge=False,
             pad_edge=False,

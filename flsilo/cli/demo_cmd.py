@@ -93,6 +93,11 @@ def demo(
         out_console.print(
             f"  flsilo inspect {shlex.quote(str(report.federated_package))}", soft_wrap=True
         )
+        out_console.print(
+            f"  flsilo audit {shlex.quote(str(out / 'hub'))} --hub-fingerprint "
+            f"{report.audit.trust_root['fingerprint'] if report.audit.trust_root else '...'}",
+            soft_wrap=True,
+        )
     if not report.audit.ok:
         raise typer.Exit(3)
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.conftest import Federation, needs_ssh_keygen
+from tests.conftest import Federation, fingerprint, needs_ssh_keygen
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "auditor.md"
 
@@ -19,10 +19,14 @@ def recipe() -> str:
     return match.group(1)  # exactly as an auditor copies it: no added set -e
 
 
-def run_recipe(fed: Federation, path: str = "") -> subprocess.CompletedProcess[str]:
+def run_recipe(
+    fed: Federation, path: str = "", hub_fingerprint: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The recipe with the hub key's fingerprint confirmed out of band (the key the test made)."""
     env = {
         "PATH": f"{path}/usr/bin:/bin:/usr/local/bin",
         "HUB": str(fed.hub),
+        "HUB_FINGERPRINT": hub_fingerprint or fingerprint(fed.keys / "hub.pub"),
         "BUNDLE": str(fed.hub / "rounds" / "0000" / "fed-r0000-site-a.safetensors"),
         "SITE": "site-a",
         "PACKAGE": str(fed.hub / "packages" / "fed-r0001.safetensors"),

@@ -100,12 +100,12 @@ def test_keys_new_then_fingerprint(cli, tmp_path: Path, monkeypatch) -> None:
 def test_hub_commands_that_need_no_model_do_not_import_torch(federation) -> None:
     """aggregate, audit --replay and hub status run numpy only (hub init may import torch)."""
     federation.carry()
-    hub = str(federation.hub)
+    hub, key = str(federation.hub), str(federation.keys / "hub.pub")
     code = (
         "import sys\nfrom flsilo.cli.app import run\n"
         f"rc = run(['hub', 'status', {hub!r}])\n"
         f"rc += run(['aggregate', {hub!r}])\n"
-        f"rc += run(['audit', {hub!r}, '--replay'])\n"
+        f"rc += run(['audit', {hub!r}, '--hub-key', {key!r}, '--replay'])\n"
         "print('torch' in sys.modules)\nsys.exit(rc)\n"
     )
     result = subprocess.run(

@@ -9,6 +9,7 @@ import pytest
 
 from flsilo.artifact import verify_file
 from flsilo.trust import AllowedSigners
+from tests.conftest import hub_root
 
 
 def _verify_all(out: Path) -> int:
@@ -35,7 +36,7 @@ def test_smallest_demo_runs_the_whole_pipeline(tmp_path: Path, cli) -> None:
     (central,) = [k for k in doc["accuracy"] if k.startswith("centralized")]
     assert central.removesuffix(")").split(" lr ")[1] in {"0.01", "0.02", "0.05"}
     assert _verify_all(out) == doc["verified_files"] == 3 + 2 * 2
-    assert cli("audit", out / "hub", "--replay").code == 0
+    assert cli("audit", out / "hub", *hub_root(out / "hub"), "--replay").code == 0
     assert cli("demo", "--out", out).code == 2  # never clobbers an earlier demo
 
 

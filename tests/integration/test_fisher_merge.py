@@ -10,7 +10,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from hub_kit.strategies.math import fisher_weighted_mean
-from tests.conftest import Federation
+from tests.conftest import Federation, hub_root
 from tests.integration.test_hub import resign, rows
 
 
@@ -63,7 +63,7 @@ def test_fisher_round_ships_merges_and_replays(federation: Federation, cli) -> N
         plain = sum(w * loaded[s][name] for w, s in zip(samples, sites, strict=True)) / 450
         assert not np.allclose(got, plain, atol=1e-6)  # the Fisher changed the answer
     assert "fisher" not in {k.split(".")[0] for k in merged}  # the package is the model only
-    audit = cli("audit", fed.hub, "--replay")
+    audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
     assert audit.code == 0, audit.out
 
 

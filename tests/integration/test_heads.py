@@ -14,7 +14,7 @@ from flsilo import manifest as mf
 from flsilo.artifact import write_artifact
 from flsilo.keys import load_private_key
 from flsilo.tensorfile import RawTensor
-from tests.conftest import Federation, build_federation
+from tests.conftest import Federation, build_federation, hub_root
 
 MLP = "mlp:hidden=16"  # tensors 1.weight, 1.bias (backbone), 3.weight, 3.bias (head)
 
@@ -57,7 +57,7 @@ def test_partial_bundle_carries_only_trainable_tensors(frozen_fed: Federation, c
     expected = sum(weights[s] * bundles[s]["3.weight"].astype(np.float64) for s in weights) / 450
     assert np.allclose(package1["3.weight"], expected, atol=1e-6)
     assert not np.array_equal(package1["3.weight"], package0["3.weight"])
-    audit = cli("audit", fed.hub, "--replay", "--json")
+    audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
 
 
@@ -148,7 +148,7 @@ def test_closed_form_ridge_head_equals_the_pooled_solution(cli, tmp_path, monkey
     assert m.package is not None and m.package.final and m.package.provenance is not None
     assert m.package.provenance.strategy == "closed-form-ridge"
     assert m.package.provenance.strategy_params["lambda"] == 0.5
-    audit = cli("audit", fed.hub, "--replay", "--json")
+    audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
     replay = [c for c in json.loads(audit.out)["audit"]["checks"] if c["name"].startswith("replay")]
     assert replay and "bit-identical" in replay[0]["detail"]
@@ -166,7 +166,7 @@ def _replay_with_offset(cli, fed: Federation, monkeypatch, offset: float) -> tup
 
     with monkeypatch.context() as patch:
         patch.setattr(roundmath, "solve_head", shifted)
-        audit = cli("audit", fed.hub, "--replay", "--json")
+        audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay", "--json")
     checks = json.loads(audit.out)["audit"]["checks"]
     replay = next(c for c in checks if c["name"].startswith("replay"))
     detail = next(
@@ -218,7 +218,7 @@ def test_closed_form_then_periodic_fine_tunes_the_head(cli, tmp_path):
         assert sorted(load_file(str(fed.bundles[site]))) == ["3.bias", "3.weight"]
     final = _aggregate(cli, fed)
     assert _manifest(final).package.final  # type: ignore[union-attr]
-    audit = cli("audit", fed.hub, "--replay", "--json")
+    audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
 
 

@@ -16,7 +16,7 @@ from flsilo import manifest as mf
 from flsilo.artifact import scan_file, sig_path, write_artifact
 from flsilo.keys import load_private_key
 from flsilo.tensorfile import RawTensor
-from tests.conftest import Federation, fingerprint, make_key, tree_digest
+from tests.conftest import Federation, fingerprint, hub_root, make_key, tree_digest
 
 
 def resign(
@@ -70,7 +70,7 @@ def test_a_round_end_to_end(federation: Federation, cli) -> None:
     assert cli("verify", package, "--signers", federation.hub / "allowed_signers").code == 0
     archived = sorted((federation.hub / "rounds" / "0000").glob("*.safetensors"))
     assert [p.name for p in archived] == [b.name for b in federation.bundles.values()]
-    audit = cli("audit", federation.hub, "--replay", "--json")
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
     names = {c["name"] for c in json.loads(audit.out)["audit"]["checks"]}
     assert {"replay r0001", "provenance r0001", "event log chain"} <= names
@@ -197,7 +197,7 @@ def test_every_acceptance_rule_rejects(federation: Federation, cli, make: Any, c
         cli("inspect", federation.hub / "packages" / "fed-r0001.safetensors", "--json").out
     )
     assert [r["reason"] for r in prov["manifest"]["package"]["provenance"]["rejects"]] == [code]
-    assert cli("audit", federation.hub, "--replay").code == 0
+    assert cli("audit", federation.hub, *hub_root(federation.hub), "--replay").code == 0
 
 
 def test_conflicting_duplicates_are_both_refused(federation: Federation, cli) -> None:
@@ -286,7 +286,7 @@ def test_crash_then_rerun_completes(
     monkeypatch.setattr(target, name, real)
     assert cli("aggregate", federation.hub).code == 0  # rerun completes
     assert json.loads(cli("hub", "status", federation.hub, "--json").out)["round"] == 1
-    assert cli("audit", federation.hub, "--replay").code == 0
+    assert cli("audit", federation.hub, *hub_root(federation.hub), "--replay").code == 0
 
 
 def test_audit_catches_a_tampered_archive_and_log(federation: Federation, cli) -> None:
@@ -296,7 +296,7 @@ def test_audit_catches_a_tampered_archive_and_log(federation: Federation, cli) -
     data = bytearray(archived.read_bytes())
     data[-1] ^= 1
     archived.write_bytes(bytes(data))
-    result = cli("audit", federation.hub, "--json")
+    result = cli("audit", federation.hub, *hub_root(federation.hub), "--json")
     assert result.code == 3
     failed = [c for c in json.loads(result.out)["audit"]["checks"] if not c["ok"]]
     assert [c["name"] for c in failed] == ["bundle r0000 site-a", "SHA256SUMS r0000"]
@@ -304,7 +304,7 @@ def test_audit_catches_a_tampered_archive_and_log(federation: Federation, cli) -
     lines = log.read_text().splitlines()
     lines[1] = lines[1].replace("site-a", "site-x")
     log.write_text("\n".join(lines) + "\n")
-    assert cli("audit", federation.hub).code == 3
+    assert cli("audit", federation.hub, *hub_root(federation.hub)).code == 3
 
 
 def test_enrolment_requires_the_confirmed_fingerprint(federation: Federation, cli) -> None:
@@ -381,7 +381,7 @@ def test_federation_completes(federation_template: Federation, tmp_path: Path, c
     assert final.code == 0 and json.loads(final.out)["report"]["final"] is True
     again = cli("aggregate", fed.hub)
     assert again.code == 2 and "federation-complete" in again.err
-    assert cli("audit", fed.hub, "--replay").code == 0
+    assert cli("audit", fed.hub, *hub_root(fed.hub), "--replay").code == 0
     # a final package cannot be trained on
     site_dir = fed.sites["site-a"]
     shutil.copy(fed.hub / "packages" / "fed-r0002.safetensors", site_dir / "packages")

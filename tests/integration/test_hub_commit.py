@@ -15,7 +15,7 @@ import pytest
 from flsilo.artifact import scan_file
 from hub_kit.eventlog import EventLog
 from hub_kit.workspace import HubWorkspace
-from tests.conftest import Federation, fingerprint, make_key, needs_ssh_keygen, ssh_keygen
+from tests.conftest import Federation, fingerprint, hub_root, make_key, needs_ssh_keygen, ssh_keygen
 
 STEPS_BEFORE_COMMIT = ["aggregate:staged", "aggregate:built", "aggregate:commit"]
 STEPS_AFTER_COMMIT = ["aggregate:committed", "aggregate:published"]
@@ -55,7 +55,7 @@ def check_kill_at(federation: Federation, cli, step: str) -> None:
     assert rerun.code == (1 if committed else 0), rerun.err  # committed: inbox already used
     assert round_of(federation.hub) == 1
     assert package.exists() and Path(f"{package}.sig").exists()
-    audit = cli("audit", federation.hub, "--replay", "--json")
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
     assert json.loads(cli("hub", "status", federation.hub, "--json").out)["unrecorded"] == []
 
@@ -81,7 +81,7 @@ def test_audit_and_status_report_a_package_the_log_does_not_know(
     status = json.loads(cli("hub", "status", federation.hub, "--json").out)
     assert any("fed-r0001" in n for n in status["unrecorded"])
     assert any("rounds/0003" in n for n in status["unrecorded"])
-    audit = cli("audit", federation.hub, "--json")
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--json")
     assert audit.code == 3
     failed = [c for c in json.loads(audit.out)["audit"]["checks"] if not c["ok"]]
     assert [c["name"] for c in failed] == [
@@ -173,7 +173,7 @@ def test_a_revoke_right_after_acceptance_keeps_the_bundle_auditable(
     federation.carry()
     assert cli("aggregate", federation.hub).code == 0
     assert cli("hub", "revoke", federation.hub, "site-a").code == 0  # same second, often
-    audit = cli("audit", federation.hub, "--replay", "--json")
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
     # and the revoked key is refused from now on, whatever the clock says
     ws = HubWorkspace.open(federation.hub)
@@ -201,7 +201,7 @@ def test_a_bundle_accepted_after_the_revoke_in_the_log_fails_audit(
     Log(rebuilt).append(entries)
     log.write_bytes(rebuilt.read_bytes())
     (federation.hub / "allowed_signers").unlink()
-    audit = cli("audit", federation.hub, "--json")
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--json")
     assert audit.code == 3
     failed = {
         c["name"]: c["detail"] for c in json.loads(audit.out)["audit"]["checks"] if not c["ok"]
@@ -240,9 +240,9 @@ def test_audit_runs_on_a_copy_without_the_hub_settings(
     copy = tmp_path / "audit-copy"
     shutil.copytree(federation.hub, copy)
     (copy / "hub.toml").unlink()
-    assert cli("audit", copy, "--replay").code == 0
+    assert cli("audit", copy, *hub_root(copy), "--replay").code == 0
     (copy / "hub.pub").write_text((federation.keys / "site-a.pub").read_text())
-    result = cli("audit", copy, "--json")
+    result = cli("audit", copy, *hub_root(copy), "--json")
     assert result.code == 3
     failed = [c["name"] for c in json.loads(result.out)["audit"]["checks"] if not c["ok"]]
     assert failed == ["hub key copies"]

@@ -12,7 +12,7 @@ from flsilo.manifest import iso_to_epoch
 from flsilo.rotation import dump_chain
 from flsilo.sshsig import sign_digest
 from flsilo.trust import format_time
-from tests.conftest import Federation, fingerprint, make_key, needs_ssh_keygen, ssh_keygen
+from tests.conftest import Federation, fingerprint, hub_root, make_key, needs_ssh_keygen, ssh_keygen
 
 
 def train_next(fed: Federation, site: str, cli) -> Path:
@@ -38,7 +38,7 @@ def test_rekey_keeps_old_bundles_auditable_and_refuses_late_old_key_bundles(
     done = cli("hub", "rekey", fed.hub, "site-a", new_pub, "--fingerprint", fingerprint(new_pub))
     assert done.code == 0, done.err
     # the bundle accepted under the old key still audits, with flsilo and with stock ssh-keygen
-    assert cli("audit", fed.hub, "--replay").code == 0
+    assert cli("audit", fed.hub, *hub_root(fed.hub), "--replay").code == 0
     events = [json.loads(line) for line in (fed.hub / "events.jsonl").read_text().splitlines()]
     accepted = next(e for e in events if e["event"] == "accept" and e["site"] == "site-a")
     archived = fed.hub / "rounds" / "0000" / accepted["file"]
@@ -71,7 +71,7 @@ def test_rekey_keeps_old_bundles_auditable_and_refuses_late_old_key_bundles(
         sign_digest(key, "flsilo-bundle", hashlib.sha256(late.read_bytes()).digest())
     )
     assert cli("aggregate", fed.hub, "--min-sites", "1").code == 0
-    assert cli("audit", fed.hub).code == 0
+    assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0
 
 
 def copy_package(fed: Federation, round_: int, site: str) -> Path:
@@ -99,9 +99,10 @@ def test_hub_rotate_key_sites_follow_the_chain_from_the_confirmed_key(
     assert cli("hub", "rotate-key", fed.hub, "--new-key", new).code == 2  # same key again
     back = cli("hub", "rotate-key", fed.hub, "--new-key", fed.keys / "hub")  # a retired key
     assert back.code == 2 and "same-key" in back.err, back.err
-    assert cli("audit", fed.hub).code == 0  # old packages audit under the key of their round
+    # old packages audit under the key of their round
+    assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0
     assert cli("aggregate", fed.hub).code == 0  # the final package, signed by the new key
-    assert cli("audit", fed.hub, "--replay").code == 0
+    assert cli("audit", fed.hub, *hub_root(fed.hub), "--replay").code == 0
     final = copy_package(fed, 2, "site-a")
     chain = json.loads(cli("inspect", final, "--json").out)["manifest"]["package"]["key_chain"]
     assert len(chain) == 1
@@ -207,7 +208,8 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     assert carry == [str(package), f"{package}.sig", f"{package}.key-chain.json"]
     kept = Path(f"{package}.pre-rotation-1.sig")  # the old key's signature is kept
     assert parse_signature(kept.read_bytes(), source=str(kept)).fingerprint == old_fp
-    assert cli("audit", fed.hub).code == 0  # the extra files are known, not strays
+    # the extra files are known, not strays
+    assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0
 
     def stick_for(site: str, files: list[str]) -> Path:
         stick = tmp_path / f"stick-{site}"

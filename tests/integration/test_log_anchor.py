@@ -12,7 +12,7 @@ import pytest
 from flsilo.keys import load_private_key, load_public_key
 from hub_kit.anchor import sign_log
 from hub_kit.workspace import fold, render_allowed_signers
-from tests.conftest import Federation, make_key
+from tests.conftest import Federation, hub_root, make_key
 
 
 def lines(hub: Path) -> list[dict]:
@@ -38,7 +38,7 @@ def regenerate_signers(hub: Path) -> None:
 
 
 def failed_checks(cli, hub: Path, *args: object) -> list[str]:
-    result = cli("audit", hub, "--json", *args)
+    result = cli("audit", hub, *hub_root(hub), "--json", *args)
     checks = json.loads(result.out)["audit"]["checks"]
     failed = [c["name"] for c in checks if not c["ok"]]
     assert (result.code == 0) == (not failed)
@@ -112,7 +112,7 @@ def test_cut_tail_is_caught_even_with_an_older_genuine_signature(
         for f in (fed.hub / "packages").glob("fed-r0001*"):
             f.unlink()  # and hide the newest package: only the one a site kept tells
         shutil.rmtree(fed.hub / "rounds" / "0000")
-        assert cli("audit", fed.hub, "--replay").code == 0
+        assert cli("audit", fed.hub, *hub_root(fed.hub), "--replay").code == 0
         assert failed_checks(cli, fed.hub, "--against", kept(fed, 1)) == [
             "against fed-r0001.safetensors"
         ]

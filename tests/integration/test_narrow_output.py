@@ -84,8 +84,8 @@ AFTER_AGGREGATE = {
         ("site", "status", "site-a"),
         ("fed-r0000.safetensors", "site-a/outbox/fed-r0000-site-a.safetensors"),
     ),
-    "audit": (("audit", "hub"), ()),
-    "audit --replay": (("audit", "hub", "--replay"), ()),
+    "audit": (("audit", "hub", "--hub-key", "keys/hub.pub"), ()),
+    "audit --replay": (("audit", "hub", "--hub-key", "keys/hub.pub", "--replay"), ()),
 }
 
 
@@ -104,7 +104,10 @@ def outputs(federation_template: Federation, tmp_path_factory: pytest.TempPathFa
             results[name] = (*_run(fed.root, *args), names)
     stray.unlink()
     Path(f"{stray}.sig").unlink()
-    results["piped, no COLUMNS"] = (*_run(fed.root, "audit", "hub", columns=None), ())
+    results["piped, no COLUMNS"] = (
+        *_run(fed.root, "audit", "hub", "--hub-key", "keys/hub.pub", columns=None),
+        (),
+    )
     return results
 
 

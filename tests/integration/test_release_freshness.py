@@ -13,6 +13,7 @@ from flsilo.artifact import scan_file
 from tests.conftest import (
     digits_npz,
     fingerprint,
+    hub_root,
     make_key,
     needs_ssh_keygen,
     ssh_keygen,
@@ -198,7 +199,7 @@ def test_expired_package_is_refused_unless_overridden_and_never_affects_verify(
     assert cli("aggregate", hub).code == 0
     final = scan_file(hub / "packages" / "fed-r0001.safetensors").manifest.package
     assert final.final and final.expires_at is None
-    assert cli("audit", hub).code == 0
+    assert cli("audit", hub, *hub_root(hub)).code == 0
 
 
 def test_package_ttl_zero_means_no_expiry_and_default_is_generous(tmp_path: Path, cli) -> None:

@@ -16,7 +16,7 @@ from flsilo import manifest as mf
 from flsilo.artifact import scan_file, sig_path, write_artifact
 from flsilo.keys import load_private_key
 from flsilo.tensorfile import RawTensor
-from tests.conftest import Federation, build_federation
+from tests.conftest import Federation, build_federation, hub_root
 
 
 def _resign_package(src: Path, dest: Path, key: Path, **changes: Any) -> Path:
@@ -99,7 +99,7 @@ def test_a_bundle_accepted_before_its_key_was_revoked_still_audits(
     later = time.time() + 5
     monkeypatch.setattr(hub_kit.enrolment.time, "time", lambda: later)
     assert cli("hub", "revoke", federation.hub, "site-a").code == 0
-    audit = cli("audit", federation.hub, "--replay", "--json")
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
     bundle = federation.hub / "rounds" / "0000" / "fed-r0000-site-a.safetensors"
     signers = federation.hub / "allowed_signers"
@@ -114,7 +114,7 @@ def test_a_bundle_accepted_before_its_key_was_revoked_still_audits(
 def test_replay_after_a_median_round(federation: Federation, cli) -> None:
     federation.carry()
     assert cli("aggregate", federation.hub, "--strategy", "median").code == 0
-    audit = cli("audit", federation.hub, "--replay", "--json")
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
     provenance = scan_file(federation.hub / "packages" / "fed-r0001.safetensors").manifest
     assert provenance.package and provenance.package.provenance
@@ -130,7 +130,7 @@ def test_half_precision_goes_through_aggregate_and_replay(
     assert cli("aggregate", f.hub).code == 0
     package = scan_file(f.hub / "packages" / "fed-r0001.safetensors")
     assert {t.dtype for t in package.header.tensors} == {code}
-    audit = cli("audit", f.hub, "--replay", "--json")
+    audit = cli("audit", f.hub, *hub_root(f.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
     data = (f.hub / "packages" / "fed-r0001.safetensors").read_bytes()
     t = package.header.tensors[0]

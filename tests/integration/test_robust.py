@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from flsilo.tensorfile import RawTensor
-from tests.conftest import Federation, fingerprint, make_key
+from tests.conftest import Federation, fingerprint, hub_root, make_key
 from tests.integration.test_hub import resign
 
 HONEST = ("site-a", "site-b", "site-c", "site-d")
@@ -60,7 +60,7 @@ def _aggregate(f: Federation, cli, *args: object) -> dict[str, Any]:
 
 
 def _replays(f: Federation, cli) -> None:
-    audit = cli("audit", f.hub, "--replay", "--json")
+    audit = cli("audit", f.hub, *hub_root(f.hub), "--replay", "--json")
     checks = {c["name"]: c for c in json.loads(audit.out)["audit"]["checks"]}
     assert audit.code == 0, audit.out
     assert checks["replay r0001"]["ok"]
@@ -108,7 +108,7 @@ def test_every_aggregate_reports_anomaly_figures_and_shares(federation: Federati
     norms = {s: rows[s]["update_norm"] for s in rows}
     assert norms[ATTACKER] > 10 * max(norms[s] for s in HONEST)
     assert rows[ATTACKER]["distance"] > max(rows[s]["distance"] for s in HONEST)
-    table = cli("audit", federation.hub)  # the log still chains
+    table = cli("audit", federation.hub, *hub_root(federation.hub))  # the log still chains
     assert table.code == 0
 
 

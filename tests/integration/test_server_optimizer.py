@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 
 from hub_kit.eventlog import EventLog
 from hub_kit.server_optimizers import fedadam_step, fedavgm_step
-from tests.conftest import Federation
+from tests.conftest import Federation, hub_root
 
 
 def _next_round(fed: Federation, cli, round_: int) -> None:
@@ -72,7 +72,7 @@ def test_fedadam_two_rounds_state_replayed_and_tamper_caught(federation: Federat
     logged = [e["server_state_sha256"] for e in events if e.event == "aggregate"]
     assert logged == [prov1["server"]["state_out_sha256"], prov2["server"]["state_out_sha256"]]
 
-    audit = cli("audit", fed.hub, "--replay", "--json")
+    audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay", "--json")
     assert audit.code == 0, audit.out
     checks = {c["name"]: c for c in json.loads(audit.out)["audit"]["checks"]}
     assert "fedadam state" in checks["replay r0002"]["detail"]
@@ -82,10 +82,14 @@ def test_fedadam_two_rounds_state_replayed_and_tamper_caught(federation: Federat
     data = bytearray(state1.read_bytes())
     data[-1] ^= 1
     state1.write_bytes(bytes(data))
-    bad = cli("audit", fed.hub, "--replay", "--json")
+    bad = cli("audit", fed.hub, *hub_root(fed.hub), "--replay", "--json")
     assert bad.code == 3
     failed = {c["name"]: c["detail"] for c in json.loads(bad.out)["audit"]["checks"] if not c["ok"]}
-    assert set(failed) == {"replay r0001", "replay r0002"}
+    assert set(failed) == {
+        "server state fed-r0001-server.safetensors",  # against the log's digest
+        "replay r0001",
+        "replay r0002",
+    }
     assert "bad-server-state" in failed["replay r0002"] or "state" in failed["replay r0002"]
 
 
@@ -108,7 +112,7 @@ def test_fedavgm_in_federation_toml_is_the_default(federation: Federation, cli) 
         # first step from m = 0 with lr 1: the package is the average, momentum the delta
         want, m = fedavgm_step(x[name], got[name] - x[name], 0 * x[name], 1.0, 0.9)
         np.testing.assert_allclose(state[f"m.{name}"], m, atol=1e-6)
-    assert cli("audit", fed.hub, "--replay").code == 0
+    assert cli("audit", fed.hub, *hub_root(fed.hub), "--replay").code == 0
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from flsilo.keys import load_public_key
-from tests.conftest import Federation, build_federation, needs_ssh_keygen, ssh_keygen, stock_verify
+from tests.conftest import (
+    Federation,
+    build_federation,
+    hub_root,
+    needs_ssh_keygen,
+    ssh_keygen,
+    stock_verify,
+)
 
 SHA256SUM = shutil.which("sha256sum")
 needs_sha256sum = pytest.mark.skipif(SHA256SUM is None, reason="coreutils sha256sum missing")
@@ -48,11 +55,11 @@ def test_round_archive_sha256sums_pass_sha256sum_and_audit_catches_a_change(
     )
     assert len(listed) == 4  # two bundles, two signatures
     assert sha256sum_check(archive).returncode == 0
-    assert cli("audit", federation.hub).code == 0
+    assert cli("audit", federation.hub, *hub_root(federation.hub)).code == 0
     sig = next(archive.glob("*.sig"))
     sig.write_bytes(sig.read_bytes().replace(b"-----END", b"-----end"))
     assert sha256sum_check(archive).returncode != 0
-    audit = cli("audit", federation.hub, "--json")
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--json")
     assert audit.code == 3
     assert "SHA256SUMS r0000" in audit.out
 
@@ -78,7 +85,7 @@ def test_p256_hub_and_site_keys_run_a_round_that_stock_ssh_keygen_verifies(
 ) -> None:
     fed = p256_federation
     assert load_public_key(fed.hub / "hub.pub").key_type == "ecdsa-sha2-nistp256"
-    assert cli("audit", fed.hub, "--replay").code == 0
+    assert cli("audit", fed.hub, *hub_root(fed.hub), "--replay").code == 0
     package = fed.hub / "packages" / "fed-r0001.safetensors"
     verified = cli("verify", package, "--key", fed.hub / "hub.pub", "--json")
     assert verified.code == 0
