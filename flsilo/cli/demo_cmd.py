@@ -93,9 +93,9 @@ def demo(
         out_console.print(
             f"  flsilo inspect {shlex.quote(str(report.federated_package))}", soft_wrap=True
         )
-        out_console.print(
-            f"  flsilo audit {shlex.quote(str(out / 'hub'))} --hub-fingerprint "
-            f"{report.audit.trust_root['fingerprint'] if report.audit.trust_root else '...'}",
+        root = report.audit.trust_root["fingerprint"] if report.audit.trust_root else "..."
+        out_console.print(  # two lines that paste back as one command, within 80 columns
+            f"  flsilo audit {shlex.quote(str(out / 'hub'))} \\\n      --hub-fingerprint {root}",
             soft_wrap=True,
         )
     if not report.audit.ok:
