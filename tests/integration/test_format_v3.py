@@ -25,7 +25,7 @@ def v2(tmp_path: Path) -> Path:
 
 
 def test_v2_package_bundle_and_log_verify_inspect_and_replay(cli, v2: Path) -> None:
-    result = cli("audit", v2 / "hub", "--replay", "--json")
+    result = cli("audit", v2 / "hub", "--hub-key", v2 / "hub.pub", "--replay", "--json")
     assert result.code == 0, result.err + result.out
     assert json.loads(result.out)["ok"] is True
     files = [v2 / "hub/packages/fed-r0001.safetensors"]
