@@ -21,7 +21,7 @@ from flsilo.keys import load_public_key
 from flsilo.release import _check_officer, release_sig_path
 from flsilo.trust import AllowedSigners
 from hub_kit.archive import check_sums as check_round_sums
-from tests.conftest import Federation, make_key
+from tests.conftest import Federation, hub_root, make_key
 
 ROOT = Path(__file__).resolve().parents[2]
 BIG = 3 << 30
@@ -116,7 +116,7 @@ def test_event_log_signature(federation: Federation, cli, how: str) -> None:
     want = "not-regular-file" if how == "dev-zero" else "signature-too-large"
     assert result.code == 4 and f"error[{want}]" in result.err, result.err
     assert len(result.err.strip().splitlines()) == 1
-    audit = cli("audit", federation.hub, "--json")
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--json")
     assert audit.code in (3, 4), audit.out
     assert "MemoryError" not in audit.out + audit.err
 
