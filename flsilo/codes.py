@@ -612,6 +612,26 @@ class Code(StrEnum):
         "`HUB/inbox` is a symbolic link (pass a stick's folder with `--inbox` instead)",
     )
 
+    # -- evaluation reports (wave 3) --------------------------------------------------------------
+    EVAL_REPORT_MALFORMED = (
+        "eval-report-malformed",
+        M,
+        "an evaluation report is not the canonical JSON `flsilo evaluate --report` writes, or its name does not match its contents",
+        "ask the site for a fresh copy of the report and its .sig",
+    )
+    EVAL_ON_TRAINING_DATA = (
+        "eval-on-training-data",
+        U,
+        "a signed evaluation report was asked for on the site's own training data",
+        "evaluate on data held out for evaluation (never trained on), or leave out --report",
+    )
+    EVAL_FOREIGN_PACKAGE = (
+        "eval-foreign-package",
+        V,
+        "an evaluation report names a package this hub never issued, or another federation",
+        "the site evaluated a package from elsewhere; ask which package it holds",
+    )
+
 
 def markdown() -> str:
     """The reference page for every code, grouped by exit status."""

@@ -28,6 +28,7 @@ PACKAGE_NAMESPACE = "flsilo-package"
 RELEASE_NAMESPACE = "flsilo-release"
 LOG_NAMESPACE = "flsilo-log"
 ROOT_NAMESPACE = "flsilo-root"
+EVAL_NAMESPACE = "flsilo-eval"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from flsilo import prehash
 from flsilo.cli import (
     audit_cmd,
     demo_cmd,
+    evaluations_cmd,
     history_cmd,
     hub_cmd,
     inspect_cmd,
@@ -102,6 +103,7 @@ def _root(
 
 app.add_typer(keys_cmd.app, name="keys")
 hub_cmd.app.command("history", no_args_is_help=True)(history_cmd.history)
+hub_cmd.app.command("evaluations", no_args_is_help=True)(evaluations_cmd.evaluations)
 app.add_typer(hub_cmd.app, name="hub")
 site_cmd.app.command("status", no_args_is_help=True)(site_status_cmd.status)
 site_cmd.app.command("check-data", no_args_is_help=True)(site_status_cmd.check_data)

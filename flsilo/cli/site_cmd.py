@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from flsilo.cli.common import (
+    STATE,
     emit_json,
     info,
     passphrase_source,
@@ -305,14 +306,29 @@ def evaluate(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip and count unusable records.")
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="With --site: write a signed evaluation report (rNNNN-SITE.eval.json and "
+            ".sig) into the outbox, for the hub. Never on the site's training data.",
+        ),
+    ] = False,
+    passphrase_file: Annotated[
+        Path | None, typer.Option(help="With --report: the site key's passphrase file.")
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Verify a package, then report accuracy, loss, per-class accuracy and a confusion matrix.
 
     Example: flsilo evaluate site/packages/digits-r0005.safetensors --data test/ --site site
     At the hub: flsilo evaluate hub/packages/digits-r0005.safetensors --data test/ --hub hub
+    For the hub, signed: flsilo evaluate PACKAGE --site site --data held-out/ --report
     """
     set_json(json_out)
+    if report:
+        _evaluation_report(package, data, site, data_format, device, skip_bad, passphrase_file)
+        return
     from flsilo.cli.verify_cmd import load_trust
     from site_kit.package_eval import evaluate_package
 
@@ -364,3 +380,43 @@ def evaluate(
     ):
         table.add_row(name, f"{100 * acc:.1f}%" if acc is not None else "-", *(str(v) for v in row))
     out.print(table)
+
+
+def _evaluation_report(
+    package: Path,
+    data: Path,
+    site: Path | None,
+    data_format: str | None,
+    device: str,
+    skip_bad: bool,
+    passphrase_file: Path | None,
+) -> None:
+    """``evaluate --report``: the signed report into the outbox; its path on stdout."""
+    if site is None:
+        raise UsageError(
+            "--report needs --site: the report is signed with the site key",
+            hint="flsilo evaluate PACKAGE --site SITE_DIR --data HELD_OUT --report",
+        )
+    from site_kit.evalreport import report_package
+
+    path, doc = report_package(
+        site,
+        package,
+        data,
+        passphrase=passphrase_source(passphrase_file),
+        data_format=data_format,
+        device=device,
+        skip_bad=skip_bad,
+    )
+    if STATE.json:
+        emit_json("evaluate", True, {"report": str(path), **doc})
+        return
+    figures = doc["metrics"]
+    accuracy = figures.get("accuracy")
+    shown = f"accuracy {100 * accuracy:.2f}% " if isinstance(accuracy, float) else ""
+    info(
+        f"{doc['package']}: {shown}on {doc['samples']} samples; signed report written; "
+        "carry it and its .sig to the hub"
+    )
+    print_data(str(path))
+    print_data(str(path) + ".sig")

@@ -1,0 +1,140 @@
+"""``flsilo hub evaluations``: the sites' signed evaluation reports, one row per package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from flsilo.cli.common import emit_json, info, set_json, stdout
+from flsilo.codes import Code
+from flsilo.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from hub_kit.evaluations import Cell, Refused
+
+
+def evaluations(
+    hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
+    inbox: Annotated[
+        Path | None,
+        typer.Option(help="Also show the reports in this folder (a stick), not yet archived."),
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option(help="Also plot each site's figure per package (PNG).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """How every package performed at every site, from the sites' signed reports only.
+
+    Rows are packages, columns sites; a cell is the site's accuracy with a 95% interval and
+    its sample count. Reports that do not verify are listed under the table with the
+    reason, and the command exits 3. Example: flsilo hub evaluations hub --inbox /media/usb
+    """
+    set_json(json_out)
+    from hub_kit.evaluations import archived_folders, collect, table
+    from hub_kit.workspace import HubWorkspace
+
+    ws = HubWorkspace.open(hub_dir)
+    state = ws.state()  # the hub's signature over the log is checked first
+    archived = collect(ws, state, archived_folders(ws))
+    pending = collect(ws, state, [inbox]) if inbox is not None else None
+    reports = archived.reports + (pending.reports if pending else [])
+    refused = archived.refused + (pending.refused if pending else [])
+    archived_shas = {v.sha256 for v in archived.reports}
+    rows = table(reports, archived_shas)
+    sites = sorted({v.site for v in reports})
+    if png is not None:
+        _plot(rows, sites, png)
+    ok = not refused
+    if json_out:
+        emit_json(
+            "hub evaluations",
+            ok,
+            {
+                "hub": str(hub_dir),
+                "reports": [
+                    {
+                        "file": str(v.path),
+                        "sha256": v.sha256,
+                        "archived": v.sha256 in archived_shas,
+                        **{k: v.report[k] for k in ("site", "round", "package", "package_sha256")},
+                        "samples": v.report["samples"],
+                        "metrics": v.report["metrics"],
+                    }
+                    for v in reports
+                ],
+                "refused": [r.__dict__ | {"path": str(r.path)} for r in refused],
+            },
+        )
+    else:
+        _render(rows, sites, refused, pending is not None)
+        if png is not None:
+            info(f"plot written to {png}")
+    if not ok:
+        raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+
+
+def _cell(cell: Cell | None) -> str:
+    if cell is None or cell.value is None:
+        return "-"
+    text = f"{100 * cell.value:.1f}%"
+    if cell.low is not None and cell.high is not None:
+        text += f" ({100 * cell.low:.0f}-{100 * cell.high:.0f})"
+    return text + ("" if cell.archived else " *")
+
+
+def _render(
+    rows: dict[int, dict[str, Cell]], sites: list[str], refused: list[Refused], inbox: bool
+) -> None:
+    out = stdout()
+    if not rows:
+        info("no verified evaluation report yet (sites write them with 'flsilo evaluate --report')")
+    else:
+        table = Table(title="accuracy per package and site (95% interval)", title_justify="left")
+        table.add_column("package", justify="right", no_wrap=True)
+        for site in sites:
+            table.add_column(site, justify="right")
+        for round_ in sorted(rows):
+            table.add_row(f"r{round_:04d}", *(_cell(rows[round_].get(s)) for s in sites))
+        out.print(table)
+        if inbox:
+            info("* in the inbox, not yet archived: aggregate archives and logs it")
+    for r in refused:
+        info(f"refused {r.path.name}: error[{r.code}]: {r.reason} (hint: {r.hint})")
+
+
+def _plot(rows: dict[int, dict[str, Cell]], sites: list[str], png: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as exc:
+        raise UsageError(
+            "--png needs matplotlib",
+            code=Code.PLOT_EXTRA,
+            hint="install the plot extra: pip install 'flsilo[plot]'",
+        ) from exc
+    from flsilo.atomic import atomic_writer
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for site in sites:
+        points = [
+            (r, 100 * c.value)
+            for r in sorted(rows)
+            if (c := rows[r].get(site)) is not None and c.value is not None
+        ]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", linewidth=1, label=site)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("package round")
+    ax.set_ylabel("accuracy on the site's held-out data (%)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    with atomic_writer(png) as fh:
+        fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)

@@ -1,0 +1,154 @@
+"""The sites' signed evaluation reports at the hub: verified, archived, tabled per package.
+
+A report is trusted only when its signature verifies in namespace ``flsilo-eval`` with the
+key the log enrols for the site it names, at the time it was written (a revoked site's later
+reports are refused), and when it names a package this hub issued. Reports are never
+mistaken for bundles: the inbox's ``*.eval.json`` files are read here only. ``aggregate``
+archives the reports it finds beside the bundles into the round's folder, under the round's
+``SHA256SUMS``, and logs one ``evaluation`` event for each; ``hub evaluations`` shows the
+archived reports and, with ``--inbox``, the ones not yet carried in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flsilo import evalreport as er
+from flsilo.codes import Code
+from flsilo.errors import FlsiloError, VerificationError
+from flsilo.sshsig import EVAL_NAMESPACE
+from flsilo.trust import AllowedSigners
+from hub_kit.workspace import ROLE_SITE, HubState, HubWorkspace, signer_entries
+
+PRIMARY = {"classify": "accuracy"}
+"""Each task's primary figure: the one the cross-site table and the model card lead with."""
+
+
+def eval_trust(state: HubState) -> AllowedSigners:
+    """The enrolled sites' keys, allowed to sign evaluation reports (same validity)."""
+    sites = {e.site for e in state.enrolments if e.role == ROLE_SITE}
+    entries = [
+        dataclasses.replace(e, namespaces=EVAL_NAMESPACE)
+        for e in signer_entries(state)
+        if e.principals in sites
+    ]
+    return AllowedSigners(entries, source="the site enrolments in the event log")
+
+
+@dataclass
+class Refused:
+    path: Path
+    code: str
+    reason: str
+    hint: str
+
+
+@dataclass
+class Collected:
+    reports: list[er.VerifiedReport] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+
+
+def report_files(folder: Path) -> list[Path]:
+    """``*.eval.json`` files of a folder (not followed), sorted by name."""
+    if not folder.is_dir():
+        return []
+    with os.scandir(folder) as it:
+        return sorted(Path(e.path) for e in it if e.name.endswith(er.SUFFIX) and not e.is_symlink())
+
+
+def check_report(path: Path, ws: HubWorkspace, state: HubState) -> er.VerifiedReport:
+    """One report, verified and matched to a package this hub issued."""
+    verified = er.verify_report(path, eval_trust(state))
+    report = verified.report
+    issued = state.packages.get(verified.round)
+    if report["federation"] != ws.config.federation or issued != verified.package_sha256:
+        raise VerificationError(
+            f"the report is about package {report['package']} "
+            f"({verified.package_sha256[:12]}…, federation {report['federation']!r}), "
+            "which this hub did not issue for that round",
+            path=path,
+            code=Code.EVAL_FOREIGN_PACKAGE,
+            hint="the site evaluated a package from elsewhere; ask which package it holds",
+        )
+    return verified
+
+
+def collect(ws: HubWorkspace, state: HubState, folders: list[Path]) -> Collected:
+    """Every report in ``folders``: verified ones (one per site and package, the newest
+    kept) and refused ones with their reason."""
+    out = Collected()
+    best: dict[tuple[str, str], er.VerifiedReport] = {}
+    for folder in folders:
+        for path in report_files(folder):
+            try:
+                v = check_report(path, ws, state)
+            except FlsiloError as err:
+                out.refused.append(Refused(path, str(err.code), err.message, err.hint or ""))
+                continue
+            slot = (v.site, v.package_sha256)
+            if slot not in best or v.report["created_at"] > best[slot].report["created_at"]:
+                best[slot] = v
+    out.reports = sorted(best.values(), key=lambda v: (v.round, v.site))
+    return out
+
+
+def archived_folders(ws: HubWorkspace) -> list[Path]:
+    """The round folders' ``evaluations/`` subfolders, oldest round first."""
+    if not ws.rounds_dir.is_dir():
+        return []
+    return sorted(p / "evaluations" for p in ws.rounds_dir.iterdir() if p.is_dir())
+
+
+def event_data(v: er.VerifiedReport) -> dict[str, Any]:
+    """What the log keeps of a report: who, which package, its digest and primary figure."""
+    task = str(v.report["task"])
+    name = PRIMARY.get(task, "accuracy")
+    return {
+        "site": v.site,
+        "round": v.round,
+        "package_sha256": v.package_sha256,
+        "report": v.path.name,
+        "sha256": v.sha256,
+        "task": task,
+        name: v.report["metrics"].get(name),
+        "samples": v.report["samples"],
+    }
+
+
+@dataclass(frozen=True)
+class Cell:
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    samples: int = 0
+    archived: bool = True
+
+
+def table(reports: list[er.VerifiedReport], archived: set[str]) -> dict[int, dict[str, Cell]]:
+    """Rows are package rounds, columns sites: each site's primary figure with its interval."""
+    rows: dict[int, dict[str, Cell]] = {}
+    for v in reports:
+        figures = v.report["metrics"]
+        name = PRIMARY.get(str(v.report["task"]), "accuracy")
+        low = high = None
+        interval = _accuracy_interval(figures) if name == "accuracy" else None
+        if interval is not None:
+            low, high = interval
+        rows.setdefault(v.round, {})[v.site] = Cell(
+            figures.get(name), low, high, int(v.report["samples"]), v.sha256 in archived
+        )
+    return rows
+
+
+def _accuracy_interval(figures: dict[str, Any]) -> tuple[float, float] | None:
+    """A normal-approximation 95% interval of an accuracy over ``samples`` records."""
+    acc, n = figures.get("accuracy"), figures.get("samples")
+    if not isinstance(acc, float) or not isinstance(n, int) or n <= 0:
+        return None
+    half = 1.96 * (acc * (1 - acc) / n) ** 0.5
+    return max(0.0, acc - half), min(1.0, acc + half)

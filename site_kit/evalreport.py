@@ -1,0 +1,187 @@
+"""``flsilo evaluate --report``: a site's signed figures for a package, on data held out.
+
+The figures are those of ``flsilo.metrics`` (per class sensitivity, specificity, PPV, NPV,
+F1, AUROC, AP with seeded bootstrap intervals; ECE; the confusion matrix), with every count
+below the plan's minimum cell size withheld; in a DP federation only the aggregate figures
+(no per-class rows, no confusion matrix). Nothing about single records leaves the site.
+The report is refused on the site's own training data: figures on data the model trained on
+would overstate it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flsilo import __version__ as flsilo_version
+from flsilo import evalreport as er
+from flsilo import metrics
+from flsilo.artifact import Verified, verify_file
+from flsilo.atomic import WorkspaceLock, write_bytes
+from flsilo.codes import Code
+from flsilo.errors import UsageError
+from flsilo.keys import PassphraseSource
+from flsilo.manifest import KIND_PACKAGE, now_utc
+from flsilo.plan import dp_of
+from site_kit import record as site_record
+from site_kit.data import Dataset, load_dataset
+from site_kit.round import data_spec, unlock_site_key, verified_model
+from site_kit.training import DistContext, pick_device
+from site_kit.workspace import SiteWorkspace
+
+BOOTSTRAP_DRAWS = 1000
+
+
+@torch.no_grad()
+def predict_proba(
+    model: torch.nn.Module, data: Dataset, device: torch.device, batch_size: int = 1024
+) -> np.ndarray:
+    """Class probabilities (N x K, float64) of ``model`` on ``data``, in record order."""
+    was_training = model.training
+    model.eval()
+    out = []
+    x_all = torch.from_numpy(data.x)
+    for start in range(0, len(data), batch_size):
+        logits = model(x_all[start : start + batch_size].to(device))
+        out.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out)
+
+
+def training_paths(ws: SiteWorkspace) -> list[Path]:
+    """Every data path this site trained on: site.toml's, and each one a run was given."""
+    paths = [ws.data_path] if ws.data_path is not None else []
+    for event in site_record.events(ws.root):
+        given = (
+            (event.get("overrides") or {}).get("data") if event.get("event") == "trained" else None
+        )
+        if isinstance(given, str):
+            paths.append(Path(given))
+    return paths
+
+
+def same_data(ws: SiteWorkspace, data: Path) -> bool:
+    """Whether ``data`` is data this site trained on: the same path, or the same bytes."""
+    if not data.exists():
+        return False
+    known = [p for p in training_paths(ws) if p.exists()]
+    if any(p.resolve() == data.resolve() for p in known):
+        return True
+    digest = _tree_digest(data)
+    return any(_tree_digest(p) == digest for p in known)
+
+
+def _tree_digest(path: Path) -> str:
+    """sha256 over the bytes of a file, or the relative names and bytes of a folder's files
+    (so a copy elsewhere or under another name has the same digest)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if f != path:
+            digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_report(
+    ws: SiteWorkspace,
+    package: Verified,
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    *,
+    skipped: int,
+    draws: int = BOOTSTRAP_DRAWS,
+) -> dict[str, Any]:
+    """The report's fields: what was evaluated, by whom, and the figures the plan allows."""
+    manifest = package.manifest
+    classes = manifest.model.classes
+    assert manifest.package is not None
+    plan = manifest.package.plan
+    seed = int(package.sha256[:8], 16)  # the same package gives the same intervals
+    full = metrics.classification_report(y_true, proba, classes, seed=seed, draws=draws)
+    min_cell = plan.min_cell_size if plan is not None else 0
+    dp = plan is not None and dp_of(plan) is not None
+    if dp:  # a DP federation: only figures over the whole evaluation set
+        figures: dict[str, Any] = {
+            k: full[k] for k in ("samples", "accuracy", "balanced_accuracy", "ece")
+        }
+    else:
+        figures = metrics.suppress_small_cells(full, min_cell)
+    return {
+        "kind": er.REPORT_KIND,
+        "format_version": er.REPORT_VERSION,
+        "federation": manifest.federation,
+        "site": ws.config.site_id,
+        "round": manifest.round,
+        "package": package.path.name,
+        "package_sha256": package.sha256,
+        "task": "classify",
+        "classes": list(classes),
+        "created_at": now_utc(),
+        "software": {"flsilo": flsilo_version},
+        "samples": int(y_true.shape[0]),
+        "skipped": skipped,
+        "min_cell_size": min_cell,
+        "dp": dp,
+        "bootstrap": {"draws": draws, "seed": seed},
+        "metrics": figures,
+    }
+
+
+def write_report(ws: SiteWorkspace, report: dict[str, Any], key: Any) -> Path:
+    """Write the report and its .sig into the outbox, atomically; never over another."""
+    path = ws.outbox / er.report_name(int(report["round"]), ws.config.site_id)
+    with WorkspaceLock(ws.root, "site workspace"):
+        if path.exists():
+            raise UsageError(
+                "an evaluation report for this package is already in the outbox",
+                path=path,
+                code=Code.EXISTS,
+                hint="carry it to the hub as it is, or move it away to evaluate again",
+            )
+        data = er.encode(report)
+        write_bytes(er.sig_of(path), er.sign(data, key))
+        write_bytes(path, data)  # last: a report without its .sig never appears alone
+    return path
+
+
+def report_package(
+    site: Path,
+    package: Path,
+    data: Path,
+    *,
+    passphrase: PassphraseSource,
+    data_format: str | None = None,
+    device: str = "auto",
+    skip_bad: bool = False,
+    key_path: Path | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Verify ``package`` with the site's trust, evaluate it on ``data`` (never the training
+    data), sign the report with the site key and write it into the outbox."""
+    ws = SiteWorkspace.open(site)
+    if same_data(ws, data):
+        raise UsageError(
+            "this is the site's training data: a signed report on it would overstate the model",
+            path=data,
+            code=Code.EVAL_ON_TRAINING_DATA,
+            hint="evaluate on data held out for evaluation (never trained on), or leave out "
+            "--report",
+        )
+    buffer = io.BytesIO()
+    verified = verify_file(package, ws.trust(), expected_kind=KIND_PACKAGE, copy_to=buffer)
+    model = verified_model(verified, buffer.getvalue())
+    info = verified.manifest.model
+    dataset = load_dataset(
+        data, data_format, info.classes, info.input_shape, data_spec(info), skip_bad=skip_bad
+    )
+    key = unlock_site_key(ws, key_path, passphrase)  # before the work: a wrong key fails fast
+    proba = predict_proba(model, dataset, pick_device(device, DistContext()))
+    report = build_report(ws, verified, dataset.y, proba, skipped=dataset.skipped)
+    return write_report(ws, report, key), report

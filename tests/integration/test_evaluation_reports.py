@@ -1,0 +1,158 @@
+"""Signed evaluation reports: a site writes one on held-out data, the hub verifies and tables it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from flsilo import evalreport as er
+from flsilo.keys import generate_key
+from tests.conftest import Federation, digits_npz, needs_ssh_keygen, ssh_keygen, tree_digest
+
+PACKAGE = "fed-r0000.safetensors"
+
+
+def _held_out(tmp_path: Path) -> Path:
+    return digits_npz(tmp_path / "held-out.npz", np.arange(1500, 1700))
+
+
+def _report(federation: Federation, cli, tmp_path: Path, site: str = "site-a") -> Path:
+    ws = federation.sites[site]
+    result = cli(
+        "evaluate", ws / "packages" / PACKAGE, "--site", ws,
+        "--data", _held_out(tmp_path), "--report", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    path = Path(doc["report"])
+    assert path == ws / "outbox" / f"r0000-{site}.eval.json"
+    return path
+
+
+def test_a_site_writes_a_signed_report_the_hub_tables(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    path = _report(federation, cli, tmp_path)
+    report = json.loads(path.read_bytes())
+    assert report["samples"] == 200 and report["site"] == "site-a"
+    figures = report["metrics"]
+    assert {"sensitivity", "specificity", "auroc", "ap", "ci95"} <= set(figures["per_class"]["0"])
+    assert "x" not in report and "scores" not in json.dumps(report)  # figures only
+    result = cli("hub", "evaluations", federation.hub, "--inbox", path.parent, "--json")
+    assert result.code == 0, result.err
+    (row,) = json.loads(result.out)["reports"]
+    assert row["site"] == "site-a" and row["round"] == 0 and row["archived"] is False
+    text = cli("hub", "evaluations", federation.hub, "--inbox", path.parent)
+    assert text.code == 0 and "r0000" in text.out and "site-a" in text.out
+    assert "%" in text.out and max(len(line) for line in text.out.splitlines()) <= 80
+
+
+def test_one_changed_byte_and_the_report_is_refused(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    path = _report(federation, cli, tmp_path)
+    data = bytearray(path.read_bytes())
+    data[data.index(b'"samples":200') + 10] = ord("9")
+    path.write_bytes(bytes(data))
+    result = cli("hub", "evaluations", federation.hub, "--inbox", path.parent, "--json")
+    assert result.code == 3
+    (refused,) = json.loads(result.out)["refused"]
+    assert refused["code"] == "bad-signature"
+
+
+def test_a_report_from_an_unenrolled_key_is_refused(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    path = _report(federation, cli, tmp_path)
+    stranger = generate_key("ed25519")
+    er.sig_of(path).write_bytes(er.sign(path.read_bytes(), stranger))
+    result = cli("hub", "evaluations", federation.hub, "--inbox", path.parent)
+    assert result.code == 3 and "unknown-signer" in result.out + result.err
+
+
+def test_a_report_on_the_training_data_is_refused(federation: Federation, cli) -> None:
+    ws = federation.sites["site-a"]
+    before = tree_digest(ws)
+    copy = ws.parent / "copy-of-training.npz"
+    shutil.copy(federation.data["site-a"], copy)
+    for data in (federation.data["site-a"], copy):  # the same file, or the same bytes
+        result = cli(
+            "evaluate", ws / "packages" / PACKAGE, "--site", ws, "--data", data, "--report"
+        )
+        assert result.code == 2 and "eval-on-training-data" in result.err
+    assert tree_digest(ws) == before
+
+
+def test_aggregate_never_mistakes_a_report_for_a_bundle(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    path = _report(federation, cli, tmp_path)
+    federation.carry()
+    inbox = federation.hub / "inbox"
+    shutil.copy(path, inbox / path.name)
+    shutil.copy(er.sig_of(path), inbox / er.sig_of(path).name)
+    result = cli("aggregate", federation.hub, "--json")
+    assert result.code == 0, result.err
+    assert not list((federation.hub / "quarantine").rglob("*.eval.json"))
+    assert (inbox / path.name).exists()  # hub inputs are never deleted or modified
+
+
+@needs_ssh_keygen
+def test_stock_ssh_keygen_checks_a_report(federation: Federation, cli, tmp_path: Path) -> None:
+    path = _report(federation, cli, tmp_path)
+    sig = er.sig_of(path)
+    checked = ssh_keygen(
+        "-Y", "check-novalidate", "-n", "flsilo-eval", "-s", str(sig), stdin=path.read_bytes()
+    )
+    assert checked.returncode == 0, checked.stderr
+    found = ssh_keygen(
+        "-Y", "find-principals", "-s", str(sig), "-f", str(federation.hub / "allowed_signers")
+    )
+    assert found.stdout.decode().strip() == "site-a"
+
+
+def _resign(path: Path, federation: Federation, change: dict) -> None:
+    from flsilo.keys import load_private_key
+
+    report = json.loads(path.read_bytes())
+    report.update(change)
+    data = er.encode(report)
+    path.write_bytes(data)
+    key = load_private_key(federation.keys / "site-a", lambda _p: b"")
+    er.sig_of(path).write_bytes(er.sign(data, key))
+
+
+def test_a_report_about_a_package_the_hub_never_issued(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    path = _report(federation, cli, tmp_path)
+    _resign(path, federation, {"package_sha256": "ab" * 32})
+    result = cli("hub", "evaluations", federation.hub, "--inbox", path.parent, "--json")
+    assert result.code == 3
+    assert json.loads(result.out)["refused"][0]["code"] == "eval-foreign-package"
+
+
+def test_a_renamed_or_reformatted_report_is_refused(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    path = _report(federation, cli, tmp_path)
+    renamed = path.with_name("r0000-site-b.eval.json")
+    path.rename(renamed)
+    er.sig_of(path).rename(er.sig_of(renamed))
+    result = cli("hub", "evaluations", federation.hub, "--inbox", path.parent, "--json")
+    assert result.code == 3
+    assert json.loads(result.out)["refused"][0]["code"] == "eval-report-malformed"
+    # valid JSON, validly signed, but not the canonical text: refused as well
+    pretty = json.dumps(json.loads(renamed.read_bytes()), indent=1).encode()
+    key_path = federation.keys / "site-a"
+    from flsilo.keys import load_private_key
+
+    path.write_bytes(pretty)
+    er.sig_of(path).write_bytes(er.sign(pretty, load_private_key(key_path, lambda _p: b"")))
+    renamed.unlink()
+    er.sig_of(renamed).unlink()
+    again = cli("hub", "evaluations", federation.hub, "--inbox", path.parent, "--json")
+    assert json.loads(again.out)["refused"][0]["reason"].endswith("(not in canonical form)")
