@@ -330,7 +330,7 @@ class Code(StrEnum):
     DP_PLAN = (
         "dp-plan",
         U,
-        "`hub init` of a DP federation with a closed-form schedule (sites would ship un-noised statistics), or training asked for DP without a prepared privacy round; an unusable DP plan itself (no budget, both or neither of sigma and epsilon per round, delta outside (0, 1), FedProx, Fisher merging, a statistics round) is `bad-config`",
+        "`hub init` of a DP federation with a closed-form or `stats+` schedule (sites would ship un-noised statistics), or training asked for DP without a prepared privacy round; an unusable DP plan itself (no budget, both or neither of sigma and epsilon per round, delta outside (0, 1), FedProx, Fisher merging, a statistics round) is `bad-config`",
     )
     DP_BATCHNORM = (
         "dp-batchnorm",
@@ -468,12 +468,12 @@ class Code(StrEnum):
     CELL_TOO_SMALL = (
         "cell-too-small",
         V,
-        "a statistics round would reveal a class with fewer samples than the plan's `min_cell_size` (the site refuses; the hub rejects such a bundle)",
+        "a statistics round would reveal a class (a stats round: a site) with fewer samples than the plan's `min_cell_size` (the site refuses; the hub rejects such a bundle)",
     )
     BAD_STATISTICS = (
         "bad-statistics",
         V,
-        "a statistics bundle's class counts are not whole or do not add up to its sample count",
+        "a statistics bundle's class counts (a stats bundle's value counts) are not whole or do not add up to its sample count",
     )
     SUMS_MALFORMED = (
         "sums-malformed",

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field, replace
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.preprocessing import Augment, Preprocess, augment_problem, preprocess_problem
-from flsilo.tensorsets import ROUND_KINDS, ROUND_STATISTICS, ROUND_TRAIN, parse_solver
+from flsilo.tensorsets import (
+    ROUND_FEDSTATS,
+    ROUND_KINDS,
+    ROUND_STATISTICS,
+    ROUND_TRAIN,
+    parse_solver,
+)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 MERGES = ("average", "fisher")
@@ -24,6 +30,7 @@ CLOSED_FORM = "closed-form"
 """A statistics round (closed-form head), alone or before ``+periodic:R`` / ``+few-shot:R``."""
 STATS = "stats"
 """A federation-statistics round (``[plan.preprocess]`` normalisation) before the schedule."""
+STATS_PREFIX = STATS + "+"
 CLOSED_FORM_KINDS = (CLOSED_FORM, f"{CLOSED_FORM}+periodic", f"{CLOSED_FORM}+few-shot")
 
 
@@ -181,8 +188,27 @@ def check_plan(plan: Plan, bad: Callable[[str], Exception]) -> None:
         raise bad(problem)
 
 
+def has_closed_form(kind: str) -> bool:
+    """Whether a schedule kind holds a closed-form (head statistics) round."""
+    return CLOSED_FORM in kind.split("+")
+
+
+def after_stats(schedule: Schedule) -> Schedule | None:
+    """The schedule that follows a ``stats`` round 0, or None when there is no stats round."""
+    if not schedule.kind.startswith(STATS_PREFIX):
+        return None
+    return Schedule(
+        schedule.kind[len(STATS_PREFIX) :], schedule.rounds - 1, schedule.local_epochs[1:]
+    )
+
+
 def schedule_problem(schedule: Schedule) -> str | None:
     """The first rule ``schedule`` breaks, in words, or None when it is sound."""
+    then = after_stats(schedule)
+    if then is not None:
+        if then.kind in ("one-shot", "") or then.kind.startswith(STATS_PREFIX):
+            return f"schedule kind {schedule.kind!r}: a stats round is followed by a schedule"
+        return schedule_problem(then)
     kinds = SCHEDULE_KINDS + CLOSED_FORM_KINDS
     if schedule.kind not in kinds:
         return f"schedule kind {schedule.kind!r} is not one of {', '.join(kinds)}"
@@ -203,6 +229,17 @@ def parse_schedule(text: str, local_epochs: tuple[int, ...]) -> Schedule:
     ``closed-form`` is one statistics round; ``closed-form+periodic:R`` (or ``+few-shot:R``)
     adds R training rounds after it, and ``local_epochs`` then counts those R only.
     """
+    if text.startswith(STATS_PREFIX):
+        rest = text[len(STATS_PREFIX) :]
+        if rest in ("one-shot", STATS) or rest.startswith(STATS_PREFIX):
+            raise UsageError(
+                f"schedule {text!r}: a stats round is followed by periodic:R, few-shot:R, "
+                "closed-form or closed-form+periodic:R",
+                code=Code.BAD_SCHEDULE,
+                hint="e.g. --schedule stats+periodic:10",
+            )
+        then = parse_schedule(rest, local_epochs)
+        return Schedule(STATS_PREFIX + then.kind, then.rounds + 1, (1, *then.local_epochs))
     if text == CLOSED_FORM:
         return Schedule(kind=CLOSED_FORM, rounds=1, local_epochs=(1,))
     prefix = CLOSED_FORM + "+"
@@ -213,7 +250,8 @@ def parse_schedule(text: str, local_epochs: tuple[int, ...]) -> Schedule:
     if kind not in SCHEDULE_KINDS or (kind == "one-shot") != (count == ""):
         raise UsageError(
             f"schedule {text!r} is not one-shot, few-shot:R, periodic:R, closed-form, "
-            "closed-form+periodic:R or closed-form+few-shot:R",
+            "closed-form+periodic:R or closed-form+few-shot:R (each but one-shot may follow "
+            "'stats+')",
             code=Code.BAD_SCHEDULE,
             hint="e.g. --schedule periodic:10 --local-epochs 5",
         )
@@ -240,6 +278,9 @@ def parse_schedule(text: str, local_epochs: tuple[int, ...]) -> Schedule:
 
 def schedule_text(schedule: Schedule) -> str:
     """The ``--schedule`` text of a schedule: ``one-shot``, ``closed-form`` or ``KIND:R``."""
+    then = after_stats(schedule)
+    if then is not None:
+        return STATS_PREFIX + schedule_text(then)
     if schedule.kind in ("one-shot", CLOSED_FORM):
         return schedule.kind
     if schedule.kind.startswith(CLOSED_FORM):
@@ -252,10 +293,21 @@ def plan_for_round(base: Plan, schedule: Schedule, round_: int) -> Plan | None:
 
     ``base`` is the federation's plan (its round-0 plan); a round changes only the local
     epochs (from the schedule) and the seed (base seed + round), and its kind: round 0 of a
-    closed-form schedule is a statistics round, which uses every sample (no validation).
+    closed-form schedule is a statistics round, which uses every sample (no validation), and
+    round 0 of a ``stats+`` schedule a federation-statistics round (the same); the schedule
+    after it then runs from round 1.
     """
     if round_ >= schedule.rounds:
         return None
+    then = after_stats(schedule)
+    if then is not None:
+        if round_ == 0:
+            return replace(
+                base, local_epochs=1, seed=base.seed, kind=ROUND_FEDSTATS, val_fraction=0.0
+            )
+        inner = plan_for_round(base, then, round_ - 1)
+        assert inner is not None
+        return replace(inner, seed=base.seed + round_)
     plan = replace(
         base,
         local_epochs=schedule.local_epochs[round_],

@@ -207,6 +207,18 @@ def preprocess_problem(p: Preprocess) -> str | None:
     return None
 
 
+def stats_width(p: Preprocess, input_shape: tuple[int, ...]) -> int:
+    """Values a federation-statistics round measures: channels of an image, columns of a table.
+
+    ``--impute ...,indicator`` appends one 0/1 feature per feature, so a model input of
+    width 2F reads (and measures) F columns.
+    """
+    if len(input_shape) == 3:
+        return input_shape[0]
+    width = math.prod(input_shape)
+    return width // 2 if parse_impute(p.impute).indicator else width
+
+
 def needs_statistics(p: Preprocess) -> bool:
     """Whether the plan uses the federation's statistics (a ``stats`` round must come first)."""
     return (

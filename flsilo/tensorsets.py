@@ -16,11 +16,19 @@ from flsilo.tensorfile import Header, TensorInfo, build_header
 
 ROUND_TRAIN = "train"
 ROUND_STATISTICS = "statistics"
-ROUND_KINDS = (ROUND_TRAIN, ROUND_STATISTICS)
+ROUND_FEDSTATS = "stats"
+"""A federation-statistics round: input counts, sums, sums of squares (``[plan.preprocess]``)."""
+ROUND_KINDS = (ROUND_TRAIN, ROUND_STATISTICS, ROUND_FEDSTATS)
 
 STAT_GRAM = "statistics.gram"
 STAT_CLASS_SUMS = "statistics.class_sums"
 STAT_CLASS_COUNTS = "statistics.class_counts"
+
+STATS_COUNT = "stats.count"
+STATS_SUM = "stats.sum"
+STATS_SUM_SQ = "stats.sum_sq"
+STATS_MISSING = "stats.missing"
+FEDSTATS = (STATS_COUNT, STATS_MISSING, STATS_SUM, STATS_SUM_SQ)
 
 SOLVER_RIDGE = "ridge"
 SOLVER_NCM = "ncm"
@@ -30,6 +38,10 @@ REVEALS = {
     STAT_CLASS_COUNTS: "class counts",
     STAT_CLASS_SUMS: "per-class sums of head features (class means)",
     STAT_GRAM: "Gram matrix of head features (second moments)",
+    STATS_COUNT: "per-channel (or per-feature) count of input values",
+    STATS_MISSING: "per-feature count of missing values",
+    STATS_SUM: "per-channel (or per-feature) sum of input values (the mean)",
+    STATS_SUM_SQ: "per-channel (or per-feature) sum of squared input values (the spread)",
 }
 
 
@@ -75,6 +87,11 @@ def statistics_specs(
     return specs
 
 
+def fedstats_specs(width: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The tensors of a federation-statistics bundle: four float64 vectors of ``width``."""
+    return {name: ("F64", (width,)) for name in FEDSTATS}
+
+
 def head_shape(package_header: Header, head: Iterable[str]) -> tuple[int, int]:
     """(classes, features) of the head's weight matrix, from the package's header."""
     shapes = {t.name: t.shape for t in package_header.tensors}
@@ -91,8 +108,15 @@ def expected_specs(
     kind: str,
     freeze: Iterable[str],
     solver: str,
+    stats_width: int = 0,
 ) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Names, dtypes and shapes a bundle answering this package's plan must carry."""
+    """Names, dtypes and shapes a bundle answering this package's plan must carry.
+
+    ``stats_width``: channels (images) or raw features (tables) of a federation-statistics
+    round (``flsilo.preprocessing.stats_width``).
+    """
+    if kind == ROUND_FEDSTATS:
+        return fedstats_specs(stats_width)
     if kind == ROUND_STATISTICS:
         classes, features = head_shape(package_header, head)
         return statistics_specs(solver, features, classes)

@@ -32,8 +32,18 @@ from hub_kit.audit_trust import (
     check_trust_root,
 )
 from hub_kit.eventlog import Event
-from hub_kit.roundmath import compute_round, replay_server, round_view, stream_input
+from hub_kit.fedstats import carried
+from hub_kit.roundmath import (
+    FEDSTATS,
+    RoundView,
+    compute_round,
+    next_statistics,
+    replay_server,
+    round_view,
+    stream_input,
+)
 from hub_kit.strategies import from_provenance
+from hub_kit.streaming import StreamInput
 from hub_kit.workspace import (
     HubState,
     HubWorkspace,
@@ -241,8 +251,8 @@ def _replay(
         report.add(name, False, f"cannot replay: the round {round_} package did not verify")
         return
     try:
-        closed_form = prov.strategy.startswith("closed-form")  # no strategy: a solved head
-        rule = from_provenance("fedavg" if closed_form else prov.strategy, prov.strategy_params)
+        solved = prov.strategy.startswith(("closed-form", "federation-stats"))  # no strategy
+        rule = from_provenance("fedavg" if solved else prov.strategy, prov.strategy_params)
     except FlsiloError as err:
         report.add(name, False, f"cannot replay: {err.one_line()}")
         return
@@ -269,9 +279,13 @@ def _replay(
             compute_round(
                 view, inputs, rule, replayed.extend, fisher=prov.merge == "fisher", server=run
             )
+            stats_problem = _statistics_problem(view, inputs, base, package)
         finally:
             if run is not None:
                 run.close()
+    if stats_problem:
+        report.add(name, False, stats_problem)
+        return
     ok = hashlib.sha256(replayed).hexdigest() == recorded  # the data digest the log recorded
     detail = "recomputed tensors are bit-identical"
     state_problem = _state_problem(ws, run, prov.server)
@@ -289,6 +303,21 @@ def _replay(
         ok = True
         detail = f"recomputed tensors differ in bits but within the recorded tolerance {atol:g}"
     report.add(name, ok, detail if ok else "recomputed tensors differ from the package")
+
+
+def _statistics_problem(
+    view: RoundView, inputs: list[StreamInput], base: Verified, package: Verified
+) -> str | None:
+    """Why the federation statistics in the next package's plan are not the recomputed ones."""
+    assert base.manifest.package is not None and package.manifest.package is not None
+    if package.manifest.package.plan is None:  # the final package trains no more
+        return None
+    expected = next_statistics(view, inputs, base.manifest.package.plan)
+    if carried(package.manifest.package.plan) == expected:
+        return None
+    if view.kind == FEDSTATS:
+        return "the federation statistics in the next package's plan differ from the pooled ones"
+    return "the next package's plan does not carry the federation statistics of its parent"
 
 
 def _state_problem(ws: HubWorkspace, run: object, step: mf.ServerStep | None) -> str | None:

@@ -16,7 +16,13 @@ from hub_kit.commit import StagedRound
 from hub_kit.gates import Intake, stream_inputs
 from hub_kit.intake import Candidate, Rejection
 from hub_kit.packaging import package_manifest, write_package_stream
-from hub_kit.roundmath import RoundView, compute_round, open_server, strategy_record
+from hub_kit.roundmath import (
+    RoundView,
+    compute_round,
+    next_statistics,
+    open_server,
+    strategy_record,
+)
 from hub_kit.roundprep import Prepared
 from hub_kit.server_state import STATE_DIR, ServerRun, state_name
 from hub_kit.strategies.base import Rule
@@ -81,6 +87,7 @@ def build_package(prep: Prepared, taken: Intake, staged: StagedRound, key: Priva
             release=release_policy(prep.state, prep.ws.config.hub.release_signers),
             log_head=prep.state.log_head,  # the head before this round's commit
             key_chain=tuple(prep.state.rotations),
+            statistics=next_statistics(view, inputs, prep.package.manifest.package.plan),
         )
         staged_path, sha, figures = write_package_stream(
             staged.publish / prep.ws.packages_dir.name,

@@ -39,8 +39,10 @@ from flsilo.atomic import BackgroundSync, atomic_writer, write_bytes, write_text
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, PolicyError, VerificationError
 from flsilo.federation import FederationConfig
+from flsilo.preprocessing import stats_width
 from flsilo.tensorfile import FLOAT_DTYPES, MAX_HEADER_BYTES, Header
 from flsilo.tensorsets import (
+    ROUND_FEDSTATS,
     ROUND_STATISTICS,
     ROUND_TRAIN,
     STAT_CLASS_COUNTS,
@@ -49,6 +51,7 @@ from flsilo.tensorsets import (
 )
 from flsilo.trust import AllowedSigners
 from flsilo.untrusted import UnreadableError, describe_mode, not_regular, open_regular
+from hub_kit.fedstats import check_fedstats
 from hub_kit.privacy import check_bundle as check_dp_bundle
 from hub_kit.streaming import FISHER_PREFIX
 from hub_kit.workspace import HubState
@@ -133,6 +136,7 @@ class RoundGate:
                 plan.kind,
                 plan.freeze,
                 plan.head_solver,
+                stats_width(plan.preprocess, self.package_model.input_shape),
             )
             layout = layout_of(specs)
             data = layout[-1].end if layout else 0
@@ -221,7 +225,12 @@ def check_tensor_set(
     The plan is the hub's (from the round's package), never the one the bundle claims.
     """
     specs = expected_specs(
-        package_header, package_model.head, plan.kind, plan.freeze, plan.head_solver
+        package_header,
+        package_model.head,
+        plan.kind,
+        plan.freeze,
+        plan.head_solver,
+        stats_width(plan.preprocess, package_model.input_shape),
     )
     if plan.merge == "fisher" and plan.kind == ROUND_TRAIN:
         assert verified.manifest.bundle is not None
@@ -240,6 +249,7 @@ def check_tensor_set(
     if verified.scan.header.layout() != expected:
         what = {
             ROUND_STATISTICS: "the head statistics this statistics round asks for",
+            ROUND_FEDSTATS: "the input statistics this stats round asks for",
             ROUND_TRAIN: "the package's trainable tensors" if plan.freeze else "the package's",
         }[plan.kind]
         raise refuse(
@@ -249,6 +259,8 @@ def check_tensor_set(
         )
     if plan.kind == ROUND_STATISTICS:
         check_statistics(verified, plan, refuse)
+    if plan.kind == ROUND_FEDSTATS:
+        check_fedstats(verified, plan, package_model.input_shape, refuse)
 
 
 def check_statistics(

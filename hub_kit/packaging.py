@@ -17,6 +17,7 @@ from flsilo.federation import FederationConfig
 from flsilo.keys import PrivateKey
 from flsilo.sshsig import sign_digest
 from flsilo.tensorfile import RawTensor, TensorInfo, build_header
+from hub_kit.fedstats import Normalisation, with_normalisation
 
 
 def package_manifest(
@@ -30,8 +31,13 @@ def package_manifest(
     release: mf.ReleasePolicy | None = None,
     log_head: str | None = None,
     key_chain: tuple[mf.KeyRotation, ...] = (),
+    statistics: Normalisation | None = None,
 ) -> mf.Manifest:
+    """The manifest of the round's package; ``statistics`` (from a stats round, or carried
+    from the parent package's plan) goes into its plan's ``[plan.preprocess]``."""
     plan = config.plan_for_round(round_)
+    if plan is not None and statistics is not None:
+        plan = with_normalisation(plan, statistics)
     created_at = mf.now_utc()
     expires_at = None
     if plan is not None and config.hub.package_ttl > 0:

@@ -78,9 +78,12 @@ def check_config(config: FederationConfig) -> None:
 def _leaky_round_kinds(config: FederationConfig) -> list[str]:
     """Round kinds that ship un-noised data summaries (statistics, Fisher diagonals)."""
     # Fisher merging with DP is refused by the plan's own rules (flsilo.plan.plan_problem).
-    if config.schedule.kind.startswith("closed-form"):
-        return ["closed-form rounds (sites ship feature statistics)"]
-    return []
+    leaky = []
+    if config.schedule.kind.startswith("stats+"):
+        leaky.append("stats rounds (sites ship input statistics)")
+    if "closed-form" in config.schedule.kind.split("+"):
+        leaky.append("closed-form rounds (sites ship feature statistics)")
+    return leaky
 
 
 def refuse_batchnorm(modules: Iterable[Any], spec: str) -> None:

@@ -24,8 +24,10 @@ import numpy as np
 
 from flsilo import manifest as mf
 from flsilo.atomic import atomic_writer
+from flsilo.preprocessing import stats_width
 from flsilo.tensorfile import NUMPY_DTYPE, Header, TensorInfo, from_float64
 from flsilo.tensorsets import (
+    ROUND_FEDSTATS,
     ROUND_STATISTICS,
     SOLVER_RIDGE,
     expected_specs,
@@ -33,6 +35,7 @@ from flsilo.tensorsets import (
     parse_solver,
 )
 from hub_kit.closed_form import REPLAY_ATOL, solve_head, sum_statistics
+from hub_kit.fedstats import Normalisation, carried, pooled_normalisation
 from hub_kit.server_optimizers import ServerOptimizer
 from hub_kit.server_state import STATE_DIR, ServerRun, open_run, state_name
 from hub_kit.strategies.base import Rule, is_two_pass
@@ -49,6 +52,7 @@ from hub_kit.streaming import (
 WHOLE = "whole"
 PARTIAL = "partial"
 STATISTICS = "statistics"
+FEDSTATS = "stats"
 
 
 @dataclass(frozen=True)
@@ -68,14 +72,21 @@ class RoundView:
     @property
     def streams(self) -> bool:
         """Whether bundles are combined by the strategy (not for statistics rounds)."""
-        return self.kind != STATISTICS
+        return self.kind not in (STATISTICS, FEDSTATS)
 
 
 def bundle_specs(
     header: Header, model: mf.ModelInfo, plan: mf.Plan
 ) -> dict[str, tuple[str, tuple[int, ...]]]:
     """The tensor set a bundle answering this package's plan must carry."""
-    return expected_specs(header, model.head, plan.kind, plan.freeze, plan.head_solver)
+    return expected_specs(
+        header,
+        model.head,
+        plan.kind,
+        plan.freeze,
+        plan.head_solver,
+        stats_width(plan.preprocess, model.input_shape),
+    )
 
 
 def round_view(
@@ -87,6 +98,8 @@ def round_view(
     layout = tuple(layout_of(specs))
     if plan.kind == ROUND_STATISTICS:
         return RoundView(STATISTICS, package, header, model, plan, layout, package)
+    if plan.kind == ROUND_FEDSTATS:
+        return RoundView(FEDSTATS, package, header, model, plan, layout, package)
     if set(specs) == {t.name for t in header.tensors}:
         return RoundView(WHOLE, package, header, model, plan, header.tensors, package)
     where = {t.name: t for t in header.tensors}
@@ -101,6 +114,8 @@ def strategy_record(view: RoundView, rule: Rule) -> tuple[str, dict[str, float]]
     """The provenance's strategy name and parameters for this round."""
     if view.streams:
         return rule.name, rule.params()
+    if view.kind == FEDSTATS:
+        return "federation-stats", {}
     name, lam = parse_solver(view.plan.head_solver)
     params = {"replay_atol": REPLAY_ATOL} | ({"lambda": lam} if name == SOLVER_RIDGE else {})
     return f"closed-form-{name}", params
@@ -174,8 +189,10 @@ def compute_round(
             server=server,
         )
         offsets = {info.name: info for info in view.layout}
-    else:
+    elif view.kind == STATISTICS:
         trained, offsets = _closed_form_head(view, inputs)
+    else:  # a stats round leaves the model as it is: its result goes into the next plan
+        offsets = {}
     _merge(view, trained, offsets, write)
     return figures
 
@@ -238,6 +255,21 @@ def _closed_form_head(
         placed[name] = TensorInfo(name, info.dtype, info.shape, len(out), len(out) + info.nbytes)
         out += raw.tobytes()
     return out, placed
+
+
+def round_normalisation(view: RoundView, inputs: Sequence[StreamInput]) -> Normalisation:
+    """A stats round's pooled mean and standard deviation, from its bundles in site order."""
+    return pooled_normalisation([_read_statistics(i, view.layout) for i in inputs])
+
+
+def next_statistics(
+    view: RoundView, inputs: Sequence[StreamInput], plan: mf.Plan | None
+) -> Normalisation | None:
+    """The federation statistics the next package's plan carries: this stats round's, or
+    the ones the round's own package carries (from an earlier stats round)."""
+    if view.kind == FEDSTATS:
+        return round_normalisation(view, inputs)
+    return carried(plan)
 
 
 def _read_statistics(item: StreamInput, layout: Sequence[TensorInfo]) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
-from flsilo.plan import CLOSED_FORM
+from flsilo.plan import has_closed_form
 from flsilo.tensorsets import frozen_names, unmatched_globs
 from hub_kit.anchor import sign_log
 from hub_kit.eventlog import GENESIS, EventLog
@@ -79,7 +79,7 @@ def check_heads_plan(config: FederationConfig, raw: dict, head: tuple[str, ...])
             code=Code.BAD_FREEZE,
             hint="freeze the backbone only",
         )
-    if not config.schedule.kind.startswith(CLOSED_FORM):
+    if not has_closed_form(config.schedule.kind):
         return
     shapes = [raw[n].shape for n in head]
     if len(head) != 2 or len(shapes[0]) != 2 or len(shapes[1]) != 1:

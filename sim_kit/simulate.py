@@ -365,6 +365,13 @@ def sweep(
             code=Code.BAD_CONFIG,
             hint="fix the option of the same name",
         )
+    if base.schedule.startswith("stats+"):
+        raise UsageError(
+            f"simulate does not run stats rounds ({base.schedule!r}): its sites' data is in "
+            "memory, not files read by the plan's preprocessing",
+            code=Code.BAD_SCHEDULE,
+            hint="simulate the schedule after 'stats+', or run the federation with hub init",
+        )
     runs = []
     for i, (e, b) in enumerate(grid):
         settings = replace(

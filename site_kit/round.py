@@ -23,12 +23,13 @@ from flsilo.federation import DataSpec
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
 from flsilo.models.registry import build_model, code_digest
 from flsilo.plan import dp_of
-from flsilo.tensorsets import ROUND_STATISTICS
+from flsilo.tensorsets import ROUND_FEDSTATS, ROUND_STATISTICS
 from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
 from site_kit import record as site_record
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import Evaluation, evaluate
+from site_kit.fedstats import input_statistics
 from site_kit.fisher import diagonal_fisher, with_fisher
 from site_kit.freshness import check_fresh
 from site_kit.privacy import DPRun, prepare_round
@@ -200,7 +201,7 @@ def _train_locked(
         site_record.note_package(ws.root, m.round, package.name, job.verified.sha256)
     data = load_site_data(ws, job, request)
     timings = {"load_seconds": round(time.perf_counter() - t0, 3)}
-    if job.plan.kind == ROUND_STATISTICS:
+    if job.plan.kind in (ROUND_STATISTICS, ROUND_FEDSTATS):
         return statistics_round(ws, job, data, request, dist, passphrase, timings)
     frozen = freeze_parameters(job.model, job.plan.freeze)
     dp_run = None
@@ -264,12 +265,16 @@ def statistics_round(
     m = job.verified.manifest
     classes = m.model.classes
     counts = data.train.class_counts(len(classes))
-    check_cell_size(np.asarray(counts), job.plan, classes, job.package)
-    key = unlock_site_key(ws, request.key, passphrase) if dist.is_main else None
     started = time.perf_counter()
-    device = pick_device(request.device, dist)
-    features = feature_matrix(job.model, data.train, device)
-    stats = head_statistics(features, data.train.y, len(classes), job.plan.head_solver)
+    if job.plan.kind == ROUND_FEDSTATS:  # input statistics: the federation's normalisation
+        stats = input_statistics(data.train, job.plan, m.model.input_shape, job.package)
+        key = unlock_site_key(ws, request.key, passphrase) if dist.is_main else None
+    else:
+        check_cell_size(np.asarray(counts), job.plan, classes, job.package)
+        key = unlock_site_key(ws, request.key, passphrase) if dist.is_main else None
+        device = pick_device(request.device, dist)
+        features = feature_matrix(job.model, data.train, device)
+        stats = head_statistics(features, data.train.y, len(classes), job.plan.head_solver)
     seconds = time.perf_counter() - started
     timings["statistics_seconds"] = round(seconds, 3)
     manifest = sha = None

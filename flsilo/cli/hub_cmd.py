@@ -69,7 +69,8 @@ def hub_init(  # keyword-only: with_settings adds options, typer reads the annot
         str,
         typer.Option(
             help="one-shot, few-shot:R, periodic:R, closed-form, closed-form+periodic:R "
-            "or closed-form+few-shot:R."
+            "or closed-form+few-shot:R; 'stats+' before any but one-shot adds a federation "
+            "statistics round 0 (for --normalize/--standardize federation, --impute mean)."
         ),
     ] = "one-shot",
     local_epochs: Annotated[

@@ -66,3 +66,17 @@ def test_a_hand_edited_file_is_malformed_with_the_reason(tmp_path: Path, edit, w
     with pytest.raises(MalformedInputError) as err:
         fed.load(path)
     assert err.value.code == "bad-federation" and why in err.value.message
+
+
+def test_a_stats_schedule_is_round_zero_then_the_schedule_after_it() -> None:
+    from flsilo.plan import Plan, parse_schedule, plan_for_round, schedule_text
+
+    schedule = parse_schedule("stats+closed-form+periodic:2", (3,))
+    assert schedule.rounds == 4 and schedule.local_epochs == (1, 1, 3, 3)
+    assert schedule_text(schedule) == "stats+closed-form+periodic:2"
+    base = Plan(local_epochs=3, batch_size=8, seed=10)
+    plans = [plan_for_round(base, schedule, r) for r in range(5)]
+    assert [p.kind for p in plans if p] == ["stats", "statistics", "train", "train"]
+    assert [p.seed for p in plans if p] == [10, 11, 12, 13]
+    assert plans[0] is not None and plans[0].val_fraction == 0.0
+    assert plans[4] is None
