@@ -89,9 +89,12 @@ def audit(
     except (FlsiloError, OSError) as err:
         report.add("event log chain", False, str(err))
         return report
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # chained, not well formed
+        report.add("event log chain", False, f"an event lacks or garbles a field ({err!r})")
+        return report
     report.add("event log chain", True, f"{len(events)} events, hash chain intact")
     report.rounds = state.round
-    if not check_trust_root(report, events, state, ws.config.federation, root, str(ws.log.path)):
+    if not check_trust_root(report, events, ws.config.federation, root, str(ws.log.path)):
         return report  # no hub key of this log is trusted: nothing else can be judged
     audit_anchor(ws, report, raw, events, state, against)
     _audit_workspace_files(ws, report, state)

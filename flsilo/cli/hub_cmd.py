@@ -19,6 +19,7 @@ from flsilo.cli.options import STRATEGY_HELP, int_list, name_list, with_settings
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import DataSpec, FederationConfig, HubPolicy
+from flsilo.keys import load_public_key
 from flsilo.manifest import to_jsonable
 from flsilo.plan import Plan, parse_schedule
 
@@ -158,10 +159,17 @@ def hub_init(  # keyword-only: with_settings adds options, typer reads the annot
             data=DataSpec(label_column=label_column, feature_columns=name_list(feature_columns)),
         )
     package = do_init(hub_dir, config, key, passphrase_source(passphrase_file), init_weights)
+    fingerprint = load_public_key(hub_dir / "hub.pub").fingerprint  # just written, from --key
     if json_out:
-        emit_json("hub init", True, {"hub": str(hub_dir), "package": str(package)})
+        emit_json(
+            "hub init",
+            True,
+            {"hub": str(hub_dir), "package": str(package), "hub_fingerprint": fingerprint},
+        )
         return
     info(f"created hub workspace {hub_dir}; enrol sites next (flsilo hub enroll)")
+    info(f"hub key fingerprint {fingerprint}")
+    info("write it down: sites and auditors confirm it with you by phone")
     print_data(str(package))
 
 

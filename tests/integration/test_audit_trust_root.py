@@ -240,3 +240,28 @@ def test_rotations_pass_from_the_original_fingerprint_and_from_each_rotated_to_k
     rewrite(fed.hub, records)
     code, audit = audit_json(cli, fed.hub, "--hub-fingerprint", original)
     assert code == 3 and "hub key rotations" in failed(audit)
+
+
+@pytest.mark.parametrize("drop", ["statement", "hub_key"])
+def test_a_rotate_key_event_missing_a_field_is_a_failed_check_not_a_crash(
+    aggregated: Federation, cli, drop: str
+) -> None:
+    fed = aggregated
+    forge_rotation(fed, "{}")
+    records = lines(fed.hub)
+    del next(r for r in records if r["event"] == "rotate-key")[drop]
+    rewrite(fed.hub, records)
+    code, audit = audit_json(cli, fed.hub, "--hub-fingerprint", fingerprint(fed.keys / "hub.pub"))
+    assert code == 3 and list(failed(audit)) == ["event log chain"]
+
+
+def test_hub_init_prints_the_fingerprint_the_auditor_needs(tmp_path: Path, cli) -> None:
+    key = make_key(tmp_path / "hub-key")
+    init = cli(
+        "hub", "init", tmp_path / "hub", "--federation", "fed", "--model", "logreg",
+        "--classes", "a,b", "--input-shape", "4", "--key", key, "--json",
+    )  # fmt: skip
+    assert init.code == 0, init.err
+    given = json.loads(init.out)["hub_fingerprint"]
+    assert given == fingerprint(tmp_path / "hub-key.pub")
+    assert cli("audit", tmp_path / "hub", "--hub-fingerprint", given).code == 0
