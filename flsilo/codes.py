@@ -291,6 +291,17 @@ class Code(StrEnum):
         V,
         "an update's norm exceeded the norm gate; quarantined with a reason file, the round goes on",
     )
+    BAD_COSINE_GATE = (
+        "bad-cosine-gate",
+        U,
+        "`--cosine-gate` is not a cosine in (-1, 1)",
+    )
+    COSINE_GATE = (
+        "cosine-gate",
+        V,
+        "an update's cosine to the round's coordinate-wise median update was below the cosine "
+        "gate; quarantined with a reason file, the round goes on",
+    )
     BAD_SERVER_OPTIMIZER = (
         "bad-server-optimizer",
         U,

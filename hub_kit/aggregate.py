@@ -37,7 +37,14 @@ from hub_kit.commit import StagedRound, fresh_staging, publish
 from hub_kit.gates import Intake, run_intake
 from hub_kit.intake import Candidate, IntakeResult, Rejection
 from hub_kit.privacy import dp_budget
-from hub_kit.report import AggregateReport, Shortfall, site_figures, site_rows, weighted
+from hub_kit.report import (
+    AggregateReport,
+    Shortfall,
+    measured_figures,
+    site_figures,
+    site_rows,
+    weighted,
+)
 from hub_kit.roundmath import RoundView, strategy_record
 from hub_kit.roundprep import Prepared, prepare, round_policy
 from hub_kit.server_optimizers import ServerOptimizer
@@ -56,12 +63,13 @@ def aggregate_round(
     max_weight_share: float | None = None,
     key: Path | None = None,
     server: ServerOptimizer | None = None,
+    cosine_gate: float | None = None,
     passphrase: PassphraseSource,
 ) -> AggregateReport:
     ws = HubWorkspace.open(hub_dir)
     if key is not None:  # the hub key, when it is not where 'hub init' recorded it
         ws.key_path = key
-    policy = round_policy(ws, strategy, min_sites, norm_gate, max_weight_share, server)
+    policy = round_policy(ws, strategy, min_sites, norm_gate, max_weight_share, server, cosine_gate)
     with ws.transaction("aggregate") as tx, BackgroundSync() as sync:
         prep = prepare(ws, tx.state, inbox, policy)
         staged = fresh_staging(ws.rounds_dir, prep.round)
@@ -91,10 +99,14 @@ def preview(
     norm_gate: float | None = None,
     max_weight_share: float | None = None,
     server: ServerOptimizer | None = None,
+    cosine_gate: float | None = None,
 ) -> AggregateReport:
-    """What ``aggregate`` would accept and reject now; writes nothing and takes no lock."""
+    """What ``aggregate`` would accept and reject now; writes nothing and takes no lock.
+
+    The bundles it would accept are measured (update norms, cosines to the median update)
+    but no gate is applied: the report shows the round's cosine gate beside the cosines."""
     ws = HubWorkspace.open(hub_dir)
-    policy = round_policy(ws, strategy, min_sites, norm_gate, max_weight_share, server)
+    policy = round_policy(ws, strategy, min_sites, norm_gate, max_weight_share, server, cosine_gate)
     prep = prepare(ws, ws.state(), inbox, policy)
     with tempfile.TemporaryDirectory(prefix="flsilo-preview-") as scratch:
         return _report(prep, run_intake(prep, None, Path(scratch) / "trainable-base"), None)
@@ -146,11 +158,11 @@ def _report(
     candidates = taken.candidates
     accepted_sites = {c.site for c in candidates}
     missing = tuple(s for s in prep.state.active_sites() if s not in accepted_sites)
-    figures = (
-        site_figures(candidates, built.weights, built.capped, built.figures)
-        if built and built.figures
-        else None
-    )
+    figures = measured_figures(taken.norms, taken.cosines)  # gated rejects' figures too
+    if built and built.figures:
+        figures |= site_figures(
+            candidates, built.weights, built.capped, built.figures, taken.cosines
+        )
     bundles = [c.verified.manifest.bundle for c in candidates]
     package = built.manifest.package if built else None
     policy = prep.policy
@@ -166,6 +178,7 @@ def _report(
         final=package is not None and package.final,
         dp_budget=dp_budget(prep.ws.config),
         norm_gate=policy.norm_gate if built else None,
+        cosine_gate=policy.cosine_gate,
         max_weight_share=policy.max_weight_share if built else None,
         server_optimizer=built.server if built else "none",
         merge="fisher" if prep.fisher else "average",
@@ -206,6 +219,7 @@ def _commit_events(prep: Prepared, taken: Intake, built: Built) -> list[tuple[st
                 "inputs": len(taken.candidates),
             }
             | ({"norm_gate": policy.norm_gate} if policy.norm_gate is not None else {})
+            | ({"cosine_gate": policy.cosine_gate} if policy.cosine_gate is not None else {})
             | (
                 {"max_weight_share": policy.max_weight_share}
                 if policy.max_weight_share is not None

@@ -1,11 +1,20 @@
 """Step 2 of a round: every inbox entry verified (and, for a real round, copied into the
-round's staging folder); when the norm gate or a two-pass rule needs it, a first pass
-reduces each update to a few numbers, and updates the gates refuse join the rejects; the
-rejects are quarantined."""
+round's staging folder); when a gate or a two-pass rule needs it, a first pass reduces each
+update to a few numbers, and updates the gates refuse join the rejects; the rejects are
+quarantined.
+
+The gates: ``--norm-gate X`` refuses an update whose norm exceeds X times the round's median
+update norm; ``--cosine-gate MIN`` refuses a weight update whose cosine to the round's robust
+aggregate, the coordinate-wise median of all the round's updates (one vote per site,
+measured in the same streaming first pass, bounded memory), is below MIN. Both are judged
+on every candidate at once, against figures of all of them; a statistics round (a solved
+head) has no update direction and is gated by neither.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +25,15 @@ from flsilo.codes import Code
 from flsilo.errors import PolicyError
 from hub_kit.commit import StagedRound
 from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
-from hub_kit.roundmath import RoundView, gram_of, round_view, stream_input
-from hub_kit.roundprep import Prepared
+from hub_kit.roundmath import RoundView, round_view, stream_input
+from hub_kit.roundprep import Prepared, RoundPolicy
 from hub_kit.strategies.base import is_two_pass
-from hub_kit.streaming import StreamInput
+from hub_kit.streaming import FirstPass, StreamInput, measure
 from hub_kit.weighting import norm_gate
+
+COSINE_GATE_MIN_SITES = 3
+"""Fewest updates the cosine gate judges: with two, the median is their mean, and a large
+reversed update would drag it far enough to flag the honest one."""
 
 
 @dataclass
@@ -31,10 +44,20 @@ class Intake:
     result: IntakeResult
     view: RoundView
     gram: np.ndarray | None = None
+    cosines: dict[str, float | None] = field(default_factory=dict)
+    """Each measured bundle's cosine to the median update, by sha256 (from the first pass)."""
+    norms: dict[str, float] = field(default_factory=dict)
+    """Each measured bundle's update norm, by sha256 (from the first pass)."""
 
     @property
     def candidates(self) -> list[Candidate]:
         return self.result.candidates
+
+    def note(self, candidates: list[Candidate], first: FirstPass) -> None:
+        norms = np.sqrt(np.maximum(np.diag(first.gram), 0.0)).tolist()
+        for c, norm, cos in zip(candidates, norms, first.cosines(), strict=True):
+            self.norms[c.verified.sha256] = norm
+            self.cosines[c.verified.sha256] = cos
 
 
 def run_intake(
@@ -47,6 +70,7 @@ def run_intake(
 
     With ``staged=None`` nothing is written in the workspace (a dry run); ``scratch`` is
     where a partial round lays out its base (inside the staging folder when aggregating).
+    A dry run measures the bundles it would accept (norms, cosines) but gates nothing.
     """
     result = intake(
         prep.inbox,
@@ -64,21 +88,34 @@ def run_intake(
         prep.package_path, prep.package.header, prep.package.manifest.model, prep.plan, scratch
     )
     taken = Intake(result, view)
-    policy = prep.policy
-    # the first pass reads the staged copies: a dry run (nothing staged) stops at the gates
-    gated = staged is not None and view.streams and (policy.norm_gate or is_two_pass(policy.rule))
-    if len(result.candidates) >= policy.need() and gated:
-        taken.gram = gram_of(
-            view, stream_inputs(result.candidates, view), pairwise=is_two_pass(policy.rule)
-        )
-        if policy.norm_gate:
-            result.candidates, taken.gram = _gate(
-                result.candidates, taken.gram, policy.norm_gate, result
-            )
+    if view.streams and result.candidates:  # statistics rounds have no update direction
+        _first_pass(taken, prep.policy, dry_run=staged is None)
     if staged is not None:
         for rejection in result.rejections:
             quarantine(rejection, prep.ws.quarantine_dir, prep.round)
     return taken
+
+
+def _first_pass(taken: Intake, policy: RoundPolicy, *, dry_run: bool) -> None:
+    """Measure the candidates' updates when a gate or a two-pass rule needs it (a real
+    round reads the staged copies) or for the dry run's report (the inbox files, gating
+    nothing); the gates then move what they refuse to the rejections."""
+    result, view = taken.result, taken.view
+    candidates = result.candidates
+    inputs = stream_inputs(candidates, view)
+    if dry_run:  # a file changed on the stick since it was verified just loses its figures
+        with suppress(OSError, ValueError):
+            taken.note(candidates, measure(view.layout, view.base, inputs, median=True))
+        return
+    two_pass = is_two_pass(policy.rule)
+    cosine = policy.cosine_gate is not None
+    if len(candidates) < policy.need() or not (policy.norm_gate or cosine or two_pass):
+        return
+    first = measure(view.layout, view.base, inputs, pairwise=two_pass, median=cosine)
+    taken.note(candidates, first)
+    keep = _gate(candidates, first, policy, result)
+    result.candidates = [candidates[i] for i in keep]
+    taken.gram = first.gram[np.ix_(keep, keep)]
 
 
 def stream_inputs(
@@ -92,24 +129,39 @@ def stream_inputs(
 
 
 def _gate(
-    candidates: list[Candidate],
-    gram: np.ndarray,
-    multiple: float,
-    result: IntakeResult,
-) -> tuple[list[Candidate], np.ndarray]:
-    """Move updates whose norm exceeds ``multiple`` x the median to the rejections."""
-    norms = np.sqrt(np.maximum(np.diag(gram), 0.0)).tolist()
-    over, median = norm_gate(norms, multiple)
-    keep = [i for i, o in enumerate(over) if not o]
-    for i in (i for i, o in enumerate(over) if o):
-        c = candidates[i]
-        error = PolicyError(
-            f"update norm {norms[i]:.4g} exceeds {multiple:g} x the median norm {median:.4g}",
-            path=c.inbox_path,
-            code=Code.NORM_GATE,
-            hint="ask the site whether training diverged or its data changed; "
-            "if the update is genuine, raise --norm-gate",
-        )
+    candidates: list[Candidate], first: FirstPass, policy: RoundPolicy, result: IntakeResult
+) -> list[int]:
+    """Move updates the norm gate or the cosine gate refuses to the rejections; return the
+    indices of the candidates kept."""
+    errors: list[PolicyError | None] = [None] * len(candidates)
+    if policy.norm_gate:
+        norms = np.sqrt(np.maximum(np.diag(first.gram), 0.0)).tolist()
+        over, median = norm_gate(norms, policy.norm_gate)
+        for i in (i for i, o in enumerate(over) if o):
+            errors[i] = PolicyError(
+                f"update norm {norms[i]:.4g} exceeds {policy.norm_gate:g} x the median norm "
+                f"{median:.4g}",
+                path=candidates[i].inbox_path,
+                code=Code.NORM_GATE,
+                hint="ask the site whether training diverged or its data changed; "
+                "if the update is genuine, raise --norm-gate",
+            )
+    gate = policy.cosine_gate
+    if gate is not None and len(candidates) >= COSINE_GATE_MIN_SITES:
+        for i, cos in enumerate(first.cosines()):
+            if errors[i] is None and cos is not None and cos < gate:
+                errors[i] = PolicyError(
+                    f"update's cosine {cos:.3f} to the round's median update is below the "
+                    f"cosine gate {gate:g}",
+                    path=candidates[i].inbox_path,
+                    code=Code.COSINE_GATE,
+                    hint="the update points away from the other sites' (a sign flip, a "
+                    "wrong label order, diverged training): ask the site; if it is genuine "
+                    "(e.g. strong DP noise), lower --cosine-gate",
+                )
+    for c, error in zip(candidates, errors, strict=True):
+        if error is None:
+            continue
         if c.staged is not None:
             sig_path(c.staged).unlink(missing_ok=True)
         result.rejections.append(
@@ -122,4 +174,4 @@ def _gate(
                 c.verified.signature_bytes,
             )
         )
-    return [candidates[i] for i in keep], gram[np.ix_(keep, keep)]
+    return [i for i, error in enumerate(errors) if error is None]

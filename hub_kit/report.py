@@ -53,6 +53,9 @@ class SiteRow:
     distance: float | None = None
     """L2 distance from this site's update to the aggregated update."""
     capped: bool = False
+    cosine: float | None = None
+    """Cosine of this site's update to the round's robust aggregate, the coordinate-wise
+    median update (weight rounds only)."""
     late: int = 0
     """For an accepted bundle: how many rounds older than the current package its base is."""
 
@@ -94,6 +97,7 @@ class AggregateReport:
     final: bool
     dp_budget: float | None = None
     norm_gate: float | None = None
+    cosine_gate: float | None = None
     max_weight_share: float | None = None
     server_optimizer: str = "none"
     merge: str = "average"
@@ -139,7 +143,8 @@ def site_rows(
 ) -> list[SiteRow]:
     """One row per inbox entry: accepted on time first, then the rest, by site and file.
 
-    ``figures`` maps an accepted bundle's sha256 to what the aggregation measured for it.
+    ``figures`` maps a bundle's sha256 to what the first pass or the aggregation measured
+    for it (a bundle a gate refused keeps its update norm and cosine).
     """
     rows = []
     for c in result.candidates:
@@ -162,6 +167,7 @@ def site_rows(
         fields.update((figures or {}).get(c.verified.sha256, {}))
         rows.append(SiteRow(**fields))
     for r in result.rejections:
+        measured = (figures or {}).get(r.sha256, {}) if r.sha256 else {}
         rows.append(
             SiteRow(
                 r.site,
@@ -174,6 +180,8 @@ def site_rows(
                 None,
                 None,
                 None,
+                update_norm=measured.get("update_norm"),
+                cosine=measured.get("cosine"),
             )
         )
     for s in result.skipped:
@@ -190,8 +198,13 @@ def site_figures(
     weights: list[float],
     capped: list[bool],
     figures: list[SiteFigures],
+    cosines: dict[str, float | None],
 ) -> dict[str, dict[str, Any]]:
-    """What the aggregation measured for each accepted bundle, by its sha256 (for the rows)."""
+    """What the aggregation measured for each accepted bundle, by its sha256 (for the rows).
+
+    ``cosines``: those a gate judged (first pass, all the round's updates), shown instead of
+    the aggregation's own (the accepted updates only).
+    """
     share = shares(weights)
     return {
         c.verified.sha256: {
@@ -200,6 +213,14 @@ def site_figures(
             "capped": cap,
             "update_norm": f.update_norm,
             "distance": f.distance,
+            "cosine": cosines.get(c.verified.sha256, f.cosine),
         }
         for c, w, s, cap, f in zip(candidates, weights, share, capped, figures, strict=True)
     }
+
+
+def measured_figures(
+    norms: dict[str, float], cosines: dict[str, float | None]
+) -> dict[str, dict[str, Any]]:
+    """The first pass's figures alone, by sha256 (a dry run: nothing aggregated)."""
+    return {sha: {"update_norm": norm, "cosine": cosines.get(sha)} for sha, norm in norms.items()}

@@ -121,11 +121,6 @@ def strategy_record(view: RoundView, rule: Rule) -> tuple[str, dict[str, float]]
     return f"closed-form-{name}", params
 
 
-def gram_of(view: RoundView, inputs: Sequence[StreamInput], pairwise: bool = True) -> np.ndarray:
-    """The first pass (update norms, and the Gram matrix for two-pass rules) of the round."""
-    return first_pass(view.layout, view.base, inputs, pairwise=pairwise)
-
-
 def stream_round(
     layout: Sequence[TensorInfo],
     base: StreamInput,

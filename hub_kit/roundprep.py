@@ -21,13 +21,15 @@ from hub_kit.workspace import HubState, HubWorkspace
 
 @dataclass(frozen=True)
 class RoundPolicy:
-    """How this round is aggregated: the rule, the quorum, the norm gate and the share cap."""
+    """How this round is aggregated: the rule, the quorum, the gates and the share cap."""
 
     rule: Rule
     min_sites: int
     norm_gate: float | None
     max_weight_share: float | None
     server: ServerOptimizer = field(default_factory=ServerOptimizer)
+    cosine_gate: float | None = None
+    """Quarantine a weight update whose cosine to the median update is below this."""
 
     def need(self) -> int:
         rule_min = self.rule.min_sites() if is_two_pass(self.rule) else 1  # type: ignore[union-attr]
@@ -66,6 +68,7 @@ def round_policy(
     norm_gate: float | None,
     max_weight_share: float | None,
     server: ServerOptimizer | None = None,
+    cosine_gate: float | None = None,
 ) -> RoundPolicy:
     """The federation's defaults with this round's overrides, checked."""
     hub = ws.config.hub
@@ -75,12 +78,20 @@ def round_policy(
         norm_gate=norm_gate if norm_gate is not None else hub.norm_gate,
         max_weight_share=max_weight_share if max_weight_share is not None else hub.max_weight_share,
         server=server if server is not None else server_optimizer_for(hub),
+        cosine_gate=cosine_gate if cosine_gate is not None else hub.cosine_gate,
     )
     if policy.norm_gate is not None and not policy.norm_gate > 0:
         raise UsageError(
             f"--norm-gate {policy.norm_gate:g} must be a positive multiple of the median norm",
             code=Code.BAD_NORM_GATE,
             hint="e.g. --norm-gate 3 quarantines updates over 3x the median update norm",
+        )
+    if policy.cosine_gate is not None and not -1 < policy.cosine_gate < 1:
+        raise UsageError(
+            f"--cosine-gate {policy.cosine_gate:g} must be a cosine between -1 and 1",
+            code=Code.BAD_COSINE_GATE,
+            hint="e.g. --cosine-gate 0 quarantines updates that point away from the round's "
+            "median update",
         )
     if policy.max_weight_share is not None:
         check_share_cap(policy.max_weight_share)

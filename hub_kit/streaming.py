@@ -9,7 +9,15 @@ number of sites.
 Two-pass rules first reduce every bundle to the Gram matrix of the updates (bundle minus
 package, ``first_pass``); the rule turns it into one coefficient per site and the second
 pass writes ``package + sum_k c_k (bundle_k - package)``. Every pass also measures each
-site's update norm and its distance to the aggregated update (the anomaly figures).
+site's update norm, its distance to the aggregated update and its cosine to the round's
+robust aggregate (the anomaly figures). The robust aggregate is the coordinate-wise median
+of the updates (unweighted: one vote per site), computed chunk by chunk like everything
+else, so it costs no extra memory: a sign-flipped or otherwise reversed update points away
+from it (cosine near -1) however it is scaled. The cosines are taken over all float
+elements of a model up to ``MEDIAN_SAMPLE`` (4M) of them, and over every S-th element in
+file order above that, so their cost stays a small, bounded share of the round; the first
+pass, which the cosine gate decides on, always takes every element (a sample known in
+advance would let an update hide its reversal between the sampled elements).
 
 A coordinate-wise round can instead merge by the sites' Fisher diagonals (the round's plan
 says ``merge = "fisher"``; bundles carry ``fisher.NAME`` tensors, so each input is read
@@ -30,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -91,6 +100,102 @@ class SiteFigures:
     update_norm: float
     distance: float
     """Distance from this update to the aggregated update."""
+    cosine: float | None = None
+    """Cosine to the coordinate-wise median update (None when either is zero)."""
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """What the first pass measured: the Gram matrix of the updates and, when asked, each
+    update's dot product with the coordinate-wise median update and that median's norm."""
+
+    gram: np.ndarray
+    median_sums: np.ndarray | None = None
+    """See :func:`cosines` (None: not measured)."""
+
+    def cosines(self) -> list[float | None]:
+        """Each update's cosine to the median update (None without it, or for a zero vector)."""
+        if self.median_sums is None:
+            return [None] * len(self.gram)
+        return cosines(self.median_sums)
+
+
+def cosines(sums: np.ndarray) -> list[float | None]:
+    """``<u_i, m> / (|u_i| |m|)``, clipped to [-1, 1], from the sums over the sample of K
+    updates: ``<u_i, m>`` for each i, then ``<m, m>``, then ``<u_i, u_i>`` for each i."""
+    k = (len(sums) - 1) // 2
+    out: list[float | None] = []
+    for dot_i, n2 in zip(sums[:k].tolist(), sums[k + 1 :].tolist(), strict=True):
+        scale = math.sqrt(max(n2, 0.0) * max(float(sums[k]), 0.0))
+        out.append(max(-1.0, min(1.0, dot_i / scale)) if scale > 0 else None)
+    return out
+
+
+def median_sums(chunk: _Chunk, stride: int, updates: list[np.ndarray]) -> np.ndarray:
+    """One chunk's share of the sums :func:`cosines` takes, over the sample's elements."""
+    k = len(updates)
+    sample = [u[(-(chunk.first + chunk.start)) % stride :: stride] for u in updates]
+    m = median_update(sample)
+    out = np.zeros(2 * k + 1)
+    out[k] = dot(m, m)
+    for i, u in enumerate(sample):
+        out[i] = dot(u, m)
+        out[k + 1 + i] = dot(u, u)
+    return out
+
+
+SORTING_NETWORK_MAX = 32
+"""Up to this many updates the median comes from a sorting network of element-wise minima
+and maxima over whole chunks, several times faster than ``np.median`` across a short axis."""
+
+
+@cache
+def sorting_network(k: int) -> tuple[tuple[int, int], ...]:
+    """The compare-exchange pairs of Batcher's odd-even merge sort for ``k`` values (as if
+    padded with +inf to a power of two; pairs that touch the padding never exchange)."""
+    n = 1
+    while n < k:
+        n *= 2
+    pairs = []
+    p = 1
+    while p < n:
+        step = p
+        while step >= 1:
+            for j in range(step % p, n - step, 2 * step):
+                for i in range(min(step, n - j - step)):
+                    if (i + j) // (2 * p) == (i + j + step) // (2 * p) and i + j + step < k:
+                        pairs.append((i + j, i + j + step))
+            step //= 2
+        p *= 2
+    return tuple(pairs)
+
+
+MEDIAN_SAMPLE = 1 << 22
+"""Coordinates the median update is taken over: all of a model's float elements up to this
+many, above it an evenly spaced sample of about this many (every S-th element in file order),
+so the cosines cost a bounded share of the round however large the model."""
+
+
+def median_stride(layout: Sequence[TensorInfo]) -> int:
+    """S: the cosines use float elements whose index in file order is a multiple of S."""
+    total = sum(t.numel for t in layout if t.dtype in FLOAT_DTYPES)
+    return max(1, total // MEDIAN_SAMPLE)
+
+
+def median_update(updates: Sequence[np.ndarray]) -> np.ndarray:
+    """The coordinate-wise median of one chunk's updates (the mean of the middle two for an
+    even count)."""
+    k = len(updates)
+    if k > SORTING_NETWORK_MAX:
+        return np.median(np.stack(updates, axis=1), axis=1)
+    v = [u.copy() for u in updates]
+    for i, j in sorting_network(k):
+        low = np.minimum(v[i], v[j])
+        np.maximum(v[i], v[j], out=v[j])
+        v[i] = low
+    if k % 2:
+        return v[k // 2]
+    return np.add(v[k // 2 - 1], v[k // 2]) / 2
 
 
 class Mapped:
@@ -153,6 +258,8 @@ class _Chunk:
     info: TensorInfo
     start: int
     count: int
+    first: int = 0
+    """How many float elements the file holds before this chunk's tensor."""
 
     @property
     def offset(self) -> int:
@@ -167,9 +274,11 @@ def _chunks(layout: Sequence[TensorInfo], inputs: int, in_flight: int = 1) -> It
     """Chunks in file order; 2 float64 copies per input plus the package's, for every chunk
     in flight, fit the budget."""
     per_chunk = max(4096, CHUNK_BUDGET_BYTES // (8 * (2 * inputs + 2) * in_flight))
+    first = 0
     for info in sorted(layout, key=lambda t: t.begin):
         for start in range(0, info.numel, per_chunk):
-            yield _Chunk(info, start, min(per_chunk, info.numel - start))
+            yield _Chunk(info, start, min(per_chunk, info.numel - start), first)
+        first += info.numel if info.dtype in FLOAT_DTYPES else 0
 
 
 class _Sources:
@@ -227,8 +336,23 @@ def first_pass(
 
     With ``pairwise=False`` only the diagonal (squared update norms) is filled, the rest is 0.
     """
+    return measure(layout, base, inputs, pairwise=pairwise).gram
+
+
+def measure(
+    layout: Sequence[TensorInfo],
+    base: StreamInput,
+    inputs: Sequence[StreamInput],
+    *,
+    pairwise: bool = True,
+    median: bool = False,
+) -> FirstPass:
+    """The first pass: the Gram matrix (see :func:`first_pass`) and, with ``median``, the
+    sums for each update's cosine to the coordinate-wise median update, over every float
+    element whatever the model's size (a gate decides on them: no element goes unseen)."""
     k = len(inputs)
     gram = np.zeros((k, k))
+    sums = np.zeros(2 * k + 1) if median else None
     sources = _Sources(base, inputs)
     try:
         for chunk in _chunks(layout, k):
@@ -236,14 +360,17 @@ def first_pass(
                 raw_base, raws = sources.raws(chunk)
                 b = to_float64(chunk.info.dtype, raw_base)
                 updates = [np.subtract(to_float64(chunk.info.dtype, r), b) for r in raws]
+                del raws, raw_base, b
                 for i in range(k):
                     for j in range(i, k if pairwise else i + 1):
                         gram[i, j] += dot(updates[i], updates[j])
-                del updates, raws, raw_base
+                if sums is not None:
+                    sums += median_sums(chunk, 1, updates)  # a gate judges every element
+                del updates
             sources.release(chunk)
     finally:
         sources.close()
-    return np.triu(gram) + np.triu(gram, 1).T
+    return FirstPass(np.triu(gram) + np.triu(gram, 1).T, sums)
 
 
 def aggregate_stream(
@@ -270,10 +397,12 @@ def aggregate_stream(
     weights = np.array([i.weight for i in inputs], dtype=np.float64)
     norms = np.zeros(len(inputs))
     distances = np.zeros(len(inputs))
+    to_median = np.zeros(2 * len(inputs) + 1)  # the sums cosines() takes
+    stride = median_stride(layout)
     sources = _Sources(base, inputs)
 
     def work(chunk: _Chunk) -> _Combined:
-        return _combine_chunk(sources, chunk, rule, weights, coefficients, fisher)
+        return _combine_chunk(sources, chunk, rule, weights, coefficients, fisher, stride)
 
     try:
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
@@ -281,14 +410,17 @@ def aggregate_stream(
             for chunk in _chunks(layout, len(inputs), WORKERS + 1):
                 pending.append((chunk, pool.submit(work, chunk)))
                 while len(pending) > WORKERS:
-                    _finish(pending.popleft(), write, server, sources, norms, distances)
+                    _finish(
+                        pending.popleft(), write, server, sources, (norms, distances, to_median)
+                    )
             while pending:
-                _finish(pending.popleft(), write, server, sources, norms, distances)
+                _finish(pending.popleft(), write, server, sources, (norms, distances, to_median))
     finally:
         sources.close()
+    cos = cosines(to_median)
     return [
-        SiteFigures(math.sqrt(n), math.sqrt(d))
-        for n, d in zip(norms.tolist(), distances.tolist(), strict=True)
+        SiteFigures(math.sqrt(n), math.sqrt(d), c)
+        for n, d, c in zip(norms.tolist(), distances.tolist(), cos, strict=True)
     ]
 
 
@@ -300,6 +432,7 @@ class _Combined:
     base: np.ndarray | None
     norms: np.ndarray
     distances: np.ndarray
+    to_median: np.ndarray
 
 
 def _combine_chunk(
@@ -309,15 +442,17 @@ def _combine_chunk(
     weights: np.ndarray,
     coefficients: np.ndarray | None,
     fisher: bool,
+    stride: int,
 ) -> _Combined:
     """Combine one chunk on a worker thread: every output element from its own coordinates."""
     k = len(weights)
     norms = np.zeros(k)
     distances = np.zeros(k)
+    to_median = np.zeros(2 * k + 1)
     raw_base, raws = sources.raws(chunk)
     dtype = chunk.info.dtype
     if dtype not in FLOAT_DTYPES:
-        return _Combined(np.max(np.stack(raws), axis=0), None, norms, distances)
+        return _Combined(np.max(np.stack(raws), axis=0), None, norms, distances, to_median)
     b = to_float64(dtype, raw_base)
     xs = [to_float64(dtype, r) for r in raws]
     fishers = sources.fishers(chunk) if fisher else None
@@ -330,12 +465,13 @@ def _combine_chunk(
         assert not is_two_pass(rule)
         out, updates = _coordinatewise(b, xs, rule, weights)  # type: ignore[arg-type]
     del xs, fishers
+    to_median = median_sums(chunk, stride, updates)
     delta = np.subtract(out, b)
     for i, u in enumerate(updates):
         norms[i] = dot(u, u)
         np.subtract(u, delta, out=u)
         distances[i] = dot(u, u)
-    return _Combined(out, b, norms, distances)
+    return _Combined(out, b, norms, distances, to_median)
 
 
 def _finish(
@@ -343,8 +479,7 @@ def _finish(
     write: Writer,
     server: ServerHook | None,
     sources: _Sources,
-    norms: np.ndarray,
-    distances: np.ndarray,
+    sums: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     """In file order: the server step, narrowing, writing, figures, dropping read pages."""
     chunk, future = item
@@ -357,8 +492,10 @@ def _finish(
             out = server.apply(chunk.info, chunk.start, chunk.count, done.base, out)
         narrowed = np.ascontiguousarray(from_float64(chunk.info.dtype, out))
     write(narrowed.reshape(-1).data.cast("B"))
+    norms, distances, to_median = sums
     norms += done.norms
     distances += done.distances
+    to_median += done.to_median
     sources.release(chunk)
 
 

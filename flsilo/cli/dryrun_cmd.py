@@ -38,7 +38,7 @@ def show_inbox_report(
             },
         )
     else:
-        from flsilo.cli.hub_cmd import render_aggregate
+        from flsilo.cli.round_report import render_aggregate
 
         render_aggregate(report)
         folder = inbox or hub_dir / "inbox"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, passphrase_source, print_data, say, set_json, stdout
@@ -34,6 +32,14 @@ JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report."
 NormGate = Annotated[
     float | None,
     typer.Option(help="Override the federation's norm gate for this round.", show_default=False),
+]
+CosineGate = Annotated[
+    float | None,
+    typer.Option(
+        help="Override the federation's cosine gate for this round: quarantine a weight update "
+        "whose cosine to the round's median update is below this (-1 < MIN < 1).",
+        show_default=False,
+    ),
 ]
 MaxWeightShare = Annotated[
     float | None,
@@ -475,6 +481,7 @@ def aggregate(
         int | None, typer.Option(help="Override the federation's minimum.")
     ] = None,
     norm_gate: NormGate = None,
+    cosine_gate: CosineGate = None,
     max_weight_share: MaxWeightShare = None,
     key: Annotated[
         Path | None,
@@ -524,6 +531,7 @@ def aggregate(
         )
         return
     from flsilo.cli.options import parse_betas, parse_server_optimizer
+    from flsilo.cli.round_report import render_aggregate
     from hub_kit.aggregate import aggregate_round
     from hub_kit.server_optimizers import server_optimizer_for
     from hub_kit.workspace import HubWorkspace
@@ -546,6 +554,7 @@ def aggregate(
         max_weight_share=max_weight_share,
         key=key,
         server=server,
+        cosine_gate=cosine_gate,
         passphrase=passphrase_source(passphrase_file),
     )
     shortfall = report.shortfall_error()
@@ -563,99 +572,3 @@ def aggregate(
         return
     render_aggregate(report)
     print_data(str(report.package))
-
-
-def pct(v: float | None) -> str:
-    return f"{100 * v:.1f}%" if v is not None else "-"
-
-
-def _short_file(name: str) -> str:
-    """fed-r0003-site-a.safetensors -> r0003-site-a: what a person needs, in 12 columns."""
-    found = re.search(r"-(r\d{4}-.+)\.safetensors$", name)
-    return found.group(1) if found else name
-
-
-def _aggregate_cells(r: Any, norms: bool, round_: int) -> list[str]:
-    def num(v: float | None) -> str:
-        return f"{v:.4g}" if v is not None else "-"
-
-    verdict = {"accepted": "[green]accepted[/]", "rejected": "[red]rejected[/]"}.get(
-        r.verdict_text, r.verdict_text
-    )
-    if r.code:  # the reason and hint follow the table, at full width
-        verdict += f"\n({r.code})"
-    elif r.reason:
-        verdict += f"\n{r.reason}"
-    short = _short_file(r.file)  # named as expected: the site says it all
-    cells = [
-        r.site if short == f"r{round_:04d}-{r.site}" else f"{r.site}\n{short}",
-        verdict,
-        str(r.samples or "-"),
-        pct(r.share) + (" (capped)" if r.capped else ""),
-    ]
-    cells += [num(r.update_norm), num(r.distance)] if norms else []
-    accuracy = "-"
-    if r.global_accuracy is not None or r.trained_accuracy is not None:
-        accuracy = f"{pct(r.global_accuracy)} → {pct(r.trained_accuracy)}"
-    return [*cells, accuracy]
-
-
-def render_aggregate(report: object) -> None:
-    from hub_kit.report import AggregateReport
-
-    assert isinstance(report, AggregateReport)
-    from hub_kit.privacy import spent_text
-
-    title = f"round {report.round} — strategy {report.strategy}"
-    if report.server_optimizer != "none":
-        title += f", server {report.server_optimizer}"
-    if report.merge == "fisher":
-        title += ", Fisher merge"
-    if report.norm_gate is not None:
-        title += f", norm gate {report.norm_gate:g}x median"
-    if report.max_weight_share is not None:
-        title += f", share cap {100 * report.max_weight_share:g}%"
-    # No outer box, and the bundle's name only where it is not rNNNN-SITE of this round
-    # (shown so, never folded; the full name is in --json): 80 columns hold every column.
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    dp = report.dp_budget is not None
-    norms = any(r.update_norm is not None or r.distance is not None for r in report.rows)
-    columns = ["site", "verdict", "samples", "share"]
-    columns += ["norm", "dist."] if norms else []  # only rules and gates that measure them
-    columns += ["val. acc."]  # site-reported, before → after local training
-    for col in columns:
-        table.add_column(
-            col,
-            overflow="fold",
-            no_wrap=col in ("site", "val. acc."),
-            min_width=8 if col == "verdict" else None,
-        )
-
-    for r in report.rows:
-        cells = _aggregate_cells(r, norms, report.round)
-        table.add_row(*cells)
-    from flsilo.cli.common import stderr
-
-    err = stderr()
-    err.print(table)
-    if dp:  # under the table, not a ninth column: 80 columns already hold eight
-        spent = (
-            f"{r.site} {spent_text(r.dp_epsilon_total, report.dp_budget)}" for r in report.rows
-        )
-        err.print(f"epsilon spent (of each site's budget): {', '.join(spent)}")
-    for r in report.rows:
-        if r.code:
-            err.print(
-                f"{r.site} ({_short_file(r.file)}): {escape(r.reason or '')}", soft_wrap=False
-            )
-            err.print(f"  hint: {escape(r.hint or '')}")
-    if report.package:
-        err.print(
-            f"sample-weighted site validation accuracy: previous global model {pct(report.global_accuracy)}, "
-            f"site models {pct(report.trained_accuracy)}"
-        )
-        err.print(
-            "next package (final — the federation is complete):"
-            if report.final
-            else "next package — carry it and its .sig to every site:"
-        )

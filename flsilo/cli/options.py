@@ -133,6 +133,12 @@ HUB_SETTINGS: tuple[Setting, ...] = (
         simulate=False,
     ),
     Setting(
+        "cosine_gate",
+        "Quarantine a weight update whose cosine to the round's coordinate-wise median "
+        "update is below this (-1 < MIN < 1; e.g. 0 refuses a sign-flipped update).",
+        simulate=False,
+    ),
+    Setting(
         "max_weight_share",
         "Clip any one site's share of the total weight to this fraction (at least 1/sites).",
         simulate=False,

@@ -184,7 +184,12 @@ def test_closed_form_ncm_head_is_the_pooled_class_means(cli, tmp_path):
         "statistics.class_sums",
     ]
     package0 = fed.hub / "packages" / "fed-r0000.safetensors"
-    head = load_file(str(_aggregate(cli, fed)))
+    fed.carry()  # a statistics round has no update direction: no cosines, nothing gated
+    res = cli("aggregate", fed.hub, "--json", "--cosine-gate", "0.9")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)["report"]
+    assert [r["cosine"] for r in report["rows"]] == [None, None]
+    head = load_file(report["package"])
     features, labels = _pooled_features(fed, package0)
     means = np.stack([features[labels == c].mean(axis=0) for c in range(10)])
     assert np.allclose(head["3.weight"], means, rtol=1e-5, atol=1e-6)

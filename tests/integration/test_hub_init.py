@@ -103,3 +103,13 @@ def test_bad_schedule_and_model_are_usage_errors(cli, tmp_path: Path) -> None:
         "4",
     ]
     assert cli("hub", "init", tmp_path / "h", *bad_model, "--key", tmp_path / "hub").code == 2
+
+
+def test_the_cosine_gate_is_a_federation_setting(cli, tmp_path: Path) -> None:
+    write_new_key(tmp_path / "hub", generate_key(), None, "hub")
+    base = ["hub", "init", tmp_path / "h", *ARGS, "--key", tmp_path / "hub", "--cosine-gate"]
+    refused = cli(*base, "-1")
+    assert refused.code == 2 and "cosine_gate (--cosine-gate)" in refused.err
+    assert not (tmp_path / "h").exists()
+    assert cli(*base, "0.25").code == 0
+    assert "cosine_gate = 0.25" in (tmp_path / "h" / "federation.toml").read_text()

@@ -23,7 +23,8 @@ def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, RawTensor]:
 
 
 def _crowd(f: Federation, cli, *, scale: float = 50.0, attacker_samples: int | None = None) -> None:
-    """Five sites in the inbox: a, b (trained), c, d (a's update, jittered), e (scaled attack)."""
+    """Five sites in the inbox: a, b (trained), c, d (a's update, jittered), e (scaled attack;
+    ``scale=-1``: a's update with its sign flipped)."""
     base = load_file(str(f.hub / "packages" / "fed-r0000.safetensors"))
     trained = load_file(str(f.bundles["site-a"]))
     rng = np.random.default_rng(7)
@@ -152,3 +153,63 @@ def test_multi_krum_needs_enough_sites(federation: Federation, cli) -> None:
     result = cli("aggregate", federation.hub, "--strategy", "multi-krum:1")
     assert result.code != 0
     assert "5 required" in result.err
+
+
+def test_each_update_is_shown_with_its_cosine_to_the_median_update(
+    federation: Federation, cli
+) -> None:
+    _crowd(federation, cli, scale=-1.0)  # same norm as a's update: the norm gate cannot see it
+    dry = cli("aggregate", federation.hub, "--dry-run", "--json")
+    assert dry.code == 0, dry.out
+    before = {r["site"]: r for r in json.loads(dry.out)["report"]["rows"]}
+    text = cli("aggregate", federation.hub, "--dry-run")
+    assert "cos." in text.err and "-1.00" in text.err
+    report = _aggregate(federation, cli)
+    rows = {r["site"]: r for r in report["rows"]}
+    for shown in (before, rows):
+        assert shown[ATTACKER]["cosine"] < -0.9
+        assert all(shown[s]["cosine"] > 0.5 for s in HONEST)
+    assert rows[ATTACKER]["verdict"] == "accepted"  # flagged, not refused: no gate was set
+    assert report["cosine_gate"] is None
+
+
+def test_cosine_gate_quarantines_a_sign_flipped_update_and_replays(
+    federation: Federation, cli
+) -> None:
+    _crowd(federation, cli, scale=-1.0)
+    report = _aggregate(federation, cli, "--cosine-gate", "0", "--norm-gate", "3")
+    rows = {r["site"]: r for r in report["rows"]}
+    assert rows[ATTACKER]["verdict"] == "rejected" and rows[ATTACKER]["code"] == "cosine-gate"
+    assert rows[ATTACKER]["cosine"] < -0.9 and "below the cosine gate 0" in rows[ATTACKER]["reason"]
+    assert all(rows[s]["verdict"] == "accepted" for s in HONEST)
+    reasons = list((federation.hub / "quarantine").rglob("*site-e*.reason.txt"))
+    assert reasons and json.loads(reasons[0].read_text())["code"] == "cosine-gate"
+    log = (federation.hub / "events.jsonl").read_text().splitlines()
+    aggregate = [json.loads(x) for x in log if '"aggregate"' in x][-1]
+    assert aggregate["cosine_gate"] == 0 and aggregate["inputs"] == len(HONEST)
+    provenance = json.loads(
+        cli("inspect", federation.hub / "packages" / "fed-r0001.safetensors", "--json").out
+    )["manifest"]["package"]["provenance"]
+    assert [r["reason"] for r in provenance["rejects"]] == ["cosine-gate"]
+    _replays(federation, cli)
+
+
+def test_the_federations_cosine_gate_applies_and_honest_rounds_pass_it(
+    federation: Federation, cli
+) -> None:
+    toml = federation.hub / "federation.toml"
+    toml.write_text(toml.read_text().replace("[hub]\n", "[hub]\ncosine_gate = 0.2\n"))
+    _crowd(federation, cli, scale=1.0)  # five honest updates, one of them from site-e
+    report = _aggregate(federation, cli)
+    assert report["cosine_gate"] == 0.2
+    assert all(r["verdict"] == "accepted" and r["cosine"] > 0.2 for r in report["rows"])
+    _replays(federation, cli)
+
+
+def test_a_cosine_gate_outside_minus_one_to_one_is_a_usage_error(
+    federation: Federation, cli
+) -> None:
+    federation.carry()
+    result = cli("aggregate", federation.hub, "--cosine-gate", "1")
+    assert result.code == 2 and "error[bad-cosine-gate]" in result.err
+    assert not (federation.hub / "packages" / "fed-r0001.safetensors").exists()
