@@ -29,11 +29,13 @@ from typing import Any
 
 from flsilo import manifest as mf
 from flsilo.atomic import BackgroundSync
+from flsilo.evalreport import VerifiedReport
 from flsilo.faults import fault_point
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
 from hub_kit.archive import write_sums
 from hub_kit.build import Built, build_package
 from hub_kit.commit import StagedRound, fresh_staging, publish
+from hub_kit.evaluations import Refused, event_data, take_in
 from hub_kit.gates import Intake, run_intake
 from hub_kit.intake import Candidate, IntakeResult, Rejection
 from hub_kit.privacy import dp_budget
@@ -83,11 +85,12 @@ def aggregate_round(
             shutil.rmtree(staged.root, ignore_errors=True)
             return _report(prep, taken, None, _shortfall(prep))
         signing_key = load_private_key(ws.key_path, passphrase)
+        reports = take_in(ws, tx.state, prep.inbox, staged.archive)
         built = build_package(prep, taken, staged, signing_key)
         fault_point("aggregate:built")
         sync.join()
-        commit(tx, prep, taken, built, staged, signing_key)
-    return _report(prep, taken, built)
+        commit(tx, prep, taken, built, staged, signing_key, reports[0])
+    return _report(prep, taken, built, evaluations=reports)
 
 
 def preview(
@@ -119,11 +122,15 @@ def commit(
     built: Built,
     staged: StagedRound,
     key: PrivateKey,
+    reports: list[VerifiedReport],
 ) -> None:
     """Step 4: the round's SHA256SUMS, its events appended to the (signed) log: the commit;
-    then the staged files are published."""
-    write_sums(staged.archive, {c.verified.path.name: c.verified.sha256 for c in taken.candidates})
+    then the staged files are published. Sites' evaluation reports archived with the round
+    get an ``evaluation`` event each."""
+    known = {c.verified.path.name: c.verified.sha256 for c in taken.candidates}
+    write_sums(staged.archive, known | {v.path.name: v.sha256 for v in reports})
     events = _commit_events(prep, taken, built)
+    events += [("evaluation", {"archive_round": prep.round, **event_data(v)}) for v in reports]
     fault_point("aggregate:commit")
     tx.commit(events, key)
     fault_point("aggregate:committed")
@@ -153,7 +160,12 @@ def _shortfall(prep: Prepared) -> Shortfall:
 
 
 def _report(
-    prep: Prepared, taken: Intake, built: Built | None, shortfall: Shortfall | None = None
+    prep: Prepared,
+    taken: Intake,
+    built: Built | None,
+    shortfall: Shortfall | None = None,
+    *,
+    evaluations: tuple[list[VerifiedReport], list[Refused]] | None = None,
 ) -> AggregateReport:
     candidates = taken.candidates
     accepted_sites = {c.site for c in candidates}
@@ -183,6 +195,12 @@ def _report(
         server_optimizer=built.server if built else "none",
         merge="fisher" if prep.fisher else "average",
         shortfall=shortfall,
+        evaluations=tuple(v.path.name for v in evaluations[0]) if evaluations else (),
+        refused_evaluations=tuple(
+            f"{r.path.name}: error[{r.code}]: {r.reason}" for r in evaluations[1]
+        )
+        if evaluations
+        else (),
     )
 
 

@@ -4,20 +4,22 @@ A report is trusted only when its signature verifies in namespace ``flsilo-eval`
 key the log enrols for the site it names, at the time it was written (a revoked site's later
 reports are refused), and when it names a package this hub issued. Reports are never
 mistaken for bundles: the inbox's ``*.eval.json`` files are read here only. ``aggregate``
-archives the reports it finds beside the bundles into the round's folder, under the round's
-``SHA256SUMS``, and logs one ``evaluation`` event for each; ``hub evaluations`` shows the
-archived reports and, with ``--inbox``, the ones not yet carried in.
+archives the verified reports it finds beside the bundles into the round's folder (under
+the round's ``SHA256SUMS``) and logs one ``evaluation`` event for each, once; ``hub
+evaluations`` shows the archived reports and, with ``--inbox``, the ones not yet carried in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flsilo import evalreport as er
+from flsilo.atomic import copy_file, write_bytes
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, VerificationError
 from flsilo.sshsig import EVAL_NAMESPACE
@@ -98,10 +100,37 @@ def collect(ws: HubWorkspace, state: HubState, folders: list[Path]) -> Collected
 
 
 def archived_folders(ws: HubWorkspace) -> list[Path]:
-    """The round folders' ``evaluations/`` subfolders, oldest round first."""
+    """The round folders, where aggregate archives reports beside bundles, oldest first."""
     if not ws.rounds_dir.is_dir():
         return []
-    return sorted(p / "evaluations" for p in ws.rounds_dir.iterdir() if p.is_dir())
+    return sorted(p for p in ws.rounds_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def logged_reports(ws: HubWorkspace) -> set[str]:
+    """The sha256 of every report an ``evaluation`` event already records."""
+    return {str(ev["sha256"]) for ev in ws.log.read() if ev.event == "evaluation"}
+
+
+def take_in(
+    ws: HubWorkspace, state: HubState, inbox: Path, archive: Path
+) -> tuple[list[er.VerifiedReport], list[Refused]]:
+    """The inbox's reports for ``aggregate``: verified ones not yet logged are copied into
+    ``archive`` (the round's staging folder) from the bytes that verified; refused ones are
+    returned with their reason and left where they are (hub inputs are never moved)."""
+    found = collect(ws, state, [inbox])
+    seen = logged_reports(ws)
+    fresh = [v for v in found.reports if v.sha256 not in seen]
+    for v in fresh:
+        data = v.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != v.sha256:  # changed since it verified
+            found.refused.append(
+                Refused(v.path, str(Code.BAD_SIGNATURE), "changed while it was read", "")
+            )
+            continue
+        write_bytes(archive / v.path.name, data)
+        copy_file(er.sig_of(v.path), archive / er.sig_of(v.path).name)
+    kept = [v for v in fresh if (archive / v.path.name).exists()]
+    return kept, found.refused
 
 
 def event_data(v: er.VerifiedReport) -> dict[str, Any]:

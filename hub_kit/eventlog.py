@@ -18,7 +18,16 @@ from flsilo.manifest import UPGRADE_HINT
 
 __all__ = ["EVENTS", "GENESIS", "Event", "EventLog"]
 
-EVENTS = ("init", "enroll", "revoke", "accept", "reject", "aggregate", "rotate-key")
+EVENTS = (
+    "init",
+    "enroll",
+    "revoke",
+    "accept",
+    "reject",
+    "aggregate",
+    "rotate-key",
+    "evaluation",
+)
 
 
 def _log_broken(path: Path, line: int, why: str) -> VerificationError:

@@ -103,6 +103,10 @@ class AggregateReport:
     merge: str = "average"
     shortfall: Shortfall | None = None
     """Set when fewer bundles verified than the round needs: nothing was aggregated."""
+    evaluations: tuple[str, ...] = ()
+    """Sites' evaluation reports archived with this round (``hub evaluations`` tables them)."""
+    refused_evaluations: tuple[str, ...] = ()
+    """Evaluation reports in the inbox that did not verify, each with its reason."""
 
     @property
     def accepted(self) -> int:

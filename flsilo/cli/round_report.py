@@ -5,11 +5,15 @@ columns; codes, reasons and hints follow it, one line each."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from hub_kit.report import AggregateReport
 
 
 def pct(v: float | None) -> str:
@@ -56,6 +60,17 @@ def _aggregate_cells(r: Any, norms: bool, round_: int) -> list[str]:
     if r.global_accuracy is not None or r.trained_accuracy is not None:
         accuracy = f"{pct(r.global_accuracy)} → {pct(r.trained_accuracy)}"
     return [*cells, accuracy]
+
+
+def _render_evaluations(report: AggregateReport, err: Console) -> None:
+    """The sites' evaluation reports archived with the round, and those refused."""
+    if report.evaluations:
+        err.print(
+            f"evaluation reports archived with the round: {', '.join(report.evaluations)} "
+            "(flsilo hub evaluations)"
+        )
+    for line in report.refused_evaluations:  # left in the inbox; nothing was archived
+        err.print(f"evaluation report refused: {escape(line)}", soft_wrap=False)
 
 
 def render_aggregate(report: object) -> None:
@@ -118,6 +133,7 @@ def render_aggregate(report: object) -> None:
             err.print(f"  hint: {escape(r.hint or '')}")
         elif r.reason:  # skipped: why
             err.print(f"{_short_file(r.file)}: {r.verdict_text}: {escape(r.reason)}")
+    _render_evaluations(report, err)
     if report.package:
         err.print(
             f"sample-weighted site validation accuracy: previous global model {pct(report.global_accuracy)}, "

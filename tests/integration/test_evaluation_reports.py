@@ -10,7 +10,14 @@ import numpy as np
 
 from flsilo import evalreport as er
 from flsilo.keys import generate_key
-from tests.conftest import Federation, digits_npz, needs_ssh_keygen, ssh_keygen, tree_digest
+from tests.conftest import (
+    Federation,
+    digits_npz,
+    fingerprint,
+    needs_ssh_keygen,
+    ssh_keygen,
+    tree_digest,
+)
 
 PACKAGE = "fed-r0000.safetensors"
 
@@ -86,7 +93,7 @@ def test_a_report_on_the_training_data_is_refused(federation: Federation, cli) -
     assert tree_digest(ws) == before
 
 
-def test_aggregate_never_mistakes_a_report_for_a_bundle(
+def test_aggregate_archives_and_logs_reports_never_as_bundles(
     federation: Federation, cli, tmp_path: Path
 ) -> None:
     path = _report(federation, cli, tmp_path)
@@ -96,8 +103,26 @@ def test_aggregate_never_mistakes_a_report_for_a_bundle(
     shutil.copy(er.sig_of(path), inbox / er.sig_of(path).name)
     result = cli("aggregate", federation.hub, "--json")
     assert result.code == 0, result.err
+    assert json.loads(result.out)["report"]["evaluations"] == [path.name]
     assert not list((federation.hub / "quarantine").rglob("*.eval.json"))
     assert (inbox / path.name).exists()  # hub inputs are never deleted or modified
+    archived = federation.hub / "rounds" / "0000" / path.name
+    assert archived.read_bytes() == path.read_bytes()
+    assert path.name in (archived.parent / "SHA256SUMS").read_text()
+    events = [
+        json.loads(line) for line in (federation.hub / "events.jsonl").read_text().splitlines()
+    ]
+    (logged,) = [e for e in events if e["event"] == "evaluation"]
+    assert logged["site"] == "site-a" and logged["report"] == path.name
+    shown = json.loads(cli("hub", "evaluations", federation.hub, "--json").out)
+    assert [r["archived"] for r in shown["reports"]] == [True]
+    hub_fp = fingerprint(federation.keys / "hub.pub")
+    audit = cli("audit", federation.hub, "--hub-fingerprint", hub_fp)
+    assert audit.code == 0, audit.out + audit.err
+    # the same report carried again is not archived or logged twice
+    assert cli("aggregate", federation.hub, "--json").code in (0, 1)
+    again = (federation.hub / "events.jsonl").read_text().count('"event":"evaluation"')
+    assert again == 1
 
 
 @needs_ssh_keygen
