@@ -3,12 +3,16 @@
 The package itself names its officers (id and public key) and how many must sign, under the
 hub's signature; so a site or auditor needs only the package, the hub key and the
 ``PACKAGE.release-OFFICER.sig`` files beside it. Each officer's file is a plain SSHSIG
-(``ssh-keygen -Y verify -n flsilo-release`` checks it).
+(``ssh-keygen -Y verify -n flsilo-release`` checks it). Checked against the hub's
+``allowed_signers`` (``verify --signers``), an officer whose key the hub has revoked since
+(a ``valid-before`` passed) does not count, even for a signature made before the revoke:
+the signature carries no time, and the revoke may be the answer to that very signature.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from flsilo.codes import Code
 from flsilo.errors import FlsiloError, UsageError, VerificationError
 from flsilo.keys import PrivateKey, parse_public_line, public_of
 from flsilo.sshsig import RELEASE_NAMESPACE, check_signature, parse_signature, sign_digest
+from flsilo.trust import AllowedSigners, TrustPolicy
 from flsilo.untrusted import read_signature_file
 
 
@@ -33,6 +38,9 @@ class ReleaseReport:
     required: int
     signed: tuple[str, ...]
     failed: tuple[tuple[str, str], ...]
+    not_counted: tuple[tuple[str, str], ...] = ()
+    """Officers whose signature verifies but whose key the trust file no longer allows (a
+    revoked officer), each with why."""
 
 
 def _policy(manifest: mf.Manifest, source: str) -> mf.ReleasePolicy:
@@ -107,25 +115,44 @@ def _check_officer(scan: Scan, officer: str, key_line: str) -> None:
     check_signature(sig, RELEASE_NAMESPACE, _digest(scan, sig.hash_algorithm), source=str(path))
 
 
-def check_release(verified: Verified, required: int) -> ReleaseReport:
-    """Count the officers' valid signatures; raise unless at least max(required, m) verify."""
+def check_release(
+    verified: Verified, required: int, trust: TrustPolicy | None = None, at: int | None = None
+) -> ReleaseReport:
+    """Count the officers' valid signatures; raise unless at least max(required, m) verify.
+
+    With an ``allowed_signers`` as ``trust``, an officer counts only while that file allows
+    the officer's key in namespace flsilo-release at ``at`` (default now): one the hub
+    revoked after signing is reported in ``not_counted`` and does not count.
+    """
     source = str(verified.path)
     policy = _policy(verified.manifest, source)
     need = max(required, policy.signers_required)
     signed: list[str] = []
     failed: list[tuple[str, str]] = []
+    not_counted: list[tuple[str, str]] = []
+    when = int(time.time()) if at is None else at
     for officer in policy.officers:
         try:
             _check_officer(verified.scan, officer.id, officer.key)
         except FlsiloError as err:
             failed.append((officer.id, err.code))
             continue
+        if isinstance(trust, AllowedSigners):
+            try:
+                key = parse_public_line(officer.key)
+                trust.check(officer.id, RELEASE_NAMESPACE, key, when, source=source)
+            except FlsiloError as err:
+                failed.append((officer.id, err.code))
+                not_counted.append((officer.id, err.message))
+                continue
         signed.append(officer.id)
-    report = ReleaseReport(need, tuple(signed), tuple(failed))
+    report = ReleaseReport(need, tuple(signed), tuple(failed), tuple(not_counted))
     if len(signed) < need:
+        uncounted = "; ".join(f"{o}'s signature does not count: {why}" for o, why in not_counted)
         raise VerificationError(
             f"{len(signed)} of the {need} required release signatures verify"
-            + (f" (signed: {', '.join(signed)})" if signed else ""),
+            + (f" (signed: {', '.join(signed)})" if signed else "")
+            + (f"; {uncounted}" if uncounted else ""),
             path=source,
             code=Code.RELEASE_NOT_SIGNED,
             hint="do not deploy this model; each officer runs 'flsilo release sign' and the "

@@ -114,7 +114,9 @@ def verify(
         try:
             verified = verify_file(path, trust, at=when, data_digest=False)
             model_signing = check_oms_bundle(verified)
-            released = check_release(verified, require_release) if require_release else None
+            released = (
+                check_release(verified, require_release, trust, when) if require_release else None
+            )
         except FlsiloError as err:
             errors.append(err)
             if not json_out:
@@ -130,6 +132,11 @@ def verify(
                 "sha256": verified.sha256,
                 "model_signing_bundle": model_signing,
                 "release_signed_by": list(released.signed) if released else None,
+                "release_not_counted": (
+                    [{"officer": o, "reason": why} for o, why in released.not_counted]
+                    if released
+                    else None
+                ),
                 **manifest_summary(verified.manifest),
             }
         )
@@ -154,6 +161,8 @@ def _details(r: dict[str, Any]) -> str:
     ]
     if r["release_signed_by"]:
         lines.append("released by " + ", ".join(r["release_signed_by"]))
+    for uncounted in r["release_not_counted"] or []:
+        lines.append(f"not counted: {uncounted['officer']} ({uncounted['reason']})")
     return "\n".join(lines)
 
 

@@ -250,3 +250,38 @@ def test_a_statistics_bundle_records_an_accepted_expired_package(
     assert (
         info.expired_package_accepted is not None and info.expired_package_accepted > "2020-01-31"
     )
+
+
+@pytest.mark.slow
+def test_a_release_officer_revoked_after_signing_no_longer_counts(tmp_path: Path, cli) -> None:
+    """Checked against the hub's allowed_signers, the signature of an officer the hub revoked
+    after it signed is named and not counted toward --require-release."""
+    hub, keys, site = one_site_hub(tmp_path, cli, "--release-signers", "1")
+    train_and_carry(hub, site, cli)
+    enroll_officer(hub, keys, "qa", cli)
+    enroll_officer(hub, keys, "cmo", cli)
+    assert cli("aggregate", hub).code == 0
+    final = hub / "packages" / "fed-r0001.safetensors"
+    assert cli("release", "sign", final, "--key", keys / "qa", "--id", "qa").code == 0
+    signers = hub / "allowed_signers"
+
+    def verify(m: int, *extra: str):
+        return cli("verify", final, "--signers", signers, "--require-release", m, *extra)
+
+    assert verify(1).code == 0
+    assert cli("hub", "revoke", hub, "qa").code == 0
+    refused = verify(1)
+    assert refused.code == 3 and "error[release-not-signed]" in refused.err, refused.err
+    assert "0 of the 1 required" in refused.err
+    assert "qa's signature does not count: key of 'qa' was revoked" in refused.err
+    # another officer's signature still counts; the revoked one is named, not counted
+    assert cli("release", "sign", final, "--key", keys / "cmo", "--id", "cmo").code == 0
+    shown = verify(1, "--json")
+    assert shown.code == 0, shown.out
+    (row,) = json.loads(shown.out)["files"]
+    assert row["release_signed_by"] == ["cmo"]
+    assert [u["officer"] for u in row["release_not_counted"]] == ["qa"]
+    assert "revoked" in row["release_not_counted"][0]["reason"]
+    text = verify(1)
+    assert "released by cmo" in text.out and "not counted: qa" in text.out
+    assert verify(2).code == 3  # two signatures sit beside it, one counts
