@@ -52,6 +52,7 @@ from hub_kit.roundprep import Prepared, prepare, round_policy
 from hub_kit.server_optimizers import ServerOptimizer
 from hub_kit.strategies import strategy_text
 from hub_kit.strategies.base import Rule
+from hub_kit.weighting import dominant_share_warning
 from hub_kit.workspace import HubState, HubTransaction, HubWorkspace
 
 
@@ -201,6 +202,13 @@ def _report(
         )
         if evaluations
         else (),
+        weight_warning=dominant_share_warning(
+            [c.site for c in candidates],
+            built.weights if built else [c.weight for c in candidates],
+            policy.max_weight_share,
+        )
+        if taken.view.streams  # weight rounds: a statistics round is an exact sum
+        else None,
     )
 
 

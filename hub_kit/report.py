@@ -107,6 +107,9 @@ class AggregateReport:
     """Sites' evaluation reports archived with this round (``hub evaluations`` tables them)."""
     refused_evaluations: tuple[str, ...] = ()
     """Evaluation reports in the inbox that did not verify, each with its reason."""
+    weight_warning: str | None = None
+    """Set when no --max-weight-share applies and one site holds over half of the weight
+    (hub_kit.weighting.dominant_share_warning)."""
 
     @property
     def accepted(self) -> int:

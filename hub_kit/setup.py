@@ -11,14 +11,15 @@ from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
-from flsilo.plan import has_closed_form
-from flsilo.tensorsets import frozen_names, unmatched_globs
+from flsilo.plan import has_closed_form, plan_for_round
+from flsilo.tensorsets import ROUND_TRAIN, frozen_names, unmatched_globs
 from hub_kit.anchor import sign_log
 from hub_kit.eventlog import GENESIS, EventLog
 from hub_kit.packaging import package_manifest, write_package
 from hub_kit.privacy import check_config as check_dp_config
 from hub_kit.privacy import dp_plan, refuse_batchnorm
 from hub_kit.strategies import parse_strategy
+from hub_kit.weighting import NO_CAP_AT_INIT
 from hub_kit.workspace import (
     HUB_FILE,
     HubState,
@@ -148,3 +149,13 @@ def hub_init(
         write_text(staging / "allowed_signers", render_allowed_signers(fold(log.read())))
         sign_log(log.path, key)
     return root / "packages" / path.name
+
+
+def init_warnings(config: FederationConfig) -> list[str]:
+    """What a new federation leaves open that its administrator should decide on purpose:
+    no cap on one site's weight share (federations with weight rounds; a statistics round
+    is an exact sum, no one's weight to cap)."""
+    schedule = config.schedule
+    plans = (plan_for_round(config.plan, schedule, r) for r in range(schedule.rounds))
+    weight_rounds = any(plan is not None and plan.kind == ROUND_TRAIN for plan in plans)
+    return [NO_CAP_AT_INIT] if config.hub.max_weight_share is None and weight_rounds else []

@@ -13,6 +13,47 @@ from collections.abc import Sequence
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 
+DOMINANT_SHARE = 0.5
+"""Above this share of a round's weight, one site alone outweighs all the others together."""
+SUGGESTED_CAP = 0.4
+
+NO_CAP_AT_INIT = (
+    "no --max-weight-share is set: a site's weight follows its sample count, so one large "
+    "site (or one that reports inflated counts) can take almost all of a round's weight and "
+    f"steer the model alone; consider --max-weight-share {SUGGESTED_CAP:g} (no site above "
+    f"{100 * SUGGESTED_CAP:g}% of a round; it must be at least 1/K for K sites), or set it per "
+    "round with aggregate --max-weight-share"
+)
+"""What ``hub init`` says when the federation sets no cap on one site's weight share."""
+
+
+def dominant_share_warning(
+    sites: Sequence[str], weights: Sequence[float], cap: float | None
+) -> str | None:
+    """A warning when no cap is set and one site holds more than half of a round's weight.
+
+    ``sites`` and ``weights`` are the round's accepted bundles (a site's bundles are summed).
+    None when a cap is set (the aggregator enforces it), when the round has fewer than two
+    sites (no one is outweighed), or when no site is above half.
+    """
+    if cap is not None:
+        return None
+    by_site: dict[str, float] = {}
+    for site, weight in zip(sites, weights, strict=True):
+        by_site[site] = by_site.get(site, 0.0) + weight
+    total = math.fsum(by_site.values())
+    if len(by_site) < 2 or total <= 0:
+        return None
+    site, top = max(by_site.items(), key=lambda kv: (kv[1], kv[0]))
+    share = top / total
+    if share <= DOMINANT_SHARE:
+        return None
+    return (
+        f"{site} holds {100 * share:.0f}% of this round's weight and no --max-weight-share is "
+        f"set: one site outweighs all the others together; consider --max-weight-share "
+        f"{SUGGESTED_CAP:g} for this round, or set it for the federation"
+    )
+
 
 def check_share_cap(
     cap: float, sites: int | None = None, *, source: str = "--max-weight-share"

@@ -125,6 +125,7 @@ def hub_init(  # keyword-only: with_settings adds options, typer reads the annot
         return
     set_json(json_out)
     from hub_kit.setup import hub_init as do_init
+    from hub_kit.setup import init_warnings
 
     given = _given_options(ctx)
     if hub_dir is None or key is None:
@@ -166,16 +167,24 @@ def hub_init(  # keyword-only: with_settings adds options, typer reads the annot
         )
     package = do_init(hub_dir, config, key, passphrase_source(passphrase_file), init_weights)
     fingerprint = load_public_key(hub_dir / "hub.pub").fingerprint  # just written, from --key
+    warnings = init_warnings(config)
     if json_out:
         emit_json(
             "hub init",
             True,
-            {"hub": str(hub_dir), "package": str(package), "hub_fingerprint": fingerprint},
+            {
+                "hub": str(hub_dir),
+                "package": str(package),
+                "hub_fingerprint": fingerprint,
+                "warnings": warnings,
+            },
         )
         return
     info(f"created hub workspace {hub_dir}; enrol sites next (flsilo hub enroll)")
     info(f"hub key fingerprint {fingerprint}")
     info("write it down: sites and auditors confirm it with you by phone")
+    for warning in warnings:
+        info(f"warning: {warning}")
     print_data(str(package))
 
 

@@ -73,6 +73,14 @@ def _render_evaluations(report: AggregateReport, err: Console) -> None:
         err.print(f"evaluation report refused: {escape(line)}", soft_wrap=False)
 
 
+def _weight_notes(report: AggregateReport, err: Console) -> None:
+    """Under the table: a site holding most of the weight with no cap, or who was capped."""
+    if report.weight_warning:
+        err.print(f"warning: {escape(report.weight_warning)}")
+    if any(r.capped for r in report.rows) and report.max_weight_share is not None:
+        err.print(f"* share capped at {100 * report.max_weight_share:g}% of the round's weight")
+
+
 def render_aggregate(report: object) -> None:
     from hub_kit.report import AggregateReport
 
@@ -122,8 +130,7 @@ def render_aggregate(report: object) -> None:
             f"{r.site} {spent_text(r.dp_epsilon_total, report.dp_budget)}" for r in report.rows
         )
         err.print(f"epsilon spent (of each site's budget): {', '.join(spent)}")
-    if any(r.capped for r in report.rows) and report.max_weight_share is not None:
-        err.print(f"* share capped at {100 * report.max_weight_share:g}% of the round's weight")
+    _weight_notes(report, err)
     for r in report.rows:
         if r.code:
             err.print(
