@@ -636,6 +636,12 @@ class Code(StrEnum):
         "a signed evaluation report was asked for on the site's own training data",
         "evaluate on data held out for evaluation (never trained on), or leave out --report",
     )
+    CARD_EVIDENCE = (
+        "card-evidence",
+        V,
+        "the model card was refused: some of its evidence (the audit, the package, an evaluation report) does not verify",
+        "run 'flsilo audit' with the same trust root; the message names the failed check",
+    )
     EVAL_FOREIGN_PACKAGE = (
         "eval-foreign-package",
         V,

@@ -25,6 +25,7 @@ from flsilo.cli import (
     inspect_cmd,
     keys_cmd,
     release_cmd,
+    report_cmd,
     simulate_cmd,
     site_cmd,
     site_status_cmd,
@@ -114,6 +115,7 @@ app.command("verify", no_args_is_help=True)(verify_cmd.verify)
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("aggregate", no_args_is_help=True)(hub_cmd.aggregate)
 app.command("audit", no_args_is_help=True)(audit_cmd.audit)
+app.command("report", no_args_is_help=True)(report_cmd.report)
 app.command("train", no_args_is_help=True)(site_cmd.train)
 app.command("evaluate", no_args_is_help=True)(site_cmd.evaluate)
 app.command("demo")(demo_cmd.demo)

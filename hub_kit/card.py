@@ -1,0 +1,219 @@
+"""The model card's evidence: gathered only from what verifies, or not at all.
+
+``card_evidence`` runs the whole audit from a trust root confirmed outside the workspace
+(``hub_kit.audit``), verifies the package the card is about against the hub key of its
+round, and then reads the federation's history from the verified log, the plan and model
+from verified packages, and the sites' figures from evaluation reports that verify. Any
+failure refuses the card (``card-evidence``, exit 3) with the failed check named: a card
+is never written from evidence that does not verify. ``hub_kit.card_render`` turns the
+evidence into Markdown and HTML; the JSON is the evidence itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flsilo import manifest as mf
+from flsilo.artifact import Verified, verify_file
+from flsilo.codes import Code
+from flsilo.errors import FlsiloError, VerificationError
+from flsilo.trust import SingleKey
+from hub_kit.audit import AuditReport, audit
+from hub_kit.audit_trust import TrustRoot
+from hub_kit.evaluations import archived_folders, collect
+from hub_kit.history import history, warnings
+from hub_kit.workspace import HubState, HubWorkspace, fold
+
+CARD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the card says, each part from a verified source."""
+
+    doc: dict[str, Any]
+    audit: AuditReport
+
+
+def _refuse(path: Path | str, why: str, hint: str) -> VerificationError:
+    return VerificationError(why, path=path, code=Code.CARD_EVIDENCE, hint=hint)
+
+
+def card_evidence(
+    package: Path, hub_dir: Path, root: TrustRoot, *, replay: bool = False
+) -> Evidence:
+    """The card's evidence for ``package`` of the hub at ``hub_dir``, or a refusal."""
+    report = audit(hub_dir, root, replay=replay)
+    if not report.ok:
+        failed = [c for c in report.checks if not c.ok]
+        raise _refuse(
+            hub_dir,
+            f"the audit failed ({failed[0].name}: {failed[0].detail}"
+            + (f"; {len(failed) - 1} more" if len(failed) > 1 else "")
+            + "): no card is written from evidence that does not verify",
+            "run 'flsilo audit' with the same trust root for every failed check",
+        )
+    ws = HubWorkspace.open(hub_dir)
+    events = ws.log.read()
+    state = fold(events)
+    verified = _the_package(package, state)
+    packages = _lineage(ws, state, verified.manifest.round)
+    plan_source = next(
+        (v for v in reversed(packages) if v.manifest.package and v.manifest.package.plan), None
+    )
+    evaluations = collect(ws, state, archived_folders(ws))
+    if evaluations.refused:
+        bad = evaluations.refused[0]
+        raise _refuse(
+            bad.path,
+            f"an archived evaluation report does not verify ({bad.code}: {bad.reason})",
+            "run 'flsilo hub evaluations' to see every report and its reason",
+        )
+    rounds = [r for r in history(events) if r.round < verified.manifest.round]
+    doc = {
+        "card_version": CARD_VERSION,
+        "package": _package_entry(verified),
+        "federation": _federation(ws, verified, plan_source),
+        "rounds": [_round_entry(r) for r in rounds],
+        "warnings": warnings(rounds, len(verified.manifest.model.classes)),
+        "lineage": [_package_entry(v) for v in packages],
+        "dp_spent": _dp_spent(events, verified.manifest.round),
+        "evaluations": [
+            {
+                "site": v.site,
+                "round": v.round,
+                "report": v.path.name,
+                "archive": f"rounds/{v.path.parent.name}/{v.path.name}",
+                "sha256": v.sha256,
+                "signer": v.signer_fingerprint,
+                "samples": v.report["samples"],
+                "metrics": v.report["metrics"],
+            }
+            for v in evaluations.reports
+            if v.round <= verified.manifest.round
+        ],
+        "audit": {
+            "ok": report.ok,
+            "trust_root": report.trust_root,
+            "checks": len(report.checks),
+            "replay": replay,
+        },
+    }
+    return Evidence(doc, report)
+
+
+def _the_package(package: Path, state: HubState) -> Verified:
+    """``package``, verified against the hub key of its round and found in the log."""
+    try:
+        scan_round = _round_of(package, state)
+        verified = verify_file(
+            package,
+            SingleKey(state.package_keys[scan_round], "the hub key of that round"),
+            expected_kind=mf.KIND_PACKAGE,
+        )
+    except FlsiloError as err:
+        raise _refuse(
+            package, f"the package does not verify ({err.message})", err.hint or ""
+        ) from err
+    if state.packages.get(verified.manifest.round) != verified.sha256:
+        raise _refuse(
+            package,
+            f"this hub's log records another package for round {verified.manifest.round}",
+            "give a package this hub issued (its packages/ folder)",
+        )
+    return verified
+
+
+def _round_of(package: Path, state: HubState) -> int:
+    for round_, name in state.package_files.items():
+        if name == package.name:
+            return round_
+    raise _refuse(
+        package,
+        "this hub's log names no package of this file name",
+        f"give one of its packages, e.g. {state.package_files.get(state.round, 'packages/…')}",
+    )
+
+
+def _lineage(ws: HubWorkspace, state: HubState, upto: int) -> list[Verified]:
+    """Packages r0 .. r``upto``, each verified with the hub key of its round (audit checked
+    the parent links and digests against the log)."""
+    return [
+        verify_file(
+            ws.packages_dir / state.package_files[r],
+            SingleKey(state.package_keys[r], "the hub key of that round"),
+            expected_kind=mf.KIND_PACKAGE,
+        )
+        for r in range(upto + 1)
+    ]
+
+
+def _package_entry(v: Verified) -> dict[str, Any]:
+    info = v.manifest.package
+    assert info is not None
+    return {
+        "file": v.path.name,
+        "round": v.manifest.round,
+        "sha256": v.sha256,
+        "parent_sha256": info.parent_sha256,
+        "created_at": v.manifest.created_at,
+        "final": info.final,
+        "strategy": info.provenance.strategy if info.provenance else None,
+        "inputs": [
+            {"site": i.site, "samples": i.samples, "weight": i.weight}
+            for i in (info.provenance.inputs if info.provenance else ())
+        ],
+    }
+
+
+def _federation(ws: HubWorkspace, v: Verified, plan_from: Verified | None) -> dict[str, Any]:
+    model = v.manifest.model
+    info = v.manifest.package
+    assert info is not None
+    plan = plan_from.manifest.package.plan if plan_from and plan_from.manifest.package else None
+    return {
+        "id": v.manifest.federation,
+        "task": "classify",
+        "model": model.spec,
+        "model_code_digest": model.code_digest,
+        "classes": list(model.classes),
+        "input_shape": list(model.input_shape),
+        "schedule": mf.to_jsonable(info.schedule),
+        "plan": mf.to_jsonable(plan) if plan else None,
+        "plan_from": plan_from.path.name if plan_from else None,
+        "hub_policy": mf.to_jsonable(ws.config.hub),
+        "software": v.manifest.software,
+    }
+
+
+def _round_entry(r: Any) -> dict[str, Any]:
+    return {
+        "round": r.round,
+        "package": r.package,
+        "strategy": r.strategy,
+        "time": r.time,
+        "accuracy_after": r.accuracy_after,
+        "sites": [
+            {
+                "site": s.site,
+                "verdict": s.verdict,
+                "samples": s.samples,
+                "share": s.share,
+                "accuracy_after": s.accuracy_after,
+            }
+            for s in r.sites
+        ],
+    }
+
+
+def _dp_spent(events: list[Any], upto: int) -> dict[str, float]:
+    """Each site's largest cumulative epsilon in the accept events up to the package."""
+    spent: dict[str, float] = {}
+    for ev in events:
+        if ev.event == "accept" and ev["round"] < upto:
+            total = ev.data.get("dp_epsilon_total")
+            if isinstance(total, int | float):
+                spent[ev["site"]] = max(spent.get(ev["site"], 0.0), float(total))
+    return spent

@@ -1,0 +1,324 @@
+"""The model card as Markdown and as one self-contained HTML page, from its evidence.
+
+Both are rendered from the same evidence document (``hub_kit.card``), section by section in
+the order of Mitchell et al.'s model cards adapted to a federation: the model and its
+intended use, the federation and its plan, how it performed at each site, the rounds that
+made it, its lineage, privacy, the audit, and the commands that check every claim with
+stock tools. The HTML has inline CSS and images (PNG as data: URLs), no script and no
+external reference, so it opens offline and prints as it shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:60rem;
+margin:2rem auto;padding:0 1rem;color:#1b1f24}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #d0d7de}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
+th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right}
+th:first-child,td:first-child{text-align:left}
+code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem}
+pre{background:#f6f8fa;padding:.6rem;overflow-x:auto}
+.ok{color:#1a7f37;font-weight:600}.warn{color:#9a6700}.muted{color:#57606a}
+img{max-width:100%}.kv td{text-align:left}
+"""
+
+
+def pct(v: Any) -> str:
+    return f"{100 * v:.1f}%" if isinstance(v, int | float) else "–"
+
+
+def _interval(ci: Any) -> str:
+    if isinstance(ci, list) and len(ci) == 2:
+        return f" ({100 * ci[0]:.0f}–{100 * ci[1]:.0f})"
+    return ""
+
+
+def sections(doc: dict[str, Any]) -> list[tuple[str, list[list[str]] | str, list[str] | None]]:
+    """(title, rows or text, header) for each section: one structure, two renderings."""
+    pkg, fed = doc["package"], doc["federation"]
+    plan = fed.get("plan") or {}
+    out: list[tuple[str, list[list[str]] | str, list[str] | None]] = []
+    out.append(
+        (
+            "Model",
+            [
+                ["package", pkg["file"]],
+                ["sha256", pkg["sha256"]],
+                ["round", str(pkg["round"]) + (" (final)" if pkg["final"] else "")],
+                ["federation", fed["id"]],
+                ["task", fed["task"]],
+                ["model", f"{fed['model']} (code digest {fed['model_code_digest'][:16]}…)"],
+                ["classes", ", ".join(fed["classes"])],
+                ["input shape", " × ".join(map(str, fed["input_shape"]))],
+                ["created", pkg["created_at"]],
+            ],
+            None,
+        )
+    )
+    out.append(
+        (
+            "Intended use and limits",
+            "A classifier trained by federated learning between air-gapped sites; no site's "
+            "data left it. Its figures below are each site's own held-out data, signed by "
+            "that site: they describe those sites' populations and equipment, not others'. "
+            "Check it on your own data (flsilo evaluate) before use.",
+            None,
+        )
+    )
+    out.append(("Federation and plan", _plan_rows(fed, plan), None))
+    out.append(_evaluation_section(doc))
+    out.append(_per_class_section(doc))
+    out.append(_rounds_section(doc))
+    out.append(
+        (
+            "Lineage",
+            [
+                [f"r{p['round']:04d}", p["file"], p["sha256"][:16] + "…", p["strategy"] or "init"]
+                for p in doc["lineage"]
+            ],
+            ["round", "package", "sha256", "made by"],
+        )
+    )
+    spent = doc.get("dp_spent") or {}
+    out.append(
+        (
+            "Privacy",
+            [[site, f"ε = {eps:.3g}"] for site, eps in sorted(spent.items())]
+            if spent
+            else "No differential privacy: sites shipped plain model updates.",
+            ["site", "spent"] if spent else None,
+        )
+    )
+    audit = doc["audit"]
+    root = audit.get("trust_root") or {}
+    out.append(
+        (
+            "Audit",
+            f"{'PASSED' if audit['ok'] else 'FAILED'}: {audit['checks']} checks "
+            f"({'with' if audit['replay'] else 'without'} replay), trusting hub key "
+            f"{root.get('fingerprint')} given by {root.get('given')}.",
+            None,
+        )
+    )
+    out.append(("Check every claim yourself", "\n".join(commands(doc)), None))
+    return out
+
+
+def _plan_rows(fed: dict[str, Any], plan: dict[str, Any]) -> list[list[str]]:
+    sched = fed.get("schedule") or {}
+    hub = fed.get("hub_policy") or {}
+    rows = [
+        ["schedule", f"{sched.get('kind')} ({sched.get('rounds')} rounds)"],
+        ["strategy", str(hub.get("strategy"))],
+        ["server optimizer", str(hub.get("server_optimizer"))],
+    ]
+    for key in ("optimizer", "lr", "batch_size", "local_epochs", "seed", "freeze", "merge"):
+        if key in plan:
+            rows.append([key.replace("_", " "), str(plan[key])])
+    for table in ("preprocess", "augment"):
+        if isinstance(plan.get(table), dict):
+            rows.append(
+                [
+                    table,
+                    ", ".join(f"{k}={v}" for k, v in plan[table].items() if v not in ("", None)),
+                ]
+            )
+    if plan.get("dp_budget"):
+        rows.append(["DP budget per site", f"ε = {plan['dp_budget']}"])
+    return rows
+
+
+def _evaluation_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:
+    evals = doc["evaluations"]
+    if not evals:
+        return (
+            "Performance at each site",
+            "No site has sent a signed evaluation report yet "
+            "(flsilo evaluate PACKAGE --site SITE --data HELD_OUT --report).",
+            None,
+        )
+    rows = [
+        [
+            f"r{e['round']:04d}",
+            e["site"],
+            str(e["samples"]),
+            pct(e["metrics"].get("accuracy")),
+            pct(e["metrics"].get("balanced_accuracy")),
+            f"{e['metrics']['ece']:.3f}" if isinstance(e["metrics"].get("ece"), float) else "–",
+        ]
+        for e in evals
+    ]
+    return (
+        "Performance at each site",
+        rows,
+        ["package", "site", "samples", "accuracy", "balanced acc.", "ECE"],
+    )
+
+
+def _per_class_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:
+    this = [e for e in doc["evaluations"] if e["round"] == doc["package"]["round"]]
+    rows = []
+    for e in this:
+        for name, row in (e["metrics"].get("per_class") or {}).items():
+            ci = row.get("ci95") or {}
+            rows.append(
+                [e["site"], name]
+                + [pct(row.get(k)) + _interval(ci.get(k)) for k in ("sensitivity", "specificity")]
+                + [
+                    f"{row[k]:.3f}" if isinstance(row.get(k), float) else "–"
+                    for k in ("auroc", "ap")
+                ]
+            )
+    if not rows:
+        return (
+            "Per class, this package",
+            "No per-class figures for this package (no report on it yet, or a DP federation).",
+            None,
+        )
+    return (
+        "Per class, this package (95% bootstrap interval)",
+        rows,
+        ["site", "class", "sensitivity", "specificity", "AUROC", "AP"],
+    )
+
+
+def _rounds_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:
+    rows = []
+    for r in doc["rounds"]:
+        accepted = [s for s in r["sites"] if s["verdict"] == "accepted"]
+        rejected = [f"{s['site']} ({s['verdict']})" for s in r["sites"] if s not in accepted]
+        rows.append(
+            [
+                str(r["round"]),
+                ", ".join(f"{s['site']} {s['samples']}" for s in accepted),
+                "; ".join(rejected) or "none",
+                pct(r["accuracy_after"]),
+            ]
+        )
+    return (
+        "Rounds",
+        rows or "No round aggregated before this package.",
+        ["round", "accepted (samples)", "rejected", "site val. acc."] if rows else None,
+    )
+
+
+def commands(doc: dict[str, Any]) -> list[str]:
+    """The stock-tool commands that check each claim, run from the hub workspace folder."""
+    pkg = doc["package"]
+    root = (doc["audit"].get("trust_root") or {}).get("fingerprint") or "SHA256:..."
+    lines = [
+        f"sha256sum packages/{pkg['file']}    # must print {pkg['sha256']}",
+        f"ssh-keygen -lf hub.pub    # must print {root}",
+        'ssh-keygen -Y verify -f <(echo "hub $(cat hub.pub)") -I hub -n flsilo-package '
+        f"-s packages/{pkg['file']}.sig < packages/{pkg['file']}    # bash",
+        "(cd rounds/0000 && sha256sum -c SHA256SUMS)    # and every other round folder",
+    ]
+    for e in doc["evaluations"][:3]:
+        lines.append(
+            f"ssh-keygen -Y check-novalidate -n flsilo-eval -s {e['archive']}.sig < {e['archive']}"
+        )
+        lines.append(f"ssh-keygen -Y find-principals -s {e['archive']}.sig -f allowed_signers")
+    lines.append(f"flsilo audit . --hub-fingerprint {root} --replay")
+    return lines
+
+
+def markdown(doc: dict[str, Any], plots: dict[str, bytes]) -> str:
+    pkg = doc["package"]
+    lines = [f"# Model card: {pkg['file']}", ""]
+    lines += [f"> {w}" for w in doc.get("warnings", [])]
+    for title, body, header in sections(doc):
+        lines += ["", f"## {title}", ""]
+        if isinstance(body, str):
+            lines += ["```", body, "```"] if title.startswith("Check") else [body]
+        else:
+            head = header or ["", ""]
+            lines.append("| " + " | ".join(head) + " |")
+            lines.append("|" + " --- |" * len(head))
+            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    for name in plots:
+        lines += ["", f"![{name}]({name}.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def page(doc: dict[str, Any], plots: dict[str, bytes]) -> str:
+    e = html.escape
+    pkg = doc["package"]
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>Model card: {e(pkg['file'])}</title><style>{CSS}</style></head><body>",
+        f"<h1>Model card: {e(pkg['file'])}</h1>",
+        f"<p class=muted>sha256 <code>{e(pkg['sha256'])}</code></p>",
+    ]
+    parts += [f"<p class=warn>{e(w)}</p>" for w in doc.get("warnings", [])]
+    for title, body, header in sections(doc):
+        parts.append(f"<h2>{e(title)}</h2>")
+        if isinstance(body, str):
+            tag = "pre" if title.startswith("Check") else "p"
+            cls = " class=ok" if title == "Audit" and body.startswith("PASSED") else ""
+            parts.append(f"<{tag}{cls}>{e(body)}</{tag}>")
+            continue
+        parts.append("<table>" if header else "<table class=kv>")
+        if header:
+            parts.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body]
+        parts.append("</table>")
+    for name, png in plots.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f'<h2>{e(name.replace("-", " "))}</h2><img alt="{e(name)}" src="data:image/png;base64,{data}">'
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def plots(doc: dict[str, Any]) -> dict[str, bytes]:
+    """PNG plots (the plot extra): each site's accuracy per package, and the sites'
+    validation accuracy per round. Empty without matplotlib (the card says so)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        return {}
+    out: dict[str, bytes] = {}
+    series: dict[str, list[tuple[int, float]]] = {}
+    for ev in doc["evaluations"]:
+        acc = ev["metrics"].get("accuracy")
+        if isinstance(acc, float):
+            series.setdefault(ev["site"], []).append((ev["round"], 100 * acc))
+    rounds = [(r["round"], 100 * r["accuracy_after"]) for r in doc["rounds"] if r["accuracy_after"]]
+    for name, data, ylabel in (
+        ("accuracy-per-site", series, "accuracy on the site's held-out data (%)"),
+        (
+            "validation-per-round",
+            {"sites (weighted)": rounds} if rounds else {},
+            "validation accuracy (%)",
+        ),
+    ):
+        if not data:
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 3.2))
+        for label, points in data.items():
+            ax.plot(*zip(*sorted(points), strict=True), marker="o", linewidth=1, label=label)
+        rounds_seen = sorted({x for points in data.values() for x, _ in points})
+        if len(rounds_seen) <= 8:
+            ax.set_xticks(rounds_seen)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("round")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+        out[name] = buf.getvalue()
+    return out

@@ -1,0 +1,142 @@
+"""``flsilo report``: the model card, built only from evidence that verifies."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flsilo import evalreport as er
+from tests.conftest import Federation, digits_npz, fingerprint, needs_ssh_keygen, tree_digest
+
+CHROMIUM = next(
+    (
+        p
+        for p in map(shutil.which, ("chromium-headless-shell", "chromium", "chromium-browser"))
+        if p
+    ),
+    None,
+)
+
+
+def _round_with_a_report(federation: Federation, cli, tmp_path: Path) -> Path:
+    """Round 0 aggregated with site-a's signed report on package r0000 beside the bundles."""
+    ws = federation.sites["site-a"]
+    held_out = digits_npz(tmp_path / "held-out.npz", np.arange(1500, 1700))
+    made = cli(
+        "evaluate", ws / "packages" / "fed-r0000.safetensors", "--site", ws,
+        "--data", held_out, "--report",
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    federation.carry()
+    report = ws / "outbox" / "r0000-site-a.eval.json"
+    for f in (report, er.sig_of(report)):
+        shutil.copy(f, federation.hub / "inbox" / f.name)
+    assert cli("aggregate", federation.hub).code == 0
+    return federation.hub / "packages" / "fed-r0001.safetensors"
+
+
+def _card(cli, federation: Federation, package: Path, out: Path) -> object:
+    return cli(
+        "report", package, "--hub", federation.hub, "--out", out,
+        "--hub-fingerprint", fingerprint(federation.keys / "hub.pub"),
+    )  # fmt: skip
+
+
+def test_the_card_holds_the_verified_evidence(federation: Federation, cli, tmp_path: Path) -> None:
+    package = _round_with_a_report(federation, cli, tmp_path)
+    before = tree_digest(federation.hub)
+    out = tmp_path / "card"
+    result = _card(cli, federation, package, out)
+    assert result.code == 0, result.err
+    assert tree_digest(federation.hub) == before  # the card changes nothing at the hub
+    doc = json.loads((out / "card.json").read_text())
+    assert doc["package"]["round"] == 1 and doc["audit"]["ok"] is True
+    assert [p["round"] for p in doc["lineage"]] == [0, 1]
+    assert doc["lineage"][1]["parent_sha256"] == doc["lineage"][0]["sha256"]
+    (evaluation,) = doc["evaluations"]
+    assert evaluation["site"] == "site-a" and evaluation["samples"] == 200
+    assert [s["site"] for s in doc["rounds"][0]["sites"]] == ["site-a", "site-b"]
+    md = (out / "card.md").read_text()
+    assert "## Performance at each site" in md and "site-a" in md
+    assert "ssh-keygen -Y verify" in md and "flsilo audit . --hub-fingerprint SHA256:" in md
+    page = (out / "card.html").read_text()
+    # self-contained: no script, and every src/href is inline data or a fragment
+    assert "<script" not in page.lower()
+    links = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert all(link.startswith(("data:", "#")) for link in links)
+
+
+def test_one_changed_byte_of_a_report_refuses_the_card(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    package = _round_with_a_report(federation, cli, tmp_path)
+    archived = federation.hub / "rounds" / "0000" / "r0000-site-a.eval.json"
+    data = bytearray(archived.read_bytes())
+    data[data.index(b'"samples":200') + 11] = ord("1")
+    archived.write_bytes(bytes(data))
+    out = tmp_path / "card"
+    result = _card(cli, federation, package, out)
+    assert result.code == 3 and "card-evidence" in result.err
+    assert not out.exists()
+
+
+def test_a_card_needs_the_trust_root_and_a_package_of_this_hub(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    package = federation.hub / "packages" / "fed-r0000.safetensors"
+    bare = cli("report", package, "--hub", federation.hub, "--out", tmp_path / "c")
+    assert bare.code == 2
+    stray = tmp_path / "elsewhere.safetensors"
+    shutil.copy(package, stray)
+    shutil.copy(f"{package}.sig", f"{stray}.sig")
+    foreign = _card(cli, federation, stray, tmp_path / "c2")
+    assert foreign.code == 3 and "card-evidence" in foreign.err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed: card.html not rendered"
+)
+def test_the_card_renders_in_a_real_browser(federation: Federation, cli, tmp_path: Path) -> None:
+    package = _round_with_a_report(federation, cli, tmp_path)
+    out = tmp_path / "card"
+    assert _card(cli, federation, package, out).code == 0
+    assert CHROMIUM is not None
+    shot = tmp_path / "card.png"
+    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    dom = subprocess.run(
+        [*common, "--dump-dom", (out / "card.html").as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Performance at each site" in dom.stdout and "<table>" in dom.stdout
+    subprocess.run(
+        [*common, f"--screenshot={shot}", "--window-size=1100,1400", (out / "card.html").as_uri()],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+@needs_ssh_keygen
+def test_the_cards_stock_commands_run_as_printed(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    package = _round_with_a_report(federation, cli, tmp_path)
+    out = tmp_path / "card"
+    assert _card(cli, federation, package, out).code == 0
+    md = (out / "card.md").read_text()
+    block = md.split("## Check every claim yourself", 1)[1].split("```")[1]
+    stock = [line for line in block.strip().splitlines() if not line.startswith("flsilo ")]
+    script = "set -euo pipefail\n" + "\n".join(stock)
+    ran = subprocess.run(
+        ["bash", "-c", script], cwd=federation.hub, capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert 'Good "flsilo-package" signature' in ran.stderr + ran.stdout
+    assert "site-a" in ran.stdout  # find-principals names the report's signer
