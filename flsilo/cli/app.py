@@ -7,6 +7,7 @@ commands that need them, so ``flsilo verify``, ``inspect`` and ``keys`` start fa
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import sys
 import traceback
@@ -179,6 +180,17 @@ def interrupted(exc: BaseException, argv: list[str]) -> int:
     return status
 
 
+@functools.cache
+def command() -> Any:
+    """The click command tree of :data:`app`, built once per process.
+
+    Calling a Typer app rebuilds the tree from every command's signature each time (about
+    50 commands); a process that runs many commands (the tests, a library caller) pays
+    that once.
+    """
+    return typer.main.get_command(app)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status; never lets a traceback reach the user."""
     from flsilo import signals
@@ -193,7 +205,7 @@ def run(argv: list[str] | None = None) -> int:
             verbose = STATE.verbose or any(a in ("--verbose", "-v") for a in args)
             if not verbose:  # library chatter is not for operators; --verbose shows it
                 warnings.filterwarnings("ignore", module=LIBRARY_WARNINGS)
-            status = app(args=args, prog_name="flsilo", standalone_mode=False)
+            status = command()(args=args, prog_name="flsilo", standalone_mode=False)
     except _click.NoArgsIsHelpError as exc:
         exc.show()
         return int(ExitCode.USAGE)
