@@ -14,12 +14,23 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+from flsilo import keys
 from flsilo.cli.app import run
 from flsilo.keys import generate_key, load_public_key, parse_public_line, write_new_key
 
 # Tests never assert wall-clock time: no Hypothesis deadlines (first calls import torch).
 settings.register_profile("flsilo", deadline=None)
 settings.load_profile("flsilo")
+
+
+@pytest.fixture(autouse=True)
+def _one_kdf_round(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys encrypted in a test take 1 bcrypt round instead of flsilo's 64 (0.5 s of CPU
+    per write and per unlock), unless the test is marked ``real_kdf``: the rounds are what
+    it checks. Every other check on an encrypted key is the same at any number of rounds."""
+    if request.node.get_closest_marker("real_kdf") is None:
+        monkeypatch.setattr(keys, "KDF_ROUNDS", 1)
+
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 needs_ssh_keygen = pytest.mark.skipif(

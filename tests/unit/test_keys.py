@@ -27,6 +27,7 @@ def kdf_rounds(path: Path) -> tuple[str, int]:
     return f"{cipher}/{kdf}", options.uint32()
 
 
+@pytest.mark.real_kdf
 def test_new_key_is_encrypted_with_bcrypt_and_private(tmp_path: Path) -> None:
     key = tmp_path / "k"
     public = write_new_key(key, generate_key(), b"secret", "site-a")
@@ -109,12 +110,13 @@ def test_private_key_given_as_public(tmp_path: Path) -> None:
 
 @needs_ssh_keygen
 def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
-    public = write_new_key(tmp_path / "k", generate_key(), b"pw", "c")
+    public = write_new_key(tmp_path / "k", generate_key(), None, "c")
     out = ssh_keygen("-lf", str(tmp_path / "k.pub")).stdout.decode()
     assert out.split()[1] == public.fingerprint
 
 
 @needs_ssh_keygen
+@pytest.mark.real_kdf
 def test_ssh_keygen_reads_our_encrypted_key(tmp_path: Path) -> None:
     public = write_new_key(tmp_path / "k", generate_key(), b"pw", "c")
     out = ssh_keygen("-y", "-P", "pw", "-f", str(tmp_path / "k"))
