@@ -17,10 +17,29 @@ from hypothesis import settings
 from flsilo import keys
 from flsilo.cli.app import run
 from flsilo.keys import generate_key, load_public_key, parse_public_line, write_new_key
+from tests import cpu_report
 
 # Tests never assert wall-clock time: no Hypothesis deadlines (first calls import torch).
 settings.register_profile("flsilo", deadline=None)
 settings.load_profile("flsilo")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    cpu_report.CpuReport.register(config)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: `-n auto` (pyproject's addopts)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """A run that names test files or tests runs in one process; a whole tier on every CPU.
+
+    Starting a worker costs about a second of CPU (each imports torch): more than a few
+    tests take. ``-n N`` and PYTEST_XDIST_AUTO_NUM_WORKERS still choose.
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    if any(arg.endswith(".py") or "::" in arg for arg in config.args):
+        return 0
+    return None
 
 
 @pytest.fixture(autouse=True)
