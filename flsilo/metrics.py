@@ -15,7 +15,7 @@ each with the plan's decision threshold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -176,18 +176,43 @@ def bootstrap_interval(
     Resamples on which the statistic is undefined (a class absent from the draw) are left
     out; fewer than half defined gives None. The same seed gives the same interval.
     """
+    found = bootstrap_intervals(
+        lambda idx: {"value": statistic(idx)}, ("value",), n, seed=seed, draws=draws
+    )
+    return found["value"]
+
+
+def bootstrap_intervals(
+    statistics: Callable[[np.ndarray], Mapping[str, float | None]],
+    names: Sequence[str],
+    n: int,
+    *,
+    seed: int,
+    draws: int = BOOTSTRAP_DRAWS,
+) -> dict[str, tuple[float, float] | None]:
+    """:func:`bootstrap_interval` of each of ``names`` at once, over the same resamples.
+
+    ``statistics(indices)`` gives every figure of one resample; each figure's interval is
+    the one :func:`bootstrap_interval` gives for it alone with the same seed.
+    """
     if n == 0 or draws <= 0:
-        return None
+        return {name: None for name in names}
     rng = np.random.default_rng(seed)
-    values = []
+    values: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(draws):
-        value = statistic(rng.integers(0, n, size=n))
-        if value is not None:
-            values.append(value)
-    if len(values) < draws / 2:
-        return None
-    low, high = np.percentile(np.asarray(values), [2.5, 97.5])
-    return float(low), float(high)
+        figures = statistics(rng.integers(0, n, size=n))
+        for name in names:
+            value = figures[name]
+            if value is not None:
+                values[name].append(value)
+    out: dict[str, tuple[float, float] | None] = {}
+    for name in names:
+        if len(values[name]) < draws / 2:
+            out[name] = None
+            continue
+        low, high = np.percentile(np.asarray(values[name]), [2.5, 97.5])
+        out[name] = (float(low), float(high))
+    return out
 
 
 def _with_intervals(
@@ -202,18 +227,18 @@ def _with_intervals(
     out: dict[str, object] = asdict(row)
     if draws <= 0:
         return out
+    defined = [name for name in BINARY_FIELDS if getattr(row, name) is not None]
+
+    def figures(idx: np.ndarray) -> dict[str, float | None]:
+        resampled = binary_metrics(truth[idx], pred[idx], score[idx])
+        values = {name: getattr(resampled, name) for name in defined}
+        return {name: None if v is None else float(v) for name, v in values.items()}
+
+    found = bootstrap_intervals(figures, defined, truth.size, seed=seed, draws=draws)
     intervals: dict[str, list[float] | None] = {}
     for name in BINARY_FIELDS:
-        if getattr(row, name) is None:
-            intervals[name] = None
-            continue
-
-        def stat(idx: np.ndarray, name: str = name) -> float | None:
-            value = getattr(binary_metrics(truth[idx], pred[idx], score[idx]), name)
-            return None if value is None else float(value)
-
-        found = bootstrap_interval(stat, truth.size, seed=seed, draws=draws)
-        intervals[name] = None if found is None else list(found)
+        interval = found.get(name)
+        intervals[name] = None if interval is None else list(interval)
     out["ci95"] = intervals
     return out
 
