@@ -209,6 +209,7 @@ def _report(
         )
         if taken.view.streams  # weight rounds: a statistics round is an exact sum
         else None,
+        weight_round=taken.view.streams,
     )
 
 

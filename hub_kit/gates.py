@@ -14,7 +14,7 @@ head) has no update direction and is gated by neither.
 from __future__ import annotations
 
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,8 @@ import numpy as np
 from flsilo.artifact import sig_path
 from flsilo.atomic import BackgroundSync
 from flsilo.codes import Code
-from flsilo.errors import PolicyError
+from flsilo.errors import FlsiloError, PolicyError, VerificationError
+from flsilo.sshsig import parse_signature
 from hub_kit.commit import StagedRound
 from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
 from hub_kit.roundmath import RoundView, round_view, stream_input
@@ -30,6 +31,7 @@ from hub_kit.roundprep import Prepared, RoundPolicy
 from hub_kit.strategies.base import is_two_pass
 from hub_kit.streaming import FirstPass, StreamInput, measure
 from hub_kit.weighting import norm_gate
+from hub_kit.workspace import HubState
 
 COSINE_GATE_MIN_SITES = 3
 """Fewest updates the cosine gate judges: with two, the median is their mean, and a large
@@ -84,6 +86,7 @@ def run_intake(
         sync=sync,
     )
     result.candidates = sorted(result.candidates, key=lambda c: (c.site, c.verified.sha256))
+    _revoked_hints(result, prep.state)
     view = round_view(
         prep.package_path, prep.package.header, prep.package.manifest.model, prep.plan, scratch
     )
@@ -116,6 +119,29 @@ def _first_pass(taken: Intake, policy: RoundPolicy, *, dry_run: bool) -> None:
     keep = _gate(candidates, first, policy, result)
     result.candidates = [candidates[i] for i in keep]
     taken.gram = first.gram[np.ix_(keep, keep)]
+
+
+def _revoked_hints(result: IntakeResult, state: HubState) -> None:
+    """A bundle signed with a key this hub revoked gets the hub's hint: when, and that there
+    is nothing to do (the message, which the log records, stays as it is)."""
+    for i, r in enumerate(result.rejections):
+        if r.error.code != Code.KEY_REVOKED or r.sig_bytes is None:
+            continue
+        try:
+            enrolment = state.enrolment_of(parse_signature(r.sig_bytes).public_key)
+        except FlsiloError:
+            continue
+        if enrolment is None or enrolment.revoked_at is None:
+            continue
+        hint = (
+            f"{enrolment.site} was revoked at {enrolment.revoked_at}; refused; nothing to do "
+            "(aggregate keeps the file in quarantine; to take the site back, enrol a new key "
+            "for it)"
+        )
+        error = VerificationError(
+            r.error.message, path=r.error.path, code=Code.KEY_REVOKED, hint=hint
+        )
+        result.rejections[i] = replace(r, error=error)
 
 
 def stream_inputs(

@@ -110,6 +110,9 @@ class AggregateReport:
     weight_warning: str | None = None
     """Set when no --max-weight-share applies and one site holds over half of the weight
     (hub_kit.weighting.dominant_share_warning)."""
+    weight_round: bool = True
+    """A round of weight updates, measured (norm, distance, cosine); False for a statistics
+    round (a solved head), which has no update direction."""
 
     @property
     def accepted(self) -> int:

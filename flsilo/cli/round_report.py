@@ -44,18 +44,18 @@ def _verdict_cell(r: Any) -> str:
     )
 
 
-def _aggregate_cells(r: Any, norms: bool, round_: int) -> list[str]:
+def _aggregate_cells(r: Any, figures: bool, gate: float | None) -> list[str]:
     def num(v: float | None) -> str:
         return f"{v:.4g}" if v is not None else "-"
 
-    short = _short_file(r.file)  # named as expected: the site says it all
     cells = [
-        r.site if short == f"r{round_:04d}-{r.site}" else f"{r.site}\n{short}",
+        r.site,  # a file not named rNNNN-SITE is named under the table
         _verdict_cell(r),
         str(r.samples or "-"),
         pct(r.share) + ("*" if r.capped else ""),
     ]
-    cells += [num(r.update_norm), num(r.distance)] if norms else []
+    if figures:  # weight rounds: the update's norm, distance and cosine to the median
+        cells += [num(r.update_norm), num(r.distance), _cosine_cell(r.cosine, gate)]
     accuracy = "-"
     if r.global_accuracy is not None or r.trained_accuracy is not None:
         accuracy = f"{pct(r.global_accuracy)} → {pct(r.trained_accuracy)}"
@@ -81,12 +81,7 @@ def _weight_notes(report: AggregateReport, err: Console) -> None:
         err.print(f"* share capped at {100 * report.max_weight_share:g}% of the round's weight")
 
 
-def render_aggregate(report: object) -> None:
-    from hub_kit.report import AggregateReport
-
-    assert isinstance(report, AggregateReport)
-    from hub_kit.privacy import spent_text
-
+def _title(report: Any) -> str:
     title = f"round {report.round} — strategy {report.strategy}"
     if report.server_optimizer != "none":
         title += f", server {report.server_optimizer}"
@@ -98,15 +93,15 @@ def render_aggregate(report: object) -> None:
         title += f", cosine gate {report.cosine_gate:g}"
     if report.max_weight_share is not None:
         title += f", share cap {100 * report.max_weight_share:g}%"
-    # No outer box, and the bundle's name only where it is not rNNNN-SITE of this round
-    # (shown so, never folded; the full name is in --json): 80 columns hold every column.
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    dp = report.dp_budget is not None
-    norms = any(r.update_norm is not None or r.distance is not None for r in report.rows)
+    return title
+
+
+def _table(report: Any) -> Table:
+    """One row per inbox file, the same columns for the dry run and the real round (a
+    statistics round has no update figures); 80 columns hold them all."""
+    table = Table(title=_title(report), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     columns = ["site", "verdict", "samples", "share"]
-    columns += ["norm", "dist."] if norms else []  # only rules and gates that measure them
-    cosines = any(r.cosine is not None for r in report.rows)  # weight rounds: to the median
-    columns += ["cos."] if cosines else []
+    columns += ["norm", "dist.", "cos."] if report.weight_round else []
     columns += ["val. acc."]  # site-reported, before → after local training
     for col in columns:
         table.add_column(
@@ -115,31 +110,43 @@ def render_aggregate(report: object) -> None:
             no_wrap=col in ("site", "val. acc."),
             min_width=8 if col == "verdict" else None,
         )
-
     for r in report.rows:
-        cells = _aggregate_cells(r, norms, report.round)
-        if cosines:
-            cells.insert(-1, _cosine_cell(r.cosine, report.cosine_gate))
-        table.add_row(*cells)
-    from flsilo.cli.common import stderr
+        table.add_row(*_aggregate_cells(r, report.weight_round, report.cosine_gate))
+    return table
 
+
+def _notes(report: Any) -> list[str]:
+    """What follows the table, one line per file that needs one: codes, reasons and hints;
+    why an entry was skipped; the name of a file not named rNNNN-SITE."""
+    lines = []
+    for r in report.rows:
+        short = _short_file(r.file)
+        if r.code:
+            lines.append(f"{r.site} ({short}): {escape(r.reason or '')} ({r.code})")
+            lines.append(f"  hint: {escape(r.hint or '')}")
+        elif r.reason:  # skipped: why
+            lines.append(f"{short}: {r.verdict_text}: {escape(r.reason)}")
+        elif short != f"r{report.round:04d}-{r.site}":
+            lines.append(f"{r.site} ({short}): {r.verdict_text}")
+    return lines
+
+
+def render_aggregate(report: object) -> None:
+    from flsilo.cli.common import stderr
+    from hub_kit.privacy import spent_text
+    from hub_kit.report import AggregateReport
+
+    assert isinstance(report, AggregateReport)
     err = stderr()
-    err.print(table)
-    if dp:  # under the table, not a ninth column: 80 columns already hold eight
+    err.print(_table(report))
+    if report.dp_budget is not None:  # under the table, not another column
         spent = (
             f"{r.site} {spent_text(r.dp_epsilon_total, report.dp_budget)}" for r in report.rows
         )
         err.print(f"epsilon spent (of each site's budget): {', '.join(spent)}")
     _weight_notes(report, err)
-    for r in report.rows:
-        if r.code:
-            err.print(
-                f"{r.site} ({_short_file(r.file)}): {escape(r.reason or '')} ({r.code})",
-                soft_wrap=False,
-            )
-            err.print(f"  hint: {escape(r.hint or '')}")
-        elif r.reason:  # skipped: why
-            err.print(f"{_short_file(r.file)}: {r.verdict_text}: {escape(r.reason)}")
+    for line in _notes(report):
+        err.print(line)
     _render_evaluations(report, err)
     if report.package:
         err.print(

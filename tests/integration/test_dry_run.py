@@ -90,3 +90,57 @@ def test_aggregate_asks_no_passphrase_before_it_will_sign(
     federation.carry()
     signing = cli("aggregate", federation.hub)  # now it would sign: the passphrase is needed
     assert signing.code == 1 and "error[key-passphrase]" in signing.err
+
+
+def _table(text: str) -> tuple[str, list[str]]:
+    """The report table's header line and its rows (the lines between its rule and the
+    first line that is not a row)."""
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if set(line.strip()) == {"─"})
+    rows = []
+    for line in lines[rule + 1 :]:
+        if line.split()[1:2] not in (["accepted"], ["rejected"], ["skipped"], ["late"]):
+            break
+        rows.append(line)
+    return lines[rule - 1], rows
+
+
+def test_dry_run_and_real_report_share_columns_and_one_row_per_file(
+    federation: Federation, cli, monkeypatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    inbox = federation.hub / "inbox"
+    b = federation.bundles["site-a"]  # carried under a name of the site's own choosing
+    shutil.copy(b, inbox / "from-a.safetensors")
+    shutil.copy(f"{b}.sig", inbox / "from-a.safetensors.sig")
+    federation.carry("site-b")
+    _tampered_copy(federation, inbox)
+    dry = cli("aggregate", federation.hub, "--dry-run")
+    real = cli("aggregate", federation.hub)
+    assert dry.code == 3 and real.code == 0, real.err
+    (dry_header, dry_rows), (real_header, real_rows) = _table(dry.err), _table(real.err)
+    assert dry_header.split() == real_header.split()
+    assert dry_header.split() == [
+        "site", "verdict", "samples", "share", "norm", "dist.", "cos.", "val.", "acc.",
+    ]  # fmt: skip
+    for text, rows in ((dry.err, dry_rows), (real.err, real_rows)):
+        assert [r.split()[:2] for r in rows] == [
+            ["site-a", "accepted"], ["site-b", "accepted"], ["site-z", "rejected"],
+        ]  # fmt: skip
+        assert max(len(line) for line in text.splitlines()) <= 80
+        assert "site-a (from-a.safetensors): accepted" in text
+        assert "site-z (r0000-site-z): " in text and "(bad-signature)" in text
+
+
+def test_a_revoked_sites_bundle_gets_the_hubs_hint(federation: Federation, cli) -> None:
+    federation.carry()
+    assert cli("hub", "revoke", federation.hub, "site-b").code == 0
+    for args in (("--dry-run",), ("--min-sites", "1")):
+        result = cli("aggregate", federation.hub, "--json", *args)
+        rows = {r["site"]: r for r in json.loads(result.out)["report"]["rows"]}
+        refused = rows["site-b"]
+        assert refused["verdict"] == "rejected" and refused["code"] == "key-revoked"
+        assert refused["hint"].startswith("site-b was revoked at 20")
+        assert "; refused; nothing to do" in refused["hint"]
+    reasons = list((federation.hub / "quarantine").rglob("*site-b*.reason.txt"))
+    assert reasons and "nothing to do" in json.loads(reasons[0].read_text())["hint"]
