@@ -642,6 +642,17 @@ class Code(StrEnum):
         "the model card was refused: some of its evidence (the audit, the package, an evaluation report) does not verify",
         "run 'flsilo audit' with the same trust root; the message names the failed check",
     )
+    EXPORT_EXTRA = (
+        "export-extra",
+        U,
+        "ONNX export needs the export extra (onnx, onnxscript, onnxruntime)",
+        "pip install 'flsilo[export]'",
+    )
+    EXPORT_MISMATCH = (
+        "export-mismatch",
+        V,
+        "the exported ONNX model's outputs differ from the package's model on sample inputs; nothing was written",
+    )
     EVAL_FOREIGN_PACKAGE = (
         "eval-foreign-package",
         V,

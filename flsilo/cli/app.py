@@ -21,6 +21,7 @@ from flsilo.cli import (
     audit_cmd,
     demo_cmd,
     evaluations_cmd,
+    export_cmd,
     history_cmd,
     hub_cmd,
     inspect_cmd,
@@ -117,6 +118,7 @@ app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("aggregate", no_args_is_help=True)(hub_cmd.aggregate)
 app.command("audit", no_args_is_help=True)(audit_cmd.audit)
 app.command("report", no_args_is_help=True)(report_cmd.report)
+app.command("export", no_args_is_help=True)(export_cmd.export)
 app.command("train", no_args_is_help=True)(site_cmd.train)
 app.command("evaluate", no_args_is_help=True)(site_cmd.evaluate)
 app.command("demo")(demo_cmd.demo)

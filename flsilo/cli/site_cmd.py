@@ -20,6 +20,7 @@ from flsilo.cli.common import (
     stderr,
     stdout,
 )
+from flsilo.cli.trust_options import Hub, Key, Signers, Site
 from flsilo.errors import UsageError
 from flsilo.manifest import to_jsonable
 
@@ -293,15 +294,10 @@ def evaluate(
     package: Annotated[Path, typer.Argument(help="A package (or bundle) to evaluate.")],
     data: Annotated[Path, typer.Option(help="Labeled data to evaluate on.")],
     data_format: DataFormat = None,
-    site: Annotated[
-        Path | None, typer.Option(help="Trust the hub key of this site workspace.")
-    ] = None,
-    hub: Annotated[
-        Path | None,
-        typer.Option(help="Trust the hub keys and enrolled sites of this hub workspace."),
-    ] = None,
-    signers: Annotated[Path | None, typer.Option(help="Trust this allowed_signers file.")] = None,
-    key: Annotated[Path | None, typer.Option(help="Trust only this public key.")] = None,
+    site: Site = None,
+    hub: Hub = None,
+    signers: Signers = None,
+    key: Key = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip and count unusable records.")
@@ -329,25 +325,10 @@ def evaluate(
     if report:
         _evaluation_report(package, data, site, data_format, device, skip_bad, passphrase_file)
         return
-    from flsilo.cli.verify_cmd import load_trust
+    from flsilo.cli.trust_options import chosen_trust
     from site_kit.package_eval import evaluate_package
 
-    if sum(x is not None for x in (site, hub, signers, key)) > 1:
-        raise UsageError(
-            "give one of --site, --hub, --signers or --key",
-            hint="--site at a site, --hub at the hub, --signers or --key anywhere else",
-        )
-    if site is not None:
-        from site_kit.workspace import SiteWorkspace
-
-        trust: Any = SiteWorkspace.open(site).trust()
-    elif hub is not None:
-        from hub_kit.workspace import HubWorkspace
-
-        ws = HubWorkspace.open(hub)
-        trust = ws.trust(ws.state())  # the log's signature and allowed_signers checked first
-    else:
-        trust = load_trust(signers, key)
+    trust = chosen_trust(site, hub, signers, key)
     scored = evaluate_package(
         package, data, trust, data_format=data_format, device=device, skip_bad=skip_bad
     )

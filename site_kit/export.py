@@ -1,0 +1,167 @@
+"""``flsilo export``: a verified package as an ONNX model for deployment, checked against torch.
+
+The package is verified first (nothing unverified is loaded), its model built with the local
+code whose digest the package names, and exported with PyTorch's ONNX exporter (the
+``export`` extra: onnx, onnxscript, onnxruntime) with a dynamic batch dimension. The
+exported file's metadata names the package (file, sha256, federation, round), the model
+spec, the classes and the preprocessing the model expects (``[plan.preprocess]``, from the
+package or, for a final package that carries no plan, from its parent beside it). Before
+anything is written, onnxruntime runs the exported model on seeded sample inputs: the
+largest absolute logit difference from torch must be at most ``TOLERANCE`` and every
+predicted class the same, or nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flsilo import manifest as mf
+from flsilo.artifact import Verified, verify_file
+from flsilo.atomic import write_bytes
+from flsilo.codes import Code
+from flsilo.errors import FlsiloError, UsageError, VerificationError
+from flsilo.trust import TrustPolicy
+from site_kit.round import verified_model
+
+TOLERANCE = 1e-4
+SAMPLES = 16
+FORMATS = ("onnx",)
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    package_sha256: str
+    max_abs_diff: float
+    samples: int
+    preprocess_from: str | None
+    metadata: dict[str, str]
+
+
+def _extra_missing(exc: ImportError) -> UsageError:
+    return UsageError(
+        f"ONNX export needs the export extra ({exc.name} is not installed)",
+        code=Code.EXPORT_EXTRA,
+        hint="pip install 'flsilo[export]' (onnx, onnxscript, onnxruntime)",
+    )
+
+
+def _plan_source(verified: Verified, trust: TrustPolicy) -> tuple[mf.Plan | None, str | None]:
+    """The plan whose preprocessing the model expects: the package's, or for a final
+    package its parent's (the file of the previous round beside it, verified likewise)."""
+    info = verified.manifest.package
+    assert info is not None
+    if info.plan is not None:
+        return info.plan, verified.path.name
+    parent = verified.path.with_name(
+        f"{verified.manifest.federation}-r{verified.manifest.round - 1:04d}.safetensors"
+    )
+    if not parent.exists():
+        return None, None
+    try:
+        before = verify_file(parent, trust, expected_kind=mf.KIND_PACKAGE)
+    except FlsiloError:
+        return None, None
+    plan = before.manifest.package.plan if before.manifest.package else None
+    if before.sha256 != info.parent_sha256 or plan is None:
+        return None, None
+    return plan, parent.name
+
+
+def _metadata(verified: Verified, plan: mf.Plan | None, source: str | None) -> dict[str, str]:
+    m = verified.manifest
+    return {
+        "flsilo.package": verified.path.name,
+        "flsilo.package_sha256": verified.sha256,
+        "flsilo.federation": m.federation,
+        "flsilo.round": str(m.round),
+        "flsilo.model": m.model.spec,
+        "flsilo.model_code_digest": m.model.code_digest,
+        "flsilo.classes": json.dumps(list(m.model.classes)),
+        "flsilo.input_shape": json.dumps(list(m.model.input_shape)),
+        "flsilo.preprocess": json.dumps(mf.to_jsonable(plan.preprocess), sort_keys=True)
+        if plan is not None
+        else "unknown",
+        "flsilo.preprocess_from": source or "",
+        "flsilo.version": m.software.get("flsilo", ""),
+    }
+
+
+def export_onnx(package: Path, trust: TrustPolicy, out: Path) -> Exported:
+    """Verify ``package``, export its model to ``out`` (ONNX), check it, then write it."""
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise _extra_missing(exc) from exc
+    if out.exists():
+        raise UsageError(
+            "the output file exists", path=out, code=Code.EXISTS, hint="choose a new file name"
+        )
+    buffer = io.BytesIO()
+    verified = verify_file(package, trust, expected_kind=mf.KIND_PACKAGE, copy_to=buffer)
+    model = verified_model(verified, buffer.getvalue()).eval()
+    plan, source = _plan_source(verified, trust)
+    shape = verified.manifest.model.input_shape
+    sample = torch.from_numpy(
+        np.random.default_rng(int(verified.sha256[:8], 16))
+        .standard_normal((SAMPLES, *shape))
+        .astype(np.float32)
+    )
+    proto = _export(model, sample)
+    for key, value in _metadata(verified, plan, source).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = proto.SerializeToString()
+    onnx.checker.check_model(onnx.load_from_string(data))
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": sample.numpy()})[0]
+    with torch.no_grad():
+        want = model(sample).numpy()
+    diff = float(np.max(np.abs(got - want)))
+    if diff > TOLERANCE or not np.array_equal(got.argmax(axis=1), want.argmax(axis=1)):
+        raise VerificationError(
+            f"the exported model differs from the package's (largest logit difference "
+            f"{diff:.2e}, at most {TOLERANCE:g} allowed); nothing was written",
+            path=package,
+            code=Code.EXPORT_MISMATCH,
+            hint="report it with --verbose; the model may use an operation ONNX renders "
+            "differently",
+        )
+    write_bytes(out, data)
+    return Exported(out, verified.sha256, diff, SAMPLES, source, _metadata(verified, plan, source))
+
+
+def _export(model: torch.nn.Module, sample: torch.Tensor) -> Any:
+    """The ONNX graph of ``model`` with a dynamic batch (the exporter's chatter silenced)."""
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                (sample,),
+                dynamo=True,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
+    finally:
+        for log, level in zip(quiet, levels, strict=True):
+            log.setLevel(level)
+    assert program is not None
+    return program.model_proto
