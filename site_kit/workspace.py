@@ -352,6 +352,17 @@ def _foreign_hub(
     if err.code != Code.UNKNOWN_SIGNER:
         return err
     since = "confirmed at site init" if confirmed else "trusted since a hub key rotation"
+    chain = chain_path(package)
+    if not chain.exists():  # the usual cause: a rotation's statements left off the stick
+        return VerificationError(
+            f"{err.message}, and {chain.name} is not beside it",
+            path=package,
+            code=err.code,
+            hint=f"if your hub rotated its key, copy {chain.name} (from the stick or the "
+            "hub's packages/ folder) beside the package and run again: it holds the "
+            f"statements signed by your hub's key ({trusted.fingerprint}, {since}) that lead "
+            "to the new one; otherwise this package is not from your hub",
+        )
     return VerificationError(
         err.message,
         path=package,

@@ -222,7 +222,9 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     bare = stick_for("site-a", carry[:2])
     refused = cli("train", bare, "--site", fed.sites["site-a"])
     assert refused.code == 3 and "unknown-signer" in refused.err
-    assert "no key rotation statement signed by that key" in refused.err
+    assert "fed-r0001.safetensors.key-chain.json is not beside it" in refused.err
+    assert "copy fed-r0001.safetensors.key-chain.json" in refused.err
+    assert "damaged" not in refused.err.lower()
     # with them (as rotate-key says to carry), site-a follows the chain and trains
     followed = stick_for("site-a", carry)
     trained = cli("train", followed, "--site", fed.sites["site-a"])
