@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from flsilo import prehash
+from flsilo import notices, prehash
 from flsilo.cli import (
     audit_cmd,
     demo_cmd,
@@ -34,9 +34,10 @@ from flsilo.cli import (
     verify_cmd,
     wheelhouse_cmd,
 )
-from flsilo.cli.common import STATE, emit_json, print_error
+from flsilo.cli.common import STATE, emit_json, print_error, print_notes
 from flsilo.cpu import configure_threads
 from flsilo.errors import Code, ExitCode, FlsiloError, UsageError, trace_code
+from flsilo.safetext import shown
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as _click
@@ -195,6 +196,14 @@ def command() -> Any:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status; never lets a traceback reach the user."""
+    notices.take()
+    try:
+        return _run(argv)
+    finally:
+        print_notes(notices.take())
+
+
+def _run(argv: list[str] | None) -> int:
     from flsilo import signals
 
     STATE.json = False
@@ -230,16 +239,18 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         where = f"{exc.filename}: " if exc.filename else ""
         trace_code(Code.OS)
-        sys.stderr.write(
-            f"flsilo: error[{Code.OS}]: {where}{exc.strerror or exc} (hint: {Code.OS.hint})\n"
-        )
+        line = f"flsilo: error[{Code.OS}]: {where}{exc.strerror or exc} (hint: {Code.OS.hint})"
+        sys.stderr.write(shown(line) + "\n")
         return int(Code.OS.exit)
     except Exception as exc:  # a bug: one line, and the traceback on request
         if STATE.verbose:
             traceback.print_exc()
         sys.stderr.write(
-            f"flsilo: internal error: {type(exc).__name__}: {exc} "
-            "(hint: rerun with --verbose and report the traceback)\n"
+            shown(
+                f"flsilo: internal error: {type(exc).__name__}: {exc} "
+                "(hint: rerun with --verbose and report the traceback)"
+            )
+            + "\n"
         )
         return int(ExitCode.ERROR)
     return status if isinstance(status, int) else int(ExitCode.OK)

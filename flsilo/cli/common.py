@@ -8,15 +8,18 @@ import os
 import re
 import sys
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.segment import Segment
 
 from flsilo.codes import Code
 from flsilo.errors import ExitCode, FlsiloError, KeyFileError, UsageError
 from flsilo.keys import PassphraseSource
+from flsilo.safetext import shown
 
 REPORT_SCHEMA = "flsilo.report/1"
 
@@ -36,20 +39,35 @@ class CliState:
 STATE = CliState()
 
 
+class SafeConsole(Console):
+    """A rich console that escapes control and bidi characters in everything it prints
+    (:func:`flsilo.safetext.shown`): a file name in a table cell cannot drive the terminal.
+
+    The escape is applied to each rendered segment's text, before rich adds its own styles.
+    """
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            seg if seg.control else Segment(shown(seg.text, newlines=True), seg.style)
+            for seg in buffer
+        )
+
+
 def stdout() -> Console:
     """Data for people. A terminal's own width; a pipe or file gets $COLUMNS, else 80, so a
     report pasted into a ticket or a mail reads the same as on an 80-column screen."""
-    return Console(highlight=False)
+    return SafeConsole(highlight=False)
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return SafeConsole(stderr=True, highlight=False)
 
 
 def print_data(text: str) -> None:
     """One line of data on stdout (a path, a fingerprint) as is: never wrapped to the
-    terminal and never read as markup, so ``$(flsilo ...)`` in a script gets it whole."""
-    sys.stdout.write(text + "\n")
+    terminal and never read as markup, so ``$(flsilo ...)`` in a script gets it whole.
+    Control characters are escaped (:func:`flsilo.safetext.shown`)."""
+    sys.stdout.write(shown(text) + "\n")
     sys.stdout.flush()
 
 
@@ -89,7 +107,9 @@ def emit_json(command: str, ok: bool, payload: dict[str, Any]) -> None:
 
 
 def error_line(err: FlsiloError) -> str:
-    return f"flsilo: error[{err.code}]: {err.one_line()}"
+    """The one line an error prints: a name or message from outside cannot break it into
+    several lines or drive the terminal (control characters escaped)."""
+    return shown(f"flsilo: error[{err.code}]: {err.one_line()}")
 
 
 def print_error(err: FlsiloError) -> None:
@@ -100,16 +120,23 @@ def print_error(err: FlsiloError) -> None:
     sys.stderr.flush()
 
 
+def print_notes(notes: list[str]) -> None:
+    """What a command did besides its task (flsilo.notices), one line each on stderr."""
+    for note in notes:
+        sys.stderr.write(shown(f"flsilo: note: {note}") + "\n")
+    sys.stderr.flush()
+
+
 def info(message: str) -> None:
     """A progress or guidance line for people: stderr, never mixed into data on stdout."""
     if not STATE.json:
-        sys.stderr.write(fold(message, stderr().width))
+        sys.stderr.write(fold(shown(message, newlines=True), stderr().width))
         sys.stderr.flush()
 
 
 def say(message: str) -> None:
     """A result sentence for people on stdout, folded as :func:`fold` does."""
-    sys.stdout.write(fold(message, stdout().width))
+    sys.stdout.write(fold(shown(message, newlines=True), stdout().width))
     sys.stdout.flush()
 
 
