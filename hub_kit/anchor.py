@@ -12,16 +12,20 @@ that the very next commit event (``init`` or ``aggregate``) names that package.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from flsilo.artifact import Verified
 from flsilo.atomic import write_bytes
 from flsilo.codes import Code
-from flsilo.errors import VerificationError
+from flsilo.errors import FlsiloError, VerificationError
+from flsilo.faults import fault_point
 from flsilo.keys import PrivateKey, PublicKey
+from flsilo.notices import notice
 from flsilo.sshsig import LOG_NAMESPACE, check_signature, parse_signature, sign_digest
 from flsilo.untrusted import read_signature_file
 from hub_kit.eventlog import GENESIS, Event
+from hub_kit.journal import Pending, clear_journal, journal_path, read_journal, write_journal
 
 COMMIT_EVENTS = ("init", "aggregate")
 """Events that commit a package (each names the package's sha256)."""
@@ -31,14 +35,42 @@ def log_sig_path(log_path: Path) -> Path:
     return log_path.with_name(log_path.name + ".sig")
 
 
-def sign_log(log_path: Path, key: PrivateKey) -> None:
-    """Sign the log as it is now (call right after every commit, under the workspace lock)."""
-    digest = hashlib.sha256(log_path.read_bytes()).digest()
-    write_bytes(log_sig_path(log_path), sign_digest(key, LOG_NAMESPACE, digest))
+def log_signature(key: PrivateKey, raw: bytes) -> bytes:
+    """The hub's signature (flsilo-log) over the log's bytes ``raw``."""
+    return sign_digest(key, LOG_NAMESPACE, hashlib.sha256(raw).digest())
 
 
-def check_log_signature(log_path: Path, raw: bytes, hub_key: PublicKey) -> None:
-    """Raise unless ``raw`` (the log's bytes) carries a valid hub signature in flsilo-log."""
+def sign_log(log_path: Path, key: PrivateKey, raw: bytes | None = None) -> None:
+    """Sign the log (``raw``, its bytes as written, else as it is now) under the lock."""
+    data = log_path.read_bytes() if raw is None else raw
+    write_bytes(log_sig_path(log_path), log_signature(key, data))
+
+
+def check_log_signature(log_path: Path, raw: bytes, hub_key: PublicKey) -> Pending | None:
+    """Raise unless ``raw`` (the log's bytes) carries a valid hub signature in flsilo-log.
+
+    A log whose signature does not cover it is still accepted when the pending-commit
+    journal (:mod:`hub_kit.journal`) holds exactly the part not covered and the hub's
+    signature over the whole: that journal is returned, for a writer to complete the
+    signature. None when ``events.jsonl.sig`` itself covers the log.
+    """
+    try:
+        _check_signature_file(log_path, raw, hub_key)
+        return None
+    except FlsiloError:
+        pending = read_journal(log_path)
+        if pending is None or not pending.covers(raw):
+            raise
+        try:
+            _check_bytes(pending.signature, raw, hub_key, journal_path(log_path))
+        except FlsiloError:
+            pass
+        else:
+            return pending
+        raise
+
+
+def _check_signature_file(log_path: Path, raw: bytes, hub_key: PublicKey) -> None:
     sig_file = log_sig_path(log_path)
     data = read_signature_file(sig_file)
     if data is None:
@@ -51,6 +83,10 @@ def check_log_signature(log_path: Path, raw: bytes, hub_key: PublicKey) -> None:
             "administrator's guide; otherwise restore both files from backup and run "
             "'flsilo audit'",
         )
+    _check_bytes(data, raw, hub_key, sig_file)
+
+
+def _check_bytes(data: bytes, raw: bytes, hub_key: PublicKey, sig_file: Path) -> None:
     sig = parse_signature(data, source=str(sig_file))
     digest = hashlib.new(sig.hash_algorithm, raw).digest()
     check_signature(sig, LOG_NAMESPACE, digest, source=str(sig_file))
@@ -63,6 +99,41 @@ def check_log_signature(log_path: Path, raw: bytes, hub_key: PublicKey) -> None:
             hint="the log was rewritten by someone without the hub key; restore it from "
             "backup and run 'flsilo audit'",
         )
+
+
+def write_signed_log(
+    log_path: Path, base: bytes, raw: bytes, key: PrivateKey, after_append: Callable[[], None]
+) -> None:
+    """Replace the log ``base`` by ``raw`` (its append) and sign it, under the workspace lock.
+
+    The pending-commit journal goes first, so a kill at any step below is completed by the
+    next command (:func:`finish_pending`); each step is a fault point ``log:STEP``.
+    """
+    signature = log_signature(key, raw)
+    write_journal(log_path, base, raw, signature)
+    fault_point("log:journal")
+    write_bytes(log_path, raw)
+    fault_point("log:appended")
+    after_append()
+    fault_point("log:signers")
+    write_bytes(log_sig_path(log_path), signature)
+    fault_point("log:signed")
+    clear_journal(log_path)
+
+
+def finish_pending(log_path: Path, pending: Pending | None, lines: int) -> None:
+    """Under the lock, after the log (of ``lines`` lines) was accepted: when it was accepted on
+    the journal's signature, put that signature in place and say so (the caller regenerated
+    allowed_signers first); drop any journal left (one of a commit that never reached the log)."""
+    if pending is not None:
+        write_bytes(log_sig_path(log_path), pending.signature)
+        first = lines - pending.lines() + 1
+        notice(
+            f"{log_path}: completed the hub's signature over lines {first}-{lines}, appended "
+            "by a command interrupted before it signed them (they are byte-identical to the "
+            "pending-commit journal it wrote first)"
+        )
+    clear_journal(log_path)
 
 
 def check_against(events: list[Event], package: Verified) -> str | None:

@@ -34,7 +34,7 @@ from flsilo.plan import Schedule
 from flsilo.sshsig import BUNDLE_NAMESPACE, LOG_NAMESPACE, PACKAGE_NAMESPACE, RELEASE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from flsilo.workspace_paths import resolve_stored, stored_path
-from hub_kit.anchor import check_log_signature, sign_log
+from hub_kit.anchor import Pending, check_log_signature, finish_pending, write_signed_log
 from hub_kit.commit import STAGING_SUFFIX, roll_forward
 from hub_kit.eventlog import GENESIS, Event, EventLog
 from hub_kit.privacy import DPAccepted
@@ -265,6 +265,7 @@ class HubWorkspace:
         self.config = fed.load(root / fed.FEDERATION_FILE)
         self.log = EventLog(root / "events.jsonl")
         self._key_path: Path | None = None
+        self.pending: Pending | None = None  # the log was accepted on this journal's signature
 
     @property
     def key_path(self) -> Path:
@@ -345,16 +346,15 @@ class HubWorkspace:
             )
         state = fold(events)
         assert state.hub_key is not None
-        check_log_signature(self.log.path, raw, state.hub_key)
+        self.pending = check_log_signature(self.log.path, raw, state.hub_key)
         return state
 
     def commit(self, entries: list[tuple[str, dict[str, Any]]], key: PrivateKey) -> HubState:
         """Append ``entries`` in one atomic step, regenerate allowed_signers, sign the log head.
 
         Callers hold the workspace lock (prefer :meth:`transaction`, which also reads the log
-        once). The log's signature is written last: a crash before it leaves a log that every
-        hub command refuses until an administrator re-signs it, never an unsigned history
-        that is trusted.
+        once). The log's signature is written last, after a pending-commit journal that the
+        next command completes it from (:mod:`hub_kit.journal`): never an unsigned history.
         """
         raw, events = self.log.read_raw()
         return self._commit(raw, events, entries, key)[2]
@@ -377,12 +377,10 @@ class HubWorkspace:
                 code=Code.WRONG_HUB_KEY,
                 hint="check the key path in hub.toml",
             )
-        raw, added = self.log.append(entries, base=(raw, events))
-        events = events + added
-        state = fold(events)
-        self.write_allowed_signers(state)
-        sign_log(self.log.path, key)
-        return raw, events, state
+        new, added = self.log.extend(entries, base=(raw, events))
+        state = fold(events + added)
+        write_signed_log(self.log.path, raw, new, key, lambda: self.write_allowed_signers(state))
+        return new, events + added, state
 
     def transaction(self, what: str, *, wait_s: float | None = None) -> HubTransaction:
         """The one way to change hub state: ``with ws.transaction("enroll") as tx: ...``."""
@@ -449,9 +447,10 @@ class HubTransaction:
         try:
             self._raw, self._events = self.ws.log.read_raw()
             self.state = self.ws._fold_checked(self._raw, self._events)
+            if self.ws.pending is not None or not self.ws.signers_path.exists():
+                self.ws.write_allowed_signers(self.state)  # a commit killed before its signature
+            finish_pending(self.ws.log.path, self.ws.pending, len(self._events))
             roll_forward(self.ws.root, self.ws.rounds_dir, self.state.round)
-            if not self.ws.signers_path.exists():  # a crash between log commit and regeneration
-                self.ws.write_allowed_signers(self.state)
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise

@@ -262,7 +262,7 @@ def test_same_bundles_in_any_order_give_identical_packages(
 
 
 @pytest.mark.parametrize(
-    "crash_at", ["hub_kit.build.write_package_stream", "flsilo.hashchain.write_bytes"]
+    "crash_at", ["hub_kit.build.write_package_stream", "hub_kit.anchor.write_bytes"]
 )
 def test_crash_then_rerun_completes(
     federation: Federation, cli, monkeypatch: pytest.MonkeyPatch, crash_at: str
