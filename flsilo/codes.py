@@ -602,6 +602,12 @@ class Code(StrEnum):
         M,
         "an inbox bundle whose size cannot be a bundle for this round; it was not read",
     )
+    NAME_TOO_LONG = (
+        "name-too-long",
+        M,
+        "an inbox file's name is longer than flsilo keeps names (200 bytes); it was not read "
+        "and is quarantined under a shortened name",
+    )
     UNREADABLE = (
         "unreadable",
         M,

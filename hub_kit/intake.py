@@ -52,6 +52,7 @@ from flsilo.tensorsets import (
 from flsilo.trust import AllowedSigners
 from flsilo.untrusted import UnreadableError, describe_mode, not_regular, open_regular
 from hub_kit.fedstats import check_fedstats
+from hub_kit.inboxnames import name_too_long, stored_name
 from hub_kit.privacy import check_bundle as check_dp_bundle
 from hub_kit.streaming import FISHER_PREFIX
 from hub_kit.workspace import HubState
@@ -381,6 +382,8 @@ def examine(
     the copy (never the inbox file), which becomes the archived bundle or the quarantine
     copy.
     """
+    if (too_long := name_too_long(path)) is not None:  # cannot be staged or archived
+        return Rejection(path, "?", "", too_long)
     site = _claimed_site(path)
     mode = (entry.stat(follow_symlinks=False) if entry else os.lstat(path)).st_mode
     if not stat.S_ISREG(mode):
@@ -587,7 +590,8 @@ def quarantine(rejection: Rejection, directory: Path, round_: int) -> Path:
     an entry that was not read (a symlink, a FIFO, an implausible size, an unreadable file)
     gets only the reason file. The original stays put.
     """
-    stem = f"{rejection.sha256[:12] or 'unread'}-{rejection.inbox_path.name}"
+    kept = stored_name(rejection.inbox_path.name)  # a long name is stored shortened
+    stem = f"{rejection.sha256[:12] or 'unread'}-{kept}"
     target = directory / f"r{round_:04d}" / stem
     target.parent.mkdir(parents=True, exist_ok=True)
     copied = False
@@ -603,6 +607,7 @@ def quarantine(rejection: Rejection, directory: Path, round_: int) -> Path:
         "site": rejection.site,
         "sha256": rejection.sha256,
         "copied": copied or target.exists(),
+        **({"stored_as": stem} if kept != rejection.inbox_path.name else {}),
         **rejection.error.to_dict(),
         "time": mf.now_utc(),
     }

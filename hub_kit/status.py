@@ -45,6 +45,14 @@ def peek(path: Path) -> mf.Manifest | None:
         return None
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; False for a name the file system cannot even look up."""
+    try:
+        return path.exists()
+    except OSError:  # ENAMETOOLONG: an inbox name near the limit, plus ".sig"
+        return False
+
+
 def status(hub_dir: Path) -> Status:
     ws = HubWorkspace.open(hub_dir)
     state = ws.state()
@@ -62,7 +70,7 @@ def status(hub_dir: Path) -> Status:
                 "file": path.name,
                 "site": site,
                 "round": for_round,
-                "signature": path.with_name(path.name + ".sig").exists(),
+                "signature": _exists(path.with_name(path.name + ".sig")),
                 "readable": m is not None,
             }
         )

@@ -87,9 +87,7 @@ def test_a_kill_before_the_signature_of_a_round_recovers_and_publishes(
 
 
 @pytest.mark.slow
-def test_ten_of_ten_kills_between_append_and_signature_recover(
-    federation: Federation, cli
-) -> None:
+def test_ten_of_ten_kills_between_append_and_signature_recover(federation: Federation, cli) -> None:
     for n in range(10):
         check_enroll_killed_at(federation, cli, "log:appended", f"site-k{n}")
 
