@@ -17,6 +17,7 @@ from typing import BinaryIO
 from flsilo import filelock
 from flsilo.codes import Code
 from flsilo.errors import WorkspaceError
+from flsilo.faults import disk_point
 
 
 def fsync_dir(path: Path) -> None:
@@ -101,6 +102,7 @@ def atomic_writer(
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
+            disk_point(path)
             if sync is None:
                 os.fsync(fh.fileno())
             else:

@@ -18,7 +18,7 @@ from pathlib import Path
 from flsilo.artifact import Verified
 from flsilo.atomic import write_bytes
 from flsilo.codes import Code
-from flsilo.errors import FlsiloError, VerificationError
+from flsilo.errors import FlsiloError, VerificationError, WorkspaceError
 from flsilo.faults import fault_point
 from flsilo.keys import PrivateKey, PublicKey
 from flsilo.notices import notice
@@ -114,9 +114,20 @@ def write_signed_log(
     fault_point("log:journal")
     write_bytes(log_path, raw)
     fault_point("log:appended")
-    after_append()
-    fault_point("log:signers")
-    write_bytes(log_sig_path(log_path), signature)
+    try:
+        after_append()
+        fault_point("log:signers")
+        write_bytes(log_sig_path(log_path), signature)
+    except WorkspaceError as err:
+        if err.code != Code.DISK_FULL:
+            raise
+        raise WorkspaceError(  # not 'nothing was changed': the log holds the commit
+            "disk full after the commit reached the event log, before it was signed; "
+            "the next hub command completes it",
+            path=err.path,
+            code=Code.DISK_FULL,
+            hint="free space on the disk holding the hub workspace and run the command again",
+        ) from err
     fault_point("log:signed")
     clear_journal(log_path)
 

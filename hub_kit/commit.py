@@ -16,6 +16,8 @@ Commit order of aggregate round r, each step a fault point (``FLSILO_FAULT=aggre
 
 A crash before 3 leaves no visible package and a log that does not know the round: the next
 ``aggregate`` deletes the staging folder and redoes the round from the untouched inbox. A
+command that fails before 3 (a full disk, a wrong passphrase) deletes it itself, as it lets go
+of the lock (:func:`discard_uncommitted`), so it leaves nothing behind. A
 crash after 3 leaves a committed round whose files are still staged: the next hub command
 that takes the workspace lock finishes step 4 before anything else (:func:`roll_forward`).
 So at any moment a package under ``packages/`` is either absent or the committed one.
@@ -26,10 +28,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from flsilo.atomic import fsync_dir
+from flsilo.errors import FlsiloError
 
 STAGING_SUFFIX = ".staging"
 _STAGING = re.compile(r"^(\d{4,})\.staging$")
@@ -109,3 +113,41 @@ def roll_forward(hub_root: Path, rounds_dir: Path, committed_rounds: int) -> lis
             publish(staged, hub_root, rounds_dir / f"{staged.round:04d}")
             done.append(staged.round)
     return done
+
+
+def discard_uncommitted(rounds_dir: Path, committed_rounds: Callable[[], int]) -> None:
+    """After a command failed under the lock (a full disk, a wrong passphrase): remove the
+    staging folders of rounds the log has not committed, so nothing of the attempt stays.
+
+    ``committed_rounds`` reads the log as it is now (a failure after the append committed).
+    """
+    leftovers = staged_rounds(rounds_dir)
+    if not leftovers:
+        return
+    try:
+        committed = committed_rounds()
+    except FlsiloError:
+        return  # a log that cannot be read: leave everything for the next command to judge
+    for staged in leftovers:
+        if staged.round >= committed:
+            shutil.rmtree(staged.root, ignore_errors=True)
+
+
+def round_entry_note(path: Path, committed: int) -> list[str]:
+    """What ``rounds/NAME`` is, when the log does not account for it (status and audit)."""
+    name = path.name
+    number = name.removesuffix(STAGING_SUFFIX)
+    if not number.isdigit() or path.is_symlink() or not path.is_dir():
+        return [f"rounds/{name}: not a round folder"]
+    if name.endswith(STAGING_SUFFIX):
+        if int(number) < committed:
+            return [
+                f"rounds/{name}: round committed in the log but not yet published "
+                "(the next hub command finishes it)"
+            ]
+        return [
+            f"rounds/{name}: an interrupted, uncommitted attempt (the next aggregate discards it)"
+        ]
+    if int(number) >= committed:
+        return [f"rounds/{name}: a round archive the event log does not know"]
+    return []

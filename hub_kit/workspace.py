@@ -35,7 +35,7 @@ from flsilo.sshsig import BUNDLE_NAMESPACE, LOG_NAMESPACE, PACKAGE_NAMESPACE, RE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from flsilo.workspace_paths import resolve_stored, stored_path
 from hub_kit.anchor import Pending, check_log_signature, finish_pending, write_signed_log
-from hub_kit.commit import STAGING_SUFFIX, roll_forward
+from hub_kit.commit import discard_uncommitted, roll_forward, round_entry_note
 from hub_kit.eventlog import GENESIS, Event, EventLog
 from hub_kit.privacy import DPAccepted
 
@@ -396,7 +396,7 @@ class HubWorkspace:
                 if base not in known and not path.name.startswith("."):
                     found.append(f"packages/{path.name}: not a package the event log issued")
         for path in sorted(self.rounds_dir.iterdir()) if self.rounds_dir.is_dir() else []:
-            found.extend(_round_entry_note(path, state.round))
+            found.extend(round_entry_note(path, state.round))
         return found
 
     def current_package(self, state: HubState) -> Path:
@@ -457,31 +457,16 @@ class HubTransaction:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__(*exc)
+        try:
+            if exc[0] is not None:  # a failed command leaves no uncommitted staging folder
+                discard_uncommitted(self.ws.rounds_dir, lambda: fold(self.ws.log.read()).round)
+        finally:
+            self._lock.__exit__(*exc)
 
     def commit(self, entries: list[tuple[str, dict[str, Any]]], key: PrivateKey) -> HubState:
         """Commit ``entries`` in one atomic log write; refold; regenerate; sign the log."""
         self._raw, self._events, self.state = self.ws._commit(self._raw, self._events, entries, key)
         return self.state
-
-
-def _round_entry_note(path: Path, committed: int) -> list[str]:
-    name = path.name
-    number = name.removesuffix(STAGING_SUFFIX)
-    if not number.isdigit() or path.is_symlink() or not path.is_dir():
-        return [f"rounds/{name}: not a round folder"]
-    if name.endswith(STAGING_SUFFIX):
-        if int(number) < committed:
-            return [
-                f"rounds/{name}: round committed in the log but not yet published "
-                "(the next hub command finishes it)"
-            ]
-        return [
-            f"rounds/{name}: an interrupted, uncommitted attempt (the next aggregate discards it)"
-        ]
-    if int(number) >= committed:
-        return [f"rounds/{name}: a round archive the event log does not know"]
-    return []
 
 
 def lock_wait(wait_s: float | None) -> float:
