@@ -49,7 +49,7 @@ def _aggregate_cells(r: Any, figures: bool, gate: float | None) -> list[str]:
         return f"{v:.4g}" if v is not None else "-"
 
     cells = [
-        r.site,  # a file not named rNNNN-SITE is named under the table
+        escape(r.site),  # a file not named rNNNN-SITE is named under the table
         _verdict_cell(r),
         str(r.samples or "-"),
         pct(r.share) + ("*" if r.capped else ""),
@@ -120,14 +120,15 @@ def _notes(report: Any) -> list[str]:
     why an entry was skipped; the name of a file not named rNNNN-SITE."""
     lines = []
     for r in report.rows:
-        short = _short_file(r.file)
+        expected = _short_file(r.file) == f"r{report.round:04d}-{r.site}"
+        site, short = escape(r.site), escape(_short_file(r.file))  # from the stick: no markup
         if r.code:
-            lines.append(f"{r.site} ({short}): {escape(r.reason or '')} ({r.code})")
+            lines.append(f"{site} ({short}): {escape(r.reason or '')} ({r.code})")
             lines.append(f"  hint: {escape(r.hint or '')}")
         elif r.reason:  # skipped: why
             lines.append(f"{short}: {r.verdict_text}: {escape(r.reason)}")
-        elif short != f"r{report.round:04d}-{r.site}":
-            lines.append(f"{r.site} ({short}): {r.verdict_text}")
+        elif not expected:
+            lines.append(f"{site} ({short}): {r.verdict_text}")
     return lines
 
 

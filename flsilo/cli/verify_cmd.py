@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flsilo import oms
@@ -174,7 +175,7 @@ def render(rows: list[dict[str, Any]]) -> None:
     table.add_column("details")
     for r in rows:
         if r["ok"]:
-            table.add_row(Path(r["file"]).name, "[green]OK[/]", _details(r))
+            table.add_row(escape(Path(r["file"]).name), "[green]OK[/]", _details(r))
         else:
-            table.add_row(Path(r["file"]).name, "[red]FAIL[/]", r["error"]["code"])
+            table.add_row(escape(Path(r["file"]).name), "[red]FAIL[/]", r["error"]["code"])
     stdout().print(table)

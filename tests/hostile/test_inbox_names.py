@@ -72,6 +72,7 @@ HOSTILE = [
     "evil\x1b[2J\x1b[31m-r0000-site-a.safetensors",
     "report\u202egpj.safetensors",
     "bell\x07\x9b31m\r.safetensors",
+    "x-r0000-[red]hidden[bold].safetensors",  # rich markup, shown as typed
 ]
 
 
@@ -98,6 +99,8 @@ def test_control_characters_in_names_are_escaped_in_every_human_output(
     joined = "\n".join(outputs)
     assert "evil\\x1b[2J\\x1b[31m-r0000-site-a.safetensors" in joined
     assert "report\\u202egpj.safetensors" in joined
+    assert "r0000-[red]hidden[bold]" in outputs[0]  # the dry run's table, as typed
+    assert "x-r0000-[red]hidden[bold].safetensors" in outputs[3]  # verify's table
     # JSON keeps the exact names (JSON escapes are not terminal controls)
     doc = json.loads(cli("aggregate", federation.hub, "--dry-run", "--json").out)
     assert set(HOSTILE) <= {r["file"] for r in doc["report"]["rows"]}
