@@ -8,6 +8,7 @@ from typing import Any
 
 from flsilo import manifest as mf
 from flsilo.errors import FlsiloError
+from flsilo.notices import notice
 from flsilo.plan import schedule_text
 from flsilo.tensorfile import read_header
 from flsilo.untrusted import open_regular
@@ -56,6 +57,13 @@ def _exists(path: Path) -> bool:
 def status(hub_dir: Path) -> Status:
     ws = HubWorkspace.open(hub_dir)
     state = ws.state()
+    if ws.pending is not None:
+        notice(
+            f"{ws.log.path}: its last {ws.pending.lines()} lines, appended by a command "
+            "interrupted before it signed them, are covered by the hub's signature in the "
+            "pending-commit journal; the next hub command that changes the workspace puts it "
+            "in place"
+        )
     schedule = ws.schedule
     inbox = []
     present: set[str] = set()

@@ -52,6 +52,7 @@ def check_enroll_killed_at(federation: Federation, cli, step: str, name: str) ->
     # a lock-free reader already accepts the log: the journal's signature covers it
     status = cli("hub", "status", hub, "--json")
     assert status.code == 0, status.err
+    assert ("pending-commit journal" in status.err) == (step in UNSIGNED), status.err
     listed = {s.get("site") or s.get("id") for s in json.loads(status.out)["sites"]}
     assert (name in listed) == committed, listed
     # the next writer completes the signature and says so
