@@ -9,6 +9,7 @@ built, whether from options (``hub init``, ``demo``) or from the file.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from flsilo.manifest import (
 )
 from flsilo.plan import STATS, Plan, Schedule, plan_for_round, plan_problem, schedule_problem
 from flsilo.preprocessing import needs_statistics, shape_problem
+from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
 
 FEDERATION_FILE = "federation.toml"
 TABLES = ("schedule", "plan", "hub", "data")
@@ -236,9 +238,19 @@ def write(path: Path, config: FederationConfig) -> None:
     write_text(path, to_toml(config))
 
 
+def _text(path: Path) -> str:
+    """A settings file's text, read bounded: a kit's federation.toml comes on a stick."""
+    try:
+        return read_bounded(path, MAX_SMALL_FILE_BYTES, follow=True).decode("utf-8")
+    except MalformedInputError as exc:
+        if exc.code == Code.MISSING:
+            raise FileNotFoundError(errno.ENOENT, "not found", str(path)) from exc
+        raise
+
+
 def load(path: Path) -> FederationConfig:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_text(path))
     except FileNotFoundError as exc:
         raise MalformedInputError(
             f"{FEDERATION_FILE} not found",
@@ -292,7 +304,7 @@ def _bad(path: Path, why: str) -> MalformedInputError:
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(_text(path))
     except FileNotFoundError as exc:
         raise WorkspaceError(
             f"{path.name} not found",

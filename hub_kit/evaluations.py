@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from flsilo import evalreport as er
-from flsilo.atomic import copy_file, write_bytes
+from flsilo.atomic import write_bytes
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, VerificationError
 from flsilo.sshsig import EVAL_NAMESPACE
 from flsilo.trust import AllowedSigners
+from flsilo.untrusted import read_bounded, read_signature_file
 from hub_kit.workspace import ROLE_SITE, HubState, HubWorkspace, signer_entries
 
 PRIMARY = {"classify": "accuracy"}
@@ -121,14 +122,19 @@ def take_in(
     seen = logged_reports(ws)
     fresh = [v for v in found.reports if v.sha256 not in seen]
     for v in fresh:
-        data = v.path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != v.sha256:  # changed since it verified
+        try:  # read again, bounded: the stick may have changed since it verified
+            data = read_bounded(v.path, er.MAX_REPORT_BYTES)
+            sig = read_signature_file(er.sig_of(v.path))
+        except FlsiloError as err:
+            found.refused.append(Refused(v.path, str(err.code), err.message, err.hint))
+            continue
+        if sig is None or hashlib.sha256(data).hexdigest() != v.sha256:  # changed since
             found.refused.append(
                 Refused(v.path, str(Code.BAD_SIGNATURE), "changed while it was read", "")
             )
             continue
         write_bytes(archive / v.path.name, data)
-        copy_file(er.sig_of(v.path), archive / er.sig_of(v.path).name)
+        write_bytes(archive / er.sig_of(v.path).name, sig)
     kept = [v for v in fresh if (archive / v.path.name).exists()]
     return kept, found.refused
 

@@ -101,6 +101,15 @@ def test_public_key_and_allowed_signers(tmp_path: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", HOW)
+def test_federation_toml_of_a_kit(tmp_path: Path, how: str) -> None:
+    from flsilo import federation as fed
+
+    path = tmp_path / fed.FEDERATION_FILE
+    plant(path, how)
+    assert refused(lambda: fed.load(path)).code in {"not-regular-file", "too-large"}
+
+
+@pytest.mark.parametrize("how", HOW)
 def test_round_archive_sums(tmp_path: Path, how: str) -> None:
     folder = tmp_path / "0000"
     folder.mkdir()
@@ -137,7 +146,6 @@ def test_sigstore_bundle_beside_a_package(federation: Federation, cli, how: str)
 # the reason its file cannot be hostile.
 OWN_FILES = {
     "flsilo/cpu.py": (3, "the kernel's cgroup files"),
-    "flsilo/federation.py": (2, "TOML settings the operator wrote (hub.toml, site.toml)"),
     "flsilo/planfile.py": (1, "the operator's own plan file (hub init --config)"),
     "flsilo/models/registry.py": (1, "a model's own Python source, hashed"),
     "flsilo/wheelhouse.py": (3, "the source tree and pip's own report while building"),
