@@ -13,7 +13,7 @@ import torch
 from flsilo.models.registry import head_module_name
 from hub_kit.closed_form import solve_head, sum_statistics
 from site_kit.data import Dataset
-from site_kit.statistics import feature_matrix, head_statistics
+from site_kit.statistics import streamed_statistics
 
 
 def solve_closed_form_head(
@@ -21,11 +21,7 @@ def solve_closed_form_head(
 ) -> None:
     """Replace ``model``'s head, in place, by the head solved from the sites' statistics."""
     cpu = torch.device("cpu")
-    per_site = [
-        head_statistics(feature_matrix(model, d, cpu), d.y, classes, solver)
-        for d in sites
-        if len(d)
-    ]
+    per_site = [streamed_statistics(model, d, classes, solver, cpu) for d in sites if len(d)]
     weight, bias = solve_head(solver, sum_statistics(per_site))
     head = model.get_submodule(head_module_name(model))
     with torch.no_grad():

@@ -1,7 +1,9 @@
 """``site check-data``: read a site's data as training would, and report every problem at once.
 
-Torch-free and read-only: the same loaders and the federation's classes, input shape and
-data settings that ``flsilo train`` uses, so data that passes here loads there.
+Torch-free, and read-only for the data: the same adapters and the federation's classes,
+input shape and data settings that ``flsilo train`` uses, so data that passes here loads
+there. It refreshes the site's index of the data (``site_kit.data.index``) as training
+would, so every new or changed file is decoded once here and not hashed again by train.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flsilo.errors import UsageError
-from site_kit.data import load_dataset
+from site_kit.data.samples import open_samples
 from site_kit.workspace import SiteWorkspace
 
 SHOWN = 10
@@ -43,11 +45,13 @@ def check_data(root: Path, data: Path | None, data_format: str | None) -> DataCh
         )
     fmt = data_format or (ws.config.data_format if data is None else None)
     fed = ws.federation
-    dataset = load_dataset(source, fmt, fed.classes, fed.input_shape, fed.data, skip_bad=True)
+    samples = open_samples(
+        source, fmt, fed.classes, fed.input_shape, fed.data, skip_bad=True, store=ws.root
+    )
     return DataCheck(
         data=str(source),
-        usable=len(dataset),
+        usable=len(samples),
         classes=list(fed.classes),
-        class_counts=dataset.class_counts(len(fed.classes)),
-        problems=list(dataset.problems),
+        class_counts=samples.class_counts(len(fed.classes)),
+        problems=[str(p) for p in samples.problems],
     )

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from flsilo.manifest import Metrics
 from site_kit.data import Dataset
+from site_kit.data.samples import Samples
+from site_kit.data.stream import batches, in_order
 
 
 @dataclass(frozen=True)
@@ -26,20 +28,19 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    data: Dataset,
+    data: Dataset | Samples,
     num_classes: int,
     device: torch.device,
     batch_size: int = 1024,
+    workers: int = 0,
 ) -> Evaluation:
+    """Score ``model`` on every sample of ``data`` in order (no augmentation)."""
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     total_loss = 0.0
-    x_all = torch.from_numpy(data.x)
-    y_all = torch.from_numpy(data.y)
-    for start in range(0, len(data), batch_size):
-        xb = x_all[start : start + batch_size].to(device)
-        yb = y_all[start : start + batch_size].to(device)
+    for cpu_x, cpu_y in batches(data, in_order(len(data), batch_size), workers=workers):
+        xb, yb = cpu_x.to(device), cpu_y.to(device)
         logits = model(xb)
         total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
         pred = logits.argmax(dim=1).cpu()

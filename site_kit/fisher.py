@@ -21,22 +21,28 @@ import torch
 import torch.nn.functional as F
 
 from site_kit.data import Dataset
+from site_kit.data.samples import Samples
+from site_kit.data.stream import batches, in_order
 
 FISHER_PREFIX = "fisher."
 
 
 def diagonal_fisher(
-    model: torch.nn.Module, data: Dataset, device: torch.device, seed: int, batch_size: int = 4
+    model: torch.nn.Module,
+    data: Dataset | Samples,
+    device: torch.device,
+    seed: int,
+    batch_size: int = 4,
+    workers: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Per-parameter diagonal Fisher (float32, same shapes), averaged over ``data``."""
     was_training = model.training
     model.eval()
     params = {k: v for k, v in model.named_parameters() if v.requires_grad}
     total = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in params.items()}
-    x_all = torch.from_numpy(data.x)
     generator = torch.Generator().manual_seed(seed)
-    for start in range(0, len(data), batch_size):
-        xb = x_all[start : start + batch_size].to(device)
+    for cpu_x, _ in batches(data, in_order(len(data), batch_size), workers=workers):
+        xb = cpu_x.to(device)
         log_probs = F.log_softmax(model(xb), dim=-1)
         with torch.no_grad():
             drawn = torch.multinomial(log_probs.exp().cpu(), 1, generator=generator)

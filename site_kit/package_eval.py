@@ -8,9 +8,11 @@ from pathlib import Path
 
 from flsilo.artifact import verify_file
 from flsilo.trust import TrustPolicy
-from site_kit.data import load_dataset
+from site_kit.data.samples import open_samples
+from site_kit.data.stream import default_workers
 from site_kit.evaluation import Evaluation, evaluate
-from site_kit.round import data_spec, verified_model
+from site_kit.round import verified_model
+from site_kit.sitedata import data_spec, plan_preprocess
 from site_kit.training import DistContext, pick_device
 
 
@@ -31,14 +33,34 @@ def evaluate_package(
     data_format: str | None = None,
     device: str = "auto",
     skip_bad: bool = False,
+    workers: int | None = None,
 ) -> PackageEvaluation:
-    """Verify ``package`` against ``trust`` (nothing unverified is loaded), then evaluate it."""
+    """Verify ``package`` against ``trust`` (nothing unverified is loaded), then evaluate it.
+
+    The data is indexed without hashing and read per batch, with the package's (or
+    bundle's) preprocessing and never its augmentation.
+    """
     buffer = io.BytesIO()
     verified = verify_file(package, trust, copy_to=buffer)
     model = verified_model(verified, buffer.getvalue())
     info = verified.manifest.model
-    dataset = load_dataset(
-        data, data_format, info.classes, info.input_shape, data_spec(info), skip_bad=skip_bad
+    m = verified.manifest
+    plan = m.package.plan if m.package else m.bundle.plan if m.bundle else None
+    preprocess = plan_preprocess(plan)[0] if plan is not None else None
+    dataset = open_samples(
+        data,
+        data_format,
+        info.classes,
+        info.input_shape,
+        data_spec(info),
+        skip_bad=skip_bad,
+        preprocess=preprocess,
     )
-    result = evaluate(model, dataset, len(info.classes), pick_device(device, DistContext()))
+    result = evaluate(
+        model,
+        dataset,
+        len(info.classes),
+        pick_device(device, DistContext()),
+        workers=default_workers() if workers is None else workers,
+    )
     return PackageEvaluation(info.classes, dataset.skipped, result)

@@ -2,10 +2,12 @@
 
 ``SITE_DIR/record.jsonl`` holds one line per event: ``package`` (a verified package arrived:
 round, file, sha256), ``trained`` (the bundle written: its file and sha256, the package it
-started from, a salted SHA-256 of the exact training arrays, sample counts, the options the
+started from, a salted SHA-256 of the training records and their preprocessing, sample counts, the options the
 operator chose, privacy budget spent when the plan asks for it). ``flsilo site status``
 reads it; a hospital's auditor can check the chain and, holding the data and the salt
-(``SITE_DIR/record.salt``), recompute the data digest. The salt keeps the digest from
+(``SITE_DIR/record.salt``), recompute the data digest: it covers the training records of the
+site's index (file, frame, label and sha256 of the file's bytes, in order) and the plan's
+preprocessing (``site_kit.data.samples.Samples.digest``), not the decoded arrays. The salt keeps the digest from
 confirming a guess about the data to anyone who does not hold the workspace.
 """
 
@@ -15,8 +17,6 @@ import hashlib
 import secrets
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from flsilo.atomic import write_text
 from flsilo.hashchain import append_chain, read_chain
@@ -32,11 +32,10 @@ def _salt(root: Path) -> bytes:
     return bytes.fromhex(path.read_text(encoding="ascii").strip())
 
 
-def data_digest(root: Path, x: np.ndarray, y: np.ndarray) -> str:
-    """sha256(salt || x as float32 C-order bytes || y as int64 bytes), hex."""
+def data_digest(root: Path, samples_digest: str) -> str:
+    """sha256(salt || the training samples' digest as hex text), hex."""
     digest = hashlib.sha256(_salt(root))
-    digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    digest.update(samples_digest.encode("ascii"))
     return digest.hexdigest()
 
 

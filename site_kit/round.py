@@ -19,7 +19,6 @@ from flsilo.artifact import Verified, write_artifact
 from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.codes import Code
 from flsilo.errors import PolicyError, UsageError
-from flsilo.federation import DataSpec
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
 from flsilo.models.registry import build_model, code_digest
 from flsilo.plan import dp_of
@@ -27,18 +26,18 @@ from flsilo.tensorsets import ROUND_FEDSTATS, ROUND_STATISTICS
 from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
 from site_kit import record as site_record
 from site_kit.checkpoint import Checkpoint
-from site_kit.data import Dataset, load_dataset
+from site_kit.data.stream import default_workers
 from site_kit.evaluation import Evaluation, evaluate
 from site_kit.fedstats import input_statistics
 from site_kit.fisher import diagonal_fisher, with_fisher
 from site_kit.freshness import check_fresh
 from site_kit.privacy import DPRun, prepare_round
+from site_kit.sitedata import SiteData, load_site_data
 from site_kit.statistics import (
     check_cell_size,
-    feature_matrix,
-    head_statistics,
     reveals,
     statistics_tensors,
+    streamed_statistics,
 )
 from site_kit.training import (
     DistContext,
@@ -86,18 +85,6 @@ def verified_model(verified: Verified, data: bytes) -> torch.nn.Module:
     return model
 
 
-def data_spec(model: mf.ModelInfo) -> DataSpec:
-    return DataSpec(label_column=model.label_column, feature_columns=model.feature_columns)
-
-
-def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded, stable train/validation split of ``n`` samples."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = round(n * fraction) if n > 1 else 0
-    n_val = min(n_val, n - 1)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
 def software() -> dict[str, str]:
     return mf.software_versions(
         {
@@ -119,6 +106,11 @@ class TrainRequest:
     skip_bad: bool = False
     key: Path | None = None  # overrides the key recorded at site init
     accept_expired: bool = False  # train on an expired package anyway (recorded in the bundle)
+    workers: int | None = None  # DataLoader worker processes; None: default_workers()
+
+    @property
+    def worker_count(self) -> int:
+        return default_workers() if self.workers is None else self.workers
 
 
 @dataclass
@@ -134,15 +126,6 @@ class RoundJob:
     expired_override: str | None = None  # when the operator accepted an expired package
 
 
-@dataclass
-class SiteData:
-    """The site's data, loaded once and split into training and validation sets."""
-
-    train: Dataset
-    val: Dataset
-    skipped: int
-
-
 def train_round(
     package: Path,
     site_dir: Path,
@@ -156,9 +139,12 @@ def train_round(
     passphrase: PassphraseSource,
     progress: ProgressCallback | None = None,
     accept_expired: bool = False,
+    workers: int | None = None,
 ) -> TrainOutcome:
     """Verify PACKAGE, train on the site's data per its plan, and write the signed bundle."""
-    request = TrainRequest(data, data_format, val, device, skip_bad, key, accept_expired)
+    if workers is not None and workers < 0:
+        raise UsageError("--workers cannot be negative", hint="use 0 to decode in this process")
+    request = TrainRequest(data, data_format, val, device, skip_bad, key, accept_expired, workers)
     dist = init_distributed(device)
     ws = SiteWorkspace.open(site_dir)
     lock = WorkspaceLock(ws.root, "site workspace") if dist.is_main else contextlib.nullcontext()
@@ -199,7 +185,16 @@ def _train_locked(
     if dist.is_main:
         m = job.verified.manifest
         site_record.note_package(ws.root, m.round, package.name, job.verified.sha256)
-    data = load_site_data(ws, job, request)
+    data = load_site_data(
+        ws,
+        job.verified.manifest.model,
+        job.plan,
+        data=request.data,
+        data_format=request.data_format,
+        val=request.val,
+        skip_bad=request.skip_bad,
+        dist=dist,
+    )
     timings = {"load_seconds": round(time.perf_counter() - t0, 3)}
     if job.plan.kind in (ROUND_STATISTICS, ROUND_FEDSTATS):
         return statistics_round(ws, job, data, request, dist, passphrase, timings)
@@ -214,12 +209,12 @@ def _train_locked(
     key = unlock_site_key(ws, request.key, passphrase) if dist.is_main else None
     device = pick_device(request.device, dist)
     global_eval, result, trained_eval = train_and_evaluate(
-        job, data, ws.config.site_id, device, dist, timings, progress, dp_run
+        job, data, ws.config.site_id, device, dist, timings, progress, dp_run, request.worker_count
     )
     bundle = sha = manifest = None
     if dist.is_main:
         assert key is not None
-        fisher = site_fisher(job, data, ws.config.site_id, device, timings)
+        fisher = site_fisher(job, data, ws.config.site_id, device, timings, request.worker_count)
         manifest = bundle_manifest(
             job, data, ws.config.site_id, timings, dist, global_eval, trained_eval, dp_run
         )
@@ -273,8 +268,9 @@ def statistics_round(
         check_cell_size(np.asarray(counts), job.plan, classes, job.package)
         key = unlock_site_key(ws, request.key, passphrase) if dist.is_main else None
         device = pick_device(request.device, dist)
-        features = feature_matrix(job.model, data.train, device)
-        stats = head_statistics(features, data.train.y, len(classes), job.plan.head_solver)
+        stats = streamed_statistics(
+            job.model, data.train, len(classes), job.plan.head_solver, device, request.worker_count
+        )
     seconds = time.perf_counter() - started
     timings["statistics_seconds"] = round(seconds, 3)
     manifest = sha = None
@@ -319,6 +315,7 @@ def record_trained(
         "val": str(request.val) if request.val else None,
         "device": request.device if request.device != "auto" else None,
         "skip_bad": request.skip_bad or None,
+        "workers": request.workers,
         "key": str(request.key) if request.key else None,
     }
     spent = None
@@ -337,7 +334,7 @@ def record_trained(
             "package_sha256": job.verified.sha256,
             "bundle": job.bundle_path.name,
             "bundle_sha256": bundle_sha,
-            "data_sha256_salted": site_record.data_digest(ws.root, data.train.x, data.train.y),
+            "data_sha256_salted": site_record.data_digest(ws.root, data.train.digest()),
             "train_samples": len(data.train),
             "val_samples": len(data.val),
             "skipped": data.skipped,
@@ -375,29 +372,6 @@ def open_package(ws: SiteWorkspace, package: Path, *, accept_expired: bool = Fal
     return RoundJob(package, verified, m.package.plan, model, bundle_path, work, expired_override)
 
 
-def load_site_data(ws: SiteWorkspace, job: RoundJob, request: TrainRequest) -> SiteData:
-    """Load the training data once (the request's, else the one recorded at site init) and split it."""
-    source = request.data or ws.data_path
-    if source is None:
-        raise UsageError(
-            "no training data given", hint="pass --data PATH (or set it at 'flsilo site init')"
-        )
-    fmt = request.data_format or (ws.config.data_format if request.data is None else None)
-    model = job.verified.manifest.model
-    spec = data_spec(model)
-    dataset = load_dataset(
-        source, fmt, model.classes, model.input_shape, spec, skip_bad=request.skip_bad
-    )
-    if request.val is not None:
-        val_set = load_dataset(
-            request.val, None, model.classes, model.input_shape, spec, skip_bad=request.skip_bad
-        )
-        return SiteData(dataset, val_set, dataset.skipped + val_set.skipped)
-    split_seed = derive_seed(0, ws.config.site_id)
-    train_idx, val_idx = split_validation(len(dataset), job.plan.val_fraction, split_seed)
-    return SiteData(dataset.subset(train_idx), dataset.subset(val_idx), dataset.skipped)
-
-
 def unlock_site_key(
     ws: SiteWorkspace, override: Path | None, passphrase: PassphraseSource
 ) -> PrivateKey:
@@ -417,6 +391,7 @@ def train_and_evaluate(
     timings: dict[str, float],
     progress: ProgressCallback | None,
     dp_run: DPRun | None,
+    workers: int,
 ) -> tuple[Evaluation | None, TrainResult, Evaluation | None]:
     """Score the incoming model, train it per the plan (resuming from a checkpoint), score it again."""
     classes = len(job.verified.manifest.model.classes)
@@ -424,7 +399,7 @@ def train_and_evaluate(
     if dist.is_main and len(data.val):
         t1 = time.perf_counter()
         job.model.to(device)
-        global_eval = evaluate(job.model, data.val, classes, device)
+        global_eval = evaluate(job.model, data.val, classes, device, workers=workers)
         timings["eval_seconds"] = round(time.perf_counter() - t1, 3)
     dist.barrier()
     result = train(
@@ -437,23 +412,30 @@ def train_and_evaluate(
         dist=dist,
         progress=progress,
         dp=dp_run,
+        workers=workers,
     )
     timings["train_seconds"] = round(result.seconds, 3)
     timings["samples_per_second"] = round(result.samples_per_second, 1)
     trained_eval = None
     if dist.is_main and len(data.val):
-        trained_eval = evaluate(job.model, data.val, classes, device)
+        trained_eval = evaluate(job.model, data.val, classes, device, workers=workers)
     return global_eval, result, trained_eval
 
 
 def site_fisher(
-    job: RoundJob, data: SiteData, site: str, device: torch.device, timings: dict[str, float]
+    job: RoundJob,
+    data: SiteData,
+    site: str,
+    device: torch.device,
+    timings: dict[str, float],
+    workers: int,
 ) -> dict[str, torch.Tensor]:
     """The trained model's diagonal Fisher on the training data, when the plan merges by it."""
     if job.plan.merge != "fisher":
         return {}
     t0 = time.perf_counter()
-    fisher = diagonal_fisher(job.model, data.train, device, seed=derive_seed(job.plan.seed, site))
+    seed = derive_seed(job.plan.seed, site)
+    fisher = diagonal_fisher(job.model, data.train, device, seed=seed, workers=workers)
     timings["fisher_seconds"] = round(time.perf_counter() - t0, 3)
     return fisher
 

@@ -8,6 +8,7 @@ site refuses when a class has fewer samples than the plan's minimum cell size.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +27,55 @@ from flsilo.tensorsets import (
     statistics_specs,
 )
 from site_kit.data import Dataset
+from site_kit.data.samples import Samples
+from site_kit.data.stream import batches, in_order
 
 BATCH = 256
+CHUNK = 8192
 
 
 @torch.no_grad()
-def feature_matrix(model: torch.nn.Module, data: Dataset, device: torch.device) -> np.ndarray:
-    """Head features of every sample, float64, in the dataset's order."""
+def feature_matrix(
+    model: torch.nn.Module, data: Dataset | Samples, device: torch.device, workers: int = 0
+) -> np.ndarray:
+    """Head features of every sample, float64, in the dataset's order (one row per sample)."""
     model.to(device).eval()
     parts = []
-    for start in range(0, len(data), BATCH):
-        x = torch.from_numpy(data.x[start : start + BATCH]).to(device)
-        parts.append(head_features(model, x).to("cpu", torch.float64).numpy())
+    for x, _ in batches(data, in_order(len(data), BATCH), workers=workers):
+        parts.append(head_features(model, x.to(device)).to("cpu", torch.float64).numpy())
     return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+@torch.no_grad()
+def streamed_statistics(
+    model: torch.nn.Module,
+    data: Dataset | Samples,
+    classes: int,
+    solver: str,
+    device: torch.device,
+    workers: int = 0,
+) -> dict[str, np.ndarray]:
+    """``head_statistics`` of every sample, summed over chunks of ``CHUNK`` samples.
+
+    Memory stays at one chunk's features whatever the number of samples; data of at most
+    ``CHUNK`` samples gives exactly ``head_statistics(feature_matrix(...))``.
+    """
+    model.to(device).eval()
+    total: dict[str, np.ndarray] = {}
+    labels = data.y
+    for start in range(0, len(data), CHUNK):
+        stop = min(start + CHUNK, len(data))
+        parts = []
+        for x, _ in batches(data, _shifted(in_order(stop - start, BATCH), start), workers=workers):
+            parts.append(head_features(model, x.to(device)).to("cpu", torch.float64).numpy())
+        chunk = head_statistics(np.concatenate(parts), labels[start:stop], classes, solver)
+        for name, value in chunk.items():
+            total[name] = total[name] + value if name in total else value
+    return total
+
+
+def _shifted(batches_: Iterator[range], by: int) -> Iterator[range]:
+    return (range(b.start + by, b.stop + by) for b in batches_)
 
 
 def head_statistics(

@@ -1,9 +1,10 @@
 """Local training exactly per a package's plan: optimizer, warmup, seed, FedProx, resume, DDP.
 
-The loop reads straight down: data as tensors in memory, a seeded permutation per epoch, one
-optimizer step per batch, a checkpoint after every epoch. Each epoch's shuffling and dropout
-are seeded from (seed, epoch) alone, so a resumed run continues exactly as an uninterrupted
-one would.
+The loop reads straight down: a seeded permutation of the samples per epoch, batches decoded
+by DataLoader workers in that order (``site_kit.data.stream``), one optimizer step per
+batch, a checkpoint after every epoch. Each epoch's shuffling, augmentation and dropout are
+seeded from (seed, epoch) alone, so a resumed run continues exactly as an uninterrupted one
+would, and the number of workers changes nothing but the speed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from flsilo.manifest import Plan
 from flsilo.tensorsets import frozen_names
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset
+from site_kit.data.samples import Samples
+from site_kit.data.stream import batches as load_batches
 from site_kit.privacy import DPRun, start_private
 
 
@@ -151,7 +154,7 @@ def make_scheduler(
 
 def train(
     model: torch.nn.Module,
-    data: Dataset,
+    data: Dataset | Samples,
     plan: Plan,
     *,
     seed: int,
@@ -160,6 +163,7 @@ def train(
     dist: DistContext | None = None,
     progress: ProgressCallback | None = None,
     dp: DPRun | None = None,
+    workers: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place for the plan's local epochs, resuming from ``checkpoint``.
 
@@ -181,8 +185,6 @@ def train(
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    x_all = torch.from_numpy(data.x).to(device)
-    y_all = torch.from_numpy(data.y).to(device)
     n = len(data)
     batch = max(1, plan.batch_size // dist.world)
     started = time.perf_counter()
@@ -198,24 +200,26 @@ def train(
             if dist.world > 1:
                 order = order[: n - n % dist.world][dist.rank :: dist.world]
             batches = (len(order) + batch - 1) // batch
-            batch_indices: Iterator[torch.Tensor] = (
-                order[b * batch : (b + 1) * batch] for b in range(batches)
+            batch_indices: Iterator[list[int]] = (
+                order[b * batch : (b + 1) * batch].tolist() for b in range(batches)
             )
         else:  # Poisson sampling from the round's secret, as the accountant assumes
             batches = private.steps_per_epoch
-            batch_indices = private.epoch_batches(epoch)
+            batch_indices = (b.tolist() for b in private.epoch_batches(epoch))
         torch.manual_seed(seed + epoch)
         net.train()
         epoch_start = time.perf_counter()
         epoch_loss = torch.zeros((), device=device)
         epoch_seen = 0
         next_report = epoch_start + 0.5
-        for b, cpu_index in enumerate(batch_indices):
-            index = cpu_index.to(device)
-            xb, yb = x_all[index], y_all[index]
+        loader = load_batches(
+            data, batch_indices, workers=workers, epoch=epoch, seed=seed, pin=device.type == "cuda"
+        )
+        for b, (cpu_x, cpu_y) in enumerate(loader):
+            xb, yb = cpu_x.to(device), cpu_y.to(device)
             if private is None:
                 loss = F.cross_entropy(net(xb), yb)
-                loss_sum = loss.detach() * len(index)
+                loss_sum = loss.detach() * len(yb)
             else:  # per-sample gradients of the summed loss; Opacus clips, noises, averages
                 loss = F.cross_entropy(net(xb), yb, reduction="sum")
                 loss_sum = loss.detach()
@@ -227,12 +231,12 @@ def train(
             stepper.step()
             scheduler.step()
             epoch_loss += loss_sum
-            epoch_seen += len(index)
+            epoch_seen += len(yb)
             if progress and time.perf_counter() >= next_report:
                 next_report = time.perf_counter() + 0.5
                 done = (b + 1) * batch * dist.world
                 rate = done / max(time.perf_counter() - epoch_start, 1e-9)
-                mean_loss = float(loss_sum) / max(len(index), 1)
+                mean_loss = float(loss_sum) / max(len(yb), 1)
                 progress(BatchReport(epoch + 1, b + 1, batches, mean_loss, rate))
         seen_epoch = epoch_seen * dist.world
         seen += seen_epoch

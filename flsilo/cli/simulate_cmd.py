@@ -57,11 +57,12 @@ def simulate(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="imagefolder, csv or npz data (default: the bundled handwritten digits)."
+            help="imagefolder, images-csv, csv or npz data (default: the bundled handwritten digits)."
         ),
     ] = None,
     data_format: Annotated[
-        str | None, typer.Option(help="imagefolder, csv or npz (default: guessed).")
+        str | None,
+        typer.Option(help="imagefolder, images-csv, csv, npz, dicom or video (default: guessed)."),
     ] = None,
     classes: Annotated[
         str | None, typer.Option(help="Class names in index order (needed for --data).")

@@ -26,7 +26,18 @@ from flsilo.manifest import to_jsonable
 
 app = typer.Typer(help="Set up a site workspace from a hub kit.", no_args_is_help=True)
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
-DataFormat = Annotated[str | None, typer.Option(help="imagefolder, csv or npz (default: guessed).")]
+DataFormat = Annotated[
+    str | None,
+    typer.Option(help="imagefolder, images-csv, csv, npz, dicom or video (default: guessed)."),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        help="Processes that decode data while the main process trains; 0 decodes in the "
+        "main process (default: min(2, cores - 1)). The result does not depend on it.",
+        min=0,
+    ),
+]
 
 
 @app.command("init", no_args_is_help=True)
@@ -228,6 +239,7 @@ def train(
             help="Train on a package past its expiry anyway (recorded in the bundle).",
         ),
     ] = False,
+    workers: Workers = None,
     passphrase_file: Annotated[
         Path | None, typer.Option(help="Read the site key's passphrase from this file.")
     ] = None,
@@ -254,6 +266,7 @@ def train(
             passphrase=passphrase_source(passphrase_file),
             progress=printer,
             accept_expired=accept_expired,
+            workers=workers,
         )
     if outcome.rank != 0:
         return
@@ -313,6 +326,7 @@ def evaluate(
     passphrase_file: Annotated[
         Path | None, typer.Option(help="With --report: the site key's passphrase file.")
     ] = None,
+    workers: Workers = None,
     json_out: JsonOut = False,
 ) -> None:
     """Verify a package, then report accuracy, loss, per-class accuracy and a confusion matrix.
@@ -330,7 +344,13 @@ def evaluate(
 
     trust = chosen_trust(site, hub, signers, key)
     scored = evaluate_package(
-        package, data, trust, data_format=data_format, device=device, skip_bad=skip_bad
+        package,
+        data,
+        trust,
+        data_format=data_format,
+        device=device,
+        skip_bad=skip_bad,
+        workers=workers,
     )
     result = scored.result
     if json_out:

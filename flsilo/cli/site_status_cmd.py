@@ -91,7 +91,8 @@ def check_data(
         Path | None, typer.Option(help="Data to check (default: the one set at site init).")
     ] = None,
     data_format: Annotated[
-        str | None, typer.Option(help="imagefolder, csv or npz (default: guessed).")
+        str | None,
+        typer.Option(help="imagefolder, images-csv, csv, npz, dicom or video (default: guessed)."),
     ] = None,
     json_out: JsonOut = False,
 ) -> None:

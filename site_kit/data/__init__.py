@@ -1,9 +1,37 @@
-"""Local labeled data as arrays in the federation's input shape and class order."""
+"""A site's labeled data: the format registry, and what every adapter is handed.
+
+Each format is a module in ``FORMATS`` (name -> module). An image adapter module defines
+
+- ``KIND = "image"``;
+- ``index(path, ctx, identify) -> Iterator[Record | BadRecord]``: walk the data once, in a
+  fixed order, yielding one small ``Record`` per sample (``identify(file)`` gives a file's
+  path relative to ``ctx.root``, size, mtime and sha256, re-hashed only when the file
+  changed since the last index) or a ``BadRecord`` for what cannot be a sample (unknown
+  class, missing file); a problem with the whole source (not a folder, no header) raises
+  ``DataError``;
+- ``decode(record, ctx) -> RawImage``: the pixels of one record as the file holds them
+  (never resized, scaled or normalised: ``site_kit.preprocess`` does that, per the plan),
+  or raise ``BadRecord``. The index decodes every new or changed record once, so a file
+  that cannot be decoded is a bad record before training starts; a module that sets
+  ``CHECK_ON_INDEX = False`` (decoding everything would take too long) is trusted to find
+  its bad records in ``index``.
+
+A table adapter module (``KIND = "table"``, small enough to stay in memory) defines
+``rows(path, ctx, identify) -> Iterator[tuple[Record, np.ndarray] | BadRecord]``: each
+usable row's record (frame ``row=N``) and its raw feature values.
+
+To add a format: write the module, add one line to ``FORMATS`` (and to ``GUESS`` if a file
+suffix identifies it), and name it in docs/reference/data-formats.md.
+"""
 
 from __future__ import annotations
 
+import csv
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -11,12 +39,27 @@ from flsilo.codes import Code
 from flsilo.errors import DataError, UsageError
 from flsilo.federation import DataSpec
 
-FORMATS = ("imagefolder", "csv", "npz")
+FORMATS: dict[str, str] = {
+    "imagefolder": "site_kit.data.imagefolder",
+    "images-csv": "site_kit.data.images_csv",
+    "csv": "site_kit.data.csv_table",
+    "npz": "site_kit.data.npz",
+    "dicom": "site_kit.data.dicom",
+    "video": "site_kit.data.video",
+}
+"""Every data format a site reads: its ``--data-format`` name and the module that reads it."""
+
+GUESS: dict[str, str] = {".npz": "npz", ".dcm": "dicom"}
+"""File suffixes that name a format when ``--data-format`` is left out (see guess_format)."""
 
 
 @dataclass
 class Dataset:
-    """Features ``x`` (float32, N x input shape) and class indices ``y`` (int64)."""
+    """Features ``x`` (float32, N x input shape) and class indices ``y`` (int64), in memory.
+
+    What simulations and small tables use; a site's image data streams instead
+    (``site_kit.data.samples``).
+    """
 
     x: np.ndarray
     y: np.ndarray
@@ -32,29 +75,125 @@ class Dataset:
     def class_counts(self, num_classes: int) -> list[int]:
         return np.bincount(self.y, minlength=num_classes).tolist()
 
+    def sample(self, i: int) -> np.ndarray:
+        return self.x[i]
+
 
 class BadRecord(Exception):
-    """One unusable record; collected with --skip-bad, fatal without it."""
+    """One unusable record; collected with --skip-bad, fatal without it.
 
-    def __init__(self, where: str, why: str) -> None:
+    ``where`` names it for people (a file, ``file.csv:12``); ``source``, ``size`` and
+    ``mtime_ns`` identify the file when the problem lies in its bytes, so a refreshed index
+    keeps the verdict until the file changes.
+    """
+
+    def __init__(
+        self, where: str, why: str, *, source: str = "", size: int = -1, mtime_ns: int = -1
+    ) -> None:
         super().__init__(f"{where}: {why}")
         self.where = where
         self.why = why
+        self.source = source
+        self.size = size
+        self.mtime_ns = mtime_ns
 
 
-def guess_format(path: Path) -> str:
+@dataclass(frozen=True)
+class DataContext:
+    """What an adapter reads data against: where, and the federation's classes and shapes.
+
+    ``root`` is the folder that records' sources are relative to (the data folder, or the
+    folder holding a CSV manifest or table); ``preprocess`` is the plan's preprocessing
+    settings where an adapter needs them (a video's frame rate), else None.
+    """
+
+    root: Path
+    classes: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    spec: DataSpec = field(default_factory=DataSpec)
+    preprocess: Any = None
+
+    @property
+    def class_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+
+def data_root(path: Path) -> Path:
+    """The folder records' sources are relative to: the path itself, or a file's folder."""
+    return path if path.is_dir() else path.parent
+
+
+def adapter(name: str) -> ModuleType:
+    """The module that reads format ``name`` (a usage error naming the formats if unknown)."""
+    module = FORMATS.get(name)
+    if module is None:
+        raise UsageError(
+            f"unknown data format {name!r}",
+            code=Code.DATA_FORMAT,
+            hint=f"use one of {', '.join(FORMATS)}",
+        )
+    return importlib.import_module(module)
+
+
+def guess_format(path: Path, input_shape: tuple[int, ...] = ()) -> str:
+    """The format of ``path`` when --data-format is left out.
+
+    A folder is an image folder; a ``.csv`` whose header has a ``path`` column is an image
+    manifest (``images-csv``) for a federation of images, else a table.
+    """
     if path.is_dir():
         return "imagefolder"
-    if path.suffix.lower() == ".csv":
-        return "csv"
-    if path.suffix.lower() == ".npz":
-        return "npz"
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "images-csv" if len(input_shape) == 3 and _has_path_column(path) else "csv"
+    if suffix in GUESS:
+        return GUESS[suffix]
     raise UsageError(
         f"cannot tell the data format of {path.name}",
         path=path,
         code=Code.DATA_FORMAT,
-        hint="pass --data-format imagefolder|csv|npz",
+        hint=f"pass --data-format {'|'.join(FORMATS)}",
     )
+
+
+def _has_path_column(path: Path) -> bool:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return False
+    return "path" in (cell.strip() for cell in header)
+
+
+def check_exists(path: Path) -> None:
+    if not path.exists():
+        raise DataError(
+            "data path does not exist", path=path, code=Code.DATA_MISSING, hint="check --data"
+        )
+
+
+def refuse_bad(problems: list[BadRecord], skip_bad: bool) -> None:
+    """Without --skip-bad, the first bad record is an error (counting the others)."""
+    if problems and not skip_bad:
+        first = problems[0]
+        more = f"; {len(problems)} unusable records in all" if len(problems) > 1 else ""
+        raise DataError(
+            first.why + more,
+            path=first.where,
+            code=Code.BAD_RECORD,
+            hint="fix or remove them ('flsilo site check-data' lists every one), "
+            "or pass --skip-bad to skip and count bad records",
+        )
+
+
+def refuse_empty(count: int, skipped: int, path: Path, fmt: str, classes: tuple[str, ...]) -> None:
+    if count == 0:
+        raise DataError(
+            "no usable samples found" + (f" ({skipped} skipped)" if skipped else ""),
+            path=path,
+            code=Code.EMPTY_DATA,
+            hint=f"expected {fmt} data with classes {', '.join(classes)}",
+        )
 
 
 def load_dataset(
@@ -66,48 +205,17 @@ def load_dataset(
     *,
     skip_bad: bool = False,
 ) -> Dataset:
-    """Read a site's data; every bad record is an error naming it, or skipped and counted."""
-    if not path.exists():
-        raise DataError(
-            "data path does not exist", path=path, code=Code.DATA_MISSING, hint="check --data"
-        )
-    fmt = data_format or guess_format(path)
-    if fmt == "imagefolder":
-        from site_kit.data.imagefolder import load
-    elif fmt == "csv":
-        from site_kit.data.csv_table import load
-    elif fmt == "npz":
-        from site_kit.data.npz import load
-    else:
-        raise UsageError(f"unknown data format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
-    records = load(path, classes, input_shape, spec)
-    xs: list[np.ndarray] = []
-    ys: list[int] = []
-    problems: list[str] = []
-    first_bad: BadRecord | None = None
-    for item in records:
-        if isinstance(item, BadRecord):  # collected, so one run reports every problem
-            first_bad = first_bad or item
-            problems.append(str(item))
-            continue
-        x, y = item
-        xs.append(x)
-        ys.append(y)
-    if first_bad is not None and not skip_bad:
-        more = f"; {len(problems)} unusable records in all" if len(problems) > 1 else ""
-        raise DataError(
-            first_bad.why + more,
-            path=first_bad.where,
-            code=Code.BAD_RECORD,
-            hint="fix or remove them ('flsilo site check-data' lists every one), "
-            "or pass --skip-bad to skip and count bad records",
-        )
-    if not ys:
-        raise DataError(
-            "no usable samples found" + (f" ({len(problems)} skipped)" if problems else ""),
-            path=path,
-            code=Code.EMPTY_DATA,
-            hint=f"expected {fmt} data with classes {', '.join(classes)}",
-        )
-    x_all = np.stack(xs).astype(np.float32, copy=False).reshape(len(ys), *input_shape)
-    return Dataset(x_all, np.asarray(ys, dtype=np.int64), skipped=len(problems), problems=problems)
+    """Read a whole data set into memory, preprocessed by default (simulations, small sets).
+
+    A site's training streams instead (``site_kit.data.samples.open_samples``); this reads
+    the same records through the same adapters.
+    """
+    from site_kit.data.samples import open_samples
+
+    samples = open_samples(path, data_format, classes, input_shape, spec, skip_bad=skip_bad)
+    n = len(samples)
+    x = np.empty((n, *input_shape), dtype=np.float32)
+    for i in range(n):
+        x[i] = samples.sample(i).reshape(input_shape)
+    problems = [str(p) for p in samples.problems]
+    return Dataset(x, samples.y.copy(), skipped=len(problems), problems=problems)

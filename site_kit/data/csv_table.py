@@ -11,15 +11,19 @@ import numpy as np
 
 from flsilo.codes import Code
 from flsilo.errors import DataError
-from flsilo.federation import DataSpec
-from site_kit.data import BadRecord
+from site_kit.data import BadRecord, DataContext
+from site_kit.data.records import Identify, Record
+
+KIND = "table"
 
 
-def load(
-    path: Path, classes: tuple[str, ...], input_shape: tuple[int, ...], spec: DataSpec
-) -> Iterator[tuple[np.ndarray, int] | BadRecord]:
-    n_features = math.prod(input_shape)
-    index = {name: i for i, name in enumerate(classes)}
+def rows(
+    path: Path, ctx: DataContext, identify: Identify
+) -> Iterator[tuple[Record, np.ndarray] | BadRecord]:
+    """Each usable row's record (frame ``row=N``, N its line number) and feature values."""
+    spec = ctx.spec
+    n_features = math.prod(ctx.input_shape)
+    index = ctx.class_index
     try:
         fh = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -55,6 +59,7 @@ def load(
                 hint="declare the feature columns at hub init (--feature-columns)",
             )
         columns = [header.index(c) for c in features]
+        file = identify(path)
         row_no = 1
         try:
             for row in reader:
@@ -80,7 +85,7 @@ def load(
                 if not np.isfinite(values).all():
                     yield BadRecord(where, "a feature is NaN or infinite")
                     continue
-                yield values, index[label]
+                yield file.record(index[label], f"row={row_no}"), values
         except (csv.Error, UnicodeDecodeError) as exc:
             # the reader failed on the line after the last one it returned
             raise DataError(f"row {row_no + 1}: {exc}", path=path, code=Code.CSV_SYNTAX) from exc

@@ -5,58 +5,50 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
 from flsilo.codes import Code
 from flsilo.errors import DataError
-from flsilo.federation import DataSpec
-from site_kit.data import BadRecord
+from site_kit.data import BadRecord, DataContext
+from site_kit.data.pillow import EXTENSIONS, decode_file
+from site_kit.data.records import Identify, RawImage, Record
 
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+KIND = "image"
 
 
-def load(
-    path: Path,
-    classes: tuple[str, ...],
-    input_shape: tuple[int, ...],
-    spec: DataSpec,  # noqa: ARG001 - every loader takes the DataSpec; only CSV needs it
-) -> Iterator[tuple[np.ndarray, int] | BadRecord]:
+def check_shape(path: Path, input_shape: tuple[int, ...]) -> None:
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
         raise DataError(
-            f"image folders need an input shape of 1,H,W or 3,H,W, the federation has "
+            f"image data needs an input shape of 1,H,W or 3,H,W, the federation has "
             f"{','.join(map(str, input_shape))}",
             path=path,
             code=Code.SHAPE,
             hint="use csv or npz data for this federation",
         )
-    channels, height, width = input_shape
-    mode = "L" if channels == 1 else "RGB"
-    index = {name: i for i, name in enumerate(classes)}
+
+
+def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record | BadRecord]:
+    """Class folders in name order, files in name order within each."""
+    check_shape(path, ctx.input_shape)
     if not path.is_dir():
         raise DataError("image folder is not a directory", path=path, code=Code.DATA_MISSING)
+    classes = ctx.class_index
     for folder in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if folder.name not in index:
+        if folder.name not in classes:
             yield BadRecord(
                 str(folder),
-                f"folder {folder.name!r} is not a class of this federation ({', '.join(classes)})",
+                f"folder {folder.name!r} is not a class of this federation "
+                f"({', '.join(ctx.classes)})",
             )
             continue
-        label = index[folder.name]
+        target = classes[folder.name]
         for file in sorted(folder.iterdir()):
             if file.name.startswith(".") or file.suffix.lower() not in EXTENSIONS:
                 continue
             try:
-                with Image.open(file) as opened:
-                    img = opened.convert(mode)
-                if img.size != (width, height):
-                    img = img.resize((width, height), Image.Resampling.BILINEAR)
-                array = np.asarray(img, dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
-                yield BadRecord(str(file), f"cannot decode image ({exc.__class__.__name__})")
-                continue
-            if channels == 1:
-                array = array[None, :, :]
-            else:
-                array = array.transpose(2, 0, 1)
-            yield np.ascontiguousarray(array), label
+                yield identify(file).record(target)
+            except OSError as exc:
+                yield BadRecord(str(file), f"cannot read file ({exc.strerror})")
+
+
+def decode(record: Record, ctx: DataContext) -> RawImage:
+    file = ctx.root / record.source
+    return decode_file(file, str(file))

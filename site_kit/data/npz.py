@@ -11,16 +11,17 @@ import numpy as np
 
 from flsilo.codes import Code
 from flsilo.errors import DataError
-from flsilo.federation import DataSpec
-from site_kit.data import BadRecord
+from site_kit.data import BadRecord, DataContext
+from site_kit.data.records import Identify, Record
+
+KIND = "table"
 
 
-def load(
-    path: Path,
-    classes: tuple[str, ...],
-    input_shape: tuple[int, ...],
-    spec: DataSpec,  # noqa: ARG001 - every loader takes the DataSpec; only CSV needs it
-) -> Iterator[tuple[np.ndarray, int] | BadRecord]:
+def rows(
+    path: Path, ctx: DataContext, identify: Identify
+) -> Iterator[tuple[Record, np.ndarray] | BadRecord]:
+    """Each usable row's record (frame ``row=N``, N from 0) and its values."""
+    classes, input_shape = ctx.classes, ctx.input_shape
     try:
         with np.load(path, allow_pickle=False) as npz:
             if "x" not in npz or "y" not in npz:
@@ -53,7 +54,8 @@ def load(
         )
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"x has non-numeric dtype {x.dtype}", path=path, code=Code.NPZ_DTYPE)
-    index = {name: i for i, name in enumerate(classes)}
+    index = ctx.class_index
+    file = identify(path)
     for row, (features, label) in enumerate(zip(x, y, strict=True)):
         where = f"{path}[{row}]"
         if y.dtype.kind in "iu":
@@ -71,4 +73,4 @@ def load(
         if not np.isfinite(values).all():
             yield BadRecord(where, "a feature is NaN or infinite")
             continue
-        yield values, target
+        yield file.record(target, f"row={row}"), values

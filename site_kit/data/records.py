@@ -10,7 +10,9 @@ resize, scale or normalise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -57,3 +59,20 @@ class RawImage:
     def size(self) -> tuple[int, int]:
         """(height, width) as stored, before any resize."""
         return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """A file as the index knows it: path relative to the data root, size, mtime, sha256."""
+
+    source: str
+    size: int
+    mtime_ns: int
+    digest: str
+
+    def record(self, target: int, frame: str = "") -> Record:
+        return Record(self.source, target, self.size, self.mtime_ns, self.digest, frame)
+
+
+Identify = Callable[[Path], FileIdentity]
+"""What an adapter's ``index`` calls for each file it yields records of (see site_kit.data)."""

@@ -1,0 +1,184 @@
+"""A site's usable samples: its index in memory, each sample decoded when a batch needs it.
+
+``open_samples`` indexes (or refreshes the stored index of) a data source and returns
+``Samples``: the records' targets and identities as flat arrays, and ``sample(k)``, which
+decodes record k and applies the plan's preprocessing. Tables (csv, npz) are small and
+keep their raw rows in memory; images are decoded from their files every time. Nothing
+here imports torch: ``site check-data`` reads data the way training does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flsilo.codes import Code
+from flsilo.errors import DataError
+from flsilo.federation import DataSpec
+from flsilo.preprocessing import Preprocess
+from site_kit.data import (
+    BadRecord,
+    DataContext,
+    adapter,
+    check_exists,
+    data_root,
+    guess_format,
+    refuse_bad,
+    refuse_empty,
+)
+from site_kit.data.index import INDEX_DIR, DataIndex, build_index, index_key, save_index
+from site_kit.data.records import RawImage
+from site_kit.preprocess import PreprocessError, Preprocessor, build
+
+
+@dataclass
+class Samples:
+    """Usable samples of one data source, in index order (or a subset: ``positions``)."""
+
+    fmt: str
+    ctx: DataContext
+    index: DataIndex
+    preprocessor: Preprocessor
+    positions: np.ndarray
+    values: np.ndarray | None = None  # tables: raw rows, one per index record
+    problems: list[BadRecord] = field(default_factory=list)
+    _module: Any = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return int(self.positions.shape[0])
+
+    def __getstate__(self) -> dict[str, Any]:  # worker processes import the adapter again
+        return {**self.__dict__, "_module": None}
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.index.targets[self.positions]
+
+    @property
+    def skipped(self) -> int:
+        return len(self.problems)
+
+    @property
+    def is_table(self) -> bool:
+        return self.values is not None
+
+    def subset(self, index: np.ndarray) -> Samples:
+        return replace(self, positions=self.positions[index], problems=[])
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return np.bincount(self.y, minlength=num_classes).tolist()
+
+    def record_id(self, k: int) -> int:
+        """Record k's place in the whole index (seeds its augmentation)."""
+        return int(self.positions[k])
+
+    def where(self, k: int) -> str:
+        i = self.record_id(k)
+        frame = self.index.frame(i)
+        return str(self.ctx.root / self.index.source(i)) + (f" @ {frame}" if frame else "")
+
+    def raw(self, k: int) -> RawImage:
+        """Record k's pixels as its file holds them (images only)."""
+        if self._module is None:
+            self._module = adapter(self.fmt)
+        i = self.record_id(k)
+        try:
+            raw: RawImage = self._module.decode(self.index.record(i), self.ctx)
+            return raw
+        except BadRecord as exc:
+            raise _changed(exc.where, exc.why) from exc
+
+    def scaled(self, k: int) -> np.ndarray:
+        """Record k scaled and resized to the input shape, before augmentation and normalisation."""
+        try:
+            return self.preprocessor.scaled(self.raw(k))
+        except PreprocessError as exc:
+            raise _unusable(self.where(k), str(exc)) from exc
+
+    def sample(self, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Record k as the model's input (augmented only when ``rng`` is given)."""
+        try:
+            if self.values is not None:
+                return self.preprocessor.table(self.values[self.record_id(k)])
+            return self.preprocessor.image(self.raw(k), rng)
+        except PreprocessError as exc:
+            raise _unusable(self.where(k), str(exc)) from exc
+
+    def digest(self) -> str:
+        """sha256 of these records (in order) and the preprocessing they are read with."""
+        spec = json.dumps(
+            [self.fmt, preprocess_spec(self.preprocessor)], sort_keys=True, default=str
+        )
+        hasher = hashlib.sha256(b"flsilo samples v1\n")
+        hasher.update(spec.encode() + b"\n")
+        hasher.update(self.index.subset_digest(self.positions).encode())
+        return hasher.hexdigest()
+
+
+def preprocess_spec(preprocessor: Preprocessor) -> dict[str, Any]:
+    """The preprocessing's settings as plain values (augmentation excluded)."""
+    from dataclasses import asdict
+
+    return {"preprocess": asdict(preprocessor.preprocess), "shape": list(preprocessor.input_shape)}
+
+
+def _changed(where: str, why: str) -> DataError:
+    return DataError(
+        f"{why}; the file changed since the data was indexed",
+        path=where,
+        code=Code.BAD_RECORD,
+        hint="rerun the command: the index is refreshed from the data and the file checked",
+    )
+
+
+def _unusable(where: str, why: str) -> DataError:
+    return DataError(
+        f"the plan's preprocessing cannot take this sample ({why})",
+        path=where,
+        code=Code.BAD_RECORD,
+        hint="fix or remove it, or pass --skip-bad to skip and count bad records",
+    )
+
+
+def open_samples(
+    path: Path,
+    data_format: str | None,
+    classes: tuple[str, ...],
+    input_shape: tuple[int, ...],
+    spec: DataSpec,
+    *,
+    skip_bad: bool = False,
+    preprocess: Preprocess | None = None,
+    store: Path | None = None,
+) -> Samples:
+    """Index ``path`` (keeping the index under ``store``, a site workspace, when given).
+
+    Every bad record is an error naming it, or, with ``skip_bad``, skipped and counted.
+    """
+    check_exists(path)
+    fmt = data_format or guess_format(path, input_shape)
+    module = adapter(fmt)
+    ctx = DataContext(data_root(path), classes, input_shape, spec, preprocess)
+    values: list[np.ndarray] | None = [] if module.KIND == "table" else None
+    where = store / INDEX_DIR / f"{index_key(path, fmt, ctx)}.json" if store else None
+    index = build_index(path, fmt, ctx, store=where, values=values)
+    refuse_bad(index.bad, skip_bad)
+    refuse_empty(len(index), len(index.bad), path, fmt, classes)
+    if where is not None:
+        save_index(where, index)
+    rows = None if values is None else np.stack(values).astype(np.float32, copy=False)
+    return Samples(
+        fmt=fmt,
+        ctx=ctx,
+        index=index,
+        preprocessor=build(preprocess or Preprocess(), input_shape),
+        positions=np.arange(len(index), dtype=np.int64),
+        values=rows,
+        problems=list(index.bad),
+        _module=module,
+    )

@@ -1,0 +1,119 @@
+"""Batches of decoded samples: a ``torch.utils.data.DataLoader`` with worker processes.
+
+Training, validation, evaluation, statistics and Fisher rounds all read their batches here.
+The caller fixes every batch's records (a seeded order, or index order); workers only decode
+and preprocess, and the loader hands batches back in that order, so the batches, and the
+bundle trained on them, are the same whatever the number of workers. A training sample's
+augmentation is drawn from ``sample_rng(round seed, record index, epoch)``, never from a
+worker's own state.
+
+Workers: ``--workers N`` processes decode while the main process trains; 0 decodes in the
+main process. The default, ``default_workers()``, is min(2, cores - 1): one core is left to
+the main process, whose torch operations use torch's own thread count (one per core, or
+``OMP_NUM_THREADS``), and each worker runs one thread (the DataLoader's rule). The main
+process's thread count does not depend on ``--workers``, so neither does the arithmetic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from site_kit.data import Dataset
+from site_kit.data.samples import Samples
+from site_kit.preprocess import sample_rng
+
+PREFETCH = 2
+"""Batches each worker decodes ahead: memory is workers x PREFETCH batches, not the data."""
+
+
+def default_workers() -> int:
+    """min(2, cores - 1): decoding overlaps training, one core stays with the main process."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(0, min(2, cores - 1))
+
+
+class SampleSet(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """Map-style dataset whose keys are (epoch, k): sample k, augmented for that epoch."""
+
+    def __init__(self, samples: Samples, seed: int | None) -> None:
+        self.samples = samples
+        self.seed = seed if samples.preprocessor.augment.active else None
+        self.targets = samples.y
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, k = key
+        rng = None
+        if self.seed is not None:
+            rng = sample_rng(self.seed, self.samples.record_id(k), epoch)
+        return torch.from_numpy(self.samples.sample(k, rng)), int(self.targets[k])
+
+
+class _Batches(torch.utils.data.Sampler[list[tuple[int, int]]]):
+    def __init__(self, batches: Sequence[Sequence[int]] | Iterable[Sequence[int]], epoch: int):
+        self.batches = batches
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.batches:
+            yield [(self.epoch, int(k)) for k in batch]
+
+
+class _Collate:
+    """Stack a batch; an empty batch (Poisson sampling may draw one) keeps the input shape."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not items:
+            return torch.zeros((0, *self.shape)), torch.zeros(0, dtype=torch.int64)
+        xs, ys = zip(*items, strict=True)
+        return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
+
+
+def batches(
+    data: Dataset | Samples,
+    batch_indices: Iterable[Sequence[int]],
+    *,
+    workers: int = 0,
+    epoch: int = 0,
+    seed: int | None = None,
+    pin: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) CPU tensors for each list of sample positions, in the order given.
+
+    ``seed`` (training) turns on the plan's augmentation, seeded per sample and ``epoch``.
+    An in-memory ``Dataset`` (simulations) is indexed directly, without workers.
+    """
+    if isinstance(data, Dataset):
+        x_all, y_all = torch.from_numpy(data.x), torch.from_numpy(data.y)
+        for batch in batch_indices:
+            index = torch.as_tensor(np.asarray(batch, dtype=np.int64))
+            yield x_all[index], y_all[index]
+        return
+    loader = torch.utils.data.DataLoader(
+        SampleSet(data, seed),
+        batch_sampler=_Batches(batch_indices, epoch),
+        num_workers=workers,
+        collate_fn=_Collate(data.ctx.input_shape),
+        pin_memory=pin,
+        prefetch_factor=PREFETCH if workers > 0 else None,
+        generator=torch.Generator().manual_seed(0),  # leaves the global RNG to dropout
+    )
+    yield from loader
+
+
+def in_order(n: int, batch_size: int) -> Iterator[range]:
+    """Positions 0..n-1 in batches of ``batch_size`` (evaluation, statistics, Fisher)."""
+    for start in range(0, n, batch_size):
+        yield range(start, min(start + batch_size, n))

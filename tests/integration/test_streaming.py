@@ -1,0 +1,134 @@
+"""Streaming input through the CLI: worker counts, the images-csv manifest, the stored index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flsilo.artifact import scan_file
+from flsilo.manifest import to_jsonable
+from tests.conftest import fingerprint, make_key
+
+CLASSES = ("cat", "dog", "fox")
+
+
+def _images(root: Path, per_class: int = 10) -> Path:
+    rng = np.random.default_rng(3)
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 120, (14, 12, 3), dtype=np.uint8) + 60 * c
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def _hub(root: Path, cli, *extra: object) -> Path:
+    keys = root / "keys"
+    make_key(keys / "hub")
+    make_key(keys / "site-a")
+    hub = root / "hub"
+    created = cli(
+        "hub", "init", hub, "--federation", "fed", "--model", "cnn", "--classes",
+        ",".join(CLASSES), "--input-shape", "3,12,12", "--key", keys / "hub",
+        "--local-epochs", "2", "--batch-size", "8", *extra,
+    )  # fmt: skip
+    assert created.code == 0, created.err
+    pub = keys / "site-a.pub"
+    assert cli("hub", "enroll", hub, "site-a", pub, "--fingerprint", fingerprint(pub)).code == 0
+    assert cli("hub", "kit", hub, "site-a", "--out", root / "kit").code == 0
+    return keys
+
+
+def _site(root: Path, cli, name: str, data: Path, *extra: object) -> Path:
+    site = root / name
+    made = cli(
+        "site", "init", site, "--kit", root / "kit", "--site-id", "site-a", "--key",
+        root / "keys" / "site-a", "--hub-fingerprint", fingerprint(root / "keys" / "hub.pub"),
+        "--data", data, *extra,
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    return site
+
+
+def _train(cli, site: Path, *extra: object) -> dict:
+    result = cli(
+        "train", site / "packages" / "fed-r0000.safetensors", "--site", site, "--device", "cpu",
+        "--json", *extra,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def _bundle_bytes(site: Path) -> tuple[str, dict]:
+    """The tensors' sha256 and the manifest without its timings (seconds differ per run)."""
+    path = site / "outbox" / "fed-r0000-site-a.safetensors"
+    scan = scan_file(path)
+    with path.open("rb") as fh:
+        fh.seek(scan.header.data_start)
+        tensors = hashlib.sha256(fh.read()).hexdigest()
+    manifest = to_jsonable(scan.manifest)
+    manifest["bundle"].pop("timings")
+    return tensors, manifest
+
+
+def test_bundles_are_bit_identical_with_0_1_and_2_workers(tmp_path: Path, cli, monkeypatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
+    _hub(tmp_path, cli)
+    data = _images(tmp_path / "images")
+    bundles = {}
+    for workers in (0, 1, 2):
+        site = _site(tmp_path, cli, f"site-w{workers}", data)
+        report = _train(cli, site, "--workers", workers)
+        assert report["train_samples"] == 27 and report["val_samples"] == 3
+        bundles[workers] = _bundle_bytes(site)
+        trained = [e for e in _record(site) if e["event"] == "trained"][-1]
+        assert trained["overrides"]["workers"] == workers
+    assert bundles[0] == bundles[1] == bundles[2]
+
+    # the same files listed in a manifest, in the same order, train the same weights
+    csv = data / "labels.csv"
+    rows = [f"{name}/{i:02d}.png,{name}" for name in CLASSES for i in range(10)]
+    csv.write_text("path,label\n" + "\n".join(rows) + "\n")
+    site = _site(tmp_path, cli, "site-csv", csv)
+    _train(cli, site, "--workers", 1)
+    assert _bundle_bytes(site)[0] == bundles[0][0]
+
+
+def _record(site: Path) -> list[dict]:
+    return [json.loads(line) for line in (site / "record.jsonl").read_text().splitlines()]
+
+
+def test_the_index_is_kept_in_the_site_and_its_digest_recorded(tmp_path: Path, cli) -> None:
+    _hub(tmp_path, cli)
+    data = _images(tmp_path / "images", per_class=4)
+    site = _site(tmp_path, cli, "site", data)
+    check = cli("site", "check-data", site, "--json")
+    assert check.code == 0, check.err
+    (index,) = (site / "index").glob("*.json")
+    stored = json.loads(index.read_text())
+    assert len(stored["records"]) == 12 and stored["bad"] == []
+    before = index.stat().st_mtime_ns
+    _train(cli, site, "--workers", 0)
+    assert index.stat().st_mtime_ns == before  # nothing changed: the index is not rewritten
+    digest = [e for e in _record(site) if e["event"] == "trained"][-1]["data_sha256_salted"]
+    assert len(digest) == 64
+
+    (data / "dog" / "junk.png").write_bytes(b"not an image")
+    found = cli("site", "check-data", site, "--json")
+    problems = json.loads(found.out)["problems"]
+    assert len(problems) == 1 and "junk.png: cannot decode image" in problems[0]
+    assert len(json.loads(index.read_text())["bad"]) == 1
+
+
+@pytest.mark.parametrize("workers", ["-1"])
+def test_negative_workers_is_a_usage_error(tmp_path: Path, cli, workers: str) -> None:
+    _hub(tmp_path, cli)
+    site = _site(tmp_path, cli, "site", _images(tmp_path / "images", per_class=2))
+    result = cli("train", site / "packages" / "fed-r0000.safetensors", "--site", site,
+                 "--workers", workers)  # fmt: skip
+    assert result.code == 2 and "--workers" in result.err
