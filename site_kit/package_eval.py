@@ -12,7 +12,7 @@ from site_kit.data.samples import open_samples
 from site_kit.data.stream import default_workers
 from site_kit.evaluation import Evaluation, evaluate
 from site_kit.round import verified_model
-from site_kit.sitedata import data_spec, plan_preprocess
+from site_kit.sitedata import data_spec
 from site_kit.training import DistContext, pick_device
 
 
@@ -46,7 +46,7 @@ def evaluate_package(
     info = verified.manifest.model
     m = verified.manifest
     plan = m.package.plan if m.package else m.bundle.plan if m.bundle else None
-    preprocess = plan_preprocess(plan)[0] if plan is not None else None
+    preprocess = plan.preprocess if plan is not None else None
     dataset = open_samples(
         data,
         data_format,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -43,11 +42,6 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def plan_preprocess(plan: mf.Plan) -> tuple[Any, Any]:
-    """The plan's ``[plan.preprocess]`` and ``[plan.augment]`` (None where it has none)."""
-    return getattr(plan, "preprocess", None), getattr(plan, "augment", None)
-
-
 def load_site_data(
     ws: SiteWorkspace,
     model: mf.ModelInfo,
@@ -67,7 +61,7 @@ def load_site_data(
             "no training data given", hint="pass --data PATH (or set it at 'flsilo site init')"
         )
     fmt = data_format or (ws.config.data_format if data is None else None)
-    preprocess, augment = plan_preprocess(plan)
+    preprocess, augment = plan.preprocess, plan.augment
 
     def read(path: Path, path_format: str | None) -> Samples:
         samples = open_samples(
@@ -80,7 +74,7 @@ def load_site_data(
             preprocess=preprocess,
             store=ws.root,
         )
-        if augment is not None and len(model.input_shape) == 3:
+        if augment.active and len(model.input_shape) == 3:
             kept = samples.preprocessor.preprocess
             samples = replace(samples, preprocessor=build(kept, model.input_shape, augment))
         return samples

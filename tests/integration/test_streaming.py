@@ -78,7 +78,8 @@ def _bundle_bytes(site: Path) -> tuple[str, dict]:
 
 def test_bundles_are_bit_identical_with_0_1_and_2_workers(tmp_path: Path, cli, monkeypatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
-    _hub(tmp_path, cli)
+    _hub(tmp_path, cli, "--augment", "hflip,crop:0.7,rotate:10,jitter:0.2,noise:0.02",
+         "--normalize", "imagenet", "--resize", "letterbox")  # fmt: skip
     data = _images(tmp_path / "images")
     bundles = {}
     for workers in (0, 1, 2):
@@ -132,3 +133,58 @@ def test_negative_workers_is_a_usage_error(tmp_path: Path, cli, workers: str) ->
     result = cli("train", site / "packages" / "fed-r0000.safetensors", "--site", site,
                  "--workers", workers)  # fmt: skip
     assert result.code == 2 and "--workers" in result.err
+
+
+def test_a_run_killed_after_an_epoch_resumes_to_the_same_bundle(
+    tmp_path: Path, cli, monkeypatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
+    _hub(tmp_path, cli, "--augment", "hflip,noise:0.05")
+    data = _images(tmp_path / "images", per_class=6)
+    straight = _site(tmp_path, cli, "straight", data)
+    _train(cli, straight, "--workers", 1)
+
+    import site_kit.training as training
+
+    real_save = training.Checkpoint.save
+
+    def save_then_die(self, epoch, *args, **kwargs):  # killed right after epoch 1 is on disk
+        real_save(self, epoch, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    resumed = _site(tmp_path, cli, "resumed", data)
+    monkeypatch.setattr(training.Checkpoint, "save", save_then_die)
+    package = resumed / "packages" / "fed-r0000.safetensors"
+    first = cli("train", package, "--site", resumed, "--device", "cpu", "--workers", 2)
+    assert first.code == 130
+    monkeypatch.setattr(training.Checkpoint, "save", real_save)
+    report = _train(cli, resumed, "--workers", 2)
+    assert report["resumed_from_epoch"] == 1 and report["epochs_run"] == 1
+    assert _bundle_bytes(resumed) == _bundle_bytes(straight)
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_stream_their_share_of_the_index(tmp_path: Path, cli) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    _hub(tmp_path, cli)
+    site = _site(tmp_path, cli, "site", _images(tmp_path / "images", per_class=7))
+    with socket.socket() as probe:  # a free port: other runs on this machine may hold a fixed one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(port), "-m", "flsilo", "train",
+         str(site / "packages" / "fed-r0000.safetensors"), "--site", str(site), "--device",
+         "cpu", "--workers", "1", "--json"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (bundle,) = (site / "outbox").glob("*.safetensors")
+    m = scan_file(bundle).manifest
+    assert m.bundle is not None and m.bundle.world_size == 2 and m.bundle.num_samples == 19
+    assert len(list((site / "index").glob("*.json"))) == 1
