@@ -242,6 +242,8 @@ def _resize_all(x: np.ndarray, size: tuple[int, int], box: _Box | None = None) -
 def _resize(x: np.ndarray, resize: str, height: int, width: int) -> np.ndarray:
     policy, ratio = parse_resize(resize)
     h, w = x.shape[1], x.shape[2]
+    if (h, w) == (height, width) and (policy != "shorter-side" or ratio == 1.0):
+        return x  # already the input size: every policy leaves it as it is
     if policy == "stretch":
         return _resize_all(x, (width, height))
     if policy == "letterbox":

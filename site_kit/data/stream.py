@@ -9,19 +9,19 @@ worker's own state.
 
 Workers: ``--workers N`` processes decode while the main process trains; 0 decodes in the
 main process. The default, ``default_workers()``, is min(2, cores - 1): one core is left to
-the main process, whose torch operations use torch's own thread count (one per core, or
-``OMP_NUM_THREADS``), and each worker runs one thread (the DataLoader's rule). The main
-process's thread count does not depend on ``--workers``, so neither does the arithmetic.
+the main process, whose torch operations use ``flsilo --threads`` threads (``flsilo.cpu``),
+and each worker runs one thread (the DataLoader's rule). The main process's thread count
+does not depend on ``--workers``, so neither does the arithmetic.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from flsilo.cpu import cpu_budget
 from site_kit.data import Dataset
 from site_kit.data.samples import Samples
 from site_kit.preprocess import sample_rng
@@ -31,12 +31,11 @@ PREFETCH = 2
 
 
 def default_workers() -> int:
-    """min(2, cores - 1): decoding overlaps training, one core stays with the main process."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(0, min(2, cores - 1))
+    """min(2, cores - 1): decoding overlaps training, one core stays with the main process.
+
+    Cores: the CPUs this process may use (affinity, bounded by a cgroup quota).
+    """
+    return max(0, min(2, cpu_budget() - 1))
 
 
 class SampleSet(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
