@@ -107,6 +107,7 @@ class TrainRequest:
     key: Path | None = None  # overrides the key recorded at site init
     accept_expired: bool = False  # train on an expired package anyway (recorded in the bundle)
     workers: int | None = None  # DataLoader worker processes; None: default_workers()
+    cache: Path | None = None  # decoded images at the plan's size (--cache DIR)
 
     @property
     def worker_count(self) -> int:
@@ -140,11 +141,14 @@ def train_round(
     progress: ProgressCallback | None = None,
     accept_expired: bool = False,
     workers: int | None = None,
+    cache: Path | None = None,
 ) -> TrainOutcome:
     """Verify PACKAGE, train on the site's data per its plan, and write the signed bundle."""
     if workers is not None and workers < 0:
         raise UsageError("--workers cannot be negative", hint="use 0 to decode in this process")
-    request = TrainRequest(data, data_format, val, device, skip_bad, key, accept_expired, workers)
+    request = TrainRequest(
+        data, data_format, val, device, skip_bad, key, accept_expired, workers, cache
+    )
     dist = init_distributed(device)
     ws = SiteWorkspace.open(site_dir)
     lock = WorkspaceLock(ws.root, "site workspace") if dist.is_main else contextlib.nullcontext()
@@ -194,6 +198,8 @@ def _train_locked(
         val=request.val,
         skip_bad=request.skip_bad,
         dist=dist,
+        cache=request.cache,
+        workers=request.worker_count,
     )
     timings = {"load_seconds": round(time.perf_counter() - t0, 3)}
     if job.plan.kind in (ROUND_STATISTICS, ROUND_FEDSTATS):
@@ -316,6 +322,7 @@ def record_trained(
         "device": request.device if request.device != "auto" else None,
         "skip_bad": request.skip_bad or None,
         "workers": request.workers,
+        "cache": str(request.cache) if request.cache else None,
         "key": str(request.key) if request.key else None,
     }
     spent = None

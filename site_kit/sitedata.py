@@ -15,6 +15,7 @@ import numpy as np
 from flsilo import manifest as mf
 from flsilo.errors import UsageError
 from flsilo.federation import DataSpec
+from site_kit.data.cache import with_cache
 from site_kit.data.samples import Samples, open_samples
 from site_kit.preprocess import build
 from site_kit.training import DistContext, derive_seed
@@ -52,8 +53,14 @@ def load_site_data(
     val: Path | None,
     skip_bad: bool,
     dist: DistContext | None = None,
+    cache: Path | None = None,
+    workers: int = 0,
 ) -> SiteData:
-    """Index the round's data (the request's, else the one set at site init) and split it."""
+    """Index the round's data (the request's, else the one set at site init) and split it.
+
+    With ``cache`` (``--cache DIR``) images are read from decoded copies at the plan's size
+    (``site_kit.data.cache``), built with ``workers`` processes on first use.
+    """
     dist = dist or DistContext()
     source = data or ws.data_path
     if source is None:
@@ -77,7 +84,7 @@ def load_site_data(
         if augment.active and len(model.input_shape) == 3:
             kept = samples.preprocessor.preprocess
             samples = replace(samples, preprocessor=build(kept, model.input_shape, augment))
-        return samples
+        return samples if cache is None else with_cache(samples, cache, workers)
 
     def read_all() -> SiteData:
         samples = read(source, fmt)

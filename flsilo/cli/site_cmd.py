@@ -240,6 +240,13 @@ def train(
         ),
     ] = False,
     workers: Workers = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep decoded images at the plan's size in this folder and read them from "
+            "there (for data slow to decode: DICOM, video); rebuilt when the data changes."
+        ),
+    ] = None,
     passphrase_file: Annotated[
         Path | None, typer.Option(help="Read the site key's passphrase from this file.")
     ] = None,
@@ -267,6 +274,7 @@ def train(
             progress=printer,
             accept_expired=accept_expired,
             workers=workers,
+            cache=cache,
         )
     if outcome.rank != 0:
         return

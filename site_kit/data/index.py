@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from flsilo.atomic import write_bytes
+from flsilo.atomic import atomic_writer
 from flsilo.codes import Code
 from flsilo.errors import DataError
 from site_kit.data import BadRecord, DataContext, adapter
@@ -266,17 +266,21 @@ def save_index(store: Path, index: DataIndex) -> None:
 
 
 def _write(store: Path, index: DataIndex) -> None:
-    rows = [[r.source, r.target, r.size, r.mtime_ns, r.digest, r.frame] for r in index.records()]
-    document = {
+    """One JSON object, a record per line, written as it goes (no copy of the whole index)."""
+    head = {
         "flsilo_index": INDEX_VERSION,
         "format": index.format,
         "records_sha256": index.digest,
         "state_sha256": index.state,
-        "records": rows,
         "bad": [[b.where, b.why, b.source, b.size, b.mtime_ns] for b in index.bad],
     }
     store.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(store, json.dumps(document, separators=(",", ":")).encode("utf-8"))
+    with atomic_writer(store) as fh:
+        fh.write(json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"records":[')
+        for i, r in enumerate(index.records()):
+            row = [r.source, r.target, r.size, r.mtime_ns, r.digest, r.frame]
+            fh.write((",\n" if i else "\n").encode() + json.dumps(row).encode("utf-8"))
+        fh.write(b"\n]}\n")
 
 
 def _read(store: Path, fmt: str) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ from site_kit.data import (
 )
 from site_kit.data.index import INDEX_DIR, DataIndex, build_index, index_key, save_index
 from site_kit.data.records import RawImage
-from site_kit.preprocess import PreprocessError, Preprocessor, build
+from site_kit.preprocess import PreprocessError, Preprocessor, augment_image, build
 
 
 @dataclass
@@ -47,6 +47,7 @@ class Samples:
     positions: np.ndarray
     values: np.ndarray | None = None  # tables: raw rows, one per index record
     problems: list[BadRecord] = field(default_factory=list)
+    cache: Any = None  # a site_kit.data.cache.DecodedCache (--cache), images only
     _module: Any = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -95,19 +96,30 @@ class Samples:
 
     def scaled(self, k: int) -> np.ndarray:
         """Record k scaled and resized to the input shape, before augmentation and normalisation."""
+        if self.cache is not None:
+            cached: np.ndarray = self.cache.read(self.record_id(k))
+            return cached
         try:
             return self.preprocessor.scaled(self.raw(k))
         except PreprocessError as exc:
             raise _unusable(self.where(k), str(exc)) from exc
 
     def sample(self, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Record k as the model's input (augmented only when ``rng`` is given)."""
-        try:
-            if self.values is not None:
-                return self.preprocessor.table(self.values[self.record_id(k)])
-            return self.preprocessor.image(self.raw(k), rng)
-        except PreprocessError as exc:
-            raise _unusable(self.where(k), str(exc)) from exc
+        """Record k as the model's input (augmented only when ``rng`` is given).
+
+        The same steps as ``Preprocessor.image``, with the scaled image from the cache
+        when there is one.
+        """
+        p = self.preprocessor
+        if self.values is not None:
+            try:
+                return p.table(self.values[self.record_id(k)])
+            except PreprocessError as exc:
+                raise _unusable(self.where(k), str(exc)) from exc
+        x = self.scaled(k)
+        if rng is not None and p.augment.active:
+            x = augment_image(x, p.augment, rng)
+        return p.normalized(x)
 
     def digest(self) -> str:
         """sha256 of these records (in order) and the preprocessing they are read with."""

@@ -116,3 +116,31 @@ def in_order(n: int, batch_size: int) -> Iterator[range]:
     """Positions 0..n-1 in batches of ``batch_size`` (evaluation, statistics, Fisher)."""
     for start in range(0, n, batch_size):
         yield range(start, min(start + batch_size, n))
+
+
+class _Scaled(torch.utils.data.Dataset[np.ndarray]):
+    def __init__(self, samples: Samples) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return self.samples.scaled(k)
+
+
+def _stack(items: list[np.ndarray]) -> np.ndarray:
+    return np.stack(items)
+
+
+def scaled_batches(samples: Samples, workers: int, batch_size: int = 64) -> Iterator[np.ndarray]:
+    """Every sample scaled and resized (no augmentation, no normalisation), in order."""
+    loader = torch.utils.data.DataLoader(
+        _Scaled(samples),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_stack,
+        prefetch_factor=PREFETCH if workers > 0 else None,
+        generator=torch.Generator().manual_seed(0),
+    )
+    yield from loader

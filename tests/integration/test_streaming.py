@@ -17,12 +17,12 @@ from tests.conftest import fingerprint, make_key
 CLASSES = ("cat", "dog", "fox")
 
 
-def _images(root: Path, per_class: int = 10) -> Path:
+def _images(root: Path, per_class: int = 10, size: tuple[int, int] = (14, 12)) -> Path:
     rng = np.random.default_rng(3)
     for c, name in enumerate(CLASSES):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
-            pixels = rng.integers(0, 120, (14, 12, 3), dtype=np.uint8) + 60 * c
+            pixels = rng.integers(0, 120, (*size, 3), dtype=np.uint8) + 60 * c
             Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:02d}.png")
     return root
 
@@ -188,3 +188,20 @@ def test_torchrun_ranks_stream_their_share_of_the_index(tmp_path: Path, cli) -> 
     m = scan_file(bundle).manifest
     assert m.bundle is not None and m.bundle.world_size == 2 and m.bundle.num_samples == 19
     assert len(list((site / "index").glob("*.json"))) == 1
+
+
+def test_a_cache_of_decoded_images_trains_the_same_bundle(tmp_path: Path, cli, monkeypatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
+    _hub(tmp_path, cli, "--augment", "hflip,jitter:0.1")
+    data = _images(tmp_path / "images", per_class=5, size=(12, 12))  # at the input size
+    plain = _site(tmp_path, cli, "plain", data)
+    _train(cli, plain, "--workers", 0)
+    bundles = []
+    for workers in (0, 2):
+        site = _site(tmp_path, cli, f"cached-{workers}", data)
+        _train(cli, site, "--workers", workers, "--cache", tmp_path / "cache")
+        bundles.append(_bundle_bytes(site))
+        trained = [e for e in _record(site) if e["event"] == "trained"][-1]
+        assert trained["overrides"]["cache"] == str(tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.u8"))) == 1
+    assert bundles[0] == bundles[1] == _bundle_bytes(plain)
