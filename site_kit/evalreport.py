@@ -29,8 +29,11 @@ from flsilo.keys import PassphraseSource
 from flsilo.manifest import KIND_PACKAGE, now_utc
 from flsilo.plan import dp_of
 from site_kit import record as site_record
-from site_kit.data import Dataset, load_dataset
-from site_kit.round import data_spec, unlock_site_key, verified_model
+from site_kit.data import Dataset
+from site_kit.data.samples import Samples, open_samples
+from site_kit.data.stream import batches, default_workers, in_order
+from site_kit.round import unlock_site_key, verified_model
+from site_kit.sitedata import data_spec
 from site_kit.training import DistContext, pick_device
 from site_kit.workspace import SiteWorkspace
 
@@ -39,15 +42,18 @@ BOOTSTRAP_DRAWS = 1000
 
 @torch.no_grad()
 def predict_proba(
-    model: torch.nn.Module, data: Dataset, device: torch.device, batch_size: int = 1024
+    model: torch.nn.Module,
+    data: Dataset | Samples,
+    device: torch.device,
+    batch_size: int = 1024,
+    workers: int = 0,
 ) -> np.ndarray:
     """Class probabilities (N x K, float64) of ``model`` on ``data``, in record order."""
     was_training = model.training
     model.eval()
     out = []
-    x_all = torch.from_numpy(data.x)
-    for start in range(0, len(data), batch_size):
-        logits = model(x_all[start : start + batch_size].to(device))
+    for xb, _ in batches(data, in_order(len(data), batch_size), workers=workers):
+        logits = model(xb.to(device))
         out.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out)
@@ -178,10 +184,18 @@ def report_package(
     verified = verify_file(package, ws.trust(), expected_kind=KIND_PACKAGE, copy_to=buffer)
     model = verified_model(verified, buffer.getvalue())
     info = verified.manifest.model
-    dataset = load_dataset(
-        data, data_format, info.classes, info.input_shape, data_spec(info), skip_bad=skip_bad
+    plan = verified.manifest.package.plan if verified.manifest.package else None
+    dataset = open_samples(
+        data,
+        data_format,
+        info.classes,
+        info.input_shape,
+        data_spec(info),
+        skip_bad=skip_bad,
+        preprocess=plan.preprocess if plan is not None else None,
     )
     key = unlock_site_key(ws, key_path, passphrase)  # before the work: a wrong key fails fast
-    proba = predict_proba(model, dataset, pick_device(device, DistContext()))
+    device_ = pick_device(device, DistContext())
+    proba = predict_proba(model, dataset, device_, workers=default_workers())
     report = build_report(ws, verified, dataset.y, proba, skipped=dataset.skipped)
     return write_report(ws, report, key), report
