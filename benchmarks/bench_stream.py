@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 CLASSES = [f"c{i}" for i in range(10)]
-MODEL = "cnn:channels=8x16,hidden=64"
+MODEL = "cnn:channels=4x8,hidden=32"
 BATCH = 64
 
 PLAIN = r"""

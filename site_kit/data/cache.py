@@ -26,9 +26,13 @@ from typing import Any
 import numpy as np
 
 from flsilo.atomic import atomic_writer, write_text
+from flsilo.errors import FlsiloError
+from flsilo.untrusted import read_bounded
 from site_kit.data.samples import Samples
 
 CACHE_VERSION = 1
+META_LIMIT = 1 << 16
+"""A cache's JSON description is a few hundred bytes; a folder may hold anything else."""
 
 
 @dataclass
@@ -82,9 +86,9 @@ def with_cache(samples: Samples, directory: Path, workers: int) -> Samples:
 
 def _complete(cache: DecodedCache, meta: Path, count: int) -> bool:
     try:
-        doc = json.loads(meta.read_text(encoding="utf-8"))
+        doc = json.loads(read_bounded(meta, META_LIMIT))
         size = cache.path.stat().st_size
-    except (OSError, ValueError):
+    except (OSError, ValueError, FlsiloError):
         return False
     return bool(
         doc.get("version") == CACHE_VERSION
@@ -115,8 +119,8 @@ def _build(samples: Samples, cache: DecodedCache, directory: Path, key: str, wor
         if old.stem == key:
             continue
         try:
-            if json.loads(old.read_text(encoding="utf-8")).get("data") == doc["data"]:
+            if json.loads(read_bounded(old, META_LIMIT)).get("data") == doc["data"]:
                 for suffix in (".u8", ".u16", ".json"):
                     old.with_suffix(suffix).unlink(missing_ok=True)
-        except (OSError, ValueError):
+        except (OSError, ValueError, FlsiloError):
             continue
