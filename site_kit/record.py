@@ -2,13 +2,14 @@
 
 ``SITE_DIR/record.jsonl`` holds one line per event: ``package`` (a verified package arrived:
 round, file, sha256), ``trained`` (the bundle written: its file and sha256, the package it
-started from, a salted SHA-256 of the training records and their preprocessing, sample counts, the options the
-operator chose, privacy budget spent when the plan asks for it). ``flsilo site status``
-reads it; a hospital's auditor can check the chain and, holding the data and the salt
-(``SITE_DIR/record.salt``), recompute the data digest: it covers the training records of the
-site's index (file, frame, label and sha256 of the file's bytes, in order) and the plan's
-preprocessing (``site_kit.data.samples.Samples.digest``), not the decoded arrays. The salt keeps the digest from
-confirming a guess about the data to anyone who does not hold the workspace.
+started from, a salted SHA-256 of the training records and their preprocessing, sample
+counts, the options the operator chose, privacy budget spent when the plan asks for it).
+``flsilo site status`` reads it; a hospital's auditor can check the chain and, holding the
+data and the salt (``SITE_DIR/record.salt``), recompute the data digest: it covers the
+training records of the site's index (file, frame, label and sha256 of the file's bytes,
+in order) and the plan's preprocessing (``site_kit.data.samples.Samples.digest``), not the
+decoded arrays. The salt keeps the digest from confirming a guess about the data to anyone
+who does not hold the workspace.
 """
 
 from __future__ import annotations
