@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,8 +34,12 @@ def evaluate(
     device: torch.device,
     batch_size: int = 1024,
     workers: int = 0,
+    scores: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Evaluation:
-    """Score ``model`` on every sample of ``data`` in order (no augmentation)."""
+    """Score ``model`` on every sample of ``data`` in order (no augmentation).
+
+    With ``scores``, each batch's class probabilities (float64) and targets are appended to
+    it, for the figures of ``flsilo.metrics`` (one pass over the data serves both)."""
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -44,6 +49,10 @@ def evaluate(
         logits = model(xb)
         total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
         pred = logits.argmax(dim=1).cpu()
+        if scores is not None:
+            scores.append(
+                (torch.softmax(logits.double(), dim=1).cpu().numpy(), cpu_y.numpy().copy())
+            )
         confusion += torch.bincount(
             yb.cpu() * num_classes + pred, minlength=num_classes * num_classes
         ).reshape(num_classes, num_classes)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from flsilo.artifact import verify_file
+from flsilo.metrics import classification_report
 from flsilo.trust import TrustPolicy
 from site_kit.data.samples import open_samples
 from site_kit.data.stream import default_workers
@@ -23,6 +27,9 @@ class PackageEvaluation:
     classes: tuple[str, ...]
     skipped: int
     result: Evaluation
+    figures: dict[str, Any]
+    """``flsilo.metrics.classification_report``: per class sensitivity, specificity, PPV,
+    NPV, F1, AUROC, AP with bootstrap intervals, balanced accuracy, ECE."""
 
 
 def evaluate_package(
@@ -56,11 +63,16 @@ def evaluate_package(
         skip_bad=skip_bad,
         preprocess=preprocess,
     )
+    scores: list[tuple[np.ndarray, np.ndarray]] = []
     result = evaluate(
         model,
         dataset,
         len(info.classes),
         pick_device(device, DistContext()),
         workers=default_workers() if workers is None else workers,
+        scores=scores,
     )
-    return PackageEvaluation(info.classes, dataset.skipped, result)
+    proba = np.concatenate([p for p, _ in scores]) if scores else np.zeros((0, len(info.classes)))
+    targets = np.concatenate([t for _, t in scores]) if scores else np.zeros(0, dtype=np.int64)
+    figures = classification_report(targets, proba, info.classes, seed=int(verified.sha256[:8], 16))
+    return PackageEvaluation(info.classes, dataset.skipped, result, figures)

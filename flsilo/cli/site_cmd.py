@@ -370,6 +370,7 @@ def evaluate(
                 "classes": list(scored.classes),
                 "skipped": scored.skipped,
                 **to_jsonable(result),
+                **{k: scored.figures[k] for k in ("balanced_accuracy", "ece", "per_class")},
             },
         )
         return
@@ -389,6 +390,29 @@ def evaluate(
     ):
         table.add_row(name, f"{100 * acc:.1f}%" if acc is not None else "-", *(str(v) for v in row))
     out.print(table)
+    out.print(_per_class_table(scored.figures))
+
+
+def _per_class_table(figures: dict[str, Any]) -> Table:
+    """Sensitivity and specificity (with 95% bootstrap intervals), AUROC and AP per class."""
+
+    def rate(row: dict[str, Any], name: str) -> str:
+        value, ci = row.get(name), (row.get("ci95") or {}).get(name)
+        if value is None:
+            return "-"
+        return f"{100 * value:.1f}" + (f" ({100 * ci[0]:.0f}-{100 * ci[1]:.0f})" if ci else "")
+
+    table = Table(title="per class (%, 95% interval)")
+    for col in ("class", "sensitivity", "specificity", "AUROC", "AP"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, row in figures["per_class"].items():
+        table.add_row(
+            name,
+            rate(row, "sensitivity"),
+            rate(row, "specificity"),
+            *(f"{row[k]:.3f}" if row.get(k) is not None else "-" for k in ("auroc", "ap")),
+        )
+    return table
 
 
 def _evaluation_report(

@@ -410,6 +410,9 @@ def test_evaluate_reports_per_class_and_confusion(federation: Federation, cli) -
         and len(doc["per_class_accuracy"]) == 10
     )
     assert sum(map(sum, doc["confusion"])) == 300
+    row = doc["per_class"]["3"]  # the metrics clinicians use, per class, with intervals
+    assert {"sensitivity", "specificity", "auroc", "ap", "ci95"} <= set(row)
+    assert 0 <= doc["balanced_accuracy"] <= 1 and doc["ece"] >= 0
     table = cli(
         "evaluate",
         federation.hub / "packages" / "fed-r0000.safetensors",
