@@ -13,11 +13,11 @@ site's update norm, its distance to the aggregated update and its cosine to the 
 robust aggregate (the anomaly figures). The robust aggregate is the coordinate-wise median
 of the updates (unweighted: one vote per site), computed chunk by chunk like everything
 else, so it costs no extra memory: a sign-flipped or otherwise reversed update points away
-from it (cosine near -1) however it is scaled. The cosines are taken over all float
-elements of a model up to ``MEDIAN_SAMPLE`` (4M) of them, and over every S-th element in
-file order above that, so their cost stays a small, bounded share of the round; the first
-pass, which the cosine gate decides on, always takes every element (a sample known in
-advance would let an update hide its reversal between the sampled elements).
+from it (cosine near -1) however it is scaled (``hub_kit.cosines``). The aggregation's
+cosines are taken over all float elements of a model up to 4M of them, and over every S-th
+element in file order above that, so their cost stays a small, bounded share of the round;
+the first pass, which the cosine gate decides on, always takes every element (a sample
+known in advance would let an update hide its reversal between the sampled elements).
 
 A coordinate-wise round can instead merge by the sites' Fisher diagonals (the round's plan
 says ``merge = "fisher"``; bundles carry ``fisher.NAME`` tensors, so each input is read
@@ -38,7 +38,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -52,6 +51,7 @@ from flsilo.tensorfile import (
     from_float64,
     to_float64,
 )
+from hub_kit.cosines import FirstPass, cosines, median_stride, median_sums
 from hub_kit.strategies.base import Rule, Strategy, TwoPassRule, is_two_pass
 from hub_kit.strategies.math import fisher_weighted_mean
 from hub_kit.strategies.robust import dot
@@ -104,100 +104,6 @@ class SiteFigures:
     """Cosine to the coordinate-wise median update (None when either is zero)."""
 
 
-@dataclass(frozen=True)
-class FirstPass:
-    """What the first pass measured: the Gram matrix of the updates and, when asked, each
-    update's dot product with the coordinate-wise median update and that median's norm."""
-
-    gram: np.ndarray
-    median_sums: np.ndarray | None = None
-    """See :func:`cosines` (None: not measured)."""
-
-    def cosines(self) -> list[float | None]:
-        """Each update's cosine to the median update (None without it, or for a zero vector)."""
-        if self.median_sums is None:
-            return [None] * len(self.gram)
-        return cosines(self.median_sums)
-
-
-def cosines(sums: np.ndarray) -> list[float | None]:
-    """``<u_i, m> / (|u_i| |m|)``, clipped to [-1, 1], from the sums over the sample of K
-    updates: ``<u_i, m>`` for each i, then ``<m, m>``, then ``<u_i, u_i>`` for each i."""
-    k = (len(sums) - 1) // 2
-    out: list[float | None] = []
-    for dot_i, n2 in zip(sums[:k].tolist(), sums[k + 1 :].tolist(), strict=True):
-        scale = math.sqrt(max(n2, 0.0) * max(float(sums[k]), 0.0))
-        out.append(max(-1.0, min(1.0, dot_i / scale)) if scale > 0 else None)
-    return out
-
-
-def median_sums(chunk: _Chunk, stride: int, updates: list[np.ndarray]) -> np.ndarray:
-    """One chunk's share of the sums :func:`cosines` takes, over the sample's elements."""
-    k = len(updates)
-    sample = [u[(-(chunk.first + chunk.start)) % stride :: stride] for u in updates]
-    m = median_update(sample)
-    out = np.zeros(2 * k + 1)
-    out[k] = dot(m, m)
-    for i, u in enumerate(sample):
-        out[i] = dot(u, m)
-        out[k + 1 + i] = dot(u, u)
-    return out
-
-
-SORTING_NETWORK_MAX = 32
-"""Up to this many updates the median comes from a sorting network of element-wise minima
-and maxima over whole chunks, several times faster than ``np.median`` across a short axis."""
-
-
-@cache
-def sorting_network(k: int) -> tuple[tuple[int, int], ...]:
-    """The compare-exchange pairs of Batcher's odd-even merge sort for ``k`` values (as if
-    padded with +inf to a power of two; pairs that touch the padding never exchange)."""
-    n = 1
-    while n < k:
-        n *= 2
-    pairs = []
-    p = 1
-    while p < n:
-        step = p
-        while step >= 1:
-            for j in range(step % p, n - step, 2 * step):
-                for i in range(min(step, n - j - step)):
-                    if (i + j) // (2 * p) == (i + j + step) // (2 * p) and i + j + step < k:
-                        pairs.append((i + j, i + j + step))
-            step //= 2
-        p *= 2
-    return tuple(pairs)
-
-
-MEDIAN_SAMPLE = 1 << 22
-"""Coordinates the median update is taken over: all of a model's float elements up to this
-many, above it an evenly spaced sample of about this many (every S-th element in file order),
-so the cosines cost a bounded share of the round however large the model."""
-
-
-def median_stride(layout: Sequence[TensorInfo]) -> int:
-    """S: the cosines use float elements whose index in file order is a multiple of S."""
-    total = sum(t.numel for t in layout if t.dtype in FLOAT_DTYPES)
-    return max(1, total // MEDIAN_SAMPLE)
-
-
-def median_update(updates: Sequence[np.ndarray]) -> np.ndarray:
-    """The coordinate-wise median of one chunk's updates (the mean of the middle two for an
-    even count)."""
-    k = len(updates)
-    if k > SORTING_NETWORK_MAX:
-        return np.median(np.stack(updates, axis=1), axis=1)
-    v = [u.copy() for u in updates]
-    for i, j in sorting_network(k):
-        low = np.minimum(v[i], v[j])
-        np.maximum(v[i], v[j], out=v[j])
-        v[i] = low
-    if k % 2:
-        return v[k // 2]
-    return np.add(v[k // 2 - 1], v[k // 2]) / 2
-
-
 class Mapped:
     """Read access to one safetensors data section: a file read chunk by chunk, or bytes.
 
@@ -222,7 +128,10 @@ class Mapped:
             self.buffer = data
         else:
             assert path is not None
-            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # never blocks on a FIFO nor follows a link swapped in since the file was checked
+            # (a dry run reads inbox files it verified a moment before): an OSError instead
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+            self.fd = os.open(path, flags)
 
     def own(self, info: TensorInfo) -> TensorInfo | None:
         """This source's entry for the tensor named like ``info`` (None: it has none)."""
@@ -365,7 +274,9 @@ def measure(
                     for j in range(i, k if pairwise else i + 1):
                         gram[i, j] += dot(updates[i], updates[j])
                 if sums is not None:
-                    sums += median_sums(chunk, 1, updates)  # a gate judges every element
+                    sums += median_sums(
+                        chunk.first + chunk.start, 1, updates
+                    )  # a gate judges every element
                 del updates
             sources.release(chunk)
     finally:
@@ -465,7 +376,7 @@ def _combine_chunk(
         assert not is_two_pass(rule)
         out, updates = _coordinatewise(b, xs, rule, weights)  # type: ignore[arg-type]
     del xs, fishers
-    to_median = median_sums(chunk, stride, updates)
+    to_median = median_sums(chunk.first + chunk.start, stride, updates)
     delta = np.subtract(out, b)
     for i, u in enumerate(updates):
         norms[i] = dot(u, u)

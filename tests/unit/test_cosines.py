@@ -1,11 +1,11 @@
-"""The first pass's cosines to the coordinate-wise median update, streamed in chunks."""
+"""Cosines to the coordinate-wise median update, streamed in chunks by both passes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hub_kit import streaming
+from hub_kit import cosines, streaming
 from hub_kit.inmemory import lay_out
 from hub_kit.strategies import parse_strategy
 
@@ -64,13 +64,13 @@ def test_the_median_is_numpys_for_any_number_of_sites(k: int) -> None:
     updates = [rng.normal(size=257) for _ in range(k)]
     updates[0][:5] = updates[-1][:5]  # ties
     expected = np.median(np.stack(updates), axis=0)
-    assert np.array_equal(streaming.median_update(updates), expected)
+    assert np.array_equal(cosines.median_update(updates), expected)
 
 
 def test_a_large_models_report_samples_every_sth_element_and_the_gate_sees_all(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(streaming, "MEDIAN_SAMPLE", 1000)
+    monkeypatch.setattr(cosines, "MEDIAN_SAMPLE", 1000)
     monkeypatch.setattr(streaming, "CHUNK_BUDGET_BYTES", 4096 * 8 * 12)
     rng = np.random.default_rng(5)
     shapes = {"a.weight": (70, 100), "b.bias": (3001,)}  # 10001 floats: every 10th
@@ -80,7 +80,7 @@ def test_a_large_models_report_samples_every_sth_element_and_the_gate_sees_all(
         for _ in range(5)
     ]
     laid_base = lay_out(base)
-    assert streaming.median_stride(laid_base.tensors) == 10
+    assert cosines.median_stride(laid_base.tensors) == 10
     flat = [np.concatenate([s[t.name].ravel() for t in laid_base.tensors]) for s in sites]
     flat_base = np.concatenate([base[t.name].ravel() for t in laid_base.tensors])
     expected = _direct(flat_base[::10], [f[::10] for f in flat])
