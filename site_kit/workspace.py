@@ -353,15 +353,15 @@ def _foreign_hub(
         return err
     since = "confirmed at site init" if confirmed else "trusted since a hub key rotation"
     chain = chain_path(package)
-    if not chain.exists():  # the usual cause: a rotation's statements left off the stick
+    if not chain.exists():  # after a hub key rotation: the statements left off the stick
         return VerificationError(
             f"{err.message}, and {chain.name} is not beside it",
             path=package,
             code=err.code,
             hint=f"if your hub rotated its key, copy {chain.name} (from the stick or the "
-            "hub's packages/ folder) beside the package and run again: it holds the "
-            f"statements signed by your hub's key ({trusted.fingerprint}, {since}) that lead "
-            "to the new one; otherwise this package is not from your hub",
+            "hub's packages/ folder) beside the package and run again; otherwise it was not "
+            f"signed by your hub (key {trusted.fingerprint}, {since}): it may be another "
+            "federation's or a mixed-up stick, so use the package your own hub sent",
         )
     return VerificationError(
         err.message,
