@@ -62,6 +62,8 @@ class HubPolicy:
     """Quarantine an update whose norm exceeds this multiple of the round's median norm."""
     cosine_gate: float | None = None
     """Quarantine an update whose cosine to the round's median update is below this."""
+    drift_threshold: float = 1.0
+    """Flag a site whose input summary lies further than this from the others' (hub_kit.drift)."""
     max_weight_share: float | None = None
     """Clip any one site's share of the total weight to this fraction."""
     package_ttl: int = 90
@@ -106,6 +108,8 @@ def hub_policy_problem(hub: HubPolicy) -> str | None:
         return "norm_gate (--norm-gate) must be a positive multiple of the median update norm"
     if hub.cosine_gate is not None and not -1 < hub.cosine_gate < 1:
         return "cosine_gate (--cosine-gate) must be a cosine in (-1, 1)"
+    if not hub.drift_threshold > 0:
+        return "drift_threshold (--drift-threshold) must be above 0"
     if hub.max_weight_share is not None and not 0 < hub.max_weight_share <= 1:
         return "max_weight_share (--max-weight-share) must be a fraction in (0, 1]"
     if hub.package_ttl < 0 or hub.release_signers < 0:

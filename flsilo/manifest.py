@@ -75,6 +75,24 @@ class DPReport:
 
 
 @dataclass(frozen=True)
+class InputSummary:
+    """A site's inputs after the plan's scaling and resize, before normalisation and
+    augmentation: what the hub compares across sites to flag one that preprocesses
+    differently (``hub_kit.drift``). At most ``SUMMARY_SAMPLES`` records, evenly spaced in
+    index order; a bin holding fewer samples than the plan's minimum cell size is ``None``."""
+
+    samples: int
+    channel_mean: tuple[float, ...]
+    channel_std: tuple[float, ...]
+    brightness: tuple[int | None, ...] = ()
+    """Images: samples per eighth of [0, 1] of their mean scaled intensity."""
+    sizes: tuple[int | None, ...] = ()
+    """Images: samples per band of the stored image's longer side (see site_kit.inputsummary)."""
+    bad_share: float = 0.0
+    """Unusable records as a share of all the site's records."""
+
+
+@dataclass(frozen=True)
 class BundleInfo:
     """What a site reports about the training it did."""
 
@@ -94,6 +112,8 @@ class BundleInfo:
     """Parameters whose diagonal Fisher the bundle carries as extra ``fisher.NAME`` tensors."""
     expired_package_accepted: str | None = None
     """When the site's operator trained on an expired package on purpose: the time they did."""
+    inputs: InputSummary | None = None
+    """A summary of the inputs trained on (format 3; None in DP federations and before)."""
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,11 @@ from flsilo.atomic import BackgroundSync
 from flsilo.evalreport import VerifiedReport
 from flsilo.faults import fault_point
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
+from flsilo.tensorsets import ROUND_TRAIN
 from hub_kit.archive import write_sums
 from hub_kit.build import Built, build_package
 from hub_kit.commit import StagedRound, fresh_staging, publish
+from hub_kit.drift import drift_flags
 from hub_kit.evaluations import Refused, event_data, take_in
 from hub_kit.gates import Intake, run_intake
 from hub_kit.intake import Candidate, IntakeResult, Rejection
@@ -184,7 +186,7 @@ def _report(
         package=built.final_path if built else None,
         sha256=built.sha256 if built else None,
         strategy=shown_strategy(taken.view, policy.rule),
-        rows=tuple(site_rows(taken.result, figures)),
+        rows=tuple(site_rows(taken.result, figures, _drift(prep, candidates))),
         missing_sites=missing,
         global_accuracy=weighted([b.metrics_global for b in bundles if b]),
         trained_accuracy=weighted([b.metrics_trained for b in bundles if b]),
@@ -211,6 +213,15 @@ def _report(
         else None,
         weight_round=taken.view.streams,
     )
+
+
+def _drift(prep: Prepared, candidates: list[Candidate]) -> dict[str, dict[str, Any]] | None:
+    """Weight rounds: each accepted site's input drift against the others (hub_kit.drift)."""
+    if prep.plan.kind != ROUND_TRAIN:
+        return None
+    summaries = {c.site: c.verified.manifest.bundle.inputs for c in candidates}  # type: ignore[union-attr]
+    flags = drift_flags(summaries, prep.ws.config.hub.drift_threshold)
+    return {site: d.to_dict() for site, d in flags.items()}
 
 
 def _commit_events(prep: Prepared, taken: Intake, built: Built) -> list[tuple[str, dict[str, Any]]]:

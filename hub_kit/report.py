@@ -58,6 +58,9 @@ class SiteRow:
     median update (weight rounds only)."""
     late: int = 0
     """For an accepted bundle: how many rounds older than the current package its base is."""
+    input_drift: dict[str, Any] | None = None
+    """Weight rounds: ``{flagged, distance, hint}`` from the bundle's input summary
+    (hub_kit.drift); None for a statistics round or a rejected bundle."""
 
     @property
     def accepted(self) -> bool:
@@ -149,7 +152,9 @@ def weighted(metrics: list[mf.Metrics | None]) -> float | None:
 
 
 def site_rows(
-    result: IntakeResult, figures: dict[str, dict[str, Any]] | None = None
+    result: IntakeResult,
+    figures: dict[str, dict[str, Any]] | None = None,
+    drift: dict[str, dict[str, Any]] | None = None,
 ) -> list[SiteRow]:
     """One row per inbox entry: accepted on time first, then the rest, by site and file.
 
@@ -175,6 +180,8 @@ def site_rows(
             "dp_epsilon_total": b.dp.epsilon_total if b.dp else None,
         }
         fields.update((figures or {}).get(c.verified.sha256, {}))
+        if drift is not None:
+            fields["input_drift"] = drift.get(c.site)
         rows.append(SiteRow(**fields))
     for r in result.rejections:
         measured = (figures or {}).get(r.sha256, {}) if r.sha256 else {}

@@ -31,6 +31,7 @@ from site_kit.evaluation import Evaluation, evaluate
 from site_kit.fedstats import input_statistics
 from site_kit.fisher import diagonal_fisher, with_fisher
 from site_kit.freshness import check_fresh
+from site_kit.inputsummary import summarize
 from site_kit.privacy import DPRun, prepare_round
 from site_kit.sitedata import SiteData, load_site_data
 from site_kit.statistics import (
@@ -227,6 +228,8 @@ def _train_locked(
         trained = {k: v for k, v in job.model.state_dict().items() if k not in frozen}
         fisher = {k: v for k, v in fisher.items() if k in trained}
         manifest = replace_bundle(manifest, fisher=tuple(sorted(fisher)))
+        if dp_run is None:  # for the hub's drift flags; a DP bundle carries none
+            manifest = replace_bundle(manifest, inputs=summarize(data, job.plan))
         trained = with_fisher(trained, fisher)
         sha = write_artifact(job.bundle_path, state_to_raw(trained), manifest, key)
         bundle = job.bundle_path

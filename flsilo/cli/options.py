@@ -139,6 +139,13 @@ HUB_SETTINGS: tuple[Setting, ...] = (
         simulate=False,
     ),
     Setting(
+        "drift_threshold",
+        "Flag a site whose input summary (channel means and spreads, brightness and image "
+        "sizes) lies further than this from the other sites' (1.0: a difference seen at a "
+        "glance).",
+        simulate=False,
+    ),
+    Setting(
         "max_weight_share",
         "Clip any one site's share of the total weight to this fraction (at least 1/sites).",
         simulate=False,

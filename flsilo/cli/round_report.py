@@ -63,7 +63,12 @@ def _aggregate_cells(r: Any, figures: bool, gate: float | None) -> list[str]:
 
 
 def _render_evaluations(report: AggregateReport, err: Console) -> None:
-    """The sites' evaluation reports archived with the round, and those refused."""
+    """The sites' evaluation reports archived with the round, and those refused; then any
+    site whose inputs look unlike the others' (drift)."""
+    for row in report.rows:
+        drift = row.input_drift or {}
+        if drift.get("flagged"):
+            err.print(f"input drift: {escape(str(drift.get('hint')))}", soft_wrap=False)
     if report.evaluations:
         err.print(
             f"evaluation reports archived with the round: {', '.join(report.evaluations)} "
