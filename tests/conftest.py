@@ -28,18 +28,21 @@ def pytest_configure(config: pytest.Config) -> None:
     cpu_report.CpuReport.register(config)
 
 
-@pytest.hookimpl(optionalhook=True)  # xdist's hook: `-n auto` (pyproject's addopts)
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """A run that names test files or tests runs in one process; a whole tier on every CPU.
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """A whole tier runs on one pytest-xdist worker per CPU (``-n auto``); a run that names
+    test files or tests runs in one process, as does any run where xdist is not installed.
 
     Starting a worker costs about a second of CPU (each imports torch): more than a few
-    tests take. ``-n N`` and PYTEST_XDIST_AUTO_NUM_WORKERS still choose.
+    tests take. ``-n N`` (``-n 0``: no workers) and PYTEST_XDIST_AUTO_NUM_WORKERS choose.
     """
-    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return None
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+        return  # no xdist, or this is one of its workers (which must not start more)
+    if getattr(config.option, "numprocesses", 0) is not None:  # -n given
+        return
     if any(arg.endswith(".py") or "::" in arg for arg in config.args):
-        return 0
-    return None
+        return
+    config.option.numprocesses = "auto"
 
 
 @pytest.fixture(autouse=True)
