@@ -256,6 +256,24 @@ class Code(StrEnum):
     NPZ_ARRAYS = "npz-arrays", M, "the .npz file lacks its x or y array"
     NPZ_READ = "npz-read", M, "the .npz file cannot be read"
     NPZ_DTYPE = "npz-dtype", M, "the .npz features are not numeric"
+    DICOM_EXTRA = (
+        "dicom-extra",
+        U,
+        "`--data-format dicom` needs pydicom: install the `dicom` extra",
+        "pip install 'flsilo[dicom]' (or its wheel from the wheelhouse)",
+    )
+    VIDEO_EXTRA = (
+        "video-extra",
+        U,
+        "`--data-format video` needs PyAV: install the `video` extra",
+        "pip install 'flsilo[video]' (or its wheel from the wheelhouse)",
+    )
+    VIDEO_SAMPLING = (
+        "video-sampling",
+        U,
+        "video data in a federation whose plan sets no frame sampling (`--frame-rate` or `--frames-per-clip`)",
+        "ask the hub administrator for a plan with --frame-rate FPS or --frames-per-clip N",
+    )
 
     # -- intake policy (reasons recorded in quarantine, the log and package provenance) --------
     FUTURE_ROUND = (
