@@ -217,37 +217,45 @@ def _check_image(ds: Any, syntax: Any, where: str) -> None:
             f"({', '.join(sorted(PHOTOMETRIC))})",
         )
     if syntax.is_compressed:
-        reason = missing_decoder(syntax)
+        reason = missing_decoder(syntax, int(ds.get("BitsStored") or ds.BitsAllocated))
         if reason:
             raise BadRecord(where, reason)
 
 
-def missing_decoder(syntax: Any) -> str:
+def missing_decoder(syntax: Any, bits_stored: int = 8) -> str:
     """Why pixels in ``syntax`` cannot be decoded here (naming what to install), or ''."""
     from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGExtended12Bit
 
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
         return f"transfer syntax {syntax} ({syntax.name}) is not one pydicom can decode"
-    if decoder.is_available:
+    pillow_only = set(decoder.available_plugins) <= {"pillow"}
+    if decoder.is_available and not (
+        syntax == JPEGExtended12Bit and bits_stored > 8 and pillow_only
+    ):  # Pillow decodes 8-bit JPEG Extended only
         return ""
-    packages = [_pip_names(text) for text in decoder.missing_dependencies]
+    options = [f"pip install {p}" for p in map(_pip_names, decoder.missing_dependencies) if p]
     return (
         f"transfer syntax {syntax.name} ({syntax}) needs a decoder that is not installed: "
-        f"install {' or '.join(p for p in packages if p) or 'a pydicom pixel data plug-in'}"
+        + (", or ".join(options) or "a pydicom pixel data plug-in")
     )
 
 
 def _pip_names(dependency: str) -> str:
-    """pydicom's ``'gdcm - requires gdcm>=3.0.10'`` as ``python-gdcm`` (what pip installs)."""
+    """pydicom's ``'gdcm - requires gdcm>=3.0.10'`` as ``python-gdcm`` (what pip installs).
+
+    ``'pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1'`` gives
+    ``pylibjpeg pylibjpeg-libjpeg``.
+    """
     _, _, needs = dependency.partition("requires ")
     names = []
     for part in needs.split(" and "):
         package = part.strip().split(">")[0].split("=")[0].split("<")[0].strip()
         if package and package != "numpy":
             names.append("python-gdcm" if package == "gdcm" else package)
-    return "+".join(names)
+    return " ".join(names)
 
 
 def _check_pixel_bytes(ds: Any, syntax: Any, fh: Any, file_size: int, where: str) -> None:

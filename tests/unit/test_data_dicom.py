@@ -22,6 +22,14 @@ JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"  # no decoder without pylibjpeg or pyth
 IMPLICIT_LE = "1.2.840.10008.1.2"
 
 
+def no_jpeg_plugins() -> None:
+    """Skip where a JPEG plug-in is installed: these tests need its absence."""
+    from pydicom.pixels import get_decoder
+
+    if get_decoder(JPEG_LOSSLESS).available_plugins:
+        pytest.skip("a JPEG Lossless plug-in (pylibjpeg or python-gdcm) is installed here")
+
+
 def context(root: Path, frames_per_clip: int = 0, frame_rate: float = 0.0) -> DataContext:
     plan = SimpleNamespace(frames_per_clip=frames_per_clip, frame_rate=frame_rate)
     return DataContext(root, CLASSES, (1, 8, 8), preprocess=plan)
@@ -146,6 +154,7 @@ def test_manifest_without_label_column_is_an_error(tmp_path: Path) -> None:
 
 
 def test_compressed_syntax_without_its_decoder_names_the_package(tmp_path: Path) -> None:
+    no_jpeg_plugins()
     write_dicom(tmp_path / "normal" / "jpeg.dcm", grey16(), syntax=JPEG_LOSSLESS)
     _, bad = walk(tmp_path, context(tmp_path))
     assert len(bad) == 1
@@ -154,6 +163,15 @@ def test_compressed_syntax_without_its_decoder_names_the_package(tmp_path: Path)
     assert "not installed" in bad[0].why
     assert "pylibjpeg" in bad[0].why
     assert "python-gdcm" in bad[0].why
+
+
+def test_12_bit_jpeg_extended_needs_more_than_pillow() -> None:
+    from pydicom.uid import JPEGExtended12Bit
+
+    no_jpeg_plugins()
+    assert dicom.missing_decoder(JPEGExtended12Bit, 8) == ""  # Pillow decodes it
+    reason = dicom.missing_decoder(JPEGExtended12Bit, 12)
+    assert "JPEG Extended" in reason and "pip install pylibjpeg pylibjpeg-libjpeg" in reason
 
 
 def test_truncated_and_damaged_files_are_bad_records(tmp_path: Path) -> None:
