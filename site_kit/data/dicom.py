@@ -120,16 +120,21 @@ def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record |
         try:
             identity = identify(file)
         except OSError as exc:
-            yield BadRecord(where, f"cannot read file ({exc.strerror})")
+            yield BadRecord(where, f"{_named(where, file, ctx)}cannot read file ({exc.strerror})")
             continue
         try:
             header = read_header(file)
             frames = sampled_frames(header, ctx.preprocess)
         except BadRecord as exc:
-            yield BadRecord(where, exc.why)
+            yield BadRecord(where, _named(where, file, ctx) + exc.why)
             continue
         for frame in frames:
             yield identity.record(target, f"frame={frame + 1}" if frame >= 0 else "")
+
+
+def _named(where: str, file: Path, ctx: DataContext) -> str:
+    """``FILE: `` before a reason about a manifest row's file (a folder's is named already)."""
+    return "" if where == str(file) else f"{file.relative_to(ctx.root).as_posix()}: "
 
 
 def _folder(path: Path, ctx: DataContext) -> Iterator[tuple[str, Path, int] | BadRecord]:
@@ -237,9 +242,8 @@ def missing_decoder(syntax: Any, bits_stored: int = 8) -> str:
     ):  # Pillow decodes 8-bit JPEG Extended only
         return ""
     options = [f"pip install {p}" for p in map(_pip_names, decoder.missing_dependencies) if p]
-    return (
-        f"transfer syntax {syntax.name} ({syntax}) needs a decoder that is not installed: "
-        + (", or ".join(options) or "a pydicom pixel data plug-in")
+    return f"transfer syntax {syntax.name} ({syntax}) needs a decoder that is not installed: " + (
+        ", or ".join(options) or "a pydicom pixel data plug-in"
     )
 
 

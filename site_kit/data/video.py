@@ -102,7 +102,8 @@ def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record |
             seen[file] = _open(file, identify)
         known = seen[file]
         if isinstance(known, BadRecord):
-            yield BadRecord(where, known.why)
+            named = "" if where == str(file) else f"{file.relative_to(ctx.root).as_posix()}: "
+            yield BadRecord(where, named + known.why)
             continue
         identity, clip = known
         start_ms, end_ms = interval if interval else (0, clip.duration_ms)

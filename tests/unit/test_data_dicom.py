@@ -253,3 +253,24 @@ def test_without_pydicom_a_usage_error_names_the_extra(
         walk(tmp_path, context(tmp_path))
     assert caught.value.code == "dicom-extra"
     assert "flsilo[dicom]" in caught.value.hint
+
+
+def test_the_plans_preprocessing_makes_monochrome1_and_2_copies_alike(tmp_path: Path) -> None:
+    """The same image stored MONOCHROME2 with a rescale, and MONOCHROME1 inverted without
+    one, each with its own window: after the plan's dicom intensity they are one image."""
+    from flsilo.preprocessing import Preprocess
+    from site_kit.preprocess import build
+
+    stored = grey16()  # values 0 .. 6300
+    write_dicom(tmp_path / "normal" / "m2.dcm", stored, RescaleSlope=2, RescaleIntercept=-1000,
+                WindowCenter=5300, WindowWidth=12600)  # fmt: skip
+    write_dicom(tmp_path / "normal" / "m1.dcm", (6300 - stored).astype(np.uint16),
+                photometric="MONOCHROME1", WindowCenter=3150, WindowWidth=6300)  # fmt: skip
+    ctx = context(tmp_path)
+    good, _ = walk(tmp_path, ctx)
+    prep = build(Preprocess(intensity="dicom", window="file"), (1, 8, 8))
+    m1, m2 = (prep.image(dicom.decode(r, ctx)) for r in good)
+    np.testing.assert_allclose(m1, m2, atol=1e-6)
+    assert float(m2.min()) == 0.0 and float(m2.max()) == 1.0
+    fixed = build(Preprocess(intensity="dicom", window="5300,12600"), (1, 8, 8))
+    np.testing.assert_allclose(fixed.image(dicom.decode(good[1], ctx)), m2, atol=1e-6)

@@ -137,7 +137,7 @@ def test_manifest_intervals_and_every_bad_row(tmp_path: Path) -> None:
     assert why["4"] == "the interval ends at 9 s, after the clip (4 s long)"
     assert why["5"] == "the interval ends (1 s) before it starts (2 s)"
     assert "'bicycle' is not a class" in why["6"]
-    assert why["7"].startswith("cannot open the clip (")
+    assert why["7"].startswith("clips/broken.mp4: cannot open the clip (")
     assert "does not exist" in why["8"]
     assert "start_s 'x' is not a number" in why["9"]
 
