@@ -9,10 +9,11 @@ would, so every new or changed file is decoded once here and not hashed again by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 from flsilo.errors import UsageError
-from site_kit.data.samples import open_samples
+from site_kit.data.samples import Samples, open_samples
 from site_kit.workspace import SiteWorkspace
 
 SHOWN = 10
@@ -26,6 +27,19 @@ class DataCheck:
     classes: list[str]
     class_counts: list[int]
     problems: list[str] = field(default_factory=list)
+    samples: list[dict[str, str]] = field(default_factory=list)
+    """Where each usable sample comes from (file, frame, label), for data whose samples are
+    parts of files: a video's frames at their times, a multi-frame DICOM file's frames."""
+
+    @property
+    def clips(self) -> list[str]:
+        """One line per file (and label) with sampled frames: how many, first and last."""
+        lines = []
+        for (source, label), run in groupby(self.samples, key=lambda s: (s["source"], s["label"])):
+            frames = [s["frame"] for s in run]
+            span = frames[0] if len(frames) == 1 else f"{frames[0]} .. {frames[-1]}"
+            lines.append(f"{source} ({label}): {len(frames)} frames, {span}")
+        return lines
 
     @property
     def ok(self) -> bool:
@@ -46,7 +60,14 @@ def check_data(root: Path, data: Path | None, data_format: str | None) -> DataCh
     fmt = data_format or (ws.config.data_format if data is None else None)
     fed = ws.federation
     samples = open_samples(
-        source, fmt, fed.classes, fed.input_shape, fed.data, skip_bad=True, store=ws.root
+        source,
+        fmt,
+        fed.classes,
+        fed.input_shape,
+        fed.data,
+        skip_bad=True,
+        preprocess=fed.plan.preprocess,  # a video's (or multi-frame file's) sampling
+        store=ws.root,
     )
     return DataCheck(
         data=str(source),
@@ -54,4 +75,17 @@ def check_data(root: Path, data: Path | None, data_format: str | None) -> DataCh
         classes=list(fed.classes),
         class_counts=samples.class_counts(len(fed.classes)),
         problems=[str(p) for p in samples.problems],
+        samples=_provenance(samples, fed.classes),
     )
+
+
+def _provenance(samples: Samples, classes: tuple[str, ...]) -> list[dict[str, str]]:
+    """The file, frame and label of every usable sample that is a frame of a file."""
+    index = samples.index
+    out = []
+    for i in range(len(index)):
+        frame = index.frame(i)
+        if frame.startswith(("t=", "frame=")):  # not a whole file, nor a table's row
+            label = classes[int(index.targets[i])]
+            out.append({"source": index.source(i), "frame": frame, "label": label})
+    return out

@@ -128,6 +128,11 @@ def check_data(
             out.print(
                 f"  {name}: {n}" + ("  (none here: fine if this site has none)" if n == 0 else "")
             )
+        clips = result.clips
+        for line in clips[:SHOWN]:
+            out.print(f"  frames: {line}", soft_wrap=True)
+        if len(clips) > SHOWN:
+            out.print(f"  ... and {len(clips) - SHOWN} more files with sampled frames")
         for line in result.problems[:SHOWN]:
             out.print(f"  problem: {line}", soft_wrap=True)
         if len(result.problems) > SHOWN:
