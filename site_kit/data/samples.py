@@ -92,7 +92,9 @@ class Samples:
             raw: RawImage = self._module.decode(self.index.record(i), self.ctx)
             return raw
         except BadRecord as exc:
-            raise _changed(exc.where, exc.why) from exc
+            if getattr(self._module, "CHECK_ON_INDEX", True):
+                raise _changed(exc.where, exc.why) from exc
+            raise _undecodable(exc.where, exc.why) from exc
 
     def scaled(self, k: int) -> np.ndarray:
         """Record k scaled and resized to the input shape, before augmentation and normalisation."""
@@ -145,6 +147,17 @@ def _changed(where: str, why: str) -> DataError:
         path=where,
         code=Code.BAD_RECORD,
         hint="rerun the command: the index is refreshed from the data and the file checked",
+    )
+
+
+def _undecodable(where: str, why: str) -> DataError:
+    """A record of a format whose index checks files without decoding them (dicom, video)."""
+    return DataError(
+        why,
+        path=where,
+        code=Code.BAD_RECORD,
+        hint="remove the file (or its manifest row) and rerun: this format's index checks "
+        "headers, not every image, so damaged pixels are found when they are read",
     )
 
 

@@ -119,8 +119,9 @@ def test_dicom_federation_end_to_end(cli, tmp_path: Path) -> None:
     assert "jpeg.dcm" in refused.err and "--skip-bad" in refused.err
     assert list((site_b / "outbox").glob("*.safetensors")) == []
 
-    report_a = train_and_carry(cli, hub, site_a)
+    report_a = train_and_carry(cli, hub, site_a, "--cache", tmp_path / "cache")
     report_b = train_and_carry(cli, hub, site_b, "--skip-bad")
+    assert any((tmp_path / "cache").iterdir())  # the decoded, windowed images kept
     assert report_a["train_samples"] + report_a["val_samples"] == 12
     assert report_b["train_samples"] + report_b["val_samples"] == 12
     assert report_b["skipped"] == 1
@@ -170,9 +171,10 @@ def test_video_federation_end_to_end(cli, tmp_path: Path) -> None:
     assert f"{b / 'intervals.csv'}:4" in check.out and "after the clip (1 s long)" in check.out
     assert f"{b / 'intervals.csv'}:5" in check.out and "before it starts" in check.out
 
-    train_and_carry(cli, hub, site_a)
+    train_and_carry(cli, hub, site_a, "--cache", tmp_path / "cache")
     report_b = train_and_carry(cli, hub, site_b, "--skip-bad")
     assert report_b["skipped"] == 2
+    assert any((tmp_path / "cache").iterdir())
     aggregate_and_replay(cli, hub, keys)
 
 

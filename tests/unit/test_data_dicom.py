@@ -274,3 +274,21 @@ def test_the_plans_preprocessing_makes_monochrome1_and_2_copies_alike(tmp_path: 
     assert float(m2.min()) == 0.0 and float(m2.max()) == 1.0
     fixed = build(Preprocess(intensity="dicom", window="5300,12600"), (1, 8, 8))
     np.testing.assert_allclose(fixed.image(dicom.decode(good[1], ctx)), m2, atol=1e-6)
+
+
+def test_damaged_compressed_pixels_are_a_bad_record_when_read(tmp_path: Path) -> None:
+    """The header checks pass (an RLE frame is there); the bytes are not RLE: found at read."""
+    from flsilo.errors import DataError
+    from flsilo.federation import DataSpec
+    from site_kit.data.samples import open_samples
+
+    file = write_dicom(tmp_path / "normal" / "rle.dcm", grey16(), syntax="1.2.840.10008.1.2.5")
+    samples = open_samples(tmp_path, "dicom", CLASSES, (1, 8, 8), DataSpec())
+    assert len(samples) == 1
+    with pytest.raises(DataError) as caught:
+        samples.sample(0)
+    assert caught.value.code == "bad-record"
+    assert str(caught.value.path) == str(file)
+    assert "cannot decode the pixel data" in caught.value.message
+    assert "changed" not in caught.value.message
+    assert "remove the file" in caught.value.hint
