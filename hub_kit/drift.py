@@ -2,8 +2,9 @@
 
 Each bundle of a weight round carries a summary of its inputs (``InputSummary``: channel
 means and spreads, a brightness histogram and a histogram of stored image sizes, after the
-plan's scaling and before normalisation). A site is compared with the others pooled
-(weighted by the samples summarised), and its **distance** is the largest of (spreads
+plan's scaling and before normalisation). A site is compared with each other site, and its
+**distance** is the smallest over them (a site is flagged only when it is unlike every
+other, so one odd site does not make the others look odd), each the largest of (spreads
 below a tenth of the largest channel's count as that tenth, so a border pixel or a rarely
 set column that barely varies cannot dominate):
 
@@ -17,8 +18,9 @@ Each term is about 1 for a difference a person would see at a glance (an inverte
 gives a mean difference of several spreads; a crop at another zoom moves the size histogram
 entirely). Different class mixes move channel means too, but by a fraction of a spread,
 which is why the default threshold is 1.0 (``--drift-threshold``, a hub setting). With two
-sites both are as far from each other; the hint then says so. Withheld histogram bins
-(below the minimum cell size) count as empty.
+sites both are as far from each other; the hint then says so. What differs is said against
+the other sites pooled. Withheld histogram bins (below the minimum cell size) count as
+empty.
 """
 
 from __future__ import annotations
@@ -127,12 +129,14 @@ def drift_flags(
         if summary is None:
             out[site] = Drift(False, None, UNAVAILABLE)
             continue
-        rest = _pool([s for other, s in known.items() if other != site])
+        others = [s for other, s in known.items() if other != site]
+        rest = _pool(others)
         if rest is None:
             out[site] = Drift(False, None, "no other site's summary to compare with")
             continue
-        distance, words = compare(summary, rest)
-        distance = round(distance, 4)
+        # unlike every other site, not merely unlike a pool that holds an odd one
+        distance = round(min(compare(summary, o)[0] for o in others), 4)
+        words = compare(summary, rest)[1]
         if distance <= threshold:
             out[site] = Drift(False, distance, "like the other sites' inputs")
             continue
