@@ -112,6 +112,7 @@ def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record |
             path=path,
             code=Code.SHAPE,
         )
+    csv_manifest.check_source(path, "DICOM", MANIFEST_HINT)
     for item in _folder(path, ctx) if path.is_dir() else _manifest(path, ctx):
         if isinstance(item, BadRecord):
             yield item

@@ -18,6 +18,18 @@ from flsilo.errors import DataError
 from site_kit.data import BadRecord
 
 
+def check_source(path: Path, fmt: str, hint: str) -> None:
+    """A file format's data is a folder per class or a ``.csv`` manifest, nothing else."""
+    if not path.is_dir() and path.suffix.lower() != ".csv":
+        raise DataError(
+            f"{fmt} data is a folder holding a folder per class, or a CSV manifest "
+            f"(this is a {path.suffix or 'suffix-less'} file)",
+            path=path,
+            code=Code.DATA_FORMAT,
+            hint=hint,
+        )
+
+
 def rows(path: Path, columns: tuple[str, ...], hint: str) -> Iterator[tuple[str, dict[str, str]]]:
     """``(where, row)`` per non-blank row, ``row`` holding the named columns' stripped cells.
 

@@ -92,6 +92,7 @@ def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record |
             code=Code.VIDEO_SAMPLING,
         )
     seen: dict[Path, tuple[FileIdentity, Clip] | BadRecord] = {}
+    csv_manifest.check_source(path, "video", MANIFEST_HINT)
     rows = _folder(path, ctx) if path.is_dir() else _manifest(path, ctx)
     for item in rows:
         if isinstance(item, BadRecord):

@@ -146,6 +146,12 @@ def test_csv_manifest_paths_relative_to_it(tmp_path: Path) -> None:
 def test_manifest_without_label_column_is_an_error(tmp_path: Path) -> None:
     from flsilo.errors import DataError
 
+    single = write_dicom(tmp_path / "one.dcm", grey16())  # one file cannot be a data set
+    with pytest.raises(DataError) as caught:
+        walk(single, context(tmp_path))
+    assert caught.value.code == "data-format"
+    assert "a folder per class, or a CSV manifest" in caught.value.message
+
     manifest = tmp_path / "labels.csv"
     manifest.write_text("path,finding\na.dcm,normal\n")
     with pytest.raises(DataError) as caught:

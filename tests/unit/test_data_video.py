@@ -148,6 +148,9 @@ def test_a_plan_without_frame_sampling_cannot_read_video(tmp_path: Path) -> None
     with pytest.raises(DataError) as caught:
         walk(tmp_path, context(tmp_path))
     assert caught.value.code == "video-sampling"
+    with pytest.raises(DataError) as caught:  # one clip is not a data set
+        walk(tmp_path / "vehicle" / "cam.mp4", context(tmp_path, frame_rate=1))
+    assert caught.value.code == "data-format"
 
 
 def test_a_clip_cut_after_indexing_is_a_bad_record_at_decode(tmp_path: Path) -> None:
