@@ -31,6 +31,7 @@ from hub_kit.audit_trust import (
     audit_hub_key_copies,
     check_trust_root,
 )
+from hub_kit.commit import STAGING_SUFFIX
 from hub_kit.eventlog import Event
 from hub_kit.fedstats import carried
 from hub_kit.roundmath import (
@@ -136,11 +137,28 @@ def _audit_workspace_files(ws: HubWorkspace, report: AuditReport, state: HubStat
     )
     audit_hub_key_copies(ws, report, state)
     rounds = [n for n in ws.unrecorded(state) if n.startswith("rounds/")]
+    # a killed command's uncommitted staging folder holds nothing anyone trusts (the next
+    # aggregate discards it): noted, not failed; anything else the log does not know fails
+    attempts = [n for n in rounds if _uncommitted_attempt(n, state.round)]
+    rounds = [n for n in rounds if n not in attempts]
     report.add(
         "round folders known to the log",
         not rounds,
-        "; ".join(rounds) or "every round folder is a committed round",
+        "; ".join(rounds)
+        or "every round folder is a committed round"
+        + (
+            f" ({len(attempts)} uncommitted attempt left by an interrupted command, ignored)"
+            if attempts
+            else ""
+        ),
     )
+
+
+def _uncommitted_attempt(note: str, committed: int) -> bool:
+    """``rounds/NNNN.staging`` of a round the log has not committed: a killed attempt."""
+    name = note.split(":", 1)[0].removeprefix("rounds/")
+    number = name.removesuffix(STAGING_SUFFIX)
+    return name.endswith(STAGING_SUFFIX) and number.isdigit() and int(number) >= committed
 
 
 def _audit_packages(ws: HubWorkspace, report: AuditReport, state: HubState) -> dict[int, Verified]:

@@ -105,3 +105,22 @@ def test_a_cut_after_an_older_package_is_caught_by_the_state_it_left(
     (fed.hub / STATE / "fed-r0002-server.safetensors").unlink()
     code, failed = audit(cli, fed, "--against", fed.root / "fed-r0002.safetensors")
     assert code == 3 and list(failed) == ["against fed-r0002.safetensors"]
+
+
+def test_a_killed_attempts_staging_folder_does_not_fail_audit(federation, cli) -> None:
+    """A SIGKILL during aggregate leaves rounds/NNNN.staging of an uncommitted round: it
+    holds nothing anyone trusts, so audit notes it and passes; the next aggregate discards it."""
+    import json as _json
+
+    from tests.conftest import hub_root
+
+    left = federation.hub / "rounds" / "0000.staging" / "archive"
+    left.mkdir(parents=True)
+    (left / "fed-r0000-site-a.safetensors").write_bytes(b"half a copy")
+    result = cli("audit", federation.hub, *hub_root(federation.hub), "--json")
+    assert result.code == 0, result.out
+    checks = {c["name"]: c for c in _json.loads(result.out)["audit"]["checks"]}
+    assert "uncommitted attempt" in checks["round folders known to the log"]["detail"]
+    # a published round folder the log does not know still fails
+    (federation.hub / "rounds" / "0007").mkdir()
+    assert cli("audit", federation.hub, *hub_root(federation.hub)).code == 3
