@@ -77,19 +77,23 @@ _READ_ERRORS = (
 MANIFEST_HINT = "a DICOM manifest has a 'path' column (relative to the CSV) and a 'label' column"
 
 
+_QUIET: list[bool] = []
+"""Set once pydicom's logger is quietened (decode runs for every sample)."""
+
+
 def require_pydicom() -> Any:
     """The pydicom module, or a usage error saying how to install it."""
     try:
         import pydicom
         import pydicom.pixels  # the decoders live here
-
-        # pydicom logs what it tolerates in odd files; a bad one is reported as a bad record
-        logging.getLogger("pydicom").setLevel(logging.ERROR)
     except ImportError as exc:
         raise UsageError(
             "reading DICOM data needs pydicom, which is not installed",
             code=Code.DICOM_EXTRA,
         ) from exc
+    if not _QUIET:  # pydicom logs what it tolerates in odd files; a bad one is a bad record
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        _QUIET.append(True)
     return pydicom
 
 
@@ -347,18 +351,19 @@ def decode(record: Record, ctx: DataContext) -> RawImage:
     try:
         with file.open("rb") as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(fh, stop_before_pixels=True)
-            fh.seek(0)
-            if ds.file_meta.get("TransferSyntaxUID", pydicom.uid.UID("")).is_deflated:
-                source = pydicom.dcmread(fh)  # deflated: only a whole read inflates it
-            else:
-                source = fh  # read from the file: only the frame asked for is decoded
-            pixels = pixel_array(source, index=frame)
+            if frame is None:  # one image: read the file whole, as pydicom does best
+                ds = pydicom.dcmread(fh)
+                pixels = ds.pixel_array
+            else:  # one frame of many: decode only that frame, from the file
+                ds = pydicom.dcmread(fh, stop_before_pixels=True)
+                fh.seek(0)
+                deflated = ds.file_meta.get("TransferSyntaxUID", pydicom.uid.UID("")).is_deflated
+                pixels = pixel_array(pydicom.dcmread(fh) if deflated else fh, index=frame)
             photometric = str(ds.get("PhotometricInterpretation", "")).strip()
             if photometric == "PALETTE COLOR":
                 pixels = apply_color_lut(pixels, ds)
-            elif pixels.ndim == 2 and _has_modality(ds):
-                pixels = apply_modality_lut(pixels, ds).astype(np.float32)
+            elif pixels.ndim == 2:
+                pixels = _modality(pixels, ds, apply_modality_lut)
     except pydicom.errors.InvalidDicomError as exc:
         raise BadRecord(where, "not a DICOM file") from exc
     except _READ_ERRORS as exc:
@@ -383,8 +388,20 @@ def _frame(text: str, where: str) -> int | None:
     return int(text[6:]) - 1
 
 
-def _has_modality(ds: Any) -> bool:
-    return any(k in ds for k in ("RescaleSlope", "RescaleIntercept", "ModalityLUTSequence"))
+def _modality(pixels: np.ndarray, ds: Any, apply_modality_lut: Any) -> np.ndarray:
+    """Stored values in physical units: the rescale (in float32) or the modality LUT."""
+    if "ModalityLUTSequence" in ds:
+        return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+    if "RescaleSlope" not in ds and "RescaleIntercept" not in ds:
+        return pixels
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    out = pixels.astype(np.float32)
+    if slope != 1.0:
+        out *= np.float32(slope)
+    if intercept != 0.0:
+        out += np.float32(intercept)
+    return out
 
 
 def file_window(ds: Any) -> tuple[float, float] | None:

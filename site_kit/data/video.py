@@ -22,6 +22,8 @@ says which clip and time it is (``cam1/clip.mp4 @ 12.480 s``).
 from __future__ import annotations
 
 import math
+import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -229,12 +231,13 @@ def decode(record: Record, ctx: DataContext) -> RawImage:
     except ValueError as exc:
         raise BadRecord(where, str(exc)) from exc
     try:
-        with av.open(str(file)) as container:
-            if not container.streams.video:
-                raise BadRecord(where, "the file holds no video stream")
-            frame = _frame_at(container, container.streams.video[0], t_ms)
-            pixels = frame.to_ndarray(format="rgb24") if frame is not None else None
+        container = _open_clip(av, file)
+        if not container.streams.video:
+            raise BadRecord(where, "the file holds no video stream")
+        frame = _frame_at(container, container.streams.video[0], t_ms)
+        pixels = frame.to_ndarray(format="rgb24") if frame is not None else None
     except _errors(av) as exc:
+        _forget(file)
         raise BadRecord(where, f"cannot decode the clip ({_brief(exc)})") from exc
     if pixels is None:
         raise BadRecord(where, "no frame at or near this time (the clip is shorter?)")
@@ -242,9 +245,44 @@ def decode(record: Record, ctx: DataContext) -> RawImage:
     return RawImage(pixels, provenance=f"{record.source} @ {seconds} s")
 
 
+_OPEN: OrderedDict[tuple[str, int, int, int], Any] = OrderedDict()
+"""Clips this process has open, most recently used last: opening one probes its streams
+(tens of milliseconds), more than seeking in it and decoding a few frames."""
+_OPEN_PID: list[int] = []
+KEEP_OPEN = 4
+
+
+def _open_clip(av: Any, file: Path) -> Any:
+    """``file`` opened for decoding, reused while its size, mtime and inode stay the same.
+
+    A DataLoader worker forked from a process with clips open opens its own: a descriptor
+    shared across processes would share its file offset.
+    """
+    if _OPEN_PID != [os.getpid()]:
+        _OPEN.clear()  # the parent's, if any: dropped, never used from this process
+        _OPEN_PID[:] = [os.getpid()]
+    st = os.stat(file)
+    key = (str(file), st.st_size, st.st_mtime_ns, st.st_ino)
+    container = _OPEN.pop(key, None)
+    if container is None:
+        _forget(file)
+        container = av.open(str(file))
+        for stream in container.streams.video[:1]:
+            stream.codec_context.thread_count = 1  # DataLoader workers share the cores
+    _OPEN[key] = container
+    while len(_OPEN) > KEEP_OPEN:
+        _OPEN.popitem(last=False)[1].close()
+    return container
+
+
+def _forget(file: Path) -> None:
+    """Close every open copy of ``file`` (it changed, or failed to decode)."""
+    for key in [k for k in _OPEN if k[0] == str(file)]:
+        _OPEN.pop(key).close()
+
+
 def _frame_at(container: Any, stream: Any, t_ms: int) -> Any:
     """Seek to the keyframe at or before ``t_ms``, decode forward, return the nearest frame."""
-    stream.codec_context.thread_count = 1  # DataLoader workers share the cores already
     base = stream.time_base
     first = stream.start_time or 0
     target = first + Fraction(t_ms, 1000) / base
