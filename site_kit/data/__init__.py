@@ -123,6 +123,10 @@ def data_root(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
+EXTRAS: dict[str, str] = {"dicom": "dicom", "video": "video"}
+"""Formats whose reader needs an optional extra (``pip install 'flsilo[EXTRA]'``)."""
+
+
 def adapter(name: str) -> ModuleType:
     """The module that reads format ``name`` (a usage error naming the formats if unknown)."""
     module = FORMATS.get(name)
@@ -132,7 +136,18 @@ def adapter(name: str) -> ModuleType:
             code=Code.DATA_FORMAT,
             hint=f"use one of {', '.join(FORMATS)}",
         )
-    return importlib.import_module(module)
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # the reader, or a package it needs, is not installed here
+        extra = EXTRAS.get(name)
+        raise UsageError(
+            f"data format {name!r} cannot be read by this installation "
+            f"({exc.name or 'a module'} is missing)",
+            code=Code.DATA_FORMAT,
+            hint=f"install flsilo with its '{extra}' extra (pip install 'flsilo[{extra}]')"
+            if extra
+            else "reinstall flsilo",
+        ) from exc
 
 
 def guess_format(path: Path, input_shape: tuple[int, ...] = ()) -> str:

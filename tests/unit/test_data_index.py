@@ -52,6 +52,14 @@ def test_every_format_name_has_a_module_with_the_adapter_functions() -> None:
         adapter("tiff-stack")
 
 
+def test_a_format_whose_reader_is_not_installed_names_its_extra(monkeypatch) -> None:
+    monkeypatch.setitem(FORMATS, "video", "site_kit.data.not_installed_here")
+    with pytest.raises(UsageError) as refused:
+        adapter("video")
+    assert "site_kit.data.not_installed_here is missing" in str(refused.value)
+    assert "pip install 'flsilo[video]'" in (refused.value.hint or "")
+
+
 def test_index_is_stored_once_and_refreshed_by_size_and_mtime(tmp_path: Path) -> None:
     data = _folder(tmp_path / "data")
     store = tmp_path / "site"
