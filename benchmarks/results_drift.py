@@ -83,9 +83,7 @@ def run(scenario: str, seed: int, images: np.ndarray, labels: np.ndarray) -> dic
             samples = open_samples(folder, "imagefolder", CLASSES, (1, 32, 32), DataSpec())
             summaries[site] = summary_of(samples, 0, 0)
         flags = drift_flags(summaries)
-    return {
-        site: (flag.flagged, flag.distance, flag.hint) for site, flag in flags.items()
-    }
+    return {site: (flag.flagged, flag.distance, flag.hint) for site, flag in flags.items()}
 
 
 def main() -> None:

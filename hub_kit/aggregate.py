@@ -39,6 +39,7 @@ from hub_kit.commit import StagedRound, fresh_staging, publish
 from hub_kit.drift import drift_flags
 from hub_kit.evaluations import Refused, event_data, take_in
 from hub_kit.gates import Intake, run_intake
+from hub_kit.history import history, warnings
 from hub_kit.intake import Candidate, IntakeResult, Rejection
 from hub_kit.privacy import dp_budget
 from hub_kit.report import (
@@ -212,6 +213,7 @@ def _report(
         if taken.view.streams  # weight rounds: a statistics round is an exact sum
         else None,
         weight_round=taken.view.streams,
+        learning_warnings=tuple(warnings(history(prep.ws.log.read()), len(prep.ws.config.classes))),
     )
 
 

@@ -113,6 +113,9 @@ class AggregateReport:
     weight_warning: str | None = None
     """Set when no --max-weight-share applies and one site holds over half of the weight
     (hub_kit.weighting.dominant_share_warning)."""
+    learning_warnings: tuple[str, ...] = ()
+    """From the log's history up to this round: accuracy at chance, a validation loss that
+    stopped falling, validation splits too small to mean much (hub_kit.history.warnings)."""
     weight_round: bool = True
     """A round of weight updates, measured (norm, distance, cosine); False for a statistics
     round (a solved head), which has no update direction."""

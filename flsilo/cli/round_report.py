@@ -82,6 +82,8 @@ def _weight_notes(report: AggregateReport, err: Console) -> None:
     """Under the table: a site holding most of the weight with no cap, or who was capped."""
     if report.weight_warning:
         err.print(f"warning: {escape(report.weight_warning)}")
+    for note in report.learning_warnings:  # from the log's history (hub history says more)
+        err.print(f"warning: {escape(note)}")
     if any(r.capped for r in report.rows) and report.max_weight_share is not None:
         err.print(f"* share capped at {100 * report.max_weight_share:g}% of the round's weight")
 

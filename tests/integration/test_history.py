@@ -51,3 +51,13 @@ def test_history_png_needs_nothing_but_the_log(federation: Federation, cli, tmp_
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     empty = cli("hub", "history", federation.hub.parent / "nope")
     assert empty.code != 0 and "Traceback" not in empty.err
+
+
+def test_the_aggregate_report_carries_the_historys_warnings(federation: Federation, cli) -> None:
+    federation.carry()
+    result = cli("aggregate", federation.hub, "--json")
+    assert result.code == 0, result.err
+    notes = json.loads(result.out)["report"]["learning_warnings"]
+    assert any("under 30 samples at site-b" in n for n in notes)  # 20 validation samples
+    text = cli("aggregate", federation.hub, "--dry-run")
+    assert "warning: validation splits under 30 samples at site-b" in text.err
