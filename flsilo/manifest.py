@@ -21,6 +21,7 @@ from flsilo import __version__
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError
 from flsilo.plan import Plan, Schedule, dp_of, plan_problem, schedule_problem
+from flsilo.preprocessing import Preprocess
 from flsilo.tensorfile import JsonDepthError, strict_json
 
 MANIFEST_KEY = "flsilo.manifest"
@@ -194,6 +195,10 @@ class PackageInfo:
     release: ReleasePolicy | None = None
     key_chain: tuple[KeyRotation, ...] = ()
     """Every hub key rotation so far, oldest first (sites follow it from the key they confirmed)."""
+    preprocess: Preprocess | None = None
+    """The preprocessing the package's model expects (version 3; the plan's, with any
+    federation statistics): set on every package, the final one included, so the model is
+    evaluated, exported and deployed on inputs made as in training. Null in version 2."""
     log_head: str | None = None
     """sha256 of the hub's event log head just before the commit that records this package.
 
@@ -351,6 +356,16 @@ def decode(metadata: dict[str, str], source: str) -> Manifest:
     return manifest
 
 
+def model_preprocess(m: Manifest) -> Preprocess | None:
+    """The preprocessing an artifact's model expects (None: a version-2 final package)."""
+    if m.bundle is not None:
+        return m.bundle.plan.preprocess
+    assert m.package is not None
+    if m.package.preprocess is not None:
+        return m.package.preprocess
+    return m.package.plan.preprocess if m.package.plan is not None else None
+
+
 def version_refusal(version: object, what: str) -> tuple[str, str] | None:
     """Why a file of format ``version`` cannot be read, and the hint; None when it can."""
     if isinstance(version, int) and not isinstance(version, bool) and version in READ_VERSIONS:
@@ -372,8 +387,12 @@ def _check_version(data: dict[str, Any], source: str) -> None:
         )
     if data.get("format_version") == 2:
         for part in ("bundle", "package"):
-            plan = (data.get(part) or {}).get("plan") if isinstance(data.get(part), dict) else None
-            if isinstance(plan, dict) and any(k in plan for k in V3_PLAN_FIELDS):
+            found = data.get(part)
+            info: dict[str, Any] = found if isinstance(found, dict) else {}
+            plan = info.get("plan")
+            if (isinstance(plan, dict) and any(k in plan for k in V3_PLAN_FIELDS)) or (
+                "preprocess" in info
+            ):
                 raise _bad_manifest(source, f"a version-2 {part} plan holds version-3 fields")
 
 
@@ -423,6 +442,8 @@ def _bundle_problem(b: BundleInfo) -> str | None:
 def _package_problem(p: PackageInfo, round_: int) -> str | None:
     if not p.final and p.plan is None:
         return "a package that is not final must carry a plan"
+    if p.plan is not None and p.preprocess is not None and p.preprocess != p.plan.preprocess:
+        return "a package's preprocess differs from its plan's"
     if p.parent_sha256 is not None and not SHA256_PATTERN.match(p.parent_sha256):
         return "parent_sha256 is not a sha256 hex digest"
     if (round_ == 0) != (p.parent_sha256 is None):

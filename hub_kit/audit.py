@@ -33,7 +33,7 @@ from hub_kit.audit_trust import (
 )
 from hub_kit.commit import STAGING_SUFFIX
 from hub_kit.eventlog import Event
-from hub_kit.fedstats import carried
+from hub_kit.fedstats import held
 from hub_kit.roundmath import (
     FEDSTATS,
     RoundView,
@@ -331,10 +331,8 @@ def _statistics_problem(
 ) -> str | None:
     """Why the federation statistics in the next package's plan are not the recomputed ones."""
     assert base.manifest.package is not None and package.manifest.package is not None
-    if package.manifest.package.plan is None:  # the final package trains no more
-        return None
     expected = next_statistics(view, inputs, base.manifest.package.plan)
-    if carried(package.manifest.package.plan) == expected:
+    if held(mf.model_preprocess(package.manifest)) == expected:
         return None
     if view.kind == FEDSTATS:
         return "the federation statistics in the next package's plan differ from the pooled ones"

@@ -20,6 +20,7 @@ from flsilo import manifest as mf
 from flsilo.artifact import Verified
 from flsilo.codes import Code
 from flsilo.errors import PolicyError
+from flsilo.preprocessing import Preprocess
 from flsilo.tensorsets import STATS_COUNT, STATS_MISSING, STATS_SUM, STATS_SUM_SQ
 from hub_kit.closed_form import sum_statistics
 
@@ -52,9 +53,14 @@ def with_normalisation(plan: mf.Plan, stats: Normalisation) -> mf.Plan:
 
 def carried(plan: mf.Plan | None) -> Normalisation | None:
     """The statistics a package's plan already holds (from an earlier stats round), if any."""
-    if plan is None or not plan.preprocess.federation_mean:
+    return held(plan.preprocess if plan is not None else None)
+
+
+def held(pre: Preprocess | None) -> Normalisation | None:
+    """The federation statistics a ``[plan.preprocess]`` holds, if any."""
+    if pre is None or not pre.federation_mean:
         return None
-    return plan.preprocess.federation_mean, plan.preprocess.federation_std
+    return pre.federation_mean, pre.federation_std
 
 
 def check_fedstats(

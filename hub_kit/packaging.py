@@ -38,6 +38,9 @@ def package_manifest(
     plan = config.plan_for_round(round_)
     if plan is not None and statistics is not None:
         plan = with_normalisation(plan, statistics)
+    model_input = plan or config.plan  # the final package: the federation's, with statistics
+    if plan is None and statistics is not None:
+        model_input = with_normalisation(config.plan, statistics)
     created_at = mf.now_utc()
     expires_at = None
     if plan is not None and config.hub.package_ttl > 0:
@@ -60,6 +63,7 @@ def package_manifest(
             release=release,
             key_chain=key_chain,
             log_head=log_head,
+            preprocess=model_input.preprocess,
         ),
     )
 

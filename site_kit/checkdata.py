@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
-from flsilo.errors import UsageError
+from flsilo.errors import DataError, UsageError
+from flsilo.plan import Plan
+from flsilo.preprocessing import preprocess_lines
 from site_kit.data.samples import Samples, open_samples
+from site_kit.preview import cells, pick, render_grid, write_png
 from site_kit.workspace import SiteWorkspace
 
 SHOWN = 10
@@ -41,6 +44,11 @@ class DataCheck:
             lines.append(f"{source} ({label}): {len(frames)} frames, {span}")
         return lines
 
+    preprocess: list[str] = field(default_factory=list)
+    """The plan's preprocessing, in words (``[plan.preprocess]``, ``[plan.augment]``)."""
+    preview: str | None = None
+    """The PNG ``--preview`` wrote, if asked for."""
+
     @property
     def ok(self) -> bool:
         return not self.problems and self.usable > 0  # a class may be absent: sites differ
@@ -50,7 +58,9 @@ class DataCheck:
         return [c for c, n in zip(self.classes, self.class_counts, strict=True) if n == 0]
 
 
-def check_data(root: Path, data: Path | None, data_format: str | None) -> DataCheck:
+def check_data(
+    root: Path, data: Path | None, data_format: str | None, preview: Path | None = None
+) -> DataCheck:
     ws = SiteWorkspace.open(root)
     source = data or (Path(ws.config.data) if ws.config.data else None)
     if source is None:
@@ -59,6 +69,13 @@ def check_data(root: Path, data: Path | None, data_format: str | None) -> DataCh
         )
     fmt = data_format or (ws.config.data_format if data is None else None)
     fed = ws.federation
+    plan = fed.plan
+    if preview is not None and len(fed.input_shape) != 3:
+        raise UsageError(
+            "--preview shows images; this federation's input is a table",
+            path=preview,
+            hint="leave out --preview",
+        )
     samples = open_samples(
         source,
         fmt,
@@ -66,15 +83,20 @@ def check_data(root: Path, data: Path | None, data_format: str | None) -> DataCh
         fed.input_shape,
         fed.data,
         skip_bad=True,
-        preprocess=fed.plan.preprocess,  # a video's (or multi-frame file's) sampling
+        preprocess=plan.preprocess,
         store=ws.root,
     )
+    problems = [str(p) for p in samples.problems]
+    if preview is not None:
+        problems += write_preview(preview, samples, fed.classes, plan)
     return DataCheck(
         data=str(source),
         usable=len(samples),
         classes=list(fed.classes),
         class_counts=samples.class_counts(len(fed.classes)),
-        problems=[str(p) for p in samples.problems],
+        problems=problems,
+        preprocess=preprocess_lines(plan.preprocess, plan.augment),
+        preview=str(preview) if preview is not None else None,
         samples=_provenance(samples, fed.classes),
     )
 
@@ -89,3 +111,18 @@ def _provenance(samples: Samples, classes: tuple[str, ...]) -> list[dict[str, st
             label = classes[int(index.targets[i])]
             out.append({"source": index.source(i), "frame": frame, "label": label})
     return out
+
+
+def write_preview(path: Path, samples: Samples, classes: tuple[str, ...], plan: Plan) -> list[str]:
+    """The ``--preview`` grid of a few samples; returns the problems met reading them."""
+    rows, problems = [], []
+    for k in pick(samples.y):
+        try:
+            x = samples.scaled(k)
+        except DataError as exc:  # the plan's preprocessing cannot take it
+            problems.append(exc.one_line())
+            continue
+        caption = f"{classes[int(samples.y[k])]}: {Path(samples.where(k)).name}"
+        rows.append((cells(x, plan.augment, samples.record_id(k), plan.seed), caption))
+    write_png(path, render_grid(rows, samples.preprocessor.input_shape))
+    return problems

@@ -26,7 +26,7 @@ from flsilo.atomic import WorkspaceLock, write_bytes
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.keys import PassphraseSource
-from flsilo.manifest import KIND_PACKAGE, now_utc
+from flsilo.manifest import KIND_PACKAGE, model_preprocess, now_utc
 from flsilo.plan import dp_of
 from site_kit import record as site_record
 from site_kit.data import Dataset
@@ -184,7 +184,7 @@ def report_package(
     verified = verify_file(package, ws.trust(), expected_kind=KIND_PACKAGE, copy_to=buffer)
     model = verified_model(verified, buffer.getvalue())
     info = verified.manifest.model
-    plan = verified.manifest.package.plan if verified.manifest.package else None
+    preprocess = model_preprocess(verified.manifest)
     dataset = open_samples(
         data,
         data_format,
@@ -192,7 +192,7 @@ def report_package(
         info.input_shape,
         data_spec(info),
         skip_bad=skip_bad,
-        preprocess=plan.preprocess if plan is not None else None,
+        preprocess=preprocess,
     )
     key = unlock_site_key(ws, key_path, passphrase)  # before the work: a wrong key fails fast
     device_ = pick_device(device, DistContext())

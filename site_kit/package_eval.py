@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from flsilo.artifact import verify_file
+from flsilo.manifest import model_preprocess
 from flsilo.metrics import classification_report
 from flsilo.trust import TrustPolicy
 from site_kit.data.samples import open_samples
@@ -52,8 +53,7 @@ def evaluate_package(
     model = verified_model(verified, buffer.getvalue())
     info = verified.manifest.model
     m = verified.manifest
-    plan = m.package.plan if m.package else m.bundle.plan if m.bundle else None
-    preprocess = plan.preprocess if plan is not None else None
+    preprocess = model_preprocess(m)
     dataset = open_samples(
         data,
         data_format,

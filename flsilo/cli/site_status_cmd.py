@@ -94,12 +94,19 @@ def check_data(
         str | None,
         typer.Option(help="imagefolder, images-csv, csv, npz, dicom or video (default: guessed)."),
     ] = None,
+    preview: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a PNG grid of samples as the network sees them: preprocessed by the "
+            "plan, and augmented as training draws them."
+        ),
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Check data against the federation's classes and input shape before any training.
 
     Lists every unusable record (the first 10, then a count) and samples per class.
-    Example: flsilo site check-data site --data /data/images
+    Example: flsilo site check-data site --data /data/images --preview grid.png
     """
     set_json(json_out)
     from dataclasses import asdict
@@ -108,7 +115,7 @@ def check_data(
     from site_kit.checkdata import check_data as run_check
 
     try:
-        result = run_check(site_dir, data, data_format)
+        result = run_check(site_dir, data, data_format, preview)
     except DataError as err:
         if err.code != Code.EMPTY_DATA:
             raise
@@ -133,6 +140,10 @@ def check_data(
             out.print(f"  frames: {line}", soft_wrap=True)
         if len(clips) > SHOWN:
             out.print(f"  ... and {len(clips) - SHOWN} more files with sampled frames")
+        for line in result.preprocess:
+            out.print(f"  preprocessing: {line}", soft_wrap=True)
+        if result.preview:
+            out.print(f"  preview: {result.preview}", soft_wrap=True)
         for line in result.problems[:SHOWN]:
             out.print(f"  problem: {line}", soft_wrap=True)
         if len(result.problems) > SHOWN:

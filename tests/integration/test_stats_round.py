@@ -105,10 +105,14 @@ def test_a_stats_round_writes_the_pooled_statistics_into_every_later_plan(
         _plan(cli, package2)["preprocess"]["federation_mean"]
         == plan1["preprocess"]["federation_mean"]
     )  # carried into every later package
+    final = json.loads(cli("inspect", _round(cli, hub, sites, 2), "--json").out)["manifest"]
+    assert final["package"]["final"] and final["package"]["plan"] is None
+    # the final model still says how its inputs are made: evaluation and export read it
+    assert final["package"]["preprocess"] == plan1["preprocess"]
     audit = cli("audit", hub, "--replay", "--json", "--hub-key", hub.parent / "keys/hub.pub")
     assert audit.code == 0, audit.out
     checks = {c["name"]: c for c in json.loads(audit.out)["audit"]["checks"]}
-    assert checks["replay r0001"]["ok"] and checks["replay r0002"]["ok"]
+    assert all(checks[f"replay r000{r}"]["ok"] for r in (1, 2, 3))
 
 
 def test_a_site_below_the_minimum_cell_size_refuses_the_stats_round(cli, tmp_path: Path) -> None:
