@@ -23,10 +23,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from flsilo import manifest as mf
-from flsilo import prehash
 from flsilo.atomic import atomic_writer
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, PolicyError, UsageError, VerificationError
@@ -176,6 +175,20 @@ def run_on_chunk(jobs: list[Callable[[memoryview], object]], chunk: memoryview) 
         f.result()
 
 
+class StaleDigests(Exception):
+    """Early digests that do not provably describe the bytes the verifier read."""
+
+
+class EarlyDigests(Protocol):
+    """A file's digests taken before the verifier read it (:mod:`flsilo.cli.prehash`)."""
+
+    data: bool  # the data section's digest was taken too
+
+    def digests(
+        self, opened: os.stat_result, finished: os.stat_result, data_start: int
+    ) -> tuple[bytes, bytes | None]: ...  # raises StaleDigests unless they describe the read
+
+
 class ArtifactReader:
     """Reads one stream once: every byte goes to the hashes and, optionally, a copy.
 
@@ -186,10 +199,9 @@ class ArtifactReader:
     finishes the pass so the file's sha256 and the copy are complete without opening the
     file again.
 
-    ``early``: digests of this file taken from process start (:mod:`flsilo.prehash`); the
+    ``early``: digests of this file taken before this read (:class:`EarlyDigests`); the
     reader then hashes nothing and :meth:`digests` hands the early ones back only if the
-    file provably did not change (else :class:`flsilo.prehash.Changed`: read it again
-    without them).
+    file provably did not change (else :class:`StaleDigests`: read it again without them).
     """
 
     def __init__(
@@ -198,7 +210,7 @@ class ArtifactReader:
         size: int,
         *,
         copy_to: BinaryIO | None = None,
-        early: prehash.Job | None = None,
+        early: EarlyDigests | None = None,
         data_digest: bool = True,
     ) -> None:
         self.fh = fh
@@ -211,7 +223,7 @@ class ArtifactReader:
         self._data_digest = data_digest
         usable = early is not None and copy_to is None and (early.data or not data_digest)
         self._early = early if usable else None
-        self._opened_as = prehash.identity(os.fstat(fh.fileno())) if self._early else None
+        self._opened_as = os.fstat(fh.fileno()) if self._early else None
 
     def want(self, algorithm: str) -> None:
         """Also compute ``algorithm`` (only before the first byte is read)."""
@@ -267,11 +279,10 @@ class ArtifactReader:
 
     def _early_digests(self) -> tuple[bytes, bytes | None]:
         assert self._early is not None and self._opened_as is not None
-        now = prehash.identity(os.fstat(self.fh.fileno()))
-        return self._early.digests(self._opened_as, now, self._data_start)
+        return self._early.digests(self._opened_as, os.fstat(self.fh.fileno()), self._data_start)
 
     def digests(self) -> dict[str, bytes]:
-        """The whole file's digests (raises ``prehash.Changed`` when early ones do not hold)."""
+        """The whole file's digests (raises :class:`StaleDigests` when early ones do not hold)."""
         if self._early is not None:
             return {"sha256": self._early_digests()[0]}
         return {a: h.digest() for a, h in self._hashes.items()}
@@ -460,23 +471,24 @@ def verify_file(
     at: int | None = None,
     copy_to: BinaryIO | None = None,
     data_digest: bool = True,
+    early: EarlyDigests | None = None,
 ) -> Verified:
     """Verify ``path`` against ``path.sig`` and ``trust`` at ``at`` (default now); raise on failure.
 
     ``data_digest=False``: skip the data section's own SHA-256 (``data_sha256`` is then
     ''), for a caller that does not use it: one hash pass instead of two.
 
-    When ``flsilo verify`` started hashing this file at process start (:mod:`flsilo.prehash`),
-    this read checks structure and floats only and takes those digests if the file did not
-    change in between; if it did, the file is read and hashed again.
+    ``early``: this file's digests taken before (``flsilo verify`` hashes from process start,
+    :mod:`flsilo.cli.prehash`): this read then checks structure and floats only and takes
+    them if the file did not change in between; if it did, the file is read and hashed again.
     """
     check_is_file(path)
     signature_bytes = read_signature_bytes(path)
     when = int(time.time()) if at is None else at
-    early = prehash.claim(path) if copy_to is None else None
+    early = early if copy_to is None else None
     try:
         verified = _verify_opened(path, signature_bytes, trust, when, copy_to, early, data_digest)
-    except prehash.Changed:
+    except StaleDigests:
         verified = _verify_opened(path, signature_bytes, trust, when, copy_to, None, data_digest)
     return require_kind(verified, expected_kind) if expected_kind is not None else verified
 
@@ -487,7 +499,7 @@ def _verify_opened(
     trust: TrustPolicy,
     when: int,
     copy_to: BinaryIO | None,
-    early: prehash.Job | None,
+    early: EarlyDigests | None,
     data_digest: bool,
 ) -> Verified:
     opened = open_regular(path)

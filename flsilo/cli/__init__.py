@@ -2,7 +2,7 @@
 
 import sys
 
-from flsilo import prehash
+from flsilo.cli import prehash
 
 # Before any other import: `flsilo verify FILE` starts hashing FILE now, so the imports
 # below and the key loading run while the one SHA-256 pass is already under way.

@@ -6,17 +6,16 @@ commands that need them, so ``flsilo verify``, ``inspect`` and ``keys`` start fa
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import sys
 import traceback
 import warnings
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from flsilo import notices, prehash
+from flsilo import notices
 from flsilo.cli import (
     audit_cmd,
     demo_cmd,
@@ -257,23 +256,4 @@ def _run(argv: list[str] | None) -> int:
 
 
 def main() -> None:
-    status = run()
-    if prehash.verify_targets(sys.argv):
-        exit_now(status)
-    sys.exit(status)
-
-
-def exit_now(status: int) -> NoReturn:
-    """End ``flsilo verify FILE...`` without the interpreter's teardown of every module.
-
-    That teardown took about 40 ms after a 1 GiB verify (6 % of it), where verify is to
-    keep pace with ``openssl dgst``. Exit handlers still run (the start-up pass reaps its
-    child there) and the standard streams are flushed; verify writes no other file.
-    """
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said
-            pass
-    os._exit(status)
+    sys.exit(run())

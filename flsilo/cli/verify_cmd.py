@@ -11,6 +11,7 @@ from rich.table import Table
 
 from flsilo import oms
 from flsilo.artifact import Verified, verify_file
+from flsilo.cli import prehash
 from flsilo.cli.common import (
     emit_json,
     exit_code_for,
@@ -113,7 +114,8 @@ def verify(
     errors: list[FlsiloError] = []
     for path in artifact_paths(files):
         try:
-            verified = verify_file(path, trust, at=when, data_digest=False)
+            early = prehash.claim(path)  # hashed since start-up, when the command named it
+            verified = verify_file(path, trust, at=when, data_digest=False, early=early)
             model_signing = check_oms_bundle(verified)
             released = (
                 check_release(verified, require_release, trust, when) if require_release else None

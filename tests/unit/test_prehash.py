@@ -1,6 +1,6 @@
 """One read, both digests: the parallel reader and the start-up pass hash exactly the bytes.
 
-The start-up pass (``flsilo.prehash``) is used only for the file the verifier read,
+The start-up pass (``flsilo.cli.prehash``) is used only for the file the verifier read,
 unchanged; a file changed between the two reads is hashed again.
 """
 
@@ -19,8 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flsilo import artifact, prehash
+from flsilo import artifact
 from flsilo.artifact import scan_file, verify_file
+from flsilo.cli import prehash
 from flsilo.errors import VerificationError
 from flsilo.keys import generate_key
 from flsilo.tensorfile import RawTensor
@@ -99,10 +100,10 @@ def test_startup_pass_digests_equal_hashlib(
     path.write_bytes(raw)
     prehash.start([str(path)], data=data)
     job = _claim(path)
-    now = prehash.identity(os.stat(path))
+    now = os.stat(path)
     start = 8 + header_len
     if start > len(raw):  # a header longer than the file: no digest, the verifier says why
-        with pytest.raises(prehash.Changed):
+        with pytest.raises(artifact.StaleDigests):
             job.digests(now, now, start)
         return
     file_digest, data_digest = job.digests(now, now, start)
@@ -136,7 +137,7 @@ def test_startup_digest_is_used_when_the_file_is_unchanged(tmp_path: Path) -> No
     assert job.file_digest == hashlib.sha256(path.read_bytes()).digest()
     job.file_digest = bytes(32)  # what the verifier checks is the early digest
     with pytest.raises(VerificationError):
-        verify_file(path, trust, data_digest=False)
+        verify_file(path, trust, data_digest=False, early=prehash.claim(path))
 
 
 def test_startup_digest_is_discarded_when_the_file_changed(tmp_path: Path) -> None:
@@ -146,7 +147,7 @@ def test_startup_digest_is_discarded_when_the_file_changed(tmp_path: Path) -> No
     job = _started(path)
     job.file_digest = bytes(32)  # a stale digest...
     os.utime(path)  # ...of a file touched since: its times changed, so it is hashed again
-    verified = verify_file(path, trust)
+    verified = verify_file(path, trust, early=prehash.claim(path))
     assert (verified.sha256, verified.data_sha256) == _digests(path)
 
 
@@ -157,7 +158,10 @@ def test_startup_digest_of_a_replaced_file_is_not_used(tmp_path: Path) -> None:
     other = _artifact(corpus.files, "other.safetensors", [5, 7], seed=1, key=corpus.key)
     os.replace(other, path)  # another inode, other bytes, same name
     os.replace(artifact.sig_path(other), artifact.sig_path(path))
-    verified = verify_file(path, AllowedSigners.load(corpus.signers), data_digest=False)
+    early = prehash.claim(path)
+    verified = verify_file(
+        path, AllowedSigners.load(corpus.signers), data_digest=False, early=early
+    )
     assert verified.sha256 == _digests(path)[0]
     assert verified.data_sha256 == ""
 
@@ -190,85 +194,8 @@ def test_flsilo_verify_process_hashes_from_start(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    # All of it was written before the process ended (verify skips the interpreter's teardown).
     report = json.loads(done.stdout)
     assert _digests(path)[0] in json.dumps(report)
-
-
-# The forked pass runs only in a process with one thread: each case runs in a fresh
-# interpreter that forks one child per file (with the child's reporting changed where the
-# case says so) before it verifies anything.
-FORKED_CASES = r"""
-import hashlib, json, os, signal, sys, time
-from pathlib import Path
-from flsilo import prehash
-
-signers, cases = Path(sys.argv[1]), json.loads(sys.argv[2])
-real_main, real_report = prehash._child_main, prehash._report_line
-
-def lie(index, job):  # a well-formed report of a digest the file does not have
-    job.file_digest = bytes(32)
-    return real_report(index, job)
-
-def killed(paths, out):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-def garbage(paths, out):
-    os.write(out, b"= 0 not-hex 1 2\n\xff\x00" * 3)
-
-def hangs(paths, out):
-    time.sleep(60)
-
-children = {}
-for path, case in cases:
-    prehash._child_main = {"killed": killed, "garbage": garbage, "hangs": hangs}.get(case, real_main)
-    prehash._report_line = lie if case.startswith("lie") else real_report
-    assert prehash.fork_pass([path])
-    children[path] = prehash._jobs[os.path.abspath(path)].child
-
-from flsilo.artifact import verify_file
-from flsilo.errors import VerificationError
-from flsilo.trust import AllowedSigners
-
-trust, out = AllowedSigners.load(signers), {}
-for path, case in cases:
-    if case == "lie-touched":
-        os.utime(path, ns=(1, 1))  # the file changed after the child hashed it
-    prehash.STALL_S = 0.2 if case == "hangs" else 20.0
-    try:
-        got = verify_file(Path(path), trust, data_digest=False).sha256
-    except VerificationError as exc:
-        got = exc.code
-    try:
-        os.waitpid(children[path].pid, os.WNOHANG)
-        reaped = False
-    except ChildProcessError:
-        reaped = True
-    out[case] = {"sha256": got, "reaped": reaped}
-print(json.dumps(out))
-"""
-
-
-def test_forked_pass_is_used_only_when_its_report_holds(tmp_path: Path) -> None:
-    corpus = Corpus(tmp_path)
-    cases = ["ok", "lie", "lie-touched", "killed", "garbage", "hangs"]
-    paths = {case: corpus.good(f"{case}.safetensors") for case in cases}
-    done = subprocess.run(
-        [sys.executable, "-c", FORKED_CASES, str(corpus.signers)]
-        + [json.dumps([[str(paths[c]), c] for c in cases])],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
-    assert all(out[c]["reaped"] for c in cases)  # no child is left behind, even a stuck one
-    # The child's digest is what the verifier checks when the file did not change...
-    assert out["lie"]["sha256"] == "bad-signature"
-    # ...and a changed file, a dead, lying or stuck child all lead to the verifier's own hash.
-    for case in ("ok", "lie-touched", "killed", "garbage", "hangs"):
-        assert out[case]["sha256"] == _digests(paths[case])[0], case
 
 
 def test_flsilo_verify_process_fails_a_tampered_file(tmp_path: Path) -> None:

@@ -6,28 +6,22 @@ that pass starts first: :func:`start_for` runs while the command line is still i
 one thread reads (``pread`` into a few big buffers) while another hashes (``hashlib``
 without the GIL), and, when asked, a third hashes the data section as well.
 
-The verifier still reads the file itself for its structure and float checks, and takes
-these digests (:meth:`Job.digests`) only when the file provably did not change: the same
-device, inode, size, modification and change times when this pass opened it, when it
-ended, when the verifier opened it and when the verifier finished; and the same data
-offset. Otherwise the verifier hashes its own read (:class:`Changed`). Nothing here
-judges a file: a file that cannot be opened or is not regular is left to the verifier.
-
-Where ``os.fork`` exists, :func:`start_for` runs the pass in a child process instead (see
-:func:`fork_pass`): the child hashes without ever waiting for the GIL the imports hold, and
-reports each digest with the file's identity at its open and at its end over a pipe. A
-child that dies, stalls for :data:`STALL_S` or writes anything malformed leaves its files
-to the verifier's own hash, like a changed file. The thread is the fallback.
+The verify command claims a file's pass (:func:`claim`) and hands it to
+:func:`flsilo.artifact.verify_file`, which still reads the file itself for its structure
+and float checks, and takes these digests (:meth:`Job.digests`) only when the file
+provably did not change: the same device, inode, size, modification and change times when
+this pass opened it, when it ended, when the verifier opened it and when the verifier
+finished; and the same data offset. Otherwise the verifier hashes its own read
+(:class:`flsilo.artifact.StaleDigests`). Nothing here judges a file: a file that cannot be
+opened or is not regular is left to the verifier. (A forked child instead of the thread
+was measured and removed: docs/benchmarks.md.)
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import queue
-import select
-import signal
 import stat
 import struct
 import sys
@@ -38,16 +32,11 @@ from pathlib import Path
 CHUNK_BYTES = 8 * 1024 * 1024
 BUFFERS = 3
 SWITCH_INTERVAL_S = 0.0005
-STALL_S = 20.0  # no word from the child for this long: it is stuck; the verifier hashes
 SUFFIX = ".safetensors"
 ROOT_OPTIONS_WITH_VALUE = frozenset({"--threads"})
 VERIFY_OPTIONS_WITH_VALUE = frozenset({"--key", "--signers", "--at", "--require-release"})
 
 Identity = tuple[int, int, int, int, int]
-
-
-class Changed(Exception):
-    """The early digests do not provably describe the bytes the verifier read."""
 
 
 def identity(st: os.stat_result) -> Identity:
@@ -131,7 +120,6 @@ class Job:
         self.data_start = -1
         self.before: Identity | None = None
         self.after: Identity | None = None
-        self.child: _Child | None = None
 
     def starts_wanted(self, data_start: int = 0) -> list[int]:
         """Where each digest starts: the file at 0, and the data section if asked."""
@@ -165,22 +153,23 @@ class Job:
             os.close(fd)
 
     def digests(
-        self, scanned: Identity, scanned_after: Identity, data_start: int
+        self, opened: os.stat_result, finished: os.stat_result, data_start: int
     ) -> tuple[bytes, bytes | None]:
         """(file sha256, data-section sha256 or None) if they describe the bytes read.
 
-        Waits for the pass to end. Raises :class:`Changed` unless the file's identity and
-        times were the same at all four moments and the data section starts where the
-        verifier found it.
+        ``opened``, ``finished``: the verifier's ``fstat`` of the file when it opened it
+        and when it finished. Waits for the pass to end. Raises
+        :class:`~flsilo.artifact.StaleDigests` unless the file's identity and times were the
+        same at all four moments and the data section starts where the verifier found it.
         """
-        if self.child is not None:
-            self.child.collect(self)
+        from flsilo.artifact import StaleDigests  # imported by then; not at start-up
+
         self.done.wait()
-        same = self.before == self.after == scanned == scanned_after
+        same = self.before == self.after == identity(opened) == identity(finished)
         if not same or data_start != self.data_start:
-            raise Changed(self.path)
+            raise StaleDigests(self.path)
         if self.file_digest is None or (self.data and self.data_digest is None):
-            raise Changed(self.path)
+            raise StaleDigests(self.path)
         return self.file_digest, self.data_digest
 
 
@@ -266,16 +255,6 @@ def claim(path: Path) -> Job | None:
     return job
 
 
-@atexit.register
-def _cancel_all() -> None:
-    """A command that ends early (a usage error, a missing ``.sig``) stops the passes."""
-    with _lock:
-        for job in [*_jobs.values(), *_queue]:
-            job.cancelled = True
-    for child in _children:
-        child.close()
-
-
 def verify_targets(argv: list[str]) -> list[str]:
     """The artifacts ``flsilo [ROOT OPTIONS] verify ...`` names; [] for any other command.
 
@@ -306,166 +285,5 @@ def verify_targets(argv: list[str]) -> list[str]:
 def start_for(argv: list[str]) -> None:
     """If this process is ``flsilo verify FILE...``, start hashing every artifact it names."""
     targets = verify_targets(argv)
-    if targets and not fork_pass(targets):
+    if targets:
         start(targets, data=False)  # `flsilo verify` reports the file's digest only
-
-
-class _Child:
-    """The forked pass: its process, the read end of its pipe and the jobs it reports on."""
-
-    def __init__(self, pid: int, fd: int, jobs: list[Job], cpus: set[int] | None) -> None:
-        self.pid = pid
-        self.cpus = cpus  # the forking thread's CPUs before the pass, given back at its end
-        self.forker = threading.get_native_id()
-        self.fd = fd
-        self.jobs = jobs
-        self.pending = b""
-        self.closed = False
-        self.lock = threading.Lock()
-
-    def collect(self, job: Job) -> None:
-        """Read the child's reports until ``job``'s came, or the child ended, stalled or lied."""
-        with self.lock:
-            while not job.done.is_set() and not self.closed:
-                if not self._read_some():
-                    self._close()
-            if all(j.done.is_set() for j in self.jobs):
-                self._close()
-
-    def _read_some(self) -> bool:
-        """Take what the child wrote; False at its end, after a stall, or on a malformed line."""
-        try:  # poll, not select: no FD_SETSIZE limit on the pipe's descriptor
-            poller = select.poll()
-            poller.register(self.fd, select.POLLIN)
-            if not poller.poll(STALL_S * 1000):
-                return False
-            data = os.read(self.fd, 65536)
-        except (AttributeError, OSError, ValueError):
-            return False
-        if not data:
-            return False
-        *lines, self.pending = (self.pending + data).split(b"\n")
-        try:
-            for line in lines:
-                self._report(line)
-        except (ValueError, IndexError):
-            return False
-        return len(self.pending) < 4096
-
-    def _report(self, line: bytes) -> None:
-        """Take one line: ``+`` (progress), ``- I`` (no digest) or ``= I HEX BEFORE AFTER START``."""
-        fields = line.split(b" ")
-        if fields == [b"+"]:
-            return
-        job = self.jobs[int(fields[1])] if len(fields) in (2, 14) else None
-        if job is None or job.done.is_set() or fields[0] not in (b"-", b"="):
-            raise ValueError(line)
-        if fields[0] == b"=":
-            if len(fields) != 14:
-                raise ValueError(line)
-            digest = bytes.fromhex(fields[2].decode("ascii"))
-            numbers = [int(f) for f in fields[3:]]
-            if len(digest) != 32 or min(numbers) < 0:
-                raise ValueError(line)
-            job.file_digest = digest
-            job.before = (numbers[0], numbers[1], numbers[2], numbers[3], numbers[4])
-            job.after = (numbers[5], numbers[6], numbers[7], numbers[8], numbers[9])
-            job.data_start = numbers[10]
-        job.done.set()
-
-    def close(self) -> None:
-        with self.lock:
-            self._close()
-
-    def _close(self) -> None:
-        """Stop and reap the child (killing a finished, unreaped child is harmless)."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
-        os.close(self.fd)
-        if self.cpus is not None:
-            try:
-                os.sched_setaffinity(self.forker, self.cpus)
-            except OSError:
-                pass
-        for job in self.jobs:
-            job.done.set()  # a job with no report has no digest: the verifier hashes
-
-
-_children: list[_Child] = []
-
-
-def fork_pass(paths: list[str]) -> bool:
-    """Hash ``paths`` in a child process; False where that cannot be done (use the thread).
-
-    Only from a process with one thread (a fork copies no other thread, and a lock another
-    thread held would stay held in the child). Until the pass ends this process runs on all
-    CPUs but one, which the child's hashing thread has to itself.
-    """
-    if not hasattr(os, "fork") or threading.active_count() != 1:
-        return False
-    read_end, write_end = os.pipe()
-    cpus = _reserve_cpus(1)
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_end)
-        os.close(write_end)
-        if cpus is not None:
-            os.sched_setaffinity(0, cpus)
-        return False
-    if pid == 0:  # the child: never returns, never runs the parent's exit handlers
-        try:
-            os.close(read_end)
-            _child_main(paths, write_end)
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    jobs = [Job(p, data=False) for p in paths]
-    child = _Child(pid, read_end, jobs, cpus)
-    with _lock:
-        for job in jobs:
-            job.started = True
-            job.child = child
-            _jobs.setdefault(os.path.abspath(job.path), job)
-        _children.append(child)
-    return True
-
-
-def _child_main(paths: list[str], out: int) -> None:
-    """In the child: detach from the parent's files, then report on each path in turn.
-
-    Each file is hashed as the thread pass does (one thread reads, one hashes on a CPU of
-    its own); a ``+`` line after each chunk (2 bytes per 8 MiB: the pipe is full only
-    after 256 GiB) tells the parent the pass is moving.
-    """
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)  # the parent's caller may wait for its output to close
-    try:
-        highest = os.sysconf("SC_OPEN_MAX")
-    except (OSError, ValueError):
-        highest = 65536
-    os.closerange(3, out)
-    os.closerange(out + 1, max(out + 1, null + 1, highest))
-    for i, path in enumerate(paths):
-        job = Job(path, data=False)
-        job.progress = lambda: os.write(out, b"+\n")
-        job.run()
-        os.write(out, _report_line(i, job))
-
-
-def _report_line(index: int, job: Job) -> bytes:
-    """``= INDEX HEX BEFORE AFTER DATA_START`` for a digested file, else ``- INDEX``."""
-    if job.file_digest is None or job.before is None or job.after is None:
-        return f"- {index}\n".encode()
-    numbers = " ".join(str(x) for x in (*job.before, *job.after, job.data_start))
-    return f"= {index} {job.file_digest.hex()} {numbers}\n".encode()
