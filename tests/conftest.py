@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import settings
 
 from flsilo import keys
 from flsilo.cli.app import run
+from flsilo.cpu import THREAD_VARIABLES
 from flsilo.keys import generate_key, load_public_key, parse_public_line, write_new_key
 from tests import cpu_report
 
@@ -52,6 +54,19 @@ def _one_kdf_round(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     it checks. Every other check on an encrypted key is the same at any number of rounds."""
     if request.node.get_closest_marker("real_kdf") is None:
         monkeypatch.setattr(keys, "KDF_ROUNDS", 1)
+
+
+@pytest.fixture(autouse=True)
+def _one_numeric_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's numeric work runs on one thread (OMP_NUM_THREADS=1, which flsilo's
+    default honours; a test may set its own). By default flsilo sizes torch's pool to every
+    CPU of the process: with one xdist worker per CPU that oversubscribes the cores, and
+    torch's idle threads spin (one simulate test took 6x the CPU on two threads)."""
+    for name in THREAD_VARIABLES:
+        monkeypatch.setenv(name, "1")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
