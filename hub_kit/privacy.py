@@ -93,8 +93,9 @@ def refuse_batchnorm(modules: Iterable[Any], spec: str) -> None:
             raise UsageError(
                 f"model {spec!r} has {type(module).__name__}, which DP-SGD cannot privatise",
                 code=Code.DP_BATCHNORM,
-                hint="use a BatchNorm-free model: the built-ins are (resnet uses GroupNorm); "
-                "replace BatchNorm by nn.GroupNorm in a plug-in",
+                hint="use a BatchNorm-free model (the built-ins are), freeze the BatchNorm "
+                "layers with the backbone (--freeze), give a torchvision or timm spec norm=group, "
+                "or replace BatchNorm by nn.GroupNorm in a plug-in",
             )
 
 

@@ -38,13 +38,15 @@ def initial_weights(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from flsilo.models.norms import live_modules
     from flsilo.models.registry import build_model, code_digest, head_tensor_names
     from flsilo.torchio import load_weights, state_to_raw
 
     torch.manual_seed(config.plan.seed)
     model = build_model(config.model, config.input_shape, len(config.classes))
-    if dp_plan(config) is not None:
-        refuse_batchnorm(model.modules(), config.model)
+    if dp_plan(config) is not None:  # frozen BatchNorm runs in eval mode: no samples mix
+        frozen = frozen_names(model.state_dict(), config.plan.freeze)
+        refuse_batchnorm(live_modules(model, frozen), config.model)
     if init_weights is not None:
         try:
             tensors = load_file(str(init_weights))

@@ -20,7 +20,7 @@ from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.codes import Code
 from flsilo.errors import PolicyError, UsageError
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
-from flsilo.models.registry import build_model, code_digest
+from flsilo.models.registry import build_model, code_mismatch
 from flsilo.plan import dp_of
 from flsilo.tensorsets import ROUND_FEDSTATS, ROUND_STATISTICS
 from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
@@ -72,14 +72,10 @@ class TrainOutcome:
 def verified_model(verified: Verified, data: bytes) -> torch.nn.Module:
     """Build the package's model with local code whose digest matches, and load its weights."""
     info = verified.manifest.model
-    local = code_digest(info.spec)
-    if local != info.code_digest:
+    mismatch = code_mismatch(info.spec, info.code_digest)
+    if mismatch is not None:
         raise PolicyError(
-            f"the local code of model {info.spec!r} differs from the hub's "
-            f"(digest {local[:12]}… here, {info.code_digest[:12]}… in the package)",
-            path=verified.path,
-            code=Code.MODEL_CODE_MISMATCH,
-            hint="install the flsilo (or plug-in) version the hub uses, then rerun",
+            mismatch[0], path=verified.path, code=Code.MODEL_CODE_MISMATCH, hint=mismatch[1]
         )
     model = build_model(info.spec, info.input_shape, len(info.classes))
     load_weights(model, tensors_from_bytes(data), str(verified.path))

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.manifest import Plan
+from flsilo.models.norms import hold_frozen_batchnorms
 from flsilo.tensorsets import frozen_names
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset
@@ -126,6 +127,7 @@ def freeze_parameters(model: torch.nn.Module, globs: tuple[str, ...]) -> set[str
     for name, param in model.named_parameters():
         if name in frozen:
             param.requires_grad_(False)
+    hold_frozen_batchnorms(model, frozen)  # frozen BatchNorm keeps the package's statistics
     return frozen
 
 

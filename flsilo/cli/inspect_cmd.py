@@ -94,7 +94,7 @@ def render(report: dict[str, Any]) -> None:
         ("federation", m["federation"]),
         ("round", str(m["round"])),
         ("created", m["created_at"]),
-        ("model", f"{m['model']['spec']} (code {m['model']['code_digest'][:12]}…)"),
+        ("model", f"{m['model']['spec']} ({_code(m['model']['code_digest'])})"),
         ("classes", ", ".join(m["model"]["classes"])),
         ("input shape", "x".join(str(d) for d in m["model"]["input_shape"])),
         ("tensors", f"{len(report['tensors'])} ({report['parameters']:,} values)"),
@@ -149,6 +149,11 @@ def render(report: dict[str, Any]) -> None:
     for k, v in rows:
         table.add_row(k, v)
     out.print(table)
+
+
+def _code(recorded: str) -> str:
+    """A code digest, shortened; a library identity (torchvision==0.29.1:resnet18) whole."""
+    return recorded if "==" in recorded else f"code {recorded[:12]}…"
 
 
 def _release_rows(release: dict[str, Any] | None) -> list[tuple[str, str]]:

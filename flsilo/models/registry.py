@@ -1,9 +1,12 @@
-"""Model specs: parse ``name[:k=v,...]`` or ``module:factory[:k=v,...]``, build, and digest code.
+"""Model specs: parse ``name[:k=v,...]``, ``module:factory[:k=v,...]``, ``torchvision:NAME``
+or ``timm:NAME`` (flsilo.models.vision), build, and digest code.
 
 A spec names the code that defines a model. Its *code digest* is the SHA-256 of that
 module's source file; the hub pins it in every package and a site refuses to train when its
 local code differs, so every site trains the same network. Factories are called as
-``factory(input_shape, num_classes, **kwargs)`` and return a ``torch.nn.Module``.
+``factory(input_shape, num_classes, **kwargs)`` and return a ``torch.nn.Module``. A
+torchvision or timm model is pinned by its library, public version and name instead
+(``torchvision==0.29.1:resnet18``), recorded in the same place.
 
 Argument values are integers, floats, or integer lists written with ``x`` (``hidden=256x128``).
 """
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from flsilo.codes import Code
 from flsilo.errors import UsageError
+from flsilo.models import vision
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,6 +42,8 @@ class ModelSpec:
     module: str
     factory: str
     kwargs: dict[str, Any]
+    library: str = ""
+    """``torchvision`` or ``timm`` for a published architecture (``factory`` is its name)."""
 
 
 def _value(text: str) -> Any:
@@ -58,13 +64,19 @@ def _bad(spec: str, why: str) -> UsageError:
         f"model spec {spec!r}: {why}",
         code=Code.BAD_MODEL_SPEC,
         hint="use logreg, mlp[:hidden=200x200], cnn[:channels=32x64,hidden=512], "
-        "resnet[:width=16,blocks=1], or package.module:factory",
+        "resnet[:width=16,blocks=1], torchvision:NAME, timm:NAME, or package.module:factory",
     )
 
 
 def parse_spec(spec: str) -> ModelSpec:
     parts = spec.split(":")
-    if parts[0] in BUILTINS:
+    library = ""
+    if parts[0] in vision.LIBRARIES:
+        if len(parts) < 2 or not parts[1]:
+            raise _bad(spec, f"name the {parts[0]} model, e.g. {parts[0]}:resnet18")
+        library = module = parts[0]
+        factory, args = parts[1], parts[2:]
+    elif parts[0] in BUILTINS:
         module, factory, args = BUILTINS[parts[0]], "build", parts[1:]
     elif len(parts) >= 2 and parts[0] and parts[1].isidentifier():
         module, factory, args = parts[0], parts[1], parts[2:]
@@ -78,7 +90,7 @@ def parse_spec(spec: str) -> ModelSpec:
         if not sep or not key.isidentifier():
             raise _bad(spec, f"argument {item!r} is not key=value")
         kwargs[key] = _value(value)
-    return ModelSpec(text=spec, module=module, factory=factory, kwargs=kwargs)
+    return ModelSpec(text=spec, module=module, factory=factory, kwargs=kwargs, library=library)
 
 
 def module_source_file(spec: ModelSpec) -> Path:
@@ -89,12 +101,36 @@ def module_source_file(spec: ModelSpec) -> Path:
 
 
 def code_digest(spec_text: str) -> str:
-    """SHA-256 of the source file that defines the model (no import needed)."""
-    return hashlib.sha256(module_source_file(parse_spec(spec_text)).read_bytes()).hexdigest()
+    """SHA-256 of the source file that defines the model (no import needed); for a
+    torchvision or timm model its identity ``LIBRARY==VERSION:NAME`` instead."""
+    spec = parse_spec(spec_text)
+    if spec.library:
+        return vision.local_identity(spec_text, spec.library, spec.factory)
+    return hashlib.sha256(module_source_file(spec).read_bytes()).hexdigest()
+
+
+def code_mismatch(spec_text: str, recorded: str) -> tuple[str, str] | None:
+    """Why this machine's model code differs from the package's ``recorded`` digest or
+    identity, and the hint; None when they match."""
+    spec = parse_spec(spec_text)
+    if spec.library:
+        return vision.identity_mismatch(spec.library, spec.factory, recorded)
+    local = code_digest(spec_text)
+    if local == recorded:
+        return None
+    return (
+        f"the local code of model {spec_text!r} differs from the hub's "
+        f"(digest {local[:12]}… here, {recorded[:12]}… in the package)",
+        "install the flsilo (or plug-in) version the hub uses, then rerun",
+    )
 
 
 def build_model(spec_text: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     spec = parse_spec(spec_text)
+    if spec.library:
+        return vision.build(
+            spec_text, spec.library, spec.factory, tuple(input_shape), num_classes, spec.kwargs
+        )
     try:
         module = importlib.import_module(spec.module)
     except ImportError as exc:
