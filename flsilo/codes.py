@@ -242,6 +242,12 @@ class Code(StrEnum):
         "install the flsilo version (or plug-in) the hub uses",
     )
     WEIGHTS_MISMATCH = "weights-mismatch", M, "the file's tensors do not fit the model"
+    BAD_CHECKPOINT = (
+        "bad-checkpoint",
+        M,
+        "a published checkpoint is neither safetensors nor a weights-only PyTorch state dict",
+        "download the publisher's .safetensors file, or save the state dict with its own library",
+    )
     NO_GPU = "no-gpu", U, "a GPU was requested and none is available"
 
     # -- data ---------------------------------------------------------------------------------

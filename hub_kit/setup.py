@@ -11,6 +11,7 @@ from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
+from flsilo.models.backbone import with_start
 from flsilo.plan import has_closed_form, plan_for_round
 from flsilo.tensorsets import ROUND_TRAIN, frozen_names, unmatched_globs
 from hub_kit.anchor import sign_log
@@ -113,6 +114,7 @@ def hub_init(
     check_dp_config(config)
     key = load_private_key(key_path, passphrase)
     public = PublicKey.from_key(key.public_key(), comment="flsilo hub")
+    config, start = with_start(config, init_weights)  # a backbone import's normalisation
     raw, digest, head = initial_weights(config, init_weights)
     check_heads_plan(config, raw, head)
     model = mf.ModelInfo(
@@ -144,7 +146,8 @@ def hub_init(
                         "sha256": sha,
                         "hub_key": public.openssh_line(),
                         "round": 0,
-                    },
+                    }
+                    | ({"start": start} if start is not None else {}),
                 )
             ]
         )

@@ -18,6 +18,7 @@ import typer
 from flsilo import notices
 from flsilo.cli import (
     audit_cmd,
+    backbone_cmd,
     demo_cmd,
     evaluations_cmd,
     export_cmd,
@@ -113,6 +114,7 @@ site_cmd.app.command("check-data", no_args_is_help=True)(site_status_cmd.check_d
 app.add_typer(site_cmd.app, name="site")
 app.add_typer(wheelhouse_cmd.app, name="wheelhouse")
 app.add_typer(release_cmd.app, name="release")
+app.add_typer(backbone_cmd.app, name="backbone")
 app.command("verify", no_args_is_help=True)(verify_cmd.verify)
 app.command("inspect", no_args_is_help=True)(inspect_cmd.inspect)
 app.command("aggregate", no_args_is_help=True)(hub_cmd.aggregate)
