@@ -53,7 +53,7 @@ def sections(doc: dict[str, Any]) -> list[tuple[str, list[list[str]] | str, list
                 ["round", str(pkg["round"]) + (" (final)" if pkg["final"] else "")],
                 ["federation", fed["id"]],
                 ["task", fed["task"]],
-                ["model", f"{fed['model']} (code digest {fed['model_code_digest'][:16]}…)"],
+                ["model", f"{fed['model']} ({_code(fed['model_code_digest'])})"],
                 ["classes", ", ".join(fed["classes"])],
                 ["input shape", " × ".join(map(str, fed["input_shape"]))],
                 ["created", pkg["created_at"]],
@@ -322,3 +322,8 @@ def plots(doc: dict[str, Any]) -> dict[str, bytes]:
         plt.close(fig)
         out[name] = buf.getvalue()
     return out
+
+
+def _code(recorded: str) -> str:
+    """A code digest, shortened; a library identity (torchvision==0.29.1:resnet18) whole."""
+    return recorded if "==" in recorded else f"code digest {recorded[:16]}…"

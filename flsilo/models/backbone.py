@@ -162,6 +162,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _sha256(path: Path) -> str:
+    """The file's digest, read in 1 MiB pieces (published checkpoints run to gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def import_backbone(
     checkpoint: Path,
     spec: str,
@@ -180,7 +189,7 @@ def import_backbone(
     provenance = {
         "source": {
             "file": checkpoint.name,
-            "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+            "sha256": _sha256(checkpoint),
             "tensors": len(tensors),
         },
         "spec": spec,
