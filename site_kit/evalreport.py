@@ -11,52 +11,23 @@ would overstate it.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 from flsilo import __version__ as flsilo_version
 from flsilo import evalreport as er
 from flsilo import metrics
-from flsilo.artifact import Verified, verify_file
+from flsilo.artifact import Verified
 from flsilo.atomic import WorkspaceLock, write_bytes
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.keys import PassphraseSource
-from flsilo.manifest import KIND_PACKAGE, model_preprocess, now_utc
+from flsilo.manifest import KIND_PACKAGE, now_utc
 from flsilo.plan import dp_of
 from site_kit import record as site_record
-from site_kit.data import Dataset
-from site_kit.data.samples import Samples, open_samples
-from site_kit.data.stream import batches, default_workers, in_order
-from site_kit.round import unlock_site_key, verified_model
-from site_kit.sitedata import data_spec
-from site_kit.training import DistContext, pick_device
+from site_kit.package_eval import bootstrap_seed, evaluate_package
+from site_kit.round import unlock_site_key
 from site_kit.workspace import SiteWorkspace
-
-BOOTSTRAP_DRAWS = 1000
-
-
-@torch.no_grad()
-def predict_proba(
-    model: torch.nn.Module,
-    data: Dataset | Samples,
-    device: torch.device,
-    batch_size: int = 1024,
-    workers: int = 0,
-) -> np.ndarray:
-    """Class probabilities (N x K, float64) of ``model`` on ``data``, in record order."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for xb, _ in batches(data, in_order(len(data), batch_size), workers=workers):
-        logits = model(xb.to(device))
-        out.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out)
 
 
 def training_paths(ws: SiteWorkspace) -> list[Path]:
@@ -97,21 +68,14 @@ def _tree_digest(path: Path) -> str:
 
 
 def build_report(
-    ws: SiteWorkspace,
-    package: Verified,
-    y_true: np.ndarray,
-    proba: np.ndarray,
-    *,
-    skipped: int,
-    draws: int = BOOTSTRAP_DRAWS,
+    ws: SiteWorkspace, package: Verified, full: dict[str, Any], *, skipped: int
 ) -> dict[str, Any]:
-    """The report's fields: what was evaluated, by whom, and the figures the plan allows."""
+    """The report's fields: what was evaluated, by whom, and the figures the plan allows
+    (``full`` is ``flsilo.metrics.classification_report`` of the package on the data)."""
     manifest = package.manifest
     classes = manifest.model.classes
     assert manifest.package is not None
     plan = manifest.package.plan
-    seed = int(package.sha256[:8], 16)  # the same package gives the same intervals
-    full = metrics.classification_report(y_true, proba, classes, seed=seed, draws=draws)
     min_cell = plan.min_cell_size if plan is not None else 0
     dp = plan is not None and dp_of(plan) is not None
     if dp:  # a DP federation: only figures over the whole evaluation set
@@ -132,11 +96,11 @@ def build_report(
         "classes": list(classes),
         "created_at": now_utc(),
         "software": {"flsilo": flsilo_version},
-        "samples": int(y_true.shape[0]),
+        "samples": int(full["samples"]),
         "skipped": skipped,
         "min_cell_size": min_cell,
         "dp": dp,
-        "bootstrap": {"draws": draws, "seed": seed},
+        "bootstrap": {"draws": metrics.BOOTSTRAP_DRAWS, "seed": bootstrap_seed(package.sha256)},
         "metrics": figures,
     }
 
@@ -180,22 +144,15 @@ def report_package(
             hint="evaluate on data held out for evaluation (never trained on), or leave out "
             "--report",
         )
-    buffer = io.BytesIO()
-    verified = verify_file(package, ws.trust(), expected_kind=KIND_PACKAGE, copy_to=buffer)
-    model = verified_model(verified, buffer.getvalue())
-    info = verified.manifest.model
-    preprocess = model_preprocess(verified.manifest)
-    dataset = open_samples(
-        data,
-        data_format,
-        info.classes,
-        info.input_shape,
-        data_spec(info),
-        skip_bad=skip_bad,
-        preprocess=preprocess,
-    )
     key = unlock_site_key(ws, key_path, passphrase)  # before the work: a wrong key fails fast
-    device_ = pick_device(device, DistContext())
-    proba = predict_proba(model, dataset, device_, workers=default_workers())
-    report = build_report(ws, verified, dataset.y, proba, skipped=dataset.skipped)
+    scored = evaluate_package(
+        package,
+        data,
+        ws.trust(),
+        data_format=data_format,
+        device=device,
+        skip_bad=skip_bad,
+        expected_kind=KIND_PACKAGE,
+    )
+    report = build_report(ws, scored.verified, scored.figures, skipped=scored.skipped)
     return write_report(ws, report, key), report

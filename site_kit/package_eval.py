@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from flsilo.artifact import verify_file
+from flsilo.artifact import Verified, verify_file
 from flsilo.manifest import model_preprocess
 from flsilo.metrics import classification_report
 from flsilo.trust import TrustPolicy
@@ -28,6 +28,7 @@ class PackageEvaluation:
     classes: tuple[str, ...]
     skipped: int
     result: Evaluation
+    verified: Verified
     figures: dict[str, Any]
     """``flsilo.metrics.classification_report``: per class sensitivity, specificity, PPV,
     NPV, F1, AUROC, AP with bootstrap intervals, balanced accuracy, ECE."""
@@ -42,6 +43,7 @@ def evaluate_package(
     device: str = "auto",
     skip_bad: bool = False,
     workers: int | None = None,
+    expected_kind: str | None = None,
 ) -> PackageEvaluation:
     """Verify ``package`` against ``trust`` (nothing unverified is loaded), then evaluate it.
 
@@ -49,7 +51,7 @@ def evaluate_package(
     bundle's) preprocessing and never its augmentation.
     """
     buffer = io.BytesIO()
-    verified = verify_file(package, trust, copy_to=buffer)
+    verified = verify_file(package, trust, expected_kind=expected_kind, copy_to=buffer)
     model = verified_model(verified, buffer.getvalue())
     info = verified.manifest.model
     m = verified.manifest
@@ -74,5 +76,12 @@ def evaluate_package(
     )
     proba = np.concatenate([p for p, _ in scores]) if scores else np.zeros((0, len(info.classes)))
     targets = np.concatenate([t for _, t in scores]) if scores else np.zeros(0, dtype=np.int64)
-    figures = classification_report(targets, proba, info.classes, seed=int(verified.sha256[:8], 16))
-    return PackageEvaluation(info.classes, dataset.skipped, result, figures)
+    figures = classification_report(
+        targets, proba, info.classes, seed=bootstrap_seed(verified.sha256)
+    )
+    return PackageEvaluation(info.classes, dataset.skipped, result, verified, figures)
+
+
+def bootstrap_seed(package_sha256: str) -> int:
+    """The bootstrap's seed: the same package gives the same intervals, wherever it is scored."""
+    return int(package_sha256[:8], 16)
