@@ -4,8 +4,8 @@ The package is verified first (nothing unverified is loaded), its model built wi
 code whose digest the package names, and exported with PyTorch's ONNX exporter (the
 ``export`` extra: onnx, onnxscript, onnxruntime) with a dynamic batch dimension. The
 exported file's metadata names the package (file, sha256, federation, round), the model
-spec, the classes and the preprocessing the model expects (``[plan.preprocess]``, from the
-package or, for a final package that carries no plan, from its parent beside it). Before
+spec, the classes and the preprocessing the model expects (the package's, or for a
+version-2 final package, which names none, its parent's beside it). Before
 anything is written, onnxruntime runs the exported model on seeded sample inputs: the
 largest absolute logit difference from torch must be at most ``TOLERANCE`` and every
 predicted class the same, or nothing is written.
@@ -56,13 +56,15 @@ def _extra_missing(exc: ImportError) -> UsageError:
     )
 
 
-def _plan_source(verified: Verified, trust: TrustPolicy) -> tuple[mf.Plan | None, str | None]:
-    """The plan whose preprocessing the model expects: the package's, or for a final
-    package its parent's (the file of the previous round beside it, verified likewise)."""
+def _preprocess_source(verified: Verified, trust: TrustPolicy) -> tuple[Any, str | None]:
+    """The preprocessing the model expects and the file it came from: the package's own
+    (every format-3 package names it), or for a version-2 final package, which carries no
+    plan, its parent's (the file of the previous round beside it, verified likewise)."""
+    own = mf.model_preprocess(verified.manifest)
+    if own is not None:
+        return own, verified.path.name
     info = verified.manifest.package
     assert info is not None
-    if info.plan is not None:
-        return info.plan, verified.path.name
     parent = verified.path.with_name(
         f"{verified.manifest.federation}-r{verified.manifest.round - 1:04d}.safetensors"
     )
@@ -72,13 +74,13 @@ def _plan_source(verified: Verified, trust: TrustPolicy) -> tuple[mf.Plan | None
         before = verify_file(parent, trust, expected_kind=mf.KIND_PACKAGE)
     except FlsiloError:
         return None, None
-    plan = before.manifest.package.plan if before.manifest.package else None
-    if before.sha256 != info.parent_sha256 or plan is None:
+    if before.sha256 != info.parent_sha256:
         return None, None
-    return plan, parent.name
+    found = mf.model_preprocess(before.manifest)
+    return (found, parent.name) if found is not None else (None, None)
 
 
-def _metadata(verified: Verified, plan: mf.Plan | None, source: str | None) -> dict[str, str]:
+def _metadata(verified: Verified, preprocess: Any, source: str | None) -> dict[str, str]:
     m = verified.manifest
     return {
         "flsilo.package": verified.path.name,
@@ -89,8 +91,8 @@ def _metadata(verified: Verified, plan: mf.Plan | None, source: str | None) -> d
         "flsilo.model_code_digest": m.model.code_digest,
         "flsilo.classes": json.dumps(list(m.model.classes)),
         "flsilo.input_shape": json.dumps(list(m.model.input_shape)),
-        "flsilo.preprocess": json.dumps(mf.to_jsonable(plan.preprocess), sort_keys=True)
-        if plan is not None
+        "flsilo.preprocess": json.dumps(mf.to_jsonable(preprocess), sort_keys=True)
+        if preprocess is not None
         else "unknown",
         "flsilo.preprocess_from": source or "",
         "flsilo.version": m.software.get("flsilo", ""),
@@ -111,7 +113,7 @@ def export_onnx(package: Path, trust: TrustPolicy, out: Path) -> Exported:
     buffer = io.BytesIO()
     verified = verify_file(package, trust, expected_kind=mf.KIND_PACKAGE, copy_to=buffer)
     model = verified_model(verified, buffer.getvalue()).eval()
-    plan, source = _plan_source(verified, trust)
+    preprocess, source = _preprocess_source(verified, trust)
     shape = verified.manifest.model.input_shape
     sample = torch.from_numpy(
         np.random.default_rng(int(verified.sha256[:8], 16))
@@ -119,7 +121,7 @@ def export_onnx(package: Path, trust: TrustPolicy, out: Path) -> Exported:
         .astype(np.float32)
     )
     proto = _export(model, sample)
-    for key, value in _metadata(verified, plan, source).items():
+    for key, value in _metadata(verified, preprocess, source).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     data = proto.SerializeToString()
@@ -139,7 +141,9 @@ def export_onnx(package: Path, trust: TrustPolicy, out: Path) -> Exported:
             "differently",
         )
     write_bytes(out, data)
-    return Exported(out, verified.sha256, diff, SAMPLES, source, _metadata(verified, plan, source))
+    return Exported(
+        out, verified.sha256, diff, SAMPLES, source, _metadata(verified, preprocess, source)
+    )
 
 
 def _export(model: torch.nn.Module, sample: torch.Tensor) -> Any:
