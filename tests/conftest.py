@@ -297,3 +297,18 @@ def stock_verify(
         str(sig),
         stdin=message,
     )
+
+
+def run_flsilo(*args: object, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m flsilo ARGS`` in a process of its own, optionally killed at ``fault``
+    (``FLSILO_FAULT``, see flsilo/faults.py); any inherited fault setting is dropped."""
+    env = {k: v for k, v in os.environ.items() if k != "FLSILO_FAULT"}
+    if fault:
+        env["FLSILO_FAULT"] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "flsilo", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )

@@ -4,28 +4,13 @@ was changed, no staging folder is left, the log is untouched and audit passes at
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import Federation, fingerprint
+from tests.conftest import run_flsilo as flsilo
 
 NOTHING_CHANGED = "nothing was changed"
-
-
-def flsilo(*args: object, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "FLSILO_FAULT"}
-    if fault:
-        env["FLSILO_FAULT"] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "flsilo", *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def audit_failures(cli, federation: Federation) -> list[str]:

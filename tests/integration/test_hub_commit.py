@@ -16,22 +16,10 @@ from flsilo.artifact import scan_file
 from hub_kit.eventlog import EventLog
 from hub_kit.workspace import HubWorkspace
 from tests.conftest import Federation, fingerprint, hub_root, make_key, needs_ssh_keygen, ssh_keygen
+from tests.conftest import run_flsilo as flsilo
 
 STEPS_BEFORE_COMMIT = ["aggregate:staged", "aggregate:built", "aggregate:commit"]
 STEPS_AFTER_COMMIT = ["aggregate:committed", "aggregate:published"]
-
-
-def flsilo(*args: object, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "FLSILO_FAULT"}
-    if fault:
-        env["FLSILO_FAULT"] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "flsilo", *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def round_of(hub: Path) -> int:

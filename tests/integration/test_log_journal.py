@@ -4,9 +4,6 @@ journal), and nothing the hub did not write is ever signed."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,23 +12,11 @@ from hub_kit.eventlog import EventLog
 from hub_kit.journal import journal_path
 from hub_kit.workspace import HubWorkspace
 from tests.conftest import Federation, fingerprint, make_key
+from tests.conftest import run_flsilo as flsilo
 
 LOG_STEPS = ["log:journal", "log:appended", "log:signers", "log:signed"]
 UNSIGNED = ("log:appended", "log:signers")
 """Steps after which the log on disk is not covered by events.jsonl.sig."""
-
-
-def flsilo(*args: object, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "FLSILO_FAULT"}
-    if fault:
-        env["FLSILO_FAULT"] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "flsilo", *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def enroll_args(federation: Federation, name: str) -> list[object]:
