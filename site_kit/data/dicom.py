@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 
 from flsilo.codes import Code
-from flsilo.errors import DataError, UsageError
+from flsilo.errors import UsageError
 from site_kit.data import BadRecord, DataContext
 from site_kit.data import manifest as csv_manifest
+from site_kit.data.imagefolder import check_shape
 from site_kit.data.records import Identify, RawImage, Record
 from site_kit.data.sampling import rule, spread
 
@@ -109,13 +110,7 @@ class Header:
 def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record | BadRecord]:
     """Class folders in name order (files in name order), or the manifest's rows in order."""
     require_pydicom()
-    if len(ctx.input_shape) != 3 or ctx.input_shape[0] not in (1, 3):
-        raise DataError(
-            f"DICOM data needs an input shape of 1,H,W or 3,H,W, the federation has "
-            f"{','.join(map(str, ctx.input_shape))}",
-            path=path,
-            code=Code.SHAPE,
-        )
+    check_shape(path, ctx.input_shape, "DICOM data")
     csv_manifest.check_source(path, "DICOM", MANIFEST_HINT)
     for item in _folder(path, ctx) if path.is_dir() else _manifest(path, ctx):
         if isinstance(item, BadRecord):

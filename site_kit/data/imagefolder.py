@@ -14,10 +14,11 @@ from site_kit.data.records import Identify, RawImage, Record
 KIND = "image"
 
 
-def check_shape(path: Path, input_shape: tuple[int, ...]) -> None:
+def check_shape(path: Path, input_shape: tuple[int, ...], what: str = "image data") -> None:
+    """Every image format needs a C,H,W input shape with 1 or 3 channels."""
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
         raise DataError(
-            f"image data needs an input shape of 1,H,W or 3,H,W, the federation has "
+            f"{what} needs an input shape of 1,H,W or 3,H,W, the federation has "
             f"{','.join(map(str, input_shape))}",
             path=path,
             code=Code.SHAPE,

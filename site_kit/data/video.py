@@ -34,6 +34,7 @@ from flsilo.codes import Code
 from flsilo.errors import DataError, UsageError
 from site_kit.data import BadRecord, DataContext
 from site_kit.data import manifest as csv_manifest
+from site_kit.data.imagefolder import check_shape
 from site_kit.data.records import FileIdentity, Identify, RawImage, Record
 from site_kit.data.sampling import name, parse, rule, times_ms
 
@@ -79,13 +80,7 @@ class Clip:
 def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record | BadRecord]:
     """Class folders in name order (clips in name order), or the manifest's rows in order."""
     require_av()
-    if len(ctx.input_shape) != 3 or ctx.input_shape[0] not in (1, 3):
-        raise DataError(
-            f"video frames need an input shape of 1,H,W or 3,H,W, the federation has "
-            f"{','.join(map(str, ctx.input_shape))}",
-            path=path,
-            code=Code.SHAPE,
-        )
+    check_shape(path, ctx.input_shape, "video frames")
     frame_rate, per_clip = rule(ctx.preprocess)
     if frame_rate <= 0 and per_clip <= 0:
         raise DataError(
