@@ -9,8 +9,7 @@ import typer
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, set_json, stdout
-from flsilo.codes import Code
-from flsilo.errors import ExitCode, UsageError
+from flsilo.errors import ExitCode
 
 if TYPE_CHECKING:
     from hub_kit.evaluations import Cell, Refused
@@ -107,18 +106,11 @@ def _render(
 
 
 def _plot(rows: dict[int, dict[str, Cell]], sites: list[str], png: Path) -> None:
-    try:
-        import matplotlib
+    from flsilo.cli.history_cmd import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError as exc:
-        raise UsageError(
-            "--png needs matplotlib",
-            code=Code.PLOT_EXTRA,
-            hint="install the plot extra: pip install 'flsilo[plot]'",
-        ) from exc
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     from flsilo.atomic import atomic_writer
 
     fig, ax = plt.subplots(figsize=(7, 4))

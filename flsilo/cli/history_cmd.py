@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -96,7 +96,9 @@ def history(
         info(f"plot written to {png}")
 
 
-def _plot(rounds: list[RoundHistory], png: Path, notes: list[str]) -> None:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or the usage error naming the extra
+    (every ``--png`` of the command line draws through this)."""
     try:
         import matplotlib
 
@@ -108,6 +110,11 @@ def _plot(rounds: list[RoundHistory], png: Path, notes: list[str]) -> None:
             code=Code.PLOT_EXTRA,
             hint="install the plot extra: pip install 'flsilo[plot]'",
         ) from exc
+    return plt
+
+
+def _plot(rounds: list[RoundHistory], png: Path, notes: list[str]) -> None:
+    plt = pyplot()
     from flsilo.atomic import atomic_writer
 
     fig, ax = plt.subplots(figsize=(7, 4))

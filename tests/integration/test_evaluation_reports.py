@@ -52,8 +52,10 @@ def test_a_site_writes_a_signed_report_the_hub_tables(
     assert result.code == 0, result.err
     (row,) = json.loads(result.out)["reports"]
     assert row["site"] == "site-a" and row["round"] == 0 and row["archived"] is False
-    text = cli("hub", "evaluations", federation.hub, "--inbox", path.parent)
+    png = tmp_path / "evaluations.png"
+    text = cli("hub", "evaluations", federation.hub, "--inbox", path.parent, "--png", png)
     assert text.code == 0 and "r0000" in text.out and "site-a" in text.out
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "%" in text.out and max(len(line) for line in text.out.splitlines()) <= 80
 
 
