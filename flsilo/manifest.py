@@ -77,20 +77,15 @@ class DPReport:
 
 @dataclass(frozen=True)
 class InputSummary:
-    """A site's inputs after the plan's scaling and resize, before normalisation and
-    augmentation: what the hub compares across sites to flag one that preprocesses
-    differently (``hub_kit.drift``). At most ``SUMMARY_SAMPLES`` records, evenly spaced in
-    index order; a bin holding fewer samples than the plan's minimum cell size is ``None``."""
+    """A site's inputs after scaling, before normalisation and augmentation: what
+    ``hub_kit.drift`` compares (site_kit.inputsummary; bins under the cell size are None)."""
 
     samples: int
     channel_mean: tuple[float, ...]
     channel_std: tuple[float, ...]
     brightness: tuple[int | None, ...] = ()
-    """Images: samples per eighth of [0, 1] of their mean scaled intensity."""
     sizes: tuple[int | None, ...] = ()
-    """Images: samples per band of the stored image's longer side (see site_kit.inputsummary)."""
     bad_share: float = 0.0
-    """Unusable records as a share of all the site's records."""
 
 
 @dataclass(frozen=True)
@@ -354,16 +349,6 @@ def decode(metadata: dict[str, str], source: str) -> Manifest:
         raise _bad_manifest(source, str(exc)) from exc
     check_semantics(manifest, source)
     return manifest
-
-
-def model_preprocess(m: Manifest) -> Preprocess | None:
-    """The preprocessing an artifact's model expects (None: a version-2 final package)."""
-    if m.bundle is not None:
-        return m.bundle.plan.preprocess
-    assert m.package is not None
-    if m.package.preprocess is not None:
-        return m.package.preprocess
-    return m.package.plan.preprocess if m.package.plan is not None else None
 
 
 def version_refusal(version: object, what: str) -> tuple[str, str] | None:

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the manifest's types name Preprocess: no import at run time
+    from flsilo.manifest import Manifest
 
 RESIZES = ("stretch", "letterbox", "shorter-side")
 INTENSITIES = ("8bit", "16bit", "dicom")
@@ -282,3 +286,13 @@ def _number(text: str, what: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{what} must be finite")
     return value
+
+
+def model_preprocess(m: Manifest) -> Preprocess | None:
+    """The preprocessing an artifact's model expects (None: a version-2 final package)."""
+    if m.bundle is not None:
+        return m.bundle.plan.preprocess
+    assert m.package is not None
+    if m.package.preprocess is not None:
+        return m.package.preprocess
+    return m.package.plan.preprocess if m.package.plan is not None else None

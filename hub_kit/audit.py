@@ -22,6 +22,7 @@ import numpy as np
 from flsilo import manifest as mf
 from flsilo.artifact import Verified, sha256_file, verify_file
 from flsilo.errors import FlsiloError
+from flsilo.preprocessing import model_preprocess
 from flsilo.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
 from flsilo.trust import AllowedSigners, SingleKey
 from hub_kit.archive import check_sums
@@ -332,7 +333,7 @@ def _statistics_problem(
     """Why the federation statistics in the next package's plan are not the recomputed ones."""
     assert base.manifest.package is not None and package.manifest.package is not None
     expected = next_statistics(view, inputs, base.manifest.package.plan)
-    if held(mf.model_preprocess(package.manifest)) == expected:
+    if held(model_preprocess(package.manifest)) == expected:
         return None
     if view.kind == FEDSTATS:
         return "the federation statistics in the next package's plan differ from the pooled ones"

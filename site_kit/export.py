@@ -30,6 +30,7 @@ from flsilo.artifact import Verified, verify_file
 from flsilo.atomic import write_bytes
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, UsageError, VerificationError
+from flsilo.preprocessing import model_preprocess
 from flsilo.trust import TrustPolicy
 from site_kit.round import verified_model
 
@@ -60,7 +61,7 @@ def _preprocess_source(verified: Verified, trust: TrustPolicy) -> tuple[Any, str
     """The preprocessing the model expects and the file it came from: the package's own
     (every format-3 package names it), or for a version-2 final package, which carries no
     plan, its parent's (the file of the previous round beside it, verified likewise)."""
-    own = mf.model_preprocess(verified.manifest)
+    own = model_preprocess(verified.manifest)
     if own is not None:
         return own, verified.path.name
     info = verified.manifest.package
@@ -76,7 +77,7 @@ def _preprocess_source(verified: Verified, trust: TrustPolicy) -> tuple[Any, str
         return None, None
     if before.sha256 != info.parent_sha256:
         return None, None
-    found = mf.model_preprocess(before.manifest)
+    found = model_preprocess(before.manifest)
     return (found, parent.name) if found is not None else (None, None)
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from flsilo.artifact import Verified, verify_file
-from flsilo.manifest import model_preprocess
 from flsilo.metrics import classification_report
+from flsilo.preprocessing import model_preprocess
 from flsilo.trust import TrustPolicy
 from site_kit.data.samples import open_samples
 from site_kit.data.stream import default_workers
