@@ -51,8 +51,7 @@ from hub_kit.report import (
     weighted,
 )
 from hub_kit.roundmath import RoundView, strategy_record
-from hub_kit.roundprep import Prepared, prepare, round_policy
-from hub_kit.server_optimizers import ServerOptimizer
+from hub_kit.roundprep import Prepared, RoundOverrides, prepare, round_policy
 from hub_kit.strategies import strategy_text
 from hub_kit.strategies.base import Rule
 from hub_kit.weighting import dominant_share_warning
@@ -61,21 +60,16 @@ from hub_kit.workspace import HubState, HubTransaction, HubWorkspace
 
 def aggregate_round(
     hub_dir: Path,
+    overrides: RoundOverrides = RoundOverrides(),
     *,
-    inbox: Path | None = None,
-    strategy: str | None = None,
-    min_sites: int | None = None,
-    norm_gate: float | None = None,
-    max_weight_share: float | None = None,
     key: Path | None = None,
-    server: ServerOptimizer | None = None,
-    cosine_gate: float | None = None,
     passphrase: PassphraseSource,
 ) -> AggregateReport:
     ws = HubWorkspace.open(hub_dir)
     if key is not None:  # the hub key, when it is not where 'hub init' recorded it
         ws.key_path = key
-    policy = round_policy(ws, strategy, min_sites, norm_gate, max_weight_share, server, cosine_gate)
+    policy = round_policy(ws, overrides)
+    inbox = overrides.inbox
     with ws.transaction("aggregate") as tx, BackgroundSync() as sync:
         prep = prepare(ws, tx.state, inbox, policy)
         staged = fresh_staging(ws.rounds_dir, prep.round)
@@ -99,22 +93,15 @@ def aggregate_round(
 
 def preview(
     hub_dir: Path,
-    *,
-    inbox: Path | None = None,
-    strategy: str | None = None,
-    min_sites: int | None = None,
-    norm_gate: float | None = None,
-    max_weight_share: float | None = None,
-    server: ServerOptimizer | None = None,
-    cosine_gate: float | None = None,
+    overrides: RoundOverrides = RoundOverrides(),
 ) -> AggregateReport:
     """What ``aggregate`` would accept and reject now; writes nothing and takes no lock.
 
     The bundles it would accept are measured (update norms, cosines to the median update)
     but no gate is applied: the report shows the round's cosine gate beside the cosines."""
     ws = HubWorkspace.open(hub_dir)
-    policy = round_policy(ws, strategy, min_sites, norm_gate, max_weight_share, server, cosine_gate)
-    prep = prepare(ws, ws.state(), inbox, policy)
+    policy = round_policy(ws, overrides)
+    prep = prepare(ws, ws.state(), overrides.inbox, policy)
     with tempfile.TemporaryDirectory(prefix="flsilo-preview-") as scratch:
         return _report(prep, run_intake(prep, None, Path(scratch) / "trainable-base"), None)
 

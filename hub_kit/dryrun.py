@@ -10,36 +10,49 @@ applied only by the real round.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from hub_kit.aggregate import preview
 from hub_kit.report import AggregateReport
-from hub_kit.roundprep import round_policy
+from hub_kit.roundprep import RoundOverrides, round_policy
 from hub_kit.workspace import HubWorkspace
+
+
+@dataclass(frozen=True)
+class InboxCheck:
+    """The dry run's report, how many accepted bundles the round needs, and the exit status
+    a script reads: 0 the round would aggregate with nothing rejected, 3 something would be
+    rejected, 1 too few would be accepted."""
+
+    report: AggregateReport
+    needed: int
+
+    @property
+    def status(self) -> int:
+        if self.report.rejected:
+            return 3
+        return 1 if self.report.accepted < self.needed else 0
 
 
 def inbox_report(
     hub_dir: Path,
-    inbox: Path | None = None,
-    *,
-    strategy: str | None = None,
-    min_sites: int | None = None,
-) -> tuple[AggregateReport, int]:
+    overrides: RoundOverrides = RoundOverrides(),
+) -> InboxCheck:
     """The per-bundle verdicts for the current round and how many accepted bundles it needs.
 
     The verdicts are :func:`hub_kit.aggregate.preview`'s: the real intake gates, run with no
     staging folder at all, so nothing is written anywhere.
     """
     ws = HubWorkspace.open(hub_dir)
-    need = round_policy(ws, strategy, min_sites, None, None).need()
-    report = preview(hub_dir, inbox=inbox, strategy=strategy, min_sites=min_sites)
+    need = round_policy(ws, overrides).need()
+    report = preview(hub_dir, overrides)
     if not report.rows:
         raise UsageError(
             "the inbox holds no bundle (*.safetensors)",
-            path=inbox or ws.inbox,
+            path=overrides.inbox or ws.inbox,
             code=Code.EMPTY_INBOX,
             hint="copy the carried bundles and their .sig files into it",
         )
@@ -48,4 +61,4 @@ def inbox_report(
     shared = tuple(
         replace(r, share=(r.weight or 0.0) / total) if r.weight and total else r for r in rows
     )
-    return replace(report, rows=shared), need
+    return InboxCheck(replace(report, rows=shared), need)

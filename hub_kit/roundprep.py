@@ -20,6 +20,27 @@ from hub_kit.workspace import HubState, HubWorkspace
 
 
 @dataclass(frozen=True)
+class RoundOverrides:
+    """What the operator asked of this one round (``aggregate`` and its dry run, ``hub status
+    --inbox``); ``None`` everywhere means the federation's own setting."""
+
+    inbox: Path | None = None
+    """The folder holding the carried bundles (default ``HUB/inbox``)."""
+    strategy: str | None = None
+    min_sites: int | None = None
+    norm_gate: float | None = None
+    max_weight_share: float | None = None
+    cosine_gate: float | None = None
+    server_optimizer: str | None = None
+    """Another server optimizer for this round only; it takes its own defaults unless the
+    settings below are given (:func:`hub_kit.server_optimizers.server_optimizer_for`)."""
+    server_lr: float | None = None
+    server_momentum: float | None = None
+    server_betas: tuple[float, ...] | None = None
+    server_tau: float | None = None
+
+
+@dataclass(frozen=True)
 class RoundPolicy:
     """How this round is aggregated: the rule, the quorum, the gates and the share cap."""
 
@@ -61,24 +82,20 @@ class Prepared:
         return plan
 
 
-def round_policy(
-    ws: HubWorkspace,
-    strategy: str | None,
-    min_sites: int | None,
-    norm_gate: float | None,
-    max_weight_share: float | None,
-    server: ServerOptimizer | None = None,
-    cosine_gate: float | None = None,
-) -> RoundPolicy:
+def round_policy(ws: HubWorkspace, overrides: RoundOverrides) -> RoundPolicy:
     """The federation's defaults with this round's overrides, checked."""
-    hub = ws.config.hub
+    hub, o = ws.config.hub, overrides
     policy = RoundPolicy(
-        rule=parse_strategy(strategy or hub.strategy),
-        min_sites=min_sites if min_sites is not None else hub.min_sites,
-        norm_gate=norm_gate if norm_gate is not None else hub.norm_gate,
-        max_weight_share=max_weight_share if max_weight_share is not None else hub.max_weight_share,
-        server=server if server is not None else server_optimizer_for(hub),
-        cosine_gate=cosine_gate if cosine_gate is not None else hub.cosine_gate,
+        rule=parse_strategy(o.strategy or hub.strategy),
+        min_sites=o.min_sites if o.min_sites is not None else hub.min_sites,
+        norm_gate=o.norm_gate if o.norm_gate is not None else hub.norm_gate,
+        max_weight_share=o.max_weight_share
+        if o.max_weight_share is not None
+        else hub.max_weight_share,
+        server=server_optimizer_for(
+            hub, o.server_optimizer, o.server_lr, o.server_momentum, o.server_betas, o.server_tau
+        ),
+        cosine_gate=o.cosine_gate if o.cosine_gate is not None else hub.cosine_gate,
     )
     if policy.norm_gate is not None and not policy.norm_gate > 0:
         raise UsageError(

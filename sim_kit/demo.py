@@ -35,7 +35,7 @@ from hub_kit.workspace import HubWorkspace
 from sim_kit.datasets import DIGIT_CLASSES, load_digits
 from sim_kit.partition import partition, train_test_split
 from site_kit.data import Dataset
-from site_kit.round import train_round
+from site_kit.round import TrainRequest, train_round
 from site_kit.workspace import SiteWorkspace
 
 DEMO_PASSPHRASE = b"flsilo-demo"
@@ -142,7 +142,10 @@ def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> D
         for site, site_dir in sites.items():
             say(f"round {r}: {site} trains on {package_name}")
             outcome = train_round(
-                site_dir / "packages" / package_name, site_dir, device="cpu", passphrase=passphrase
+                site_dir / "packages" / package_name,
+                site_dir,
+                TrainRequest(device="cpu"),
+                passphrase=passphrase,
             )
             assert outcome.bundle is not None
             copy_file(outcome.bundle, hub / "inbox" / outcome.bundle.name)

@@ -127,26 +127,15 @@ class RoundJob:
 def train_round(
     package: Path,
     site_dir: Path,
+    request: TrainRequest = TrainRequest(),
     *,
-    data: Path | None = None,
-    data_format: str | None = None,
-    val: Path | None = None,
-    device: str = "auto",
-    skip_bad: bool = False,
-    key: Path | None = None,
     passphrase: PassphraseSource,
     progress: ProgressCallback | None = None,
-    accept_expired: bool = False,
-    workers: int | None = None,
-    cache: Path | None = None,
 ) -> TrainOutcome:
     """Verify PACKAGE, train on the site's data per its plan, and write the signed bundle."""
-    if workers is not None and workers < 0:
+    if request.workers is not None and request.workers < 0:
         raise UsageError("--workers cannot be negative", hint="use 0 to decode in this process")
-    request = TrainRequest(
-        data, data_format, val, device, skip_bad, key, accept_expired, workers, cache
-    )
-    dist = init_distributed(device)
+    dist = init_distributed(request.device)
     ws = SiteWorkspace.open(site_dir)
     lock = WorkspaceLock(ws.root, "site workspace") if dist.is_main else contextlib.nullcontext()
     with lock:

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from flsilo.cli.common import emit_json, info
 
+if TYPE_CHECKING:
+    from hub_kit.roundprep import RoundOverrides
+
 
 def show_inbox_report(
-    hub_dir: Path,
-    inbox: Path | None,
-    *,
-    strategy: str | None,
-    min_sites: int | None,
-    json_out: bool,
-    command: str,
+    hub_dir: Path, overrides: RoundOverrides, *, json_out: bool, command: str
 ) -> None:
-    """Print what a round would accept and reject; exit 0 all good, 3 a reject, 1 too few."""
+    """Print what a round would accept and reject; exit with the check's status (0 all
+    good, 3 a reject, 1 too few)."""
     from hub_kit.dryrun import inbox_report
 
-    report, need = inbox_report(hub_dir, inbox, strategy=strategy, min_sites=min_sites)
+    check = inbox_report(hub_dir, overrides)
+    report, need, status = check.report, check.needed, check.status
     accepted, rejected = report.accepted, report.rejected
-    status = 3 if rejected else (1 if accepted < need else 0)
     if json_out:
         emit_json(
             command,
@@ -41,7 +40,7 @@ def show_inbox_report(
         from flsilo.cli.round_report import render_aggregate
 
         render_aggregate(report)
-        folder = inbox or hub_dir / "inbox"
+        folder = overrides.inbox or hub_dir / "inbox"
         verdict = (
             f"would aggregate round {report.round}"
             if accepted >= need

@@ -227,9 +227,10 @@ def hub_status(
     set_json(json_out)
     if inbox is not None:
         from flsilo.cli.dryrun_cmd import show_inbox_report
+        from hub_kit.roundprep import RoundOverrides
 
         show_inbox_report(
-            hub_dir, inbox, strategy=None, min_sites=None, json_out=json_out, command="hub status"
+            hub_dir, RoundOverrides(inbox=inbox), json_out=json_out, command="hub status"
         )
         return
     from hub_kit.status import status
@@ -317,44 +318,32 @@ def aggregate(
     Example: flsilo aggregate hub --inbox /media/usb/bundles --server-optimizer fedavgm
     """
     set_json(json_out)
-    if dry_run:
-        from flsilo.cli.dryrun_cmd import show_inbox_report
-
-        show_inbox_report(
-            hub_dir,
-            inbox,
-            strategy=strategy,
-            min_sites=min_sites,
-            json_out=json_out,
-            command="aggregate",
-        )
-        return
     from flsilo.cli.options import parse_betas, parse_server_optimizer
-    from flsilo.cli.round_report import render_aggregate
-    from hub_kit.aggregate import aggregate_round
-    from hub_kit.server_optimizers import server_optimizer_for
-    from hub_kit.workspace import HubWorkspace
+    from hub_kit.roundprep import RoundOverrides
 
-    server = server_optimizer_for(
-        HubWorkspace.open(hub_dir).config.hub,
-        parse_server_optimizer(server_optimizer) if server_optimizer else None,
-        server_lr,
-        server_momentum,
-        parse_betas(server_betas),
-        server_tau,
-    )
-
-    report = aggregate_round(
-        hub_dir,
+    overrides = RoundOverrides(
         inbox=inbox,
         strategy=strategy,
         min_sites=min_sites,
         norm_gate=norm_gate,
         max_weight_share=max_weight_share,
-        key=key,
-        server=server,
         cosine_gate=cosine_gate,
-        passphrase=passphrase_source(passphrase_file),
+        server_optimizer=parse_server_optimizer(server_optimizer) if server_optimizer else None,
+        server_lr=server_lr,
+        server_momentum=server_momentum,
+        server_betas=parse_betas(server_betas),
+        server_tau=server_tau,
+    )
+    if dry_run:
+        from flsilo.cli.dryrun_cmd import show_inbox_report
+
+        show_inbox_report(hub_dir, overrides, json_out=json_out, command="aggregate")
+        return
+    from flsilo.cli.round_report import render_aggregate
+    from hub_kit.aggregate import aggregate_round
+
+    report = aggregate_round(
+        hub_dir, overrides, key=key, passphrase=passphrase_source(passphrase_file)
     )
     shortfall = report.shortfall_error()
     if shortfall is not None:  # not enough bundles: the report, then one error line, exit 1

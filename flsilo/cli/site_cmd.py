@@ -258,23 +258,22 @@ def train(
     Example: flsilo train site/packages/digits-r0000.safetensors --site site
     """
     set_json(json_out)
-    from site_kit.round import train_round
+    from site_kit.round import TrainRequest, train_round
 
+    request = TrainRequest(
+        data=data,
+        data_format=data_format,
+        val=val,
+        device=device,
+        skip_bad=skip_bad,
+        key=key,
+        accept_expired=accept_expired,
+        workers=workers,
+        cache=cache,
+    )
     with ProgressPrinter(quiet=json_out) as printer:
         outcome = train_round(
-            package,
-            site,
-            data=data,
-            data_format=data_format,
-            val=val,
-            device=device,
-            skip_bad=skip_bad,
-            key=key,
-            passphrase=passphrase_source(passphrase_file),
-            progress=printer,
-            accept_expired=accept_expired,
-            workers=workers,
-            cache=cache,
+            package, site, request, passphrase=passphrase_source(passphrase_file), progress=printer
         )
     if outcome.rank != 0:
         return
