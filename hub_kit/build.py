@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flsilo import manifest as mf
-from flsilo.artifact import run_on_chunk
 from flsilo.keys import PrivateKey
+from flsilo.readpass import run_on_chunk
 from hub_kit.commit import StagedRound
 from hub_kit.gates import Intake, stream_inputs
 from hub_kit.intake import Candidate, Rejection

@@ -11,10 +11,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from flsilo import manifest as mf
 from flsilo import oms
-from flsilo.artifact import run_on_chunk, sig_path, write_artifact
+from flsilo.artifact import sig_path, write_artifact
 from flsilo.atomic import atomic_writer, write_bytes
 from flsilo.federation import FederationConfig
 from flsilo.keys import PrivateKey
+from flsilo.readpass import run_on_chunk
 from flsilo.sshsig import sign_digest
 from flsilo.tensorfile import RawTensor, TensorInfo, build_header
 from hub_kit.fedstats import Normalisation, with_normalisation

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flsilo import artifact
+from flsilo import artifact, readpass
 from flsilo.artifact import scan_file, verify_file
 from flsilo.cli import prehash
 from flsilo.errors import VerificationError
@@ -68,7 +68,7 @@ def test_parallel_reader_digests_equal_hashlib(
 ) -> None:
     # Small chunks, every chunk's jobs on the pool: many hand-offs per tensor.
     monkeypatch.setattr(artifact, "CHUNK_BYTES", chunk * 64)
-    monkeypatch.setattr(artifact, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(readpass, "PARALLEL_MIN_BYTES", 0)
     folder = tmp_path_factory.mktemp("reader")
     path = _artifact(folder, "a.safetensors", sizes, seed)
     copy = folder / "copy.bin"
@@ -103,7 +103,7 @@ def test_startup_pass_digests_equal_hashlib(
     now = os.stat(path)
     start = 8 + header_len
     if start > len(raw):  # a header longer than the file: no digest, the verifier says why
-        with pytest.raises(artifact.StaleDigests):
+        with pytest.raises(readpass.StaleDigests):
             job.digests(now, now, start)
         return
     file_digest, data_digest = job.digests(now, now, start)
