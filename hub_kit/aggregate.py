@@ -40,7 +40,6 @@ from hub_kit.drift import drift_flags
 from hub_kit.evaluations import Refused, event_data, take_in
 from hub_kit.gates import Intake, run_intake
 from hub_kit.history import history, warnings
-from hub_kit.intake import Candidate, IntakeResult, Rejection
 from hub_kit.privacy import dp_budget
 from hub_kit.report import (
     AggregateReport,
@@ -54,6 +53,7 @@ from hub_kit.roundmath import RoundView, strategy_record
 from hub_kit.roundprep import Prepared, RoundOverrides, prepare, round_policy
 from hub_kit.strategies import strategy_text
 from hub_kit.strategies.base import Rule
+from hub_kit.verdicts import Candidate, IntakeResult, Rejection
 from hub_kit.weighting import dominant_share_warning
 from hub_kit.workspace import HubState, HubTransaction, HubWorkspace
 

@@ -14,7 +14,6 @@ from flsilo.keys import PrivateKey
 from flsilo.readpass import run_on_chunk
 from hub_kit.commit import StagedRound
 from hub_kit.gates import Intake, stream_inputs
-from hub_kit.intake import Candidate, Rejection
 from hub_kit.packaging import package_manifest, write_package_stream
 from hub_kit.roundmath import (
     RoundView,
@@ -27,6 +26,7 @@ from hub_kit.roundprep import Prepared
 from hub_kit.server_state import STATE_DIR, ServerRun, state_name
 from hub_kit.strategies.base import Rule
 from hub_kit.streaming import SiteFigures, Writer
+from hub_kit.verdicts import Candidate, Rejection
 from hub_kit.weighting import cap_shares, check_share_cap
 from hub_kit.workspace import release_policy
 

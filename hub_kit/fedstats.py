@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -67,18 +67,14 @@ def check_fedstats(
     verified: Verified,
     plan: mf.Plan,
     input_shape: tuple[int, ...],
+    tensors: Mapping[str, bytes],
     refuse: Callable[[Code, str, str], PolicyError],
 ) -> None:
-    """Counts are whole and add up to the samples the bundle claims; the minimum cell size."""
-    header = verified.scan.header
-    with verified.path.open("rb") as fh:
-        fh.seek(header.data_start)
-        blob = fh.read(header.data_size)
-    where = {t.name: t for t in header.tensors}
-    count, missing = (
-        np.frombuffer(blob, "<f8", where[n].numel, where[n].begin)
-        for n in (STATS_COUNT, STATS_MISSING)
-    )
+    """Counts are whole and add up to the samples the bundle claims; the minimum cell size.
+
+    ``tensors``: the stored bytes of the bundle's count and missing tensors (read by the
+    intake; nothing is read here)."""
+    count, missing = (np.frombuffer(tensors[n], "<f8") for n in (STATS_COUNT, STATS_MISSING))
     b = verified.manifest.bundle
     assert b is not None
     per_sample = math.prod(input_shape[1:]) if len(input_shape) == 3 else 1

@@ -26,11 +26,12 @@ from flsilo.errors import FlsiloError, PolicyError, VerificationError
 from flsilo.sshsig import parse_signature
 from hub_kit.commit import StagedRound
 from hub_kit.cosines import FirstPass
-from hub_kit.intake import Candidate, IntakeResult, Rejection, intake, quarantine
+from hub_kit.intake import intake, quarantine
 from hub_kit.roundmath import RoundView, round_view, stream_input
 from hub_kit.roundprep import Prepared, RoundPolicy
 from hub_kit.strategies.base import is_two_pass
 from hub_kit.streaming import StreamInput, measure
+from hub_kit.verdicts import Candidate, IntakeResult, Rejection
 from hub_kit.weighting import norm_gate
 from hub_kit.workspace import HubState
 

@@ -17,8 +17,8 @@ from typing import Any
 from flsilo import manifest as mf
 from flsilo.codes import Code
 from flsilo.errors import WorkspaceError
-from hub_kit.intake import Candidate, IntakeResult
 from hub_kit.streaming import SiteFigures
+from hub_kit.verdicts import Candidate, IntakeResult
 from hub_kit.weighting import shares
 
 
