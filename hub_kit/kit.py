@@ -7,12 +7,12 @@ from pathlib import Path
 
 from flsilo import federation as fed
 from flsilo import oms
-from flsilo import wheelhouse as wh
 from flsilo.artifact import sig_path
 from flsilo.atomic import atomic_directory, copy_file, write_text
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.rotation import dump_chain
+from hub_kit import wheelhouse as wh
 from hub_kit.privacy import privacy_note
 from hub_kit.workspace import HubWorkspace
 

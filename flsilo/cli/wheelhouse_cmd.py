@@ -54,7 +54,7 @@ def build(
     Example: flsilo wheelhouse build wheels-cpu --target cpu --python 3.11
     """
     set_json(json_out)
-    from flsilo import wheelhouse as wh
+    from hub_kit import wheelhouse as wh
 
     req = wh.BuildRequest(
         out=out,
@@ -107,8 +107,8 @@ def sign(
     Example: flsilo wheelhouse sign wheels-cpu --key keys/hub
     """
     set_json(json_out)
-    from flsilo import wheelhouse as wh
     from flsilo.keys import load_private_key
+    from hub_kit import wheelhouse as wh
 
     wh.check_sums(out)  # before the passphrase: nothing is asked for a broken folder
     sig = wh.sign(out, load_private_key(key, passphrase_source(passphrase_file)))
@@ -132,8 +132,8 @@ def verify(
     Example: flsilo wheelhouse verify kit-site-a/wheelhouse --key kit-site-a/hub.pub
     """
     set_json(json_out)
-    from flsilo import wheelhouse as wh
     from flsilo.keys import load_public_key
+    from hub_kit import wheelhouse as wh
 
     files = wh.verify(out, load_public_key(key))
     command = shlex.join(wh.install_command(out))

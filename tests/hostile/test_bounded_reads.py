@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from flsilo import wheelhouse as wh
 from flsilo.artifact import read_signature_bytes, scan_file
 from flsilo.errors import FlsiloError
 from flsilo.keys import load_public_key
 from flsilo.release import _check_officer, release_sig_path
 from flsilo.trust import AllowedSigners
+from hub_kit import wheelhouse as wh
 from hub_kit.archive import check_sums as check_round_sums
 from tests.conftest import Federation, hub_root, make_key
 
@@ -148,7 +148,7 @@ OWN_FILES = {
     "flsilo/cpu.py": (3, "the kernel's cgroup files"),
     "flsilo/planfile.py": (1, "the operator's own plan file (hub init --config)"),
     "flsilo/models/registry.py": (1, "a model's own Python source, hashed"),
-    "flsilo/wheelhouse.py": (3, "the source tree and pip's own report while building"),
+    "hub_kit/wheelhouse.py": (3, "the source tree and pip's own report while building"),
     "flsilo/cli/common.py": (1, "the operator's --passphrase-file"),
     "flsilo/keys.py": (1, "the operator's own private key"),
     "flsilo/hashchain.py": (1, "the hub's event log and a site's record (large, own)"),

@@ -150,7 +150,7 @@ def fake_pip(ctx: Ctx, *, wheel_files: tuple[str, ...] = (), fail: str | None = 
                 (dest / name).write_bytes(b"PK")
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    ctx.monkeypatch.setattr("flsilo.wheelhouse.subprocess.run", run)
+    ctx.monkeypatch.setattr("hub_kit.wheelhouse.subprocess.run", run)
 
 
 def csv_file(path: Path, header: list[str], rows: list[str]) -> Path:
@@ -611,7 +611,7 @@ def _torch_version(ctx: Ctx) -> Outcome:
             raise metadata.PackageNotFoundError(name)
         return real(name)
 
-    ctx.monkeypatch.setattr("flsilo.wheelhouse.metadata.version", version)
+    ctx.monkeypatch.setattr("hub_kit.wheelhouse.metadata.version", version)
     result = ctx.cli("wheelhouse", "build", ctx.tmp / "wheels", "--source", source)
     return Outcome(result, None)
 
@@ -627,7 +627,7 @@ def _wheelhouse_file(ctx: Ctx) -> Outcome:
 @case("wheelhouse-source", 2)
 def _wheelhouse_source(ctx: Ctx) -> Outcome:
     # flsilo installed from a wheel, not run from its checkout
-    ctx.monkeypatch.setattr("flsilo.wheelhouse.project_root", lambda: None)
+    ctx.monkeypatch.setattr("hub_kit.wheelhouse.project_root", lambda: None)
     result = ctx.cli("wheelhouse", "build", ctx.tmp / "wheels")
     assert not (ctx.tmp / "wheels").exists()
     return Outcome(result, None)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flsilo import wheelhouse as wh
+from hub_kit import wheelhouse as wh
 from tests.conftest import make_key
 
 
