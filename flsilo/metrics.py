@@ -164,24 +164,6 @@ def expected_calibration_error(
     return float(gap.sum() / conf.size)
 
 
-def bootstrap_interval(
-    statistic: Callable[[np.ndarray], float | None],
-    n: int,
-    *,
-    seed: int,
-    draws: int = BOOTSTRAP_DRAWS,
-) -> tuple[float, float] | None:
-    """Percentile 95% interval of ``statistic(indices)`` over ``draws`` resamples of ``n``.
-
-    Resamples on which the statistic is undefined (a class absent from the draw) are left
-    out; fewer than half defined gives None. The same seed gives the same interval.
-    """
-    found = bootstrap_intervals(
-        lambda idx: {"value": statistic(idx)}, ("value",), n, seed=seed, draws=draws
-    )
-    return found["value"]
-
-
 def bootstrap_intervals(
     statistics: Callable[[np.ndarray], Mapping[str, float | None]],
     names: Sequence[str],
@@ -190,10 +172,12 @@ def bootstrap_intervals(
     seed: int,
     draws: int = BOOTSTRAP_DRAWS,
 ) -> dict[str, tuple[float, float] | None]:
-    """:func:`bootstrap_interval` of each of ``names`` at once, over the same resamples.
+    """Percentile 95% interval of each of ``names`` over ``draws`` resamples of ``n``.
 
-    ``statistics(indices)`` gives every figure of one resample; each figure's interval is
-    the one :func:`bootstrap_interval` gives for it alone with the same seed.
+    ``statistics(indices)`` gives every figure of one resample, all from the same
+    resamples. Resamples on which a figure is undefined (a class absent from the draw) are
+    left out of its interval; fewer than half defined gives None. The same seed gives the
+    same intervals, and a figure's interval does not depend on which others come with it.
     """
     if n == 0 or draws <= 0:
         return {name: None for name in names}

@@ -9,7 +9,6 @@ manifest and both commands pick it up from the field.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from flsilo.codes import Code
@@ -179,13 +178,6 @@ def heads_problem(plan: Plan) -> str | None:
     except ValueError as exc:
         return f"{exc} (--head-solver)"
     return None
-
-
-def check_plan(plan: Plan, bad: Callable[[str], Exception]) -> None:
-    """Raise ``bad(reason)`` when the plan breaks a rule (manifests and configs share this)."""
-    problem = plan_problem(plan)
-    if problem is not None:
-        raise bad(problem)
 
 
 def has_closed_form(kind: str) -> bool:

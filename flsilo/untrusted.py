@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flsilo.codes import Code
-from flsilo.errors import FlsiloError, MalformedInputError
+from flsilo.errors import MalformedInputError
 
 MAX_SIGNATURE_BYTES = 16 * 1024
 """An SSHSIG file for an Ed25519 or ECDSA key is under 1 KiB; anything above this is refused."""
@@ -169,8 +169,3 @@ def read_signature_file(sig_file: Path) -> bytes | None:
                 hint="an SSH signature is under 1 KiB; this is not one, get a fresh copy",
             ) from exc
         raise
-
-
-def is_os_fault(err: FlsiloError) -> bool:
-    """Whether an error is about the medium (unreadable file) rather than its contents."""
-    return isinstance(err, UnreadableError)

@@ -20,7 +20,7 @@ from hub_kit.roundmath import stream_round
 from hub_kit.server_optimizers import ServerOptimizer
 from hub_kit.server_state import open_run
 from hub_kit.strategies.base import Rule
-from hub_kit.streaming import FISHER_PREFIX, StreamInput, first_pass
+from hub_kit.streaming import FISHER_PREFIX, StreamInput
 
 Arrays = Mapping[str, np.ndarray]
 
@@ -103,10 +103,3 @@ def combine_states(
 ) -> dict[str, np.ndarray]:
     """Aggregate site models (same names, shapes, dtypes as ``base``) with ``rule``."""
     return aggregate_in_memory(base, sites, weights, rule).arrays
-
-
-def update_gram(base: Arrays, sites: Sequence[Arrays]) -> np.ndarray:
-    """Gram matrix of the sites' float updates against ``base`` (the aggregator's first pass)."""
-    laid_base = lay_out(base)
-    inputs = [lay_out(s).stream(0.0) for s in sites]
-    return first_pass(laid_base.tensors, laid_base.stream(0.0), inputs)

@@ -35,18 +35,6 @@ CHUNK = 8192
 
 
 @torch.no_grad()
-def feature_matrix(
-    model: torch.nn.Module, data: Dataset | Samples, device: torch.device, workers: int = 0
-) -> np.ndarray:
-    """Head features of every sample, float64, in the dataset's order (one row per sample)."""
-    model.to(device).eval()
-    parts = []
-    for x, _ in batches(data, in_order(len(data), BATCH), workers=workers):
-        parts.append(head_features(model, x.to(device)).to("cpu", torch.float64).numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, 0))
-
-
-@torch.no_grad()
 def streamed_statistics(
     model: torch.nn.Module,
     data: Dataset | Samples,
@@ -58,7 +46,7 @@ def streamed_statistics(
     """``head_statistics`` of every sample, summed over chunks of ``CHUNK`` samples.
 
     Memory stays at one chunk's features whatever the number of samples; data of at most
-    ``CHUNK`` samples gives exactly ``head_statistics(feature_matrix(...))``.
+    ``CHUNK`` samples gives exactly ``head_statistics`` of all its features at once.
     """
     model.to(device).eval()
     total: dict[str, np.ndarray] = {}

@@ -31,12 +31,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 LIBRARIES = ("torchvision", "timm")
-OWN_KEYS = ("norm", "norm_groups")
 HINT = "torchvision:NAME or timm:NAME with the 'vision' extra: pip install 'flsilo[vision]'"
-
-
-def is_vision(spec_text: str) -> bool:
-    return spec_text.split(":", 1)[0] in LIBRARIES
 
 
 def public_version(version: str) -> str:

@@ -27,8 +27,6 @@ from typing import Any
 import numpy as np
 
 from flsilo.atomic import atomic_writer
-from flsilo.codes import Code
-from flsilo.errors import DataError
 from site_kit.data import BadRecord, DataContext, adapter
 from site_kit.data.records import FileIdentity, Record
 
@@ -303,12 +301,3 @@ def _read(store: Path, fmt: str) -> dict[str, Any] | None:
         return {"known": known, "bad": bad, "digest": str(document["state_sha256"])}
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-
-
-def missing_source(path: Path, ctx: DataContext) -> DataError:
-    return DataError(
-        "a file in the index has gone or cannot be read",
-        path=path,
-        code=Code.BAD_RECORD,
-        hint=f"rerun the command: the index of {ctx.root} is refreshed from the data",
-    )

@@ -103,19 +103,25 @@ def test_bootstrap_is_seeded_and_skips_undefined_draws() -> None:
     def stat(idx: np.ndarray) -> float | None:
         return m.auroc(truth[idx], score[idx])
 
-    first = m.bootstrap_interval(stat, 40, seed=5, draws=300)
-    assert first == m.bootstrap_interval(stat, 40, seed=5, draws=300)
+    def interval(statistic, seed: int):  # one figure alone
+        found = m.bootstrap_intervals(
+            lambda i: {"v": statistic(i)}, ("v",), 40, seed=seed, draws=300
+        )
+        return found["v"]
+
+    first = interval(stat, 5)
+    assert first == interval(stat, 5)
     # A positive is drawn in about 1 - (39/40)^40 = 64% of resamples: the interval exists,
     # and is built from those draws only (an undefined draw would have raised in percentile).
     assert first is not None and 0.0 < first[0] <= first[1] < 1.0
-    assert first != m.bootstrap_interval(stat, 40, seed=6, draws=300)
+    assert first != interval(stat, 6)
     rare = np.zeros(40, dtype=int)
     rare[25] = 1
 
     def rare_stat(idx: np.ndarray) -> float | None:  # defined in under half the draws
         return m.auroc(rare[idx], score[idx]) if 25 in idx[:10] else None
 
-    assert m.bootstrap_interval(rare_stat, 40, seed=5, draws=300) is None
+    assert interval(rare_stat, 5) is None
 
 
 def test_expected_calibration_error_by_hand() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from flsilo.errors import UsageError
 from flsilo.tensorfile import RawTensor, build_header
-from hub_kit.inmemory import combine_states, update_gram
+from hub_kit.inmemory import combine_states
 from hub_kit.strategies import from_provenance, parse_strategy, strategy_text
 from hub_kit.streaming import StreamInput, aggregate_stream, first_pass, run_two_pass
 from hub_kit.weighting import cap_shares, norm_gate, shares
@@ -24,6 +24,18 @@ RULES = [
     "geomedian",
     "median-of-means:3",
 ]
+
+
+def update_gram(base: dict[str, np.ndarray], sites: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The Gram matrix of the sites' updates, by hand: U @ U.T over every element, in float64."""
+    names = sorted(base)
+    updates = np.stack(
+        [
+            np.concatenate([(s[n].astype(np.float64) - base[n]).ravel() for n in names])
+            for s in sites
+        ]
+    )
+    return updates @ updates.T
 
 
 def _crowd(rng: np.random.Generator, k: int, n: int, attacker: float) -> np.ndarray:
