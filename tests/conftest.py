@@ -69,6 +69,22 @@ def _one_numeric_thread(monkeypatch: pytest.MonkeyPatch) -> None:
         torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _decode_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sites decode their data in the test's own process (flsilo's default worker count
+    computed for one CPU: 0) unless the test passes ``--workers`` or is marked
+    ``default_workers``. An xdist worker already has a CPU to itself, and forking a
+    DataLoader worker from a test process (a large heap, collected before each fork) cost
+    about a second of CPU per train or evaluate, more than the training. Workers change
+    nothing in the results (tests/integration/test_streaming.py proves it bit for bit)."""
+    if request.node.get_closest_marker("default_workers") is not None:
+        return
+    if "torch" in sys.modules:  # else a test that imports it as it runs gets the default
+        from site_kit.data import stream
+
+        monkeypatch.setattr(stream, "cpu_budget", lambda: 1)
+
+
 SSH_KEYGEN = shutil.which("ssh-keygen")
 needs_ssh_keygen = pytest.mark.skipif(
     SSH_KEYGEN is None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -72,5 +73,6 @@ def test_an_in_memory_dataset_is_indexed_directly() -> None:
     assert x.tolist() == [[16, 17, 18, 19], [4, 5, 6, 7]] and y.tolist() == [0, 1]
 
 
+@pytest.mark.default_workers
 def test_default_workers_leave_a_core_to_the_main_process() -> None:
     assert 0 <= default_workers() <= 2
