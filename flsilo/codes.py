@@ -203,6 +203,12 @@ class Code(StrEnum):
         "the aggregation strategy is not known or its parameter is off",
     )
     BAD_MODEL_SPEC = "bad-model-spec", U, "the model spec names no usable model"
+    UNKNOWN_TASK = (
+        "unknown-task",
+        E,
+        "the plan's task is neither built into this flsilo nor an importable plug-in",
+        "upgrade flsilo, or install the plug-in that provides the task",
+    )
     BAD_PARTITION = "bad-partition", U, "the simulation's partition scheme is not valid"
     BAD_SITE_ID = "bad-site-id", U, "a site id must be a short name of letters, digits, '-' and '_'"
     INIT_WEIGHTS = "init-weights", U, "the initial weights do not fit the model"

@@ -7,20 +7,30 @@ missing or mistyped fields are refused with the field's path in the message.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
 import re
-import types
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Union, cast, get_args, get_origin, get_type_hints
+from typing import Any
 
 from flsilo import __version__
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError
-from flsilo.plan import Plan, Schedule, dp_of, plan_problem, schedule_problem
+from flsilo.jsonable import SchemaError as SchemaError  # re-exported for their callers
+from flsilo.jsonable import from_jsonable as from_jsonable
+from flsilo.jsonable import to_jsonable as to_jsonable
+from flsilo.plan import (
+    OMIT_DEFAULT,
+    Plan,
+    Schedule,
+    TaskSpec,
+    dp_of,
+    plan_problem,
+    schedule_problem,
+    task_spec,
+)
 from flsilo.preprocessing import Preprocess
 from flsilo.tensorfile import JsonDepthError, strict_json
 
@@ -50,6 +60,12 @@ class ModelInfo:
     feature_columns: tuple[str, ...] = ()
     head: tuple[str, ...] = ()
     """State-dict names of the head (the last linear layer), weight first."""
+    task: TaskSpec | None = field(default=None, metadata=OMIT_DEFAULT)
+    """What the outputs mean (None, and absent from the file: classify); equal to the plan's."""
+
+    @property
+    def task_spec(self) -> TaskSpec:
+        return self.task or TaskSpec()
 
 
 @dataclass(frozen=True)
@@ -229,91 +245,13 @@ class Manifest:
 
 
 # ---------------------------------------------------------------------------------------
-# Encoding
-
-
-def to_jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    return value
+# Encoding (to_jsonable, from_jsonable: flsilo.jsonable)
 
 
 def encode(manifest: Manifest) -> str:
     """The one canonical text of a manifest."""
     check_semantics(manifest, source="manifest")
     return json.dumps(to_jsonable(manifest), sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-class SchemaError(ValueError):
-    pass
-
-
-def from_jsonable(cls: Any, data: Any, where: str = "manifest") -> Any:
-    """Build ``cls`` from JSON data, refusing unknown, missing or mistyped fields."""
-    origin = get_origin(cls)
-    if origin in (Union, types.UnionType):
-        options = get_args(cls)
-        if data is None and type(None) in options:
-            return None
-        inner = [o for o in options if o is not type(None)]
-        return from_jsonable(inner[0], data, where)
-    if dataclasses.is_dataclass(cls):
-        return _dataclass_from(cls, data, where)
-    if origin is tuple:
-        if not isinstance(data, list):
-            raise SchemaError(f"{where} must be a list")
-        (item,) = [a for a in get_args(cls) if a is not Ellipsis]
-        return tuple(from_jsonable(item, v, f"{where}[{i}]") for i, v in enumerate(data))
-    if origin is dict:
-        if not isinstance(data, dict):
-            raise SchemaError(f"{where} must be an object")
-        _, value_type = get_args(cls)
-        return {k: from_jsonable(value_type, v, f"{where}.{k}") for k, v in data.items()}
-    return _scalar_from(cls, data, where)
-
-
-def _dataclass_from(cls: Any, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise SchemaError(f"{where} must be an object")
-    hints = get_type_hints(cls)
-    fields = dataclasses.fields(cls)
-    unknown = set(data) - {f.name for f in fields}
-    if unknown:
-        raise SchemaError(f"{where} has unknown field {sorted(unknown)[0]!r}")
-    missing = {
-        f.name
-        for f in fields
-        if f.name not in data
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    }
-    if missing:
-        raise SchemaError(f"{where} lacks field {sorted(missing)[0]!r}")
-    kwargs = {
-        name: from_jsonable(hints[name], value, f"{where}.{name}") for name, value in data.items()
-    }
-    return cast(Any, cls)(**kwargs)
-
-
-_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
-    bool: ((bool,), "true or false"),
-    int: ((int,), "an integer"),
-    float: ((int, float), "a number"),
-    str: ((str,), "a string"),
-}
-
-
-def _scalar_from(cls: Any, data: Any, where: str) -> Any:
-    if cls not in _SCALARS:
-        raise SchemaError(f"{where}: unsupported type {cls!r}")  # pragma: no cover
-    accepted, words = _SCALARS[cls]
-    if not isinstance(data, accepted) or (cls is not bool and isinstance(data, bool)):
-        raise SchemaError(f"{where} must be {words}")
-    return float(cast(float, data)) if cls is float else data
 
 
 def _bad_manifest(source: str, why: str, code: Code = Code.BAD_MANIFEST) -> MalformedInputError:
@@ -409,6 +347,11 @@ def _manifest_problem(m: Manifest) -> str | None:
         return "class list is empty or has duplicates"
     if not m.model.input_shape or any(d <= 0 for d in m.model.input_shape):
         return "input shape must be positive"
+    if m.model.task is not None and m.model.task == TaskSpec():
+        return "the model's task is classify, which is written by leaving it out"
+    plan = m.bundle.plan if m.bundle else m.package.plan if m.package else None
+    if plan is not None and task_spec(plan) != m.model.task_spec:
+        return "the plan's task differs from the model's"
     return None
 
 

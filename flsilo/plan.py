@@ -9,6 +9,8 @@ manifest and both commands pick it up from the field.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field, replace
 
 from flsilo.codes import Code
@@ -31,6 +33,14 @@ STATS = "stats"
 """A federation-statistics round (``[plan.preprocess]`` normalisation) before the schedule."""
 STATS_PREFIX = STATS + "+"
 CLOSED_FORM_KINDS = (CLOSED_FORM, f"{CLOSED_FORM}+periodic", f"{CLOSED_FORM}+few-shot")
+CLASSIFY = "classify"
+MULTILABEL = "multilabel"
+BUILTIN_TASKS = (CLASSIFY, MULTILABEL, "sequence", "detect")
+"""The built-in tasks (``flsilo.tasks``); any other name is a ``package.module:task`` plug-in."""
+PLUGIN_TASK = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+OMIT_DEFAULT = {"omit_default": True}
+"""Field metadata: the field is left out of a manifest or TOML file while it holds its
+default, so files written before the field existed keep their bytes (and mean the default)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,34 @@ class Plan:
     """``[plan.preprocess]``: how a file or a row becomes the model's input (format 3)."""
     augment: Augment = field(default_factory=Augment)
     """``[plan.augment]``: random changes to training samples only (format 3)."""
+    task: str = field(default=CLASSIFY, metadata=OMIT_DEFAULT)
+    """What a label is (``flsilo.tasks``): classify, multilabel, sequence, detect or a
+    ``package.module:task`` plug-in. Absent from files written before tasks: classify."""
+    thresholds: tuple[float, ...] = field(default=(), metadata=OMIT_DEFAULT)
+    """multilabel: each finding's decision threshold on its probability (empty: 0.5 each)."""
+    charset: str = field(default="", metadata=OMIT_DEFAULT)
+    """sequence: the characters a string may hold (the model's outputs, with a blank)."""
+    max_length: int = field(default=0, metadata=OMIT_DEFAULT)
+    """sequence: the longest string a label may be."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a model's outputs mean: the task and its settings (``flsilo.tasks``).
+
+    Carried by the plan (the fields of the same names) and, so that a final package says
+    it too, by the manifest's model description (``ModelInfo.task``; absent: classify).
+    """
+
+    name: str = CLASSIFY
+    thresholds: tuple[float, ...] = ()
+    charset: str = ""
+    max_length: int = 0
+
+
+def task_spec(plan: Plan) -> TaskSpec:
+    """The task settings of ``plan``."""
+    return TaskSpec(plan.task, plan.thresholds, plan.charset, plan.max_length)
 
 
 @dataclass(frozen=True)
@@ -158,11 +196,30 @@ def plan_problem(plan: Plan) -> str | None:
     if plan.merge == "fisher" and dp_of(plan) is not None:
         return "--merge fisher cannot be combined with DP-SGD (the Fisher is not privatised)"
     return (
-        dp_problem(plan)
+        task_problem(plan)
+        or dp_problem(plan)
         or heads_problem(plan)
         or preprocess_problem(plan.preprocess)
         or augment_problem(plan.augment)
     )
+
+
+def task_problem(plan: Plan) -> str | None:
+    """Rules of the task fields that need no task code (the task adds its own)."""
+    if plan.task not in BUILTIN_TASKS and not PLUGIN_TASK.match(plan.task):
+        return (
+            f"task {plan.task[:60]!r} is not one of {', '.join(BUILTIN_TASKS)} "
+            "nor a package.module:task plug-in"
+        )
+    if plan.thresholds and plan.task != MULTILABEL:
+        return "thresholds (--thresholds) apply to the multilabel task only"
+    if any(not (math.isfinite(t) and 0 < t < 1) for t in plan.thresholds):
+        return "thresholds (--thresholds) must lie strictly between 0 and 1"
+    if plan.max_length < 0:
+        return "max_length (--max-length) cannot be negative"
+    if len(set(plan.charset)) != len(plan.charset):
+        return "charset (--charset) lists a character twice"
+    return None
 
 
 def heads_problem(plan: Plan) -> str | None:

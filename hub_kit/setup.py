@@ -12,7 +12,8 @@ from flsilo.errors import UsageError
 from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
 from flsilo.models.backbone import with_start
-from flsilo.plan import has_closed_form, plan_for_round
+from flsilo.plan import dp_of, has_closed_form, plan_for_round, task_spec
+from flsilo.tasks import model_task, output_size, task_for
 from flsilo.tensorsets import ROUND_TRAIN, frozen_names, unmatched_globs
 from hub_kit.anchor import sign_log
 from hub_kit.eventlog import GENESIS, EventLog
@@ -44,7 +45,9 @@ def initial_weights(
     from flsilo.torchio import load_weights, state_to_raw
 
     torch.manual_seed(config.plan.seed)
-    model = build_model(config.model, config.input_shape, len(config.classes))
+    model = build_model(
+        config.model, config.input_shape, output_size(task_spec(config.plan), config.classes)
+    )
     if dp_plan(config) is not None:  # frozen BatchNorm runs in eval mode: no samples mix
         frozen = frozen_names(model.state_dict(), config.plan.freeze)
         refuse_batchnorm(live_modules(model, frozen), config.model)
@@ -65,6 +68,25 @@ def initial_weights(
     except ValueError:
         head = ()
     return state_to_raw(state), code_digest(config.model), head
+
+
+def check_task(config: FederationConfig) -> None:
+    """The plan's task must be one this flsilo can load, and fit the plan's other settings."""
+    spec = task_spec(config.plan)
+    task = task_for(spec)
+    problem = task.spec_problem(spec, config.classes)
+    if problem is None and task.needs_classes and not config.classes:
+        problem = f"task {spec.name} needs --classes"
+    if problem is None and dp_of(config.plan) is not None and not task.supports_dp:
+        problem = f"task {spec.name} cannot be trained with DP-SGD (its loss is not per sample)"
+    if problem is None and has_closed_form(config.schedule.kind) and not task.closed_form:
+        problem = f"task {spec.name} has no closed-form head (use a periodic schedule)"
+    if problem is not None:
+        raise UsageError(
+            f"federation settings are not valid: {problem}",
+            code=Code.BAD_CONFIG,
+            hint="see docs/how-to/hub-administrator.md, choosing a task",
+        )
 
 
 def check_heads_plan(config: FederationConfig, raw: dict, head: tuple[str, ...]) -> None:
@@ -111,6 +133,7 @@ def hub_init(
             hint="choose a new directory; an existing federation is never re-initialised",
         )
     parse_strategy(config.hub.strategy)
+    check_task(config)
     check_dp_config(config)
     key = load_private_key(key_path, passphrase)
     public = PublicKey.from_key(key.public_key(), comment="flsilo hub")
@@ -125,6 +148,7 @@ def hub_init(
         label_column=config.data.label_column,
         feature_columns=config.data.feature_columns,
         head=head,
+        task=model_task(task_spec(config.plan)),
     )
     with atomic_directory(root) as staging:
         fed.write(staging / fed.FEDERATION_FILE, config)

@@ -13,7 +13,7 @@ from itertools import groupby
 from pathlib import Path
 
 from flsilo.errors import DataError, UsageError
-from flsilo.plan import Plan
+from flsilo.plan import Plan, task_spec
 from flsilo.preprocessing import preprocess_lines
 from site_kit.data.samples import Samples, open_samples
 from site_kit.preview import cells, pick, render_grid, write_png
@@ -85,6 +85,7 @@ def check_data(
         skip_bad=True,
         preprocess=plan.preprocess,
         store=ws.root,
+        task=task_spec(plan),
     )
     problems = [str(p) for p in samples.problems]
     if preview is not None:

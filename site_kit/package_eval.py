@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from flsilo.artifact import Verified, verify_file
-from flsilo.metrics import classification_report
 from flsilo.preprocessing import model_preprocess
+from flsilo.tasks import task_for
 from flsilo.trust import TrustPolicy
 from site_kit.data.samples import open_samples
 from site_kit.data.stream import default_workers
@@ -64,21 +62,20 @@ def evaluate_package(
         data_spec(info),
         skip_bad=skip_bad,
         preprocess=preprocess,
+        task=info.task_spec,
     )
-    scores: list[tuple[np.ndarray, np.ndarray]] = []
     result = evaluate(
         model,
         dataset,
         len(info.classes),
         pick_device(device, DistContext()),
         workers=default_workers() if workers is None else workers,
-        scores=scores,
+        task=task_for(info.task_spec),
+        classes=info.classes,
+        spec=info.task_spec,
+        bootstrap_seed=bootstrap_seed(verified.sha256),
     )
-    proba = np.concatenate([p for p, _ in scores]) if scores else np.zeros((0, len(info.classes)))
-    targets = np.concatenate([t for _, t in scores]) if scores else np.zeros(0, dtype=np.int64)
-    figures = classification_report(
-        targets, proba, info.classes, seed=bootstrap_seed(verified.sha256)
-    )
+    figures = result.figures or {}
     return PackageEvaluation(info.classes, dataset.skipped, result, verified, figures)
 
 

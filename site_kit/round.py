@@ -18,10 +18,11 @@ from flsilo import manifest as mf
 from flsilo.artifact import Verified, write_artifact
 from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.codes import Code
-from flsilo.errors import PolicyError, UsageError
+from flsilo.errors import FlsiloError, PolicyError, UsageError
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
 from flsilo.models.registry import build_model, code_mismatch
 from flsilo.plan import dp_of
+from flsilo.tasks import output_size, task_for
 from flsilo.tensorsets import ROUND_FEDSTATS, ROUND_STATISTICS
 from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
 from site_kit import record as site_record
@@ -77,7 +78,7 @@ def verified_model(verified: Verified, data: bytes) -> torch.nn.Module:
         raise PolicyError(
             mismatch[0], path=verified.path, code=Code.MODEL_CODE_MISMATCH, hint=mismatch[1]
         )
-    model = build_model(info.spec, info.input_shape, len(info.classes))
+    model = build_model(info.spec, info.input_shape, output_size(info.task_spec, info.classes))
     load_weights(model, tensors_from_bytes(data), str(verified.path))
     return model
 
@@ -352,6 +353,7 @@ def open_package(ws: SiteWorkspace, package: Path, *, accept_expired: bool = Fal
             code=Code.FINAL_PACKAGE,
             hint="evaluate it with 'flsilo evaluate' or deploy it",
         )
+    known_task(m.package.plan, package)
     expired_override = check_fresh(m, package, accept_expired=accept_expired)
     bundle_path = ws.outbox / mf.artifact_name(m.federation, m.round, ws.config.site_id)
     if bundle_path.exists():
@@ -365,6 +367,21 @@ def open_package(ws: SiteWorkspace, package: Path, *, accept_expired: bool = Fal
     remove_stale_temps(ws.outbox)
     work = ws.work / f"r{m.round:04d}-{verified.sha256[:12]}"
     return RoundJob(package, verified, m.package.plan, model, bundle_path, work, expired_override)
+
+
+def known_task(plan: mf.Plan, package: Path) -> None:
+    """Refuse a package whose task this flsilo does not know (or cannot train as planned)."""
+    try:
+        task = task_for(plan)
+    except FlsiloError as exc:
+        raise FlsiloError(exc.message, path=package, code=exc.code, hint=exc.hint) from exc
+    if dp_of(plan) is not None and not task.supports_dp:
+        raise PolicyError(
+            f"the plan asks for DP-SGD, which task {plan.task} does not support",
+            path=package,
+            code=Code.UNKNOWN_TASK,
+            hint="ask the hub administrator: this federation's plan cannot be trained",
+        )
 
 
 def unlock_site_key(
@@ -389,12 +406,15 @@ def train_and_evaluate(
     workers: int,
 ) -> tuple[Evaluation | None, TrainResult, Evaluation | None]:
     """Score the incoming model, train it per the plan (resuming from a checkpoint), score it again."""
-    classes = len(job.verified.manifest.model.classes)
+    info = job.verified.manifest.model
+    classes, task = len(info.classes), task_for(job.plan)
     global_eval = None
     if dist.is_main and len(data.val):
         t1 = time.perf_counter()
         job.model.to(device)
-        global_eval = evaluate(job.model, data.val, classes, device, workers=workers)
+        global_eval = evaluate(
+            job.model, data.val, classes, device, workers=workers, task=task, classes=info.classes
+        )
         timings["eval_seconds"] = round(time.perf_counter() - t1, 3)
     dist.barrier()
     result = train(
@@ -413,7 +433,9 @@ def train_and_evaluate(
     timings["samples_per_second"] = round(result.samples_per_second, 1)
     trained_eval = None
     if dist.is_main and len(data.val):
-        trained_eval = evaluate(job.model, data.val, classes, device, workers=workers)
+        trained_eval = evaluate(
+            job.model, data.val, classes, device, workers=workers, task=task, classes=info.classes
+        )
     return global_eval, result, trained_eval
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from flsilo import manifest as mf
 from flsilo.errors import UsageError
 from flsilo.federation import DataSpec
+from flsilo.plan import task_spec
 from site_kit.data.cache import with_cache
 from site_kit.data.samples import Samples, open_samples
 from site_kit.preprocess import build
@@ -80,6 +81,7 @@ def load_site_data(
             skip_bad=skip_bad,
             preprocess=preprocess,
             store=ws.root,
+            task=task_spec(plan),
         )
         if augment.active and len(model.input_shape) == 3:
             kept = samples.preprocessor.preprocess

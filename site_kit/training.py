@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.manifest import Plan
 from flsilo.models.norms import hold_frozen_batchnorms
+from flsilo.tasks import task_for
 from flsilo.tensorsets import frozen_names
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset
@@ -75,6 +75,15 @@ class TrainResult:
 
 
 ProgressCallback = Callable[[EpochReport | BatchReport], None]
+
+
+def to_device(y: object, device: torch.device) -> object:
+    """A batch's targets on ``device``: a tensor, or each tensor of a list (variable length)."""
+    if isinstance(y, torch.Tensor):
+        return y.to(device)
+    if isinstance(y, list):
+        return [t.to(device) if isinstance(t, torch.Tensor) else t for t in y]
+    return y
 
 
 def pick_device(requested: str, dist: DistContext) -> torch.device:
@@ -173,6 +182,7 @@ def train(
     secret, and ``model`` keeps its own parameter names (Opacus's wrapper stays inside).
     """
     dist = dist or DistContext()
+    task = task_for(plan)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params] if plan.fedprox_mu > 0 else None
@@ -218,12 +228,12 @@ def train(
             data, batch_indices, workers=workers, epoch=epoch, seed=seed, pin=device.type == "cuda"
         )
         for b, (cpu_x, cpu_y) in enumerate(loader):
-            xb, yb = cpu_x.to(device), cpu_y.to(device)
+            xb, yb = cpu_x.to(device), to_device(cpu_y, device)
             if private is None:
-                loss = F.cross_entropy(net(xb), yb)
-                loss_sum = loss.detach() * len(yb)
+                loss = task.loss(net, xb, yb, "mean")
+                loss_sum = loss.detach() * len(xb)
             else:  # per-sample gradients of the summed loss; Opacus clips, noises, averages
-                loss = F.cross_entropy(net(xb), yb, reduction="sum")
+                loss = task.loss(net, xb, yb, "sum")
                 loss_sum = loss.detach()
             if anchor is not None:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
@@ -233,12 +243,12 @@ def train(
             stepper.step()
             scheduler.step()
             epoch_loss += loss_sum
-            epoch_seen += len(yb)
+            epoch_seen += len(xb)
             if progress and time.perf_counter() >= next_report:
                 next_report = time.perf_counter() + 0.5
                 done = (b + 1) * batch * dist.world
                 rate = done / max(time.perf_counter() - epoch_start, 1e-9)
-                mean_loss = float(loss_sum) / max(len(yb), 1)
+                mean_loss = float(loss_sum) / max(len(xb), 1)
                 progress(BatchReport(epoch + 1, b + 1, batches, mean_loss, rate))
         seen_epoch = epoch_seen * dist.world
         seen += seen_epoch

@@ -52,6 +52,21 @@ STRATEGY_HELP = (
 )
 
 PLAN_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "task",
+        "classify, multilabel, sequence, detect, or a plug-in package.module:task.",
+        simulate=False,
+    ),
+    Setting(
+        "thresholds",
+        "multilabel: each finding's decision threshold, in --classes order (default 0.5 each).",
+        option_type=str,
+        parse=lambda text: _thresholds(text),
+        simulate=False,
+        option_default="",
+    ),
+    Setting("charset", "sequence: the characters a label may hold.", simulate=False),
+    Setting("max_length", "sequence: the longest label, in characters.", simulate=False),
     Setting("optimizer", "sgd, adam or adamw."),
     Setting("lr", "Learning rate."),
     Setting("momentum", "SGD momentum."),
@@ -249,6 +264,17 @@ def _checked(option: str, parse: Callable[[str], Any], text: str) -> str:
             hint="see 'flsilo hub init --help' and docs/how-to/hub-administrator.md",
         ) from exc
     return text
+
+
+def _thresholds(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in name_list(text))
+    except ValueError as exc:
+        raise UsageError(
+            f"--thresholds {text!r}: not a list of numbers",
+            code=Code.BAD_CONFIG,
+            hint="one threshold per finding, e.g. --thresholds 0.5,0.3,0.5",
+        ) from exc
 
 
 def _augment(text: str) -> Augment:

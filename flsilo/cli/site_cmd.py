@@ -368,8 +368,7 @@ def evaluate(
                 "package": str(package),
                 "classes": list(scored.classes),
                 "skipped": scored.skipped,
-                **to_jsonable(result),
-                **{k: scored.figures[k] for k in ("balanced_accuracy", "ece", "per_class")},
+                **evaluation_json(result, scored.figures),
             },
         )
         return
@@ -390,6 +389,18 @@ def evaluate(
         table.add_row(name, f"{100 * acc:.1f}%" if acc is not None else "-", *(str(v) for v in row))
     out.print(table)
     out.print(_per_class_table(scored.figures))
+
+
+def evaluation_json(result: Any, figures: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate --json``'s figures: loss, accuracy, the task's own values, per class."""
+    out: dict[str, Any] = {
+        k: to_jsonable(getattr(result, k))
+        for k in ("loss", "accuracy", "samples", "per_class_accuracy", "confusion")
+    }
+    if set(result.values) != {"accuracy"}:
+        out["values"] = dict(result.values)
+    out.update({k: v for k, v in figures.items() if k not in ("samples", "accuracy", "confusion")})
+    return out
 
 
 def _per_class_table(figures: dict[str, Any]) -> Table:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +39,8 @@ import numpy as np
 from flsilo.codes import Code
 from flsilo.errors import DataError, UsageError
 from flsilo.federation import DataSpec
+from flsilo.plan import CLASSIFY, TaskSpec
+from flsilo.tasks import Target, load_task
 
 FORMATS: dict[str, str] = {
     "imagefolder": "site_kit.data.imagefolder",
@@ -65,15 +68,20 @@ class Dataset:
     y: np.ndarray
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
+    task: TaskSpec = field(default_factory=TaskSpec)
+    """What ``y`` holds: class indices (classify), or each sample's decoded target."""
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def subset(self, index: np.ndarray) -> Dataset:
-        return Dataset(self.x[index], self.y[index])
+        return Dataset(self.x[index], self.y[index], task=self.task)
 
     def class_counts(self, num_classes: int) -> list[int]:
-        return np.bincount(self.y, minlength=num_classes).tolist()
+        if self.task.name == CLASSIFY:
+            return np.bincount(self.y, minlength=num_classes).tolist()
+        names = tuple(str(i) for i in range(num_classes))
+        return load_task(self.task.name).counts(self.y, names)
 
     def sample(self, i: int) -> np.ndarray:
         return self.x[i]
@@ -112,10 +120,35 @@ class DataContext:
     input_shape: tuple[int, ...]
     spec: DataSpec = field(default_factory=DataSpec)
     preprocess: Any = None
+    task: TaskSpec = field(default_factory=TaskSpec)
 
     @property
     def class_index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.classes)}
+
+    @property
+    def is_classify(self) -> bool:
+        return self.task.name == CLASSIFY
+
+    def label_columns(self) -> tuple[str, ...]:
+        """The CSV columns holding a row's target (classify: the federation's label column)."""
+        if self.is_classify:
+            return (self.spec.label_column,)
+        return load_task(self.task.name).label_columns(self.task, self.classes)
+
+    def parse(self, cells: Sequence[str]) -> Target:
+        """A row's target from its label cells (``LabelError`` when they are not one)."""
+        return load_task(self.task.name).parse(cells, self.task, self.classes)
+
+    def refuse_task(self, path: Path, fmt: str) -> None:
+        """Formats that name a class by folder carry classify targets only."""
+        if not self.is_classify:
+            raise DataError(
+                f"the {fmt} format holds one class per sample, not {self.task.name} targets",
+                path=path,
+                code=Code.DATA_FORMAT,
+                hint="give the targets in a CSV manifest (--data-format images-csv) or a table",
+            )
 
 
 def data_root(path: Path) -> Path:
@@ -219,6 +252,7 @@ def load_dataset(
     spec: DataSpec,
     *,
     skip_bad: bool = False,
+    task: TaskSpec | None = None,
 ) -> Dataset:
     """Read a whole data set into memory, preprocessed by default (simulations, small sets).
 
@@ -227,10 +261,13 @@ def load_dataset(
     """
     from site_kit.data.samples import open_samples
 
-    samples = open_samples(path, data_format, classes, input_shape, spec, skip_bad=skip_bad)
+    samples = open_samples(
+        path, data_format, classes, input_shape, spec, skip_bad=skip_bad, task=task
+    )
     n = len(samples)
     x = np.empty((n, *input_shape), dtype=np.float32)
     for i in range(n):
         x[i] = samples.sample(i).reshape(input_shape)
     problems = [str(p) for p in samples.problems]
-    return Dataset(x, samples.y.copy(), skipped=len(problems), problems=problems)
+    y = samples.y.copy() if samples.ctx.is_classify else samples.targets()
+    return Dataset(x, y, skipped=len(problems), problems=problems, task=samples.ctx.task)

@@ -11,6 +11,7 @@ import numpy as np
 
 from flsilo.codes import Code
 from flsilo.errors import DataError
+from flsilo.tasks import LabelError, Target
 from site_kit.data import BadRecord, DataContext
 from site_kit.data.records import Identify, Record
 
@@ -23,7 +24,6 @@ def rows(
     """Each usable row's record (frame ``row=N``, N its line number) and feature values."""
     spec = ctx.spec
     n_features = math.prod(ctx.input_shape)
-    index = ctx.class_index
     try:
         fh = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
@@ -34,15 +34,9 @@ def rows(
             header = next(reader)
         except (StopIteration, csv.Error, UnicodeDecodeError) as exc:
             raise DataError("CSV has no header row", path=path, code=Code.CSV_HEADER) from exc
-        if spec.label_column not in header:
-            raise DataError(
-                f"no label column {spec.label_column!r} in the header",
-                path=path,
-                code=Code.CSV_MISSING_COLUMN,
-                hint=f"the federation expects the label in column {spec.label_column!r}",
-            )
-        label_at = header.index(spec.label_column)
-        features = list(spec.feature_columns) or [c for c in header if c != spec.label_column]
+        labels = ctx.label_columns()
+        check_label_columns(header, ctx, path)
+        features = list(spec.feature_columns) or [c for c in header if c not in labels]
         missing = [c for c in features if c not in header]
         if missing:
             raise DataError(
@@ -59,6 +53,7 @@ def rows(
                 hint="declare the feature columns at hub init (--feature-columns)",
             )
         columns = [header.index(c) for c in features]
+        label_at = [header.index(c) for c in labels]
         file = identify(path)
         row_no = 1
         try:
@@ -70,9 +65,10 @@ def rows(
                 if len(row) != len(header):
                     yield BadRecord(where, f"row has {len(row)} cells, header has {len(header)}")
                     continue
-                label = row[label_at].strip()
-                if label not in index:
-                    yield BadRecord(where, f"label {label!r} is not a class of this federation")
+                try:
+                    target = _target(row, label_at, ctx)
+                except LabelError as exc:
+                    yield BadRecord(where, str(exc))
                     continue
                 try:
                     values = np.array([float(row[i]) for i in columns], dtype=np.float32)
@@ -85,10 +81,38 @@ def rows(
                 if not np.isfinite(values).all():
                     yield BadRecord(where, "a feature is NaN or infinite")
                     continue
-                yield file.record(index[label], f"row={row_no}"), values
+                yield file.record(target.index, f"row={row_no}", target.text), values
         except (csv.Error, UnicodeDecodeError) as exc:
             # the reader failed on the line after the last one it returned
             raise DataError(f"row {row_no + 1}: {exc}", path=path, code=Code.CSV_SYNTAX) from exc
+
+
+def check_label_columns(header: list[str], ctx: DataContext, path: Path) -> None:
+    """Refuse a header without one of the task's label columns, showing the header found."""
+    for column in ctx.label_columns():
+        if column not in header:
+            what = "label column" if ctx.is_classify else f"{ctx.task.name} target column"
+            shown = ", ".join(header)
+            raise DataError(
+                f"no {what} {column!r} in the header",
+                path=path,
+                code=Code.CSV_MISSING_COLUMN,
+                hint=f"the federation expects the label in column {column!r}"
+                if ctx.is_classify
+                else f"the federation's task needs columns {', '.join(ctx.label_columns())}; "
+                f"the header has {shown[:300]}",
+            )
+
+
+def _target(row: list[str], label_at: list[int], ctx: DataContext) -> Target:
+    """A row's target: the class of its label cell (classify), or the task's parse."""
+    if ctx.is_classify:
+        label = row[label_at[0]].strip()
+        index = ctx.class_index.get(label)
+        if index is None:
+            raise LabelError(f"label {label!r} is not a class of this federation")
+        return Target(index)
+    return ctx.parse([row[i] for i in label_at])
 
 
 def _is_number(text: str) -> bool:

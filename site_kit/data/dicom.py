@@ -109,6 +109,7 @@ class Header:
 
 def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record | BadRecord]:
     """Class folders in name order (files in name order), or the manifest's rows in order."""
+    ctx.refuse_task(path, "dicom")
     require_pydicom()
     check_shape(path, ctx.input_shape, "DICOM data")
     csv_manifest.check_source(path, "DICOM", MANIFEST_HINT)

@@ -28,6 +28,7 @@ def check_shape(path: Path, input_shape: tuple[int, ...], what: str = "image dat
 
 def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record | BadRecord]:
     """Class folders in name order, files in name order within each."""
+    ctx.refuse_task(path, "imagefolder")
     check_shape(path, ctx.input_shape)
     if not path.is_dir():
         raise DataError("image folder is not a directory", path=path, code=Code.DATA_MISSING)

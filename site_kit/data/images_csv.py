@@ -15,7 +15,9 @@ from pathlib import Path
 
 from flsilo.codes import Code
 from flsilo.errors import DataError
+from flsilo.tasks import LabelError
 from site_kit.data import BadRecord, DataContext
+from site_kit.data.csv_table import check_label_columns
 from site_kit.data.imagefolder import check_shape
 from site_kit.data.pillow import EXTENSIONS, decode_file
 from site_kit.data.records import Identify, RawImage, Record
@@ -37,7 +39,7 @@ def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record |
             header = [cell.strip() for cell in next(reader)]
         except (StopIteration, csv.Error, UnicodeDecodeError) as exc:
             raise DataError("CSV has no header row", path=path, code=Code.CSV_HEADER) from exc
-        for column in (PATH_COLUMN, LABEL_COLUMN):
+        for column in (PATH_COLUMN, LABEL_COLUMN) if ctx.is_classify else (PATH_COLUMN,):
             if column not in header:
                 raise DataError(
                     f"no {column!r} column in the header",
@@ -46,7 +48,11 @@ def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record |
                     hint="an image manifest has a 'path' column (relative to the CSV) "
                     "and a 'label' column",
                 )
-        path_at, label_at = header.index(PATH_COLUMN), header.index(LABEL_COLUMN)
+        if not ctx.is_classify:
+            check_label_columns(header, ctx, path)
+        columns = (LABEL_COLUMN,) if ctx.is_classify else ctx.label_columns()
+        path_at = header.index(PATH_COLUMN)
+        label_at = [header.index(c) for c in columns]
         seen: dict[str, int] = {}
         row_no = 1
         try:
@@ -58,8 +64,8 @@ def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record |
                 if len(row) != len(header):
                     yield BadRecord(where, f"row has {len(row)} cells, header has {len(header)}")
                     continue
-                yield _record(row[path_at].strip(), row[label_at].strip(), where, row_no, seen,
-                              ctx, identify)  # fmt: skip
+                yield _record(row[path_at].strip(), [row[i] for i in label_at], where, row_no,
+                              seen, ctx, identify)  # fmt: skip
         except (csv.Error, UnicodeDecodeError) as exc:
             # the reader failed on the line after the last one it returned
             raise DataError(f"row {row_no + 1}: {exc}", path=path, code=Code.CSV_SYNTAX) from exc
@@ -67,18 +73,17 @@ def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record |
 
 def _record(
     name: str,
-    label: str,
+    cells: list[str],
     where: str,
     row_no: int,
     seen: dict[str, int],
     ctx: DataContext,
     identify: Identify,
 ) -> Record | BadRecord:
-    classes = ctx.class_index
-    if label not in classes:
-        return BadRecord(
-            where, f"label {label!r} is not a class of this federation ({', '.join(ctx.classes)})"
-        )
+    try:
+        target = ctx.parse(cells)
+    except LabelError as exc:
+        return BadRecord(where, str(exc))
     relative = posixpath.normpath(name.replace("\\", "/")) if name else ""
     if not relative or relative == ".":
         return BadRecord(where, "the path cell is empty")
@@ -93,7 +98,7 @@ def _record(
     seen[relative] = row_no
     file = ctx.root / relative
     try:
-        return identify(file).record(classes[label])
+        return identify(file).record(target.index, label=target.text)
     except FileNotFoundError:
         return BadRecord(where, f"file {name!r} does not exist (beside the CSV: {file})")
     except OSError as exc:

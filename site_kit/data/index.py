@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from flsilo.atomic import atomic_writer
+from flsilo.manifest import to_jsonable
+from flsilo.plan import TaskSpec
 from site_kit.data import BadRecord, DataContext, adapter
 from site_kit.data.records import FileIdentity, Record
 
@@ -97,19 +99,21 @@ class DataIndex:
     def __init__(self, fmt: str, records: Iterable[Record], bad: list[BadRecord]) -> None:
         self.format = fmt
         self.bad = bad
-        sources, frames = _Column(), _Column()
+        sources, frames, labels = _Column(), _Column(), _Column()
         targets, sizes, mtimes = array("q"), array("q"), array("q")
         digests = bytearray()
         hasher = hashlib.sha256(b"flsilo index v1\n")
         for r in records:
             sources.append(r.source)
             frames.append(r.frame)
+            labels.append(r.label)
             targets.append(r.target)
             sizes.append(r.size)
             mtimes.append(r.mtime_ns)
             digests += bytes.fromhex(r.digest) if r.digest else bytes(32)
-            hasher.update(f"{r.source}\0{r.frame}\0{r.target}\0{r.digest}\n".encode())
+            hasher.update(_line(r))
         self._sources, self._source_at = sources.frozen()
+        self._labels, self._label_at = labels.frozen()
         self._frames, self._frame_at = frames.frozen()
         self.targets = np.asarray(targets, dtype=np.int64)
         self.sizes = np.asarray(sizes, dtype=np.int64)
@@ -132,6 +136,9 @@ class DataIndex:
     def frame(self, i: int) -> str:
         return _text(self._frames, self._frame_at, i)
 
+    def label(self, i: int) -> str:
+        return _text(self._labels, self._label_at, i)
+
     def record(self, i: int) -> Record:
         digest = self._digests[i].tobytes().hex() if self.hashed else ""
         return Record(
@@ -141,6 +148,7 @@ class DataIndex:
             int(self.mtimes[i]),
             digest,
             self.frame(i),
+            self.label(i),
         )
 
     def records(self) -> Iterator[Record]:
@@ -150,9 +158,14 @@ class DataIndex:
         """sha256 of the records at ``positions`` in that order (a split's own digest)."""
         hasher = hashlib.sha256(b"flsilo index v1\n")
         for i in positions.tolist():
-            r = self.record(i)
-            hasher.update(f"{r.source}\0{r.frame}\0{r.target}\0{r.digest}\n".encode())
+            hasher.update(_line(self.record(i)))
         return hasher.hexdigest()
+
+
+def _line(r: Record) -> bytes:
+    """A record's line in the digests; a task's label text only where there is one."""
+    label = f"\0{r.label}" if r.label else ""
+    return f"{r.source}\0{r.frame}\0{r.target}\0{r.digest}{label}\n".encode()
 
 
 def index_key(path: Path, fmt: str, ctx: DataContext) -> str:
@@ -165,6 +178,7 @@ def index_key(path: Path, fmt: str, ctx: DataContext) -> str:
             list(ctx.input_shape),
             ctx.spec.label_column,
             list(ctx.spec.feature_columns),
+            *([] if ctx.task == TaskSpec() else [to_jsonable(ctx.task)]),
         ]
     )
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
@@ -277,6 +291,8 @@ def _write(store: Path, index: DataIndex) -> None:
         fh.write(json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"records":[')
         for i, r in enumerate(index.records()):
             row = [r.source, r.target, r.size, r.mtime_ns, r.digest, r.frame]
+            if r.label:
+                row.append(r.label)
             fh.write((",\n" if i else "\n").encode() + json.dumps(row).encode("utf-8"))
         fh.write(b"\n]}\n")
 

@@ -27,8 +27,9 @@ class Record:
     only when its size or mtime changed. ``frame`` selects a part of a file that holds
     several samples: a video's timestamp in seconds (``"t=12.480"``), a multi-frame DICOM
     file's frame number (``"frame=3"``), a table's row (``"row=17"``); empty for a file
-    that is one sample. ``target`` is the class index (classify) or whatever the plan's task
-    parses from the label text.
+    that is one sample. ``target`` is the class index (classify; -1 where a task has none)
+    and ``label`` the task's canonical text of the target (``flsilo.tasks.base.Target``;
+    empty for classify).
     """
 
     source: str
@@ -37,6 +38,7 @@ class Record:
     mtime_ns: int
     digest: str
     frame: str = ""
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,8 @@ class FileIdentity:
     mtime_ns: int
     digest: str
 
-    def record(self, target: int, frame: str = "") -> Record:
-        return Record(self.source, target, self.size, self.mtime_ns, self.digest, frame)
+    def record(self, target: int, frame: str = "", label: str = "") -> Record:
+        return Record(self.source, target, self.size, self.mtime_ns, self.digest, frame, label)
 
 
 Identify = Callable[[Path], FileIdentity]

@@ -20,7 +20,9 @@ import numpy as np
 from flsilo.codes import Code
 from flsilo.errors import DataError
 from flsilo.federation import DataSpec
+from flsilo.plan import TaskSpec
 from flsilo.preprocessing import Preprocess
+from flsilo.tasks import Target, load_task
 from site_kit.data import (
     BadRecord,
     DataContext,
@@ -72,7 +74,20 @@ class Samples:
         return replace(self, positions=self.positions[index], problems=[])
 
     def class_counts(self, num_classes: int) -> list[int]:
-        return np.bincount(self.y, minlength=num_classes).tolist()
+        """Samples per class (per finding, for tasks that are not classify)."""
+        if self.ctx.is_classify:
+            return np.bincount(self.y, minlength=num_classes).tolist()
+        return load_task(self.ctx.task.name).counts(self.targets(), self.ctx.classes)
+
+    def target(self, k: int) -> np.ndarray:
+        """Record k's target as the task decodes it (classify: its class index)."""
+        i = self.record_id(k)
+        task = load_task(self.ctx.task.name)
+        return task.decode(Target(int(self.index.targets[i]), self.index.label(i)))
+
+    def targets(self) -> np.ndarray:
+        """Every sample's decoded target, stacked (tasks whose targets have one shape)."""
+        return np.stack([self.target(k) for k in range(len(self))]) if len(self) else np.zeros(0)
 
     def record_id(self, k: int) -> int:
         """Record k's place in the whole index (seeds its augmentation)."""
@@ -180,6 +195,7 @@ def open_samples(
     skip_bad: bool = False,
     preprocess: Preprocess | None = None,
     store: Path | None = None,
+    task: TaskSpec | None = None,
 ) -> Samples:
     """Index ``path`` (keeping the index under ``store``, a site workspace, when given).
 
@@ -188,7 +204,7 @@ def open_samples(
     check_exists(path)
     fmt = data_format or guess_format(path, input_shape)
     module = adapter(fmt)
-    ctx = DataContext(data_root(path), classes, input_shape, spec, preprocess)
+    ctx = DataContext(data_root(path), classes, input_shape, spec, preprocess, task or TaskSpec())
     values: list[np.ndarray] | None = [] if module.KIND == "table" else None
     where = store / INDEX_DIR / f"{index_key(path, fmt, ctx)}.json" if store else None
     index = build_index(path, fmt, ctx, store=where, values=values)

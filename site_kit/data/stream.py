@@ -19,11 +19,14 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from flsilo.cpu import cpu_budget
+from flsilo.plan import CLASSIFY
+from flsilo.tasks import Task, load_task
 from site_kit.data import Dataset
 from site_kit.data.samples import Samples
 from site_kit.preprocess import sample_rng
@@ -40,23 +43,26 @@ def default_workers() -> int:
     return max(0, min(2, cpu_budget() - 1))
 
 
-class SampleSet(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    """Map-style dataset whose keys are (epoch, k): sample k, augmented for that epoch."""
+class SampleSet(torch.utils.data.Dataset[tuple[torch.Tensor, Any]]):
+    """Map-style dataset whose keys are (epoch, k): sample k, augmented for that epoch, and
+    its target (a class index, or the array the plan's task decodes)."""
 
     def __init__(self, samples: Samples, seed: int | None) -> None:
         self.samples = samples
         self.seed = seed if samples.preprocessor.augment.active else None
         self.targets = samples.y
+        self.classify = samples.ctx.is_classify
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, Any]:
         epoch, k = key
         rng = None
         if self.seed is not None:
             rng = sample_rng(self.seed, self.samples.record_id(k), epoch)
-        return torch.from_numpy(self.samples.sample(k, rng)), int(self.targets[k])
+        x = torch.from_numpy(self.samples.sample(k, rng))
+        return x, int(self.targets[k]) if self.classify else self.samples.target(k)
 
 
 class _Batches(torch.utils.data.Sampler[list[tuple[int, int]]]):
@@ -70,15 +76,22 @@ class _Batches(torch.utils.data.Sampler[list[tuple[int, int]]]):
 
 
 class _Collate:
-    """Stack a batch; an empty batch (Poisson sampling may draw one) keeps the input shape."""
+    """Stack a batch; an empty batch (Poisson sampling may draw one) keeps the input shape.
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
+    Targets: class indices become an int64 tensor; any other task's targets go through its
+    ``collate``."""
+
+    def __init__(self, shape: tuple[int, ...], task: Task | None) -> None:
         self.shape = shape
+        self.task = task
 
-    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, items: list[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, Any]:
         if not items:
-            return torch.zeros((0, *self.shape)), torch.zeros(0, dtype=torch.int64)
+            empty = self.task.collate([]) if self.task else torch.zeros(0, dtype=torch.int64)
+            return torch.zeros((0, *self.shape)), empty
         xs, ys = zip(*items, strict=True)
+        if self.task is not None:
+            return torch.stack(xs), self.task.collate(list(ys))
         return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
 
 
@@ -97,22 +110,37 @@ def batches(
     An in-memory ``Dataset`` (simulations) is indexed directly, without workers.
     """
     if isinstance(data, Dataset):
-        x_all, y_all = torch.from_numpy(data.x), torch.from_numpy(data.y)
-        for batch in batch_indices:
-            index = torch.as_tensor(np.asarray(batch, dtype=np.int64))
-            yield x_all[index], y_all[index]
+        yield from _in_memory(data, batch_indices)
         return
+    task = None if data.ctx.is_classify else load_task(data.ctx.task.name)
     loader = torch.utils.data.DataLoader(
         SampleSet(data, seed),
         batch_sampler=_Batches(batch_indices, epoch),
         num_workers=workers,
-        collate_fn=_Collate(data.ctx.input_shape),
+        collate_fn=_Collate(data.ctx.input_shape, task),
         pin_memory=pin,
         prefetch_factor=PREFETCH if workers > 0 else None,
         generator=torch.Generator().manual_seed(0),  # leaves the global RNG to dropout
     )
     with _frozen_heap(workers):
         yield from loader
+
+
+def _in_memory(
+    data: Dataset, batch_indices: Iterable[Sequence[int]]
+) -> Iterator[tuple[torch.Tensor, Any]]:
+    """Batches of an in-memory data set (its targets collated by its task unless classify)."""
+    x_all = torch.from_numpy(data.x)
+    task = None if data.task.name == CLASSIFY else load_task(data.task.name)
+    y_all = torch.from_numpy(data.y) if task is None else None
+    for batch in batch_indices:
+        index = np.asarray(batch, dtype=np.int64)
+        rows = torch.as_tensor(index)
+        if y_all is not None:
+            yield x_all[rows], y_all[rows]
+        else:
+            assert task is not None
+            yield x_all[rows], task.collate([data.y[i] for i in index.tolist()])
 
 
 @contextlib.contextmanager

@@ -79,6 +79,7 @@ class Clip:
 
 def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record | BadRecord]:
     """Class folders in name order (clips in name order), or the manifest's rows in order."""
+    ctx.refuse_task(path, "video")
     require_av()
     check_shape(path, ctx.input_shape, "video frames")
     frame_rate, per_clip = rule(ctx.preprocess)

@@ -31,16 +31,12 @@ PINNED_SOFTWARE = {"flsilo": "golden", "python": "3"}
 DIGITS = ["--classes", ",".join(str(d) for d in range(10)), "--input-shape", "1,8,8"]
 SCENARIOS: dict[str, list[str]] = {
     "periodic": ["--model", "logreg", *DIGITS, "--schedule", "periodic:2"],
-    "dp": [
-        "--model", "logreg", *DIGITS, "--schedule", "periodic:2",
-        "--dp-noise-multiplier", "1.0", "--dp-budget", "20",
-    ],  # fmt: skip
+    "dp": ["--model", "logreg", *DIGITS,
+           *"--schedule periodic:2 --dp-noise-multiplier 1.0 --dp-budget 20".split()],
     "closed-form": ["--model", "mlp", *DIGITS, "--schedule", "closed-form+periodic:1"],
-    "images": [
-        "--model", "cnn", "--classes", "cat,dog", "--input-shape", "3,8,8",
-        "--schedule", "periodic:2", "--augment", "hflip",
-    ],  # fmt: skip
-}
+    "images": "--model cnn --classes cat,dog --input-shape 3,8,8 --schedule periodic:2 "
+    "--augment hflip".split(),
+}  # fmt: skip
 
 
 def _pin(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,7 +44,7 @@ def _pin(monkeypatch: pytest.MonkeyPatch) -> None:
     from site_kit import privacy
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
-    monkeypatch.setattr(privacy, "round_secret", lambda work: bytes(32))
+    monkeypatch.setattr(privacy, "round_secret", lambda _work: bytes(32))
     monkeypatch.setattr(mf, "software_versions", lambda extra=None: PINNED_SOFTWARE | (extra or {}))
 
 
@@ -101,11 +97,9 @@ def _scenario(tmp: Path, scenario: str, capsys: pytest.CaptureFixture[str]) -> d
     site = tmp / "site-a"
     data = _data(tmp, scenario)
     hub_fp = load_public_key(keys / "hub.pub").fingerprint
-    assert (
-        run(["site", "init", str(site), "--kit", str(tmp / "kit"), "--site-id", "site-a",
-             "--key", str(keys / "site-a"), "--hub-fingerprint", hub_fp, "--data", str(data)])  # fmt: skip
-        == 0
-    )
+    site_init = ["site", "init", str(site), "--kit", str(tmp / "kit"), "--site-id", "site-a",
+                 "--key", str(keys / "site-a"), "--hub-fingerprint", hub_fp, "--data", str(data)]  # fmt: skip
+    assert run(site_init) == 0
     package = site / "packages" / "fed-r0000.safetensors"
     assert run(["train", str(package), "--site", str(site), "--device", "cpu"]) == 0
     bundle = site / "outbox" / "fed-r0000-site-a.safetensors"

@@ -1,0 +1,55 @@
+"""``--task`` through the real files: hub init writes it into the plan and the package, a
+site trains by it, and a site whose flsilo does not know the task refuses the package."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from flsilo.artifact import scan_file
+from flsilo.manifest import MANIFEST_KEY
+from tests.conftest import build_federation, tree_digest
+
+PLUGIN = "tests.plugin_task:TASK"
+
+
+def _model(path: Path) -> dict[str, object]:
+    model = json.loads(scan_file(path, data_digest=False).header.metadata[MANIFEST_KEY])["model"]
+    assert isinstance(model, dict)
+    return model
+
+
+def test_a_plugin_task_trains_and_a_site_without_it_refuses(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fed = build_federation(tmp_path / "fed", extra=("--task", PLUGIN))
+    assert 'task = "tests.plugin_task:TASK"' in (fed.hub / "federation.toml").read_text()
+    package = fed.sites["site-b"] / "packages" / "fed-r0000.safetensors"
+    assert _model(package)["task"] == {"name": PLUGIN, "thresholds": [], "charset": "",
+                                       "max_length": 0}  # fmt: skip
+    assert fed.bundles["site-a"].exists()  # trained by the plug-in's loss
+    monkeypatch.setitem(sys.modules, "tests.plugin_task", None)  # this site lacks the plug-in
+    monkeypatch.setattr("flsilo.tasks._loaded", {})
+    before = tree_digest(fed.root)
+    result = cli("train", package, "--site", fed.sites["site-b"], "--device", "cpu")
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and "error[unknown-task]" in lines[0]
+    assert str(package) in lines[0] and "tests.plugin_task" in lines[0] and "hint:" in lines[0]
+    assert tree_digest(fed.root) == before
+
+
+def test_hub_init_refuses_a_task_it_cannot_load(tmp_path: Path, cli) -> None:
+    from tests.conftest import make_key
+
+    key = make_key(tmp_path / "hub")
+    base = ["hub", "init", tmp_path / "h", "--federation", "f", "--model", "logreg",
+            "--classes", "a,b", "--input-shape", "4", "--key", key]  # fmt: skip
+    result = cli(*base, "--task", "regress")
+    assert result.code == 2 and "not one of classify" in result.err
+    result = cli(*base, "--task", "absent_pkg.tasks:TASK")
+    assert result.code == 1 and "absent_pkg" in result.err and "install" in result.err
+    assert not (tmp_path / "h").exists()

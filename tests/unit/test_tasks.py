@@ -1,0 +1,112 @@
+"""The task protocol's registry, the plan's task fields and how manifests carry them."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flsilo import federation as fed
+from flsilo import manifest as mf
+from flsilo.errors import FlsiloError
+from flsilo.federation import FederationConfig, HubPolicy
+from flsilo.plan import Plan, TaskSpec, parse_schedule, plan_problem, task_spec
+from flsilo.tasks import LabelError, Target, load_task
+from flsilo.tasks.classify import TASK as CLASSIFY
+
+
+def test_classify_parses_names_and_refuses_others() -> None:
+    classes = ("cat", "dog")
+    assert CLASSIFY.parse([" dog "], TaskSpec(), classes) == Target(1)
+    with pytest.raises(LabelError, match="'cow' is not a class"):
+        CLASSIFY.parse(["cow"], TaskSpec(), classes)
+    assert CLASSIFY.counts(np.array([0, 1, 1]), classes) == [1, 2]
+    assert CLASSIFY.target_matrix(np.array([1, 0]), 2).tolist() == [[0.0, 1.0], [1.0, 0.0]]
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"task": "regress"}, "not one of classify"),
+        ({"task": "pkg.mod"}, "plug-in"),
+        ({"thresholds": (0.5,)}, "multilabel task only"),
+        ({"task": "multilabel", "thresholds": (0.5, 1.0)}, "strictly between 0 and 1"),
+        ({"charset": "ABA"}, "twice"),
+        ({"max_length": -1}, "negative"),
+    ],
+)
+def test_the_plan_refuses_bad_task_fields(changes: dict[str, object], why: str) -> None:
+    problem = plan_problem(Plan(local_epochs=1, batch_size=1, **changes))  # type: ignore[arg-type]
+    assert problem is not None and why in problem
+
+
+def test_a_plugin_name_passes_the_plan_rules() -> None:
+    assert plan_problem(Plan(1, 1, task="my_pkg.tasks:Regress")) is None
+
+
+def test_an_unknown_task_is_one_line_with_a_code_and_a_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(FlsiloError) as err:
+        load_task("no_such_package.tasks:TASK")
+    assert err.value.code == "unknown-task" and err.value.exit_code == 1
+    assert "no_such_package" in err.value.message and "install" in err.value.hint
+    monkeypatch.setitem(sys.modules, "tests.plugin_task", None)  # not importable here
+    monkeypatch.setattr("flsilo.tasks._loaded", {})
+    with pytest.raises(FlsiloError, match="cannot be imported"):
+        load_task("tests.plugin_task:TASK")
+
+
+def test_a_plugin_loads_and_names_itself() -> None:
+    task = load_task("tests.plugin_task:TASK")
+    assert task.name == "tests.plugin_task:TASK" and task.closed_form
+    with pytest.raises(FlsiloError, match="no Task object named 'nope'"):
+        load_task("tests.plugin_task:nope")
+
+
+def _config(plan: Plan) -> FederationConfig:
+    return FederationConfig(
+        federation="fed",
+        model="logreg",
+        classes=("a", "b"),
+        input_shape=(4,),
+        schedule=parse_schedule("periodic:2", (1,)),
+        plan=plan,
+        hub=HubPolicy(min_sites=1),
+    )
+
+
+def test_classify_is_left_out_of_files_and_other_tasks_are_written(tmp_path: Path) -> None:
+    plain = _config(Plan(local_epochs=1, batch_size=8))
+    fed.write(tmp_path / "a.toml", plain)
+    assert "task" not in (tmp_path / "a.toml").read_text()
+    assert "task" not in mf.to_jsonable(plain.plan)
+    other = _config(Plan(1, 8, task="multilabel", thresholds=(0.3, 0.7)))
+    fed.write(tmp_path / "b.toml", other)
+    text = (tmp_path / "b.toml").read_text()
+    assert 'task = "multilabel"' in text and "thresholds = [0.3, 0.7]" in text
+    assert fed.load(tmp_path / "b.toml") == other
+    assert task_spec(other.plan) == TaskSpec("multilabel", (0.3, 0.7))
+
+
+def _manifest(plan: Plan, task: TaskSpec | None) -> mf.Manifest:
+    model = mf.ModelInfo("logreg", "0" * 64, ("a", "b"), (4,), task=task)
+    info = mf.PackageInfo(parse_schedule("periodic:1", (1,)), False, plan, None, None)
+    return mf.Manifest("package", 3, "fed", 0, "2026-12-07T10:00:00Z", {}, model, package=info)
+
+
+def test_a_manifest_without_a_task_means_classify_and_the_model_must_agree() -> None:
+    plan = Plan(1, 8)
+    text = mf.encode(_manifest(plan, None))
+    assert '"task"' not in text
+    decoded = mf.decode({mf.MANIFEST_KEY: text}, "p")
+    assert decoded.model.task_spec == TaskSpec() and decoded.package.plan.task == "classify"  # type: ignore[union-attr]
+    multi = replace(plan, task="multilabel")
+    assert '"task":"multilabel"' in mf.encode(_manifest(multi, TaskSpec("multilabel")))
+    with pytest.raises(FlsiloError, match="task differs"):
+        mf.encode(_manifest(multi, None))
+    with pytest.raises(FlsiloError, match="written by leaving it out"):
+        mf.encode(_manifest(plan, TaskSpec()))
