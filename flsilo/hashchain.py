@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flsilo.atomic import write_bytes
 from flsilo.codes import Code
@@ -25,6 +25,13 @@ from flsilo.tensorfile import strict_json
 GENESIS = "0" * 64
 
 Broken = Callable[[Path, int, str], VerificationError]
+
+
+class Chained(Protocol):
+    """A line already in the chain, as :meth:`HashChain.extend` needs it: its digest."""
+
+    @property
+    def line_sha256(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ class HashChain:
         self,
         entries: list[tuple[str, dict[str, Any]]],
         *,
-        base: tuple[bytes, list[Event]] | None = None,
+        base: tuple[bytes, Sequence[Chained]] | None = None,
     ) -> tuple[bytes, list[Event]]:
         """The file's bytes with ``entries`` appended, and the added events; writes nothing."""
         raw, events = base if base is not None else self.read_raw()

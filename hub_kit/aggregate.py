@@ -37,7 +37,8 @@ from hub_kit.archive import write_sums
 from hub_kit.build import Built, build_package
 from hub_kit.commit import StagedRound, fresh_staging, publish
 from hub_kit.drift import drift_flags
-from hub_kit.evaluations import Refused, event_data, take_in
+from hub_kit.evaluations import Refused, evaluation_event, take_in
+from hub_kit.events import Accept, Aggregate, HubEvent, Reject, ReportedMetrics
 from hub_kit.gates import Intake, run_intake
 from hub_kit.history import history, warnings
 from hub_kit.privacy import dp_budget
@@ -121,7 +122,7 @@ def commit(
     known = {c.verified.path.name: c.verified.sha256 for c in taken.candidates}
     write_sums(staged.archive, known | {v.path.name: v.sha256 for v in reports})
     events = _commit_events(prep, taken, built)
-    events += [("evaluation", {"archive_round": prep.round, **event_data(v)}) for v in reports]
+    events += [evaluation_event(v, prep.round) for v in reports]
     fault_point("aggregate:commit")
     tx.commit(events, key)
     fault_point("aggregate:committed")
@@ -213,109 +214,75 @@ def _drift(prep: Prepared, candidates: list[Candidate]) -> dict[str, dict[str, A
     return {site: d.to_dict() for site, d in flags.items()}
 
 
-def _commit_events(prep: Prepared, taken: Intake, built: Built) -> list[tuple[str, dict[str, Any]]]:
+def _commit_events(prep: Prepared, taken: Intake, built: Built) -> list[HubEvent]:
     r, policy = prep.round, prep.policy
-    events: list[tuple[str, dict[str, Any]]] = [
-        (
-            "accept",
-            {
-                "round": r,
-                "site": c.site,
-                "sha256": c.verified.sha256,
-                "file": c.verified.path.name,
-                "samples": c.samples,
-                "weight": w,
-                "base_round": c.verified.manifest.round,
-                **_dp_fields(c),
-                **_reported_metrics(c.verified.manifest.bundle),
-            }
-            | ({"weight_capped": True} if cap else {}),
-        )
+    events: list[HubEvent] = [
+        _accept(r, c, w, cap)
         for c, w, cap in zip(taken.candidates, built.weights, built.capped, strict=True)
     ]
     events += _reject_events(taken.result.rejections, prep.state, r)
+    step = built.provenance.server
     events.append(
-        (
-            "aggregate",
-            {
-                "round": r,
-                "package": built.final_path.name,
-                "sha256": built.sha256,
-                "data_sha256": built.data_sha256,
-                "strategy": shown_strategy(taken.view, policy.rule),
-                "inputs": len(taken.candidates),
-            }
-            | ({"norm_gate": policy.norm_gate} if policy.norm_gate is not None else {})
-            | ({"cosine_gate": policy.cosine_gate} if policy.cosine_gate is not None else {})
-            | (
-                {"max_weight_share": policy.max_weight_share}
-                if policy.max_weight_share is not None
-                else {}
-            ),
+        Aggregate(
+            round=r,
+            package=built.final_path.name,
+            sha256=built.sha256,
+            data_sha256=built.data_sha256,
+            strategy=shown_strategy(taken.view, policy.rule),
+            inputs=len(taken.candidates),
+            merge=built.provenance.merge,
+            server_optimizer=step.optimizer if step else "none",
+            server_state=step.state_file if step else None,
+            server_state_sha256=step.state_out_sha256 if step else None,
+            norm_gate=policy.norm_gate,
+            cosine_gate=policy.cosine_gate,
+            max_weight_share=policy.max_weight_share,
         )
     )
-    events[-1][1].update(_server_fields(built.provenance))
     return events
 
 
-def _reject_events(
-    rejections: list[Rejection], state: HubState, round_: int
-) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for r in rejections:
-        if (round_, r.sha256, r.error.code) in state.rejected:
-            continue  # already on record from an earlier run of this round
-        events.append(
-            (
-                "reject",
-                {
-                    "round": round_,
-                    "site": r.site,
-                    "sha256": r.sha256,
-                    "file": r.inbox_path.name,
-                    "code": r.error.code,
-                    "reason": r.error.message,
-                },
-            )
+def _reject_events(rejections: list[Rejection], state: HubState, round_: int) -> list[HubEvent]:
+    return [
+        Reject(
+            round=round_,
+            site=r.site,
+            sha256=r.sha256,
+            file=r.inbox_path.name,
+            code=r.error.code,
+            reason=r.error.message,
         )
-    return events
+        for r in rejections
+        if (round_, r.sha256, r.error.code) not in state.rejected  # already on record
+    ]
 
 
-def _reported_metrics(bundle: mf.BundleInfo | None) -> dict[str, Any]:
-    """What the site said about the models, for 'flsilo hub history' to read from the log."""
-    out: dict[str, Any] = {}
-    for key, m in (
-        ("metrics_global", bundle.metrics_global if bundle else None),
-        ("metrics_trained", bundle.metrics_trained if bundle else None),
-    ):
-        if m is not None:
-            out[key] = {"accuracy": m.accuracy, "loss": m.loss, "samples": m.samples}
-    return out
-
-
-def _server_fields(provenance: mf.Provenance) -> dict[str, Any]:
-    """What the log's aggregate event says about the merge and the server step."""
-    step = provenance.server
-    return {
-        "merge": provenance.merge,
-        "server_optimizer": step.optimizer if step else "none",
-        "server_state": step.state_file if step else None,
-        "server_state_sha256": step.state_out_sha256 if step else None,
-    }
-
-
-def _dp_fields(c: Candidate) -> dict[str, float]:
-    """The privacy a DP bundle reports, kept in its accept event for 'hub status' and for the
-    check that a site's later bundles never report less (hub_kit.privacy.went_back)."""
+def _accept(round_: int, c: Candidate, weight: float, capped: bool) -> Accept:
+    """The accept event: the bundle, its weight, what the site said about the models (for
+    'flsilo hub history' to read from the log) and the privacy a DP bundle reports (for
+    'hub status' and for the check that a site's later bundles never report less,
+    hub_kit.privacy.went_back)."""
     b = c.verified.manifest.bundle
-    if b is None or b.dp is None:
-        return {}
-    d = b.dp
-    return {
-        "dp_epsilon_round": d.epsilon_round,
-        "dp_epsilon_total": d.epsilon_total,
-        "dp_rounds": d.rounds,
-    }
+    dp = b.dp if b is not None else None
+    return Accept(
+        round=round_,
+        site=c.site,
+        sha256=c.verified.sha256,
+        file=c.verified.path.name,
+        samples=c.samples,
+        weight=weight,
+        base_round=c.verified.manifest.round,
+        dp_epsilon_round=dp.epsilon_round if dp else None,
+        dp_epsilon_total=dp.epsilon_total if dp else None,
+        dp_rounds=dp.rounds if dp else None,
+        metrics_global=_reported(b.metrics_global if b else None),
+        metrics_trained=_reported(b.metrics_trained if b else None),
+        weight_capped=capped,
+    )
+
+
+def _reported(m: mf.Metrics | None) -> ReportedMetrics | None:
+    return ReportedMetrics(accuracy=m.accuracy, loss=m.loss, samples=m.samples) if m else None
 
 
 def shown_strategy(view: RoundView, rule: Rule) -> str:

@@ -12,7 +12,7 @@ that the very next commit event (``init`` or ``aggregate``) names that package.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flsilo.artifact import Verified
@@ -24,10 +24,11 @@ from flsilo.keys import PrivateKey, PublicKey
 from flsilo.notices import notice
 from flsilo.sshsig import LOG_NAMESPACE, check_signature, parse_signature, sign_digest
 from flsilo.untrusted import read_signature_file
-from hub_kit.eventlog import GENESIS, Event
+from hub_kit.eventlog import GENESIS
+from hub_kit.events import Aggregate, Init, Logged
 from hub_kit.journal import Pending, clear_journal, journal_path, read_journal, write_journal
 
-COMMIT_EVENTS = ("init", "aggregate")
+COMMIT_EVENTS = (Init, Aggregate)
 """Events that commit a package (each names the package's sha256)."""
 
 
@@ -147,7 +148,7 @@ def finish_pending(log_path: Path, pending: Pending | None, lines: int) -> None:
     clear_journal(log_path)
 
 
-def check_against(events: list[Event], package: Verified) -> str | None:
+def check_against(events: Sequence[Logged], package: Verified) -> str | None:
     """Why the log does not contain ``package`` unchanged, or None when it does."""
     info = package.manifest.package
     head = info.log_head if info else None
@@ -163,12 +164,13 @@ def check_against(events: list[Event], package: Verified) -> str | None:
             f"the log head this package recorded ({head[:16]}…) is not in the log: "
             "the history before it was rewritten"
         )
-    following = [ev for ev in events[position:] if ev.event in COMMIT_EVENTS]
+    following = [ev.body for ev in events[position:] if isinstance(ev.body, COMMIT_EVENTS)]
     if not following:
         return "no commit follows the head this package recorded: the log was cut"
-    if following[0]["sha256"] != package.sha256:
+    named = following[0].sha256
+    if named != package.sha256:
         return (
-            f"the commit after the recorded head names package {following[0]['sha256'][:16]}…, "
+            f"the commit after the recorded head names package {named[:16]}…, "
             "not this one: the history was rewritten"
         )
     return None

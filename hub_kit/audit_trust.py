@@ -12,9 +12,10 @@ signature, every package, ``hub.pub``, ``hub.toml`` and ``allowed_signers``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flsilo import manifest as mf
 from flsilo.artifact import read_signature, sha256_file, verify_file
@@ -26,9 +27,10 @@ from flsilo.manifest import KeyRotation
 from flsilo.rotation import follow_chain, rotation_keys
 from flsilo.trust import SingleKey
 from hub_kit.anchor import check_against, check_log_signature
-from hub_kit.eventlog import Event
+from hub_kit.events import Aggregate, Init, Logged, RotateKey, of_kind
 from hub_kit.server_state import STATE_DIR
-from hub_kit.workspace import HUB_FILE, HubState, HubWorkspace
+from hub_kit.state import HubState
+from hub_kit.workspace import HUB_FILE, HubWorkspace
 
 if TYPE_CHECKING:
     from hub_kit.audit import AuditReport
@@ -86,28 +88,25 @@ def trust_root(fingerprint: str | None, key_file: Path | None) -> TrustRoot:
 
 
 def hub_key_history(
-    events: list[Event], federation: str, source: str
+    events: Sequence[Logged], federation: str, source: str
 ) -> tuple[list[PublicKey], str | None]:
     """The ``init`` key and each key the log's rotation statements lead to, in order, and why
     the history stops short (None when every statement verifies and chains on)."""
-    if not events or events[0].event != "init":
+    init = events[0].body if events else None
+    if not isinstance(init, Init):
         return [], "the log does not start with an init event"
     try:
-        keys = [parse_public_line(str(events[0]["hub_key"]))]
-    except (FlsiloError, KeyError) as err:
+        keys = [parse_public_line(init.hub_key)]
+    except FlsiloError as err:
         return [], f"the init event names no readable hub key ({err})"
     chain: list[KeyRotation] = []
-    for ev in events:
-        if ev.event != "rotate-key":
-            continue
+    for ev, rotate in of_kind(events, RotateKey):
         seq = len(chain) + 1
         where = f"rotation {seq} (event {ev.seq})"
         try:
-            rotation = KeyRotation(
-                *(str(ev.data.get(k)) for k in ("statement", "old_signature", "new_signature"))
-            )
+            rotation = KeyRotation(rotate.statement, rotate.old_signature, rotate.new_signature)
             old, new = rotation_keys(rotation, federation, seq, source=source)
-            logged = parse_public_line(str(ev.data.get("hub_key")))
+            logged = parse_public_line(rotate.hub_key)
         except FlsiloError as err:
             return keys, f"{where}: {err.message}"
         if old.blob != keys[-1].blob:
@@ -127,7 +126,7 @@ def hub_key_history(
 
 def check_trust_root(
     report: AuditReport,
-    events: list[Event],
+    events: Sequence[Logged],
     federation: str,
     root: TrustRoot,
     source: str,
@@ -193,7 +192,7 @@ def audit_anchor(
     ws: HubWorkspace,
     report: AuditReport,
     raw: bytes,
-    events: list[Event],
+    events: Sequence[Logged],
     state: HubState,
     against: tuple[Path, ...],
 ) -> None:
@@ -234,13 +233,13 @@ def audit_anchor(
         )
 
 
-def audit_state_files(ws: HubWorkspace, report: AuditReport, events: list[Event]) -> None:
+def audit_state_files(ws: HubWorkspace, report: AuditReport, events: Sequence[Logged]) -> None:
     """Each server optimizer state file the log names, against its digest there; and no state
     file the log does not name (a round cut from the log leaves its state behind)."""
-    logged: dict[str, Any] = {
-        str(ev["server_state"]): ev.data.get("server_state_sha256")
-        for ev in events
-        if ev.event == "aggregate" and ev.data.get("server_state")
+    logged = {
+        a.server_state: a.server_state_sha256
+        for _, a in of_kind(events, Aggregate)
+        if a.server_state
     }
     folder = ws.root / STATE_DIR
     for name, sha in logged.items():

@@ -11,6 +11,7 @@ evidence into Markdown and HTML; the JSON is the evidence itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from flsilo.trust import SingleKey
 from hub_kit.audit import AuditReport, audit
 from hub_kit.audit_trust import TrustRoot
 from hub_kit.evaluations import archived_folders, collect
+from hub_kit.events import Accept, Logged, of_kind
 from hub_kit.history import history, warnings
-from hub_kit.workspace import HubState, HubWorkspace, fold
+from hub_kit.state import HubState, fold
+from hub_kit.workspace import HubWorkspace
 
 CARD_VERSION = 1
 
@@ -208,12 +211,10 @@ def _round_entry(r: Any) -> dict[str, Any]:
     }
 
 
-def _dp_spent(events: list[Any], upto: int) -> dict[str, float]:
+def _dp_spent(events: Sequence[Logged], upto: int) -> dict[str, float]:
     """Each site's largest cumulative epsilon in the accept events up to the package."""
     spent: dict[str, float] = {}
-    for ev in events:
-        if ev.event == "accept" and ev["round"] < upto:
-            total = ev.data.get("dp_epsilon_total")
-            if isinstance(total, int | float):
-                spent[ev["site"]] = max(spent.get(ev["site"], 0.0), float(total))
+    for _, a in of_kind(events, Accept):
+        if a.round < upto and a.dp_epsilon_total is not None:
+            spent[a.site] = max(spent.get(a.site, 0.0), float(a.dp_epsilon_total))
     return spent

@@ -17,7 +17,9 @@ from flsilo.keys import (
 )
 from flsilo.manifest import ID_PATTERN, iso_to_epoch
 from flsilo.trust import HUB_PRINCIPAL, format_time
-from hub_kit.workspace import ROLE_RELEASE, ROLE_SITE, HubState, HubWorkspace
+from hub_kit.events import ROLE_RELEASE, ROLE_SITE, Accept, Enroll, Revoke, of_kind
+from hub_kit.state import HubState
+from hub_kit.workspace import HubWorkspace
 
 
 def enroll(
@@ -59,20 +61,17 @@ def enroll(
         )
     _check_new(ws, ws.state(), site, key, pubkey)  # before the passphrase is asked
     hub_key = load_private_key(ws.key_path, passphrase)
-    data: dict[str, object] = {
-        "site": site,
-        "key": key.openssh_line(),
-        "fingerprint": key.fingerprint,
-    }
-    if role != ROLE_SITE:
-        data["role"] = role
-    if valid_after is not None:
-        data["valid_after"] = valid_after
-    if valid_before is not None:
-        data["valid_before"] = valid_before
+    event = Enroll(
+        site=site,
+        key=key.openssh_line(),
+        fingerprint=key.fingerprint,
+        role=role if role != ROLE_SITE else None,
+        valid_after=valid_after,
+        valid_before=valid_before,
+    )
     with ws.transaction("enroll") as tx:  # checked again under the lock: nothing is lost
         _check_new(ws, tx.state, site, key, pubkey)
-        tx.commit([("enroll", data)], hub_key)
+        tx.commit([event], hub_key)
     return key.fingerprint
 
 
@@ -101,11 +100,7 @@ def end_of_validity(ws: HubWorkspace, site: str) -> int:
     for the next one.
     """
     latest = max(
-        (
-            iso_to_epoch(ev.time)
-            for ev in ws.log.read()
-            if ev.event == "accept" and ev.data.get("site") == site
-        ),
+        (iso_to_epoch(ev.time) for ev, a in of_kind(ws.log.read(), Accept) if a.site == site),
         default=0,
     )
     while int(time.time()) - 1 < latest:
@@ -126,7 +121,7 @@ def revoke(ws: HubWorkspace, site: str, *, passphrase: PassphraseSource) -> str:
     with ws.transaction("revoke") as tx:
         _check_revocable(tx.state, site)
         cut = end_of_validity(ws, site)
-        tx.commit([("revoke", {"site": site, "valid_before": cut})], hub_key)
+        tx.commit([Revoke(site=site, valid_before=cut)], hub_key)
     return format_time(cut)
 
 
@@ -181,14 +176,13 @@ def rekey(
                 hint="run the command again",
             )
         cut = end_of_validity(ws, site)
-        data: dict[str, object] = {
-            "site": site,
-            "key": key.openssh_line(),
-            "fingerprint": key.fingerprint,
-            "valid_after": cut + 1,
-            "replaces": current[0].key.fingerprint,
-        }
-        if current[0].role != ROLE_SITE:
-            data["role"] = current[0].role
-        tx.commit([("revoke", {"site": site, "valid_before": cut}), ("enroll", data)], hub_key)
+        enrolment = Enroll(
+            site=site,
+            key=key.openssh_line(),
+            fingerprint=key.fingerprint,
+            role=current[0].role if current[0].role != ROLE_SITE else None,
+            valid_after=cut + 1,
+            replaces=current[0].key.fingerprint,
+        )
+        tx.commit([Revoke(site=site, valid_before=cut), enrolment], hub_key)
     return current[0].key.fingerprint, key.fingerprint

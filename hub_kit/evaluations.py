@@ -25,6 +25,7 @@ from flsilo.errors import FlsiloError, VerificationError
 from flsilo.sshsig import EVAL_NAMESPACE
 from flsilo.trust import AllowedSigners
 from flsilo.untrusted import read_bounded, read_signature_file
+from hub_kit.events import Evaluation, of_kind
 from hub_kit.workspace import ROLE_SITE, HubState, HubWorkspace, signer_entries
 
 PRIMARY = {"classify": "accuracy"}
@@ -109,7 +110,7 @@ def archived_folders(ws: HubWorkspace) -> list[Path]:
 
 def logged_reports(ws: HubWorkspace) -> set[str]:
     """The sha256 of every report an ``evaluation`` event already records."""
-    return {str(ev["sha256"]) for ev in ws.log.read() if ev.event == "evaluation"}
+    return {e.sha256 for _, e in of_kind(ws.log.read(), Evaluation)}
 
 
 def take_in(
@@ -139,20 +140,23 @@ def take_in(
     return kept, found.refused
 
 
-def event_data(v: er.VerifiedReport) -> dict[str, Any]:
-    """What the log keeps of a report: who, which package, its digest and primary figure."""
+def evaluation_event(v: er.VerifiedReport, archive_round: int) -> Evaluation:
+    """What the log keeps of a report archived with round ``archive_round``: who, which
+    package, its digest and primary figure."""
     task = str(v.report["task"])
     name = PRIMARY.get(task, "accuracy")
-    return {
-        "site": v.site,
-        "round": v.round,
-        "package_sha256": v.package_sha256,
-        "report": v.path.name,
-        "sha256": v.sha256,
-        "task": task,
-        name: v.report["metrics"].get(name),
-        "samples": v.report["samples"],
-    }
+    return Evaluation(
+        archive_round=archive_round,
+        site=v.site,
+        round=v.round,
+        package_sha256=v.package_sha256,
+        report=v.path.name,
+        sha256=v.sha256,
+        task=task,
+        samples=v.report["samples"],
+        metric=name,
+        value=v.report["metrics"].get(name),
+    )
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ model whose validation loss stopped falling, and accuracy that sits at chance.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub_kit.eventlog import Event
+from hub_kit.events import Accept, Aggregate, Logged, Reject, ReportedMetrics
 
 
 @dataclass
@@ -66,19 +67,26 @@ class RoundHistory:
         return sum(s.val_samples or 0 for s in self.sites if s.verdict == "accepted")
 
 
-def _metric(data: dict[str, Any], key: str, name: str = "accuracy") -> float | None:
-    metrics = data.get(key)
-    value = metrics.get(name) if isinstance(metrics, dict) else None
-    return float(value) if isinstance(value, int | float) else None
+def _float(value: float | None) -> float | None:
+    return float(value) if value is not None else None
 
 
-def _samples(data: dict[str, Any]) -> int | None:
-    metrics = data.get("metrics_trained")
-    value = metrics.get("samples") if isinstance(metrics, dict) else None
-    return value if isinstance(value, int) else None
+def _accepted(ev: Accept) -> SiteRound:
+    before: ReportedMetrics | None = ev.metrics_global
+    after: ReportedMetrics | None = ev.metrics_trained
+    return SiteRound(
+        site=ev.site,
+        verdict="accepted",
+        samples=ev.samples,
+        share=ev.weight,
+        accuracy_before=_float(before.accuracy) if before else None,
+        accuracy_after=_float(after.accuracy) if after else None,
+        loss_before=_float(before.loss) if before else None,
+        val_samples=after.samples if after else None,
+    )
 
 
-def history(events: list[Event]) -> list[RoundHistory]:
+def history(events: Sequence[Logged]) -> list[RoundHistory]:
     """Fold accept, reject and aggregate events into one record per round, oldest first."""
     rounds: dict[int, RoundHistory] = {}
 
@@ -86,26 +94,14 @@ def history(events: list[Event]) -> list[RoundHistory]:
         return rounds.setdefault(r, RoundHistory(round=r))
 
     for ev in events:
-        if ev.event == "accept":
-            at(ev["round"]).sites.append(
-                SiteRound(
-                    site=ev["site"],
-                    verdict="accepted",
-                    samples=ev.data.get("samples"),
-                    share=ev.data.get("weight"),
-                    accuracy_before=_metric(ev.data, "metrics_global"),
-                    accuracy_after=_metric(ev.data, "metrics_trained"),
-                    loss_before=_metric(ev.data, "metrics_global", "loss"),
-                    val_samples=_samples(ev.data),
-                )
-            )
-        elif ev.event == "reject":
-            at(ev["round"]).sites.append(
-                SiteRound(site=ev["site"], verdict=f"rejected: {ev.data.get('code', '?')}")
-            )
-        elif ev.event == "aggregate":
-            rec = at(ev["round"])
-            rec.package, rec.strategy, rec.time = ev["package"], ev.data.get("strategy"), ev.time
+        body = ev.body
+        if isinstance(body, Accept):
+            at(body.round).sites.append(_accepted(body))
+        elif isinstance(body, Reject):
+            at(body.round).sites.append(SiteRound(site=body.site, verdict=f"rejected: {body.code}"))
+        elif isinstance(body, Aggregate):
+            rec = at(body.round)
+            rec.package, rec.strategy, rec.time = body.package, body.strategy, ev.time
     for rec in rounds.values():
         total = sum(s.share or 0.0 for s in rec.sites if s.verdict == "accepted")
         for s in rec.sites:

@@ -9,7 +9,7 @@ each site has spent.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from flsilo.errors import PolicyError, UsageError
 from flsilo.federation import FederationConfig
 from flsilo.manifest import BundleInfo
 from flsilo.plan import DPPlan, dp_of
+from hub_kit.events import Accept
 
 # Room for float rounding between the site's accountant and the hub's comparison.
 BUDGET_SLACK = 1e-9
@@ -33,12 +34,10 @@ class DPAccepted:
     rounds: int | None  # None in logs written before accept events kept it
 
     @classmethod
-    def of(cls, data: Mapping[str, Any]) -> DPAccepted:
-        rounds = data.get("dp_rounds")
+    def of(cls, ev: Accept) -> DPAccepted:
+        assert ev.dp_epsilon_total is not None
         return cls(
-            base_round=int(data.get("base_round", data["round"])),
-            epsilon_total=float(data["dp_epsilon_total"]),
-            rounds=int(rounds) if rounds is not None else None,
+            base_round=ev.base_round, epsilon_total=float(ev.dp_epsilon_total), rounds=ev.dp_rounds
         )
 
 

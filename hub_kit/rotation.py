@@ -17,6 +17,7 @@ from flsilo.keys import PassphraseSource, PublicKey, load_private_key, parse_pub
 from flsilo.manifest import KeyRotation
 from flsilo.rotation import chain_path, dump_chain, make_rotation, pre_rotation_sig_path
 from flsilo.sshsig import PACKAGE_NAMESPACE, sign_digest
+from hub_kit.events import RotateKey
 from hub_kit.workspace import HUB_FILE, HubWorkspace, hub_toml
 
 
@@ -76,14 +77,14 @@ def rotate_key(
             write_bytes(bundle, oms.make_bundle(new, package.name, scan.sha256))
         else:
             bundle.unlink(missing_ok=True)
-        data = {
-            "statement": rotation.statement,
-            "old_signature": rotation.old_signature,
-            "new_signature": rotation.new_signature,
-            "hub_key": new_pub.openssh_line(),
-            "fingerprint": new_pub.fingerprint,
-        }
-        tx.commit([("rotate-key", data)], new)
+        event = RotateKey(
+            statement=rotation.statement,
+            old_signature=rotation.old_signature,
+            new_signature=rotation.new_signature,
+            hub_key=new_pub.openssh_line(),
+            fingerprint=new_pub.fingerprint,
+        )
+        tx.commit([event], new)
         write_text(
             ws.root / HUB_FILE, hub_toml(new_key_path.resolve(), ws.root, new_pub.fingerprint)
         )

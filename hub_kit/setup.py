@@ -17,19 +17,14 @@ from flsilo.tasks import model_task, output_size, task_for
 from flsilo.tensorsets import ROUND_TRAIN, frozen_names, unmatched_globs
 from hub_kit.anchor import sign_log
 from hub_kit.eventlog import GENESIS, EventLog
+from hub_kit.events import Init
 from hub_kit.packaging import package_manifest, write_package
 from hub_kit.privacy import check_config as check_dp_config
 from hub_kit.privacy import dp_plan, refuse_batchnorm
+from hub_kit.state import HubState, fold, release_policy, render_allowed_signers
 from hub_kit.strategies import parse_strategy
 from hub_kit.weighting import NO_CAP_AT_INIT
-from hub_kit.workspace import (
-    HUB_FILE,
-    HubState,
-    fold,
-    hub_toml,
-    release_policy,
-    render_allowed_signers,
-)
+from hub_kit.workspace import HUB_FILE, hub_toml
 
 
 def initial_weights(
@@ -160,21 +155,8 @@ def hub_init(
         manifest = package_manifest(config, model, 0, None, None, release=release, log_head=GENESIS)
         path, sha = write_package(staging / "packages", manifest, raw, key)
         log = EventLog(staging / "events.jsonl")
-        log.append(
-            [
-                (
-                    "init",
-                    {
-                        "federation": config.federation,
-                        "package": path.name,
-                        "sha256": sha,
-                        "hub_key": public.openssh_line(),
-                        "round": 0,
-                    }
-                    | ({"start": start} if start is not None else {}),
-                )
-            ]
-        )
+        init = Init(config.federation, path.name, sha, public.openssh_line(), 0, start)
+        log.append([init])
         write_text(staging / "allowed_signers", render_allowed_signers(fold(log.read())))
         sign_log(log.path, key)
     return root / "packages" / path.name

@@ -1,4 +1,4 @@
-"""The hub workspace: paths, configuration, and the state derived from the event log.
+"""The hub workspace: paths, configuration, and the transaction that reads and appends the log.
 
 Layout::
 
@@ -17,246 +17,49 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
 
 from flsilo import federation as fed
 from flsilo.atomic import WorkspaceLock, write_text
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, UsageError, VerificationError, WorkspaceError
 from flsilo.federation import read_toml
-from flsilo.keys import PrivateKey, PublicKey, parse_public_line, public_of
-from flsilo.manifest import KeyRotation, ReleaseOfficer, ReleasePolicy, iso_to_epoch
+from flsilo.keys import PrivateKey, parse_public_line, public_of
 from flsilo.plan import Schedule
-from flsilo.sshsig import BUNDLE_NAMESPACE, LOG_NAMESPACE, PACKAGE_NAMESPACE, RELEASE_NAMESPACE
-from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
+from flsilo.trust import AllowedSigners
 from flsilo.workspace_paths import resolve_stored, stored_path
 from hub_kit.anchor import Pending, check_log_signature, finish_pending, write_signed_log
 from hub_kit.commit import discard_uncommitted, roll_forward, round_entry_note
-from hub_kit.eventlog import GENESIS, Event, EventLog
-from hub_kit.privacy import DPAccepted
+from hub_kit.eventlog import EventLog
+from hub_kit.events import ROLE_RELEASE, ROLE_SITE, HubEvent, Init, Logged, RotateKey
+from hub_kit.state import (
+    Enrolment,
+    HubState,
+    fold,
+    release_policy,
+    render_allowed_signers,
+    signer_entries,
+)
+
+__all__ = [
+    "ROLE_RELEASE",
+    "ROLE_SITE",
+    "Enrolment",
+    "HubState",
+    "HubTransaction",
+    "HubWorkspace",
+    "fold",
+    "release_policy",
+    "render_allowed_signers",
+    "signer_entries",
+]
 
 HUB_FILE = "hub.toml"
 UNLOCKED_READ_TRIES = 5
 UNLOCKED_READ_PAUSE_S = 0.25
 LOCK_WAIT_ENV = "FLSILO_LOCK_WAIT"
 DEFAULT_LOCK_WAIT_S = 10.0
-ROLE_SITE = "site"
-ROLE_RELEASE = "release"
-
-
-@dataclass(frozen=True)
-class Enrolment:
-    site: str
-    key: PublicKey
-    valid_after: int | None = None
-    valid_before: int | None = None
-    revoked_at: str | None = None
-    revoked_before: int | None = None
-    """valid-before the revoke wrote to allowed_signers (kept apart from the enrolment's own)."""
-    enrolled_seq: int = 0
-    revoked_seq: int | None = None
-    role: str = "site"
-    """``site`` (signs bundles) or ``release`` (a release officer: signs final packages)."""
-
-    def active_at(self, seq: int) -> bool:
-        """In the log's order: enrolled before event ``seq`` and not yet revoked at it."""
-        return self.enrolled_seq < seq and (self.revoked_seq is None or seq < self.revoked_seq)
-
-
-@dataclass(frozen=True)
-class HubState:
-    """Everything the log says, folded: current round, packages issued, sites, verdicts.
-
-    Immutable: a hub command reads it once per transaction (``fold``) and changes hub state
-    only by appending events, never by editing this object.
-    """
-
-    round: int = 0
-    packages: Mapping[int, str] = field(default_factory=dict)  # round -> sha256
-    package_files: Mapping[int, str] = field(default_factory=dict)
-    package_data: Mapping[int, str] = field(default_factory=dict)  # round -> data sha256
-    enrolments: tuple[Enrolment, ...] = ()
-    accepted: Mapping[str, int] = field(default_factory=dict)  # bundle sha256 -> round
-    rejected: frozenset[tuple[int, str, str]] = frozenset()  # (round, sha, code)
-    dp_accepted: Mapping[str, tuple[DPAccepted, ...]] = field(default_factory=dict)  # by site
-    hub_key: PublicKey | None = None
-    log_head: str = GENESIS
-    """sha256 of the log's last line: what the next package records as the head before it."""
-    rotations: tuple[KeyRotation, ...] = ()
-    retired_hub_keys: tuple[tuple[PublicKey, int], ...] = ()
-    """Hub keys rotated out, each with the last second it was the hub key."""
-    package_keys: Mapping[int, PublicKey] = field(default_factory=dict)
-    """round -> the hub key that signed that round's package."""
-
-    def active_sites(self) -> list[str]:
-        return sorted(
-            {e.site for e in self.enrolments if e.revoked_at is None and e.role == ROLE_SITE}
-        )
-
-    def all_sites(self) -> list[str]:
-        return sorted({e.site for e in self.enrolments if e.role == ROLE_SITE})
-
-    def release_officers(self) -> list[Enrolment]:
-        """Officers enrolled with ``--role release`` and not revoked, by id."""
-        active = [e for e in self.enrolments if e.role == ROLE_RELEASE and e.revoked_at is None]
-        return sorted(active, key=lambda e: e.site)
-
-    def enrolment_of(self, key: PublicKey) -> Enrolment | None:
-        return next((e for e in self.enrolments if e.key.blob == key.blob), None)
-
-    def active_ids(self) -> set[str]:
-        return {e.site for e in self.enrolments if e.revoked_at is None}
-
-
-@dataclass
-class _Folding:
-    """The mutable scratch ``fold`` fills event by event before freezing it into a HubState."""
-
-    round: int = 0
-    packages: dict[int, str] = field(default_factory=dict)
-    package_files: dict[int, str] = field(default_factory=dict)
-    package_data: dict[int, str] = field(default_factory=dict)
-    enrolments: list[Enrolment] = field(default_factory=list)
-    accepted: dict[str, int] = field(default_factory=dict)
-    rejected: set[tuple[int, str, str]] = field(default_factory=set)
-    dp_accepted: dict[str, tuple[DPAccepted, ...]] = field(default_factory=dict)
-    hub_key: PublicKey | None = None
-    log_head: str = GENESIS
-    rotations: list[KeyRotation] = field(default_factory=list)
-    retired_hub_keys: list[tuple[PublicKey, int]] = field(default_factory=list)
-    package_keys: dict[int, PublicKey] = field(default_factory=dict)
-
-    def frozen(self) -> HubState:
-        return HubState(
-            round=self.round,
-            packages=MappingProxyType(self.packages),
-            package_files=MappingProxyType(self.package_files),
-            package_data=MappingProxyType(self.package_data),
-            enrolments=tuple(self.enrolments),
-            accepted=MappingProxyType(self.accepted),
-            rejected=frozenset(self.rejected),
-            dp_accepted=MappingProxyType(self.dp_accepted),
-            hub_key=self.hub_key,
-            log_head=self.log_head,
-            rotations=tuple(self.rotations),
-            retired_hub_keys=tuple(self.retired_hub_keys),
-            package_keys=MappingProxyType(self.package_keys),
-        )
-
-
-def fold(events: list[Event]) -> HubState:
-    state = _Folding()
-    for ev in events:
-        state.log_head = ev.line_sha256
-        if ev.event == "init":
-            state.packages[0] = ev["sha256"]
-            state.package_files[0] = ev["package"]
-            state.hub_key = parse_public_line(ev["hub_key"])
-            state.package_keys[0] = state.hub_key
-        elif ev.event == "enroll":
-            state.enrolments.append(
-                Enrolment(
-                    site=ev["site"],
-                    key=parse_public_line(ev["key"]),
-                    valid_after=ev.data.get("valid_after"),
-                    valid_before=ev.data.get("valid_before"),
-                    role=ev.data.get("role", ROLE_SITE),
-                    enrolled_seq=ev.seq,
-                )
-            )
-        elif ev.event == "revoke":
-            state.enrolments = [
-                replace(
-                    e,
-                    revoked_at=ev.time,
-                    revoked_before=int(ev["valid_before"]),
-                    revoked_seq=ev.seq,
-                )
-                if e.site == ev["site"] and e.revoked_at is None
-                else e
-                for e in state.enrolments
-            ]
-        elif ev.event == "rotate-key" and state.hub_key is not None:
-            state.retired_hub_keys.append((state.hub_key, iso_to_epoch(ev.time)))
-            state.hub_key = parse_public_line(ev["hub_key"])
-            state.package_keys[state.round] = state.hub_key  # re-signed at the rotation
-            state.rotations.append(
-                KeyRotation(ev["statement"], ev["old_signature"], ev["new_signature"])
-            )
-        elif ev.event == "accept":
-            state.accepted[ev["sha256"]] = ev["round"]
-            if "dp_epsilon_total" in ev.data:
-                done = state.dp_accepted.get(ev["site"], ())  # every accept, across rekeys
-                state.dp_accepted[ev["site"]] = (*done, DPAccepted.of(ev.data))
-        elif ev.event == "reject":
-            state.rejected.add((ev["round"], ev["sha256"], ev["code"]))
-        elif ev.event == "aggregate":
-            state.round = ev["round"] + 1
-            state.packages[state.round] = ev["sha256"]
-            state.package_files[state.round] = ev["package"]
-            if "data_sha256" in ev.data:
-                state.package_data[state.round] = ev["data_sha256"]
-            if state.hub_key is not None:
-                state.package_keys[state.round] = state.hub_key
-    return state.frozen()
-
-
-def signer_entries(state: HubState, *, revocations: bool = True) -> list[SignerEntry]:
-    """allowed_signers entries; ``revocations=False`` drops the revoke cuts (audit judges a
-    bundle by the log's order instead, see :meth:`Enrolment.active_at`)."""
-    assert state.hub_key is not None
-    entries = [
-        SignerEntry(
-            principals=HUB_PRINCIPAL, key=key, namespaces=PACKAGE_NAMESPACE, valid_before=until
-        )
-        for key, until in state.retired_hub_keys
-    ]
-    entries.append(
-        SignerEntry(
-            principals=HUB_PRINCIPAL,
-            key=state.hub_key,
-            namespaces=f"{PACKAGE_NAMESPACE},{LOG_NAMESPACE}",
-        )
-    )
-    for e in state.enrolments:
-        entries.append(
-            SignerEntry(
-                principals=e.site,
-                key=e.key,
-                namespaces=RELEASE_NAMESPACE if e.role == ROLE_RELEASE else BUNDLE_NAMESPACE,
-                valid_after=e.valid_after,
-                valid_before=_valid_before(e, revocations),
-            )
-        )
-    return entries
-
-
-def _valid_before(e: Enrolment, revocations: bool) -> int | None:
-    cuts = [c for c in (e.valid_before, e.revoked_before if revocations else None) if c is not None]
-    return min(cuts) if cuts else None
-
-
-def release_policy(state: HubState, required: int) -> ReleasePolicy | None:
-    """What a package carries for m-of-n release sign-off (None when the federation has none)."""
-    if required < 1:
-        return None
-    officers = tuple(
-        ReleaseOfficer(id=e.site, key=e.key.openssh_line()) for e in state.release_officers()
-    )
-    return ReleasePolicy(signers_required=required, officers=officers)
-
-
-def render_allowed_signers(state: HubState) -> str:
-    lines = [
-        "# flsilo allowed_signers, generated from events.jsonl by enroll/revoke: do not edit.",
-        "# Verify a bundle: ssh-keygen -Y verify -f allowed_signers -I SITE -n flsilo-bundle "
-        "-s FILE.sig < FILE",
-    ]
-    return "\n".join(lines + [e.format() for e in signer_entries(state)]) + "\n"
 
 
 class HubWorkspace:
@@ -336,8 +139,8 @@ class HubWorkspace:
                 time.sleep(UNLOCKED_READ_PAUSE_S)
         raise AssertionError("unreachable")
 
-    def _fold_checked(self, raw: bytes, events: list[Event]) -> HubState:
-        if not events or events[0].event != "init":
+    def _fold_checked(self, raw: bytes, events: list[Logged]) -> HubState:
+        if not events or not isinstance(events[0].body, Init):
             raise WorkspaceError(
                 "event log is missing or does not start with init",
                 path=self.log.path,
@@ -349,7 +152,7 @@ class HubWorkspace:
         self.pending = check_log_signature(self.log.path, raw, state.hub_key)
         return state
 
-    def commit(self, entries: list[tuple[str, dict[str, Any]]], key: PrivateKey) -> HubState:
+    def commit(self, entries: Sequence[HubEvent], key: PrivateKey) -> HubState:
         """Append ``entries`` in one atomic step, regenerate allowed_signers, sign the log head.
 
         Callers hold the workspace lock (prefer :meth:`transaction`, which also reads the log
@@ -362,14 +165,14 @@ class HubWorkspace:
     def _commit(
         self,
         raw: bytes,
-        events: list[Event],
-        entries: list[tuple[str, dict[str, Any]]],
+        events: list[Logged],
+        entries: Sequence[HubEvent],
         key: PrivateKey,
-    ) -> tuple[bytes, list[Event], HubState]:
+    ) -> tuple[bytes, list[Logged], HubState]:
         signer = fold(events).hub_key
-        for kind, data in entries:
-            if kind == "rotate-key":  # the new key signs the log from its rotation on
-                signer = parse_public_line(data["hub_key"])
+        for entry in entries:
+            if isinstance(entry, RotateKey):  # the new key signs the log from its rotation on
+                signer = parse_public_line(entry.hub_key)
         if signer is None or public_of(key).blob != signer.blob:
             raise UsageError(
                 "this is not the hub's key: the log is signed only with the key in hub.toml",
@@ -438,7 +241,7 @@ class HubTransaction:
         self.ws = ws
         self.what = what
         self._lock = WorkspaceLock(ws.root, "hub workspace", wait_s=lock_wait(wait_s))
-        self._events: list[Event] = []
+        self._events: list[Logged] = []
         self._raw = b""
         self.state = HubState()
 
@@ -463,7 +266,7 @@ class HubTransaction:
         finally:
             self._lock.__exit__(*exc)
 
-    def commit(self, entries: list[tuple[str, dict[str, Any]]], key: PrivateKey) -> HubState:
+    def commit(self, entries: Sequence[HubEvent], key: PrivateKey) -> HubState:
         """Commit ``entries`` in one atomic log write; refold; regenerate; sign the log."""
         self._raw, self._events, self.state = self.ws._commit(self._raw, self._events, entries, key)
         return self.state

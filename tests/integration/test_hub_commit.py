@@ -14,6 +14,7 @@ import pytest
 
 from flsilo.artifact import scan_file
 from hub_kit.eventlog import EventLog
+from hub_kit.events import Accept, Enroll, Revoke, of_kind
 from hub_kit.workspace import HubWorkspace
 from tests.conftest import Federation, fingerprint, hub_root, make_key, needs_ssh_keygen, ssh_keygen
 from tests.conftest import run_flsilo as flsilo
@@ -146,7 +147,7 @@ def test_concurrent_enrolments_during_aggregate_lose_no_event(federation: Federa
     codes = [p.wait(120) for p in procs]
     assert codes == [0] * len(procs)
     events = EventLog(federation.hub / "events.jsonl").read()  # the chain is intact
-    enrolled = {e["site"] for e in events if e.event == "enroll"}
+    enrolled = {e.site for _, e in of_kind(events, Enroll)}
     assert {f"site-x{n}" for n in range(4)} <= enrolled
     assert sum(e.event == "aggregate" for e in events) == 1
     state = HubWorkspace.open(federation.hub).state()
@@ -176,17 +177,15 @@ def test_a_bundle_accepted_after_the_revoke_in_the_log_fails_audit(
     assert cli("aggregate", federation.hub).code == 0
     log = federation.hub / "events.jsonl"
     events = EventLog(log).read()
-    accept = next(e for e in events if e.event == "accept" and e["site"] == "site-a")
+    accept = next(ev for ev, e in of_kind(events, Accept) if e.site == "site-a")
     # rebuild the log with a revoke of site-a just before that accept (a consistent chain)
-    from hub_kit.eventlog import EventLog as Log
-
     rebuilt = federation.root / "rebuilt.jsonl"
     entries = []
     for e in events:
         if e.seq == accept.seq:
-            entries.append(("revoke", {"site": "site-a", "valid_before": 4102444800}))
-        entries.append((e.event, dict(e.data)))
-    Log(rebuilt).append(entries)
+            entries.append(Revoke(site="site-a", valid_before=4102444800))
+        entries.append(e.body)
+    EventLog(rebuilt).append(entries)
     log.write_bytes(rebuilt.read_bytes())
     (federation.hub / "allowed_signers").unlink()
     audit = cli("audit", federation.hub, *hub_root(federation.hub), "--json")
@@ -244,9 +243,9 @@ def test_stock_ssh_keygen_verifies_a_bundle_revoked_right_after_acceptance(
     assert cli("aggregate", federation.hub).code == 0
     assert cli("hub", "revoke", federation.hub, "site-a").code == 0
     events = EventLog(federation.hub / "events.jsonl").read()
-    accept = next(e for e in events if e.event == "accept" and e["site"] == "site-a")
-    when = accept.time.replace("-", "").replace(":", "").replace("T", "")  # YYYYMMDDHHMMSSZ
-    bundle = federation.hub / "rounds" / "0000" / accept["file"]
+    ev, accept = next((ev, e) for ev, e in of_kind(events, Accept) if e.site == "site-a")
+    when = ev.time.replace("-", "").replace(":", "").replace("T", "")  # YYYYMMDDHHMMSSZ
+    bundle = federation.hub / "rounds" / "0000" / accept.file
     result = ssh_keygen(
         "-Y", "verify", "-f", str(federation.hub / "allowed_signers"), "-I", "site-a",
         "-n", "flsilo-bundle", "-s", f"{bundle}.sig", f"-Overify-time={when}",

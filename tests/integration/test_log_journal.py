@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hub_kit.eventlog import EventLog
+from hub_kit.events import Revoke
 from hub_kit.journal import journal_path
 from hub_kit.workspace import HubWorkspace
 from tests.conftest import Federation, fingerprint, make_key
@@ -91,7 +92,7 @@ def test_lines_appended_by_hand_with_the_signature_deleted_are_refused(
     log = federation.hub / "events.jsonl"
     rebuilt = federation.root / "copy.jsonl"
     rebuilt.write_bytes(log.read_bytes())
-    EventLog(rebuilt).append([("revoke", {"site": "site-a", "valid_before": 4102444800})])
+    EventLog(rebuilt).append([Revoke(site="site-a", valid_before=4102444800)])
     log.write_bytes(rebuilt.read_bytes())  # a valid chain, one line longer
     (federation.hub / "events.jsonl.sig").unlink()
     for args in (("hub", "status", federation.hub), enroll_args(federation, "site-x")):

@@ -11,6 +11,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from hub_kit.eventlog import EventLog
+from hub_kit.events import Aggregate, of_kind
 from hub_kit.server_optimizers import fedadam_step, fedavgm_step
 from tests.conftest import Federation, hub_root
 
@@ -69,7 +70,7 @@ def test_fedadam_two_rounds_state_replayed_and_tamper_caught(federation: Federat
     prov2 = _provenance(cli, fed.hub / "packages" / "fed-r0002.safetensors")
     assert prov2["server"]["state_in_sha256"] == prov1["server"]["state_out_sha256"]
     events = EventLog(fed.hub / "events.jsonl").read()
-    logged = [e["server_state_sha256"] for e in events if e.event == "aggregate"]
+    logged = [e.server_state_sha256 for _, e in of_kind(events, Aggregate)]
     assert logged == [prov1["server"]["state_out_sha256"], prov2["server"]["state_out_sha256"]]
 
     audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay", "--json")

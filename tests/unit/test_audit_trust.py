@@ -3,6 +3,7 @@ checks a rotation chain."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,29 +12,32 @@ from flsilo.errors import UsageError
 from flsilo.keys import PrivateKey, generate_key, public_of
 from flsilo.rotation import make_rotation
 from hub_kit.audit_trust import hub_key_history, trust_root
-from hub_kit.eventlog import Event
+from hub_kit.events import HubEvent, Init, Logged, RotateKey
 from tests.conftest import make_key
 
 FED = "fed"
 
 
-def event(seq: int, kind: str, **data: object) -> Event:
-    return Event(seq, "2026-12-07T00:00:00Z", kind, "0" * 64, dict(data), f"{seq:064x}")
+def event(seq: int, body: HubEvent) -> Logged:
+    return Logged(seq, "2026-12-07T00:00:00Z", "0" * 64, f"{seq:064x}", body)
 
 
-def init(key: PrivateKey) -> Event:
-    return event(1, "init", hub_key=public_of(key).openssh_line())
+def init(key: PrivateKey) -> Logged:
+    hub_key = public_of(key).openssh_line()
+    return event(1, Init(federation=FED, package="p.safetensors", sha256="0" * 64, hub_key=hub_key))
 
 
-def rotate(seq: int, old: PrivateKey, new: PrivateKey, place: int, fed: str = FED) -> Event:
+def rotate(seq: int, old: PrivateKey, new: PrivateKey, place: int, fed: str = FED) -> Logged:
     r = make_rotation(old, new, fed, place)
     return event(
         seq,
-        "rotate-key",
-        statement=r.statement,
-        old_signature=r.old_signature,
-        new_signature=r.new_signature,
-        hub_key=public_of(new).openssh_line(),
+        RotateKey(
+            statement=r.statement,
+            old_signature=r.old_signature,
+            new_signature=r.new_signature,
+            hub_key=public_of(new).openssh_line(),
+            fingerprint=public_of(new).fingerprint,
+        ),
     )
 
 
@@ -60,15 +64,16 @@ def test_genuine_rotations_give_every_key_in_order() -> None:
     ],
     ids=["other-federation", "wrong-place", "not-from-the-key-before", "back-to-a-left-key"],
 )
-def test_a_history_that_does_not_chain_is_refused(events: list[Event], words: str) -> None:
+def test_a_history_that_does_not_chain_is_refused(events: list[Logged], words: str) -> None:
     _keys, problem = hub_key_history(events, FED, "log")
     assert problem is not None and words in problem, problem
 
 
 def test_an_event_naming_another_key_than_its_statement_is_refused() -> None:
     a, b, c = KEYS
-    forged = rotate(2, a, b, 1)
-    forged.data["hub_key"] = public_of(c).openssh_line()
+    genuine = rotate(2, a, b, 1)
+    assert isinstance(genuine.body, RotateKey)
+    forged = replace(genuine, body=replace(genuine.body, hub_key=public_of(c).openssh_line()))
     keys, problem = hub_key_history([init(a), forged], FED, "log")
     assert problem is not None and "another key than its signed statement" in problem
     assert len(keys) == 1  # only the init key is reached

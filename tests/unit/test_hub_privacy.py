@@ -6,6 +6,7 @@ import pytest
 
 from flsilo.manifest import BundleInfo, DPReport
 from flsilo.plan import Plan
+from hub_kit.events import Accept
 from hub_kit.privacy import DPAccepted, dp_spent, went_back
 
 
@@ -17,8 +18,19 @@ def bundle(rounds: int, total: float) -> BundleInfo:
 
 
 def accepted(round_: int, total: float, rounds: int | None) -> DPAccepted:
-    data = {"round": round_, "base_round": round_, "dp_epsilon_total": total}
-    return DPAccepted.of(data | ({"dp_rounds": rounds} if rounds is not None else {}))
+    return DPAccepted.of(
+        Accept(
+            round=round_,
+            site="site-a",
+            sha256="0" * 64,
+            file="b.safetensors",
+            samples=100,
+            weight=100.0,
+            base_round=round_,
+            dp_epsilon_total=total,
+            dp_rounds=rounds,
+        )
+    )
 
 
 HISTORY = (accepted(0, 1.0, 1), accepted(1, 1.8, 2))
