@@ -501,6 +501,18 @@ class Code(StrEnum):
         U,
         "a `--freeze` glob matches no tensor of the model, or leaves nothing to train; nothing is created",
     )
+    BAD_ADAPTERS = (
+        "bad-adapters",
+        U,
+        "`--adapters` is not lora:r=R[,alpha=A,targets=GLOBS] with a whole r > 0, or a target glob matches no linear or convolution layer; nothing is created",
+        "e.g. --adapters lora:r=8 (every linear and 1x1 convolution layer but the head)",
+    )
+    ADAPTERS_UNSUPPORTED = (
+        "adapters-unsupported",
+        V,
+        "the package's adapters cannot be applied by this flsilo (an unknown kind, or a target its model lacks); nothing was trained",
+        "install the flsilo version the hub uses, then rerun",
+    )
     NO_HEAD = (
         "no-head",
         U,

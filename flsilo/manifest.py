@@ -32,6 +32,7 @@ from flsilo.plan import (
     task_spec,
 )
 from flsilo.preprocessing import Preprocess
+from flsilo.startinfo import StartRecord
 from flsilo.tensorfile import JsonDepthError, strict_json
 
 MANIFEST_KEY = "flsilo.manifest"
@@ -62,6 +63,10 @@ class ModelInfo:
     """State-dict names of the head (the last linear layer), weight first."""
     task: TaskSpec | None = field(default=None, metadata=OMIT_DEFAULT)
     """What the outputs mean (None, and absent from the file: classify); equal to the plan's."""
+    adapters: str = field(default="", metadata=OMIT_DEFAULT)
+    """The plan's ``--adapters`` (every package, the final one too: export merges them)."""
+    start: StartRecord | None = field(default=None, metadata=OMIT_DEFAULT)
+    """``hub init --init-weights``: the ``backbone import`` record of the start file."""
 
     @property
     def task_spec(self) -> TaskSpec:
@@ -352,6 +357,8 @@ def _manifest_problem(m: Manifest) -> str | None:
     plan = m.bundle.plan if m.bundle else m.package.plan if m.package else None
     if plan is not None and task_spec(plan) != m.model.task_spec:
         return "the plan's task differs from the model's"
+    if plan is not None and plan.adapters != m.model.adapters:  # a site may refuse them
+        return "the plan's adapters differ from the model's"
     return None
 
 

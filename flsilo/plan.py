@@ -70,6 +70,8 @@ class Plan:
 
     freeze: tuple[str, ...] = ()
     """Globs of tensors that never train; bundles then omit them (a partial bundle)."""
+    adapters: str = field(default="", metadata=OMIT_DEFAULT)
+    """``lora:r=R[,alpha=A,targets=GLOBS]``: low-rank adapters on a frozen base (FFA-LoRA)."""
     head_solver: str = "ridge"
     """Closed-form schedules: ``ridge[:LAMBDA]`` or ``ncm``."""
     min_cell_size: int = 0

@@ -5,11 +5,17 @@ A plan may freeze parameters by glob (``stem.*,stages.*``): sites train the rest
 head) asks instead for sufficient statistics of the features that feed the model's head.
 Hub and site both derive the expected tensor set from the signed package alone, with no
 torch, so the hub checks a bundle's tensor set against the plan before trusting it.
+
+*Low-rank adapters* (``--adapters lora:r=R[,alpha=A,targets=GLOBS]``, FFA-LoRA): the package
+carries, beside each targeted layer's weight, a fixed ``NAME.lora_A.weight`` (drawn once at
+``hub init``) and a zero-initialised ``NAME.lora_B.weight``; only the B matrices and the head
+train, so a bundle carries exactly those (``flsilo.models.adapters`` applies and merges them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from flsilo.tensorfile import Header, TensorInfo, build_header
@@ -56,6 +62,81 @@ def parse_solver(text: str) -> tuple[str, float]:
             raise ValueError("ridge LAMBDA must be a positive number")
         return SOLVER_RIDGE, lam
     raise ValueError(f"head solver {text!r} is not ridge[:LAMBDA] or ncm")
+
+
+LORA = "lora"
+LORA_A = ".lora_A.weight"
+LORA_B = ".lora_B.weight"
+ADAPTER_KINDS = (LORA,)
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """A parsed ``--adapters`` value: ``lora:r=R[,alpha=A,targets=GLOB,GLOB...]``.
+
+    ``targets`` empty: every linear layer and 1x1 convolution but the head. ``alpha``
+    defaults to ``r`` (the update is scaled by alpha / r).
+    """
+
+    kind: str
+    r: int
+    alpha: float
+    targets: tuple[str, ...] = ()
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.r
+
+
+def parse_adapters(text: str) -> AdapterSpec:
+    """Parse ``lora:r=R[,alpha=A,targets=GLOBS]``; raises ValueError with the reason.
+
+    Globs after ``targets=`` run to the end, separated by commas: ``targets=*.conv1,fc1``.
+    """
+    kind, sep, rest = text.partition(":")
+    if kind not in ADAPTER_KINDS:
+        raise ValueError(f"adapter kind {kind!r} is not one of {', '.join(ADAPTER_KINDS)}")
+    values: dict[str, str] = {}
+    targets: list[str] = []
+    for item in rest.split(",") if sep else []:
+        key, eq, value = item.partition("=")
+        if targets and not eq:
+            targets.append(item.strip())
+        elif key == "targets" and eq:
+            targets.append(value.strip())
+        elif key in ("r", "alpha") and eq and key not in values:
+            values[key] = value
+        else:
+            raise ValueError(f"adapter argument {item!r} is not r=R, alpha=A or targets=GLOBS")
+    if "r" not in values:
+        raise ValueError("the adapter needs its rank: r=R (e.g. lora:r=8)")
+    try:
+        r = int(values["r"])
+        alpha = float(values.get("alpha", r))
+    except ValueError as exc:
+        raise ValueError("the rank r must be a whole number and alpha a number") from exc
+    if r <= 0 or not 0 < alpha < float("inf"):
+        raise ValueError("the rank r and alpha must be positive")
+    if any(not g for g in targets):
+        raise ValueError("adapter target globs must not be empty")
+    return AdapterSpec(kind, r, alpha, tuple(targets))
+
+
+def is_adapter_b(name: str) -> bool:
+    """Whether a tensor is an adapter's trained B matrix (the only adapter tensor that trains)."""
+    return name.endswith(LORA_B)
+
+
+def frozen_tensors(
+    names: Iterable[str], freeze: Iterable[str], adapters: str = "", head: Iterable[str] = ()
+) -> set[str]:
+    """Tensors that never train: the freeze globs' and, with adapters, all but B and the head."""
+    listed = tuple(names)
+    frozen = frozen_names(listed, freeze)
+    if adapters:
+        keep = set(head)
+        frozen |= {n for n in listed if not is_adapter_b(n) and n not in keep}
+    return frozen
 
 
 def frozen_names(names: Iterable[str], globs: Iterable[str]) -> set[str]:
@@ -109,11 +190,13 @@ def expected_specs(
     freeze: Iterable[str],
     solver: str,
     stats_width: int = 0,
+    adapters: str = "",
 ) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Names, dtypes and shapes a bundle answering this package's plan must carry.
 
     ``stats_width``: channels (images) or raw features (tables) of a federation-statistics
-    round (``flsilo.preprocessing.stats_width``).
+    round (``flsilo.preprocessing.stats_width``). ``adapters``: the plan's adapter spec; a
+    training round's bundle then carries the adapters' B matrices and the head only.
     """
     if kind == ROUND_FEDSTATS:
         return fedstats_specs(stats_width)
@@ -121,7 +204,7 @@ def expected_specs(
         classes, features = head_shape(package_header, head)
         return statistics_specs(solver, features, classes)
     all_specs = {t.name: (t.dtype, t.shape) for t in package_header.tensors}
-    frozen = frozen_names(all_specs, freeze)
+    frozen = frozen_tensors(all_specs, freeze, adapters, head)
     return {n: s for n, s in all_specs.items() if n not in frozen}
 
 

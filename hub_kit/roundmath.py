@@ -86,6 +86,7 @@ def bundle_specs(
         plan.freeze,
         plan.head_solver,
         stats_width(plan.preprocess, model.input_shape),
+        adapters=plan.adapters,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flsilo import federation as fed
 from flsilo import manifest as mf
@@ -13,8 +14,9 @@ from flsilo.federation import FederationConfig
 from flsilo.keys import PassphraseSource, PublicKey, load_private_key
 from flsilo.models.backbone import with_start
 from flsilo.plan import dp_of, has_closed_form, plan_for_round, task_spec
+from flsilo.startinfo import start_record
 from flsilo.tasks import model_task, output_size, task_for
-from flsilo.tensorsets import ROUND_TRAIN, frozen_names, unmatched_globs
+from flsilo.tensorsets import ROUND_TRAIN, frozen_names, frozen_tensors, unmatched_globs
 from hub_kit.anchor import sign_log
 from hub_kit.eventlog import GENESIS, EventLog
 from hub_kit.events import Init
@@ -43,9 +45,6 @@ def initial_weights(
     model = build_model(
         config.model, config.input_shape, output_size(task_spec(config.plan), config.classes)
     )
-    if dp_plan(config) is not None:  # frozen BatchNorm runs in eval mode: no samples mix
-        frozen = frozen_names(model.state_dict(), config.plan.freeze)
-        refuse_batchnorm(live_modules(model, frozen), config.model)
     if init_weights is not None:
         try:
             tensors = load_file(str(init_weights))
@@ -57,12 +56,47 @@ def initial_weights(
                 hint="give a plain .safetensors file holding the model's state dict",
             ) from exc
         load_weights(model, tensors, str(init_weights))
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if config.plan.adapters:  # A drawn here, once, from the plan's seed; B zero
+        _add_adapters(model, config.plan.adapters)
     try:
         head = head_tensor_names(model)
     except ValueError:
         head = ()
+    if dp_plan(config) is not None:  # frozen BatchNorm runs in eval mode: no samples mix
+        plan = config.plan
+        frozen = frozen_tensors(model.state_dict(), plan.freeze, plan.adapters, head)
+        refuse_batchnorm(live_modules(model, frozen), config.model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     return state_to_raw(state), code_digest(config.model), head
+
+
+def _add_adapters(model: Any, text: str) -> None:
+    from flsilo.models.adapters import add_adapters
+
+    try:
+        add_adapters(model, text)
+    except ValueError as exc:
+        raise UsageError(
+            f"--adapters {text!r}: {exc}",
+            code=Code.BAD_ADAPTERS,
+            hint="e.g. --adapters lora:r=8 or lora:r=8,alpha=16,targets=layer4.*; "
+            "targets are globs over layer names ('flsilo inspect' lists the tensors)",
+        ) from exc
+
+
+def _start(record: dict | None, path: Path | None) -> Any:
+    """The typed provenance of a ``backbone import`` start file (None without one)."""
+    if record is None:
+        return None
+    try:
+        return start_record(record)
+    except ValueError as exc:
+        raise UsageError(
+            f"the start file's provenance record does not fit: {exc}",
+            path=path,
+            code=Code.INIT_WEIGHTS,
+            hint="rerun flsilo backbone import with this flsilo",
+        ) from exc
 
 
 def check_task(config: FederationConfig) -> None:
@@ -144,6 +178,8 @@ def hub_init(
         feature_columns=config.data.feature_columns,
         head=head,
         task=model_task(task_spec(config.plan)),
+        adapters=config.plan.adapters,
+        start=_start(start, init_weights),
     )
     with atomic_directory(root) as staging:
         fed.write(staging / fed.FEDERATION_FILE, config)

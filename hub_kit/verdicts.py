@@ -119,6 +119,7 @@ class RoundGate:
                 plan.freeze,
                 plan.head_solver,
                 stats_width(plan.preprocess, self.package_model.input_shape),
+                adapters=plan.adapters,
             )
             layout = layout_of(specs)
             data = layout[-1].end if layout else 0
@@ -228,6 +229,7 @@ def check_tensor_set(
         plan.freeze,
         plan.head_solver,
         stats_width(plan.preprocess, package_model.input_shape),
+        adapters=plan.adapters,
     )
     if plan.merge == "fisher" and plan.kind == ROUND_TRAIN:
         assert verified.manifest.bundle is not None
@@ -247,7 +249,9 @@ def check_tensor_set(
         what = {
             ROUND_STATISTICS: "the head statistics this statistics round asks for",
             ROUND_FEDSTATS: "the input statistics this stats round asks for",
-            ROUND_TRAIN: "the package's trainable tensors" if plan.freeze else "the package's",
+            ROUND_TRAIN: "the package's trainable tensors"
+            if plan.freeze or plan.adapters
+            else "the package's",
         }[plan.kind]
         raise refuse(
             Code.WRONG_TENSORS,

@@ -113,7 +113,7 @@ def export_onnx(package: Path, trust: TrustPolicy, out: Path) -> Exported:
         )
     buffer = io.BytesIO()
     verified = verify_file(package, trust, expected_kind=mf.KIND_PACKAGE, copy_to=buffer)
-    model = verified_model(verified, buffer.getvalue()).eval()
+    model = verified_model(verified, buffer.getvalue(), merged=True).eval()
     preprocess, source = _preprocess_source(verified, trust)
     shape = verified.manifest.model.input_shape
     sample = torch.from_numpy(

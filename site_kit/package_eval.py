@@ -50,7 +50,7 @@ def evaluate_package(
     """
     buffer = io.BytesIO()
     verified = verify_file(package, trust, expected_kind=expected_kind, copy_to=buffer)
-    model = verified_model(verified, buffer.getvalue())
+    model = verified_model(verified, buffer.getvalue(), merged=True)
     info = verified.manifest.model
     m = verified.manifest
     preprocess = model_preprocess(m)

@@ -20,6 +20,7 @@ from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, PolicyError, UsageError
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
+from flsilo.models import adapters
 from flsilo.models.registry import build_model, code_mismatch
 from flsilo.plan import dp_of
 from flsilo.tasks import output_size, task_for
@@ -70,8 +71,8 @@ class TrainOutcome:
     rank: int
 
 
-def verified_model(verified: Verified, data: bytes) -> torch.nn.Module:
-    """Build the package's model with local code whose digest matches, and load its weights."""
+def verified_model(verified: Verified, data: bytes, *, merged: bool = False) -> torch.nn.Module:
+    """The package's model: its code checked, weights loaded, adapters attached or ``merged``."""
     info = verified.manifest.model
     mismatch = code_mismatch(info.spec, info.code_digest)
     if mismatch is not None:
@@ -79,8 +80,10 @@ def verified_model(verified: Verified, data: bytes) -> torch.nn.Module:
             mismatch[0], path=verified.path, code=Code.MODEL_CODE_MISMATCH, hint=mismatch[1]
         )
     model = build_model(info.spec, info.input_shape, output_size(info.task_spec, info.classes))
-    load_weights(model, tensors_from_bytes(data), str(verified.path))
-    return model
+    tensors = tensors_from_bytes(data)
+    adapters.apply_package_adapters(model, info.adapters, tensors, verified.path)  # if any
+    load_weights(model, tensors, str(verified.path))
+    return adapters.merge(model) if merged else model
 
 
 def software() -> dict[str, str]:
@@ -191,7 +194,8 @@ def _train_locked(
     timings = {"load_seconds": round(time.perf_counter() - t0, 3)}
     if job.plan.kind in (ROUND_STATISTICS, ROUND_FEDSTATS):
         return statistics_round(ws, job, data, request, dist, passphrase, timings)
-    frozen = freeze_parameters(job.model, job.plan.freeze)
+    head = job.verified.manifest.model.head
+    frozen = freeze_parameters(job.model, job.plan.freeze, job.plan.adapters, head)
     dp_run = None
     if dp_of(job.plan) is not None and dist.is_main:  # refuses a round past the budget
         m = job.verified.manifest

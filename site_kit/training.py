@@ -22,7 +22,7 @@ from flsilo.errors import UsageError
 from flsilo.manifest import Plan
 from flsilo.models.norms import hold_frozen_batchnorms
 from flsilo.tasks import task_for
-from flsilo.tensorsets import frozen_names
+from flsilo.tensorsets import frozen_tensors
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset
 from site_kit.data.samples import Samples
@@ -130,9 +130,16 @@ def derive_seed(plan_seed: int, site: str) -> int:
     return int.from_bytes(digest[:7], "big")
 
 
-def freeze_parameters(model: torch.nn.Module, globs: tuple[str, ...]) -> set[str]:
-    """Stop gradients for the plan's frozen tensors; return their state-dict names."""
-    frozen = frozen_names(model.state_dict(), globs)
+def freeze_parameters(
+    model: torch.nn.Module,
+    globs: tuple[str, ...],
+    adapters: str = "",
+    head: tuple[str, ...] = (),
+) -> set[str]:
+    """Stop gradients for the plan's frozen tensors; return their state-dict names.
+
+    With adapters everything but their B matrices and the ``head`` tensors is frozen."""
+    frozen = frozen_tensors(model.state_dict(), globs, adapters, head)
     for name, param in model.named_parameters():
         if name in frozen:
             param.requires_grad_(False)

@@ -97,6 +97,7 @@ def render(report: dict[str, Any]) -> None:
         ("model", f"{m['model']['spec']} ({_code(m['model']['code_digest'])})"),
         ("classes", ", ".join(m["model"]["classes"])),
         ("input shape", "x".join(str(d) for d in m["model"]["input_shape"])),
+        *_model_rows(m["model"]),
         ("tensors", f"{len(report['tensors'])} ({report['parameters']:,} values)"),
         ("sha256", report["sha256"]),
         ("signature", report["signature"]["status"]),
@@ -149,6 +150,26 @@ def render(report: dict[str, Any]) -> None:
     for k, v in rows:
         table.add_row(k, v)
     out.print(table)
+
+
+def _model_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
+    """Adapters and the start file's ``backbone import`` record, when the model has them."""
+    rows = []
+    if model.get("adapters"):
+        rows.append(("adapters", f"{model['adapters']} (base frozen; B and the head train)"))
+    start = model.get("start")
+    if start:
+        src, libs = start["source"], start["libraries"]
+        norm = start.get("normalize")
+        rows.append(
+            (
+                "start from",
+                f"{src['file']} sha256 {src['sha256']}\n  imported as {start['spec']} with "
+                + ", ".join(f"{k} {v}" for k, v in sorted(libs.items()))
+                + (f"\n  normalise mean {norm['mean']} std {norm['std']}" if norm else ""),
+            )
+        )
+    return rows
 
 
 def _code(recorded: str) -> str:

@@ -88,6 +88,12 @@ PLAN_SETTINGS: tuple[Setting, ...] = (
         parse=lambda text: name_list(text),
         option_default="",
     ),
+    Setting(
+        "adapters",
+        "lora:r=R[,alpha=A,targets=GLOBS]: low-rank adapters on a frozen base; only their B "
+        "matrices and the head train, and bundles carry only those (FFA-LoRA).",
+        simulate=False,
+    ),
     Setting("head_solver", "Closed-form schedules: ridge[:LAMBDA] or ncm."),
     Setting("min_cell_size", "Closed-form: sites refuse to reveal a class with fewer samples."),
     Setting(
