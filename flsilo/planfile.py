@@ -149,6 +149,7 @@ def template(help_texts: Mapping[str, str]) -> str:
         values = to_jsonable(value)
         if table == "plan":
             del values["local_epochs"]  # per round, in [schedule]
+            values.setdefault("adapters", "")  # manifests leave it out while empty
         helps = {"schedule": SCHEDULE_HELP, "data": DATA_HELP}.get(
             table, {**PLAN_HELP, **help_texts}
         )

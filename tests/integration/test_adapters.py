@@ -218,3 +218,21 @@ def test_manifest_without_adapters_keeps_its_bytes():
     plan = mf.Plan(local_epochs=1, batch_size=8)
     assert "adapters" not in mf.to_jsonable(plan)
     assert mf.to_jsonable(replace(plan, adapters="lora:r=2"))["adapters"] == "lora:r=2"
+
+
+def test_a_reviewed_plan_file_sets_adapters(cli, tmp_path):
+    import tomllib
+
+    from flsilo.artifact import scan_file
+
+    printed = cli("hub", "init", "--print-config").out
+    assert 'adapters = ""' in printed  # offered, empty, with its help above it
+    plan = tmp_path / "plan.toml"
+    plan.write_text(printed.replace('adapters = ""', 'adapters = "lora:r=2"'))
+    key = make_key(tmp_path / "hub-key")
+    made = cli("hub", "init", tmp_path / "hub", "--config", plan, "--key", key)
+    assert made.code == 0, made.err
+    written = tomllib.loads((tmp_path / "hub" / "federation.toml").read_text())
+    assert written["plan"]["adapters"] == "lora:r=2"
+    package = next((tmp_path / "hub" / "packages").glob("*-r0000.safetensors"))
+    assert scan_file(package).manifest.model.adapters == "lora:r=2"

@@ -53,3 +53,18 @@ def test_dp_federation_refuses_a_model_whose_batchnorm_trains(bn_model, cli, tmp
     assert "error[dp-batchnorm]" in res.err and "BatchNorm1d" in res.err
     assert "--freeze" in res.err and "norm=group" in res.err
     assert not (tmp_path / "hub").exists()
+
+
+def test_adapters_freeze_the_batchnorm_base_so_dp_trains_b_and_the_head(bn_model, cli, tmp_path):
+    fed = build_federation(
+        tmp_path / "fed", "periodic:1", bn_model, ("--adapters", "lora:r=2", *DP)
+    )
+    package0 = load_file(str(fed.hub / "packages" / "fed-r0000.safetensors"))
+    for bundle in fed.bundles.values():
+        assert sorted(load_file(str(bundle))) == ["1.lora_B.weight", "3.bias", "3.weight"]
+    fed.carry()
+    res = cli("aggregate", fed.hub, "--json")
+    assert res.code == 0, res.err
+    package1 = load_file(json.loads(res.out)["report"]["package"])
+    for name in ("1.weight", "1.lora_A.weight", "2.running_mean", "2.running_var"):
+        assert np.array_equal(package1[name], package0[name])
