@@ -188,7 +188,13 @@ def _federation(ws: HubWorkspace, v: Verified, plan_from: Verified | None) -> di
         "plan_from": plan_from.path.name if plan_from else None,
         "hub_policy": mf.to_jsonable(ws.config.hub),
         "software": v.manifest.software,
-    }
+    } | _origin(model)
+
+
+def _origin(model: mf.ModelInfo) -> dict[str, Any]:
+    """The adapters and the start file's provenance, where the model has them."""
+    out: dict[str, Any] = {"adapters": model.adapters} if model.adapters else {}
+    return out | ({"start": mf.to_jsonable(model.start)} if model.start else {})
 
 
 def _round_entry(r: Any) -> dict[str, Any]:

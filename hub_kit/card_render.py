@@ -56,6 +56,7 @@ def sections(doc: dict[str, Any]) -> list[tuple[str, list[list[str]] | str, list
                 ["model", f"{fed['model']} ({_code(fed['model_code_digest'])})"],
                 ["classes", ", ".join(fed["classes"])],
                 ["input shape", " × ".join(map(str, fed["input_shape"]))],
+                *_origin_rows(fed),
                 ["created", pkg["created_at"]],
             ],
             None,
@@ -327,3 +328,15 @@ def plots(doc: dict[str, Any]) -> dict[str, bytes]:
 def _code(recorded: str) -> str:
     """A code digest, shortened; a library identity (torchvision==0.29.1:resnet18) whole."""
     return recorded if "==" in recorded else f"code digest {recorded[:16]}…"
+
+
+def _origin_rows(fed: dict[str, Any]) -> list[list[str]]:
+    """Low-rank adapters, and the published checkpoint the model started from."""
+    rows = (
+        [["adapters", f"{fed['adapters']} (merged into the weights)"]] if "adapters" in fed else []
+    )
+    start = fed.get("start")
+    if start:
+        src = start["source"]
+        rows.append(["started from", f"{src['file']} (sha256 {src['sha256']}), {start['spec']}"])
+    return rows

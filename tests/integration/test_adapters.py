@@ -236,3 +236,26 @@ def test_a_reviewed_plan_file_sets_adapters(cli, tmp_path):
     assert written["plan"]["adapters"] == "lora:r=2"
     package = next((tmp_path / "hub" / "packages").glob("*-r0000.safetensors"))
     assert scan_file(package).manifest.model.adapters == "lora:r=2"
+
+
+def test_evaluate_refuses_a_signed_package_whose_adapters_it_cannot_apply(lora_fed, cli, tmp_path):
+    from flsilo.artifact import scan_file, write_artifact
+    from flsilo.keys import load_private_key
+    from flsilo.tensorfile import RawTensor
+
+    fed = lora_fed.copy(tmp_path / "fed")
+    m = scan_file(_package0(fed)).manifest
+    assert m.package is not None and m.package.plan is not None
+    plan = replace(m.package.plan, adapters="dora:r=4")  # a kind a newer flsilo might write
+    forged = replace(
+        m,
+        model=replace(m.model, adapters="dora:r=4"),
+        package=replace(m.package, plan=plan),
+    )
+    tensors = {k: RawTensor.from_numpy(v) for k, v in load_file(str(_package0(fed))).items()}
+    out = tmp_path / "fed-r0000.safetensors"
+    write_artifact(out, tensors, forged, load_private_key(fed.keys / "hub", None))
+    res = cli("evaluate", out, "--hub", fed.hub, "--data", fed.data["site-a"])
+    assert res.code == 3, res.err
+    assert "error[adapters-unsupported]" in res.err and "dora" in res.err and "hint:" in res.err
+    assert len(res.err.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import build_federation
+from tests.conftest import build_federation, fingerprint
 
 torch = pytest.importorskip("torch")
 MLP = "mlp:hidden=16"
@@ -62,6 +62,16 @@ def test_start_provenance_is_in_the_package_manifest_and_shown_by_inspect(cli, t
     assert scan_file(package1).manifest.model.start == recorded
     base = load_file(str(package0))
     assert np.array_equal(base["1.weight"], load_file(str(start))["1.weight"])
+    # the model card names the adapters and the published checkpoint
+    card = cli(
+        "report", package1, "--hub", fed.hub, "--out", tmp_path / "card",
+        "--hub-fingerprint", fingerprint(fed.keys / "hub.pub"),
+    )  # fmt: skip
+    assert card.code == 0, card.err
+    markdown = (tmp_path / "card" / "card.md").read_text()
+    assert "lora:r=4" in markdown and "started from" in markdown and digest in markdown
+    shown_card = json.loads((tmp_path / "card" / "card.json").read_text())
+    assert shown_card["federation"]["start"]["source"]["sha256"] == digest
 
 
 def test_init_weights_without_provenance_records_none(tmp_path):
