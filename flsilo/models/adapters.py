@@ -58,7 +58,13 @@ def resolve_targets(model: nn.Module, spec: AdapterSpec, head: str) -> list[str]
 
     Raises ValueError naming a glob that matches no linear or convolution layer.
     """
-    modules = [(n, m) for n, m in model.named_modules() if n and n != head]
+    from torch import nn
+
+    inside = {  # nn.MultiheadAttention reads its out_proj's weight without calling it
+        f"{n}.{c}" for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
+        for c, _ in m.named_children()
+    }  # fmt: skip
+    modules = [(n, m) for n, m in model.named_modules() if n and n != head and n not in inside]
     if not spec.targets:
         return [n for n, m in modules if default_target(m)]
     picked: list[str] = []

@@ -118,3 +118,16 @@ def test_only_b_gets_gradients_and_deep_copies_keep_their_own_adapters():
     with torch.no_grad():
         assert not torch.allclose(twin(x), net(x))  # the copy's hook uses the copy's B
     assert not net.hidden.lora_A.weight.requires_grad and net.hidden.lora_B.weight.requires_grad
+
+
+def test_attention_projections_that_are_never_called_are_not_targets():
+    from flsilo.models.adapters import resolve_targets
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2)
+            self.mlp = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 2)
+
+    assert resolve_targets(Block(), parse_adapters("lora:r=2"), "head") == ["mlp"]
