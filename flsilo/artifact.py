@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flsilo import manifest as mf
+from flsilo import progress
 from flsilo.atomic import atomic_writer
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, PolicyError, UsageError, VerificationError
@@ -322,7 +323,7 @@ def _verify_opened(
     data_digest: bool,
 ) -> Verified:
     opened = open_regular(path)
-    with opened.fh:
+    with opened.fh, progress.unit(opened.size):
         reader = ArtifactReader(
             opened.fh, opened.size, copy_to=copy_to, early=early, data_digest=data_digest
         )

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, BinaryIO, Protocol
 
+from flsilo import progress
 from flsilo.sshsig import new_hash
 
 CHUNK_BYTES = 16 * 1024 * 1024
@@ -141,6 +142,7 @@ class ArtifactReader:
             jobs.append(self.copy_to.write)
         run_on_chunk(jobs, memoryview(chunk))
         self.position += len(chunk)
+        progress.advance(len(chunk))
 
     def read(self, n: int) -> bytes:
         data = self.fh.read(max(0, min(n, self.size - self.position)))

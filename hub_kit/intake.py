@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flsilo import manifest as mf
+from flsilo import progress
 from flsilo.artifact import Verified, read_signature_bytes, require_kind, sig_path, verify_stream
 from flsilo.atomic import BackgroundSync, atomic_writer, write_bytes, write_text
 from flsilo.errors import FlsiloError
@@ -59,6 +60,15 @@ def inbox_entries(inbox: Path) -> list[os.DirEntry[str]]:
         return sorted((e for e in it if e.name.endswith(".safetensors")), key=lambda e: e.name)
 
 
+def _size(entry: os.DirEntry[str]) -> int:
+    """What reading this entry would read, for progress: a regular file's size, else 0."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
 def intake(
     inbox: Path,
     staging: Path | None,
@@ -84,12 +94,18 @@ def intake(
         (staging / "rejected").mkdir(parents=True, exist_ok=True)
 
     def one(entry: os.DirEntry[str]) -> Candidate | Rejection | Skipped:
-        return examine(Path(entry.path), entry, staging, gate, when, sync)
+        with progress.unit(_size(entry)):
+            return examine(Path(entry.path), entry, staging, gate, when, sync)
 
     # several bundles at once (each already hashes and copies on two threads); the
     # outcomes come back in inbox order, so nothing downstream sees the interleaving
-    with ThreadPoolExecutor(INTAKE_WORKERS, thread_name_prefix="flsilo-intake") as pool:
-        outcomes = list(pool.map(one, inbox_entries(inbox)))
+    entries = inbox_entries(inbox)
+    total = sum(_size(e) for e in entries)
+    with (
+        progress.stage("verifying", unit="bundles", units=len(entries), total_bytes=total),
+        ThreadPoolExecutor(INTAKE_WORKERS, thread_name_prefix="flsilo-intake") as pool,
+    ):
+        outcomes = list(pool.map(one, entries))
     for outcome in outcomes:
         if isinstance(outcome, Candidate):
             result.candidates.append(outcome)

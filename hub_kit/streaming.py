@@ -43,6 +43,7 @@ from typing import Protocol
 
 import numpy as np
 
+from flsilo import progress
 from flsilo.tensorfile import (
     FLOAT_DTYPES,
     ITEMSIZE,
@@ -262,26 +263,34 @@ def measure(
     k = len(inputs)
     gram = np.zeros((k, k))
     sums = np.zeros(2 * k + 1) if median else None
+    floats = sum(t.nbytes for t in layout if t.dtype in FLOAT_DTYPES)
     sources = _Sources(base, inputs)
     try:
-        for chunk in _chunks(layout, k):
-            if chunk.info.dtype in FLOAT_DTYPES:
-                raw_base, raws = sources.raws(chunk)
-                b = to_float64(chunk.info.dtype, raw_base)
-                updates = [np.subtract(to_float64(chunk.info.dtype, r), b) for r in raws]
-                del raws, raw_base, b
-                for i in range(k):
-                    for j in range(i, k if pairwise else i + 1):
-                        gram[i, j] += dot(updates[i], updates[j])
-                if sums is not None:
-                    sums += median_sums(
-                        chunk.first + chunk.start, 1, updates
-                    )  # a gate judges every element
-                del updates
-            sources.release(chunk)
+        with progress.stage(f"measuring {k} updates", total_bytes=k * floats):
+            for chunk in _chunks(layout, k):
+                if chunk.info.dtype in FLOAT_DTYPES:
+                    _measure_chunk(sources, chunk, gram, sums, pairwise)
+                    progress.advance(k * (chunk.end - chunk.offset))
+                sources.release(chunk)
     finally:
         sources.close()
     return FirstPass(np.triu(gram) + np.triu(gram, 1).T, sums)
+
+
+def _measure_chunk(
+    sources: _Sources, chunk: _Chunk, gram: np.ndarray, sums: np.ndarray | None, pairwise: bool
+) -> None:
+    """Add one float chunk's products (and median sums) to ``gram`` and ``sums``."""
+    k = len(gram)
+    raw_base, raws = sources.raws(chunk)
+    b = to_float64(chunk.info.dtype, raw_base)
+    updates = [np.subtract(to_float64(chunk.info.dtype, r), b) for r in raws]
+    del raws, raw_base, b
+    for i in range(k):
+        for j in range(i, k if pairwise else i + 1):
+            gram[i, j] += dot(updates[i], updates[j])
+    if sums is not None:
+        sums += median_sums(chunk.first + chunk.start, 1, updates)  # a gate judges every element
 
 
 def aggregate_stream(
@@ -315,8 +324,13 @@ def aggregate_stream(
     def work(chunk: _Chunk) -> _Combined:
         return _combine_chunk(sources, chunk, rule, weights, coefficients, fisher, stride)
 
+    k = len(inputs)
+    total = k * sum(t.nbytes for t in layout)
     try:
-        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        with (
+            progress.stage(f"combining {k} bundles", total_bytes=total),
+            ThreadPoolExecutor(max_workers=WORKERS) as pool,
+        ):
             pending: deque[tuple[_Chunk, Future[_Combined]]] = deque()
             for chunk in _chunks(layout, len(inputs), WORKERS + 1):
                 pending.append((chunk, pool.submit(work, chunk)))
@@ -408,6 +422,7 @@ def _finish(
     distances += done.distances
     to_median += done.to_median
     sources.release(chunk)
+    progress.advance(len(norms) * (chunk.end - chunk.offset))  # every input's share read
 
 
 def _coordinatewise(

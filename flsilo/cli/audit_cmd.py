@@ -9,11 +9,14 @@ import typer
 from rich import box
 from rich.table import Table
 
+from flsilo import progress
 from flsilo.cli.common import emit_json, set_json, stdout
+from flsilo.cli.progress import with_progress
 from flsilo.errors import ExitCode
 from flsilo.manifest import to_jsonable
 
 
+@with_progress("audit")
 def audit(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace (or a copy of it).")],
     hub_fingerprint: Annotated[
@@ -59,7 +62,8 @@ def audit(
     from hub_kit.audit_trust import trust_root
 
     root = trust_root(hub_fingerprint, hub_key)
-    report = run_audit(hub_dir, root, replay=replay, against=tuple(against or ()))
+    with progress.stage("checking", unit="files", total_bytes=0):  # audit sizes it
+        report = run_audit(hub_dir, root, replay=replay, against=tuple(against or ()))
     code = int(ExitCode.OK if report.ok else ExitCode.VERIFICATION_FAILED)
     if json_out:
         emit_json("audit", report.ok, {"audit": to_jsonable(report), "exit_code": code})

@@ -13,6 +13,7 @@ from rich.table import Table
 from flsilo.cli.common import emit_json, passphrase_source, print_data, say, set_json, stdout
 from flsilo.cli.hub_init_cmd import JsonOut, PassphraseFile, hub_init
 from flsilo.cli.options import STRATEGY_HELP
+from flsilo.cli.progress import with_progress
 from flsilo.manifest import to_jsonable
 
 app = typer.Typer(
@@ -269,6 +270,7 @@ def hub_status(
         out.print(f"[yellow]not in the event log:[/] {note}")
 
 
+@with_progress("aggregate")
 def aggregate(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
     inbox: Annotated[

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from flsilo.cli.common import (
     stderr,
     stdout,
 )
+from flsilo.cli.progress import ProgressPrinter
 from flsilo.cli.trust_options import Hub, Key, Signers, Site
 from flsilo.errors import UsageError
 from flsilo.manifest import to_jsonable
@@ -152,66 +152,6 @@ def site_rekey(
         "bundles already in outbox/ and not yet accepted were signed with the old key: "
         "delete them (and their .sig) and train again"
     )
-
-
-class ProgressPrinter:
-    """Rich progress on a terminal; one plain line per epoch otherwise (logs, --json)."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.live = sys.stderr.isatty() and not quiet
-        self.progress: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> ProgressPrinter:
-        return self
-
-    def _start(self) -> None:
-        """Draw the bar only once batches run: a passphrase prompt before it stays visible."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(),
-            console=stderr(),
-            transient=True,
-        )
-        self.progress.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress:
-            self.progress.stop()
-
-    def __call__(self, event: Any) -> None:
-        from site_kit.training import BatchReport, EpochReport
-
-        if self.quiet:
-            return
-        if isinstance(event, EpochReport):
-            if event.resumed:
-                stderr().print(
-                    f"resuming after epoch {event.epoch} of {event.epochs} (from checkpoint)"
-                )
-                return
-            if self.progress and self.task is not None:
-                self.progress.remove_task(self.task)
-                self.task = None
-            # through the live display's own console, so the finished line is not overdrawn
-            console = self.progress.console if self.progress else stderr()
-            console.print(
-                f"epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, {event.samples_per_second:,.0f} samples/s"
-            )
-        elif isinstance(event, BatchReport) and self.live:
-            if self.progress is None:
-                self._start()
-            stats = f"batch {event.batch}/{event.batches} loss {event.loss:.4f} {event.samples_per_second:,.0f}/s"
-            if self.task is None:
-                self.task = self.progress.add_task(
-                    "train", total=event.batches, epoch=event.epoch, stats=stats
-                )
-            self.progress.update(self.task, completed=event.batch, epoch=event.epoch, stats=stats)
 
 
 def train(

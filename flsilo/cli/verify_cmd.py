@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flsilo import oms
+from flsilo import oms, progress
 from flsilo.artifact import Verified, verify_file
 from flsilo.cli import prehash
 from flsilo.cli.common import (
@@ -22,6 +22,7 @@ from flsilo.cli.common import (
     short_fingerprint,
     stdout,
 )
+from flsilo.cli.progress import with_progress
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, UsageError
 from flsilo.keys import load_public_key
@@ -79,6 +80,7 @@ def check_oms_bundle(verified: Verified) -> bool:
     return True
 
 
+@with_progress("verify")
 def verify(
     files: Annotated[
         list[Path], typer.Argument(help="Artifacts to verify (FILE.sig must sit beside each).")
@@ -112,43 +114,62 @@ def verify(
     when = parse_when(at)
     rows: list[dict[str, Any]] = []
     errors: list[FlsiloError] = []
-    for path in artifact_paths(files):
-        try:
-            early = prehash.claim(path)  # hashed since start-up, when the command named it
-            verified = verify_file(path, trust, at=when, data_digest=False, early=early)
-            model_signing = check_oms_bundle(verified)
-            released = (
-                check_release(verified, require_release, trust, when) if require_release else None
-            )
-        except FlsiloError as err:
-            errors.append(err)
-            if not json_out:
-                print_error(err)
-            rows.append({"file": str(path), "ok": False, "error": err.to_dict()})
-            continue
-        rows.append(
-            {
-                "file": str(path),
-                "ok": True,
-                "signer": verified.signer.principals,
-                "fingerprint": verified.signature.fingerprint,
-                "sha256": verified.sha256,
-                "model_signing_bundle": model_signing,
-                "release_signed_by": list(released.signed) if released else None,
-                "release_not_counted": (
-                    [{"officer": o, "reason": why} for o, why in released.not_counted]
-                    if released
-                    else None
-                ),
-                **manifest_summary(verified.manifest),
-            }
-        )
+    paths = artifact_paths(files)
+    with progress.stage(
+        "verifying", unit="files", units=len(paths), total_bytes=sum(map(_size, paths))
+    ):
+        for path in paths:
+            rows.append(_check(path, trust, when, require_release, errors, json_out))
     code = exit_code_for(errors)
     if json_out:
         emit_json("verify", not errors, {"files": rows, "exit_code": code})
     else:
         render(rows)
     raise typer.Exit(code)
+
+
+def _size(path: Path) -> int:
+    """What verifying ``path`` reads, for progress (0 for what cannot be a file)."""
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
+
+
+def _check(
+    path: Path,
+    trust: TrustPolicy,
+    when: int | None,
+    require_release: int,
+    errors: list[FlsiloError],
+    json_out: bool,
+) -> dict[str, Any]:
+    """One file's row; a failure is also added to ``errors`` (and said, without --json)."""
+    try:
+        early = prehash.claim(path)  # hashed since start-up, when the command named it
+        verified = verify_file(path, trust, at=when, data_digest=False, early=early)
+        model_signing = check_oms_bundle(verified)
+        released = (
+            check_release(verified, require_release, trust, when) if require_release else None
+        )
+    except FlsiloError as err:
+        errors.append(err)
+        if not json_out:
+            print_error(err)
+        return {"file": str(path), "ok": False, "error": err.to_dict()}
+    return {
+        "file": str(path),
+        "ok": True,
+        "signer": verified.signer.principals,
+        "fingerprint": verified.signature.fingerprint,
+        "sha256": verified.sha256,
+        "model_signing_bundle": model_signing,
+        "release_signed_by": list(released.signed) if released else None,
+        "release_not_counted": (
+            [{"officer": o, "reason": why} for o, why in released.not_counted] if released else None
+        ),
+        **manifest_summary(verified.manifest),
+    }
 
 
 def _details(r: dict[str, Any]) -> str:
