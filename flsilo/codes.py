@@ -190,7 +190,7 @@ class Code(StrEnum):
     LOG_VERSION = (
         "log-version",
         M,
-        "the hub's event log holds an event kind this flsilo does not know (a newer flsilo wrote it)",
+        "the hub's event log holds an event kind or field this flsilo does not know (a newer flsilo wrote it)",
         "upgrade flsilo to the release that wrote the log",
     )
     LOG_MISSING = "log-missing", E, "the hub's event log is missing"
@@ -495,6 +495,12 @@ class Code(StrEnum):
         "record-broken",
         V,
         "a line of the site's `record.jsonl` was changed or removed",
+    )
+    RECORD_VERSION = (
+        "record-version",
+        M,
+        "the site's `record.jsonl` holds an event kind or field this flsilo does not know (a newer flsilo wrote it)",
+        "upgrade flsilo to the release that wrote the record",
     )
     BAD_FREEZE = (
         "bad-freeze",

@@ -45,19 +45,6 @@ class Event:
     data: dict[str, Any]
     line_sha256: str
 
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
-
-    def record(self) -> dict[str, Any]:
-        """The line as it was written: data plus the chain fields."""
-        return {
-            **self.data,
-            "seq": self.seq,
-            "time": self.time,
-            "event": self.event,
-            "prev": self.prev,
-        }
-
 
 def canonical_line(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
@@ -176,14 +163,3 @@ class HashChain:
             raw += line + b"\n"
             added.append(Event(record["seq"], when, kind, record["prev"], data, prev))
         return raw, added
-
-
-def read_chain(path: Path) -> list[dict[str, Any]]:
-    """Every record of a site-style chain (with ``seq``, ``time``, ``event``, ``prev``), checked."""
-    return [e.record() for e in HashChain(path).read()]
-
-
-def append_chain(path: Path, event: str, data: dict[str, Any]) -> dict[str, Any]:
-    """Append one record to a site-style chain as one atomic replace of the file; return it."""
-    _, added = HashChain(path).append([(event, data)])
-    return added[0].record()

@@ -5,7 +5,7 @@ A line of ``events.jsonl`` is the event's own fields plus the chain fields (``se
 sorted keys. ``to_json`` gives exactly the fields the hub has always written, and
 ``from_json`` refuses anything it would not write back byte for byte: a missing or
 mistyped field (an edited log), or a field this flsilo does not know (a newer flsilo wrote
-it: the upgrade hint, as for an unknown kind).
+it: the upgrade hint, as for an unknown kind). The codec is :mod:`flsilo.jsonfields`.
 
 Optional fields are of two sorts, as the log has always had them: ``LEFT_OUT`` fields
 are left out of the line when unset (a rekey's ``replaces``, a DP bundle's privacy
@@ -15,15 +15,12 @@ aggregate's ``server_state``).
 
 from __future__ import annotations
 
-import types
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, TypeVar
 
-_OMIT = "omit"
-LEFT_OUT = {_OMIT: True}
-"""Field metadata: the field is left out of the JSON while it is ``None`` (``False`` for a flag)."""
+from flsilo.jsonfields import LEFT_OUT, FieldError, JsonFields
 
 
 class Kind(StrEnum):
@@ -43,105 +40,8 @@ ROLE_SITE = "site"
 ROLE_RELEASE = "release"
 
 
-class FieldError(ValueError):
-    """A well-chained line whose fields are not an event of its kind as flsilo writes it."""
-
-    def __init__(self, message: str, *, newer: bool = False) -> None:
-        super().__init__(message)
-        self.newer = newer
-        """True for a field this flsilo does not know (a newer writer's)."""
-
-
-class _Json:
-    """``to_json`` and ``from_json`` from the dataclass's fields and their annotations."""
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if f.metadata.get(_OMIT) and (value is None or value is False):
-                continue
-            out[f.name] = value.to_json() if isinstance(value, _Json) else value
-        return self._out(out)
-
-    def _out(self, out: dict[str, Any]) -> dict[str, Any]:
-        """The JSON object from the fields' (a kind whose keys are not its fields changes it)."""
-        return out
-
-    @classmethod
-    def _in(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The fields' values from the JSON object: the inverse of :meth:`_out`."""
-        return dict(data)
-
-    @classmethod
-    def from_json(cls: type[_J], data: Mapping[str, Any]) -> _J:
-        what = f"{getattr(cls, 'KIND', 'metrics')} event"
-        if not isinstance(data, Mapping):
-            raise FieldError(f"{what}: not a JSON object")
-        original, data = dict(data), cls._in(data)
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FieldError(
-                f"{what}: field {unknown[0]!r} is not one this flsilo knows", newer=True
-            )
-        hints = _hints(cls)
-        values: dict[str, Any] = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            if f.name in data:
-                values[f.name] = _typed(hints[f.name], data[f.name], f"{what}: {f.name!r}")
-            elif not f.metadata.get(_OMIT):
-                raise FieldError(f"{what}: field {f.name!r} is missing")
-        made = cls(**values)
-        if made.to_json() != original:  # e.g. null where the log leaves a field out
-            raise FieldError(f"{what}: its fields are not as flsilo writes them")
-        return made
-
-
-_J = TypeVar("_J", bound=_Json)
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    """The class's field types, resolved once."""
-    if cls not in _HINTS:
-        _HINTS[cls] = get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def _typed(hint: Any, value: Any, where: str) -> Any:
-    """``value`` if it is of the JSON type ``hint`` names (nested events made), else refused."""
-    if get_origin(hint) in (Union, types.UnionType):
-        args = get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if isinstance(hint, type) and is_dataclass(hint) and issubclass(hint, _Json):
-        return hint.from_json(value) if isinstance(value, dict) else _wrong(where, "an object")
-    checks: dict[Any, tuple[type | tuple[type, ...], str]] = {
-        str: (str, "a string"),
-        int: (int, "an integer"),
-        float: ((int, float), "a number"),
-        bool: (bool, "true or false"),
-    }
-    if hint in checks:
-        kinds, words = checks[hint]
-        if isinstance(value, kinds) and (hint is bool or not isinstance(value, bool)):
-            return value
-        return _wrong(where, words)
-    if get_origin(hint) in (Mapping, dict) or hint is dict:
-        return value if isinstance(value, dict) else _wrong(where, "an object")
-    raise AssertionError(f"no JSON type for {hint!r}")
-
-
-def _wrong(where: str, expected: str) -> Any:
-    raise FieldError(f"{where} is not {expected}")
-
-
 @dataclass(frozen=True)
-class Init(_Json):
+class Init(JsonFields):
     """The federation's start: its round-0 package and the hub key (``hub init``)."""
 
     KIND: ClassVar[Kind] = Kind.INIT
@@ -155,7 +55,7 @@ class Init(_Json):
 
 
 @dataclass(frozen=True)
-class Enroll(_Json):
+class Enroll(JsonFields):
     """A site's (or a release officer's) key, trusted after its fingerprint was confirmed."""
 
     KIND: ClassVar[Kind] = Kind.ENROLL
@@ -175,7 +75,7 @@ class Enroll(_Json):
 
 
 @dataclass(frozen=True)
-class Revoke(_Json):
+class Revoke(JsonFields):
     """A site's key is no longer trusted from this point of the log on."""
 
     KIND: ClassVar[Kind] = Kind.REVOKE
@@ -185,7 +85,7 @@ class Revoke(_Json):
 
 
 @dataclass(frozen=True)
-class RotateKey(_Json):
+class RotateKey(JsonFields):
     """The hub key rotated: the statement signed by the old and the new key."""
 
     KIND: ClassVar[Kind] = Kind.ROTATE_KEY
@@ -197,7 +97,7 @@ class RotateKey(_Json):
 
 
 @dataclass(frozen=True)
-class ReportedMetrics(_Json):
+class ReportedMetrics(JsonFields):
     """What a site said about a model on its validation split (in its bundle's manifest)."""
 
     accuracy: float | None
@@ -206,7 +106,7 @@ class ReportedMetrics(_Json):
 
 
 @dataclass(frozen=True)
-class Accept(_Json):
+class Accept(JsonFields):
     """A bundle accepted into a round, with its weight and what the site reported."""
 
     KIND: ClassVar[Kind] = Kind.ACCEPT
@@ -226,7 +126,7 @@ class Accept(_Json):
 
 
 @dataclass(frozen=True)
-class Reject(_Json):
+class Reject(JsonFields):
     """A file refused at intake, with the error code and message it got."""
 
     KIND: ClassVar[Kind] = Kind.REJECT
@@ -239,7 +139,7 @@ class Reject(_Json):
 
 
 @dataclass(frozen=True)
-class Aggregate(_Json):
+class Aggregate(JsonFields):
     """A round committed: the package it made and how (the rule, gates, server step)."""
 
     KIND: ClassVar[Kind] = Kind.AGGREGATE
@@ -260,7 +160,7 @@ class Aggregate(_Json):
 
 
 @dataclass(frozen=True)
-class Evaluation(_Json):
+class Evaluation(JsonFields):
     """A site's signed evaluation report, archived with a round: who, which package, the
     task's primary figure (its key is the metric's name, e.g. ``accuracy``)."""
 

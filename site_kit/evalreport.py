@@ -33,10 +33,8 @@ from site_kit.workspace import SiteWorkspace
 def training_paths(ws: SiteWorkspace) -> list[Path]:
     """Every data path this site trained on: site.toml's, and each one a run was given."""
     paths = [ws.data_path] if ws.data_path is not None else []
-    for event in site_record.events(ws.root):
-        given = (
-            (event.get("overrides") or {}).get("data") if event.get("event") == "trained" else None
-        )
+    for trained in site_record.of_kind(site_record.events(ws.root), site_record.Trained):
+        given = trained.overrides.get("data")
         if isinstance(given, str):
             paths.append(Path(given))
     return paths

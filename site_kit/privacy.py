@@ -245,9 +245,9 @@ def check_against_record(ledger: Ledger, site_root: Path, delta: float) -> None:
     then killed before its bundle) is fine: it over-counts, never under-counts.
     """
     recorded = [
-        (str(e.get("package_sha256")), int(e.get("round", -1)), float(spent["epsilon_total"]))
-        for e in site_record.events(site_root)
-        if e.get("event") == "trained" and isinstance(spent := e.get("privacy_budget_spent"), dict)
+        (t.package_sha256, t.round, float(t.privacy_budget_spent.epsilon_total))
+        for t in site_record.of_kind(site_record.events(site_root), site_record.Trained)
+        if t.privacy_budget_spent is not None
     ]
     if not recorded:
         return

@@ -110,16 +110,19 @@ def _check_kit(ws: SiteWorkspace, kit: Path, new_pub: PublicKey) -> None:
 
 def _record_once(root: Path, done: Rekeyed, old_line: str) -> None:
     """Append a ``rekey`` event, unless a crash left this very change recorded already."""
-    last = site_record.events(root)[-1:] or [{}]
-    if last[0].get("event") == "rekey" and last[0].get("new_key") == done.new_fingerprint:
+    last = [e.body for e in site_record.events(root)[-1:]]
+    if (
+        last
+        and isinstance(last[0], site_record.Rekeyed)
+        and last[0].new_key == done.new_fingerprint
+    ):
         return
     site_record.record(
         root,
-        "rekey",
-        {
-            "old_key": done.old_fingerprint,
-            "old_site_key": old_line,  # site status still recognises bundles it signed
-            "new_key": done.new_fingerprint,
-            "checked_against_kit": done.checked_against_kit,
-        },
+        site_record.Rekeyed(
+            old_key=done.old_fingerprint,
+            old_site_key=old_line,  # site status still recognises bundles it signed
+            new_key=done.new_fingerprint,
+            checked_against_kit=done.checked_against_kit,
+        ),
     )

@@ -321,26 +321,21 @@ def record_trained(
     spent = None
     if dp_run is not None:
         report = dp_run.report(job.plan)
-        spent = {
-            "epsilon_round": report.epsilon_round,
-            "epsilon_total": report.epsilon_total,
-            "delta": report.delta,
-        }
+        spent = site_record.Spent(report.epsilon_round, report.epsilon_total, report.delta)
     site_record.record(
         ws.root,
-        "trained",
-        {
-            "round": job.verified.manifest.round,
-            "package_sha256": job.verified.sha256,
-            "bundle": job.bundle_path.name,
-            "bundle_sha256": bundle_sha,
-            "data_sha256_salted": site_record.data_digest(ws.root, data.train.digest()),
-            "train_samples": len(data.train),
-            "val_samples": len(data.val),
-            "skipped": data.skipped,
-            "overrides": {k: v for k, v in overrides.items() if v is not None},
-            "privacy_budget_spent": spent,
-        },
+        site_record.Trained(
+            round=job.verified.manifest.round,
+            package_sha256=job.verified.sha256,
+            bundle=job.bundle_path.name,
+            bundle_sha256=bundle_sha,
+            data_sha256_salted=site_record.data_digest(ws.root, data.train.digest()),
+            train_samples=len(data.train),
+            val_samples=len(data.val),
+            skipped=data.skipped,
+            overrides={k: v for k, v in overrides.items() if v is not None},
+            privacy_budget_spent=spent,
+        ),
     )
 
 

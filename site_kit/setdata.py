@@ -64,13 +64,12 @@ def set_data(root: Path, data: Path, data_format: str | None) -> DataChange:
         )
         site_record.record(
             root,
-            "set-data",
-            {
-                "old_data": change.old_data,
-                "old_format": change.old_format,
-                "data": change.data,
-                "data_format": change.data_format,
-            },
+            site_record.DataChanged(
+                old_data=change.old_data,
+                old_format=change.old_format,
+                data=change.data,
+                data_format=change.data_format,
+            ),
         )
         config = replace(ws.config, data=stored, data_format=data_format)
         write_text(root / SITE_FILE, fed.dump_toml(config.__dict__, "flsilo site workspace"))

@@ -18,6 +18,7 @@ from flsilo.manifest import KIND_BUNDLE, KIND_PACKAGE
 from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
 from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from site_kit import record as site_record
+from site_kit.state import SiteState
 from site_kit.workspace import SiteWorkspace
 
 
@@ -91,7 +92,7 @@ def _check_bundle(path: Path, trust: Any, old_trust: Any) -> FileStatus:
     return status
 
 
-def _check_package(path: Path, trust: Any, old_trust: Any, trained: dict[str, str]) -> FileStatus:
+def _check_package(path: Path, trust: Any, old_trust: Any, state: SiteState) -> FileStatus:
     """A package signed with the hub key trusted now. One signed with a hub key this site
     has moved on from (a rotation) is 'ok' only if the site trained on it while it trusted
     that key; else 'old-key': a retired key (perhaps retired for a leak) signs nothing new."""
@@ -103,7 +104,7 @@ def _check_package(path: Path, trust: Any, old_trust: Any, trained: dict[str, st
     except FlsiloError:
         return status
     m = verified.manifest
-    if trained.get(str(m.round)) == verified.sha256:
+    if state.package_for(m.round) == verified.sha256:
         final = bool(m.package and m.package.final)
         return FileStatus(path.name, m.round, "ok", verified.sha256[:16], final)
     return FileStatus(
@@ -123,7 +124,7 @@ def site_status(root: Path) -> SiteStatus:
         federation=ws.config.federation,
         hub_fingerprint=ws.hub_key().fingerprint,
         confirmed_hub_fingerprint=ws.config.hub_fingerprint,
-        last_round_trained=int(state["last_round"]),
+        last_round_trained=state.last_round,
     )
     data = ws.data_path
     status.data = None if data is None else str(data)
@@ -132,18 +133,19 @@ def site_status(root: Path) -> SiteStatus:
     now = ws.hub_key()
     retired = [k for k in ws.hub_keys_held() if k.blob != now.blob]
     status.packages = [
-        _check_package(p, ws.trust(now), _hub_trust(retired, root), state["packages"])
+        _check_package(p, ws.trust(now), _hub_trust(retired, root), state)
         for p in sorted(ws.packages.glob("*.safetensors"))
     ]
-    events: list[dict[str, Any]] = []
+    events: list[site_record.Recorded] = []
     try:
         events = site_record.events(root)
     except FlsiloError as err:
         status.record_ok, status.record_detail = False, err.one_line()
-    status.trained = [e for e in events if e.get("event") == "trained"]
+    status.trained = [e.record() for e in events if isinstance(e.body, site_record.Trained)]
     own = parse_public_line(ws.config.site_key, source=str(root / "site.toml"))  # as enrolled
     site_trust = _site_trust(ws.config.site_id, [own], root)
-    old_keys = [parse_public_line(e["old_site_key"]) for e in events if e.get("old_site_key")]
+    rekeys = site_record.of_kind(events, site_record.Rekeyed)
+    old_keys = [parse_public_line(r.old_site_key) for r in rekeys if r.old_site_key]
     old_trust = _site_trust(ws.config.site_id, old_keys, root) if old_keys else None
     status.outbox = [
         _check_bundle(p, site_trust, old_trust) for p in sorted(ws.outbox.glob("*.safetensors"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +33,10 @@ from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from flsilo.untrusted import read_bounded
 from flsilo.workspace_paths import resolve_stored, stored_path
 from site_kit import record as site_record
+from site_kit.state import SiteState, read_state, write_state
 
 SITE_FILE = "site.toml"
 KIT_FILE = "kit.toml"
-STATE_FILE = "state.json"
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ class SiteWorkspace:
 
     def hub_key(self) -> PublicKey:
         """The hub key now trusted: the confirmed one, or where its rotation chain led."""
-        followed = self.state().get("hub_key")
+        followed = self.state().hub_key
         return parse_public_line(followed) if followed else self.confirmed_hub_key()
 
     def trust(self, key: PublicKey | None = None) -> AllowedSigners:
@@ -186,33 +185,19 @@ class SiteWorkspace:
     def hub_keys_held(self) -> list[PublicKey]:
         """Every hub key this site has trusted, oldest first: the confirmed one, each key a
         rotation chain led to. Packages already held were signed by one of them."""
-        before = [parse_public_line(k) for k in self.state().get("hub_keys_before", [])]
+        before = [parse_public_line(k) for k in self.state().hub_keys_before or ()]
         keys: list[PublicKey] = []
         for key in [self.confirmed_hub_key(), *before, self.hub_key()]:
             if all(key.blob != k.blob for k in keys):
                 keys.append(key)
         return keys
 
-    def state(self) -> dict[str, Any]:
-        path = self.root / STATE_FILE
-        if not path.exists():
-            return {"last_round": -1, "packages": {}}
-        try:
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise WorkspaceError(
-                f"{STATE_FILE} is damaged ({exc})",
-                path=path,
-                code=Code.STATE,
-                hint="it records the last round trained; restore it from backup",
-            ) from exc
-        return data
+    def state(self) -> SiteState:
+        """The rollback state (``state.json``): last round trained, packages, hub keys."""
+        return read_state(self.root)
 
     def record_round(self, round_: int, package_sha: str) -> None:
-        state = self.state()
-        state["last_round"] = max(int(state["last_round"]), round_)
-        state["packages"][str(round_)] = package_sha
-        write_text(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        write_state(self.root, self.state().trained(round_, package_sha))
 
     def accept_package(self, package: Path, *, copy_to: Any = None) -> Verified:
         """Verify a package for this site: hub signature, federation, no rollback, no fork.
@@ -254,16 +239,16 @@ class SiteWorkspace:
                 hint="use the package your own hub sent",
             )
         state = self.state()
-        if m.round < int(state["last_round"]):
+        if m.round < state.last_round:
             raise PolicyError(
                 f"package is for round {m.round}, but this site already trained on round "
-                f"{state['last_round']}",
+                f"{state.last_round}",
                 path=package,
                 code=Code.ROLLBACK,
                 hint="an old package was sent back (replay or mix-up); ask the hub for the "
                 "current one",
             )
-        seen = state["packages"].get(str(m.round))
+        seen = state.package_for(m.round)
         if seen is not None and seen != verified.sha256:
             raise PolicyError(
                 f"a different package for round {m.round} was already trained on here",
@@ -271,11 +256,9 @@ class SiteWorkspace:
                 code=Code.FORKED_ROUND,
                 hint="two signed packages claim the same round; stop and call the hub",
             )
-        if key.blob != trusted.blob:
-            state["hub_key"] = key.openssh_line()
-            before = state.setdefault("hub_keys_before", [])  # every key left, in order
-            before += [k.openssh_line() for k in (trusted, *passed)]
-            write_text(self.root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        if key.blob != trusted.blob:  # every key left is kept, in order
+            left = [k.openssh_line() for k in (trusted, *passed)]
+            write_state(self.root, state.followed(key.openssh_line(), left))
         return verified
 
     def _follow_rotations(self, package: Path, trusted: PublicKey) -> list[PublicKey] | None:

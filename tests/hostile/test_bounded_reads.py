@@ -159,7 +159,7 @@ OWN_FILES = {
     "site_kit/record.py": (1, "the site's own record secret"),
     "site_kit/checkpoint.py": (1, "the site's own training progress"),
     "site_kit/data/index.py": (1, "the site's own index of its data (about 200 bytes a record)"),
-    "site_kit/workspace.py": (1, "the site's own settings"),
+    "site_kit/state.py": (1, "the site's own rollback state"),
 }
 
 

@@ -304,7 +304,7 @@ def test_site_rekey_switches_to_the_key_the_hub_enrolled(federation: Federation,
     """After 'hub rekey', 'site rekey' checks the new key against a kit made since, records
     the change in the site's hash-chained record and rewrites site.toml; the next bundle is
     signed with the new key and the hub accepts it."""
-    from site_kit.record import events
+    from site_kit.record import Rekeyed, events, of_kind
 
     fed = federation
     fed.carry()
@@ -327,14 +327,13 @@ def test_site_rekey_switches_to_the_key_the_hub_enrolled(federation: Federation,
     elsewhere = cli("site", "rekey", site, "--key", new, "--kit", other_kit)
     assert elsewhere.code == 2 and "kit-site" in elsewhere.err
     assert (site / "site.toml").read_bytes() == toml_before
-    assert "rekey" not in [e["event"] for e in events(site)]
+    assert not list(of_kind(events(site), Rekeyed))
     # the enrolled key, checked against the new kit
     done = cli("site", "rekey", site, "--key", new, "--kit", kit, "--json")
     assert done.code == 0, done.err
     doc = json.loads(done.out)
     assert doc["new_fingerprint"] == fingerprint(new_pub) and doc["checked_against_kit"]
-    record = [e for e in events(site) if e["event"] == "rekey"]
-    assert [e["new_key"] for e in record] == [fingerprint(new_pub)]
+    assert [e.new_key for e in of_kind(events(site), Rekeyed)] == [fingerprint(new_pub)]
     # the bundle signed with the old key is not called damaged, and not offered to carry
     status = cli("site", "status", site, "--json")
     assert status.code == 0, status.out

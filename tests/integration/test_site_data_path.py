@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from flsilo.hashchain import read_chain
+from site_kit.record import DataChanged, events
 from tests.conftest import Federation, fingerprint, tree_digest
 
 
@@ -18,8 +18,8 @@ def test_set_data_checks_records_and_is_used(federation: Federation, cli, tmp_pa
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     assert doc["data_format"] is None and doc["old_data"] is not None
-    last = read_chain(site / "record.jsonl")[-1]
-    assert last["event"] == "set-data" and last["data"] == str(moved)
+    last = events(site)[-1].body
+    assert isinstance(last, DataChanged) and last.data == str(moved)
     status = json.loads(cli("site", "status", site, "--json").out)
     assert status["data"] == str(moved) and status["data_found"] is True
     assert cli("site", "check-data", site).code == 0  # the new path is the one used

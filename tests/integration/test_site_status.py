@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flsilo.hashchain import read_chain
+from site_kit.record import PackageArrived, Trained, events
 from tests.conftest import Federation, tree_digest
 
 
@@ -40,9 +40,9 @@ def test_a_damaged_bundle_is_reported_as_damaged(federation: Federation, cli) ->
 
 def test_the_site_record_is_a_hash_chain(federation: Federation, cli) -> None:
     site = federation.sites["site-a"]
-    events = read_chain(site / "record.jsonl")
-    assert [e["event"] for e in events] == ["package", "trained"]
-    assert events[1]["bundle_sha256"] == events[1]["bundle_sha256"].lower()
+    arrived, trained = (e.body for e in events(site))
+    assert isinstance(arrived, PackageArrived) and isinstance(trained, Trained)
+    assert trained.bundle_sha256 == trained.bundle_sha256.lower()
     text = (site / "record.jsonl").read_text()
     first, rest = text.split("\n", 1)
     (site / "record.jsonl").write_text(first.replace('"round":0', '"round":1') + "\n" + rest)

@@ -25,10 +25,20 @@ def train(root: Path, round_: int) -> DPRun:
     run = prepare_round(root, root / f"w{round_}", PLAN, N, round_, sha)
     assert run.entry is not None
     report = run.report(PLAN)
-    spent = {"epsilon_round": report.epsilon_round, "epsilon_total": report.epsilon_total}
-    site_record.record(
-        root, "trained", {"round": round_, "package_sha256": sha, "privacy_budget_spent": spent}
+    spent = site_record.Spent(report.epsilon_round, report.epsilon_total, report.delta)
+    trained = site_record.Trained(
+        round=round_,
+        package_sha256=sha,
+        bundle=f"fed-r{round_:04d}-site-a.safetensors",
+        bundle_sha256="0" * 64,
+        data_sha256_salted="0" * 64,
+        train_samples=N,
+        val_samples=0,
+        skipped=0,
+        overrides={},
+        privacy_budget_spent=spent,
     )
+    site_record.record(root, trained)
     return run
 
 
