@@ -5,7 +5,9 @@ fields and their annotations (``str``, ``int``, ``float``, ``bool``, ``X | None`
 mapping, a tuple of strings, another ``JsonFields``). ``from_json`` refuses what it would
 not write back exactly: a missing or mistyped field, a ``null`` where the field is left
 out (:data:`FieldError`), or a field the class does not know (``newer``: a newer writer's).
-Numbers keep the type JSON gave them, so a line read and written again keeps its bytes.
+Numbers keep the type JSON gave them, so a line read and written again keeps its bytes:
+unlike :mod:`flsilo.jsonable` (the manifest's encoding, which makes every float field a
+float), these files are hashed line by line into a chain, and must round-trip exactly.
 """
 
 from __future__ import annotations
