@@ -178,7 +178,7 @@ def _federation(ws: HubWorkspace, v: Verified, plan_from: Verified | None) -> di
     plan = plan_from.manifest.package.plan if plan_from and plan_from.manifest.package else None
     return {
         "id": v.manifest.federation,
-        "task": "classify",
+        "task": model.task_spec.name,
         "model": model.spec,
         "model_code_digest": model.code_digest,
         "classes": list(model.classes),

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from flsilo.plan import CLASSIFY, MULTILABEL
 from flsilo.tensorsets import SOLVER_NCM, parse_solver
 
 REPLAY_ATOL = 1e-6
+LOGIT_SLOPE = 4.0
+"""multilabel: a ridge fit's probability estimate r becomes the logit 4 (r - 0.5)."""
 """Absolute tolerance recorded in the package for replay on another machine's numpy."""
 
 
@@ -81,12 +84,22 @@ def ncm_head(class_sums: np.ndarray, class_counts: np.ndarray) -> tuple[np.ndarr
     return means, bias
 
 
-def solve_head(solver: str, stats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The head (W, b) for summed statistics, by the plan's ``ridge[:LAMBDA]`` or ``ncm``."""
+def solve_head(
+    solver: str, stats: dict[str, np.ndarray], task: str = CLASSIFY
+) -> tuple[np.ndarray, np.ndarray]:
+    """The head (W, b) for summed statistics, by the plan's ``ridge[:LAMBDA]`` or ``ncm``.
+
+    For ``multilabel`` the statistics are of multi-hot targets, and the ridge fit r = W x + b
+    estimates each finding's probability; the head returned is LOGIT_SLOPE * (r - 0.5), a
+    logit that the model's sigmoid maps back to about r near 0.5 (the slope of the logistic
+    there is 1/4), so a threshold of 0.5 means r >= 0.5."""
     from flsilo.tensorsets import STAT_CLASS_COUNTS, STAT_CLASS_SUMS, STAT_GRAM
 
     name, lam = parse_solver(solver)
     sums, counts = stats[STAT_CLASS_SUMS], stats[STAT_CLASS_COUNTS]
     if name == SOLVER_NCM:
         return ncm_head(sums, counts)
-    return ridge_head(stats[STAT_GRAM], sums, counts, lam)
+    weight, bias = ridge_head(stats[STAT_GRAM], sums, counts, lam)
+    if task == MULTILABEL:
+        return LOGIT_SLOPE * weight, LOGIT_SLOPE * (bias - 0.5)
+    return weight, bias

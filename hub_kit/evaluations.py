@@ -28,7 +28,7 @@ from flsilo.untrusted import read_bounded, read_signature_file
 from hub_kit.events import Evaluation, of_kind
 from hub_kit.workspace import ROLE_SITE, HubState, HubWorkspace, signer_entries
 
-PRIMARY = {"classify": "accuracy"}
+PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc"}
 """Each task's primary figure: the one the cross-site table and the model card lead with."""
 
 

@@ -241,7 +241,7 @@ def _closed_form_head(
 ) -> tuple[bytearray, dict[str, TensorInfo]]:
     """The solved head's bytes, laid out as the package's head tensors in their order."""
     stats = sum_statistics([_read_statistics(i, view.layout) for i in inputs])
-    weight, bias = solve_head(view.plan.head_solver, stats)
+    weight, bias = solve_head(view.plan.head_solver, stats, view.plan.task)
     where = {t.name: t for t in view.header.tensors}
     out = bytearray()
     placed: dict[str, TensorInfo] = {}

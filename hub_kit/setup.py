@@ -108,8 +108,12 @@ def check_task(config: FederationConfig) -> None:
         problem = f"task {spec.name} needs --classes"
     if problem is None and dp_of(config.plan) is not None and not task.supports_dp:
         problem = f"task {spec.name} cannot be trained with DP-SGD (its loss is not per sample)"
-    if problem is None and has_closed_form(config.schedule.kind) and not task.closed_form:
-        problem = f"task {spec.name} has no closed-form head (use a periodic schedule)"
+    if problem is None and has_closed_form(config.schedule.kind):
+        solver = config.plan.head_solver.partition(":")[0]
+        if not task.closed_form:
+            problem = f"task {spec.name} has no closed-form head (use a periodic schedule)"
+        elif solver not in task.closed_form_solvers:
+            problem = f"task {spec.name} solves its head by {', '.join(task.closed_form_solvers)}"
     if problem is not None:
         raise UsageError(
             f"federation settings are not valid: {problem}",

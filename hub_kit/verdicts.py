@@ -22,6 +22,7 @@ from flsilo.artifact import Verified, sig_path
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, PolicyError, VerificationError
 from flsilo.federation import FederationConfig
+from flsilo.plan import MULTILABEL
 from flsilo.preprocessing import stats_width
 from flsilo.tensorfile import FLOAT_DTYPES, MAX_HEADER_BYTES, Header
 from flsilo.tensorsets import (
@@ -274,7 +275,11 @@ def check_statistics(
     counts = np.frombuffer(class_counts, dtype="<f8")
     b = verified.manifest.bundle
     assert b is not None
-    if np.any(counts < 0) or np.any(counts != np.round(counts)) or counts.sum() != b.num_samples:
+    # multilabel counts positives per finding: each at most the samples, not their sum
+    adds_up = np.all(counts <= b.num_samples) if plan.task == MULTILABEL else (
+        counts.sum() == b.num_samples
+    )  # fmt: skip
+    if np.any(counts < 0) or np.any(counts != np.round(counts)) or not adds_up:
         raise refuse(
             Code.BAD_STATISTICS,
             f"class counts do not add up to the {b.num_samples} samples the bundle claims",

@@ -22,7 +22,8 @@ def solve_closed_form_head(
     """Replace ``model``'s head, in place, by the head solved from the sites' statistics."""
     cpu = torch.device("cpu")
     per_site = [streamed_statistics(model, d, classes, solver, cpu) for d in sites if len(d)]
-    weight, bias = solve_head(solver, sum_statistics(per_site))
+    task = sites[0].task.name if sites else "classify"
+    weight, bias = solve_head(solver, sum_statistics(per_site), task)
     head = model.get_submodule(head_module_name(model))
     with torch.no_grad():
         for name, values in (("weight", weight), ("bias", bias)):

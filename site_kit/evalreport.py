@@ -77,9 +77,8 @@ def build_report(
     min_cell = plan.min_cell_size if plan is not None else 0
     dp = plan is not None and dp_of(plan) is not None
     if dp:  # a DP federation: only figures over the whole evaluation set
-        figures: dict[str, Any] = {
-            k: full[k] for k in ("samples", "accuracy", "balanced_accuracy", "ece")
-        }
+        whole = ("samples", "accuracy", "balanced_accuracy", "exact_match", "mean_auroc", "ece")
+        figures: dict[str, Any] = {k: full[k] for k in whole if k in full}
     else:
         figures = metrics.suppress_small_cells(full, min_cell)
     return {
@@ -90,7 +89,7 @@ def build_report(
         "round": manifest.round,
         "package": package.path.name,
         "package_sha256": package.sha256,
-        "task": "classify",
+        "task": manifest.model.task_spec.name,
         "classes": list(classes),
         "created_at": now_utc(),
         "software": {"flsilo": flsilo_version},

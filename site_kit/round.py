@@ -18,12 +18,12 @@ from flsilo import manifest as mf
 from flsilo.artifact import Verified, write_artifact
 from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.codes import Code
-from flsilo.errors import FlsiloError, PolicyError, UsageError
+from flsilo.errors import PolicyError, UsageError
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
 from flsilo.models import adapters
 from flsilo.models.registry import build_model, code_mismatch
 from flsilo.plan import dp_of
-from flsilo.tasks import output_size, task_for
+from flsilo.tasks import output_size, require_task, task_for
 from flsilo.tensorsets import ROUND_FEDSTATS, ROUND_STATISTICS
 from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
 from site_kit import record as site_record
@@ -352,7 +352,7 @@ def open_package(ws: SiteWorkspace, package: Path, *, accept_expired: bool = Fal
             code=Code.FINAL_PACKAGE,
             hint="evaluate it with 'flsilo evaluate' or deploy it",
         )
-    known_task(m.package.plan, package)
+    require_task(m.package.plan, package)
     expired_override = check_fresh(m, package, accept_expired=accept_expired)
     bundle_path = ws.outbox / mf.artifact_name(m.federation, m.round, ws.config.site_id)
     if bundle_path.exists():
@@ -366,21 +366,6 @@ def open_package(ws: SiteWorkspace, package: Path, *, accept_expired: bool = Fal
     remove_stale_temps(ws.outbox)
     work = ws.work / f"r{m.round:04d}-{verified.sha256[:12]}"
     return RoundJob(package, verified, m.package.plan, model, bundle_path, work, expired_override)
-
-
-def known_task(plan: mf.Plan, package: Path) -> None:
-    """Refuse a package whose task this flsilo does not know (or cannot train as planned)."""
-    try:
-        task = task_for(plan)
-    except FlsiloError as exc:
-        raise FlsiloError(exc.message, path=package, code=exc.code, hint=exc.hint) from exc
-    if dp_of(plan) is not None and not task.supports_dp:
-        raise PolicyError(
-            f"the plan asks for DP-SGD, which task {plan.task} does not support",
-            path=package,
-            code=Code.UNKNOWN_TASK,
-            hint="ask the hub administrator: this federation's plan cannot be trained",
-        )
 
 
 def unlock_site_key(

@@ -18,6 +18,8 @@ from flsilo.codes import Code
 from flsilo.errors import PolicyError
 from flsilo.manifest import Plan
 from flsilo.models.registry import head_features
+from flsilo.plan import CLASSIFY
+from flsilo.tasks import load_task
 from flsilo.tensorfile import RawTensor
 from flsilo.tensorsets import (
     REVEALS,
@@ -51,12 +53,14 @@ def streamed_statistics(
     model.to(device).eval()
     total: dict[str, np.ndarray] = {}
     labels = data.y
+    multi = target_rows(data, classes)
     for start in range(0, len(data), CHUNK):
         stop = min(start + CHUNK, len(data))
         parts = []
         for x, _ in batches(data, _shifted(in_order(stop - start, BATCH), start), workers=workers):
             parts.append(head_features(model, x.to(device)).to("cpu", torch.float64).numpy())
-        chunk = head_statistics(np.concatenate(parts), labels[start:stop], classes, solver)
+        rows = None if multi is None else multi[start:stop]
+        chunk = head_statistics(np.concatenate(parts), labels[start:stop], classes, solver, rows)
         for name, value in chunk.items():
             total[name] = total[name] + value if name in total else value
     return total
@@ -66,14 +70,34 @@ def _shifted(batches_: Iterator[range], by: int) -> Iterator[range]:
     return (range(b.start + by, b.stop + by) for b in batches_)
 
 
+def target_rows(data: Dataset | Samples, classes: int) -> np.ndarray | None:
+    """Every sample's (n, classes) target matrix for tasks that are not classify (multilabel:
+    multi-hot), from the task; None for classify (``head_statistics`` one-hot encodes)."""
+    spec = data.task if isinstance(data, Dataset) else data.ctx.task
+    if spec.name == CLASSIFY:
+        return None
+    y = data.y if isinstance(data, Dataset) else data.targets()
+    return load_task(spec.name).target_matrix(y, classes)
+
+
 def head_statistics(
-    features: np.ndarray, labels: np.ndarray, classes: int, solver: str
+    features: np.ndarray,
+    labels: np.ndarray,
+    classes: int,
+    solver: str,
+    targets: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Class counts, per-class feature sums, and (ridge) the Gram matrix of [features, 1]."""
+    """Class counts, per-class feature sums, and (ridge) the Gram matrix of [features, 1].
+
+    ``targets`` (n x classes) replaces the one-hot rows of ``labels`` (multi-hot findings):
+    the counts are then positives per finding and the sums the positives' feature sums."""
     n, d = features.shape
     specs = statistics_specs(solver, d, classes)
-    onehot = np.zeros((n, classes))
-    onehot[np.arange(n), labels] = 1.0
+    if targets is not None:
+        onehot = np.asarray(targets, dtype=np.float64)
+    else:
+        onehot = np.zeros((n, classes))
+        onehot[np.arange(n), labels] = 1.0
     stats = {
         STAT_CLASS_COUNTS: onehot.sum(axis=0),
         STAT_CLASS_SUMS: onehot.T @ features,

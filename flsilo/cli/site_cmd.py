@@ -313,22 +313,29 @@ def evaluate(
         )
         return
     out = stdout()
+    primary = ", ".join(
+        f"{k} {v:.4f}" for k, v in result.values.items() if k != "accuracy" and "." not in k
+    )
     out.print(
         f"{package.name}: accuracy [bold]{100 * result.accuracy:.2f}%[/], loss {result.loss:.4f} "
         f"on {result.samples} samples ({scored.skipped} skipped)"
+        + (f"; {primary}" if primary else "")
     )
+    if result.confusion:
+        out.print(_confusion_table(scored.classes, result))
+    out.print(_per_class_table(scored.figures))
+
+
+def _confusion_table(classes: tuple[str, ...], result: Any) -> Table:
     # A short title: rich wraps a title wider than the table (two classes make a narrow one).
     table = Table(title="confusion matrix")
     table.add_column("true \\ predicted")
     table.add_column("accuracy")
-    for name in scored.classes:
+    for name in classes:
         table.add_column(name, justify="right")
-    for name, acc, row in zip(
-        scored.classes, result.per_class_accuracy, result.confusion, strict=True
-    ):
+    for name, acc, row in zip(classes, result.per_class_accuracy, result.confusion, strict=True):
         table.add_row(name, f"{100 * acc:.1f}%" if acc is not None else "-", *(str(v) for v in row))
-    out.print(table)
-    out.print(_per_class_table(scored.figures))
+    return table
 
 
 def evaluation_json(result: Any, figures: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,11 @@ write a task. Importing this package does not import torch.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError
-from flsilo.plan import BUILTIN_TASKS, CLASSIFY, PLUGIN_TASK, Plan, TaskSpec
+from flsilo.plan import BUILTIN_TASKS, CLASSIFY, PLUGIN_TASK, Plan, TaskSpec, dp_of
 from flsilo.tasks.base import Evaluation, Evaluator, LabelError, Target, Task
 
 __all__ = [
@@ -64,6 +65,23 @@ def load_task(name: str) -> Task:
     if name not in BUILTIN and not task.name:
         task.name = name
     _loaded[name] = task
+    return task
+
+
+def require_task(plan: Plan, package: Path) -> Task:
+    """The task of a package's plan; refused (naming the package) when this flsilo does not
+    know it, or cannot train it as the plan says."""
+    try:
+        task = task_for(plan)
+    except FlsiloError as exc:
+        raise FlsiloError(exc.message, path=package, code=exc.code, hint=exc.hint) from exc
+    if dp_of(plan) is not None and not task.supports_dp:
+        raise FlsiloError(
+            f"the plan asks for DP-SGD, which task {plan.task} does not support",
+            path=package,
+            code=Code.UNKNOWN_TASK,
+            hint="ask the hub administrator: this federation's plan cannot be trained",
+        )
     return task
 
 

@@ -129,6 +129,7 @@ class Task:
     primary_metric: str = "accuracy"
     higher_is_better: bool = True
     closed_form: bool = False
+    closed_form_solvers: tuple[str, ...] = ("ridge", "ncm")
     supports_dp: bool = True
     needs_classes: bool = True
     formats: tuple[str, ...] = ("csv", "images-csv", "npz")

@@ -110,3 +110,56 @@ def test_a_manifest_without_a_task_means_classify_and_the_model_must_agree() -> 
         mf.encode(_manifest(multi, None))
     with pytest.raises(FlsiloError, match="written by leaving it out"):
         mf.encode(_manifest(plan, TaskSpec()))
+
+
+def test_multilabel_parses_one_bit_per_finding() -> None:
+    task = load_task("multilabel")
+    findings = ("a", "b", "c")
+    target = task.parse(["1", " 0", "true"], TaskSpec("multilabel"), findings)
+    assert target == Target(-1, "101")
+    assert task.decode(target).tolist() == [1.0, 0.0, 1.0]
+    with pytest.raises(LabelError, match="finding 'b' is '2', not 0 or 1"):
+        task.parse(["1", "2", "0"], TaskSpec("multilabel"), findings)
+    assert task.counts(np.array([[1, 0, 1], [1, 1, 0]]), findings) == [2, 1, 1]
+    assert task.label_columns(TaskSpec("multilabel"), findings) == findings
+    assert "2 thresholds for 3 findings" in str(
+        task.spec_problem(TaskSpec("multilabel", (0.5, 0.5)), findings)
+    )
+
+
+def test_multilabel_loss_sums_findings_per_sample_and_evaluates_per_finding() -> None:
+    import torch
+
+    from flsilo.metrics import auroc
+
+    task = load_task("multilabel")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    x = torch.randn(40, 3)
+    y = task.collate([np.array([float(v > 0), float(w > 0)]) for v, w in x[:, :2].tolist()])
+    per_sample = torch.nn.functional.binary_cross_entropy_with_logits(
+        model(x), y, reduction="none"
+    ).sum(dim=1)
+    assert torch.allclose(task.loss(model, x, y, "sum"), per_sample.sum())
+    assert torch.allclose(task.loss(model, x, y, "mean"), per_sample.mean())
+    empty = task.collate([])
+    assert float(task.loss(model, x[:0], empty, "sum").detach()) == 0.0  # an empty Poisson batch
+    scorer = task.evaluator(("a", "b"), TaskSpec("multilabel", (0.5, 0.2)))
+    with torch.no_grad():
+        scorer.add(model, x[:25], y[:25])
+        scorer.add(model, x[25:], y[25:])
+        proba = torch.sigmoid(model(x).double()).numpy()
+    result = scorer.finish(bootstrap_seed=3)
+    truth = y.numpy() > 0.5
+    expected = [auroc(truth[:, j], proba[:, j]) for j in range(2)]
+    assert result.values["auroc.a"] == expected[0] and result.values["auroc.b"] == expected[1]
+    assert result.values["mean_auroc"] == pytest.approx(np.mean(expected))
+    pred = proba >= np.array([0.5, 0.2])
+    assert result.accuracy == np.mean(np.all(pred == truth, axis=1))
+    assert result.figures is not None and set(result.figures["per_class"]) == {"a", "b"}
+
+
+def test_ncm_and_dp_rules_follow_the_task() -> None:
+    multi = load_task("multilabel")
+    assert multi.closed_form and multi.closed_form_solvers == ("ridge",) and multi.supports_dp
+    assert CLASSIFY.closed_form_solvers == ("ridge", "ncm")

@@ -1,0 +1,154 @@
+"""``--task multilabel`` through the real files: hub init, train at two sites (CSV tables
+with one 0/1 column per finding), aggregate by a robust rule, audit --replay, evaluate;
+DP-SGD and the closed-form ridge head on multi-hot targets; a missing finding column."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flsilo.artifact import scan_file
+from flsilo.manifest import MANIFEST_KEY
+from tests.conftest import fingerprint, hub_root, make_key, tree_digest
+
+FINDINGS = ("effusion", "nodule")
+
+
+def _table(path: Path, n: int, seed: int, drop: str | None = None) -> Path:
+    """Four features; each finding is present when a noisy linear score of them is high."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    y = np.stack([x[:, 0] + 0.5 * x[:, 1], x[:, 2] - x[:, 3]], axis=1)
+    y = (y + 0.3 * rng.normal(size=y.shape) > 0).astype(int)
+    columns = ["f0", "f1", "f2", "f3", *(f for f in FINDINGS if f != drop)]
+    rows = [",".join(columns)]
+    for xi, yi in zip(x, y, strict=True):
+        cells = [f"{v:.4f}" for v in xi] + [str(v) for f, v in zip(FINDINGS, yi, strict=True)
+                                            if f != drop]  # fmt: skip
+        rows.append(",".join(cells))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _federation(
+    root: Path, cli, *extra: str, sites: tuple[str, ...] = ("site-a", "site-b"), model="logreg"
+):
+    keys = root / "keys"
+    for name in ("hub", *sites):
+        make_key(keys / name)
+    hub = root / "hub"
+    init = cli("hub", "init", hub, "--federation", "ml", "--task", "multilabel",
+               "--classes", ",".join(FINDINGS), "--input-shape", "4", "--key", keys / "hub",
+               "--batch-size", "16", "--lr", "0.5", "--min-sites", "1", "--model", model,
+               *extra)  # fmt: skip
+    assert init.code == 0, init.err
+    site_dirs = {}
+    for i, site in enumerate(sites):
+        pub = keys / f"{site}.pub"
+        assert cli("hub", "enroll", hub, site, pub, "--fingerprint", fingerprint(pub)).code == 0
+        assert cli("hub", "kit", hub, site, "--out", root / f"kit-{site}").code == 0
+        data = _table(root / f"{site}.csv", 160, seed=i)
+        site_dirs[site] = root / site
+        r = cli("site", "init", root / site, "--kit", root / f"kit-{site}", "--site-id", site,
+                "--key", keys / site, "--hub-fingerprint", fingerprint(keys / "hub.pub"),
+                "--data", data)  # fmt: skip
+        assert r.code == 0, r.err
+    return hub, keys, site_dirs
+
+
+def _train_and_carry(cli, hub: Path, sites: dict[str, Path], round_: int) -> None:
+    for site, folder in sites.items():
+        package = folder / "packages" / f"ml-r{round_:04d}.safetensors"
+        if not package.exists():
+            src = hub / "packages" / package.name
+            package.write_bytes(src.read_bytes())
+            Path(f"{package}.sig").write_bytes(Path(f"{src}.sig").read_bytes())
+        r = cli("train", package, "--site", folder, "--device", "cpu", "--workers", "0")
+        assert r.code == 0, r.err
+        bundle = folder / "outbox" / f"ml-r{round_:04d}-{site}.safetensors"
+        for suffix in ("", ".sig"):
+            (hub / "inbox" / f"{bundle.name}{suffix}").write_bytes(
+                Path(f"{bundle}{suffix}").read_bytes()
+            )
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads(scan_file(path, data_digest=False).header.metadata[MANIFEST_KEY])
+
+
+def test_multilabel_trains_aggregates_replays_and_evaluates(tmp_path: Path, cli) -> None:
+    hub, keys, sites = _federation(
+        tmp_path, cli, "--schedule", "periodic:2", "--local-epochs", "3",
+        "--strategy", "trimmed-mean:0.2", "--thresholds", "0.5,0.4",
+    )  # fmt: skip
+    for round_ in (0, 1):
+        _train_and_carry(cli, hub, sites, round_)
+        r = cli("aggregate", hub, "--key", keys / "hub")
+        assert r.code == 0, r.err
+    bundle = _manifest(sites["site-a"] / "outbox" / "ml-r0001-site-a.safetensors")
+    assert bundle["bundle"]["plan"]["task"] == "multilabel"
+    assert bundle["bundle"]["plan"]["thresholds"] == [0.5, 0.4]
+    assert bundle["model"]["task"]["name"] == "multilabel"
+    assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
+    final = hub / "packages" / "ml-r0002.safetensors"
+    test = _table(tmp_path / "test.csv", 300, seed=7)
+    r = cli("evaluate", final, "--hub", hub, "--data", test, "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert set(out["per_class"]) == set(FINDINGS)
+    for finding in FINDINGS:
+        row = out["per_class"][finding]
+        assert row["auroc"] > 0.85 and row["ci95"]["auroc"] is not None
+        assert out["values"][f"auroc.{finding}"] == pytest.approx(row["auroc"])
+    assert out["values"]["mean_auroc"] > 0.85 and out["samples"] == 300
+    assert 0 < out["exact_match"] <= 1 and out["confusion"] == []
+    text = cli("evaluate", final, "--hub", hub, "--data", test)
+    assert text.code == 0 and "mean_auroc" in text.out and "effusion" in text.out
+
+
+def test_dp_sgd_trains_a_multilabel_plan(tmp_path: Path, cli) -> None:
+    hub, keys, sites = _federation(
+        tmp_path, cli, "--schedule", "periodic:1", "--dp-noise-multiplier", "1.0",
+        "--dp-budget", "20", "--dp-clip", "1.0", sites=("site-a",),
+    )  # fmt: skip
+    _train_and_carry(cli, hub, sites, 0)
+    bundle = _manifest(sites["site-a"] / "outbox" / "ml-r0000-site-a.safetensors")
+    assert bundle["bundle"]["dp"]["epsilon_round"] > 0
+    assert cli("aggregate", hub, "--key", keys / "hub").code == 0
+    assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
+
+
+def test_the_closed_form_head_fits_multi_hot_targets(tmp_path: Path, cli) -> None:
+    hub, keys, sites = _federation(
+        tmp_path, cli, "--schedule", "closed-form", "--min-sites", "2", model="mlp:hidden=16"
+    )
+    _train_and_carry(cli, hub, sites, 0)
+    stats = _manifest(sites["site-b"] / "outbox" / "ml-r0000-site-b.safetensors")
+    assert stats["bundle"]["plan"]["kind"] == "statistics"
+    r = cli("aggregate", hub, "--key", keys / "hub")
+    assert r.code == 0, r.err
+    assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
+    test = _table(tmp_path / "test.csv", 300, seed=7)
+    final = hub / "packages" / "ml-r0001.safetensors"
+    out = json.loads(cli("evaluate", final, "--hub", hub, "--data", test, "--json").out)
+    assert min(out["per_class"][f]["auroc"] for f in FINDINGS) > 0.7
+
+
+def test_a_missing_finding_column_is_one_line_showing_the_header(tmp_path: Path, cli) -> None:
+    hub, _, sites = _federation(tmp_path, cli, "--schedule", "periodic:1", sites=("site-a",))
+    data = _table(tmp_path / "short.csv", 40, seed=3, drop="nodule")
+    package = hub / "packages" / "ml-r0000.safetensors"
+    before = _without_locks(tree_digest(tmp_path))
+    r = cli("train", package, "--site", sites["site-a"], "--data", data, "--device", "cpu")
+    assert r.code == 4
+    line = r.err.strip()
+    assert "\n" not in line and "csv-missing-column" in line and "'nodule'" in line
+    assert "f0, f1, f2, f3, effusion" in line
+    assert _without_locks(tree_digest(tmp_path)) == before
+
+
+def _without_locks(tree: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tree.items() if not k.endswith(".lock")}
