@@ -160,8 +160,8 @@ def _replay_with_offset(cli, fed: Federation, monkeypatch, offset: float) -> tup
     """Replay as another machine's numpy might: the solved head off by ``offset``."""
     from hub_kit import closed_form, roundmath
 
-    def shifted(solver, stats):
-        weight, bias = closed_form.solve_head(solver, stats)
+    def shifted(solver, stats, task="classify"):
+        weight, bias = closed_form.solve_head(solver, stats, task)
         return weight + offset, bias
 
     with monkeypatch.context() as patch:

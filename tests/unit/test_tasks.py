@@ -163,3 +163,9 @@ def test_ncm_and_dp_rules_follow_the_task() -> None:
     multi = load_task("multilabel")
     assert multi.closed_form and multi.closed_form_solvers == ("ridge",) and multi.supports_dp
     assert CLASSIFY.closed_form_solvers == ("ridge", "ncm")
+
+
+def test_the_plugin_guide_shows_the_plugin_the_tests_run() -> None:
+    root = Path(__file__).resolve().parents[2]
+    guide = (root / "docs" / "how-to" / "plugin-task.md").read_text()
+    assert (root / "tests" / "plugin_task.py").read_text() in guide
