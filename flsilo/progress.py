@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
+def counted(n: int, unit: str) -> str:
+    """``1 file``, ``2 files``: ``unit`` is the plural."""
+    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """How far one stage is: what the display draws."""

@@ -266,7 +266,7 @@ def measure(
     floats = sum(t.nbytes for t in layout if t.dtype in FLOAT_DTYPES)
     sources = _Sources(base, inputs)
     try:
-        with progress.stage(f"measuring {k} updates", total_bytes=k * floats):
+        with progress.stage(f"measuring {progress.counted(k, 'updates')}", total_bytes=k * floats):
             for chunk in _chunks(layout, k):
                 if chunk.info.dtype in FLOAT_DTYPES:
                     _measure_chunk(sources, chunk, gram, sums, pairwise)
@@ -328,7 +328,7 @@ def aggregate_stream(
     total = k * sum(t.nbytes for t in layout)
     try:
         with (
-            progress.stage(f"combining {k} bundles", total_bytes=total),
+            progress.stage(f"combining {progress.counted(k, 'bundles')}", total_bytes=total),
             ThreadPoolExecutor(max_workers=WORKERS) as pool,
         ):
             pending: deque[tuple[_Chunk, Future[_Combined]]] = deque()

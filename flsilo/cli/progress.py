@@ -19,6 +19,7 @@ from typing import Any
 
 from flsilo import progress
 from flsilo.cli.common import STATE, stderr
+from flsilo.progress import counted
 
 AFTER_ENV = "FLSILO_PROGRESS_AFTER"
 DEFAULT_AFTER = 1.0
@@ -74,11 +75,6 @@ def duration_text(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def counted(n: int, unit: str) -> str:
-    """``1 file``, ``2 files``: ``unit`` is the plural."""
-    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
-
-
 def _what(command: str, snap: progress.Snapshot) -> str:
     if snap.units and snap.unit:
         return f"{command}: {snap.label} {snap.units_done}/{snap.units} {snap.unit}"
@@ -91,7 +87,7 @@ def _figures(snap: progress.Snapshot, sep: str) -> str:
         parts.append(f"{size_text(snap.rate)}/s")
     left = snap.left
     if left is not None:
-        parts.append(f"about {duration_text(left)} left")
+        parts.append(f"about {duration_text(left)} left" if left >= 1 else "under 1 s left")
     return sep.join(parts)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from flsilo import progress
 from flsilo.cli.progress import PlainDisplay, duration_text, size_text, summary
+from flsilo.progress import counted
 
 
 class Collected:
@@ -133,5 +134,6 @@ def test_sizes_durations_and_the_summary_read_as_people_write_them() -> None:
         "2.0 GiB",
     ]
     assert [duration_text(s) for s in (4.4, 125, 3720)] == ["4 s", "2 min 05 s", "1 h 02 min"]
+    assert [counted(1, "bundles"), counted(2, "bundles")] == ["1 bundle", "2 bundles"]
     one = progress.Snapshot("verifying", "files", 1, 1, 1 << 30, 1 << 30, 2.0, finished=True)
     assert summary("verify", one) == "verify: verifying done: 1 file, 1.0 GiB in 2 s (512 MiB/s)"
