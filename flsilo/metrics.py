@@ -15,7 +15,7 @@ each with the plan's decision threshold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,6 +34,8 @@ BINARY_FIELDS = (
 
 ECE_BINS = 15
 BOOTSTRAP_DRAWS = 1000
+RESAMPLE_BLOCK = 1 << 21
+"""Entries of the resample matrix computed at once (a few tens of MiB of work arrays)."""
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -181,22 +183,152 @@ def bootstrap_intervals(
     """
     if n == 0 or draws <= 0:
         return {name: None for name in names}
-    rng = np.random.default_rng(seed)
     values: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(draws):
-        figures = statistics(rng.integers(0, n, size=n))
-        for name in names:
-            value = figures[name]
-            if value is not None:
-                values[name].append(value)
+    for block in _resamples(n, seed=seed, draws=draws):
+        for idx in block:
+            figures = statistics(idx)
+            for name in names:
+                value = figures[name]
+                if value is not None:
+                    values[name].append(value)
+    return _percentiles(values, draws)
+
+
+def _resamples(n: int, *, seed: int, draws: int) -> Iterator[np.ndarray]:
+    """The bootstrap's resampled positions, one row per draw, in blocks of a few million
+    entries: the same rows in the same order for a seed, however they are blocked."""
+    rng = np.random.default_rng(seed)
+    per_block = max(1, RESAMPLE_BLOCK // max(n, 1))
+    for first in range(0, draws, per_block):
+        count = min(per_block, draws - first)
+        yield np.stack([rng.integers(0, n, size=n) for _ in range(count)])
+
+
+def _percentiles(
+    values: Mapping[str, list[float]], draws: int
+) -> dict[str, tuple[float, float] | None]:
     out: dict[str, tuple[float, float] | None] = {}
-    for name in names:
-        if len(values[name]) < draws / 2:
+    for name, found in values.items():
+        if len(found) < draws / 2:
             out[name] = None
             continue
-        low, high = np.percentile(np.asarray(values[name]), [2.5, 97.5])
+        low, high = np.percentile(np.asarray(found), [2.5, 97.5])
         out[name] = (float(low), float(high))
     return out
+
+
+def _rows_ratio(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    defined = den != 0
+    return np.divide(num, den, out=np.zeros(num.shape), where=defined), defined
+
+
+def _rows_binary(
+    truth: np.ndarray, pred: np.ndarray, score: np.ndarray, block: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`binary_metrics`' figures of each resample in ``block`` (rows of positions):
+    values, and where each is defined.
+
+    Each resample is held as how many times it drew each sample, so nothing is sorted per
+    resample: samples are grouped once by score, from the highest. Every figure comes from
+    the same operands as in :func:`binary_metrics`, so each is the same float, bit for bit:
+    counts are integers, ranks are halves of integers (exact sums in any order), and each
+    resample's average precision is one ``np.sum`` over its terms, as there.
+    """
+    n = truth.size
+    drawn = np.bincount(
+        (block + n * np.arange(len(block))[:, None]).ravel(), minlength=block.size
+    ).reshape(block.shape)
+    tp = drawn @ (truth & pred).astype(np.int64)
+    fp = drawn @ (~truth & pred).astype(np.int64)
+    fn = drawn @ (truth & ~pred).astype(np.int64)
+    tn = n - tp - fp - fn
+    sens, sens_ok = _rows_ratio(tp, tp + fn)
+    spec, spec_ok = _rows_ratio(tn, tn + fp)
+    return {
+        "sensitivity": (sens, sens_ok),
+        "specificity": (spec, spec_ok),
+        "ppv": _rows_ratio(tp, tp + fp),
+        "npv": _rows_ratio(tn, tn + fn),
+        "f1": _rows_ratio(2 * tp, 2 * tp + fp + fn),
+        "balanced_accuracy": ((sens + spec) / 2, sens_ok & spec_ok),
+        **_rows_ranked(truth, score, drawn),
+    }
+
+
+def _rows_ranked(
+    truth: np.ndarray, score: np.ndarray, drawn: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`auroc` and :func:`average_precision` of each resample (``drawn``: how many
+    times it drew each sample)."""
+    n = truth.size
+    order = np.argsort(-score, kind="mergesort")
+    ranked = score[order]
+    firsts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # one group per score
+    count = np.add.reduceat(drawn[:, order], firsts, axis=1)
+    hits = np.add.reduceat((drawn * truth)[:, order], firsts, axis=1)
+    upto = np.cumsum(count, axis=1)  # resampled entries at or above each score
+    tps = np.cumsum(hits, axis=1)
+    pos = tps[:, -1]
+    neg = n - pos
+    roc_ok = (pos > 0) & (neg > 0)
+    rank = (2 * (n - upto) + count + 1) / 2.0  # the average rank of a score's ties, from 1
+    rank_sum = (hits * rank).sum(axis=1)
+    roc = np.zeros(len(drawn))
+    roc[roc_ok] = (rank_sum[roc_ok] - pos[roc_ok] * (pos[roc_ok] + 1) / 2.0) / (
+        pos[roc_ok] * neg[roc_ok]
+    )
+    ap_ok = pos > 0
+    thresholds = (count > 0) & ap_ok[:, None]  # each resample's distinct scores, in order
+    per_row = thresholds.sum(axis=1)
+    found = tps[thresholds]
+    recall = found / np.repeat(pos, per_row)
+    precision = found / upto[thresholds]
+    bounds = np.r_[0, np.cumsum(per_row)]
+    before = np.r_[0.0, recall[:-1]]
+    before[bounds[:-1][ap_ok]] = 0.0
+    terms = (recall - before) * precision
+    ap = np.zeros(len(drawn))
+    for row in np.flatnonzero(ap_ok):
+        ap[row] = np.sum(terms[bounds[row] : bounds[row + 1]])
+    return {"auroc": (roc, roc_ok), "ap": (ap, ap_ok)}
+
+
+def _figures(row: BinaryMetrics, names: Sequence[str]) -> dict[str, float | None]:
+    values = {name: getattr(row, name) for name in names}
+    return {name: None if v is None else float(v) for name, v in values.items()}
+
+
+def binary_intervals(
+    truth: np.ndarray,
+    pred: np.ndarray,
+    score: np.ndarray,
+    names: Sequence[str],
+    *,
+    seed: int,
+    draws: int = BOOTSTRAP_DRAWS,
+) -> dict[str, tuple[float, float] | None]:
+    """:func:`bootstrap_intervals` of :func:`binary_metrics`' figures ``names``, the same
+    intervals byte for byte, with each block of resamples computed at once in numpy."""
+    truth = np.asarray(truth, dtype=bool)
+    pred = np.asarray(pred, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    if np.isnan(score).any():  # NaN scores tie with nothing, not even themselves
+        return bootstrap_intervals(
+            lambda idx: _figures(binary_metrics(truth[idx], pred[idx], score[idx]), names),
+            names,
+            truth.size,
+            seed=seed,
+            draws=draws,
+        )
+    if truth.size == 0 or draws <= 0:
+        return {name: None for name in names}
+    values: dict[str, list[float]] = {name: [] for name in names}
+    for block in _resamples(truth.size, seed=seed, draws=draws):
+        figures = _rows_binary(truth, pred, score, block)
+        for name in names:
+            value, defined = figures[name]
+            values[name].extend(value[defined].tolist())
+    return _percentiles(values, draws)
 
 
 def _with_intervals(
@@ -212,13 +344,7 @@ def _with_intervals(
     if draws <= 0:
         return out
     defined = [name for name in BINARY_FIELDS if getattr(row, name) is not None]
-
-    def figures(idx: np.ndarray) -> dict[str, float | None]:
-        resampled = binary_metrics(truth[idx], pred[idx], score[idx])
-        values = {name: getattr(resampled, name) for name in defined}
-        return {name: None if v is None else float(v) for name, v in values.items()}
-
-    found = bootstrap_intervals(figures, defined, truth.size, seed=seed, draws=draws)
+    found = binary_intervals(truth, pred, score, defined, seed=seed, draws=draws)
     intervals: dict[str, list[float] | None] = {}
     for name in BINARY_FIELDS:
         interval = found.get(name)

@@ -124,6 +124,39 @@ def test_bootstrap_is_seeded_and_skips_undefined_draws() -> None:
     assert interval(rare_stat, 5) is None
 
 
+def _per_resample(truth, pred, score, names, *, seed: int, draws: int):
+    """The intervals by their definition: binary_metrics of each resample, one at a time."""
+
+    def figures(idx: np.ndarray) -> dict[str, float | None]:
+        row = m.binary_metrics(truth[idx], pred[idx], score[idx])
+        return {name: getattr(row, name) for name in names}
+
+    return m.bootstrap_intervals(figures, names, truth.size, seed=seed, draws=draws)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 40, 301])
+def test_batched_intervals_are_the_per_resample_ones_bit_for_bit(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """binary_intervals computes a block of resamples at once; each interval is the float
+    the one-resample-at-a-time definition gives, with ties, undefined draws and blocks."""
+    monkeypatch.setattr(m, "RESAMPLE_BLOCK", 7 * n + 3)  # resamples split across blocks
+    names = m.BINARY_FIELDS
+    rng = np.random.default_rng(n)
+    for case in range(6):
+        truth = rng.random(n) < (0.5, 0.05, 0.0, 1.0, 0.3, 0.5)[case]
+        pred = rng.random(n) < 0.4
+        score = rng.random(n)
+        if case in (1, 4):
+            score = np.round(score, 1)  # many tied scores
+        if case == 5:
+            score[::3] = np.nan  # NaN ties with nothing: the per-resample path itself
+        for draws in (1, 60):
+            batched = m.binary_intervals(truth, pred, score, names, seed=case, draws=draws)
+            reference = _per_resample(truth, pred, score, names, seed=case, draws=draws)
+            assert repr(batched) == repr(reference), (case, draws)
+
+
 def test_expected_calibration_error_by_hand() -> None:
     conf = np.array([0.95, 0.95, 0.55, 0.55, 0.55, 0.55])
     correct = np.array([1, 0, 1, 1, 0, 0])
