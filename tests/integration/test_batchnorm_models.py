@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import build_federation, hub_root, make_key
+from tests.conftest import build_federation, hub_root, make_key, needs
 
-pytest.importorskip("opacus", reason="DP tests need the 'dp' extra (Opacus)")
+pytestmark = needs("opacus", reason="DP tests need the 'dp' extra (Opacus)")
 
 BN_MODEL = (
     "from torch import nn\n"

@@ -8,15 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import Federation, tree_digest
+from tests.conftest import Federation, needs, tree_digest
 
-onnx = pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
-ort = pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
+pytestmark = [
+    needs("onnx", reason="the export extra (onnx) is not installed"),
+    needs("onnxruntime", reason="the export extra (onnxruntime) is not installed"),
+]
 
 
 def test_export_writes_a_checked_model_with_its_provenance(
     federation: Federation, cli, tmp_path: Path
 ) -> None:
+    import onnx
+    import onnxruntime as ort
+
     site = federation.sites["site-a"]
     package = site / "packages" / "fed-r0000.safetensors"
     before = tree_digest(site)

@@ -14,9 +14,9 @@ from flsilo import manifest as mf
 from flsilo.artifact import scan_file
 from flsilo.errors import PolicyError
 from flsilo.plan import Plan
-from tests.conftest import Federation, build_federation, make_key
+from tests.conftest import Federation, build_federation, make_key, needs
 
-opacus = pytest.importorskip("opacus", reason="DP tests need the 'dp' extra (Opacus)")
+pytestmark = needs("opacus", reason="DP tests need the 'dp' extra (Opacus)")
 
 DIGITS = ",".join(str(d) for d in range(10))
 # One round at epsilon 1 fits the budget; a second composes to about 1.4 and does not.

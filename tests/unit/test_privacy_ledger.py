@@ -9,11 +9,11 @@ import pytest
 
 from flsilo.errors import VerificationError
 from flsilo.plan import Plan
+from site_kit import record as site_record
+from site_kit.privacy import LEDGER_FILE, DPRun, Ledger, prepare_round
+from tests.conftest import needs
 
-pytest.importorskip("opacus", reason="the ledger's accountant needs the 'dp' extra (Opacus)")
-
-from site_kit import record as site_record  # noqa: E402
-from site_kit.privacy import LEDGER_FILE, DPRun, Ledger, prepare_round  # noqa: E402
+pytestmark = needs("opacus", reason="the ledger's accountant needs the 'dp' extra (Opacus)")
 
 PLAN = Plan(local_epochs=1, batch_size=16, dp_noise_multiplier=1.0, dp_budget=100)
 N = 200
