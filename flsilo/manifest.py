@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flsilo import __version__
+from flsilo.claims import HubEvaluation
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError
 from flsilo.jsonable import SchemaError as SchemaError  # re-exported for their callers
@@ -221,6 +222,8 @@ class PackageInfo:
     A commit appends its events in one atomic step (a round: its accept and reject lines,
     then the aggregate line naming this package), so the first commit event after the
     recorded head is the one that names this package."""
+    hub_evaluation: HubEvaluation | None = field(default=None, metadata=OMIT_DEFAULT)
+    """``aggregate --eval``: the hub's figures on its own test set (``flsilo.claims``)."""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from hub_kit.evaluations import Refused, evaluation_event, take_in
 from hub_kit.events import Accept, Aggregate, HubEvent, Reject, ReportedMetrics
 from hub_kit.gates import Intake, run_intake
 from hub_kit.history import history, warnings
+from hub_kit.hubeval import TestSetEvaluator, claim_field
 from hub_kit.privacy import dp_budget
 from hub_kit.report import (
     AggregateReport,
@@ -65,7 +66,10 @@ def aggregate_round(
     *,
     key: Path | None = None,
     passphrase: PassphraseSource,
+    evaluator: TestSetEvaluator | None = None,
 ) -> AggregateReport:
+    """One round (steps 1-4); with ``evaluator`` (``--eval``) the next package is scored on
+    the hub's test set and carries the claim (:mod:`hub_kit.hubeval`)."""
     ws = HubWorkspace.open(hub_dir)
     if key is not None:  # the hub key, when it is not where 'hub init' recorded it
         ws.key_path = key
@@ -73,6 +77,8 @@ def aggregate_round(
     inbox = overrides.inbox
     with ws.transaction("aggregate") as tx, BackgroundSync() as sync:
         prep = prepare(ws, tx.state, inbox, policy)
+        if evaluator is not None:  # bad test data fails here, before anything is written
+            evaluator.check(prep.package.manifest)
         staged = fresh_staging(ws.rounds_dir, prep.round)
         # archive copies reach the disk while the next bundles are read and the round is
         # computed; every one is on disk before the commit (sync.join)
@@ -85,7 +91,7 @@ def aggregate_round(
             return _report(prep, taken, None, _shortfall(prep))
         signing_key = load_private_key(ws.key_path, passphrase)
         reports = take_in(ws, tx.state, prep.inbox, staged.archive)
-        built = build_package(prep, taken, staged, signing_key)
+        built = build_package(prep, taken, staged, signing_key, evaluator)
         fault_point("aggregate:built")
         sync.join()
         commit(tx, prep, taken, built, staged, signing_key, reports[0])
@@ -95,6 +101,7 @@ def aggregate_round(
 def preview(
     hub_dir: Path,
     overrides: RoundOverrides = RoundOverrides(),
+    evaluator: TestSetEvaluator | None = None,
 ) -> AggregateReport:
     """What ``aggregate`` would accept and reject now; writes nothing and takes no lock.
 
@@ -103,6 +110,8 @@ def preview(
     ws = HubWorkspace.open(hub_dir)
     policy = round_policy(ws, overrides)
     prep = prepare(ws, ws.state(), overrides.inbox, policy)
+    if evaluator is not None:  # the test set is checked; no package is scored
+        evaluator.check(prep.package.manifest)
     with tempfile.TemporaryDirectory(prefix="flsilo-preview-") as scratch:
         return _report(prep, run_intake(prep, None, Path(scratch) / "trainable-base"), None)
 
@@ -180,6 +189,7 @@ def _report(
         global_accuracy=weighted([b.metrics_global for b in bundles if b]),
         trained_accuracy=weighted([b.metrics_trained for b in bundles if b]),
         final=package is not None and package.final,
+        hub_evaluation=package.hub_evaluation if package else None,
         dp_budget=dp_budget(prep.ws.config),
         norm_gate=policy.norm_gate if built else None,
         cosine_gate=policy.cosine_gate,
@@ -237,6 +247,7 @@ def _commit_events(prep: Prepared, taken: Intake, built: Built) -> list[HubEvent
             norm_gate=policy.norm_gate,
             cosine_gate=policy.cosine_gate,
             max_weight_share=policy.max_weight_share,
+            hub_evaluation=claim_field(built.manifest.package),
         )
     )
     return events

@@ -34,8 +34,9 @@ from hub_kit.audit_trust import (
     check_trust_root,
 )
 from hub_kit.commit import STAGING_SUFFIX
-from hub_kit.events import Accept, Logged, Reject, of_kind
+from hub_kit.events import Accept, Aggregate, Logged, Reject, of_kind
 from hub_kit.fedstats import held
+from hub_kit.hubeval import audit_claim
 from hub_kit.roundmath import (
     FEDSTATS,
     RoundView,
@@ -102,6 +103,7 @@ def audit(
         accepts.setdefault(accept.round, []).append((ev, accept))
     for _, reject in of_kind(events, Reject):
         rejects.setdefault(reject.round, []).append(reject)
+    aggregates = {agg.round: agg for _, agg in of_kind(events, Aggregate)}
     for round_ in range(state.round):
         bundles = _audit_bundles(ws, report, round_, accepts.get(round_, []), trust, state)
         sums_problem = check_sums(ws.round_dir(round_))
@@ -111,6 +113,7 @@ def audit(
         package = packages.get(round_ + 1)
         if package is None:
             continue
+        audit_claim(report.add, round_ + 1, package, aggregates.get(round_))
         prov = _audit_provenance(report, round_, package, accepts, rejects)
         if replay and prov is not None and len(bundles) == len(prov.inputs):
             recorded = state.package_data.get(round_ + 1, package.data_sha256)

@@ -5,6 +5,7 @@ signed. Nothing outside the staging folder changes."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from flsilo.keys import PrivateKey
 from flsilo.readpass import run_on_chunk
 from hub_kit.commit import StagedRound
 from hub_kit.gates import Intake, stream_inputs
+from hub_kit.hubeval import TestSetEvaluator
 from hub_kit.packaging import package_manifest, write_package_stream
 from hub_kit.roundmath import (
     RoundView,
@@ -47,9 +49,18 @@ class Built:
     server: str
 
 
-def build_package(prep: Prepared, taken: Intake, staged: StagedRound, key: PrivateKey) -> Built:
+def build_package(
+    prep: Prepared,
+    taken: Intake,
+    staged: StagedRound,
+    key: PrivateKey,
+    evaluator: TestSetEvaluator | None = None,
+) -> Built:
     """Step 3: weights, then the accepted bundles streamed into the next package, signed,
-    written into staging with any server state (nothing outside the staging folder changes)."""
+    written into staging with any server state (nothing outside the staging folder changes).
+
+    With an ``evaluator`` (``aggregate --eval``) the package is first written to scratch
+    and scored, then written again with the hub's claim in its manifest."""
     candidates = taken.candidates
     policy, rule, view = prep.policy, prep.policy.rule, taken.view
     if policy.max_weight_share is not None:
@@ -61,7 +72,7 @@ def build_package(prep: Prepared, taken: Intake, staged: StagedRound, key: Priva
     run, state_in = open_server(
         prep.ws.root, policy.server, view, prep.package.manifest.package.provenance
     )
-    data_hash = hashlib.sha256()
+    data_hash = _DataDigest()
 
     def compute(write: Writer) -> list[SiteFigures]:
         # the gates' first pass (of exactly these inputs) gives a two-pass rule its Gram matrix
@@ -89,6 +100,8 @@ def build_package(prep: Prepared, taken: Intake, staged: StagedRound, key: Priva
             key_chain=tuple(prep.state.rotations),
             statistics=next_statistics(view, inputs, prep.package.manifest.package.plan),
         )
+        if evaluator is not None:
+            manifest = _with_claim(prep, staged, manifest, hashed, key, evaluator, data_hash)
         staged_path, sha, figures = write_package_stream(
             staged.publish / prep.ws.packages_dir.name,
             manifest,
@@ -111,6 +124,45 @@ def build_package(prep: Prepared, taken: Intake, staged: StagedRound, key: Priva
         provenance=provenance,
         server=policy.server.text() if run is not None else "none",
     )
+
+
+class _DataDigest:
+    """sha256 of a package's data section as it is written, restarted for each pass."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def update(self, chunk: memoryview) -> None:
+        self._hash.update(chunk)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _with_claim(
+    prep: Prepared,
+    staged: StagedRound,
+    manifest: mf.Manifest,
+    produce: Callable[[Writer], list[SiteFigures]],
+    key: PrivateKey,
+    evaluator: TestSetEvaluator,
+    data_hash: _DataDigest,
+) -> mf.Manifest:
+    """The manifest with the hub's claim: the package written to scratch (the same tensors,
+    no claim), scored by ``evaluator``, then removed."""
+    scratch = staged.root / "hub-eval"
+    path, _sha, _figures = write_package_stream(
+        scratch, manifest, prep.package.header.tensors, produce, key
+    )
+    data_sha256 = data_hash.hexdigest()
+    data_hash.reset()  # the real pass hashes the same bytes again
+    claim = evaluator(path, prep.trust, data_sha256)
+    shutil.rmtree(scratch, ignore_errors=True)
+    assert manifest.package is not None
+    return replace(manifest, package=replace(manifest.package, hub_evaluation=claim))
 
 
 def _weights(candidates: list[Candidate], cap: float | None) -> tuple[list[float], list[bool]]:

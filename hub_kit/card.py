@@ -163,6 +163,7 @@ def _package_entry(v: Verified) -> dict[str, Any]:
         "parent_sha256": info.parent_sha256,
         "created_at": v.manifest.created_at,
         "final": info.final,
+        "hub_claim": mf.to_jsonable(info.hub_evaluation),
         "strategy": info.provenance.strategy if info.provenance else None,
         "inputs": [
             {"site": i.site, "samples": i.samples, "weight": i.weight}

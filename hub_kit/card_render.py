@@ -74,6 +74,9 @@ def sections(doc: dict[str, Any]) -> list[tuple[str, list[list[str]] | str, list
     )
     out.append(("Federation and plan", _plan_rows(fed, plan), None))
     out.append(_evaluation_section(doc))
+    claims = [p for p in doc["lineage"] if p.get("hub_claim")]
+    if claims:
+        out.append(_claims_section(claims))
     out.append(_per_class_section(doc))
     out.append(_rounds_section(doc))
     out.append(
@@ -159,6 +162,28 @@ def _evaluation_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None
         "Performance at each site",
         rows,
         ["package", "site", "samples", "accuracy", "balanced acc.", "ECE"],
+    )
+
+
+def _claims_section(claims: list[dict[str, Any]]) -> tuple[str, Any, list[str] | None]:
+    """The hub's own figures (aggregate --eval), named as its claims: signed by the hub in
+    the package and the log, not by a site, and not recomputed by the audit."""
+    rows = [
+        [
+            f"r{p['round']:04d}",
+            f"{c['test_set_records']} ({c['test_set_sha256'][:12]}…)",
+            str(c["samples"]),
+            pct(c["figures"].get("accuracy")),
+            pct(c["figures"].get("balanced_accuracy")),
+            f"{c['figures']['ece']:.3f}" if isinstance(c["figures"].get("ece"), float) else "–",
+        ]
+        for p in claims
+        for c in (p["hub_claim"],)
+    ]
+    return (
+        "Hub claims (the hub's own test set)",
+        rows,
+        ["package", "test set records (index)", "samples", "accuracy", "balanced acc.", "ECE"],
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from flsilo.codes import Code
 from flsilo.errors import UsageError
 from hub_kit.aggregate import preview
+from hub_kit.hubeval import TestSetEvaluator
 from hub_kit.report import AggregateReport
 from hub_kit.roundprep import RoundOverrides, round_policy
 from hub_kit.workspace import HubWorkspace
@@ -40,6 +41,7 @@ class InboxCheck:
 def inbox_report(
     hub_dir: Path,
     overrides: RoundOverrides = RoundOverrides(),
+    evaluator: TestSetEvaluator | None = None,
 ) -> InboxCheck:
     """The per-bundle verdicts for the current round and how many accepted bundles it needs.
 
@@ -48,7 +50,7 @@ def inbox_report(
     """
     ws = HubWorkspace.open(hub_dir)
     need = round_policy(ws, overrides).need()
-    report = preview(hub_dir, overrides)
+    report = preview(hub_dir, overrides, evaluator)
     if not report.rows:
         raise UsageError(
             "the inbox holds no bundle (*.safetensors)",

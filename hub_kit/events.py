@@ -52,6 +52,9 @@ class Init(JsonFields):
     round: int = 0
     start: Mapping[str, Any] | None = field(default=None, metadata=LEFT_OUT)
     """The provenance of a ``backbone import`` start file, when the weights came from one."""
+    require_evaluations: int | None = field(default=None, metadata=LEFT_OUT)
+    """``hub init --require-evaluations M``: sites whose signed evaluation reports on the
+    final package must verify before it is final for use (``hub_kit.finality``)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,9 @@ class Aggregate(JsonFields):
     norm_gate: float | None = field(default=None, metadata=LEFT_OUT)
     cosine_gate: float | None = field(default=None, metadata=LEFT_OUT)
     max_weight_share: float | None = field(default=None, metadata=LEFT_OUT)
+    hub_evaluation: Mapping[str, Any] | None = field(default=None, metadata=LEFT_OUT)
+    """``aggregate --eval``: the hub's claim, the same object as the package's manifest
+    carries (``flsilo.claims.HubEvaluation``; ``hub_kit.hubeval``)."""
 
 
 @dataclass(frozen=True)

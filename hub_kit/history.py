@@ -43,6 +43,8 @@ class RoundHistory:
     strategy: str | None = None
     time: str | None = None
     sites: list[SiteRound] = field(default_factory=list)
+    hub_claim: dict[str, Any] | None = None
+    """The hub's own figures for the round's package (``aggregate --eval``), as logged."""
 
     @property
     def accuracy_after(self) -> float | None:
@@ -102,6 +104,7 @@ def history(events: Sequence[Logged]) -> list[RoundHistory]:
         elif isinstance(body, Aggregate):
             rec = at(body.round)
             rec.package, rec.strategy, rec.time = body.package, body.strategy, ev.time
+            rec.hub_claim = dict(body.hub_evaluation) if body.hub_evaluation else None
     for rec in rounds.values():
         total = sum(s.share or 0.0 for s in rec.sites if s.verdict == "accepted")
         for s in rec.sites:
@@ -186,6 +189,7 @@ def to_jsonable(rounds: list[RoundHistory], num_classes: int = 0) -> list[dict[s
             "loss_before": r.loss_before,
             "at_chance": at_chance(r, num_classes),
             "sites": [s.__dict__ for s in r.sites],
+            "hub_claim": r.hub_claim,
         }
         for r in rounds
     ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flsilo import manifest as mf
+from flsilo.claims import HubEvaluation
 from flsilo.codes import Code
 from flsilo.errors import WorkspaceError
 from hub_kit.streaming import SiteFigures
@@ -116,6 +117,9 @@ class AggregateReport:
     learning_warnings: tuple[str, ...] = ()
     """From the log's history up to this round: accuracy at chance, a validation loss that
     stopped falling, validation splits too small to mean much (hub_kit.history.warnings)."""
+    hub_evaluation: HubEvaluation | None = None
+    """``--eval``: the hub's figures for the new package on its own test set (also in the
+    package's manifest and the log's aggregate event)."""
     weight_round: bool = True
     """A round of weight updates, measured (norm, distance, cosine); False for a statistics
     round (a solved head), which has no update direction."""

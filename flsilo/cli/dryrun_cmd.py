@@ -11,17 +11,23 @@ import typer
 from flsilo.cli.common import emit_json, info
 
 if TYPE_CHECKING:
+    from hub_kit.hubeval import TestSetEvaluator
     from hub_kit.roundprep import RoundOverrides
 
 
 def show_inbox_report(
-    hub_dir: Path, overrides: RoundOverrides, *, json_out: bool, command: str
+    hub_dir: Path,
+    overrides: RoundOverrides,
+    *,
+    json_out: bool,
+    command: str,
+    evaluator: TestSetEvaluator | None = None,
 ) -> None:
     """Print what a round would accept and reject; exit with the check's status (0 all
     good, 3 a reject, 1 too few)."""
     from hub_kit.dryrun import inbox_report
 
-    check = inbox_report(hub_dir, overrides)
+    check = inbox_report(hub_dir, overrides, evaluator)
     report, need, status = check.report, check.needed, check.status
     accepted, rejected = report.accepted, report.rejected
     if json_out:

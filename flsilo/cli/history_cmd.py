@@ -85,10 +85,16 @@ def history(
                 if s.accuracy_after is not None
                 else "-",
             )
+        claim = r.hub_claim
         table.add_row(
             "", "[bold]round[/]", _short(r.package), "", "",
-            _pct(r.accuracy_after), end_section=True,
+            _pct(r.accuracy_after), end_section=claim is None,
         )  # fmt: skip
+        if claim is not None:  # the hub's own figure for the new package, named as its claim
+            table.add_row(
+                "", "[bold]hub claim[/]", f"hub test set, {claim['test_set_records']} records",
+                "", "", _pct(claim["figures"].get("accuracy")), end_section=True,
+            )  # fmt: skip
     stdout().print(table)
     for note in notes:
         info(f"warning: {note}")

@@ -301,6 +301,18 @@ def aggregate(
         str | None, typer.Option(help="This round's fedadam/fedyogi B1,B2.")
     ] = None,
     server_tau: Annotated[float | None, typer.Option(help="This round's tau.")] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval",
+            help="The hub's own labelled test set: score the new package on it and record the "
+            "figures, signed, in the package and the log (never the records).",
+        ),
+    ] = None,
+    eval_format: Annotated[
+        str | None,
+        typer.Option(help="Format of the --eval data (imagefolder, images-csv, csv, npz, ...)."),
+    ] = None,
     passphrase_file: PassphraseFile = None,
     dry_run: Annotated[
         bool,
@@ -315,7 +327,8 @@ def aggregate(
     """Verify the inbox, quarantine rejects, aggregate the round, sign the next package.
 
     Server optimizer options apply to this round only (recorded in the package and the log).
-    --dry-run checks the inbox with the same gates and changes nothing.
+    --dry-run checks the inbox with the same gates and changes nothing. --eval DATA scores
+    the new package on the hub's test set; the figures are claims signed by the hub.
 
     Example: flsilo aggregate hub --inbox /media/usb/bundles --server-optimizer fedavgm
     """
@@ -336,16 +349,27 @@ def aggregate(
         server_betas=parse_betas(server_betas),
         server_tau=server_tau,
     )
+    evaluator = None
+    if eval_data is not None:
+        from sim_kit.hubeval import HubTestSet
+
+        evaluator = HubTestSet(eval_data, eval_format)
     if dry_run:
         from flsilo.cli.dryrun_cmd import show_inbox_report
 
-        show_inbox_report(hub_dir, overrides, json_out=json_out, command="aggregate")
+        show_inbox_report(
+            hub_dir, overrides, json_out=json_out, command="aggregate", evaluator=evaluator
+        )
         return
     from flsilo.cli.round_report import render_aggregate
     from hub_kit.aggregate import aggregate_round
 
     report = aggregate_round(
-        hub_dir, overrides, key=key, passphrase=passphrase_source(passphrase_file)
+        hub_dir,
+        overrides,
+        key=key,
+        passphrase=passphrase_source(passphrase_file),
+        evaluator=evaluator,
     )
     shortfall = report.shortfall_error()
     if shortfall is not None:  # not enough bundles: the report, then one error line, exit 1

@@ -11,6 +11,7 @@ from rich.table import Table
 from flsilo import __version__
 from flsilo.artifact import check_finite, check_is_file, read_signature, scan_file
 from flsilo.cli.common import emit_json, plural, set_json, stdout
+from flsilo.cli.round_report import pct
 from flsilo.errors import FlsiloError
 from flsilo.manifest import from_jsonable, to_jsonable
 from flsilo.preprocessing import Augment, Preprocess, preprocess_lines
@@ -144,6 +145,7 @@ def render(report: dict[str, Any]) -> None:
                 )
             for r in prov["rejects"]:
                 rows.append(("rejected", f"{r['site']}: {r['reason']}"))
+        rows += _claim_rows(p.get("hub_evaluation"))
     rows += _release_rows(report.get("release"))
     if report["nonfinite"]:
         rows.append(("NON-FINITE", ", ".join(f"{k}: {v}" for k, v in report["nonfinite"].items())))
@@ -170,6 +172,23 @@ def _model_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def _claim_rows(claim: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The hub's claim (aggregate --eval): its figures, as the hub's, and the test set."""
+    if not claim:
+        return []
+    f = claim["figures"]
+    acc, bal = f.get("accuracy"), f.get("balanced_accuracy")
+    return [
+        (
+            "hub claim",
+            f"accuracy {pct(acc)}, balanced accuracy {pct(bal)} on the hub's test set "
+            f"({claim['samples']} of {claim['test_set_records']} records, {claim['data_format']}; "
+            "the hub's figures, not recomputed by this command)",
+        ),
+        ("hub test set", f"index sha256 {claim['test_set_sha256']}"),
+    ]
 
 
 def _code(recorded: str) -> str:

@@ -103,6 +103,17 @@ def _title(report: Any) -> str:
     return title
 
 
+def hub_claim_line(claim: Any) -> str:
+    """The hub's claim in one line: its figures and the test set it names."""
+    f = claim.figures
+    return (
+        f"hub claim, on the hub's test set ({claim.test_set_records} records, index "
+        f"{claim.test_set_sha256[:12]}…): accuracy {pct(f.get('accuracy'))}, balanced accuracy "
+        f"{pct(f.get('balanced_accuracy'))}, loss "
+        + (f"{f['loss']:.4f}" if f.get("loss") is not None else "-")
+    )
+
+
 def _table(report: Any) -> Table:
     """One row per inbox file, the same columns for the dry run and the real round (a
     statistics round has no update figures); 80 columns hold them all."""
@@ -156,6 +167,8 @@ def render_aggregate(report: object) -> None:
     for line in _notes(report):
         err.print(line)
     _render_evaluations(report, err)
+    if report.hub_evaluation is not None:
+        err.print(hub_claim_line(report.hub_evaluation))
     if report.package:
         err.print(
             f"sample-weighted site validation accuracy: previous global model {pct(report.global_accuracy)}, "

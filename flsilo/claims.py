@@ -1,0 +1,96 @@
+"""The hub's own claims about a package: figures it measured on a test set it holds.
+
+``flsilo aggregate --eval DATA`` scores every new package on the hub's test set before it
+is signed and records the figures twice, both signed by the hub: in the package's manifest
+(``package.hub_evaluation``) and in the round's ``aggregate`` log event. A claim names the
+test set by its index digest and its record count, never its records, and names the
+package's tensors it scored by their digest (the package's data sha256, which ``audit``
+checks). ``audit --replay`` checks that the two copies agree; it does not recompute them
+(the test set stays at the hub).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CLAIM_FIGURES = ("accuracy", "balanced_accuracy", "ece", "loss")
+"""The overall figures a claim carries (``None`` where undefined)."""
+CLASS_FIGURES = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "ap")
+"""The figures a claim carries per class, each with its bootstrap 95% interval."""
+
+
+@dataclass(frozen=True)
+class HubEvaluation:
+    """Figures the hub measured on its own test set, for one package's tensors."""
+
+    test_set_sha256: str
+    """The test set's index digest: sha256 of its records in order (source, target and the
+    sha256 of each record's bytes), the same digest a site's data index has."""
+    test_set_records: int
+    data_format: str
+    data_sha256: str
+    """The digest of the package's tensors that were scored (its data section)."""
+    task: str
+    samples: int
+    skipped: int
+    figures: dict[str, float | None]
+    per_class: dict[str, dict[str, float | None]]
+    ci95: dict[str, dict[str, tuple[float, ...] | None]]
+    """Per class, per figure: the bootstrap 95% interval (low, high), or null."""
+    confusion: tuple[tuple[int, ...], ...]
+    bootstrap_seed: int
+    bootstrap_draws: int
+    software: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.figures.get("accuracy")
+
+
+def claim_from_report(
+    report: dict[str, object],
+    *,
+    loss: float | None,
+    test_set_sha256: str,
+    test_set_records: int,
+    data_format: str,
+    data_sha256: str,
+    skipped: int,
+    seed: int,
+    draws: int,
+    software: dict[str, str],
+) -> HubEvaluation:
+    """A claim from :func:`flsilo.metrics.classification_report`'s figures."""
+    rows = report["per_class"]
+    assert isinstance(rows, dict)
+    per_class: dict[str, dict[str, float | None]] = {}
+    ci95: dict[str, dict[str, tuple[float, ...] | None]] = {}
+    for name, row in rows.items():
+        per_class[name] = {k: _num(row.get(k)) for k in CLASS_FIGURES}
+        found = row.get("ci95") or {}
+        ci95[name] = {
+            k: tuple(float(x) for x in found[k]) if found.get(k) else None for k in CLASS_FIGURES
+        }
+    confusion = report["confusion"]
+    assert isinstance(confusion, list)
+    overall = {k: _num(report.get(k)) for k in CLAIM_FIGURES if k != "loss"}
+    return HubEvaluation(
+        test_set_sha256=test_set_sha256,
+        test_set_records=test_set_records,
+        data_format=data_format,
+        data_sha256=data_sha256,
+        task="classify",
+        samples=int(report["samples"]),  # type: ignore[call-overload]
+        skipped=skipped,
+        figures=overall | {"loss": loss},
+        per_class=per_class,
+        ci95=ci95,
+        confusion=tuple(tuple(int(v) for v in row) for row in confusion),
+        bootstrap_seed=seed,
+        bootstrap_draws=draws,
+        software=software,
+    )
+
+
+def _num(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

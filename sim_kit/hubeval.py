@@ -1,0 +1,86 @@
+"""The hub's test set for ``aggregate --eval DATA``: the sites' evaluation code, handed to
+the hub kit as a :class:`hub_kit.hubeval.TestSetEvaluator` (the hub kit never imports the
+site kit; this layer sits above both).
+
+The test set is opened once, before the round touches its inbox: every record is indexed
+and hashed (any format the sites read), so a missing folder, an unknown format or a label
+outside the federation's classes fails before anything is staged. Its index digest and
+record count name it in each claim; no record leaves this process.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from flsilo import __version__ as flsilo_version
+from flsilo import manifest as mf
+from flsilo import metrics
+from flsilo.claims import HubEvaluation, claim_from_report
+from flsilo.errors import FlsiloError
+from flsilo.preprocessing import model_preprocess
+from flsilo.trust import AllowedSigners
+from site_kit.data.samples import open_samples
+from site_kit.package_eval import bootstrap_seed, evaluate_package
+from site_kit.sitedata import data_spec
+
+
+class HubTestSet:
+    """A :class:`hub_kit.hubeval.TestSetEvaluator` over a folder or file the hub holds."""
+
+    def __init__(self, data: Path, data_format: str | None = None, device: str = "auto") -> None:
+        self.data = data
+        self.data_format = data_format
+        self.device = device
+        self.digest: str | None = None
+        self.records = 0
+
+    def check(self, package: mf.Manifest) -> None:
+        """Index and hash the test set for the package's model (refused as ``--eval`` when
+        unusable)."""
+        model = package.model
+        try:
+            with tempfile.TemporaryDirectory(prefix="flsilo-hub-eval-") as store:
+                samples = open_samples(
+                    self.data,
+                    self.data_format,
+                    model.classes,
+                    model.input_shape,
+                    data_spec(model),
+                    preprocess=model_preprocess(package),
+                    store=Path(store),
+                )
+        except FlsiloError as err:
+            raise type(err)(
+                f"the hub's test set (--eval): {err.message}",
+                path=err.path,
+                code=err.code,
+                hint=err.hint.replace("--data", "--eval"),
+            ) from err
+        self.data_format = samples.fmt
+        self.digest = samples.index.digest
+        self.records = len(samples.index)
+
+    def __call__(self, package: Path, trust: AllowedSigners, data_sha256: str) -> HubEvaluation:
+        """Verify ``package`` against the hub's trust, score it, and return the claim."""
+        assert self.digest is not None, "check() the test set first"
+        scored = evaluate_package(
+            package,
+            self.data,
+            trust,
+            data_format=self.data_format,
+            device=self.device,
+            expected_kind=mf.KIND_PACKAGE,
+        )
+        return claim_from_report(
+            scored.figures,
+            loss=scored.result.loss,
+            test_set_sha256=self.digest,
+            test_set_records=self.records,
+            data_format=str(self.data_format),
+            data_sha256=data_sha256,
+            skipped=scored.skipped,
+            seed=bootstrap_seed(scored.verified.sha256),
+            draws=metrics.BOOTSTRAP_DRAWS,
+            software={"flsilo": flsilo_version},
+        )

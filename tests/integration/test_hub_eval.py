@@ -1,0 +1,115 @@
+"""aggregate --eval DATA: the hub scores the new package on its own test set and records the
+figures as claims signed by the hub, in the package's manifest and the log's aggregate
+event; inspect, hub history and the model card show them as the hub's; audit --replay checks
+that both copies agree without recomputing them; bad DATA fails before anything changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from flsilo.artifact import scan_file
+from flsilo.claims import HubEvaluation
+from sim_kit.datasets import load_digits
+from tests.conftest import Federation, digits_npz, hub_root, tree_digest
+
+
+def _test_set(root: Path) -> Path:
+    order = np.random.default_rng(0).permutation(1797)
+    return digits_npz(root / "hub-test.npz", order[500:700])  # neither site's records
+
+
+def _aggregate_event(hub: Path) -> dict:
+    lines = [json.loads(x) for x in (hub / "events.jsonl").read_text().splitlines()]
+    return [e for e in lines if e["event"] == "aggregate"][-1]
+
+
+def test_hub_claims_are_signed_shown_and_audited(federation: Federation, cli) -> None:
+    federation.carry()
+    data = _test_set(federation.root)
+    done = cli("aggregate", federation.hub, "--eval", data, "--json")
+    assert done.code == 0, done.err
+    report = json.loads(done.out)["report"]
+    claim = report["hub_evaluation"]
+    assert claim["test_set_records"] == 200 and claim["samples"] == 200
+    assert claim["data_format"] == "npz" and claim["task"] == "classify"
+    assert 0.5 < claim["figures"]["accuracy"] <= 1.0
+    assert sum(map(sum, claim["confusion"])) == 200
+    assert set(claim["per_class"]) == {str(d) for d in range(10)}
+    # figures only: the test set is named by its index digest and size, never its records
+    assert set(claim) == {f.name for f in dataclasses.fields(HubEvaluation)}
+    assert len(claim["test_set_sha256"]) == 64 and "hub-test" not in json.dumps(claim)
+    package = Path(report["package"])
+    manifest = scan_file(package).manifest
+    assert manifest.package is not None and manifest.package.hub_evaluation is not None
+    event = _aggregate_event(federation.hub)
+    assert event["hub_evaluation"] == claim
+    assert claim["data_sha256"] == event["data_sha256"] == scan_file(package).data_sha256
+
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--replay", "--json")
+    assert audit.code == 0, audit.out
+    checks = {c["name"]: c for c in json.loads(audit.out)["audit"]["checks"]}
+    assert checks["hub claim r0001"]["ok"]
+    assert "not recomputed" in checks["hub claim r0001"]["detail"]
+
+    shown = cli("inspect", package)
+    assert "hub claim" in shown.out and "the hub's figures" in shown.out
+    history = cli("hub", "history", federation.hub, "--json")
+    assert json.loads(history.out)["rounds"][0]["hub_claim"] == claim
+    assert "hub claim" in cli("hub", "history", federation.hub).out
+
+    card_dir = federation.root / "card"
+    card = cli("report", package, "--hub", federation.hub, *hub_root(federation.hub),
+               "--out", card_dir)  # fmt: skip
+    assert card.code == 0, card.err
+    text = (card_dir / "card.md").read_text()
+    assert "## Hub claims (the hub's own test set)" in text
+    assert f"{100 * claim['figures']['accuracy']:.1f}%" in text
+
+
+def test_without_eval_no_claim_and_no_audit_line(federation: Federation, cli) -> None:
+    federation.carry()
+    assert cli("aggregate", federation.hub).code == 0
+    assert "hub_evaluation" not in _aggregate_event(federation.hub)
+    package = federation.hub / "packages" / "fed-r0001.safetensors"
+    assert b"hub_evaluation" not in package.read_bytes()[:65536]
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--json")
+    assert not any(
+        c["name"].startswith("hub claim") for c in json.loads(audit.out)["audit"]["checks"]
+    )
+
+
+def test_bad_eval_data_changes_nothing(federation: Federation, cli) -> None:
+    federation.carry()
+    x, y = load_digits()
+    outside = federation.root / "outside.npz"
+    np.savez(outside, x=x[:20], y=np.full(20, 12))  # label 12 is not one of the classes
+    text = federation.root / "notes.txt"
+    text.write_text("not a data set\n")
+    before = tree_digest(federation.hub)
+    for data, code in ((federation.root / "missing", 4), (outside, 4), (text, 2)):
+        for extra in ((), ("--dry-run",)):
+            failed = cli("aggregate", federation.hub, "--eval", data, *extra)
+            assert failed.code == code, (data, failed.err)
+            lines = [ln for ln in failed.err.splitlines() if ln.strip()]
+            assert len(lines) == 1 and "--eval" in lines[0] and "hint" in lines[0], lines
+            assert tree_digest(federation.hub) == before
+
+
+def test_claim_with_a_server_optimizer_names_the_replayed_tensors(
+    federation: Federation, cli
+) -> None:
+    """The scratch pass that is scored and the package pass compute the same tensors even
+    with server state (three passes in all); audit --replay recomputes the package."""
+    federation.carry()
+    data = _test_set(federation.root)
+    done = cli("aggregate", federation.hub, "--eval", data, "--server-optimizer", "fedavgm",
+               "--json")  # fmt: skip
+    assert done.code == 0, done.err
+    report = json.loads(done.out)["report"]
+    assert report["hub_evaluation"]["data_sha256"] == scan_file(Path(report["package"])).data_sha256
+    audit = cli("audit", federation.hub, *hub_root(federation.hub), "--replay")
+    assert audit.code == 0, audit.out
