@@ -70,6 +70,9 @@ class HubPolicy:
     """Days a package stays fresh for training (0: never expires); final packages never do."""
     release_signers: int = 0
     """Release officers who must sign the final package (0: no release sign-off)."""
+    require_evaluations: int = 0
+    """Sites whose signed evaluation reports on the final package must verify before it is
+    final for use (0: final when made); recorded in the log's init event."""
     server_optimizer: str = "none"
     server_lr: float | None = None
     server_momentum: float | None = None
@@ -114,6 +117,8 @@ def hub_policy_problem(hub: HubPolicy) -> str | None:
         return "max_weight_share (--max-weight-share) must be a fraction in (0, 1]"
     if hub.package_ttl < 0 or hub.release_signers < 0:
         return "package_ttl (--package-ttl) and release_signers (--release-signers) must be >= 0"
+    if hub.require_evaluations < 0:
+        return "require_evaluations (--require-evaluations) must be >= 0"
     return server_problem(hub)
 
 

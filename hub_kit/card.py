@@ -25,6 +25,7 @@ from hub_kit.audit import AuditReport, audit
 from hub_kit.audit_trust import TrustRoot
 from hub_kit.evaluations import archived_folders, collect
 from hub_kit.events import Accept, Logged, of_kind
+from hub_kit.finality import finality
 from hub_kit.history import history, warnings
 from hub_kit.state import HubState, fold
 from hub_kit.workspace import HubWorkspace
@@ -75,6 +76,7 @@ def card_evidence(
             "run 'flsilo hub evaluations' to see every report and its reason",
         )
     rounds = [r for r in history(events) if r.round < verified.manifest.round]
+    standing = finality(ws, state, events, evaluations.reports)
     doc = {
         "card_version": CARD_VERSION,
         "package": _package_entry(verified),
@@ -82,6 +84,7 @@ def card_evidence(
         "rounds": [_round_entry(r) for r in rounds],
         "warnings": warnings(rounds, len(verified.manifest.model.classes)),
         "lineage": [_package_entry(v) for v in packages],
+        "finality": standing.to_dict() | {"text": standing.text()},
         "dp_spent": _dp_spent(events, verified.manifest.round),
         "evaluations": [
             {

@@ -50,7 +50,7 @@ def sections(doc: dict[str, Any]) -> list[tuple[str, list[list[str]] | str, list
             [
                 ["package", pkg["file"]],
                 ["sha256", pkg["sha256"]],
-                ["round", str(pkg["round"]) + (" (final)" if pkg["final"] else "")],
+                ["round", str(pkg["round"]) + _final_note(pkg, doc.get("finality") or {})],
                 ["federation", fed["id"]],
                 ["task", fed["task"]],
                 ["model", f"{fed['model']} ({_code(fed['model_code_digest'])})"],
@@ -162,6 +162,19 @@ def _evaluation_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None
         "Performance at each site",
         rows,
         ["package", "site", "samples", "accuracy", "balanced acc.", "ECE"],
+    )
+
+
+def _final_note(pkg: dict[str, Any], standing: dict[str, Any]) -> str:
+    """ " (final)" only for a final package that is final for use: with --require-evaluations
+    M, once M sites' evaluation reports on it verify (hub_kit.finality)."""
+    if not pkg["final"]:
+        return ""
+    if standing.get("final", True):
+        return " (final)"
+    return (
+        f" (the last round's package, NOT final: {len(standing['sites'])} of the "
+        f"{standing['required']} required sites' evaluation reports on it verify)"
     )
 
 

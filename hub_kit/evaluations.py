@@ -123,6 +123,16 @@ def take_in(
     seen = logged_reports(ws)
     fresh = [v for v in found.reports if v.sha256 not in seen]
     for v in fresh:
+        if (archive / v.path.name).exists():  # an archived report is never replaced
+            found.refused.append(
+                Refused(
+                    v.path,
+                    str(Code.EXISTS),
+                    "another report of this name is already archived",
+                    "the site sent this package's report before; keep the archived one",
+                )
+            )
+            continue
         try:  # read again, bounded: the stick may have changed since it verified
             data = read_bounded(v.path, er.MAX_REPORT_BYTES)
             sig = read_signature_file(er.sig_of(v.path))
@@ -136,7 +146,8 @@ def take_in(
             continue
         write_bytes(archive / v.path.name, data)
         write_bytes(archive / er.sig_of(v.path).name, sig)
-    kept = [v for v in fresh if (archive / v.path.name).exists()]
+    refused_paths = {r.path for r in found.refused}
+    kept = [v for v in fresh if v.path not in refused_paths]
     return kept, found.refused
 
 

@@ -195,7 +195,15 @@ def hub_init(
         manifest = package_manifest(config, model, 0, None, None, release=release, log_head=GENESIS)
         path, sha = write_package(staging / "packages", manifest, raw, key)
         log = EventLog(staging / "events.jsonl")
-        init = Init(config.federation, path.name, sha, public.openssh_line(), 0, start)
+        init = Init(
+            config.federation,
+            path.name,
+            sha,
+            public.openssh_line(),
+            0,
+            start,
+            require_evaluations=config.hub.require_evaluations or None,  # left out at 0
+        )
         log.append([init])
         write_text(staging / "allowed_signers", render_allowed_signers(fold(log.read())))
         sign_log(log.path, key)

@@ -12,7 +12,10 @@ from flsilo.notices import notice
 from flsilo.plan import schedule_text
 from flsilo.tensorfile import read_header
 from flsilo.untrusted import open_regular
+from hub_kit.evaluations import archived_folders, collect
+from hub_kit.finality import finality
 from hub_kit.privacy import describe, dp_budget, dp_plan, dp_spent
+from hub_kit.state import HubState
 from hub_kit.workspace import HubWorkspace
 
 
@@ -30,6 +33,9 @@ class Status:
     dp_budget: float | None = None
     dp_plan: str | None = None
     unrecorded: list[str] = field(default_factory=list)
+    finality: dict[str, Any] = field(default_factory=dict)
+    """Whether the final package is final for use (``hub_kit.finality``): ``required``,
+    ``round``, ``package``, ``sites``, ``pending``, ``final``, and ``text``."""
 
 
 def peek(path: Path) -> mf.Manifest | None:
@@ -106,4 +112,11 @@ def status(hub_dir: Path) -> Status:
         dp_budget=dp_budget(ws.config),
         dp_plan=describe(dp) if (dp := dp_plan(ws.config)) else None,
         unrecorded=ws.unrecorded(state),
+        finality=_finality(ws, state),
     )
+
+
+def _finality(ws: HubWorkspace, state: HubState) -> dict[str, Any]:
+    """The final package's standing, counted from the archived reports that verify."""
+    standing = finality(ws, state, ws.log.read(), collect(ws, state, archived_folders(ws)).reports)
+    return standing.to_dict() | {"text": standing.text()}

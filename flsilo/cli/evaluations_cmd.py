@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from flsilo.cli.common import emit_json, info, set_json, stdout
-from flsilo.errors import ExitCode
+from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
+from flsilo.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from hub_kit.evaluations import Cell, Refused
@@ -24,24 +24,51 @@ def evaluations(
     png: Annotated[
         Path | None, typer.Option(help="Also plot each site's figure per package (PNG).")
     ] = None,
+    archive: Annotated[
+        bool,
+        typer.Option(
+            "--archive",
+            help="After the last round: archive and log the --inbox reports (those on the "
+            "final package count towards --require-evaluations).",
+        ),
+    ] = False,
+    passphrase_file: Annotated[
+        Path | None, typer.Option(help="With --archive: the hub key's passphrase file.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """How every package performed at every site, from the sites' signed reports only.
 
     Rows are packages, columns sites; a cell is the site's accuracy with a 95% interval and
     its sample count. Reports that do not verify are listed under the table with the
-    reason, and the command exits 3. Example: flsilo hub evaluations hub --inbox /media/usb
+    reason, and the command exits 3. Under the table: whether the final package is final
+    (with --require-evaluations M at hub init: once M sites' reports on it verify).
+    Example: flsilo hub evaluations hub --inbox /media/usb
+    After the last round: flsilo hub evaluations hub --inbox /media/usb --archive
     """
     set_json(json_out)
     from hub_kit.evaluations import archived_folders, collect, table
+    from hub_kit.finality import archive_final_reports, finality
     from hub_kit.workspace import HubWorkspace
 
     ws = HubWorkspace.open(hub_dir)
+    taken: list[str] = []
+    if archive:
+        if inbox is None:
+            raise UsageError(
+                "--archive needs --inbox DIR, the folder holding the carried reports",
+                hint="flsilo hub evaluations HUB --inbox /media/usb --archive",
+            )
+        kept, _ = archive_final_reports(ws, inbox, passphrase_source(passphrase_file))
+        taken = [v.path.name for v in kept]
     state = ws.state()  # the hub's signature over the log is checked first
     archived = collect(ws, state, archived_folders(ws))
     pending = collect(ws, state, [inbox]) if inbox is not None else None
     reports = archived.reports + (pending.reports if pending else [])
     refused = archived.refused + (pending.refused if pending else [])
+    standing = finality(
+        ws, state, ws.log.read(), archived.reports, pending.reports if pending else None
+    )
     archived_shas = {v.sha256 for v in archived.reports}
     rows = table(reports, archived_shas)
     sites = sorted({v.site for v in reports})
@@ -66,10 +93,15 @@ def evaluations(
                     for v in reports
                 ],
                 "refused": [r.__dict__ | {"path": str(r.path)} for r in refused],
+                "archived_now": taken,
+                "finality": standing.to_dict(),
             },
         )
     else:
-        _render(rows, sites, refused, pending is not None)
+        _render(rows, sites, refused, pending is not None and not archive)
+        for name in taken:
+            info(f"archived and logged {name}")
+        info(standing.text())
         if png is not None:
             info(f"plot written to {png}")
     if not ok:

@@ -241,10 +241,17 @@ def hub_status(
         emit_json("hub status", True, to_jsonable(st))
         return
     out = stdout()
+    standing = st.finality
     out.print(
         f"federation [bold]{st.federation}[/] — round {st.round} of {st.rounds} ({st.schedule})"
-        + (" — [green]complete[/]" if st.final else "")
+        + (
+            (" — [green]complete[/]" if standing["final"] else " — complete, [yellow]not final[/]")
+            if st.final
+            else ""
+        )
     )
+    if standing["required"]:
+        out.print(standing["text"])
     out.print(f"current package: {st.current_package}")
     from hub_kit.privacy import spent_text
 

@@ -197,6 +197,12 @@ HUB_SETTINGS: tuple[Setting, ...] = (
         "(0: no sign-off).",
         simulate=False,
     ),
+    Setting(
+        "require_evaluations",
+        "Sites whose signed evaluation reports on the final package must verify before it "
+        "is final for use (0: final when made).",
+        simulate=False,
+    ),
 )
 
 _TAIL = ("passphrase_file", "json_out")  # options that stay last in --help

@@ -1,0 +1,110 @@
+"""hub init --require-evaluations M: the final package is final only after M distinct sites'
+signed evaluation reports on it verify. The count shows in hub status, hub evaluations and
+the model card; reports on the final package are taken in by hub evaluations --archive."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import Federation, build_federation, digits_npz, hub_root, tree_digest
+
+FINAL = "fed-r0001.safetensors"
+
+
+def _site_report(fed: Federation, cli, site: str, data: Path) -> Path:
+    """The site receives the final package and writes its signed report on held-out data."""
+    ws = fed.sites[site]
+    for name in (FINAL, f"{FINAL}.sig"):
+        shutil.copy(fed.hub / "packages" / name, ws / "packages" / name)
+    done = cli("evaluate", ws / "packages" / FINAL, "--site", ws, "--data", data, "--report",
+               "--json")  # fmt: skip
+    assert done.code == 0, done.err
+    return Path(json.loads(done.out)["report"])
+
+
+def _status(fed: Federation, cli) -> dict:
+    done = cli("hub", "status", fed.hub, "--json")
+    assert done.code == 0, done.err
+    return json.loads(done.out)["finality"]
+
+
+def test_final_only_after_m_sites_reports_verify(tmp_path: Path, cli) -> None:
+    fed = build_federation(
+        tmp_path / "fed", schedule="one-shot", extra=("--require-evaluations", "2")
+    )
+    init = json.loads((fed.hub / "events.jsonl").read_text().splitlines()[0])
+    assert init["require_evaluations"] == 2  # in the signed log, not only federation.toml
+    fed.carry()
+    assert cli("aggregate", fed.hub).code == 0
+    standing = _status(fed, cli)
+    assert standing == {
+        "required": 2, "round": 1, "package": FINAL, "sites": [], "pending": [],
+        "final": False, "text": standing["text"],
+    }  # fmt: skip
+    assert "not final yet: 0 of 2" in standing["text"]
+    assert "complete, not final" in cli("hub", "status", fed.hub).out
+
+    card = tmp_path / "card"
+    made = cli("report", fed.hub / "packages" / FINAL, "--hub", fed.hub, *hub_root(fed.hub),
+               "--out", card)  # fmt: skip
+    assert made.code == 0, made.err
+    text = (card / "card.md").read_text()
+    assert "NOT final: 0 of the 2 required" in text and "(final)" not in text
+
+    held_out = digits_npz(tmp_path / "held-out.npz", np.arange(1500, 1700))
+    a = _site_report(fed, cli, "site-a", held_out)
+    shown = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--json")
+    assert json.loads(shown.out)["finality"]["pending"] == ["site-a"]  # seen, not yet counted
+    taken = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive", "--json")
+    assert taken.code == 0, taken.err
+    doc = json.loads(taken.out)
+    assert doc["archived_now"] == [a.name]
+    assert doc["finality"]["sites"] == ["site-a"] and not doc["finality"]["final"]
+    assert (fed.hub / "rounds" / "0000" / a.name).read_bytes() == a.read_bytes()
+    again = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive", "--json")
+    assert json.loads(again.out)["archived_now"] == []  # logged once
+
+    b = _site_report(fed, cli, "site-b", held_out)
+    assert cli("hub", "evaluations", fed.hub, "--inbox", b.parent, "--archive").code == 0
+    standing = _status(fed, cli)
+    assert standing["final"] and standing["sites"] == ["site-a", "site-b"]
+    assert "complete" in cli("hub", "status", fed.hub).out
+    events = [json.loads(x) for x in (fed.hub / "events.jsonl").read_text().splitlines()]
+    logged = [e for e in events if e["event"] == "evaluation"]
+    assert [(e["site"], e["round"], e["archive_round"]) for e in logged] == [
+        ("site-a", 1, 0),
+        ("site-b", 1, 0),
+    ]
+    audit = cli("audit", fed.hub, *hub_root(fed.hub))
+    assert audit.code == 0, audit.out  # the rewritten SHA256SUMS lists the reports
+    shutil.rmtree(card)
+    assert cli("report", fed.hub / "packages" / FINAL, "--hub", fed.hub, *hub_root(fed.hub),
+               "--out", card).code == 0  # fmt: skip
+    assert "1 (final)" in (card / "card.md").read_text()
+
+
+def test_archive_before_the_last_round_changes_nothing(federation: Federation, cli) -> None:
+    before = tree_digest(federation.hub)
+    refused = cli("hub", "evaluations", federation.hub, "--inbox", federation.hub / "inbox",
+                  "--archive")  # fmt: skip
+    assert refused.code == 2
+    assert "archived by the next aggregate" in refused.err
+    assert tree_digest(federation.hub) == before
+    assert cli("hub", "evaluations", federation.hub, "--archive").code == 2  # needs --inbox
+    standing = _status(federation, cli)
+    assert standing["required"] == 0 and standing["package"] is None
+
+
+def test_require_evaluations_must_not_be_negative(tmp_path: Path, cli) -> None:
+    from tests.conftest import make_key
+
+    key = make_key(tmp_path / "hub")
+    bad = cli("hub", "init", tmp_path / "h", "--federation", "f", "--model", "logreg",
+              "--classes", "a,b", "--input-shape", "4", "--key", key,
+              "--require-evaluations", "-1")  # fmt: skip
+    assert bad.code == 2 and "require_evaluations" in bad.err
+    assert not (tmp_path / "h").exists()
