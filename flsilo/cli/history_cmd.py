@@ -137,6 +137,13 @@ def _plot(rounds: list[RoundHistory], png: Path, notes: list[str]) -> None:
     mean = [(r.round, 100 * r.accuracy_after) for r in rounds if r.accuracy_after is not None]
     if mean:
         ax.plot(*zip(*mean, strict=True), color="black", linewidth=2, label="weighted mean")
+    claims = [
+        (r.round, 100 * acc)
+        for r in rounds
+        if r.hub_claim and (acc := r.hub_claim["figures"].get("accuracy")) is not None
+    ]
+    if claims:  # the hub's own figure for each new package (aggregate --eval), named as such
+        ax.plot(*zip(*claims, strict=True), "k--", marker="s", label="hub claim (hub test set)")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole

@@ -60,6 +60,9 @@ def test_hub_claims_are_signed_shown_and_audited(federation: Federation, cli) ->
     history = cli("hub", "history", federation.hub, "--json")
     assert json.loads(history.out)["rounds"][0]["hub_claim"] == claim
     assert "hub claim" in cli("hub", "history", federation.hub).out
+    png = federation.root / "history.png"
+    assert cli("hub", "history", federation.hub, "--png", png).code == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
 
     card_dir = federation.root / "card"
     card = cli("report", package, "--hub", federation.hub, *hub_root(federation.hub),
