@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 CLAIM_FIGURES = ("accuracy", "balanced_accuracy", "ece", "loss")
-"""The overall figures a claim carries (``None`` where undefined)."""
+"""The overall figures a classify claim carries (``None`` where undefined); another task's
+claim carries its own flat figures, its primary metric among them, and the loss."""
 CLASS_FIGURES = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "ap")
 """The figures a claim carries per class, each with its bootstrap 95% interval."""
 
@@ -50,6 +51,8 @@ class HubEvaluation:
 def claim_from_report(
     report: dict[str, object],
     *,
+    task: str,
+    values: dict[str, float],
     loss: float | None,
     test_set_sha256: str,
     test_set_records: int,
@@ -60,8 +63,11 @@ def claim_from_report(
     draws: int,
     software: dict[str, str],
 ) -> HubEvaluation:
-    """A claim from :func:`flsilo.metrics.classification_report`'s figures."""
-    rows = report["per_class"]
+    """A claim from a task's evaluation: ``values`` (its flat figures, the primary one
+    among them) and ``report`` (its full figures, e.g.
+    :func:`flsilo.metrics.classification_report`: per class rows with intervals, the
+    confusion matrix, balanced accuracy, ECE; whichever of these the task reports)."""
+    rows = report.get("per_class") or report.get("per_finding") or {}
     assert isinstance(rows, dict)
     per_class: dict[str, dict[str, float | None]] = {}
     ci95: dict[str, dict[str, tuple[float, ...] | None]] = {}
@@ -71,18 +77,18 @@ def claim_from_report(
         ci95[name] = {
             k: tuple(float(x) for x in found[k]) if found.get(k) else None for k in CLASS_FIGURES
         }
-    confusion = report["confusion"]
+    confusion = report.get("confusion") or []
     assert isinstance(confusion, list)
-    overall = {k: _num(report.get(k)) for k in CLAIM_FIGURES if k != "loss"}
+    overall = {k: _num(report.get(k)) for k in ("balanced_accuracy", "ece") if k in report}
     return HubEvaluation(
         test_set_sha256=test_set_sha256,
         test_set_records=test_set_records,
         data_format=data_format,
         data_sha256=data_sha256,
-        task="classify",
-        samples=int(report["samples"]),  # type: ignore[call-overload]
+        task=task,
+        samples=int(report.get("samples", 0)),  # type: ignore[call-overload]
         skipped=skipped,
-        figures=overall | {"loss": loss},
+        figures={k: float(v) for k, v in values.items()} | overall | {"loss": loss},
         per_class=per_class,
         ci95=ci95,
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),

@@ -49,6 +49,7 @@ class HubTestSet:
                     data_spec(model),
                     preprocess=model_preprocess(package),
                     store=Path(store),
+                    task=model.task_spec,
                 )
         except FlsiloError as err:
             raise type(err)(
@@ -74,6 +75,8 @@ class HubTestSet:
         )
         return claim_from_report(
             scored.figures,
+            task=scored.verified.manifest.model.task_spec.name,
+            values=dict(scored.result.values),
             loss=scored.result.loss,
             test_set_sha256=self.digest,
             test_set_records=self.records,
