@@ -2,8 +2,9 @@
 line that is not an event as flsilo writes it is refused (damage, or a newer writer).
 
 The logs here were committed before the events were typed: ``tests/fixtures/eventlog`` holds
-every kind and every optional field (its ``make.py`` says how it was made), the others are
-the version-2 fixture and the golden round's hub.
+every kind and every optional field (its ``make.py`` says how it was made; its
+``hub-claims.jsonl`` the init and aggregate fields of --require-evaluations and --eval,
+added later), the others are the version-2 fixture and the golden round's hub.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from hub_kit.state import fold
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LOGS = {
     "every-kind": FIXTURES / "eventlog" / "events.jsonl",
+    "hub-claims": FIXTURES / "eventlog" / "hub-claims.jsonl",
     "version-2": FIXTURES / "v2" / "hub" / "events.jsonl",
     "golden-round": FIXTURES / "golden_round" / "hub" / "events.jsonl",
 }
@@ -55,7 +57,11 @@ def test_a_log_written_before_the_types_is_written_back_byte_for_byte(name: str)
 def test_the_fixture_holds_every_kind_and_every_left_out_field() -> None:
     events = EventLog(LOGS["every-kind"]).read()
     assert {ev.event for ev in events} == set(Kind)
-    lines = [json.loads(line) for line in LOGS["every-kind"].read_text().splitlines()]
+    lines = [
+        json.loads(line)
+        for name in ("every-kind", "hub-claims")  # the second: --require-evaluations, --eval
+        for line in LOGS[name].read_text().splitlines()
+    ]
     present = {key for line in lines for key in line}
     for cls in KINDS.values():
         for name, f in cls.__dataclass_fields__.items():
