@@ -214,7 +214,7 @@ def baselines(
     from site_kit.data import Dataset, load_dataset
     from site_kit.evaluation import evaluate
     from site_kit.fisher import diagonal_fisher
-    from site_kit.round import verified_model
+    from site_kit.packagemodel import verified_model
     from site_kit.training import derive_seed, train
 
     trust = AllowedSigners.load(hub / "allowed_signers")

@@ -32,7 +32,7 @@ from flsilo.codes import Code
 from flsilo.errors import FlsiloError, UsageError, VerificationError
 from flsilo.preprocessing import model_preprocess
 from flsilo.trust import TrustPolicy
-from site_kit.round import verified_model
+from site_kit.packagemodel import verified_model
 
 TOLERANCE = 1e-4
 SAMPLES = 16

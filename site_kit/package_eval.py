@@ -14,7 +14,7 @@ from flsilo.trust import TrustPolicy
 from site_kit.data.samples import open_samples
 from site_kit.data.stream import default_workers
 from site_kit.evaluation import Evaluation, evaluate
-from site_kit.round import verified_model
+from site_kit.packagemodel import verified_model
 from site_kit.sitedata import data_spec
 from site_kit.training import DistContext, pick_device
 

@@ -20,12 +20,10 @@ from flsilo.atomic import WorkspaceLock, remove_stale_temps
 from flsilo.codes import Code
 from flsilo.errors import PolicyError, UsageError
 from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
-from flsilo.models import adapters
-from flsilo.models.registry import build_model, code_mismatch
 from flsilo.plan import dp_of
-from flsilo.tasks import output_size, require_task, task_for
+from flsilo.tasks import require_task, task_for
 from flsilo.tensorsets import ROUND_FEDSTATS, ROUND_STATISTICS
-from flsilo.torchio import load_weights, state_to_raw, tensors_from_bytes
+from flsilo.torchio import state_to_raw
 from site_kit import record as site_record
 from site_kit.checkpoint import Checkpoint
 from site_kit.data.stream import default_workers
@@ -34,6 +32,7 @@ from site_kit.fedstats import input_statistics
 from site_kit.fisher import diagonal_fisher, with_fisher
 from site_kit.freshness import check_fresh
 from site_kit.inputsummary import summarize
+from site_kit.packagemodel import verified_model
 from site_kit.privacy import DPRun, prepare_round
 from site_kit.sitedata import SiteData, load_site_data
 from site_kit.statistics import (
@@ -69,21 +68,6 @@ class TrainOutcome:
     skipped: int
     class_counts: list[int]
     rank: int
-
-
-def verified_model(verified: Verified, data: bytes, *, merged: bool = False) -> torch.nn.Module:
-    """The package's model: its code checked, weights loaded, adapters attached or ``merged``."""
-    info = verified.manifest.model
-    mismatch = code_mismatch(info.spec, info.code_digest)
-    if mismatch is not None:
-        raise PolicyError(
-            mismatch[0], path=verified.path, code=Code.MODEL_CODE_MISMATCH, hint=mismatch[1]
-        )
-    model = build_model(info.spec, info.input_shape, output_size(info.task_spec, info.classes))
-    tensors = tensors_from_bytes(data)
-    adapters.apply_package_adapters(model, info.adapters, tensors, verified.path)  # if any
-    load_weights(model, tensors, str(verified.path))
-    return adapters.merge(model) if merged else model
 
 
 def software() -> dict[str, str]:

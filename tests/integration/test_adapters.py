@@ -194,7 +194,7 @@ def test_a_site_refuses_adapters_it_cannot_apply(lora_fed, tmp_path):
     from flsilo.codes import Code
     from flsilo.errors import PolicyError
     from flsilo.trust import AllowedSigners
-    from site_kit.round import verified_model
+    from site_kit.packagemodel import verified_model
 
     fed = lora_fed.copy(tmp_path / "fed")
     buffer = io.BytesIO()
