@@ -33,6 +33,7 @@ BUILTINS = {
     "mlp": "flsilo.models.mlp",
     "cnn": "flsilo.models.cnn",
     "resnet": "flsilo.models.resnet",
+    "detector": "flsilo.models.detector",
 }
 
 
