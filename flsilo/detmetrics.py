@@ -41,6 +41,7 @@ class DetectionFigures:
     """AP at IoU 0.5 per class (None: the class has no ground-truth box)."""
     images: int
     objects: int
+    objects_per_class: tuple[int, ...] = ()
 
 
 def _match(ious: np.ndarray) -> np.ndarray:
@@ -137,4 +138,5 @@ class DetectionMeter:
             ),
             images=self.images,
             objects=int(self.positives.sum()),
+            objects_per_class=tuple(int(v) for v in self.positives),
         )

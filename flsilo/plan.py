@@ -221,6 +221,13 @@ def task_problem(plan: Plan) -> str | None:
         return "max_length (--max-length) cannot be negative"
     if len(set(plan.charset)) != len(plan.charset):
         return "charset (--charset) lists a character twice"
+    if plan.task == "detect" and (plan.augment.crop > 0 or plan.augment.rotate > 0):
+        return (
+            "augment crop and rotate would move objects away from their boxes: a detect "
+            "plan allows hflip, jitter and noise"
+        )
+    if plan.task == "detect" and plan.merge == "fisher":
+        return "--merge fisher applies to classification (its Fisher is of class probabilities)"
     return None
 
 

@@ -45,6 +45,13 @@ def initial_weights(
     model = build_model(
         config.model, config.input_shape, output_size(task_spec(config.plan), config.classes)
     )
+    unfit = task_for(task_spec(config.plan)).model_problem(model)
+    if unfit is not None:
+        raise UsageError(
+            f"model {config.model!r} cannot learn task {config.plan.task}: {unfit}",
+            code=Code.BAD_MODEL_SPEC,
+            hint="see docs/reference/models.md for the models each task takes",
+        )
     if init_weights is not None:
         try:
             tensors = load_file(str(init_weights))

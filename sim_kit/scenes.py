@@ -3,8 +3,10 @@
 ``python -m sim_kit.scenes OUT --images N [--seed S] [--camera NAME] [--size 128] [--coco]``
 writes ``OUT/images/NNNNN.png`` and, per image, ``OUT/labels/NNNNN.txt`` in YOLO format
 (``class cx cy w h``, normalised; the layout ``--data-format yolo`` reads), and with
-``--coco`` also ``OUT/annotations.json`` (a COCO manifest of the same boxes). The classes are
-``SHAPES`` in that order.
+``--coco`` also ``OUT/annotations.json`` (a COCO manifest of the same boxes). With
+``--video`` it writes instead a clip of N such frames (``OUT/clips/scenes.mp4``, 5 frames a
+second, the ``video`` extra) and a COCO manifest labelling each frame by its time. The
+classes are ``SHAPES`` in that order.
 
 Each image is a ``size`` x ``size`` RGB frame: a smooth two-colour gradient background with
 noise and a few thin distractor lines, and one to ``max_objects`` filled shapes (circle,
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +163,45 @@ def write_scenes(
         document = {"images": entries, "annotations": annotations, "categories": categories}
         (out / "annotations.json").write_text(json.dumps(document, indent=1) + "\n")
     return out
+
+
+def write_scene_clip(
+    out: Path, frames: int, *, seed: int = 0, camera: str = "even", size: int = 128, fps: int = 5
+) -> Path:
+    """A clip ``out/clips/scenes.mp4`` of ``frames`` scenes and ``out/annotations.json``, a
+    COCO manifest labelling each frame by its time (``time_s``); needs PyAV (``video``)."""
+    import av
+
+    rng = np.random.default_rng([seed, 7])
+    clip = out / "clips" / "scenes.mp4"
+    clip.parent.mkdir(parents=True, exist_ok=True)
+    entries: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
+    with av.open(str(clip), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        stream.codec_context.bit_rate = 4_000_000
+        stream.codec_context.time_base = Fraction(1, fps)
+        for n in range(frames):
+            image, boxes = scene(rng, size, CAMERAS[camera])
+            frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
+            frame.pts, frame.time_base = n, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            time_s = round(n / fps + 0.5 / fps, 3)  # mid-frame: the nearest frame is n
+            entries.append({"id": n + 1, "file_name": "clips/scenes.mp4", "time_s": time_s,
+                            "width": size, "height": size})  # fmt: skip
+            for cls, x1, y1, x2, y2 in boxes.tolist():
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": n + 1, "category_id": int(cls) + 1,
+                    "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                })  # fmt: skip
+        for packet in stream.encode():
+            container.mux(packet)
+    categories = [{"id": c + 1, "name": n} for c, n in enumerate(SHAPES)]
+    document = {"images": entries, "annotations": annotations, "categories": categories}
+    (out / "annotations.json").write_text(json.dumps(document, indent=1) + "\n")
+    return out / "annotations.json"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -267,6 +267,14 @@ def augment_image(x: np.ndarray, augment: Augment, rng: np.random.Generator) -> 
     The draws happen in a fixed order whatever is switched on, so one setting never shifts
     another's randomness: crop, flip, rotation, brightness, contrast, noise.
     """
+    return augment_with_flip(x, augment, rng)[0]
+
+
+def augment_with_flip(
+    x: np.ndarray, augment: Augment, rng: np.random.Generator
+) -> tuple[np.ndarray, bool]:
+    """``augment_image``, and whether it flipped the sample left-right (so that boxes in
+    it can follow: the ``detect`` task allows no other geometric augmentation)."""
     c, h, w = x.shape
     area, log_ratio = rng.uniform(augment.crop, 1.0), rng.uniform(math.log(3 / 4), math.log(4 / 3))
     at_y, at_x = rng.uniform(), rng.uniform()
@@ -297,4 +305,4 @@ def augment_image(x: np.ndarray, augment: Augment, rng: np.random.Generator) -> 
         x = np.clip((x * bright - mean * bright) * contrast + mean * bright, 0.0, 1.0)
     if augment.noise > 0:
         x = x + rng.normal(0.0, augment.noise, size=(c, h, w)).astype(np.float32)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32), bool(augment.hflip and flip)

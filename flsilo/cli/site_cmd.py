@@ -313,6 +313,11 @@ def evaluate(
         )
         return
     out = stdout()
+    if "map50" in result.values:
+        from flsilo.cli.detect_render import print_detection
+
+        print_detection(out, package.name, scored)
+        return
     primary = ", ".join(
         f"{k} {v:.4f}" for k, v in result.values.items() if k != "accuracy" and "." not in k
     )
@@ -346,6 +351,7 @@ def evaluation_json(result: Any, figures: dict[str, Any]) -> dict[str, Any]:
     }
     if set(result.values) != {"accuracy"}:
         out["values"] = dict(result.values)
+        out.update({k: v for k, v in result.values.items() if k not in out})  # map50, ...
     out.update({k: v for k, v in figures.items() if k not in ("samples", "accuracy", "confusion")})
     return out
 

@@ -178,6 +178,13 @@ def decode(out: Tensor, k: int) -> list[Detections]:
     return results
 
 
+def is_detector(model: nn.Module) -> bool:
+    """Whether ``model`` detects objects: this module's ``Detector`` or a torchvision one."""
+    from flsilo.models.tvdetect import is_torchvision_detector
+
+    return isinstance(model, Detector) or is_torchvision_detector(model)
+
+
 def build(
     input_shape: tuple[int, ...], num_classes: int, width: int = 32, groups: int = 8
 ) -> nn.Module:

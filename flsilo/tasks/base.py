@@ -134,6 +134,9 @@ class Task:
     needs_classes: bool = True
     formats: tuple[str, ...] = ("csv", "images-csv", "npz")
     """Data formats that can carry this task's targets (imagefolder: classify only)."""
+    geometric: bool = False
+    """Targets lie in the picture (detect's boxes): the data pipeline gives them through
+    ``place``, which moves them with the pixels."""
 
     # -- targets (no torch) -----------------------------------------------------------------
     def label_columns(self, spec: TaskSpec, classes: tuple[str, ...]) -> tuple[str, ...]:
@@ -145,6 +148,15 @@ class Task:
     def decode(self, target: Target) -> np.ndarray:
         raise NotImplementedError
 
+    def place(
+        self, target: Target, resize: str, input_size: tuple[int, int], flipped: bool
+    ) -> np.ndarray:
+        """The target of a sample whose pixels the plan's ``resize`` brought to
+        ``input_size`` (height, width) and, where ``flipped``, flipped left-right; the
+        pipeline asks this instead of ``decode``. Only geometric tasks move anything."""
+        del resize, input_size, flipped
+        return self.decode(target)
+
     def counts(self, targets: np.ndarray, classes: tuple[str, ...]) -> list[int]:
         """Samples per class (per finding): what ``--min-cell-size`` guards."""
         raise NotImplementedError
@@ -154,6 +166,14 @@ class Task:
         return None
 
     # -- model side (torch) -----------------------------------------------------------------
+    def model_problem(self, model: torch.nn.Module) -> str | None:
+        """Why ``model`` cannot learn this task (``hub init`` asks), or None."""
+        from flsilo.models.detector import is_detector
+
+        if is_detector(model):
+            return "it is an object detector (use it with --task detect)"
+        return None
+
     def output_size(self, classes: tuple[str, ...], spec: TaskSpec) -> int:
         del spec
         return len(classes)

@@ -49,10 +49,12 @@ FORMATS: dict[str, str] = {
     "npz": "site_kit.data.npz",
     "dicom": "site_kit.data.dicom",
     "video": "site_kit.data.video",
+    "yolo": "site_kit.data.yolo",
+    "coco": "site_kit.data.coco",
 }
 """Every data format a site reads: its ``--data-format`` name and the module that reads it."""
 
-GUESS: dict[str, str] = {".npz": "npz", ".dcm": "dicom"}
+GUESS: dict[str, str] = {".npz": "npz", ".dcm": "dicom", ".json": "coco"}
 """File suffixes that name a format when ``--data-format`` is left out (see guess_format)."""
 
 
@@ -140,6 +142,17 @@ class DataContext:
         """A row's target from its label cells (``LabelError`` when they are not one)."""
         return load_task(self.task.name).parse(cells, self.task, self.classes)
 
+    def refuse_format(self, path: Path, fmt: str) -> None:
+        """The task's targets must be ones the format can carry (``Task.formats``)."""
+        formats = load_task(self.task.name).formats
+        if fmt not in formats:
+            raise DataError(
+                f"{fmt} data cannot carry the targets of task {self.task.name}",
+                path=path,
+                code=Code.DATA_FORMAT,
+                hint=f"give this federation's data as --data-format {' or '.join(formats)}",
+            )
+
     def refuse_task(self, path: Path, fmt: str) -> None:
         """Formats that name a class by folder carry classify targets only."""
         if not self.is_classify:
@@ -186,11 +199,13 @@ def adapter(name: str) -> ModuleType:
 def guess_format(path: Path, input_shape: tuple[int, ...] = ()) -> str:
     """The format of ``path`` when --data-format is left out.
 
-    A folder is an image folder; a ``.csv`` whose header has a ``path`` column is an image
+    A folder is an image folder (``yolo`` if it holds ``images/`` and ``labels/``); a ``.csv`` whose header has a ``path`` column is an image
     manifest (``images-csv``) for a federation of images, else a table.
     """
     if path.is_dir():
-        return "imagefolder"
+        return (
+            "yolo" if (path / "images").is_dir() and (path / "labels").is_dir() else "imagefolder"
+        )
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return "images-csv" if len(input_shape) == 3 and _has_path_column(path) else "csv"

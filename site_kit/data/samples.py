@@ -35,7 +35,7 @@ from site_kit.data import (
 )
 from site_kit.data.index import INDEX_DIR, DataIndex, build_index, index_key, save_index
 from site_kit.data.records import RawImage
-from site_kit.preprocess import PreprocessError, Preprocessor, augment_image, build
+from site_kit.preprocess import PreprocessError, Preprocessor, augment_with_flip, build
 
 
 @dataclass
@@ -79,15 +79,29 @@ class Samples:
             return np.bincount(self.y, minlength=num_classes).tolist()
         return load_task(self.ctx.task.name).counts(self.targets(), self.ctx.classes)
 
-    def target(self, k: int) -> np.ndarray:
-        """Record k's target as the task decodes it (classify: its class index)."""
+    def target(self, k: int, flipped: bool = False) -> np.ndarray:
+        """Record k's target as the task decodes it (classify: its class index); a
+        geometric task's (boxes) moved with the pixels, flipped with them if ``flipped``."""
         i = self.record_id(k)
         task = load_task(self.ctx.task.name)
-        return task.decode(Target(int(self.index.targets[i]), self.index.label(i)))
+        target = Target(int(self.index.targets[i]), self.index.label(i))
+        if not task.geometric:
+            return task.decode(target)
+        size = (int(self.ctx.input_shape[-2]), int(self.ctx.input_shape[-1]))
+        return task.place(target, self.preprocessor.preprocess.resize, size, flipped)
 
     def targets(self) -> np.ndarray:
-        """Every sample's decoded target, stacked (tasks whose targets have one shape)."""
-        return np.stack([self.target(k) for k in range(len(self))]) if len(self) else np.zeros(0)
+        """Every sample's decoded target, stacked; targets of different shapes (boxes per
+        image) as an object array of them."""
+        items = [self.target(k) for k in range(len(self))]
+        if not items:
+            return np.zeros(0)
+        if all(t.shape == items[0].shape for t in items):
+            return np.stack(items)
+        ragged = np.empty(len(items), dtype=object)
+        for k, t in enumerate(items):
+            ragged[k] = t
+        return ragged
 
     def record_id(self, k: int) -> int:
         """Record k's place in the whole index (seeds its augmentation)."""
@@ -133,10 +147,17 @@ class Samples:
                 return p.table(self.values[self.record_id(k)])
             except PreprocessError as exc:
                 raise _unusable(self.where(k), str(exc)) from exc
-        x = self.scaled(k)
+        return self.sample_flipped(k, rng)[0]
+
+    def sample_flipped(
+        self, k: int, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, bool]:
+        """``sample`` of an image, and whether its augmentation flipped it left-right."""
+        p = self.preprocessor
+        x, flipped = self.scaled(k), False
         if rng is not None and p.augment.active:
-            x = augment_image(x, p.augment, rng)
-        return p.normalized(x)
+            x, flipped = augment_with_flip(x, p.augment, rng)
+        return p.normalized(x), flipped
 
     def digest(self) -> str:
         """sha256 of these records (in order) and the preprocessing they are read with."""
@@ -205,6 +226,7 @@ def open_samples(
     fmt = data_format or guess_format(path, input_shape)
     module = adapter(fmt)
     ctx = DataContext(data_root(path), classes, input_shape, spec, preprocess, task or TaskSpec())
+    ctx.refuse_format(path, fmt)
     values: list[np.ndarray] | None = [] if module.KIND == "table" else None
     where = store / INDEX_DIR / f"{index_key(path, fmt, ctx)}.json" if store else None
     index = build_index(path, fmt, ctx, store=where, values=values)

@@ -61,8 +61,11 @@ class SampleSet(torch.utils.data.Dataset[tuple[torch.Tensor, Any]]):
         rng = None
         if self.seed is not None:
             rng = sample_rng(self.seed, self.samples.record_id(k), epoch)
-        x = torch.from_numpy(self.samples.sample(k, rng))
-        return x, int(self.targets[k]) if self.classify else self.samples.target(k)
+        if self.classify or self.samples.is_table:
+            x = torch.from_numpy(self.samples.sample(k, rng))
+            return x, int(self.targets[k]) if self.classify else self.samples.target(k)
+        pixels, flipped = self.samples.sample_flipped(k, rng)  # boxes follow a flip
+        return torch.from_numpy(pixels), self.samples.target(k, flipped)
 
 
 class _Batches(torch.utils.data.Sampler[list[tuple[int, int]]]):

@@ -1,0 +1,137 @@
+"""``--task detect`` through the real files: hub init, train on YOLO and COCO data,
+aggregate, evaluate (``map50``), audit --replay; and bad labels named line by line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flsilo.cli.app import run
+from sim_kit.scenes import SHAPES, write_scenes
+from tests.conftest import Federation, fingerprint, hub_root, make_key, tree_digest
+
+SHAPE = "3,32,32"
+
+
+def scenes(path: Path, n: int, seed: int, camera: str = "even", size: int = 32) -> Path:
+    return write_scenes(path, n, seed=seed, camera=camera, size=size)
+
+
+def detect_federation(
+    root: Path, model: str = "detector:width=8", *extra: str, data_format: str = "yolo",
+    shape: str = SHAPE, size: int = 32,
+) -> Federation:  # fmt: skip
+    """A hub with two enrolled sites (YOLO or COCO scenes) that have each trained round 0."""
+    root.mkdir(parents=True)
+    keys = root / "keys"
+    for name in ("hub", "site-a", "site-b"):
+        make_key(keys / name)
+    hub = root / "hub"
+    init = ["hub", "init", str(hub), "--federation", "fed", "--task", "detect",
+            "--model", model, "--classes", ",".join(SHAPES), "--input-shape", shape,
+            "--key", str(keys / "hub"), "--schedule", "periodic:2", "--local-epochs", "1",
+            "--batch-size", "8", "--optimizer", "adam", "--lr", "0.003", "--min-sites", "2",
+            *extra]  # fmt: skip
+    assert run(init) == 0
+    data, sites, bundles = {}, {}, {}
+    for seed, (site, camera) in enumerate((("site-a", "street"), ("site-b", "yard"))):
+        folder = write_scenes(root / f"data-{site}", 12, seed=seed, camera=camera, size=size,
+                              coco=data_format == "coco")  # fmt: skip
+        data[site] = folder / "annotations.json" if data_format == "coco" else folder
+        pub = keys / f"{site}.pub"
+        assert (
+            run(["hub", "enroll", str(hub), site, str(pub), "--fingerprint", fingerprint(pub)]) == 0
+        )
+        kit = root / f"kit-{site}"
+        assert run(["hub", "kit", str(hub), site, "--out", str(kit)]) == 0
+        sites[site] = root / site
+        assert run(["site", "init", str(sites[site]), "--kit", str(kit), "--site-id", site,
+                    "--key", str(keys / site), "--hub-fingerprint", fingerprint(keys / "hub.pub"),
+                    "--data", str(data[site]), "--data-format", data_format]) == 0  # fmt: skip
+        package = sites[site] / "packages" / "fed-r0000.safetensors"
+        assert run(["train", str(package), "--site", str(sites[site]), "--device", "cpu"]) == 0
+        bundles[site] = sites[site] / "outbox" / f"fed-r0000-{site}.safetensors"
+    return Federation(root, hub, keys, sites, bundles, data)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    return detect_federation(tmp_path_factory.mktemp("detect") / "fed")
+
+
+def test_detect_round_through_the_real_files(trained: Federation, tmp_path: Path, cli) -> None:
+    fed = trained.copy(tmp_path / "fed")
+    assert 'task = "detect"' in (fed.hub / "federation.toml").read_text()
+    fed.carry()
+    result = cli("aggregate", fed.hub, "--strategy", "median", "--json")
+    assert result.code == 0, result.err
+    package = fed.hub / "packages" / "fed-r0001.safetensors"
+    assert package.exists()
+    test = scenes(tmp_path / "test", 6, seed=9)
+    result = cli(
+        "evaluate", package, "--hub", fed.hub, "--data", test, "--data-format", "yolo", "--json"
+    )
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert 0.0 <= report["map50"] <= 1.0 and 0.0 <= report["map"] <= report["map50"]
+    assert report["samples"] == 6
+    result = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
+    assert result.code == 0, result.err
+
+
+def test_bad_label_line_is_named_and_nothing_changes(
+    trained: Federation, tmp_path: Path, cli
+) -> None:
+    fed = trained.copy(tmp_path / "fed")
+    data = fed.data["site-a"]
+    label = sorted((data / "labels").iterdir())[3]
+    label.write_text(label.read_text() + "1 0.95 0.5 0.2 0.2\n")
+    lines = label.read_text().count("\n")
+    before = tree_digest(fed.root)
+    package = fed.sites["site-a"] / "packages" / "fed-r0000.safetensors"
+    (fed.sites["site-a"] / "outbox" / "fed-r0000-site-a.safetensors").unlink()
+    (fed.sites["site-a"] / "outbox" / "fed-r0000-site-a.safetensors.sig").unlink()
+    before = tree_digest(fed.root)
+    result = cli("train", package, "--site", fed.sites["site-a"], "--device", "cpu")
+    assert result.code == 4
+    err = result.err.strip().splitlines()
+    assert len(err) == 1 and "error[bad-record]" in err[0]
+    assert f"{label}:{lines}" in err[0] and "outside the image" in err[0] and "hint:" in err[0]
+    assert tree_digest(fed.root) == before
+    # an unknown class id and a malformed line: named the same way
+    label.write_text("7 0.5 0.5 0.2 0.2\n")
+    result = cli("train", package, "--site", fed.sites["site-a"], "--device", "cpu")
+    assert result.code == 4 and f"{label}:1" in result.err and "class id 7" in result.err
+    label.write_text("0 0.5 0.5\n")
+    result = cli("site", "check-data", fed.sites["site-a"], "--json")
+    assert result.code != 0 or f"{label}:1" in result.out
+
+
+def test_coco_manifest_trains(tmp_path: Path) -> None:
+    fed = detect_federation(tmp_path / "fed", data_format="coco")
+    assert fed.bundles["site-b"].exists()
+
+
+def test_video_frames_labelled_per_frame(trained: Federation, tmp_path: Path, cli) -> None:
+    """A clip and a COCO manifest naming each frame by its time: evaluated like images."""
+    from sim_kit.scenes import write_scene_clip
+    from tests.media import av_or_skip
+
+    av_or_skip()
+    fed = trained.copy(tmp_path / "fed")
+    manifest = write_scene_clip(tmp_path / "clip", 6, seed=3, size=32)
+    package = fed.sites["site-a"] / "packages" / "fed-r0000.safetensors"
+    result = cli("evaluate", package, "--site", fed.sites["site-a"], "--data", manifest, "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["samples"] == 6 and report["objects"] == sum(
+        row["objects"] for row in report["per_class"].values()
+    )
+    document = json.loads(manifest.read_text())
+    document["images"][2]["time_s"] = 99.0  # after the clip ends
+    manifest.write_text(json.dumps(document))
+    result = cli("evaluate", package, "--site", fed.sites["site-a"], "--data", manifest)
+    assert result.code == 4 and f"{manifest}: images[2]" in result.err
+    assert "time_s 99 is after the clip's end (1.2 s)" in result.err
