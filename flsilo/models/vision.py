@@ -98,6 +98,10 @@ def _torchvision(spec: str, name: str, input_shape: tuple[int, ...], n: int, kw:
     import torchvision
 
     names = list(torchvision.models.list_models(module=torchvision.models))
+    if name in torchvision.models.list_models(module=torchvision.models.detection):
+        from flsilo.models import tvdetect
+
+        return tvdetect.build(spec, name, input_shape, n, kw)
     if name not in names:
         raise _unknown(spec, name, names, "torchvision")
     if len(input_shape) != 3 or input_shape[0] != 3:
