@@ -32,6 +32,7 @@ from flsilo.codes import Code
 from flsilo.detlabels import coco_box, encode
 from flsilo.detlabels import decode as decode_label
 from flsilo.errors import DataError
+from flsilo.untrusted import read_bounded
 from site_kit.data import BadRecord, DataContext
 from site_kit.data import manifest as csv_manifest
 from site_kit.data.imagefolder import check_shape
@@ -53,14 +54,9 @@ def _load(path: Path) -> dict[str, Any]:
         raise DataError(
             "COCO data is a .json manifest", path=path, code=Code.DATA_FORMAT, hint=HINT
         )
+    data = read_bounded(path, MAX_BYTES, follow=True)  # too large, unreadable: one line each
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise DataError("the manifest is over 1 GiB", path=path, code=Code.MALFORMED)
-        document = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise DataError(
-            f"cannot read the manifest ({exc.strerror})", path=path, code=Code.DATA_MISSING
-        ) from exc
+        document = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise DataError(
             f"not JSON ({str(exc)[:120]})", path=path, code=Code.BAD_DATA, hint=HINT
