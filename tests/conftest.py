@@ -36,8 +36,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     """A whole tier runs on one pytest-xdist worker per CPU (``-n auto``); a run that names
     test files or tests runs in one process, as does any run where xdist is not installed.
 
-    Starting a worker costs about a second of CPU (each imports torch): more than a few
-    tests take. ``-n N`` (``-n 0``: no workers) and PYTEST_XDIST_AUTO_NUM_WORKERS choose.
+    Starting a worker costs about six seconds of CPU (each imports torch and collects
+    every test): more than most test files take. ``-n N`` (``-n 0``: no workers) and
+    PYTEST_XDIST_AUTO_NUM_WORKERS choose. Each test file goes whole to one worker
+    (``--dist loadscope``), so a module's fixtures are built once, not once per worker.
     """
     if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
         return  # no xdist, or this is one of its workers (which must not start more)
@@ -46,6 +48,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     if any(arg.endswith(".py") or "::" in arg for arg in config.args):
         return
     config.option.numprocesses = "auto"
+    if config.option.dist == "no":
+        config.option.dist = "loadscope"
 
 
 @pytest.fixture(autouse=True)

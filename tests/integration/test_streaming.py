@@ -135,6 +135,9 @@ def test_negative_workers_is_a_usage_error(tmp_path: Path, cli, workers: str) ->
     assert result.code == 2 and "--workers" in result.err
 
 
+# The default tier keeps its parts: resuming to the same bundle (test_site), workers that
+# change no bit (above) and augmentation drawn per sample and epoch (test_data_stream).
+@pytest.mark.slow
 def test_a_run_killed_after_an_epoch_resumes_to_the_same_bundle(
     tmp_path: Path, cli, monkeypatch
 ) -> None:
