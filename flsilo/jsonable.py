@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from enum import Enum
 from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 
@@ -42,6 +43,10 @@ def from_jsonable(cls: Any, data: Any, where: str = "manifest") -> Any:
         return from_jsonable(inner[0], data, where)
     if dataclasses.is_dataclass(cls):
         return _dataclass_from(cls, data, where)
+    if isinstance(cls, type) and issubclass(cls, Enum):  # a StrEnum: one of its values
+        if not isinstance(data, str) or data not in {m.value for m in cls}:
+            raise SchemaError(f"{where} must be one of {', '.join(m.value for m in cls)}")
+        return cls(data)
     if origin is tuple:
         if not isinstance(data, list):
             raise SchemaError(f"{where} must be a list")

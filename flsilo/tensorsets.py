@@ -16,15 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from fnmatch import fnmatchcase
 
 from flsilo.tensorfile import Header, TensorInfo, build_header
 
-ROUND_TRAIN = "train"
-ROUND_STATISTICS = "statistics"
-ROUND_FEDSTATS = "stats"
-"""A federation-statistics round: input counts, sums, sums of squares (``[plan.preprocess]``)."""
-ROUND_KINDS = (ROUND_TRAIN, ROUND_STATISTICS, ROUND_FEDSTATS)
+
+class RoundKind(StrEnum):
+    """What a round asks of the sites (the plan's ``kind``, set per round by the schedule)."""
+
+    TRAIN = "train"
+    """Weights: the sites train and send their models (or the trainable part)."""
+    STATISTICS = "statistics"
+    """Head statistics for a closed-form head: Gram matrix, class sums and counts."""
+    FEDSTATS = "stats"
+    """A federation-statistics round: input counts, sums, sums of squares (``[plan.preprocess]``)."""
+
+
+ROUND_TRAIN = RoundKind.TRAIN
+ROUND_STATISTICS = RoundKind.STATISTICS
+ROUND_FEDSTATS = RoundKind.FEDSTATS
 
 STAT_GRAM = "statistics.gram"
 STAT_CLASS_SUMS = "statistics.class_sums"

@@ -11,6 +11,7 @@ from flsilo import federation as fed
 from flsilo.errors import MalformedInputError, UsageError
 from flsilo.federation import FederationConfig, HubPolicy
 from flsilo.plan import Plan, parse_schedule
+from flsilo.tensorsets import RoundKind
 
 
 def config(**changes: object) -> FederationConfig:
@@ -42,6 +43,8 @@ def test_federation_toml_round_trips(tmp_path: Path) -> None:
     c = config(hub=HubPolicy(min_sites=3, strategy="trimmed-mean:0.1", max_staleness=1))
     fed.write(tmp_path / fed.FEDERATION_FILE, c)
     assert fed.load(tmp_path / fed.FEDERATION_FILE) == c
+    assert type(fed.load(tmp_path / fed.FEDERATION_FILE).plan.kind) is RoundKind
+    assert 'kind = "train"' in (tmp_path / fed.FEDERATION_FILE).read_text()
 
 
 def test_invalid_settings_are_refused_on_construction() -> None:
@@ -57,6 +60,7 @@ def test_invalid_settings_are_refused_on_construction() -> None:
         (lambda t: t.replace("lr = 0.2", "lr = -1.0"), "lr > 0"),
         (lambda t: t.replace("min_sites = 2", "min_sites = 2\nquorum = 1"), "quorum"),
         (lambda t: t.replace("rounds = 3", "rounds = 2"), "one local-epoch value"),
+        (lambda t: t.replace('kind = "train"', 'kind = "weights"'), "train, statistics, stats"),
     ],
 )
 def test_a_hand_edited_file_is_malformed_with_the_reason(tmp_path: Path, edit, why: str) -> None:
@@ -77,6 +81,9 @@ def test_a_stats_schedule_is_round_zero_then_the_schedule_after_it() -> None:
     base = Plan(local_epochs=3, batch_size=8, seed=10)
     plans = [plan_for_round(base, schedule, r) for r in range(5)]
     assert [p.kind for p in plans if p] == ["stats", "statistics", "train", "train"]
+    assert [p.kind for p in plans if p] == [
+        RoundKind.FEDSTATS, RoundKind.STATISTICS, RoundKind.TRAIN, RoundKind.TRAIN
+    ]  # fmt: skip
     assert [p.seed for p in plans if p] == [10, 11, 12, 13]
     assert plans[0] is not None and plans[0].val_fraction == 0.0
     assert plans[4] is None
