@@ -19,13 +19,19 @@ def to_jsonable(value: Any) -> Any:
         return {
             f.name: to_jsonable(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
+            if not (f.metadata.get("omit_default") and getattr(value, f.name) == _default(f))
         }
     if isinstance(value, tuple | list):
         return [to_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}
     return value
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 class SchemaError(ValueError):

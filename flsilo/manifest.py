@@ -76,11 +76,14 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Metrics:
-    """Loss and accuracy of one model on one site's validation split."""
+    """Loss and accuracy of one model on one site's validation split, and the task's own
+    figures (``values``: its primary metric and others, e.g. ``mean_auroc`` and
+    ``auroc.FINDING`` for multilabel; left out for classify, whose figure is ``accuracy``)."""
 
     loss: float
     accuracy: float
     samples: int
+    values: dict[str, float] = field(default_factory=dict, metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)

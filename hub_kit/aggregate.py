@@ -293,7 +293,10 @@ def _accept(round_: int, c: Candidate, weight: float, capped: bool) -> Accept:
 
 
 def _reported(m: mf.Metrics | None) -> ReportedMetrics | None:
-    return ReportedMetrics(accuracy=m.accuracy, loss=m.loss, samples=m.samples) if m else None
+    if m is None:
+        return None
+    values = dict(m.values) if m.values else None
+    return ReportedMetrics(accuracy=m.accuracy, loss=m.loss, samples=m.samples, values=values)
 
 
 def shown_strategy(view: RoundView, rule: Rule) -> str:

@@ -106,6 +106,8 @@ class ReportedMetrics(JsonFields):
     accuracy: float | None
     loss: float | None
     samples: int | None
+    values: Mapping[str, float] | None = field(default=None, metadata=LEFT_OUT)
+    """The task's own figures (its primary metric among them); left out for classify."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ class SiteRound:
     loss_before: float | None = None
     """Validation loss of the round's incoming global model, as the site measured it."""
     val_samples: int | None = None
+    primary_before: float | None = None
+    primary_after: float | None = None
+    """The task's primary metric before and after training (classify: the accuracy)."""
 
 
 SMALL_VALIDATION = 30
@@ -58,6 +61,17 @@ class RoundHistory:
         return sum(a * n for a, n in pairs) / total if total else None
 
     @property
+    def primary_after(self) -> float | None:
+        """Sample-weighted mean of the task's primary metric after local training."""
+        pairs = [
+            (s.primary_after, s.samples)
+            for s in self.sites
+            if s.primary_after is not None and s.samples
+        ]
+        total = sum(n for _, n in pairs)
+        return sum(a * n for a, n in pairs) / total if total else None
+
+    @property
     def loss_before(self) -> float | None:
         """Sample-weighted validation loss of the global model this round started from."""
         pairs = [(s.loss_before, s.samples) for s in self.sites if s.loss_before is not None]
@@ -73,7 +87,15 @@ def _float(value: float | None) -> float | None:
     return float(value) if value is not None else None
 
 
-def _accepted(ev: Accept) -> SiteRound:
+def _primary(reported: ReportedMetrics | None, metric: str) -> float | None:
+    if reported is None:
+        return None
+    if metric == "accuracy":
+        return _float(reported.accuracy)
+    return _float((reported.values or {}).get(metric))
+
+
+def _accepted(ev: Accept, metric: str) -> SiteRound:
     before: ReportedMetrics | None = ev.metrics_global
     after: ReportedMetrics | None = ev.metrics_trained
     return SiteRound(
@@ -85,11 +107,16 @@ def _accepted(ev: Accept) -> SiteRound:
         accuracy_after=_float(after.accuracy) if after else None,
         loss_before=_float(before.loss) if before else None,
         val_samples=after.samples if after else None,
+        primary_before=_primary(before, metric),
+        primary_after=_primary(after, metric),
     )
 
 
-def history(events: Sequence[Logged]) -> list[RoundHistory]:
-    """Fold accept, reject and aggregate events into one record per round, oldest first."""
+def history(events: Sequence[Logged], metric: str = "accuracy") -> list[RoundHistory]:
+    """Fold accept, reject and aggregate events into one record per round, oldest first.
+
+    ``metric`` is the task's primary metric (``flsilo.tasks``), which the sites report in
+    their bundles' metrics (``values``; classify's is the accuracy)."""
     rounds: dict[int, RoundHistory] = {}
 
     def at(r: int) -> RoundHistory:
@@ -98,7 +125,7 @@ def history(events: Sequence[Logged]) -> list[RoundHistory]:
     for ev in events:
         body = ev.body
         if isinstance(body, Accept):
-            at(body.round).sites.append(_accepted(body))
+            at(body.round).sites.append(_accepted(body, metric))
         elif isinstance(body, Reject):
             at(body.round).sites.append(SiteRound(site=body.site, verdict=f"rejected: {body.code}"))
         elif isinstance(body, Aggregate):
@@ -186,6 +213,7 @@ def to_jsonable(rounds: list[RoundHistory], num_classes: int = 0) -> list[dict[s
             "strategy": r.strategy,
             "time": r.time,
             "accuracy_after": r.accuracy_after,
+            "primary_after": r.primary_after,
             "loss_before": r.loss_before,
             "at_chance": at_chance(r, num_classes),
             "sites": [s.__dict__ for s in r.sites],

@@ -78,3 +78,11 @@ def shift(x: np.ndarray, kind: str) -> np.ndarray:
                 acc += padded[:, :, i : i + x.shape[2], j : j + x.shape[3]]
         return (acc / 9.0).astype(np.float32)
     raise UsageError(f"shift {kind!r} is not known", hint="use none, invert, dim or blur")
+
+
+def strata(y: np.ndarray) -> np.ndarray:
+    """One label per sample to split and partition by: the class, or a multi-hot row's bits."""
+    if y.ndim == 1:
+        return y
+    bits = (np.asarray(y).reshape(len(y), -1) > 0.5).astype(np.int64)
+    return bits @ (2 ** np.arange(bits.shape[1], dtype=np.int64))

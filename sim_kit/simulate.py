@@ -24,13 +24,23 @@ from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import DataSpec, HubPolicy
 from flsilo.models.registry import build_model
-from flsilo.plan import CLOSED_FORM, Plan, dp_of, parse_schedule, plan_problem, without_dp
+from flsilo.plan import (
+    CLOSED_FORM,
+    Plan,
+    TaskSpec,
+    dp_of,
+    parse_schedule,
+    plan_problem,
+    task_spec,
+    without_dp,
+)
+from flsilo.tasks import Evaluation, output_size, task_for
 from hub_kit.inmemory import aggregate_in_memory
 from hub_kit.server_optimizers import server_optimizer_for
 from hub_kit.strategies import parse_strategy
 from sim_kit.datasets import DIGIT_CLASSES, load_digits
 from sim_kit.heads import solve_closed_form_head
-from sim_kit.partition import partition, shift, train_test_split
+from sim_kit.partition import partition, shift, strata, train_test_split
 from site_kit.data import Dataset, load_dataset
 from site_kit.evaluation import evaluate
 from site_kit.fisher import diagonal_fisher
@@ -87,6 +97,9 @@ class SimResult:
     target_accuracy: float | None = None
     dp_epsilon: dict[str, float] = field(default_factory=dict)  # site -> total epsilon spent
     train_seconds: float = 0.0  # the sites' training time, summed over rounds
+    metric: str = "accuracy"  # what ``accuracy`` holds: the task's primary metric
+    values: dict[str, float] = field(default_factory=dict)  # the task's figures at the end
+    centralized_values: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,6 +109,7 @@ class SimData:
     classes: tuple[str, ...]
     input_shape: tuple[int, ...]
     public: Dataset | None = None
+    task: TaskSpec = field(default_factory=TaskSpec)
 
 
 @dataclass(frozen=True)
@@ -127,24 +141,36 @@ def split_indices(
 
 def load_sim_data(settings: SimSettings, source: DataSource | None = None) -> SimData:
     """Split the data into a test set, an optional pretraining share and one part per site."""
+    spec = task_spec(settings.plan)
     if source is None:
+        if spec != TaskSpec():
+            raise UsageError(
+                f"the bundled digits are labeled for classify, not {spec.name}",
+                code=Code.BAD_CONFIG,
+                hint="give --data with the task's targets (see docs/reference/data-formats.md)",
+            )
         x, y = load_digits()
         classes: tuple[str, ...] = DIGIT_CLASSES
     else:
         dataset = load_dataset(
-            source.path, source.data_format, source.classes, source.input_shape, DataSpec()
-        )
+            source.path, source.data_format, source.classes, source.input_shape, DataSpec(),
+            task=spec,
+        )  # fmt: skip
         x, y, classes = dataset.x, dataset.y, source.classes
-    test_idx, public_idx, parts = split_indices(y, settings)
-    public = None if public_idx is None else Dataset(x[public_idx], y[public_idx])
+    test_idx, public_idx, parts = split_indices(strata(y), settings)
+
+    def part(index: np.ndarray, how: str = "none") -> Dataset:
+        return Dataset(shift(x[index], how), y[index], task=spec)
+
+    public = None if public_idx is None else part(public_idx)
     shifts = [settings.shifts[i % len(settings.shifts)] for i in range(settings.sites)]
-    sites = [Dataset(shift(x[p], s), y[p]) for p, s in zip(parts, shifts, strict=True)]
+    sites = [part(p, s) for p, s in zip(parts, shifts, strict=True)]
     kinds = sorted(set(shifts))
+    tests = [part(test_idx, s) for s in kinds]
     test = Dataset(
-        np.concatenate([shift(x[test_idx], s) for s in kinds]),
-        np.concatenate([y[test_idx]] * len(kinds)),
+        np.concatenate([t.x for t in tests]), np.concatenate([t.y for t in tests]), task=spec
     )
-    return SimData(sites, test, classes, tuple(x.shape[1:]), public)
+    return SimData(sites, test, classes, tuple(x.shape[1:]), public, spec)
 
 
 def _arrays(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -185,7 +211,7 @@ def hub_round(
 def start_model(s: SimSettings, data: SimData) -> torch.nn.Module:
     """The round-0 model: seeded, pretrained on the public share if any, then frozen per plan."""
     torch.manual_seed(s.seed)
-    model = build_model(s.model, data.input_shape, len(data.classes))
+    model = build_model(s.model, data.input_shape, output_size(data.task, data.classes))
     if data.public is not None:  # a pretrained start, as --init-weights gives a real federation
         pre = replace(without_dp(s.plan), local_epochs=s.pretrain_epochs)
         train(model, data.public, pre, seed=s.seed, device=torch.device("cpu"))
@@ -248,8 +274,9 @@ def run_simulation(
     result = SimResult(settings=s, rounds=rounds)
     ledgers: list[list[Spend]] = [[] for _ in data.sites]
     memory = HubMemory()
-    first = evaluate(model, data.test, len(data.classes), cpu)
-    result.accuracy.append(first.accuracy)
+    result.metric = task_for(data.task).primary_metric
+    first = _measure(model, data)
+    result.accuracy.append(_primary(first, result.metric))
     result.loss.append(first.loss)
     global_state = start
     for r in range(rounds):
@@ -262,11 +289,13 @@ def run_simulation(
                 model, global_state, s, data, r, ledgers, result, say, memory
             )
         model.load_state_dict(global_state)
-        ev = evaluate(model, data.test, len(data.classes), cpu)
-        result.accuracy.append(ev.accuracy)
+        ev = _measure(model, data)
+        result.accuracy.append(_primary(ev, result.metric))
         result.loss.append(ev.loss)
+        result.values = dict(ev.values)
         say(
-            f"E={plan.local_epochs} B={plan.batch_size} round {r + 1}/{rounds}: test accuracy {100 * ev.accuracy:.1f}%"
+            f"E={plan.local_epochs} B={plan.batch_size} round {r + 1}/{rounds}: "
+            f"test {result.metric} {result.accuracy[-1]:.3f}"
         )
     dp = dp_of(plan)
     if dp is not None:
@@ -281,15 +310,17 @@ def run_simulation(
                 train(
                     model, site_data, long_plan, seed=derive_seed(s.seed, f"site-{i}"), device=cpu
                 )
-            result.local_only[f"site-{i}"] = evaluate(
-                model, data.test, len(data.classes), cpu
-            ).accuracy
+            result.local_only[f"site-{i}"] = _primary(_measure(model, data), result.metric)
         pooled = Dataset(
-            np.concatenate([d.x for d in data.sites]), np.concatenate([d.y for d in data.sites])
+            np.concatenate([d.x for d in data.sites]),
+            np.concatenate([d.y for d in data.sites]),
+            task=data.task,
         )
         model.load_state_dict(start)
         train(model, pooled, long_plan, seed=s.seed, device=cpu)
-        result.centralized = evaluate(model, data.test, len(data.classes), cpu).accuracy
+        central = _measure(model, data)
+        result.centralized = _primary(central, result.metric)
+        result.centralized_values = dict(central.values)
     if s.target is not None:
         target = s.target if s.target > 0 else (-s.target) * (result.centralized or math.nan)
         result.target_accuracy = target
@@ -297,6 +328,18 @@ def run_simulation(
             (r for r, a in enumerate(result.accuracy) if a >= target), None
         )
     return result
+
+
+def _measure(model: torch.nn.Module, data: SimData) -> Evaluation:
+    """The model on the test set, by the task (its figures in ``values``)."""
+    cpu = torch.device("cpu")
+    task = task_for(data.task)
+    return evaluate(model, data.test, len(data.classes), cpu, task=task, classes=data.classes,
+                    spec=data.task)  # fmt: skip
+
+
+def _primary(ev: Evaluation, metric: str) -> float:
+    return ev.accuracy if metric == "accuracy" else float(ev.values.get(metric, math.nan))
 
 
 def _private_round(

@@ -25,10 +25,34 @@ def _pct(value: float | None) -> str:
     return f"{100 * value:.1f}%" if value is not None else "-"
 
 
+PERCENT = ("accuracy", "exact_match")
+"""Metrics shown as percentages; the others (AUROC, mAP, CER) as numbers."""
+
+
+def _figure(value: float | None, metric: str) -> str:
+    if metric in PERCENT or value is None:
+        return _pct(value)
+    return f"{value:.3f}"
+
+
+def primary_metric(task: str) -> str:
+    """The task's primary metric; ``accuracy`` where this flsilo cannot load the task."""
+    from flsilo.errors import FlsiloError
+    from flsilo.tasks import load_task
+
+    try:
+        return load_task(task).primary_metric
+    except FlsiloError:
+        return "accuracy"
+
+
 def history(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
     png: Annotated[
-        Path | None, typer.Option(help="Also draw accuracy per round into this PNG (plot extra).")
+        Path | None,
+        typer.Option(
+            help="Also draw the task's primary metric per round into this PNG (plot extra)."
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
@@ -44,17 +68,20 @@ def history(
 
     ws = HubWorkspace.open(hub_dir)
     ws.state()  # the hub's signature over the log is checked before anything is shown
-    rounds = fold(ws.log.read())
-    num_classes = len(ws.config.classes)
+    metric = primary_metric(ws.config.plan.task)
+    rounds = fold(ws.log.read(), metric)
+    # chance (1 in K) is a single-label idea: other tasks are not checked against it
+    num_classes = len(ws.config.classes) if metric == "accuracy" else 0
     notes = warnings(rounds, num_classes)
     if png is not None:
-        _plot(rounds, png, notes)
+        _plot(rounds, png, notes, metric)
     if json_out:
         emit_json(
             "hub history",
             True,
             {
                 "hub": str(hub_dir),
+                "metric": metric,
                 "rounds": to_jsonable(rounds, num_classes),
                 "warnings": notes,
             },
@@ -70,7 +97,7 @@ def history(
         ("verdict", "left"),
         ("samples", "right"),
         ("weight", "right"),
-        ("val accuracy", "right"),
+        (f"val {metric}", "right"),
     ):
         table.add_column(name, justify=justify, no_wrap=name != "verdict")  # type: ignore[arg-type]
     for r in rounds:
@@ -81,14 +108,14 @@ def history(
                 s.verdict,
                 str(s.samples) if s.samples is not None else "-",
                 _pct(s.share),
-                f"{_pct(s.accuracy_before)} → {_pct(s.accuracy_after)}"
-                if s.accuracy_after is not None
+                f"{_figure(s.primary_before, metric)} → {_figure(s.primary_after, metric)}"
+                if s.primary_after is not None
                 else "-",
             )
         claim = r.hub_claim
         table.add_row(
             "", "[bold]round[/]", _short(r.package), "", "",
-            _pct(r.accuracy_after), end_section=claim is None,
+            _figure(r.primary_after, metric), end_section=claim is None,
         )  # fmt: skip
         if claim is not None:  # the hub's own figure for the new package, named as its claim
             table.add_row(
@@ -119,22 +146,23 @@ def pyplot() -> Any:
     return plt
 
 
-def _plot(rounds: list[RoundHistory], png: Path, notes: list[str]) -> None:
+def _plot(rounds: list[RoundHistory], png: Path, notes: list[str], metric: str) -> None:
     plt = pyplot()
     from flsilo.atomic import atomic_writer
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    scale = 100 if metric in PERCENT else 1
     sites = sorted({s.site for r in rounds for s in r.sites})
     for site in sites:
         points = [
-            (r.round, 100 * s.accuracy_after)
+            (r.round, scale * s.primary_after)
             for r in rounds
             for s in r.sites
-            if s.site == site and s.accuracy_after is not None
+            if s.site == site and s.primary_after is not None
         ]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", linewidth=1, label=site)
-    mean = [(r.round, 100 * r.accuracy_after) for r in rounds if r.accuracy_after is not None]
+    mean = [(r.round, scale * r.primary_after) for r in rounds if r.primary_after is not None]
     if mean:
         ax.plot(*zip(*mean, strict=True), color="black", linewidth=2, label="weighted mean")
     claims = [
@@ -148,7 +176,8 @@ def _plot(rounds: list[RoundHistory], png: Path, notes: list[str]) -> None:
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
     ax.set_xlabel("round")
-    ax.set_ylabel("validation accuracy reported by sites (%)")
+    unit = " (%)" if metric in PERCENT else ""
+    ax.set_ylabel(f"validation {metric} reported by sites{unit}")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     if notes:  # the same warnings as the table's, under the plot

@@ -147,15 +147,9 @@ def simulate(
 
 def render(report: SweepReport, title: str) -> None:
     table = Table(title=title)
-    for col in (
-        "E",
-        "B",
-        "rounds",
-        "start",
-        "final accuracy",
-        "rounds to target",
-        "accuracy per round",
-    ):
+    metric = report.runs[0].metric  # the task's primary metric (classify: accuracy)
+    for col in ("E", "B", "rounds", "start", f"final {metric}", "rounds to target",
+                f"{metric} per round"):  # fmt: skip
         table.add_column(col)
     for r in report.runs:
         table.add_row(

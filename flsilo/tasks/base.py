@@ -107,8 +107,10 @@ class Evaluation:
     figures: dict[str, Any] | None = None
 
     def metrics(self) -> Metrics:
-        """The figures a bundle's manifest records."""
-        return Metrics(loss=self.loss, accuracy=self.accuracy, samples=self.samples)
+        """The figures a bundle's manifest records (the task's values unless they are only
+        the accuracy, so classification bundles keep their bytes)."""
+        values = {} if set(self.values) <= {"accuracy"} else dict(self.values)
+        return Metrics(loss=self.loss, accuracy=self.accuracy, samples=self.samples, values=values)
 
 
 class Evaluator:

@@ -92,6 +92,14 @@ def test_multilabel_trains_aggregates_replays_and_evaluates(tmp_path: Path, cli)
     assert bundle["bundle"]["plan"]["task"] == "multilabel"
     assert bundle["bundle"]["plan"]["thresholds"] == [0.5, 0.4]
     assert bundle["model"]["task"]["name"] == "multilabel"
+    reported = bundle["bundle"]["metrics_trained"]["values"]
+    assert set(reported) == {"exact_match", "mean_auroc", "auroc.effusion", "auroc.nodule"}
+    history = json.loads(cli("hub", "history", hub, "--json").out)
+    assert history["metric"] == "mean_auroc"
+    last = history["rounds"][-1]
+    assert 0.5 < last["primary_after"] <= 1 and last["sites"][0]["primary_after"] is not None
+    table = cli("hub", "history", hub, "--png", tmp_path / "history.png")
+    assert "val mean_auroc" in table.out and (tmp_path / "history.png").stat().st_size > 0
     assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
     final = hub / "packages" / "ml-r0002.safetensors"
     test = _table(tmp_path / "test.csv", 300, seed=7)
@@ -152,3 +160,23 @@ def test_a_missing_finding_column_is_one_line_showing_the_header(tmp_path: Path,
 
 def _without_locks(tree: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in tree.items() if not k.endswith(".lock")}
+
+
+def test_simulate_runs_a_multilabel_federation_against_pooled_training(tmp_path: Path, cli) -> None:
+    data = _table(tmp_path / "all.csv", 600, seed=11)
+    r = cli("simulate", "--data", data, "--data-format", "csv", "--task", "multilabel",
+            "--classes", ",".join(FINDINGS), "--input-shape", "4", "--model", "logreg",
+            "--sites", "3", "--schedule", "periodic:3", "--local-epochs", "2", "--lr", "0.5",
+            "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    run = json.loads(r.out)["runs"][0]
+    assert run["metric"] == "mean_auroc" and len(run["accuracy"]) == 4
+    assert run["accuracy"][-1] > 0.85 and run["centralized"] > 0.85
+    assert set(run["values"]) >= {"auroc.effusion", "auroc.nodule", "exact_match"}
+    assert run["centralized_values"]["auroc.nodule"] > 0.85
+    text = cli("simulate", "--data", data, "--data-format", "csv", "--task", "multilabel",
+               "--classes", ",".join(FINDINGS), "--input-shape", "4", "--model", "logreg",
+               "--schedule", "closed-form", "--no-baselines")  # fmt: skip
+    assert text.code == 0 and "mean_auroc" in text.out and "mean_auroc 0." in text.err
+    digits = cli("simulate", "--task", "multilabel", "--classes", "a,b", "--schedule", "one-shot")
+    assert digits.code == 2 and "labeled for classify" in digits.err
