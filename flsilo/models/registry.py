@@ -34,6 +34,7 @@ BUILTINS = {
     "cnn": "flsilo.models.cnn",
     "resnet": "flsilo.models.resnet",
     "detector": "flsilo.models.detector",
+    "crnn": "flsilo.models.crnn",
 }
 
 
@@ -65,7 +66,8 @@ def _bad(spec: str, why: str) -> UsageError:
         f"model spec {spec!r}: {why}",
         code=Code.BAD_MODEL_SPEC,
         hint="use logreg, mlp[:hidden=200x200], cnn[:channels=32x64,hidden=512], "
-        "resnet[:width=16,blocks=1], torchvision:NAME, timm:NAME, or package.module:factory",
+        "resnet[:width=16,blocks=1], crnn[:channels=16x32x48,hidden=64] (sequence), "
+        "torchvision:NAME, timm:NAME, or package.module:factory",
     )
 
 
