@@ -42,13 +42,12 @@ def initial_weights(
     from flsilo.torchio import load_weights, state_to_raw
 
     torch.manual_seed(config.plan.seed)
-    model = build_model(
-        config.model, config.input_shape, output_size(task_spec(config.plan), config.classes)
-    )
-    unfit = task_for(task_spec(config.plan)).model_problem(model)
-    if unfit is not None:
+    spec = task_spec(config.plan)
+    model = build_model(config.model, config.input_shape, output_size(spec, config.classes))
+    problem = task_for(spec).model_problem(model, config.input_shape, spec)
+    if problem is not None:
         raise UsageError(
-            f"model {config.model!r} cannot learn task {config.plan.task}: {unfit}",
+            f"model {config.model!r} does not fit task {spec.name}: {problem}",
             code=Code.BAD_MODEL_SPEC,
             hint="see docs/reference/models.md for the models each task takes",
         )

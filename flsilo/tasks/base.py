@@ -24,6 +24,8 @@ halves:
 - ``decode(target) -> np.ndarray``: the stored target as the array a batch is made of
   (classify: an int64 scalar; multilabel: float32 0/1 per finding; sequence: int64 codes;
   detect: an (n, 5) float32 array of class and box). Called in DataLoader workers.
+  A task whose decoding needs the plan's settings overrides ``decode_target(target, spec)``
+  instead (sequence: the charset), which is what the data pipeline calls.
 - ``counts(targets, classes)``: per-class (per-finding) sample counts from decoded targets,
   for ``--min-cell-size`` and the reports' suppression.
 
@@ -32,6 +34,8 @@ halves:
 - ``output_size(classes, spec)``: the width of the model's output (its head), which
   ``build_model`` receives as its class count; ``classes`` (``--classes``) name the
   classes, the findings or the object classes; ``output_names`` the head's rows.
+- ``model_problem(model, input_shape, spec)``: why a model cannot serve the task (its
+  output has the wrong shape), asked by ``hub init``; None by default.
 - ``collate(targets) -> batch``: a batch's decoded targets as what ``loss`` takes (a tensor,
   or a list of tensors for variable-length targets). Must accept an empty list (Poisson
   sampling under DP may draw an empty batch).
@@ -159,6 +163,13 @@ class Task:
         del resize, input_size, flipped
         return self.decode(target)
 
+    def decode_target(self, target: Target, spec: TaskSpec) -> np.ndarray:
+        """``decode`` for a task whose stored label needs the plan's settings to become an
+        array (sequence: the charset maps characters to outputs); what the data pipeline
+        calls. The default ignores ``spec``."""
+        del spec
+        return self.decode(target)
+
     def counts(self, targets: np.ndarray, classes: tuple[str, ...]) -> list[int]:
         """Samples per class (per finding): what ``--min-cell-size`` guards."""
         raise NotImplementedError
@@ -168,8 +179,12 @@ class Task:
         return None
 
     # -- model side (torch) -----------------------------------------------------------------
-    def model_problem(self, model: torch.nn.Module) -> str | None:
-        """Why ``model`` cannot learn this task (``hub init`` asks), or None."""
+    def model_problem(
+        self, model: torch.nn.Module, input_shape: tuple[int, ...], spec: TaskSpec
+    ) -> str | None:
+        """Why ``model`` cannot serve this task (``hub init`` asks before round 0), or None.
+        ``input_shape`` and ``spec`` let a task try the model (sequence: its time steps)."""
+        del input_shape, spec
         from flsilo.models.detector import is_detector
 
         if is_detector(model):

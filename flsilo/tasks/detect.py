@@ -83,7 +83,10 @@ class Detect(Task):
         return out.tolist()
 
     # -- model side ---------------------------------------------------------------------------
-    def model_problem(self, model: torch.nn.Module) -> str | None:
+    def model_problem(
+        self, model: torch.nn.Module, input_shape: tuple[int, ...], spec: TaskSpec
+    ) -> str | None:
+        del input_shape, spec
         from flsilo.models.detector import is_detector
 
         if is_detector(model):

@@ -86,7 +86,7 @@ class Samples:
         task = load_task(self.ctx.task.name)
         target = Target(int(self.index.targets[i]), self.index.label(i))
         if not task.geometric:
-            return task.decode(target)
+            return task.decode_target(target, self.ctx.task)
         size = (int(self.ctx.input_shape[-2]), int(self.ctx.input_shape[-1]))
         return task.place(target, self.preprocessor.preprocess.resize, size, flipped)
 
