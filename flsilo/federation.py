@@ -29,7 +29,15 @@ from flsilo.manifest import (
     to_jsonable,
     version_refusal,
 )
-from flsilo.plan import STATS, Plan, Schedule, plan_for_round, plan_problem, schedule_problem
+from flsilo.plan import (
+    SEQUENCE,
+    STATS,
+    Plan,
+    Schedule,
+    plan_for_round,
+    plan_problem,
+    schedule_problem,
+)
 from flsilo.preprocessing import needs_statistics, shape_problem
 from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
 
@@ -166,7 +174,10 @@ def config_problem(config: FederationConfig) -> str | None:
     if not config.model.strip():
         return "model spec is empty"
     names = config.classes
-    if len(names) < 2 or len(set(names)) != len(names) or not all(c.strip() for c in names):
+    if config.plan.task == SEQUENCE:
+        if names:
+            return "the sequence task takes no classes (its charset defines the outputs)"
+    elif len(names) < 2 or len(set(names)) != len(names) or not all(c.strip() for c in names):
         return "classes needs at least two distinct, non-empty names (e.g. normal,pneumonia)"
     if not config.input_shape or any(d < 1 for d in config.input_shape):
         return "input shape needs positive sizes: C,H,W for images or the feature count"

@@ -24,6 +24,7 @@ from flsilo.jsonable import from_jsonable as from_jsonable
 from flsilo.jsonable import to_jsonable as to_jsonable
 from flsilo.plan import (
     OMIT_DEFAULT,
+    SEQUENCE,
     Plan,
     Schedule,
     TaskSpec,
@@ -354,7 +355,11 @@ def _manifest_problem(m: Manifest) -> str | None:
         return "round is negative"
     if not _is_utc_time(m.created_at):
         return f"created_at {m.created_at[:40]!r} is not a UTC time like 2026-11-22T09:30:00Z"
-    if not m.model.classes or len(set(m.model.classes)) != len(m.model.classes):
+    classes = m.model.classes
+    if m.model.task_spec.name == SEQUENCE:  # the charset names the outputs
+        if classes:
+            return "a sequence model has no class list"
+    elif not classes or len(set(classes)) != len(classes):
         return "class list is empty or has duplicates"
     if not m.model.input_shape or any(d <= 0 for d in m.model.input_shape):
         return "input shape must be positive"

@@ -35,6 +35,8 @@ STATS_PREFIX = STATS + "+"
 CLOSED_FORM_KINDS = (CLOSED_FORM, f"{CLOSED_FORM}+periodic", f"{CLOSED_FORM}+few-shot")
 CLASSIFY = "classify"
 MULTILABEL = "multilabel"
+SEQUENCE = "sequence"
+"""Strings per sample (``flsilo.tasks.sequence``): no classes, the charset names the outputs."""
 BUILTIN_TASKS = (CLASSIFY, MULTILABEL, "sequence", "detect")
 """The built-in tasks (``flsilo.tasks``); any other name is a ``package.module:task`` plug-in."""
 PLUGIN_TASK = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")

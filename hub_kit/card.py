@@ -186,6 +186,11 @@ def _federation(ws: HubWorkspace, v: Verified, plan_from: Verified | None) -> di
         "model": model.spec,
         "model_code_digest": model.code_digest,
         "classes": list(model.classes),
+        **(
+            {"charset": model.task_spec.charset, "max_length": model.task_spec.max_length}
+            if model.task_spec.charset
+            else {}
+        ),
         "input_shape": list(model.input_shape),
         "schedule": mf.to_jsonable(info.schedule),
         "plan": mf.to_jsonable(plan) if plan else None,

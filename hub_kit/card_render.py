@@ -54,7 +54,9 @@ def sections(doc: dict[str, Any]) -> list[tuple[str, list[list[str]] | str, list
                 ["federation", fed["id"]],
                 ["task", fed["task"]],
                 ["model", f"{fed['model']} ({_code(fed['model_code_digest'])})"],
-                ["classes", ", ".join(fed["classes"])],
+                ["classes", ", ".join(fed["classes"])]
+                if "charset" not in fed
+                else ["charset, longest string", f"{fed['charset']}, {fed['max_length']}"],
                 ["input shape", " × ".join(map(str, fed["input_shape"]))],
                 *_origin_rows(fed),
                 ["created", pkg["created_at"]],
@@ -65,7 +67,7 @@ def sections(doc: dict[str, Any]) -> list[tuple[str, list[list[str]] | str, list
     out.append(
         (
             "Intended use and limits",
-            "A classifier trained by federated learning between air-gapped sites; no site's "
+            "A model trained by federated learning between air-gapped sites; no site's "
             "data left it. Its figures below are each site's own held-out data, signed by "
             "that site: they describe those sites' populations and equipment, not others'. "
             "Check it on your own data (flsilo evaluate) before use.",
@@ -146,6 +148,21 @@ def _evaluation_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None
             "No site has sent a signed evaluation report yet "
             "(flsilo evaluate PACKAGE --site SITE --data HELD_OUT --report).",
             None,
+        )
+    if any("exact_match" in e["metrics"] for e in evals):  # sequence: strings read
+        return (
+            "Performance at each site",
+            [
+                [
+                    f"r{e['round']:04d}",
+                    e["site"],
+                    str(e["samples"]),
+                    pct(e["metrics"].get("exact_match")),
+                    pct(e["metrics"].get("cer")),
+                ]
+                for e in evals
+            ],
+            ["package", "site", "samples", "exact match", "character error rate"],
         )
     rows = [
         [
@@ -330,7 +347,7 @@ def plots(doc: dict[str, Any]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     series: dict[str, list[tuple[int, float]]] = {}
     for ev in doc["evaluations"]:
-        acc = ev["metrics"].get("accuracy")
+        acc = ev["metrics"].get("accuracy", ev["metrics"].get("exact_match"))
         if isinstance(acc, float):
             series.setdefault(ev["site"], []).append((ev["round"], 100 * acc))
     rounds = [(r["round"], 100 * r["accuracy_after"]) for r in doc["rounds"] if r["accuracy_after"]]

@@ -28,7 +28,7 @@ from flsilo.untrusted import read_bounded, read_signature_file
 from hub_kit.events import Evaluation, of_kind
 from hub_kit.workspace import ROLE_SITE, HubState, HubWorkspace, signer_entries
 
-PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc"}
+PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc", "sequence": "exact_match"}
 """Each task's primary figure: the one the cross-site table and the model card lead with."""
 
 
@@ -186,7 +186,7 @@ def table(reports: list[er.VerifiedReport], archived: set[str]) -> dict[int, dic
         figures = v.report["metrics"]
         name = PRIMARY.get(str(v.report["task"]), "accuracy")
         low = high = None
-        interval = _accuracy_interval(figures) if name == "accuracy" else None
+        interval = _accuracy_interval(figures) if name == "accuracy" else _ci95(figures, name)
         if interval is not None:
             low, high = interval
         rows.setdefault(v.round, {})[v.site] = Cell(
@@ -202,3 +202,11 @@ def _accuracy_interval(figures: dict[str, Any]) -> tuple[float, float] | None:
         return None
     half = 1.96 * (acc * (1 - acc) / n) ** 0.5
     return max(0.0, acc - half), min(1.0, acc + half)
+
+
+def _ci95(figures: dict[str, Any], name: str) -> tuple[float, float] | None:
+    """The report's own bootstrap interval of ``name`` (sequence: exact match), if any."""
+    found = (figures.get("ci95") or {}).get(name)
+    if isinstance(found, list) and len(found) == 2 and all(isinstance(v, float) for v in found):
+        return float(found[0]), float(found[1])
+    return None

@@ -14,7 +14,7 @@ from flsilo.codes import Code
 from flsilo.errors import UsageError
 from flsilo.federation import DataSpec, FederationConfig, HubPolicy
 from flsilo.manifest import to_jsonable
-from flsilo.plan import Plan, Schedule, parse_schedule, schedule_text
+from flsilo.plan import SEQUENCE, Plan, Schedule, parse_schedule, schedule_text
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def federation_config(options: InitOptions, plan_file: Path | None = None) -> Fe
         for n, v in (
             ("federation", o.federation),
             ("model", o.model),
-            ("classes", o.classes),
+            ("classes", () if o.plan_settings.get("task") == SEQUENCE else o.classes),
             ("input_shape", o.input_shape),
         )
         if v is None
@@ -60,12 +60,12 @@ def federation_config(options: InitOptions, plan_file: Path | None = None) -> Fe
             code=Code.BAD_CONFIG,
             hint="give them, or a plan file with --config (flsilo hub init --print-config)",
         )
-    assert o.federation and o.model and o.classes and o.input_shape  # checked above
+    assert o.federation and o.model and o.input_shape  # checked above
     rounds = parse_schedule(o.schedule, o.local_epochs)
     return FederationConfig(
         federation=o.federation,
         model=o.model,
-        classes=o.classes,
+        classes=o.classes or (),
         input_shape=o.input_shape,
         schedule=rounds,
         plan=Plan(local_epochs=rounds.local_epochs[0], batch_size=o.batch_size, **o.plan_settings),

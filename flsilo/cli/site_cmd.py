@@ -328,7 +328,8 @@ def evaluate(
     )
     if result.confusion:
         out.print(_confusion_table(scored.classes, result))
-    out.print(_per_class_table(scored.figures))
+    if "per_class" in scored.figures:  # not for a task without classes (sequence)
+        out.print(_per_class_table(scored.figures))
 
 
 def _confusion_table(classes: tuple[str, ...], result: Any) -> Table:
