@@ -7,8 +7,8 @@ Writes, under OUT (created; must not exist or be empty):
 - ``site-a/labels.csv`` and ``site-a/images/*.png``: camera setup A, a tight crop of the
   plate (a few pixels of margin, up to 2 degrees of tilt, light blur and sensor noise);
 - ``site-b/labels.csv`` and ``site-b/images/*.png``: camera setup B, a wide crop (the
-  plate inside 20-45% margins of a darker scene with a bumper edge, up to 7 degrees of tilt
-  and some shear, lower resolution, stronger noise, uneven lighting);
+  plate inside 12-30% side and 25-50% top and bottom margins of a darker scene with a
+  bumper edge, up to 4 degrees of tilt and some shear, softer, noisier, lit unevenly);
 - ``test/labels.csv``: ``--test`` plates per setup (half A, half B; no site holds them);
 - ``all.csv``: both sites' rows in one manifest (for ``flsilo simulate --data``).
 
@@ -19,7 +19,7 @@ L, digits 9): LL99LLL, LLL999, 999LLL, L999LLL, LL9999 and 99LL99 (6 or 7 charac
 The font is Aileron Regular, the TrueType font Pillow ships inside the package
 (``ImageFont.load_default(size=...)``, Pillow >= 10.1 built with FreeType), so anyone with
 the same Pillow renders the same pixels. Crops are stored grey, at each setup's own size
-(A: about 40 x 150, B: about 64 x 150 around a smaller plate); the federation's plan resizes
+(A: 40 pixels high, B: 64 pixels high around a smaller plate); the federation's plan resizes
 them to its input shape. The same ``--seed`` writes the same files.
 
 The federation for them:
@@ -87,9 +87,9 @@ def camera_a(plate: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def camera_b(plate: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Setup B: a wide crop around the plate, tilted and sheared, darker and noisier."""
+    """Setup B: a wide crop around the plate, tilted and sheared, darker, softer, noisier."""
     w, h = plate.size
-    shear = float(rng.uniform(-0.15, 0.15))
+    shear = float(rng.uniform(-0.12, 0.12))
     plate = plate.transform(
         (w + int(abs(shear) * h), h),
         Image.Transform.AFFINE,
@@ -97,7 +97,7 @@ def camera_b(plate: Image.Image, rng: np.random.Generator) -> Image.Image:
         resample=Image.Resampling.BILINEAR,
         fillcolor=0,
     )
-    mx, my = float(rng.uniform(0.2, 0.45)), float(rng.uniform(0.3, 0.6))
+    mx, my = float(rng.uniform(0.12, 0.3)), float(rng.uniform(0.25, 0.5))
     scene_w, scene_h = int(plate.width * (1 + 2 * mx)), int(plate.height * (1 + 2 * my))
     scene = Image.new("L", (scene_w, scene_h), int(rng.integers(40, 110)))
     draw = ImageDraw.Draw(scene)
@@ -105,20 +105,15 @@ def camera_b(plate: Image.Image, rng: np.random.Generator) -> Image.Image:
     draw.rectangle((0, bumper, scene_w, scene_h), fill=int(rng.integers(20, 70)))
     x0 = int((scene_w - plate.width) * rng.uniform(0.3, 0.7))
     y0 = int((scene_h - plate.height) * rng.uniform(0.3, 0.7))
-    mask = Image.new("L", plate.size, 255)
-    scene.paste(plate, (x0, y0), mask)
+    scene.paste(plate, (x0, y0))
     scene = scene.rotate(
-        float(rng.uniform(-7, 7)), resample=Image.Resampling.BILINEAR, fillcolor=60
+        float(rng.uniform(-4, 4)), resample=Image.Resampling.BILINEAR, fillcolor=60
     )
     light = np.linspace(rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0), scene_w)[None, :]
     scene = Image.fromarray((np.asarray(scene, dtype=np.float32) * light).astype(np.uint8))
-    small_h = int(rng.integers(28, 40))  # a far camera: the plate is small in its frame
-    small = scene.resize(
-        (max(1, int(scene_w * small_h / scene_h / (1 + 2 * my) * 1.6)), small_h),
-        Image.Resampling.BILINEAR,
-    )
-    crop = small.resize((int(64 * small.width / small.height), 64), Image.Resampling.BILINEAR)
-    return _noise(crop, float(rng.uniform(4, 10)), rng)
+    crop = scene.resize((int(64 * scene_w / scene_h), 64), Image.Resampling.BILINEAR)
+    crop = crop.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.2, 0.7))))
+    return _noise(crop, float(rng.uniform(2, 6)), rng)
 
 
 CAMERAS = {"a": camera_a, "b": camera_b}
