@@ -31,6 +31,7 @@ from flsilo.atomic import write_bytes
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, UsageError, VerificationError
 from flsilo.preprocessing import model_preprocess
+from flsilo.strings import greedy_paths
 from flsilo.trust import TrustPolicy
 from site_kit.packagemodel import verified_model
 
@@ -91,6 +92,15 @@ def _metadata(verified: Verified, preprocess: Any, source: str | None) -> dict[s
         "flsilo.model": m.model.spec,
         "flsilo.model_code_digest": m.model.code_digest,
         "flsilo.classes": json.dumps(list(m.model.classes)),
+        **(
+            {
+                "flsilo.task": m.model.task_spec.name,
+                "flsilo.charset": m.model.task_spec.charset,
+                "flsilo.max_length": str(m.model.task_spec.max_length),
+            }
+            if m.model.task_spec.charset
+            else {}
+        ),
         "flsilo.input_shape": json.dumps(list(m.model.input_shape)),
         "flsilo.preprocess": json.dumps(mf.to_jsonable(preprocess), sort_keys=True)
         if preprocess is not None
@@ -132,7 +142,7 @@ def export_onnx(package: Path, trust: TrustPolicy, out: Path) -> Exported:
     with torch.no_grad():
         want = model(sample).numpy()
     diff = float(np.max(np.abs(got - want)))
-    if diff > TOLERANCE or not np.array_equal(got.argmax(axis=1), want.argmax(axis=1)):
+    if diff > TOLERANCE or not same_predictions(got, want):
         raise VerificationError(
             f"the exported model differs from the package's (largest logit difference "
             f"{diff:.2e}, at most {TOLERANCE:g} allowed); nothing was written",
@@ -145,6 +155,14 @@ def export_onnx(package: Path, trust: TrustPolicy, out: Path) -> Exported:
     return Exported(
         out, verified.sha256, diff, SAMPLES, source, _metadata(verified, preprocess, source)
     )
+
+
+def same_predictions(got: np.ndarray, want: np.ndarray) -> bool:
+    """The same predicted class per sample, or for N x T x K sequence logits the same
+    string per sample (best-path decoding: arg-max per step, repeats merged, blanks dropped)."""
+    if got.ndim == 3:
+        return greedy_paths(got.argmax(axis=2)) == greedy_paths(want.argmax(axis=2))
+    return bool(np.array_equal(got.argmax(axis=1), want.argmax(axis=1)))
 
 
 def _export(model: torch.nn.Module, sample: torch.Tensor) -> Any:

@@ -117,3 +117,20 @@ def test_hub_init_asks_for_a_model_that_fits() -> None:
     assert "8 time steps" in str(TASK.model_problem(fits, (1, 16, 32), too_short))
     flat = build_model("cnn:channels=4,hidden=8", (1, 16, 32), 7)
     assert "N x T x K" in str(TASK.model_problem(flat, (1, 16, 32), SPEC))
+
+
+def test_export_compares_decoded_strings_for_sequence_logits() -> None:
+    from site_kit.export import same_predictions
+
+    paths = np.array([[1, 1, 0, 2], [3, 0, 0, 0]])
+    same = np.array([[1, 0, 0, 2], [0, 3, 3, 0]])  # other alignments, the same strings
+    other = np.array([[1, 0, 1, 2], [3, 0, 0, 0]])  # "112", not "12"
+    assert same_predictions(
+        F.one_hot(torch.tensor(paths), 4).numpy(), F.one_hot(torch.tensor(same), 4).numpy()
+    )
+    assert not same_predictions(
+        F.one_hot(torch.tensor(paths), 4).numpy(), F.one_hot(torch.tensor(other), 4).numpy()
+    )
+    assert same_predictions(np.eye(3), np.eye(3)) and not same_predictions(
+        np.eye(3), np.eye(3)[::-1]
+    )
