@@ -81,7 +81,10 @@ def shift(x: np.ndarray, kind: str) -> np.ndarray:
 
 
 def strata(y: np.ndarray) -> np.ndarray:
-    """One label per sample to split and partition by: the class, or a multi-hot row's bits."""
+    """One label per sample to split and partition by: the class, or a multi-hot row's bits;
+    one stratum for targets of several lengths (sequence strings), which split at random."""
+    if y.dtype == object:
+        return np.zeros(len(y), dtype=np.int64)
     if y.ndim == 1:
         return y
     bits = (np.asarray(y).reshape(len(y), -1) > 0.5).astype(np.int64)

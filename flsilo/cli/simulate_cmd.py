@@ -108,13 +108,14 @@ def simulate(
     ]
     source = None
     if data is not None:
-        if not classes or not input_shape:
+        needs_classes = plan_settings.get("task") != "sequence"  # the charset names its outputs
+        if (needs_classes and not classes) or not input_shape:
             raise UsageError(
-                "--data needs --classes and --input-shape",
+                "--data needs --classes and --input-shape (--input-shape alone for --task sequence)",
                 hint="e.g. --classes normal,pneumonia --input-shape 1,64,64",
             )
         source = DataSource(
-            data, data_format, name_list(classes), int_list(input_shape, "--input-shape")
+            data, data_format, name_list(classes or ""), int_list(input_shape, "--input-shape")
         )
     base = SimSettings(
         sites=sites,

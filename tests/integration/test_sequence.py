@@ -231,6 +231,7 @@ def test_signed_reports_the_cross_site_table_and_the_card(fed: Federation, cli) 
     assert "exact match" in card and "character error rate" in card
 
 
+@pytest.mark.slow
 def test_a_dp_federation_trains_the_crnn_with_dp_sgd(tmp_path: Path, cli) -> None:
     pytest.importorskip("opacus", reason="DP tests need the 'dp' extra (Opacus)")
     fed = build(tmp_path / "fed", "--dp-noise-multiplier", "1.0", "--dp-budget", "50")
@@ -239,3 +240,41 @@ def test_a_dp_federation_trains_the_crnn_with_dp_sgd(tmp_path: Path, cli) -> Non
     fed.carry()
     assert cli("aggregate", fed.hub).code == 0
     assert cli("audit", fed.hub, *hub_root(fed.hub), "--replay").code == 0
+
+
+@pytest.mark.slow
+def test_export_checks_the_strings_onnx_reads(fed: Federation, cli, tmp_path: Path) -> None:
+    """The exported crnn gives torch's logits (within 1e-4) and reads the same strings."""
+    onnx = pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
+    ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    from flsilo.strings import decode_indices, greedy_paths
+
+    package = fed.sites["site-a"] / "packages" / "plates-r0000.safetensors"
+    out = tmp_path / "plates.onnx"
+    result = cli("export", package, "--site", fed.sites["site-a"], "--out", out, "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["max_abs_diff"] <= 1e-4
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["flsilo.task"] == "sequence" and meta["flsilo.charset"] == CHARSET
+    assert meta["flsilo.max_length"] == "4" and json.loads(meta["flsilo.classes"]) == []
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, 1, 16, 32)).astype(np.float32)
+    logits = session.run(None, {"input": x})[0]
+    assert logits.shape == (3, 8, len(CHARSET) + 1)
+    strings = [decode_indices(p, CHARSET) for p in greedy_paths(logits.argmax(axis=2))]
+    assert all(set(s) <= set(CHARSET) for s in strings)
+
+
+def test_simulate_plans_a_sequence_federation(tmp_path: Path, cli) -> None:
+    data = plates(tmp_path / "all", random_labels(20, 3), 3)
+    result = cli("simulate", "--data", data, "--input-shape", SHAPE, "--model", MODEL, *SEQUENCE,
+                 "--sites", "2", "--schedule", "periodic:2", "--local-epochs", "1",
+                 "--batch-size", "4", "--optimizer", "adam", "--one-shot", "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    run_ = doc["runs"][0]
+    assert len(run_["accuracy"]) == 3  # the start and two rounds: exact-string accuracy
+    assert set(run_["local_only"]) == {"site-0", "site-1"} and run_["centralized"] is not None
+    assert doc["one_shot"]["local_epochs"] == 2
+    result = cli("simulate", "--data", data, "--input-shape", SHAPE, "--model", MODEL)
+    assert result.code == 2 and "--classes" in result.err  # classify still needs its classes
