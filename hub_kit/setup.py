@@ -16,7 +16,7 @@ from flsilo.models.backbone import with_start
 from flsilo.plan import dp_of, has_closed_form, plan_for_round, task_spec
 from flsilo.startinfo import start_record
 from flsilo.tasks import model_task, output_size, task_for
-from flsilo.tensorsets import ROUND_TRAIN, frozen_names, frozen_tensors, unmatched_globs
+from flsilo.tensorsets import ROUND_TRAIN, frozen_tensors, unmatched_globs
 from hub_kit.anchor import sign_log
 from hub_kit.eventlog import GENESIS, EventLog
 from hub_kit.events import Init
@@ -138,7 +138,7 @@ def check_heads_plan(config: FederationConfig, raw: dict, head: tuple[str, ...])
             code=Code.BAD_FREEZE,
             hint="patterns are shell globs over state-dict names; 'flsilo inspect' lists them",
         )
-    if frozen_names(raw, freeze) == set(raw):
+    if frozen_tensors(raw, freeze, config.plan.adapters, head) == set(raw):  # B and head too
         raise UsageError(
             "--freeze leaves no tensor to train",
             code=Code.BAD_FREEZE,

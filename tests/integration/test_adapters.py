@@ -259,3 +259,18 @@ def test_evaluate_refuses_a_signed_package_whose_adapters_it_cannot_apply(lora_f
     assert res.code == 3, res.err
     assert "error[adapters-unsupported]" in res.err and "dora" in res.err and "hint:" in res.err
     assert len(res.err.strip().splitlines()) == 1
+
+
+def test_a_freeze_that_leaves_neither_b_nor_the_head_to_train_is_refused(cli, tmp_path):
+    """With adapters only B and the head train: freezing both leaves nothing (a site's
+    optimizer would get no parameter), refused at hub init like any freeze of everything."""
+    key = make_key(tmp_path / "hub-key")
+    res = cli(
+        "hub", "init", tmp_path / "hub", "--federation", "f", "--model", MLP,
+        "--classes", "a,b", "--input-shape", "4", "--key", key, *LORA,
+        "--freeze", "*.lora_B.weight,3.*",
+    )  # fmt: skip
+    assert res.code == 2, res.err
+    assert "error[bad-freeze]" in res.err and "leaves no tensor to train" in res.err
+    assert len(res.err.strip().splitlines()) == 1
+    assert not (tmp_path / "hub").exists()
