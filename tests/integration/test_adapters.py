@@ -274,3 +274,27 @@ def test_a_freeze_that_leaves_neither_b_nor_the_head_to_train_is_refused(cli, tm
     assert "error[bad-freeze]" in res.err and "leaves no tensor to train" in res.err
     assert len(res.err.strip().splitlines()) == 1
     assert not (tmp_path / "hub").exists()
+
+
+@pytest.mark.parametrize("extra", ["1.lora_A.weight", "1.weight"], ids=["a", "base"])
+def test_the_hub_refuses_a_bundle_that_carries_a_or_a_base_tensor(lora_fed, cli, tmp_path, extra):
+    """A site that signs a bundle changing A (or the frozen base) beside B and the head is
+    refused as wrong-tensors: the next package's A and base come from the package alone."""
+    from flsilo.artifact import scan_file, write_artifact
+    from flsilo.keys import load_private_key
+    from flsilo.tensorfile import RawTensor
+
+    fed = lora_fed.copy(tmp_path / "fed")
+    bundle = fed.bundles["site-a"]
+    tensors = {k: RawTensor.from_numpy(v) for k, v in load_file(str(bundle)).items()}
+    changed = load_file(str(_package0(fed)))[extra] * 5
+    tensors[extra] = RawTensor.from_numpy(changed)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    key = load_private_key(fed.keys / "site-a", None)
+    write_artifact(inbox / bundle.name, tensors, scan_file(bundle).manifest, key)
+    res = cli("aggregate", fed.hub, "--inbox", inbox, "--json")
+    assert res.code != 0
+    (row,) = json.loads(res.out)["report"]["rows"]
+    assert row["verdict"] == "rejected" and row["code"] == "wrong-tensors", row
+    assert "trainable tensors" in row["reason"]
