@@ -8,8 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flsilo import metrics as m
+from tests.conftest import needs
 
-sk = pytest.importorskip("sklearn.metrics", reason="scikit-learn (the demo extra) checks metrics")
+pytestmark = needs("sklearn", reason="scikit-learn (the demo extra) checks metrics")
+
+
+def sklearn_metrics():  # imported by the tests that use it: 1 s of CPU in every xdist worker
+    import sklearn.metrics
+
+    return sklearn.metrics
 
 
 def _binary_case(draw_seed: int, n: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -24,6 +31,7 @@ def _binary_case(draw_seed: int, n: int, ties: bool) -> tuple[np.ndarray, np.nda
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 10_000), st.integers(2, 200), st.booleans())
 def test_auroc_and_ap_equal_sklearn(seed: int, n: int, ties: bool) -> None:
+    sk = sklearn_metrics()
     truth, score = _binary_case(seed, n, ties)
     if truth.min() == truth.max():
         assert m.auroc(truth, score) is None
@@ -37,6 +45,7 @@ def test_auroc_and_ap_equal_sklearn(seed: int, n: int, ties: bool) -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 150))
 def test_binary_counts_and_rates_equal_sklearn(seed: int, n: int) -> None:
+    sk = sklearn_metrics()
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, 2, size=n)
     pred = rng.integers(0, 2, size=n)
@@ -68,6 +77,7 @@ def test_binary_counts_and_rates_equal_sklearn(seed: int, n: int) -> None:
 
 
 def test_classification_report_matches_sklearn_per_class() -> None:
+    sk = sklearn_metrics()
     rng = np.random.default_rng(3)
     n, k = 300, 4
     truth = rng.integers(0, k, size=n)
