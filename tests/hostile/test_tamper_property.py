@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flsilo.artifact import sig_path, verify_file
@@ -20,20 +21,26 @@ def _flip(path: Path, position: int, value: int) -> bytes:
     return bytes(data)
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, AllowedSigners, bytes, bytes]:
+    """One signed artifact and its trust, made once: each example restores its bytes."""
+    corpus = Corpus(tmp_path_factory.mktemp("tamper"))
+    good = corpus.good()
+    return good, AllowedSigners.load(corpus.signers), good.read_bytes(), sig_path(good).read_bytes()
+
+
+@settings(max_examples=150, deadline=None)
 @given(
     which=st.sampled_from(["file", "sig"]),
     position=st.integers(min_value=0),
     value=st.integers(1, 255),
 )
 def test_single_byte_change_is_rejected(
-    tmp_path_factory, which: str, position: int, value: int
+    pair: tuple[Path, AllowedSigners, bytes, bytes], which: str, position: int, value: int
 ) -> None:
-    corpus = Corpus(tmp_path_factory.mktemp("tamper"))
-    good = corpus.good()
-    trust = AllowedSigners.load(corpus.signers)
+    good, trust, file_bytes, sig_bytes = pair
+    good.write_bytes(file_bytes)
+    sig_path(good).write_bytes(sig_bytes)
     verify_file(good, trust)  # the untouched pair verifies
     target = good if which == "file" else sig_path(good)
     target.write_bytes(_flip(target, position, value))
