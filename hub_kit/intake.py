@@ -193,10 +193,12 @@ def read_tensors(verified: Verified, names: tuple[str, ...]) -> dict[str, bytes]
     wanted = [t for t in verified.scan.header.tensors if t.name in names]
     if not wanted:
         return {}
+    start = verified.scan.header.data_start  # a file swapped since (a FIFO, a link, shorter)
+    opened = open_regular(verified.path, min_size=start + max(t.end for t in wanted))
     found = {}
-    with verified.path.open("rb") as fh:
+    with opened.fh as fh:
         for info in wanted:
-            fh.seek(verified.scan.header.data_start + info.begin)
+            fh.seek(start + info.begin)
             found[info.name] = fh.read(info.nbytes)
     return found
 

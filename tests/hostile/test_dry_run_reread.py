@@ -46,3 +46,47 @@ def test_a_dry_run_whose_reread_fails_reports_without_figures(
     rows = json.loads(dry.out)["report"]["rows"]
     assert [r["verdict"] for r in rows] == ["accepted", "accepted"]
     assert all(r["cosine"] is None and r["update_norm"] is None for r in rows)
+
+
+def test_a_statistics_reread_does_not_wait_on_a_fifo_or_follow_a_link(tmp_path: Path) -> None:
+    """A statistics round's gates judge the class counts, reread from the verified file (in a
+    dry run, the inbox file itself): a FIFO swapped in since is refused, not waited on, and a
+    link is not followed."""
+    import threading
+
+    from flsilo.artifact import verify_file
+    from flsilo.errors import FlsiloError
+    from flsilo.tensorsets import STAT_CLASS_COUNTS
+    from flsilo.trust import AllowedSigners
+    from hub_kit.intake import read_tensors
+    from tests.conftest import build_federation
+
+    fed = build_federation(tmp_path / "fed", "closed-form", "mlp:hidden=16")
+    bundle = fed.bundles["site-a"]
+    verified = verify_file(bundle, AllowedSigners.load(fed.hub / "allowed_signers"))
+    assert read_tensors(verified, (STAT_CLASS_COUNTS,))[STAT_CLASS_COUNTS]
+    kept = tmp_path / "kept.safetensors"
+    bundle.rename(kept)
+    bundle.symlink_to(kept)
+    with pytest.raises(FlsiloError) as caught:
+        read_tensors(verified, (STAT_CLASS_COUNTS,))
+    assert caught.value.code == "not-regular-file"
+    bundle.unlink()
+    os.mkfifo(bundle)  # no writer: a blocking open would wait forever
+    outcome: list[BaseException | None] = []
+
+    def reread() -> None:
+        try:
+            read_tensors(verified, (STAT_CLASS_COUNTS,))
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 (handed to the test's thread)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=reread, daemon=True)
+    thread.start()
+    thread.join(30)
+    if thread.is_alive():  # let the blocked open go (a reader is waiting), then fail
+        os.close(os.open(bundle, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(30)
+        pytest.fail("the reread waited on a FIFO")
+    assert isinstance(outcome[0], FlsiloError) and outcome[0].code == "not-regular-file"
