@@ -135,3 +135,17 @@ def test_video_frames_labelled_per_frame(trained: Federation, tmp_path: Path, cl
     result = cli("evaluate", package, "--site", fed.sites["site-a"], "--data", manifest)
     assert result.code == 4 and f"{manifest}: images[2]" in result.err
     assert "time_s 99 is after the clip's end (1.2 s)" in result.err
+
+
+def test_simulate_detection(tmp_path: Path, cli) -> None:
+    """simulate --task detect: the sites' rounds and the pooled baseline scored by mAP@0.5."""
+    data = scenes(tmp_path / "d", 20, seed=4)
+    base = ["simulate", "--task", "detect", "--model", "detector:width=8", "--data", data,
+            "--data-format", "yolo", "--classes", ",".join(SHAPES), "--input-shape", SHAPE,
+            "--schedule", "periodic:2", "--local-epochs", "1", "--batch-size", "8",
+            "--optimizer", "adam", "--lr", "0.003", "--strategy", "median"]  # fmt: skip
+    result = cli(*base, "--json")
+    assert result.code == 0, result.err
+    [run] = json.loads(result.out)["runs"]
+    assert len(run["accuracy"]) == 3 and all(0.0 <= a <= 1.0 for a in run["accuracy"])
+    assert run["centralized"] is not None and set(run["local_only"]) == {"site-0", "site-1"}

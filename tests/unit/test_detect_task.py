@@ -119,3 +119,16 @@ def test_missing_label_file_is_a_bad_record(tmp_path: Path) -> None:
         open_samples(data, "yolo", CLASSES, (1, 8, 8), DataSpec(), task=DETECT)
     assert str(data / "labels" / "a.txt") in str(err.value)
     assert "no label file (write an empty one" in str(err.value)
+
+
+def test_an_image_is_exactly_right_only_with_its_objects_and_nothing_else() -> None:
+    from flsilo.tasks.detect import exactly_right
+
+    gt = np.array([[0, 0.1, 0.1, 0.3, 0.3], [1, 0.5, 0.5, 0.9, 0.9]])
+    boxes = np.array([[0.5, 0.5, 0.88, 0.9], [0.1, 0.12, 0.3, 0.3], [0, 0, 1, 1]])
+    labels = np.array([1, 0, 0])
+    assert exactly_right(gt, boxes, np.array([0.9, 0.8, 0.2]), labels)  # the third is unsure
+    assert not exactly_right(gt, boxes, np.array([0.9, 0.8, 0.6]), labels)  # a confident extra
+    assert not exactly_right(gt, boxes[:2], np.array([0.9, 0.8]), np.array([0, 1]))  # swapped
+    assert not exactly_right(gt, boxes[:1], np.array([0.9]), labels[:1])  # one missed
+    assert exactly_right(np.zeros((0, 5)), boxes, np.array([0.1, 0.2, 0.3]), labels)
