@@ -7,7 +7,7 @@ Writes, under OUT (created; must not exist or be empty):
 - ``site-a/labels.csv`` and ``site-a/images/*.png``: camera setup A, a tight crop of the
   plate (a few pixels of margin, up to 2 degrees of tilt, light blur and sensor noise);
 - ``site-b/labels.csv`` and ``site-b/images/*.png``: camera setup B, a wide crop (the
-  plate inside 12-30% side and 25-50% top and bottom margins of a darker scene with a
+  plate inside 8-20% side and 15-35% top and bottom margins of a darker scene with a
   bumper edge, up to 4 degrees of tilt and some shear, softer, noisier, lit unevenly);
 - ``test/labels.csv``: ``--test`` plates per setup (half A, half B; no site holds them);
 - ``all.csv``: both sites' rows in one manifest (for ``flsilo simulate --data``).
@@ -97,7 +97,7 @@ def camera_b(plate: Image.Image, rng: np.random.Generator) -> Image.Image:
         resample=Image.Resampling.BILINEAR,
         fillcolor=0,
     )
-    mx, my = float(rng.uniform(0.12, 0.3)), float(rng.uniform(0.25, 0.5))
+    mx, my = float(rng.uniform(0.08, 0.2)), float(rng.uniform(0.15, 0.35))
     scene_w, scene_h = int(plate.width * (1 + 2 * mx)), int(plate.height * (1 + 2 * my))
     scene = Image.new("L", (scene_w, scene_h), int(rng.integers(40, 110)))
     draw = ImageDraw.Draw(scene)
