@@ -53,11 +53,12 @@ from hub_kit.report import (
 )
 from hub_kit.roundmath import RoundView, strategy_record
 from hub_kit.roundprep import Prepared, RoundOverrides, prepare, round_policy
+from hub_kit.state import HubState
 from hub_kit.strategies import strategy_text
 from hub_kit.strategies.base import Rule
 from hub_kit.verdicts import Candidate, IntakeResult, Rejection
 from hub_kit.weighting import dominant_share_warning
-from hub_kit.workspace import HubState, HubTransaction, HubWorkspace
+from hub_kit.workspace import HubTransaction, HubWorkspace
 
 
 def aggregate_round(

@@ -26,11 +26,11 @@ from hub_kit.roundmath import (
 )
 from hub_kit.roundprep import Prepared
 from hub_kit.server_state import STATE_DIR, ServerRun, state_name
+from hub_kit.state import release_policy
 from hub_kit.strategies.base import Rule
 from hub_kit.streaming import SiteFigures, Writer
 from hub_kit.verdicts import Candidate, Rejection
 from hub_kit.weighting import cap_shares, check_share_cap
-from hub_kit.workspace import release_policy
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from flsilo.sshsig import EVAL_NAMESPACE
 from flsilo.trust import AllowedSigners
 from flsilo.untrusted import read_bounded, read_signature_file
 from hub_kit.events import Evaluation, of_kind
-from hub_kit.workspace import ROLE_SITE, HubState, HubWorkspace, signer_entries
+from hub_kit.state import ROLE_SITE, HubState, signer_entries
+from hub_kit.workspace import HubWorkspace
 
 PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc", "sequence": "exact_match"}
 """Each task's primary figure: the one the cross-site table and the model card lead with."""

@@ -29,11 +29,11 @@ from hub_kit.cosines import FirstPass
 from hub_kit.intake import intake, quarantine
 from hub_kit.roundmath import RoundView, round_view, stream_input
 from hub_kit.roundprep import Prepared, RoundPolicy
+from hub_kit.state import HubState
 from hub_kit.strategies.base import is_two_pass
 from hub_kit.streaming import StreamInput, measure
 from hub_kit.verdicts import Candidate, IntakeResult, Rejection
 from hub_kit.weighting import norm_gate
-from hub_kit.workspace import HubState
 
 COSINE_GATE_MIN_SITES = 3
 """Fewest updates the cosine gate judges: with two, the median is their mean, and a large

@@ -36,6 +36,7 @@ from flsilo.tensorfile import Header
 from flsilo.trust import AllowedSigners
 from flsilo.untrusted import UnreadableError, describe_mode, not_regular, open_regular
 from hub_kit.inboxnames import name_too_long, stored_name
+from hub_kit.state import HubState
 from hub_kit.verdicts import (
     Candidate,
     IntakeResult,
@@ -48,7 +49,6 @@ from hub_kit.verdicts import (
     resolve_duplicates,
     size_error,
 )
-from hub_kit.workspace import HubState
 
 INTAKE_WORKERS = max(1, min(4, os.cpu_count() or 1))
 """Bundles examined at once."""

@@ -13,10 +13,11 @@ from flsilo.codes import Code
 from flsilo.errors import UsageError, VerificationError, WorkspaceError
 from flsilo.trust import AllowedSigners
 from hub_kit.server_optimizers import ServerOptimizer, server_optimizer_for
+from hub_kit.state import HubState
 from hub_kit.strategies import parse_strategy, strategy_text
 from hub_kit.strategies.base import Rule, is_two_pass
 from hub_kit.weighting import check_share_cap
-from hub_kit.workspace import HubState, HubWorkspace
+from hub_kit.workspace import HubWorkspace
 
 
 @dataclass(frozen=True)

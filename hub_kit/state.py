@@ -31,7 +31,16 @@ from hub_kit.events import (
 )
 from hub_kit.privacy import DPAccepted
 
-__all__ = ["ROLE_RELEASE", "ROLE_SITE", "Enrolment", "HubState", "fold"]
+__all__ = [
+    "ROLE_RELEASE",
+    "ROLE_SITE",
+    "Enrolment",
+    "HubState",
+    "fold",
+    "release_policy",
+    "render_allowed_signers",
+    "signer_entries",
+]
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from flsilo.tensorsets import (
 from flsilo.trust import AllowedSigners
 from hub_kit.fedstats import check_fedstats
 from hub_kit.privacy import check_bundle as check_dp_bundle
+from hub_kit.state import HubState
 from hub_kit.streaming import FISHER_PREFIX
-from hub_kit.workspace import HubState
 
 HEADER_SLACK_BYTES = 1 << 20
 """How much larger a bundle's header may be than its package's (its own manifest)."""

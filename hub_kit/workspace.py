@@ -32,28 +32,8 @@ from flsilo.workspace_paths import resolve_stored, stored_path
 from hub_kit.anchor import Pending, check_log_signature, finish_pending, write_signed_log
 from hub_kit.commit import discard_uncommitted, roll_forward, round_entry_note
 from hub_kit.eventlog import EventLog
-from hub_kit.events import ROLE_RELEASE, ROLE_SITE, HubEvent, Init, Logged, RotateKey
-from hub_kit.state import (
-    Enrolment,
-    HubState,
-    fold,
-    release_policy,
-    render_allowed_signers,
-    signer_entries,
-)
-
-__all__ = [
-    "ROLE_RELEASE",
-    "ROLE_SITE",
-    "Enrolment",
-    "HubState",
-    "HubTransaction",
-    "HubWorkspace",
-    "fold",
-    "release_policy",
-    "render_allowed_signers",
-    "signer_entries",
-]
+from hub_kit.events import HubEvent, Init, Logged, RotateKey
+from hub_kit.state import HubState, fold, render_allowed_signers, signer_entries
 
 HUB_FILE = "hub.toml"
 UNLOCKED_READ_TRIES = 5

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from hub_kit.eventlog import EventLog
-from hub_kit.workspace import fold, render_allowed_signers
+from hub_kit.state import fold, render_allowed_signers
 from tests.conftest import Federation, fingerprint
 
 STATE = "state"

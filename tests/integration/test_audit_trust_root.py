@@ -20,7 +20,7 @@ from flsilo.rotation import make_rotation
 from flsilo.sshsig import PACKAGE_NAMESPACE, sign_digest
 from hub_kit.anchor import sign_log
 from hub_kit.eventlog import EventLog
-from hub_kit.workspace import fold, render_allowed_signers
+from hub_kit.state import fold, render_allowed_signers
 from tests.conftest import Federation, fingerprint, make_key, needs_ssh_keygen
 from tests.integration.test_auditor_recipe import run_recipe
 

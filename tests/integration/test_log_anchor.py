@@ -11,7 +11,7 @@ import pytest
 
 from flsilo.keys import load_private_key, load_public_key
 from hub_kit.anchor import sign_log
-from hub_kit.workspace import fold, render_allowed_signers
+from hub_kit.state import fold, render_allowed_signers
 from tests.conftest import Federation, hub_root, make_key
 
 
