@@ -148,6 +148,29 @@ def read_bounded(path: Path, max_size: int, *, follow: bool = False) -> bytes:
     return data
 
 
+def read_span(path: Path, start: int, size: int) -> bytes:
+    """``size`` bytes at ``start`` of a regular file verified earlier, read through one descriptor.
+
+    A file swapped after its verification for a link, a FIFO or a shorter file is refused
+    (``not-regular-file``, ``too-small``), never waited on or read short.
+    """
+    opened = open_regular(path, min_size=start + size)
+    with opened.fh:
+        try:
+            opened.fh.seek(start)
+            data = opened.fh.read(size)
+        except OSError as exc:
+            raise UnreadableError(f"cannot read the file ({exc.strerror})", path=path) from exc
+    if len(data) != size:
+        raise MalformedInputError(
+            f"file shrank while it was read ({len(data)} of {size} bytes at offset {start})",
+            path=path,
+            code=Code.TOO_SMALL,
+            hint="something changed the file after it was verified; verify it again",
+        )
+    return data
+
+
 def read_signature_file(sig_file: Path) -> bytes | None:
     """The exact bytes of a signature file, or None when there is none.
 

@@ -26,6 +26,7 @@ from flsilo.errors import FlsiloError
 from flsilo.preprocessing import model_preprocess
 from flsilo.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
 from flsilo.trust import AllowedSigners, SingleKey
+from flsilo.untrusted import read_span
 from hub_kit.archive import check_sums
 from hub_kit.audit_trust import (
     TrustRoot,
@@ -352,9 +353,7 @@ def _state_problem(ws: HubWorkspace, run: object, step: mf.ServerStep | None) ->
 def read_data(artifact: Verified) -> bytes:
     """The data section of a verified artifact (model-sized)."""
     header = artifact.scan.header
-    with artifact.path.open("rb") as fh:
-        fh.seek(header.data_start)
-        return fh.read(header.data_size)
+    return read_span(artifact.path, header.data_start, header.data_size)
 
 
 def within_tolerance(package: Verified, recorded: bytes, replayed: bytearray, atol: float) -> bool:

@@ -34,6 +34,7 @@ from flsilo.tensorsets import (
     layout_of,
     parse_solver,
 )
+from flsilo.untrusted import read_span
 from hub_kit.closed_form import REPLAY_ATOL, solve_head, sum_statistics
 from hub_kit.fedstats import Normalisation, carried, pooled_normalisation
 from hub_kit.server_optimizers import ServerOptimizer
@@ -270,9 +271,7 @@ def next_statistics(
 
 def _read_statistics(item: StreamInput, layout: Sequence[TensorInfo]) -> dict[str, np.ndarray]:
     assert item.path is not None  # statistics bundles are files
-    with item.path.open("rb") as fh:
-        fh.seek(item.data_start)
-        blob = fh.read(layout[-1].end if layout else 0)
+    blob = read_span(item.path, item.data_start, layout[-1].end if layout else 0)
     return {
         info.name: np.frombuffer(blob, NUMPY_DTYPE[info.dtype], info.numel, info.begin)
         .astype(np.float64)
