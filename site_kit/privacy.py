@@ -329,7 +329,8 @@ class PrivateTraining:
             raise UsageError(
                 f"the model cannot be trained with DP-SGD: {problems[0]}",
                 code=Code.DP_MODEL,
-                hint="use a BatchNorm-free model (GroupNorm instead of BatchNorm)",
+                hint="use a BatchNorm-free model (GroupNorm instead of BatchNorm); for "
+                "strings, the built-in crnn (its GRU and LSTM are made of nn.Linear)",
             )
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         self.n = n

@@ -86,3 +86,33 @@ def test_opacus_per_sample_gradients_are_each_samples_own(cell: str) -> None:
         (alone(x[i : i + 1]) ** 2).sum().backward()
         for name, param in alone.named_parameters():
             assert torch.allclose(per_sample[name][i], param.grad, atol=1e-5), name
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_dp_sgd_refuses_torchs_gru_and_takes_crnns() -> None:
+    """Opacus has no per-sample gradients for nn.GRU: a DP site refuses it with a hint
+    naming crnn, whose recurrence is nn.Linear and trains."""
+    pytest.importorskip("opacus", reason="DP tests need the 'dp' extra (Opacus)")
+    from flsilo.plan import Plan
+    from site_kit.privacy import DPRun, PrivateTraining, plan_spend
+
+    plan = Plan(local_epochs=1, batch_size=4, dp_noise_multiplier=1.0, dp_budget=10.0)
+    run_ = DPRun(plan_spend(plan, 8), b"\0" * 32)
+
+    class TorchGRU(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(4, 4, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.rnn(x)[0]
+
+    gru = TorchGRU()
+    with pytest.raises(UsageError, match="cannot be trained with DP-SGD") as caught:
+        PrivateTraining(gru, torch.optim.SGD(gru.parameters(), lr=0.1), plan, run_, 8,
+                        torch.device("cpu"))  # fmt: skip
+    assert caught.value.code == "dp-model" and "crnn" in (caught.value.hint or "")
+    model = build_model(SMALL, (1, 8, 24), 5)
+    private = PrivateTraining(model, torch.optim.SGD(model.parameters(), lr=0.1), plan, run_, 8,
+                              torch.device("cpu"))  # fmt: skip
+    private.close()
