@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flsilo import evalreport as er
+from flsilo.artifact import sha256_file
 from flsilo.atomic import write_bytes
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, VerificationError
@@ -124,7 +125,7 @@ def take_in(
     seen = logged_reports(ws)
     fresh = [v for v in found.reports if v.sha256 not in seen]
     for v in fresh:
-        if (archive / v.path.name).exists():  # an archived report is never replaced
+        if _archived_other(archive / v.path.name, v.sha256):  # never replaced by another
             found.refused.append(
                 Refused(
                     v.path,
@@ -150,6 +151,14 @@ def take_in(
     refused_paths = {r.path for r in found.refused}
     kept = [v for v in fresh if v.path not in refused_paths]
     return kept, found.refused
+
+
+def _archived_other(path: Path, sha256: str) -> bool:
+    """Whether ``path`` holds another report than the one with ``sha256`` (the same bytes,
+    left unlogged by an interrupted ``hub evaluations --archive``, are taken in again)."""
+    if not path.exists():
+        return False
+    return path.is_symlink() or not path.is_file() or sha256_file(path) != sha256
 
 
 def evaluation_event(v: er.VerifiedReport, archive_round: int) -> Evaluation:

@@ -11,8 +11,9 @@ model card show the count; the card calls the package final only when it is.
 
 Reports on the final package arrive after the last ``aggregate``, so ``hub evaluations
 --inbox DIR --archive`` takes them in: verified, copied into the folder of the round that
-made the final package (its ``SHA256SUMS`` rewritten to list them) and logged by an
-``evaluation`` event each, as ``aggregate`` does for earlier packages.
+made the final package (its ``SHA256SUMS`` keeps the round's lines and gains theirs) and
+logged by an ``evaluation`` event each, as ``aggregate`` does for earlier packages. Only
+logged reports count; an interrupted ``--archive`` is finished by running it again.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flsilo.errors import UsageError
-from flsilo.evalreport import VerifiedReport
+from flsilo.artifact import sha256_file
+from flsilo.atomic import write_text
+from flsilo.checksums import SUMS_FILE, parse_sums, render_sums
+from flsilo.errors import MalformedInputError, UsageError
+from flsilo.evalreport import VerifiedReport, sig_of
 from flsilo.keys import PassphraseSource, load_private_key
-from hub_kit.archive import write_sums
+from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
 from hub_kit.evaluations import Refused, evaluation_event, take_in
-from hub_kit.events import Init, Logged, of_kind
+from hub_kit.events import Evaluation, Init, Logged, of_kind
 from hub_kit.state import HubState
 from hub_kit.workspace import HubWorkspace
 
@@ -90,14 +94,18 @@ def finality(
     archived: list[VerifiedReport],
     pending: list[VerifiedReport] | None = None,
 ) -> Finality:
-    """The final package's standing from verified reports (``hub_kit.evaluations.collect``)."""
+    """The final package's standing from verified reports (``hub_kit.evaluations.collect``):
+    of ``archived``, those the log records (an ``evaluation`` event) count."""
     last = ws.schedule.rounds
     sha = state.packages.get(last)
+
+    logged = {e.sha256 for _, e in of_kind(events, Evaluation)}
 
     def on_final(reports: list[VerifiedReport]) -> list[str]:
         return sorted({v.site for v in reports if v.round == last and v.package_sha256 == sha})
 
-    sites = on_final(archived) if sha is not None else []
+    # a report counts once the log records it: a file in a round folder alone does not
+    sites = on_final([v for v in archived if v.sha256 in logged]) if sha is not None else []
     later = on_final(pending or []) if sha is not None else []
     return Finality(
         required=required_evaluations(events),
@@ -106,6 +114,19 @@ def finality(
         sites=tuple(sites),
         pending=tuple(s for s in later if s not in sites),
     )
+
+
+def _listed(folder: Path) -> dict[str, str]:
+    """The round folder's ``SHA256SUMS`` lines, as the round wrote them."""
+    path = folder / SUMS_FILE
+    data = read_bounded(path, MAX_SMALL_FILE_BYTES)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MalformedInputError(
+            "not UTF-8 text", path=path, hint="run 'flsilo audit' on the hub"
+        ) from err
+    return parse_sums(text, source=str(path))
 
 
 def archive_final_reports(
@@ -127,9 +148,15 @@ def archive_final_reports(
             )
         key = load_private_key(ws.key_path, passphrase)  # before any write: a wrong key fails
         folder = ws.round_dir(state.round - 1)
+        listed = _listed(folder)  # before any write: a folder without its SHA256SUMS fails
         kept, refused = take_in(ws, state, inbox, folder)
         if kept:
-            write_sums(folder, {v.path.name: v.sha256 for v in kept})
+            # the round's lines stay as they were, the reports are added: a file that is not
+            # the round's stays unlisted (audit names it), whatever else is in the folder
+            added = {v.path.name: v.sha256 for v in kept} | {
+                sig.name: sha256_file(sig) for sig in (folder / sig_of(v.path).name for v in kept)
+            }
+            write_text(folder / SUMS_FILE, render_sums(listed | added))
             archive_round = state.round - 1
             tx.commit([evaluation_event(v, archive_round) for v in kept], key)
     return kept, refused

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import Federation, build_federation, digits_npz, hub_root, tree_digest
 
@@ -108,3 +109,59 @@ def test_require_evaluations_must_not_be_negative(tmp_path: Path, cli) -> None:
               "--require-evaluations", "-1")  # fmt: skip
     assert bad.code == 2 and "require_evaluations" in bad.err
     assert not (tmp_path / "h").exists()
+
+
+def _one_shot_with_report(tmp_path: Path, cli, required: str) -> tuple[Federation, Path]:
+    fed = build_federation(
+        tmp_path / "fed", schedule="one-shot", extra=("--require-evaluations", required)
+    )
+    fed.carry()
+    assert cli("aggregate", fed.hub).code == 0
+    held_out = digits_npz(tmp_path / "held-out.npz", np.arange(1500, 1700))
+    return fed, _site_report(fed, cli, "site-a", held_out)
+
+
+def test_an_interrupted_archive_counts_nothing_and_resumes(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills as SHA256SUMS is rewritten: the report is in the folder but not in the
+    log, so it does not count; the next --archive takes the same report in and logs it."""
+    import errno
+
+    import flsilo.atomic
+
+    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    real = flsilo.atomic.disk_point
+
+    def full_at_sums(path: Path) -> None:
+        if path.name == "SHA256SUMS":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path)
+
+    monkeypatch.setattr(flsilo.atomic, "disk_point", full_at_sums)
+    failed = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive")
+    assert failed.code == 1 and "error[disk-full]" in failed.err
+    monkeypatch.undo()
+    assert (fed.hub / "rounds" / "0000" / a.name).exists()  # written, never logged
+    standing = _status(fed, cli)
+    assert standing["sites"] == [] and not standing["final"]
+    again = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive", "--json")
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["archived_now"] == [a.name]
+    assert _status(fed, cli)["final"]
+    assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0
+
+
+def test_archive_keeps_the_rounds_sums_and_adds_the_reports(tmp_path: Path, cli) -> None:
+    """SHA256SUMS gains the reports' lines; a file that is not the round's is not blessed."""
+    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    folder = fed.hub / "rounds" / "0000"
+    before = (folder / "SHA256SUMS").read_text()
+    (folder / "stray.txt").write_text("not the round's\n")
+    assert cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive").code == 0
+    after = (folder / "SHA256SUMS").read_text()
+    assert set(before.splitlines()) < set(after.splitlines())
+    added = sorted(set(after.splitlines()) - set(before.splitlines()))
+    assert [line.split("  ")[1] for line in added] == [a.name, f"{a.name}.sig"]
+    audit = cli("audit", fed.hub, *hub_root(fed.hub))
+    assert audit.code == 3 and "stray.txt" in audit.out
