@@ -35,6 +35,7 @@ from hub_kit.audit_trust import (
     check_trust_root,
 )
 from hub_kit.commit import STAGING_SUFFIX
+from hub_kit.evaluations import audit_reports
 from hub_kit.events import Accept, Aggregate, Logged, Reject, of_kind
 from hub_kit.fedstats import held
 from hub_kit.hubeval import audit_claim
@@ -119,6 +120,7 @@ def audit(
         if replay and prov is not None and len(bundles) == len(prov.inputs):
             recorded = state.package_data.get(round_ + 1, package.data_sha256)
             _replay(report, ws, round_, packages.get(round_), package, prov, bundles, recorded)
+    audit_reports(report.add, ws, state, events)
     return report
 
 

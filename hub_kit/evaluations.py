@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from flsilo.errors import FlsiloError, VerificationError
 from flsilo.sshsig import EVAL_NAMESPACE
 from flsilo.trust import AllowedSigners
 from flsilo.untrusted import read_bounded, read_signature_file
-from hub_kit.events import Evaluation, of_kind
+from hub_kit.events import Evaluation, Logged, of_kind
 from hub_kit.state import ROLE_SITE, HubState, signer_entries
 from hub_kit.workspace import HubWorkspace
 
@@ -34,12 +35,13 @@ PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc", "sequence": "exac
 """Each task's primary figure: the one the cross-site table and the model card lead with."""
 
 
-def eval_trust(state: HubState) -> AllowedSigners:
-    """The enrolled sites' keys, allowed to sign evaluation reports (same validity)."""
+def eval_trust(state: HubState, *, revocations: bool = True) -> AllowedSigners:
+    """The enrolled sites' keys, allowed to sign evaluation reports (same validity;
+    ``revocations=False`` as :func:`hub_kit.state.signer_entries` for audit)."""
     sites = {e.site for e in state.enrolments if e.role == ROLE_SITE}
     entries = [
         dataclasses.replace(e, namespaces=EVAL_NAMESPACE)
-        for e in signer_entries(state)
+        for e in signer_entries(state, revocations=revocations)
         if e.principals in sites
     ]
     return AllowedSigners(entries, source="the site enrolments in the event log")
@@ -220,3 +222,47 @@ def _ci95(figures: dict[str, Any], name: str) -> tuple[float, float] | None:
     if isinstance(found, list) and len(found) == 2 and all(isinstance(v, float) for v in found):
         return float(found[0]), float(found[1])
     return None
+
+
+def audit_reports(
+    add: Callable[[str, bool, str], None], ws: HubWorkspace, state: HubState, events: list[Logged]
+) -> None:
+    """``audit``'s lines for the archived reports: each ``evaluation`` event's report is in
+    its round folder with the logged digest, its signature verifies at its time, and its key
+    was enrolled for the site, not revoked, when the hub logged it; every report in a round
+    folder is one the log records."""
+    trust = eval_trust(state, revocations=False)
+    logged: set[Path] = set()
+    for ev, e in of_kind(events, Evaluation):
+        path = ws.round_dir(e.archive_round) / e.report
+        logged.add(path)
+        name = f"evaluation report r{e.archive_round:04d} {e.report}"
+        try:
+            v = er.verify_report(path, trust)
+        except FlsiloError as err:
+            add(name, False, err.one_line())
+            continue
+        if v.sha256 != e.sha256:
+            add(name, False, "archived report differs from the one the hub logged")
+            continue
+        enrolment = next(
+            (n for n in state.enrolments if n.key.fingerprint == v.signer_fingerprint), None
+        )
+        if enrolment is None or enrolment.site != e.site or not enrolment.active_at(ev.seq):
+            add(
+                name,
+                False,
+                f"signing key was not enrolled for {e.site}, or already revoked, in the log "
+                "when the hub logged this report",
+            )
+            continue
+        add(name, True, f"signed by {e.site}, sha256 {v.sha256[:16]}…, as logged")
+    for folder in archived_folders(ws):
+        for path in report_files(folder):
+            if path not in logged:
+                add(
+                    f"evaluation report {folder.name}/{path.name}",
+                    False,
+                    "in a round folder but not recorded in the log (finish it with "
+                    "'flsilo hub evaluations HUB --inbox DIR --archive')",
+                )

@@ -165,3 +165,39 @@ def test_archive_keeps_the_rounds_sums_and_adds_the_reports(tmp_path: Path, cli)
     assert [line.split("  ")[1] for line in added] == [a.name, f"{a.name}.sig"]
     audit = cli("audit", fed.hub, *hub_root(fed.hub))
     assert audit.code == 3 and "stray.txt" in audit.out
+
+
+def test_audit_checks_archived_reports_against_the_log(tmp_path: Path, cli) -> None:
+    """A report swapped in the round folder (another one the site signed, SHA256SUMS made to
+    match) or one the log never recorded fails audit, each named."""
+    from flsilo.checksums import parse_sums, render_sums
+
+    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    assert cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive").code == 0
+    folder = fed.hub / "rounds" / "0000"
+    assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0
+    other = digits_npz(tmp_path / "other.npz", np.arange(1650, 1790))
+    first = tmp_path / "first"  # the archived one, moved out of the outbox
+    first.mkdir()
+    for path in (a, a.with_name(a.name + ".sig")):
+        path.rename(first / path.name)
+    swapped = _site_report(fed, cli, "site-a", other)  # signed by site-a, other figures
+    b = _site_report(fed, cli, "site-b", other)
+    for report in (swapped, b):
+        for path in (report, report.with_name(report.name + ".sig")):
+            shutil.copy(path, folder / path.name)
+    sums = parse_sums((folder / "SHA256SUMS").read_text(), source="SHA256SUMS")
+    from flsilo.artifact import sha256_file
+
+    sums |= {p.name: sha256_file(p) for p in folder.iterdir() if p.name.startswith("r0001-")}
+    (folder / "SHA256SUMS").write_text(render_sums(sums))
+    audit = cli("audit", fed.hub, *hub_root(fed.hub), "--json")
+    assert audit.code == 3
+    failed = {
+        c["name"]: c["detail"] for c in json.loads(audit.out)["audit"]["checks"] if not c["ok"]
+    }
+    assert failed == {
+        f"evaluation report r0000 {a.name}": "archived report differs from the one the hub logged",
+        f"evaluation report 0000/{b.name}": failed[f"evaluation report 0000/{b.name}"],
+    }  # the sums themselves hold
+    assert "not recorded in the log" in failed[f"evaluation report 0000/{b.name}"]
