@@ -32,6 +32,7 @@ from flsilo.keys import PassphraseSource, load_private_key
 from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
 from hub_kit.evaluations import Refused, evaluation_event, take_in
 from hub_kit.events import Evaluation, Init, Logged, of_kind
+from hub_kit.roundprep import resolve_inbox
 from hub_kit.state import HubState
 from hub_kit.workspace import HubWorkspace
 
@@ -135,7 +136,9 @@ def archive_final_reports(
     """After the last round: the inbox's verified reports not yet logged, archived into the
     folder of the round that made the final package and logged (the hub key signs the log).
 
-    Before it, ``aggregate`` archives reports with each round, so this refuses."""
+    Before it, ``aggregate`` archives reports with each round, so this refuses; so does an
+    ``inbox`` that is not a folder (a mistyped path archives nothing, and says so)."""
+    inbox = resolve_inbox(ws, inbox)
     with ws.transaction("evaluations") as tx:
         state = tx.state
         if state.round < ws.schedule.rounds:

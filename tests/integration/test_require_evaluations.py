@@ -155,14 +155,18 @@ def test_an_interrupted_archive_counts_nothing_and_resumes(
 def test_archive_keeps_the_rounds_sums_and_adds_the_reports(tmp_path: Path, cli) -> None:
     """SHA256SUMS gains the reports' lines; a file that is not the round's is not blessed."""
     fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    untouched = tree_digest(fed.hub)
+    typo = cli("hub", "evaluations", fed.hub, "--inbox", tmp_path / "no-such", "--archive")
+    assert typo.code == 2 and "error[no-inbox]" in typo.err and len(typo.err.splitlines()) == 1
+    assert tree_digest(fed.hub) == untouched  # a mistyped stick archives nothing, and says so
     folder = fed.hub / "rounds" / "0000"
     before = (folder / "SHA256SUMS").read_text()
     (folder / "stray.txt").write_text("not the round's\n")
     assert cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive").code == 0
     after = (folder / "SHA256SUMS").read_text()
     assert set(before.splitlines()) < set(after.splitlines())
-    added = sorted(set(after.splitlines()) - set(before.splitlines()))
-    assert [line.split("  ")[1] for line in added] == [a.name, f"{a.name}.sig"]
+    added = set(after.splitlines()) - set(before.splitlines())
+    assert sorted(line.split("  ")[1] for line in added) == [a.name, f"{a.name}.sig"]
     audit = cli("audit", fed.hub, *hub_root(fed.hub))
     assert audit.code == 3 and "stray.txt" in audit.out
 
