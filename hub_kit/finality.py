@@ -62,7 +62,7 @@ class Finality:
         return self.package is not None and len(self.sites) >= self.required
 
     def text(self) -> str:
-        need = f"{self.required} site{'s' if self.required != 1 else ''}'"
+        need = f"{self.required} site's" if self.required == 1 else f"{self.required} sites'"
         if self.package is None:
             return f"the final package (r{self.round:04d}) is not made yet" + (
                 f"; it will be final once {need} evaluation reports on it verify"

@@ -145,6 +145,7 @@ def test_an_interrupted_archive_counts_nothing_and_resumes(
     assert (fed.hub / "rounds" / "0000" / a.name).exists()  # written, never logged
     standing = _status(fed, cli)
     assert standing["sites"] == [] and not standing["final"]
+    assert "0 of 1 site's evaluation reports on it verify" in standing["text"]
     again = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive", "--json")
     assert again.code == 0, again.err
     assert json.loads(again.out)["archived_now"] == [a.name]
