@@ -28,7 +28,7 @@ from flsilo.sshsig import EVAL_NAMESPACE
 from flsilo.trust import AllowedSigners
 from flsilo.untrusted import read_bounded, read_signature_file
 from hub_kit.events import Evaluation, Logged, of_kind
-from hub_kit.state import ROLE_SITE, HubState, signer_entries
+from hub_kit.state import ROLE_SITE, Enrolment, HubState, signer_entries
 from hub_kit.workspace import HubWorkspace
 
 PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc", "sequence": "exact_match"}
@@ -122,11 +122,23 @@ def take_in(
 ) -> tuple[list[er.VerifiedReport], list[Refused]]:
     """The inbox's reports for ``aggregate``: verified ones not yet logged are copied into
     ``archive`` (the round's staging folder) from the bytes that verified; refused ones are
-    returned with their reason and left where they are (hub inputs are never moved)."""
+    returned with their reason and left where they are (hub inputs are never moved), as are
+    reports signed with a key the log has revoked, whatever their time says."""
     found = collect(ws, state, [inbox])
     seen = logged_reports(ws)
     fresh = [v for v in found.reports if v.sha256 not in seen]
     for v in fresh:
+        revoked = signer_enrolment(v, state)
+        if revoked is not None and revoked.revoked_at is not None:  # as bundles: the log orders
+            found.refused.append(
+                Refused(
+                    v.path,
+                    str(Code.KEY_REVOKED),
+                    f"key of {revoked.site!r} was revoked at {revoked.revoked_at}",
+                    "reports signed with a revoked key are refused; the site needs a new enrolment",
+                )
+            )
+            continue
         if _archived_other(archive / v.path.name, v.sha256):  # never replaced by another
             found.refused.append(
                 Refused(
@@ -153,6 +165,11 @@ def take_in(
     refused_paths = {r.path for r in found.refused}
     kept = [v for v in fresh if v.path not in refused_paths]
     return kept, found.refused
+
+
+def signer_enrolment(v: er.VerifiedReport, state: HubState) -> Enrolment | None:
+    """The enrolment of the key that signed ``v``."""
+    return next((e for e in state.enrolments if e.key.fingerprint == v.signer_fingerprint), None)
 
 
 def _archived_other(path: Path, sha256: str) -> bool:
@@ -245,9 +262,7 @@ def audit_reports(
         if v.sha256 != e.sha256:
             add(name, False, "archived report differs from the one the hub logged")
             continue
-        enrolment = next(
-            (n for n in state.enrolments if n.key.fingerprint == v.signer_fingerprint), None
-        )
+        enrolment = signer_enrolment(v, state)
         if enrolment is None or enrolment.site != e.site or not enrolment.active_at(ev.seq):
             add(
                 name,

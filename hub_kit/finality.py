@@ -30,7 +30,7 @@ from flsilo.errors import MalformedInputError, UsageError
 from flsilo.evalreport import VerifiedReport, sig_of
 from flsilo.keys import PassphraseSource, load_private_key
 from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
-from hub_kit.evaluations import Refused, evaluation_event, take_in
+from hub_kit.evaluations import Refused, evaluation_event, signer_enrolment, take_in
 from hub_kit.events import Evaluation, Init, Logged, of_kind
 from hub_kit.roundprep import resolve_inbox
 from hub_kit.state import HubState
@@ -96,14 +96,21 @@ def finality(
     pending: list[VerifiedReport] | None = None,
 ) -> Finality:
     """The final package's standing from verified reports (``hub_kit.evaluations.collect``):
-    of ``archived``, those the log records (an ``evaluation`` event) count."""
+    of ``archived``, those the log records (an ``evaluation`` event) count, and none signed
+    with a key the log has since revoked."""
     last = ws.schedule.rounds
     sha = state.packages.get(last)
 
     logged = {e.sha256 for _, e in of_kind(events, Evaluation)}
 
     def on_final(reports: list[VerifiedReport]) -> list[str]:
-        return sorted({v.site for v in reports if v.round == last and v.package_sha256 == sha})
+        return sorted(
+            {
+                v.site
+                for v in reports
+                if v.round == last and v.package_sha256 == sha and not _revoked(v, state)
+            }
+        )
 
     # a report counts once the log records it: a file in a round folder alone does not
     sites = on_final([v for v in archived if v.sha256 in logged]) if sha is not None else []
@@ -115,6 +122,12 @@ def finality(
         sites=tuple(sites),
         pending=tuple(s for s in later if s not in sites),
     )
+
+
+def _revoked(v: VerifiedReport, state: HubState) -> bool:
+    """Whether the log has revoked the key that signed ``v`` (its report no longer counts)."""
+    enrolment = signer_enrolment(v, state)
+    return enrolment is None or enrolment.revoked_at is not None
 
 
 def _listed(folder: Path) -> dict[str, str]:

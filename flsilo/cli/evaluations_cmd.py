@@ -53,19 +53,21 @@ def evaluations(
 
     ws = HubWorkspace.open(hub_dir)
     taken: list[str] = []
+    not_taken: list[Refused] = []  # refused by --archive itself (revoked, a name taken)
     if archive:
         if inbox is None:
             raise UsageError(
                 "--archive needs --inbox DIR, the folder holding the carried reports",
                 hint="flsilo hub evaluations HUB --inbox /media/usb --archive",
             )
-        kept, _ = archive_final_reports(ws, inbox, passphrase_source(passphrase_file))
+        kept, not_taken = archive_final_reports(ws, inbox, passphrase_source(passphrase_file))
         taken = [v.path.name for v in kept]
     state = ws.state()  # the hub's signature over the log is checked first
     archived = collect(ws, state, archived_folders(ws))
     pending = collect(ws, state, [inbox]) if inbox is not None else None
     reports = archived.reports + (pending.reports if pending else [])
     refused = archived.refused + (pending.refused if pending else [])
+    refused += [r for r in not_taken if r.path not in {x.path for x in refused}]
     standing = finality(
         ws, state, ws.log.read(), archived.reports, pending.reports if pending else None
     )

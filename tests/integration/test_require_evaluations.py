@@ -206,3 +206,31 @@ def test_audit_checks_archived_reports_against_the_log(tmp_path: Path, cli) -> N
         f"evaluation report 0000/{b.name}": failed[f"evaluation report 0000/{b.name}"],
     }  # the sums themselves hold
     assert "not recorded in the log" in failed[f"evaluation report 0000/{b.name}"]
+
+
+def test_a_revoked_sites_report_does_not_count(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with bundles, the log orders trust: a report dated before its site's revocation
+    (a stolen key backdates it) is refused at the hub afterwards, and an archived one stops
+    counting."""
+    import time
+
+    # the revocations cut a minute from now: the reports' times stay inside their keys' validity
+    monkeypatch.setattr("hub_kit.enrolment.end_of_validity", lambda _ws, _s: int(time.time()) + 60)
+    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    held_out = tmp_path / "held-out.npz"
+    b = _site_report(fed, cli, "site-b", held_out)
+    assert cli("hub", "evaluations", fed.hub, "--inbox", b.parent, "--archive").code == 0
+    assert _status(fed, cli)["sites"] == ["site-b"]
+    for site in ("site-a", "site-b"):
+        assert cli("hub", "revoke", fed.hub, site).code == 0
+    standing = _status(fed, cli)
+    assert standing["sites"] == [] and not standing["final"]
+    taken = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive", "--json")
+    assert taken.code == 3
+    doc = json.loads(taken.out)
+    assert doc["archived_now"] == [] and doc["finality"]["pending"] == []
+    assert [(r["code"], Path(r["path"]).name) for r in doc["refused"]] == [("key-revoked", a.name)]
+    assert not (fed.hub / "rounds" / "0000" / a.name).exists()
+    assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0  # b was logged before revoke
