@@ -149,3 +149,28 @@ def test_simulate_detection(tmp_path: Path, cli) -> None:
     [run] = json.loads(result.out)["runs"]
     assert len(run["accuracy"]) == 3 and all(0.0 <= a <= 1.0 for a in run["accuracy"])
     assert run["centralized"] is not None and set(run["local_only"]) == {"site-0", "site-1"}
+
+
+@pytest.mark.parametrize(
+    "extra,why",
+    [
+        (
+            ("--augment", "hflip,crop:0.8"),
+            "crop and rotate would move objects away from their boxes",
+        ),
+        (("--augment", "rotate:10"), "crop and rotate would move objects away from their boxes"),
+        (("--merge", "fisher"), "--merge fisher applies to classification"),
+        (("--dp-noise-multiplier", "1.0", "--dp-budget", "3"), "cannot be trained with DP-SGD"),
+        (("--schedule", "closed-form"), "has no closed-form head"),
+        (("--model", "cnn"), "is not an object detector"),
+    ],
+)
+def test_hub_init_refuses_what_detection_cannot_do(tmp_path: Path, cli, extra, why) -> None:
+    key = make_key(tmp_path / "hub")
+    base = ["hub", "init", tmp_path / "h", "--federation", "f", "--task", "detect",
+            "--model", "detector:width=8", "--classes", "a,b", "--input-shape", SHAPE,
+            "--key", key]  # fmt: skip
+    result = cli(*base, *extra)
+    assert result.code == 2, result.err
+    assert why in result.err and "hint:" in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "h").exists()
