@@ -22,7 +22,7 @@ from flsilo import federation as fed
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, UsageError
 from flsilo.manifest import FORMAT_VERSION, to_jsonable
-from flsilo.plan import Plan, Schedule
+from flsilo.plan import SEQUENCE, Plan, Schedule
 
 NEVER_IN_FILE = ("key", "passphrase", "passphrase_file", "out", "hub_dir")
 """Settings a plan file must not hold: secrets and where the command writes."""
@@ -104,6 +104,9 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
 
 def build(data: dict[str, Any], path: Path) -> fed.FederationConfig:
     """The federation a (merged) plan file describes, checked like ``federation.toml``."""
+    plan = data.get("plan")
+    if isinstance(plan, Mapping) and plan.get("task") == SEQUENCE:
+        data.setdefault("classes", [])  # the charset names a sequence model's outputs
     missing = [k for k in ("federation", "model", "classes", "input_shape") if k not in data]
     if missing:
         raise UsageError(

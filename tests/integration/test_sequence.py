@@ -278,3 +278,18 @@ def test_simulate_plans_a_sequence_federation(tmp_path: Path, cli) -> None:
     assert doc["one_shot"]["local_epochs"] == 2
     result = cli("simulate", "--data", data, "--input-shape", SHAPE, "--model", MODEL)
     assert result.code == 2 and "--classes" in result.err  # classify still needs its classes
+
+
+def test_a_plan_file_for_a_sequence_federation_needs_no_classes(tmp_path: Path, cli) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        'format_version = 3\nfederation = "plates"\n'
+        f'model = "{MODEL}"\ninput_shape = [1, 16, 32]\n'
+        '[schedule]\nkind = "periodic"\nrounds = 2\nlocal_epochs = [1, 1]\n'
+        f'[plan]\nbatch_size = 8\ntask = "sequence"\ncharset = "{CHARSET}"\nmax_length = 4\n'
+    )
+    key = make_key(tmp_path / "hub")
+    result = cli("hub", "init", tmp_path / "h", "--config", plan, "--key", key)
+    assert result.code == 0, result.err
+    toml = (tmp_path / "h" / "federation.toml").read_text()
+    assert "classes = []" in toml and 'task = "sequence"' in toml
