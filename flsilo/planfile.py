@@ -153,6 +153,8 @@ def template(help_texts: Mapping[str, str]) -> str:
         if table == "plan":
             del values["local_epochs"]  # per round, in [schedule]
             values.setdefault("adapters", "")  # manifests leave it out while empty
+            for key in ("task", "thresholds", "charset", "max_length"):  # likewise at default
+                values.setdefault(key, to_jsonable(getattr(value, key)))
         helps = {"schedule": SCHEDULE_HELP, "data": DATA_HELP}.get(
             table, {**PLAN_HELP, **help_texts}
         )

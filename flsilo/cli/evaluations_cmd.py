@@ -47,7 +47,7 @@ def evaluations(
     After the last round: flsilo hub evaluations hub --inbox /media/usb --archive
     """
     set_json(json_out)
-    from hub_kit.evaluations import archived_folders, collect, table
+    from hub_kit.evaluations import PRIMARY, archived_folders, collect, table
     from hub_kit.finality import archive_final_reports, finality
     from hub_kit.workspace import HubWorkspace
 
@@ -100,7 +100,8 @@ def evaluations(
             },
         )
     else:
-        _render(rows, sites, refused, pending is not None and not archive)
+        metric = PRIMARY.get(ws.config.plan.task, "accuracy")
+        _render(rows, sites, refused, pending is not None and not archive, metric)
         for name in taken:
             info(f"archived and logged {name}")
         info(standing.text())
@@ -120,13 +121,19 @@ def _cell(cell: Cell | None) -> str:
 
 
 def _render(
-    rows: dict[int, dict[str, Cell]], sites: list[str], refused: list[Refused], inbox: bool
+    rows: dict[int, dict[str, Cell]],
+    sites: list[str],
+    refused: list[Refused],
+    inbox: bool,
+    metric: str = "accuracy",
 ) -> None:
     out = stdout()
     if not rows:
         info("no verified evaluation report yet (sites write them with 'flsilo evaluate --report')")
     else:
-        table = Table(title="accuracy per package and site (95% interval)", title_justify="left")
+        # the task's primary metric (classify: accuracy; multilabel: mean AUROC), in %
+        title = f"{metric} per package and site" + (" (95% interval)" * (metric == "accuracy"))
+        table = Table(title=title, title_justify="left")
         table.add_column("package", justify="right", no_wrap=True)
         for site in sites:
             table.add_column(site, justify="right")

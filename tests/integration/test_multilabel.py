@@ -115,6 +115,24 @@ def test_multilabel_trains_aggregates_replays_and_evaluates(tmp_path: Path, cli)
     assert 0 < out["exact_match"] <= 1 and out["confusion"] == []
     text = cli("evaluate", final, "--hub", hub, "--data", test)
     assert text.code == 0 and "mean_auroc" in text.out and "effusion" in text.out
+    _signed_report(cli, hub, sites["site-a"], test, "ml-r0001.safetensors", dp=False)
+
+
+def _signed_report(cli, hub: Path, site: Path, data: Path, package: str, *, dp: bool) -> None:
+    """A site's signed evaluation report on a multilabel package, as the hub tables it."""
+    r = cli("evaluate", site / "packages" / package, "--site", site, "--data", data,
+            "--report", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    report = json.loads(Path(json.loads(r.out)["report"]).read_bytes())
+    assert report["task"] == "multilabel" and 0 <= report["metrics"]["mean_auroc"] <= 1
+    assert ("per_class" in report["metrics"]) is not dp  # DP: whole-set figures only
+    shown = cli("hub", "evaluations", hub, "--inbox", site / "outbox", "--json")
+    assert shown.code == 0, shown.err
+    (row,) = json.loads(shown.out)["reports"]
+    assert row["metrics"]["mean_auroc"] == report["metrics"]["mean_auroc"]
+    table = cli("hub", "evaluations", hub, "--inbox", site / "outbox")
+    shown_value = f"{100 * report['metrics']['mean_auroc']:.1f}%"
+    assert table.code == 0 and "mean_auroc per" in table.out and shown_value in table.out
 
 
 def test_dp_sgd_trains_a_multilabel_plan(tmp_path: Path, cli) -> None:
@@ -127,6 +145,8 @@ def test_dp_sgd_trains_a_multilabel_plan(tmp_path: Path, cli) -> None:
     assert bundle["bundle"]["dp"]["epsilon_round"] > 0
     assert cli("aggregate", hub, "--key", keys / "hub").code == 0
     assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
+    test = _table(tmp_path / "test.csv", 200, seed=7)
+    _signed_report(cli, hub, sites["site-a"], test, "ml-r0000.safetensors", dp=True)
 
 
 def test_the_closed_form_head_fits_multi_hot_targets(tmp_path: Path, cli) -> None:

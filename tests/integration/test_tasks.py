@@ -53,3 +53,27 @@ def test_hub_init_refuses_a_task_it_cannot_load(tmp_path: Path, cli) -> None:
     result = cli(*base, "--task", "absent_pkg.tasks:TASK")
     assert result.code == 1 and "absent_pkg" in result.err and "install" in result.err
     assert not (tmp_path / "h").exists()
+
+
+def test_a_plan_file_names_the_task(tmp_path: Path, cli) -> None:
+    import tomllib
+
+    from tests.conftest import make_key
+
+    printed = cli("hub", "init", "--print-config").out
+    assert 'task = "classify"' in printed and "thresholds = []" in printed
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        printed.replace('task = "classify"', 'task = "multilabel"')
+        .replace("thresholds = []", "thresholds = [0.5, 0.25]")
+        .replace('classes = ["normal", "abnormal"]', 'classes = ["effusion", "nodule"]')
+    )
+    key = make_key(tmp_path / "hub-key")
+    made = cli("hub", "init", tmp_path / "hub", "--config", plan, "--key", key)
+    assert made.code == 0, made.err
+    written = tomllib.loads((tmp_path / "hub" / "federation.toml").read_text())
+    assert written["plan"]["task"] == "multilabel"
+    assert written["plan"]["thresholds"] == [0.5, 0.25]
+    assert written["classes"] == ["effusion", "nodule"]
+    package = tmp_path / "hub" / "packages" / "my-federation-r0000.safetensors"
+    assert _model(package)["task"]["thresholds"] == [0.5, 0.25]
