@@ -11,11 +11,17 @@ checks). ``audit --replay`` checks that the two copies agree; it does not recomp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 CLAIM_FIGURES = ("accuracy", "balanced_accuracy", "ece", "loss")
 """The overall figures a classify claim carries (``None`` where undefined); another task's
 claim carries its own flat figures, its primary metric among them, and the loss."""
+PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc", "sequence": "exact_match"}
+"""Each built-in task's primary figure: what a claim (and a site's report) leads with."""
+PERCENT = ("accuracy", "exact_match")
+"""Figures shown as percentages; the others (AUROC, CER) as numbers."""
 CLASS_FIGURES = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "ap")
 """The figures a claim carries per class, each with its bootstrap 95% interval."""
 
@@ -100,3 +106,18 @@ def claim_from_report(
 
 def _num(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def lead_figure(claim: Mapping[str, Any]) -> tuple[str, float | None]:
+    """A claim's (JSON form) leading figure: its task's primary one (a plug-in task's: its
+    first figure other than the loss), as ``(name, value)``."""
+    figures = claim["figures"]
+    name = PRIMARY.get(claim["task"]) or next((k for k in figures if k != "loss"), "loss")
+    return name, figures.get(name)
+
+
+def show_figure(name: str, value: float | None) -> str:
+    """``93.0%`` for a percentage figure, ``0.912`` for another, ``-`` when undefined."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%" if name in PERCENT else f"{value:.3f}"

@@ -15,6 +15,8 @@ import html
 import io
 from typing import Any
 
+from flsilo.claims import lead_figure, show_figure
+
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:60rem;
 margin:2rem auto;padding:0 1rem;color:#1b1f24}
@@ -198,12 +200,13 @@ def _final_note(pkg: dict[str, Any], standing: dict[str, Any]) -> str:
 def _claims_section(claims: list[dict[str, Any]]) -> tuple[str, Any, list[str] | None]:
     """The hub's own figures (aggregate --eval), named as its claims: signed by the hub in
     the package and the log, not by a site, and not recomputed by the audit."""
+    lead = lead_figure(claims[0]["hub_claim"])[0]  # one federation, one task
     rows = [
         [
             f"r{p['round']:04d}",
             f"{c['test_set_records']} ({c['test_set_sha256'][:12]}…)",
             str(c["samples"]),
-            pct(c["figures"].get("accuracy")),
+            show_figure(lead, v) if (v := c["figures"].get(lead)) is not None else "–",
             pct(c["figures"].get("balanced_accuracy")),
             f"{c['figures']['ece']:.3f}" if isinstance(c["figures"].get("ece"), float) else "–",
         ]
@@ -213,7 +216,7 @@ def _claims_section(claims: list[dict[str, Any]]) -> tuple[str, Any, list[str] |
     return (
         "Hub claims (the hub's own test set)",
         rows,
-        ["package", "test set records (index)", "samples", "accuracy", "balanced acc.", "ECE"],
+        ["package", "test set records (index)", "samples", lead, "balanced acc.", "ECE"],
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from flsilo import evalreport as er
 from flsilo.artifact import sha256_file
 from flsilo.atomic import write_bytes
+from flsilo.claims import PRIMARY
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, VerificationError
 from flsilo.sshsig import EVAL_NAMESPACE
@@ -30,9 +31,6 @@ from flsilo.untrusted import read_bounded, read_signature_file
 from hub_kit.events import Evaluation, Logged, of_kind
 from hub_kit.state import ROLE_SITE, Enrolment, HubState, signer_entries
 from hub_kit.workspace import HubWorkspace
-
-PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc", "sequence": "exact_match"}
-"""Each task's primary figure: the one the cross-site table and the model card lead with."""
 
 
 def eval_trust(state: HubState, *, revocations: bool = True) -> AllowedSigners:

@@ -120,7 +120,7 @@ def history(
         if claim is not None:  # the hub's own figure for the new package, named as its claim
             table.add_row(
                 "", "[bold]hub claim[/]", f"hub test set, {claim['test_set_records']} records",
-                "", "", _pct(claim["figures"].get("accuracy")), end_section=True,
+                "", "", _figure(claim["figures"].get(metric), metric), end_section=True,
             )  # fmt: skip
     stdout().print(table)
     for note in notes:
@@ -166,9 +166,9 @@ def _plot(rounds: list[RoundHistory], png: Path, notes: list[str], metric: str) 
     if mean:
         ax.plot(*zip(*mean, strict=True), color="black", linewidth=2, label="weighted mean")
     claims = [
-        (r.round, 100 * acc)
+        (r.round, scale * value)
         for r in rounds
-        if r.hub_claim and (acc := r.hub_claim["figures"].get("accuracy")) is not None
+        if r.hub_claim and (value := r.hub_claim["figures"].get(metric)) is not None
     ]
     if claims:  # the hub's own figure for each new package (aggregate --eval), named as such
         ax.plot(*zip(*claims, strict=True), "k--", marker="s", label="hub claim (hub test set)")

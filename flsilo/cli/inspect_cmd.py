@@ -10,6 +10,7 @@ from rich.table import Table
 
 from flsilo import __version__
 from flsilo.artifact import check_finite, check_is_file, read_signature, scan_file
+from flsilo.claims import lead_figure, show_figure
 from flsilo.cli.common import emit_json, plural, set_json, stdout
 from flsilo.cli.round_report import pct
 from flsilo.errors import FlsiloError
@@ -179,11 +180,12 @@ def _claim_rows(claim: dict[str, Any] | None) -> list[tuple[str, str]]:
     if not claim:
         return []
     f = claim["figures"]
-    acc, bal = f.get("accuracy"), f.get("balanced_accuracy")
+    name, value = lead_figure(claim)
+    bal = f", balanced accuracy {pct(f['balanced_accuracy'])}" if "balanced_accuracy" in f else ""
     return [
         (
             "hub claim",
-            f"accuracy {pct(acc)}, balanced accuracy {pct(bal)} on the hub's test set "
+            f"{name} {show_figure(name, value)}{bal} on the hub's test set "
             f"({claim['samples']} of {claim['test_set_records']} records, {claim['data_format']}; "
             "the hub's figures, not recomputed by this command)",
         ),

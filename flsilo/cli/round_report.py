@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flsilo.claims import lead_figure, show_figure
+
 if TYPE_CHECKING:
     from hub_kit.report import AggregateReport
 
@@ -106,10 +108,11 @@ def _title(report: Any) -> str:
 def hub_claim_line(claim: Any) -> str:
     """The hub's claim in one line: its figures and the test set it names."""
     f = claim.figures
+    name, value = lead_figure({"task": claim.task, "figures": f})
+    bal = f", balanced accuracy {pct(f['balanced_accuracy'])}" if "balanced_accuracy" in f else ""
     return (
         f"hub claim, on the hub's test set ({claim.test_set_records} records, index "
-        f"{claim.test_set_sha256[:12]}…): accuracy {pct(f.get('accuracy'))}, balanced accuracy "
-        f"{pct(f.get('balanced_accuracy'))}, loss "
+        f"{claim.test_set_sha256[:12]}…): {name} {show_figure(name, value)}{bal}, loss "
         + (f"{f['loss']:.4f}" if f.get("loss") is not None else "-")
     )
 

@@ -77,3 +77,28 @@ def test_audit_check_needs_both_copies_equal() -> None:
     other = dataclasses.replace(claim, figures=claim.figures | {"accuracy": 1.0})
     assert "differs" in str(claim_problem(mf.to_jsonable(other), _package(claim), DATA))
     assert "other tensors" in str(claim_problem(logged, _package(claim), "ef" * 32))
+
+
+def _multilabel_claim() -> dict:
+    claim = mf.to_jsonable(_claim())
+    claim["task"] = "multilabel"
+    claim["figures"] = {"exact_match": 0.5, "mean_auroc": 0.912, "auroc.a": 0.9, "loss": 0.3}
+    return claim
+
+
+def test_a_claim_leads_with_its_tasks_primary_figure() -> None:
+    """inspect, aggregate's report and the model card show a multilabel claim's mean AUROC
+    (it has no accuracy), and a classify claim's accuracy as before."""
+    from flsilo.cli.inspect_cmd import _claim_rows
+    from flsilo.cli.round_report import hub_claim_line
+    from hub_kit.card_render import _claims_section
+
+    ml = _multilabel_claim()
+    assert _claim_rows(ml)[0][1].startswith("mean_auroc 0.912 on the hub's test set")
+    assert "): mean_auroc 0.912, loss 0.3000" in hub_claim_line(mf.from_jsonable(HubEvaluation, ml))
+    _, rows, header = _claims_section([{"round": 1, "hub_claim": ml}])
+    assert header is not None and header[3] == "mean_auroc" and rows[0][3] == "0.912"
+    classify = mf.to_jsonable(_claim())
+    assert _claim_rows(classify)[0][1].startswith("accuracy 83.3%, balanced accuracy")
+    _, rows, header = _claims_section([{"round": 1, "hub_claim": classify}])
+    assert header is not None and header[3] == "accuracy" and rows[0][3] == "83.3%"
