@@ -156,8 +156,15 @@ def render(report: dict[str, Any]) -> None:
 
 
 def _model_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
-    """Adapters and the start file's ``backbone import`` record, when the model has them."""
+    """The task (unless classify), adapters and the start file's ``backbone import`` record,
+    when the model has them."""
     rows = []
+    task = model.get("task")
+    if task:
+        extra = [f"thresholds {task['thresholds']}"] if task.get("thresholds") else []
+        extra += [f"charset {task['charset']!r}"] if task.get("charset") else []
+        extra += [f"max length {task['max_length']}"] if task.get("max_length") else []
+        rows.append(("task", ", ".join([task["name"], *extra])))
     if model.get("adapters"):
         rows.append(("adapters", f"{model['adapters']} (base frozen; B and the head train)"))
     start = model.get("start")

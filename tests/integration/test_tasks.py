@@ -77,3 +77,5 @@ def test_a_plan_file_names_the_task(tmp_path: Path, cli) -> None:
     assert written["classes"] == ["effusion", "nodule"]
     package = tmp_path / "hub" / "packages" / "my-federation-r0000.safetensors"
     assert _model(package)["task"]["thresholds"] == [0.5, 0.25]
+    shown = cli("inspect", package)
+    assert "multilabel, thresholds [0.5, 0.25]" in shown.out
