@@ -67,7 +67,7 @@ def card_evidence(
     plan_source = next(
         (v for v in reversed(packages) if v.manifest.package and v.manifest.package.plan), None
     )
-    evaluations = collect(ws, state, archived_folders(ws))
+    evaluations = collect(ws, state, archived_folders(ws), events)
     if evaluations.refused:
         bad = evaluations.refused[0]
         raise _refuse(

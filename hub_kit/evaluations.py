@@ -67,9 +67,12 @@ def report_files(folder: Path) -> list[Path]:
         return sorted(Path(e.path) for e in it if e.name.endswith(er.SUFFIX) and not e.is_symlink())
 
 
-def check_report(path: Path, ws: HubWorkspace, state: HubState) -> er.VerifiedReport:
-    """One report, verified and matched to a package this hub issued."""
-    verified = er.verify_report(path, eval_trust(state))
+def check_report(
+    path: Path, ws: HubWorkspace, state: HubState, verified: er.VerifiedReport | None = None
+) -> er.VerifiedReport:
+    """One report, verified (now, unless ``verified`` already is) and matched to a package
+    this hub issued."""
+    verified = verified or er.verify_report(path, eval_trust(state))
     report = verified.report
     issued = state.packages.get(verified.round)
     if report["federation"] != ws.config.federation or issued != verified.package_sha256:
@@ -84,15 +87,22 @@ def check_report(path: Path, ws: HubWorkspace, state: HubState) -> er.VerifiedRe
     return verified
 
 
-def collect(ws: HubWorkspace, state: HubState, folders: list[Path]) -> Collected:
+def collect(
+    ws: HubWorkspace, state: HubState, folders: list[Path], events: list[Logged] | None = None
+) -> Collected:
     """Every report in ``folders``: verified ones (one per site and package, the newest
-    kept) and refused ones with their reason."""
+    kept) and refused ones with their reason. With the log's ``events`` (the round folders),
+    a report an ``evaluation`` event records is judged as bundles are, at the time the hub
+    logged it (its key enrolled and not yet revoked then, whatever the site's clock wrote);
+    any other report is judged as now."""
     out = Collected()
     best: dict[tuple[str, str], er.VerifiedReport] = {}
+    logged = {e.sha256: ev.seq for ev, e in of_kind(events or [], Evaluation)}
     for folder in folders:
         for path in report_files(folder):
             try:
-                v = check_report(path, ws, state)
+                v = _check_logged(path, ws, state, logged) if logged else None
+                v = v or check_report(path, ws, state)
             except FlsiloError as err:
                 out.refused.append(Refused(path, str(err.code), err.message, err.hint or ""))
                 continue
@@ -101,6 +111,28 @@ def collect(ws: HubWorkspace, state: HubState, folders: list[Path]) -> Collected
                 best[slot] = v
     out.reports = sorted(best.values(), key=lambda v: (v.round, v.site))
     return out
+
+
+def _check_logged(
+    path: Path, ws: HubWorkspace, state: HubState, logged: dict[str, int]
+) -> er.VerifiedReport | None:
+    """``path`` verified without the revocation cuts when the log records its bytes and its
+    key was the site's, enrolled and not revoked, at that event; None when the log does not
+    record it (then it is judged as now)."""
+    v = er.verify_report(path, eval_trust(state, revocations=False))
+    seq = logged.get(v.sha256)
+    if seq is None:
+        return None
+    enrolment = signer_enrolment(v, state)
+    if enrolment is None or enrolment.site != v.site or not enrolment.active_at(seq):
+        raise VerificationError(
+            f"signing key was not enrolled for {v.site}, or already revoked, in the log when "
+            "the hub logged this report",
+            path=path,
+            code=Code.KEY_REVOKED,
+            hint="run 'flsilo audit' on the hub: the log and the archive disagree",
+        )
+    return check_report(path, ws, state, v)
 
 
 def archived_folders(ws: HubWorkspace) -> list[Path]:

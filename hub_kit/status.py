@@ -118,5 +118,6 @@ def status(hub_dir: Path) -> Status:
 
 def _finality(ws: HubWorkspace, state: HubState) -> dict[str, Any]:
     """The final package's standing, counted from the archived reports that verify."""
-    standing = finality(ws, state, ws.log.read(), collect(ws, state, archived_folders(ws)).reports)
+    events = ws.log.read()
+    standing = finality(ws, state, events, collect(ws, state, archived_folders(ws), events).reports)
     return standing.to_dict() | {"text": standing.text()}

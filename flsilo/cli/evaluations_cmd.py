@@ -63,14 +63,13 @@ def evaluations(
         kept, not_taken = archive_final_reports(ws, inbox, passphrase_source(passphrase_file))
         taken = [v.path.name for v in kept]
     state = ws.state()  # the hub's signature over the log is checked first
-    archived = collect(ws, state, archived_folders(ws))
+    events = ws.log.read()
+    archived = collect(ws, state, archived_folders(ws), events)
     pending = collect(ws, state, [inbox]) if inbox is not None else None
     reports = archived.reports + (pending.reports if pending else [])
     refused = archived.refused + (pending.refused if pending else [])
     refused += [r for r in not_taken if r.path not in {x.path for x in refused}]
-    standing = finality(
-        ws, state, ws.log.read(), archived.reports, pending.reports if pending else None
-    )
+    standing = finality(ws, state, events, archived.reports, pending.reports if pending else None)
     archived_shas = {v.sha256 for v in archived.reports}
     rows = table(reports, archived_shas)
     sites = sorted({v.site for v in reports})

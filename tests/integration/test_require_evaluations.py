@@ -234,3 +234,31 @@ def test_a_revoked_sites_report_does_not_count(
     assert [(r["code"], Path(r["path"]).name) for r in doc["refused"]] == [("key-revoked", a.name)]
     assert not (fed.hub / "rounds" / "0000" / a.name).exists()
     assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0  # b was logged before revoke
+
+
+def test_a_report_logged_before_revocation_stays_verified(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archived report is judged at the time the hub logged it, as bundles are: a report
+    logged before its site's revocation but dated after the revocation's cut (the site's clock
+    runs fast) is not refused afterwards; the same report still in an inbox is."""
+    import time
+
+    # the revocation cut an hour ago: the report's own time is after it
+    cut = int(time.time()) - 3600
+    monkeypatch.setattr("hub_kit.enrolment.end_of_validity", lambda _ws, _s: cut)
+    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    assert cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive").code == 0
+    assert cli("hub", "revoke", fed.hub, "site-a").code == 0
+    shown = cli("hub", "evaluations", fed.hub, "--json")
+    assert shown.code == 0, shown.out
+    doc = json.loads(shown.out)
+    assert doc["refused"] == [] and [Path(r["file"]).name for r in doc["reports"]] == [a.name]
+    card = tmp_path / "card"
+    made = cli("report", fed.hub / "packages" / FINAL, "--hub", fed.hub, *hub_root(fed.hub),
+               "--out", card)  # fmt: skip
+    assert made.code == 0, made.err
+    assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0
+    pending = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--json")
+    assert pending.code == 3  # not logged from there: judged as now, after the revocation
+    assert [Path(r["path"]).name for r in json.loads(pending.out)["refused"]] == [a.name]
