@@ -191,9 +191,11 @@ def _final_note(pkg: dict[str, Any], standing: dict[str, Any]) -> str:
         return ""
     if standing.get("final", True):
         return " (final)"
+    required = standing["required"]
+    need = f"{required} required site's" if required == 1 else f"{required} required sites'"
     return (
-        f" (the last round's package, NOT final: {len(standing['sites'])} of the "
-        f"{standing['required']} required sites' evaluation reports on it verify)"
+        f" (the last round's package, NOT final: {len(standing['sites'])} of the {need} "
+        "evaluation reports on it verify)"
     )
 
 
