@@ -47,11 +47,11 @@ ARMS = ("pooled", "periodic FedAvg")
 
 
 def cli(*args: object) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = run(["--threads", "1", *(str(a) for a in args)])
     if code != 0:
-        raise RuntimeError(f"flsilo {' '.join(map(str, args))} exited {code}")
+        raise RuntimeError(f"flsilo {' '.join(map(str, args))} exited {code}: {err.getvalue()}")
     return out.getvalue()
 
 
