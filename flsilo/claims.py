@@ -44,7 +44,9 @@ class HubEvaluation:
     per_class: dict[str, dict[str, float | None]]
     ci95: dict[str, dict[str, tuple[float, ...] | None]]
     """Per class, per figure: the bootstrap 95% interval (low, high), or null."""
-    confusion: tuple[tuple[int, ...], ...]
+    confusion: tuple[tuple[int | None, ...], ...]
+    """Rows true class, columns predicted; a cell below the plan's ``min_cell_size`` is null,
+    and the matrix is empty in a DP federation (as in the sites' reports)."""
     bootstrap_seed: int
     bootstrap_draws: int
     software: dict[str, str] = field(default_factory=dict)
@@ -97,7 +99,7 @@ def claim_from_report(
         figures={k: float(v) for k, v in values.items()} | overall | {"loss": loss},
         per_class=per_class,
         ci95=ci95,
-        confusion=tuple(tuple(int(v) for v in row) for row in confusion),
+        confusion=tuple(tuple(None if v is None else int(v) for v in row) for row in confusion),
         bootstrap_seed=seed,
         bootstrap_draws=draws,
         software=software,

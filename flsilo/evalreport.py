@@ -27,6 +27,8 @@ from typing import Any
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError, VerificationError
 from flsilo.manifest import ID_PATTERN, iso_to_epoch
+from flsilo.metrics import suppress_small_cells
+from flsilo.plan import Plan, dp_of
 from flsilo.sshsig import EVAL_NAMESPACE, check_signature, parse_signature, sign_digest
 from flsilo.trust import TrustPolicy
 from flsilo.untrusted import read_bounded
@@ -53,6 +55,26 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "samples": int,
     "metrics": dict,
 }
+
+
+AGGREGATE_FIGURES = ("samples", "accuracy", "balanced_accuracy", "exact_match", "mean_auroc", "ece")
+"""The figures over the whole evaluation set: all a report (or a hub claim) carries in a DP
+federation."""
+
+
+def shareable_figures(
+    full: dict[str, Any], classes: tuple[str, ...] | list[str], plan: Plan | None
+) -> dict[str, Any]:
+    """The part of ``full`` (:func:`flsilo.metrics.classification_report` or a task's
+    report) that may leave its holder, a site's report or the hub's claim alike: a task
+    without classes (sequence) has only figures over the whole set; in a DP federation only
+    :data:`AGGREGATE_FIGURES`; otherwise every count below the plan's ``min_cell_size``
+    withheld."""
+    if not classes:
+        return dict(full)
+    if plan is not None and dp_of(plan) is not None:
+        return {k: full[k] for k in AGGREGATE_FIGURES if k in full}
+    return suppress_small_cells(full, plan.min_cell_size if plan is not None else 0)
 
 
 def report_name(round_: int, site: str) -> str:

@@ -14,10 +14,12 @@ import tempfile
 from pathlib import Path
 
 from flsilo import __version__ as flsilo_version
+from flsilo import evalreport as er
 from flsilo import manifest as mf
 from flsilo import metrics
 from flsilo.claims import HubEvaluation, claim_from_report
 from flsilo.errors import FlsiloError
+from flsilo.plan import Plan
 from flsilo.preprocessing import model_preprocess
 from flsilo.trust import AllowedSigners
 from site_kit.data.samples import open_samples
@@ -34,6 +36,7 @@ class HubTestSet:
         self.device = device
         self.digest: str | None = None
         self.records = 0
+        self.plan: Plan | None = None
 
     def check(self, package: mf.Manifest) -> None:
         """Index and hash the test set for the package's model (refused as ``--eval`` when
@@ -59,6 +62,7 @@ class HubTestSet:
                 hint=err.hint.replace("--data", "--eval"),
             ) from err
         self.data_format = samples.fmt
+        self.plan = package.package.plan if package.package is not None else None
         self.digest = samples.index.digest
         self.records = len(samples.index)
 
@@ -73,8 +77,11 @@ class HubTestSet:
             device=self.device,
             expected_kind=mf.KIND_PACKAGE,
         )
-        return claim_from_report(
-            scored.figures,
+        manifest = scored.verified.manifest
+        # the federation's plan (a final package carries none: the round's input package's)
+        plan = (manifest.package.plan if manifest.package else None) or self.plan
+        return claim_from_report(  # what the sites' reports may carry, no more
+            er.shareable_figures(scored.figures, manifest.model.classes, plan),
             task=scored.verified.manifest.model.task_spec.name,
             values=dict(scored.result.values),
             loss=scored.result.loss,

@@ -76,13 +76,7 @@ def build_report(
     plan = manifest.package.plan
     min_cell = plan.min_cell_size if plan is not None else 0
     dp = plan is not None and dp_of(plan) is not None
-    if not classes:  # a task without classes (sequence): every figure is over the whole set
-        figures: dict[str, Any] = dict(full)
-    elif dp:  # a DP federation: only figures over the whole evaluation set
-        whole = ("samples", "accuracy", "balanced_accuracy", "exact_match", "mean_auroc", "ece")
-        figures = {k: full[k] for k in whole if k in full}
-    else:
-        figures = metrics.suppress_small_cells(full, min_cell)
+    figures = er.shareable_figures(full, classes, plan)
     return {
         "kind": er.REPORT_KIND,
         "format_version": er.REPORT_VERSION,

@@ -116,3 +116,31 @@ def test_claim_with_a_server_optimizer_names_the_replayed_tensors(
     assert report["hub_evaluation"]["data_sha256"] == scan_file(Path(report["package"])).data_sha256
     audit = cli("audit", federation.hub, *hub_root(federation.hub), "--replay")
     assert audit.code == 0, audit.out
+
+
+def _claim_of(tmp_path: Path, cli, *plan: str) -> dict:
+    from tests.conftest import build_federation
+
+    fed = build_federation(tmp_path / "fed", schedule="one-shot", extra=plan)
+    fed.carry()
+    done = cli("aggregate", fed.hub, "--eval", _test_set(tmp_path), "--json")
+    assert done.code == 0, done.err
+    return json.loads(done.out)["report"]["hub_evaluation"]
+
+
+def test_hub_claims_withhold_small_cells_as_site_reports_do(tmp_path: Path, cli) -> None:
+    """The claim goes to every site in the package: a count below the plan's minimum cell size
+    is withheld (the hub test set has about 20 records per class, below 30), as in a site's
+    signed report, and so is every rate built on such a small class."""
+    claim = _claim_of(tmp_path, cli, "--min-cell-size", "30")
+    cells = [c for row in claim["confusion"] for c in row]
+    assert len(cells) == 100 and all(c is None or c == 0 for c in cells) and None in cells
+    assert all(v is None for row in claim["per_class"].values() for v in row.values())
+    assert claim["figures"]["accuracy"] is not None and claim["samples"] == 200
+
+
+def test_hub_claims_in_a_dp_federation_carry_aggregate_figures_only(tmp_path: Path, cli) -> None:
+    claim = _claim_of(tmp_path, cli, "--dp-noise-multiplier", "1", "--dp-budget", "50",
+                      "--dp-clip", "1")  # fmt: skip
+    assert claim["per_class"] == {} and claim["ci95"] == {} and claim["confusion"] == []
+    assert set(claim["figures"]) == {"accuracy", "balanced_accuracy", "ece", "loss"}
