@@ -226,6 +226,14 @@ class Code(StrEnum):
     )
     FEDERATION_COMPLETE = "federation-complete", U, "the final round is already aggregated"
     PACKAGE_CHANGED = "package-changed", V, "a package in the hub workspace changed after issue"
+    TEST_SET_CHANGED = (
+        "test-set-changed",
+        E,
+        "the hub's test set (`aggregate --eval`) changed between its check before the round "
+        "and its scoring: the claim would name other records than those scored; nothing was "
+        "written",
+        "leave the test set alone while 'flsilo aggregate --eval' runs, then run it again",
+    )
     CONFLICTING_DUPLICATE = (
         "conflicting-duplicate",
         V,

@@ -5,7 +5,9 @@ site kit; this layer sits above both).
 The test set is opened once, before the round touches its inbox: every record is indexed
 and hashed (any format the sites read), so a missing folder, an unknown format or a label
 outside the federation's classes fails before anything is staged. Its index digest and
-record count name it in each claim; no record leaves this process.
+record count name it in each claim; no record leaves this process. Each package is scored
+from a second index, hashed again as it is read: a digest that differs from the checked one
+(the data changed during the round) stops the round (``test-set-changed``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from flsilo import evalreport as er
 from flsilo import manifest as mf
 from flsilo import metrics
 from flsilo.claims import HubEvaluation, claim_from_report
-from flsilo.errors import FlsiloError
+from flsilo.codes import Code
+from flsilo.errors import DataError, FlsiloError
 from flsilo.plan import Plan
 from flsilo.preprocessing import model_preprocess
 from flsilo.trust import AllowedSigners
@@ -69,14 +72,23 @@ class HubTestSet:
     def __call__(self, package: Path, trust: AllowedSigners, data_sha256: str) -> HubEvaluation:
         """Verify ``package`` against the hub's trust, score it, and return the claim."""
         assert self.digest is not None, "check() the test set first"
-        scored = evaluate_package(
-            package,
-            self.data,
-            trust,
-            data_format=self.data_format,
-            device=self.device,
-            expected_kind=mf.KIND_PACKAGE,
-        )
+        with tempfile.TemporaryDirectory(prefix="flsilo-hub-eval-") as store:
+            scored = evaluate_package(
+                package,
+                self.data,
+                trust,
+                data_format=self.data_format,
+                device=self.device,
+                expected_kind=mf.KIND_PACKAGE,
+                store=Path(store),  # hashed again as it is scored: the claim names these bytes
+            )
+        if scored.data_digest != self.digest:
+            raise DataError(
+                "the hub's test set (--eval) changed while the round ran: the records scored "
+                "are not the ones checked before it began",
+                path=self.data,
+                code=Code.TEST_SET_CHANGED,
+            )
         manifest = scored.verified.manifest
         # the federation's plan (a final package carries none: the round's input package's)
         plan = (manifest.package.plan if manifest.package else None) or self.plan

@@ -30,6 +30,8 @@ class PackageEvaluation:
     figures: dict[str, Any]
     """``flsilo.metrics.classification_report``: per class sensitivity, specificity, PPV,
     NPV, F1, AUROC, AP with bootstrap intervals, balanced accuracy, ECE."""
+    data_digest: str | None = None
+    """The index digest of the records scored (each record's bytes hashed), with ``store``."""
 
 
 def evaluate_package(
@@ -42,11 +44,14 @@ def evaluate_package(
     skip_bad: bool = False,
     workers: int | None = None,
     expected_kind: str | None = None,
+    store: Path | None = None,
 ) -> PackageEvaluation:
     """Verify ``package`` against ``trust`` (nothing unverified is loaded), then evaluate it.
 
     The data is indexed without hashing and read per batch, with the package's (or
-    bundle's) preprocessing and never its augmentation.
+    bundle's) preprocessing and never its augmentation. With ``store`` (a scratch folder)
+    every record's bytes are hashed as they are indexed, and the result names the index's
+    digest.
     """
     buffer = io.BytesIO()
     verified = verify_file(package, trust, expected_kind=expected_kind, copy_to=buffer)
@@ -62,6 +67,7 @@ def evaluate_package(
         data_spec(info),
         skip_bad=skip_bad,
         preprocess=preprocess,
+        store=store,
         task=info.task_spec,
     )
     result = evaluate(
@@ -76,7 +82,8 @@ def evaluate_package(
         bootstrap_seed=bootstrap_seed(verified.sha256),
     )
     figures = result.figures or {}
-    return PackageEvaluation(info.classes, dataset.skipped, result, verified, figures)
+    digest = dataset.index.digest if store is not None else None
+    return PackageEvaluation(info.classes, dataset.skipped, result, verified, figures, digest)
 
 
 def bootstrap_seed(package_sha256: str) -> int:

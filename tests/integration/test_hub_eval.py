@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from flsilo.artifact import scan_file
 from flsilo.claims import HubEvaluation
@@ -144,3 +145,28 @@ def test_hub_claims_in_a_dp_federation_carry_aggregate_figures_only(tmp_path: Pa
                       "--dp-clip", "1")  # fmt: skip
     assert claim["per_class"] == {} and claim["ci95"] == {} and claim["confusion"] == []
     assert set(claim["figures"]) == {"accuracy", "balanced_accuracy", "ece", "loss"}
+
+
+def test_a_test_set_changed_after_its_check_is_refused(
+    federation: Federation, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim names the test set by the digest of the records checked before the round;
+    records changed before they are scored would be misnamed, so the round stops instead."""
+    from sim_kit.hubeval import HubTestSet
+
+    federation.carry()
+    data = _test_set(federation.root)
+    checked = HubTestSet.check
+
+    def check_then_change(self: HubTestSet, package: object) -> None:
+        checked(self, package)  # type: ignore[arg-type]
+        order = np.random.default_rng(1).permutation(1797)
+        digits_npz(data, order[500:700])  # same size and place, other records
+
+    monkeypatch.setattr(HubTestSet, "check", check_then_change)
+    before = tree_digest(federation.hub)
+    failed = cli("aggregate", federation.hub, "--eval", data)
+    assert failed.code == 1, failed.err
+    lines = [ln for ln in failed.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "error[test-set-changed]" in lines[0] and "hint" in lines[0], lines
+    assert tree_digest(federation.hub) == before
