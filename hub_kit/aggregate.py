@@ -39,6 +39,7 @@ from hub_kit.commit import StagedRound, fresh_staging, publish
 from hub_kit.drift import drift_flags
 from hub_kit.evaluations import Refused, evaluation_event, take_in
 from hub_kit.events import Accept, Aggregate, HubEvent, Reject, ReportedMetrics
+from hub_kit.finality import required_evaluations
 from hub_kit.gates import Intake, run_intake
 from hub_kit.history import history, warnings
 from hub_kit.hubeval import TestSetEvaluator, claim_field
@@ -170,6 +171,7 @@ def _report(
     evaluations: tuple[list[VerifiedReport], list[Refused]] | None = None,
 ) -> AggregateReport:
     candidates = taken.candidates
+    events = prep.ws.log.read()
     accepted_sites = {c.site for c in candidates}
     missing = tuple(s for s in prep.state.active_sites() if s not in accepted_sites)
     figures = measured_figures(taken.norms, taken.cosines)  # gated rejects' figures too
@@ -212,7 +214,8 @@ def _report(
         if taken.view.streams  # weight rounds: a statistics round is an exact sum
         else None,
         weight_round=taken.view.streams,
-        learning_warnings=tuple(warnings(history(prep.ws.log.read()), len(prep.ws.config.classes))),
+        learning_warnings=tuple(warnings(history(events), len(prep.ws.config.classes))),
+        require_evaluations=required_evaluations(events),
     )
 
 

@@ -120,6 +120,9 @@ class AggregateReport:
     hub_evaluation: HubEvaluation | None = None
     """``--eval``: the hub's figures for the new package on its own test set (also in the
     package's manifest and the log's aggregate event)."""
+    require_evaluations: int = 0
+    """``hub init --require-evaluations M``: the final package is final for use only once M
+    sites' evaluation reports on it verify (hub_kit.finality)."""
     weight_round: bool = True
     """A round of weight updates, measured (norm, distance, cosine); False for a statistics
     round (a solved head), which has no update direction."""

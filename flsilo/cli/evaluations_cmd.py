@@ -100,7 +100,7 @@ def evaluations(
         )
     else:
         metric = PRIMARY.get(ws.config.plan.task, "accuracy")
-        _render(rows, sites, refused, pending is not None and not archive, metric)
+        _render(rows, sites, refused, pending is not None and not archive, metric, standing.package)
         for name in taken:
             info(f"archived and logged {name}")
         info(standing.text())
@@ -125,6 +125,7 @@ def _render(
     refused: list[Refused],
     inbox: bool,
     metric: str = "accuracy",
+    final_package: str | None = None,
 ) -> None:
     out = stdout()
     if not rows:
@@ -140,7 +141,9 @@ def _render(
             table.add_row(f"r{round_:04d}", *(_cell(rows[round_].get(s)) for s in sites))
         out.print(table)
         if inbox:
-            info("* in the inbox, not yet archived: aggregate archives and logs it")
+            # no round follows the final package: only --archive takes reports in then
+            taker = "'--archive' (the same command)" if final_package else "the next aggregate"
+            info(f"* in the inbox, not yet archived: {taker} archives and logs it")
     for r in refused:
         info(f"refused {r.path.name}: error[{r.code}]: {r.reason} (hint: {r.hint})")
 

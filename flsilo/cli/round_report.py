@@ -153,6 +153,20 @@ def _notes(report: Any) -> list[str]:
     return lines
 
 
+def _next_package_line(report: AggregateReport) -> str:
+    if not report.final:
+        return "next package — carry it and its .sig to every site:"
+    m = report.require_evaluations
+    if not m:
+        return "next package (final — the federation is complete):"
+    need = "1 site's" if m == 1 else f"{m} sites'"
+    return (
+        f"last package — NOT final until {need} evaluation reports on it verify: carry it"
+        " to the sites, then take their reports in with 'flsilo hub evaluations HUB"
+        " --inbox DIR --archive':"
+    )
+
+
 def render_aggregate(report: object) -> None:
     from flsilo.cli.common import stderr
     from hub_kit.privacy import spent_text
@@ -177,8 +191,4 @@ def render_aggregate(report: object) -> None:
             f"sample-weighted site validation accuracy: previous global model {pct(report.global_accuracy)}, "
             f"site models {pct(report.trained_accuracy)}"
         )
-        err.print(
-            "next package (final — the federation is complete):"
-            if report.final
-            else "next package — carry it and its .sig to every site:"
-        )
+        err.print(_next_package_line(report))

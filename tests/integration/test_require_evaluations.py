@@ -40,7 +40,11 @@ def test_final_only_after_m_sites_reports_verify(tmp_path: Path, cli) -> None:
     init = json.loads((fed.hub / "events.jsonl").read_text().splitlines()[0])
     assert init["require_evaluations"] == 2  # in the signed log, not only federation.toml
     fed.carry()
-    assert cli("aggregate", fed.hub).code == 0
+    made = cli("aggregate", fed.hub)
+    assert made.code == 0, made.err
+    # the schedule ended, but the package is not final for use yet: aggregate says so
+    assert "NOT final until 2 sites' evaluation reports on it verify" in made.err
+    assert "final — the federation is complete" not in made.err
     standing = _status(fed, cli)
     assert standing == {
         "required": 2, "round": 1, "package": FINAL, "sites": [], "pending": [],
@@ -60,6 +64,9 @@ def test_final_only_after_m_sites_reports_verify(tmp_path: Path, cli) -> None:
     a = _site_report(fed, cli, "site-a", held_out)
     shown = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--json")
     assert json.loads(shown.out)["finality"]["pending"] == ["site-a"]  # seen, not yet counted
+    # no aggregate follows the last round: the footnote names --archive instead
+    footnote = cli("hub", "evaluations", fed.hub, "--inbox", a.parent).err
+    assert "not yet archived: '--archive' (the same command) archives" in footnote
     taken = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive", "--json")
     assert taken.code == 0, taken.err
     doc = json.loads(taken.out)
