@@ -62,7 +62,9 @@ def simulate(
     ] = None,
     data_format: Annotated[
         str | None,
-        typer.Option(help="imagefolder, images-csv, csv, npz, dicom or video (default: guessed)."),
+        typer.Option(
+            help="imagefolder, images-csv, csv, npz, dicom, video, yolo or coco (default: guessed)."
+        ),
     ] = None,
     classes: Annotated[
         str | None, typer.Option(help="Class names in index order (needed for --data).")

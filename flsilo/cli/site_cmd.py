@@ -28,7 +28,9 @@ app = typer.Typer(help="Set up a site workspace from a hub kit.", no_args_is_hel
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
 DataFormat = Annotated[
     str | None,
-    typer.Option(help="imagefolder, images-csv, csv, npz, dicom or video (default: guessed)."),
+    typer.Option(
+        help="imagefolder, images-csv, csv, npz, dicom, video, yolo or coco (default: guessed)."
+    ),
 ]
 Workers = Annotated[
     int | None,

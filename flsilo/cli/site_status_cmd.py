@@ -92,7 +92,9 @@ def check_data(
     ] = None,
     data_format: Annotated[
         str | None,
-        typer.Option(help="imagefolder, images-csv, csv, npz, dicom or video (default: guessed)."),
+        typer.Option(
+            help="imagefolder, images-csv, csv, npz, dicom, video, yolo or coco (default: guessed)."
+        ),
     ] = None,
     preview: Annotated[
         Path | None,
