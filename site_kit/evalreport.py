@@ -73,7 +73,10 @@ def build_report(
     manifest = package.manifest
     classes = manifest.model.classes
     assert manifest.package is not None
-    plan = manifest.package.plan
+    # A final package carries no plan: the federation's own (federation.toml, from the
+    # site's kit) then says what may leave the site, so a DP federation's report on its
+    # final model still carries only the aggregate figures.
+    plan = manifest.package.plan or ws.federation.plan
     min_cell = plan.min_cell_size if plan is not None else 0
     dp = plan is not None and dp_of(plan) is not None
     figures = er.shareable_figures(full, classes, plan)

@@ -147,6 +147,14 @@ def test_dp_sgd_trains_a_multilabel_plan(tmp_path: Path, cli) -> None:
     assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
     test = _table(tmp_path / "test.csv", 200, seed=7)
     _signed_report(cli, hub, sites["site-a"], test, "ml-r0000.safetensors", dp=True)
+    # The final package carries no plan; the site's federation.toml still makes its report
+    # on the final model a DP federation's: whole-set figures only.
+    final = hub / "packages" / "ml-r0001.safetensors"
+    r = cli("evaluate", final, "--site", sites["site-a"], "--data", test, "--report", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(Path(json.loads(r.out)["report"]).read_bytes())
+    assert report["dp"] is True and "per_class" not in report["metrics"]
+    assert "confusion" not in report["metrics"] and 0 <= report["metrics"]["mean_auroc"] <= 1
 
 
 def test_the_closed_form_head_fits_multi_hot_targets(tmp_path: Path, cli) -> None:
