@@ -41,7 +41,7 @@ from hub_kit.evaluations import Refused, evaluation_event, take_in
 from hub_kit.events import Accept, Aggregate, HubEvent, Reject, ReportedMetrics
 from hub_kit.finality import required_evaluations
 from hub_kit.gates import Intake, run_intake
-from hub_kit.history import history, warnings
+from hub_kit.history import chance_classes, history, warnings
 from hub_kit.hubeval import TestSetEvaluator, claim_field
 from hub_kit.privacy import dp_budget
 from hub_kit.report import (
@@ -214,7 +214,11 @@ def _report(
         if taken.view.streams  # weight rounds: a statistics round is an exact sum
         else None,
         weight_round=taken.view.streams,
-        learning_warnings=tuple(warnings(history(events), len(prep.ws.config.classes))),
+        learning_warnings=tuple(
+            warnings(
+                history(events), chance_classes(prep.ws.config.plan.task, prep.ws.config.classes)
+            )
+        ),
         require_evaluations=required_evaluations(events),
     )
 

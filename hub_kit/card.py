@@ -26,7 +26,7 @@ from hub_kit.audit_trust import TrustRoot
 from hub_kit.evaluations import archived_folders, collect
 from hub_kit.events import Accept, Logged, of_kind
 from hub_kit.finality import finality
-from hub_kit.history import history, warnings
+from hub_kit.history import chance_classes, history, warnings
 from hub_kit.state import HubState, fold
 from hub_kit.workspace import HubWorkspace
 
@@ -82,7 +82,10 @@ def card_evidence(
         "package": _package_entry(verified),
         "federation": _federation(ws, verified, plan_source),
         "rounds": [_round_entry(r) for r in rounds],
-        "warnings": warnings(rounds, len(verified.manifest.model.classes)),
+        "warnings": warnings(
+            rounds,
+            chance_classes(verified.manifest.model.task_spec.name, verified.manifest.model.classes),
+        ),
         "lineage": [_package_entry(v) for v in packages],
         "finality": standing.to_dict() | {"text": standing.text()},
         "dp_spent": _dp_spent(events, verified.manifest.round),

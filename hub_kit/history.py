@@ -150,6 +150,12 @@ def at_chance(rnd: RoundHistory, num_classes: int) -> bool:
     return accuracy <= chance + 2 * math.sqrt(chance * (1 - chance) / n)
 
 
+def chance_classes(task: str, classes: Sequence[str]) -> int:
+    """K for the chance check (1 in K): a single-label idea, so 0 (no check) for tasks whose
+    figure is not one-of-K accuracy (multilabel's AUROC, detection's mAP, sequences)."""
+    return len(classes) if task == "classify" else 0
+
+
 def warnings(rounds: list[RoundHistory], num_classes: int) -> list[str]:
     """What the administrator should look at, one sentence each, oldest round first."""
     out: list[str] = []

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from hub_kit.history import RoundHistory, SiteRound, at_chance, stalled_since, warnings
+from hub_kit.history import (
+    RoundHistory,
+    SiteRound,
+    at_chance,
+    chance_classes,
+    stalled_since,
+    warnings,
+)
 
 
 def _round(r: int, accuracy: float, loss: float, val: int = 200) -> RoundHistory:
@@ -50,3 +57,14 @@ def test_a_loss_that_stopped_falling_is_flagged_from_its_best_round() -> None:
     assert stalled_since(rounds) == 2
     assert any("has not fallen since round 2" in n for n in warnings(rounds, 10))
     assert stalled_since(rounds[:4]) is None  # one round without a new low is patience
+
+
+def test_chance_is_checked_for_single_label_tasks_only() -> None:
+    # a multilabel federation's figure is per finding (AUROC), detection's mAP, a sequence's
+    # exact match: "1 in K" means nothing there, so aggregate and the card do not claim it
+    rounds = [_round(r, 0.25, 1.1) for r in range(2)]
+    assert (
+        "accuracy at chance (1 in 2)" in warnings(rounds, chance_classes("classify", ["a", "b"]))[0]
+    )
+    for task, classes in (("multilabel", ["effusion", "nodule"]), ("detect", ["car", "person"])):
+        assert warnings(rounds, chance_classes(task, classes)) == []
