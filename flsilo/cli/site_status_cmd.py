@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flsilo.cli.common import emit_json, info, set_json, stdout
+from flsilo.cli.common import emit_json, info, plural, set_json, stdout
 from flsilo.codes import Code
 from flsilo.errors import DataError
 
@@ -151,6 +151,6 @@ def check_data(
         if len(result.problems) > SHOWN:
             out.print(f"  ... and {len(result.problems) - SHOWN} more problems")
         verdict = "ready to train" if result.ok else "NOT ready: fix the problems above"
-        info(f"{len(result.problems)} problems; {verdict}")
+        info(f"{plural(len(result.problems), 'problem')}; {verdict}")
     if not result.ok:
         raise typer.Exit(4)
