@@ -68,13 +68,13 @@ def test_check_data_lists_every_problem_at_once(
     text = cli("site", "check-data", site, "--data", csv)
     assert text.out.count("problem:") == 10 and "and 3 more problems" in text.out
     assert "13 problems; NOT ready" in text.out + text.err
-    csv.write_text("\n".join([header, good, bad_label]) + "\n")
-    one = cli("site", "check-data", site, "--data", csv)
-    assert one.code == 4 and "1 problem; NOT ready" in one.out + one.err
 
     package = site / "packages" / "fed-r0000.safetensors"
     evaluate = cli("evaluate", package, "--site", site, "--data", csv)  # same loader as train
     assert evaluate.code == 4 and "13 unusable records in all" in evaluate.err
+    csv.write_text("\n".join([header, good, bad_label]) + "\n")
+    one = cli("site", "check-data", site, "--data", csv)
+    assert one.code == 4 and "1 problem; NOT ready" in one.out + one.err
 
     fine = cli("site", "check-data", site)  # the data set at site init
     assert fine.code == 0, fine.out + fine.err
