@@ -367,9 +367,10 @@ def write_artifact(
     return digest.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 of a regular file (opened without following links)."""
-    opened = open_regular(path)
+def sha256_file(path: Path, *, follow: bool = False) -> str:
+    """sha256 of a regular file (opened without following links unless ``follow``: a path
+    the user named, such as a checkpoint in a download cache made of links)."""
+    opened = open_regular(path, follow=follow)
     with opened.fh:
         reader = ArtifactReader(opened.fh, opened.size)
         reader.drain()

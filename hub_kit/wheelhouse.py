@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from flsilo.artifact import sha256_file
 from flsilo.atomic import atomic_directory, write_bytes, write_text
 from flsilo.codes import Code
 from flsilo.errors import FlsiloError, MalformedInputError, UsageError, VerificationError
@@ -106,14 +107,6 @@ def parse_wheel_name(file: str, where: Path | None = None) -> tuple[str, str]:
             hint="remove the file",
         )
     return found.group("name").replace("_", "-").lower(), found.group("version")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _pip(args: list[str], what: str) -> str:
@@ -251,7 +244,7 @@ def _collect(req: BuildRequest, source: Path, out: Path) -> list[Wheel]:
     wheels = []
     for path in sorted(out.glob("*.whl")):
         name, version = parse_wheel_name(path.name, req.out / path.name)
-        wheels.append(Wheel(path.name, name, version, sha256_of(path)))
+        wheels.append(Wheel(path.name, name, version, sha256_file(path)))
     check_target(req, [w.name for w in wheels])
     write_text(out / REQUIREMENTS, requirements_text(wheels, req))
     write_text(out / MANIFEST, manifest_text(wheels, req))
@@ -287,7 +280,7 @@ def manifest_text(wheels: list[Wheel], req: BuildRequest) -> str:
 def write_sums(out: Path) -> None:
     """``sha256sum`` format over every file but SHA256SUMS and its signature."""
     files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(SUMS))
-    text = "".join(f"{sha256_of(out / name)}  {name}\n" for name in files)
+    text = "".join(f"{sha256_file(out / name)}  {name}\n" for name in files)
     write_text(out / SUMS, text)
 
 
@@ -324,7 +317,7 @@ def check_sums(out: Path) -> list[str]:
         ):
             raise MalformedInputError(f"bad line in {SUMS}: {line[:60]!r}", path=sums)
         path = out / name
-        if not path.is_file() or sha256_of(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             raise VerificationError(
                 f"{name} is missing or does not match its SHA-256 in {SUMS}",
                 path=path,

@@ -13,13 +13,13 @@ beside it as ``START.provenance.json`` too; ``hub init --init-weights START`` re
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flsilo.artifact import sha256_file
 from flsilo.codes import Code
 from flsilo.errors import MalformedInputError
 
@@ -162,15 +162,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    """The file's digest, read in 1 MiB pieces (published checkpoints run to gigabytes)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_backbone(
     checkpoint: Path,
     spec: str,
@@ -189,7 +180,7 @@ def import_backbone(
     provenance = {
         "source": {
             "file": checkpoint.name,
-            "sha256": _sha256(checkpoint),
+            "sha256": sha256_file(checkpoint, follow=True),
             "tensors": len(tensors),
         },
         "spec": spec,
