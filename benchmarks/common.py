@@ -1,7 +1,10 @@
-"""Shared helpers for the benchmarks: synthetic artifacts, timing, peak memory of a child."""
+"""Shared helpers for the benchmarks: synthetic artifacts, timing, peak memory of a child,
+and the command line run in process for the results scripts."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import resource
 import subprocess
@@ -13,6 +16,7 @@ import numpy as np
 
 from flsilo import manifest as mf
 from flsilo.artifact import write_artifact
+from flsilo.cli.app import run
 from flsilo.keys import generate_key
 from flsilo.tensorfile import RawTensor
 
@@ -85,3 +89,16 @@ def child_peak_rss(cmd: list[str]) -> tuple[float, float]:
     )
     seconds, mib = json.loads(out.stdout)
     return seconds, mib
+
+
+def cli(*args: object, threads: int | None = None) -> str:
+    """``flsilo ARGS`` in this process: its stdout, or RuntimeError with its stderr."""
+    argv = [str(a) for a in args]
+    if threads is not None:
+        argv = ["--threads", str(threads), *argv]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run(argv)
+    if code != 0:
+        raise RuntimeError(f"flsilo {' '.join(argv)} exited {code}: {err.getvalue()}")
+    return out.getvalue()

@@ -24,35 +24,28 @@ Every command runs with one torch thread and decodes in the main process (``--th
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import shutil
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flsilo.cli.app import run
+from common import cli as run_cli
+
 from flsilo.keys import generate_key, load_public_key, write_new_key
 from sim_kit.scenes import SHAPES, write_scenes
+
+cli = partial(run_cli, threads=1)  # every command on one thread: seeds run side by side
 
 TEST_SEED = 2026
 CAMERAS = {"site-a": "street", "site-b": "yard"}
 ARMS = ("pooled", "periodic FedAvg")
-
-
-def cli(*args: object) -> str:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = run(["--threads", "1", *(str(a) for a in args)])
-    if code != 0:
-        raise RuntimeError(f"flsilo {' '.join(map(str, args))} exited {code}: {err.getvalue()}")
-    return out.getvalue()
 
 
 def federation(

@@ -23,8 +23,6 @@ and sample standard deviation over the seeds, and the federated-minus-pooled gap
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 import tempfile
@@ -34,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flsilo.cli.app import run
+from common import cli
+
 from flsilo.keys import generate_key, load_public_key, write_new_key
 
 TABLE_SEED = 2026
@@ -75,15 +74,6 @@ def deal(x: np.ndarray, seed: int) -> np.ndarray:
     logits = np.stack([x[:, 0], np.zeros(len(x)), -x[:, 0]], axis=1)
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     return np.array([rng.choice(3, p=row) for row in p])
-
-
-def cli(*args: object) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = run([str(a) for a in args])
-    if code != 0:
-        raise RuntimeError(f"flsilo {' '.join(map(str, args))} exited {code}")
-    return out.getvalue()
 
 
 def federation(work: Path, csvs: dict[str, Path], test: Path, seed: int, args) -> dict[str, float]:

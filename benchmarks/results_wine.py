@@ -22,8 +22,6 @@ table: mean and sample standard deviation over the seeds.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import shutil
 import sys
@@ -34,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flsilo.cli.app import run
+from common import cli
+
 from flsilo.keys import generate_key, load_public_key, write_new_key
 
 TEST_SEED = 2026
@@ -64,15 +63,6 @@ def split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
     train = np.setdiff1d(np.arange(len(y)), test)
     return train, np.sort(test)
-
-
-def cli(*args: object) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = run([str(a) for a in args])
-    if code != 0:
-        raise RuntimeError(f"flsilo {' '.join(map(str, args))} exited {code}")
-    return out.getvalue()
 
 
 def federation(
