@@ -222,8 +222,9 @@ def task_problem(plan: Plan) -> str | None:
         return "thresholds (--thresholds) must lie strictly between 0 and 1"
     if plan.max_length < 0:
         return "max_length (--max-length) cannot be negative"
-    if len(set(plan.charset)) != len(plan.charset):
-        return "charset (--charset) lists a character twice"
+    repeated = [ch for ch in dict.fromkeys(plan.charset) if plan.charset.count(ch) > 1]
+    if repeated:
+        return f"charset (--charset) lists {', '.join(map(repr, repeated))} more than once"
     if plan.task == "detect" and (plan.augment.crop > 0 or plan.augment.rotate > 0):
         return (
             "augment crop and rotate would move objects away from their boxes: a detect "

@@ -175,7 +175,7 @@ def test_a_label_the_model_cannot_write_is_one_line_naming_its_row(
     ("extra", "code", "says"),
     [
         (["--charset", ""], "bad-config", "needs --charset"),
-        (["--charset", "AA1"], "bad-config", "twice"),
+        (["--charset", "AA1"], "bad-config", "lists 'A' more than once"),
         (["--max-length", "0"], "bad-config", "--max-length"),
         (["--classes", "a,b"], "bad-config", "takes no classes"),
         (["--max-length", "5"], "bad-model-spec", "8 time steps"),

@@ -34,7 +34,7 @@ def test_classify_parses_names_and_refuses_others() -> None:
         ({"task": "pkg.mod"}, "plug-in"),
         ({"thresholds": (0.5,)}, "multilabel task only"),
         ({"task": "multilabel", "thresholds": (0.5, 1.0)}, "strictly between 0 and 1"),
-        ({"charset": "ABA"}, "twice"),
+        ({"charset": "ABA"}, "lists 'A' more than once"),
         ({"max_length": -1}, "negative"),
     ],
 )
