@@ -22,6 +22,12 @@ from flsilo.keys import PassphraseSource
 from flsilo.safetext import shown
 
 REPORT_SCHEMA = "flsilo.report/1"
+FINAL_UNKNOWN = (
+    "final for use only once any evaluation reports the hub requires verify, which no file"
+    " shows (flsilo hub status HUB)"
+)
+"""What ``inspect`` and ``verify`` say of a final package: ``hub init --require-evaluations``
+is in the hub's log, not in the package, so neither can call it final for use."""
 
 
 @dataclass

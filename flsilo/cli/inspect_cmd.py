@@ -11,7 +11,7 @@ from rich.table import Table
 from flsilo import __version__
 from flsilo.artifact import check_finite, check_is_file, read_signature, scan_file
 from flsilo.claims import lead_figure, show_figure
-from flsilo.cli.common import emit_json, plural, set_json, stdout
+from flsilo.cli.common import FINAL_UNKNOWN, emit_json, plural, set_json, stdout
 from flsilo.cli.round_report import pct
 from flsilo.errors import FlsiloError
 from flsilo.manifest import from_jsonable, to_jsonable
@@ -132,7 +132,7 @@ def render(report: dict[str, Any]) -> None:
         p = m["package"]
         rows += [
             ("schedule", f"{p['schedule']['kind']} ({plural(p['schedule']['rounds'], 'round')})"),
-            ("final", "yes" if p["final"] else "no"),
+            ("final", f"the schedule's last package; {FINAL_UNKNOWN}" if p["final"] else "no"),
             ("plan", _plan(p["plan"]) if p["plan"] else "-"),
             *(_preprocess_rows(p["plan"]) if p["plan"] else []),
             ("parent", p["parent_sha256"] or "-"),

@@ -13,6 +13,7 @@ from flsilo import oms, progress
 from flsilo.artifact import Verified, verify_file
 from flsilo.cli import prehash
 from flsilo.cli.common import (
+    FINAL_UNKNOWN,
     emit_json,
     exit_code_for,
     parse_when,
@@ -174,12 +175,14 @@ def _check(
 
 def _details(r: dict[str, Any]) -> str:
     """What the file is, who signed it, its digest: stacked, so the table fits 80 columns."""
-    what = f"{r['kind']}{' (final)' if r['final'] else ''}, round {r['round']}"
+    last = " (the schedule's last)" if r["final"] else ""
+    what = f"{r['kind']}{last}, round {r['round']}"
     if r["site"]:
         what += f", {r['site']}, {r['samples']} samples"
     signer = r["signer"] if isinstance(r["signer"], str) else ",".join(r["signer"])
     lines = [
         what,
+        *([FINAL_UNKNOWN] if r["final"] else []),
         f"signed by {signer} {short_fingerprint(r['fingerprint'])}",
         f"sha256 {short_digest(r['sha256'])}",
     ]

@@ -52,6 +52,15 @@ def test_final_only_after_m_sites_reports_verify(tmp_path: Path, cli) -> None:
     }  # fmt: skip
     assert "not final yet: 0 of 2" in standing["text"]
     assert "complete, not final" in cli("hub", "status", fed.hub).out
+    # a lone file cannot show the hub's count: inspect and verify say so, never 'final: yes'
+    final = fed.hub / "packages" / FINAL
+    for shown in (
+        cli("inspect", final).out,
+        cli("verify", final, "--signers", fed.hub / "allowed_signers").out,
+    ):
+        flat = " ".join(shown.replace("│", " ").split())
+        assert "final for use only once any evaluation reports the hub requires verify" in flat
+        assert "(flsilo hub status HUB)" in flat and "yes" not in flat
 
     card = tmp_path / "card"
     made = cli("report", fed.hub / "packages" / FINAL, "--hub", fed.hub, *hub_root(fed.hub),
