@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import child_peak_rss
 
-from flsilo import manifest as mf
-from flsilo.artifact import scan_file, write_artifact
-from flsilo.federation import FederationConfig
-from flsilo.keys import generate_key, write_new_key
-from flsilo.plan import Plan, parse_schedule
-from flsilo.tensorfile import NUMPY_DTYPE, RawTensor
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import scan_file, write_artifact
+from flsilo.format.tensorfile import NUMPY_DTYPE, RawTensor
+from flsilo.plans.federation import FederationConfig
+from flsilo.plans.plan import Plan, parse_schedule
+from flsilo.signing.keys import generate_key, write_new_key
 from hub_kit.enrolment import enroll
 from hub_kit.setup import hub_init
 from hub_kit.workspace import HubWorkspace

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo.artifact import scan_file
+from flsilo.format.artifact import scan_file
 
 CLASSES = ",".join(str(d) for d in range(10))
 

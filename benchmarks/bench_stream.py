@@ -73,7 +73,7 @@ DECODE = r"""
 import sys, time
 from pathlib import Path
 from PIL import Image
-from flsilo.federation import DataSpec
+from flsilo.plans.federation import DataSpec
 from site_kit.data.samples import open_samples
 root, limit = Path(sys.argv[1]), int(sys.argv[2])
 classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))

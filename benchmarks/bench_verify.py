@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import timed, write_bundle
 
-from flsilo.keys import generate_key, write_new_key
+from flsilo.signing.keys import generate_key, write_new_key
 
 
 def main() -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo import manifest as mf
-from flsilo.artifact import write_artifact
 from flsilo.cli.app import run
-from flsilo.keys import generate_key
-from flsilo.tensorfile import RawTensor
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import write_artifact
+from flsilo.format.tensorfile import RawTensor
+from flsilo.signing.keys import generate_key
 
 PLAN = mf.Plan(local_epochs=1, batch_size=32)
 

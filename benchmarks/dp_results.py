@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flsilo.plan import Plan
+from flsilo.plans.plan import Plan
 from sim_kit.simulate import DataSource, SimSettings, load_sim_data, run_simulation
 from site_kit.privacy import noise_for_epsilon
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tuning import TEST_SEED, SitePlan, best, grid, mean_sd, pooled, say, validation_split
 
-from flsilo.plan import Plan
+from flsilo.plans.plan import Plan
 from sim_kit.simulate import SimData, SimSettings, load_sim_data, run_simulation, start_model
 from site_kit.evaluation import evaluate
 from site_kit.training import train

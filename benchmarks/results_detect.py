@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import cli as run_cli
 
-from flsilo.keys import generate_key, load_public_key, write_new_key
+from flsilo.signing.keys import generate_key, load_public_key, write_new_key
 from sim_kit.scenes import SHAPES, write_scenes
 
 cli = partial(run_cli, threads=1)  # every command on one thread: seeds run side by side

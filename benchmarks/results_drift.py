@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flsilo.federation import DataSpec
+from flsilo.plans.federation import DataSpec
 from hub_kit.drift import DEFAULT_THRESHOLD, drift_flags
 from site_kit.data.samples import open_samples
 from site_kit.inputsummary import summary_of

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import cli
 
-from flsilo.keys import generate_key, load_public_key, write_new_key
+from flsilo.signing.keys import generate_key, load_public_key, write_new_key
 
 TABLE_SEED = 2026
 FINDINGS = ("effusion", "nodule", "edema")

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flsilo.federation import DataSpec, HubPolicy
 from flsilo.models.registry import build_model
-from flsilo.plan import Plan, TaskSpec
-from flsilo.preprocessing import Preprocess
+from flsilo.plans.federation import DataSpec, HubPolicy
+from flsilo.plans.plan import Plan, TaskSpec
+from flsilo.plans.preprocessing import Preprocess
 from flsilo.tasks import load_task
 from sim_kit.simulate import hub_round
 from site_kit.data import Dataset

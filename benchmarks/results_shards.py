@@ -47,8 +47,8 @@ from tuning import (
     validation_split,
 )
 
-from flsilo.federation import HubPolicy
-from flsilo.plan import Plan
+from flsilo.plans.federation import HubPolicy
+from flsilo.plans.plan import Plan
 from sim_kit.simulate import HubMemory, SimData, SimSettings, hub_round, load_sim_data, start_model
 from site_kit.evaluation import evaluate
 from site_kit.training import derive_seed, train

@@ -60,8 +60,8 @@ from tuning import (
     validation_split,
 )
 
-from flsilo.federation import HubPolicy
-from flsilo.plan import Plan
+from flsilo.plans.federation import HubPolicy
+from flsilo.plans.plan import Plan
 from sim_kit.heads import solve_closed_form_head
 from sim_kit.simulate import (
     DataSource,

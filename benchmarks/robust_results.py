@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from flsilo.models.registry import build_model
-from flsilo.plan import Plan
+from flsilo.plans.plan import Plan
 from hub_kit.inmemory import combine_states
 from hub_kit.strategies import parse_strategy
 from sim_kit.datasets import load_digits

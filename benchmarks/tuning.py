@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from flsilo.plan import Plan
+from flsilo.plans.plan import Plan
 from sim_kit.partition import train_test_split
 from sim_kit.simulate import SimData
 from site_kit.data import Dataset

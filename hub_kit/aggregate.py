@@ -27,12 +27,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flsilo import manifest as mf
-from flsilo.atomic import BackgroundSync
-from flsilo.evalreport import VerifiedReport
-from flsilo.faults import fault_point
-from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
-from flsilo.tensorsets import ROUND_TRAIN
+from flsilo.format import manifest as mf
+from flsilo.format.tensorsets import ROUND_TRAIN
+from flsilo.fs.atomic import BackgroundSync
+from flsilo.runtime.faults import fault_point
+from flsilo.signing.evalreport import VerifiedReport
+from flsilo.signing.keys import PassphraseSource, PrivateKey, load_private_key
 from hub_kit.archive import write_sums
 from hub_kit.build import Built, build_package
 from hub_kit.commit import StagedRound, fresh_staging, publish

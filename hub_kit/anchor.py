@@ -15,15 +15,15 @@ import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flsilo.artifact import Verified
-from flsilo.atomic import write_bytes
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, VerificationError, WorkspaceError
-from flsilo.faults import fault_point
-from flsilo.keys import PrivateKey, PublicKey
-from flsilo.notices import notice
-from flsilo.sshsig import LOG_NAMESPACE, check_signature, parse_signature, sign_digest
-from flsilo.untrusted import read_signature_file
+from flsilo.format.artifact import Verified
+from flsilo.fs.atomic import write_bytes
+from flsilo.fs.untrusted import read_signature_file
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, VerificationError, WorkspaceError
+from flsilo.runtime.faults import fault_point
+from flsilo.runtime.notices import notice
+from flsilo.signing.keys import PrivateKey, PublicKey
+from flsilo.signing.sshsig import LOG_NAMESPACE, check_signature, parse_signature, sign_digest
 from hub_kit.eventlog import GENESIS
 from hub_kit.events import Aggregate, Init, Logged
 from hub_kit.journal import Pending, clear_journal, journal_path, read_journal, write_journal

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flsilo.artifact import sha256_file
-from flsilo.atomic import write_text
-from flsilo.checksums import SUMS_FILE, parse_sums, render_sums
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError
-from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
+from flsilo.format.artifact import sha256_file
+from flsilo.fs.atomic import write_text
+from flsilo.fs.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError
+from flsilo.signing.checksums import SUMS_FILE, parse_sums, render_sums
 
 
 def write_sums(folder: Path, known: dict[str, str]) -> None:

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo import manifest as mf
-from flsilo import progress
-from flsilo.artifact import Verified, sha256_file, verify_file
-from flsilo.errors import FlsiloError
-from flsilo.preprocessing import model_preprocess
-from flsilo.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
-from flsilo.trust import AllowedSigners, SingleKey
-from flsilo.untrusted import read_span
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import Verified, sha256_file, verify_file
+from flsilo.format.tensorfile import FLOAT_DTYPES, NUMPY_DTYPE, to_float64
+from flsilo.fs.untrusted import read_span
+from flsilo.plans.preprocessing import model_preprocess
+from flsilo.runtime import progress
+from flsilo.runtime.errors import FlsiloError
+from flsilo.signing.trust import AllowedSigners, SingleKey
 from hub_kit.archive import check_sums
 from hub_kit.audit_trust import (
     TrustRoot,

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flsilo import manifest as mf
-from flsilo.artifact import read_signature, sha256_file, verify_file
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, UsageError
-from flsilo.federation import read_toml
-from flsilo.keys import PublicKey, fingerprint_matches, load_public_key, parse_public_line
-from flsilo.manifest import KeyRotation
-from flsilo.rotation import follow_chain, rotation_keys
-from flsilo.trust import SingleKey
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import read_signature, sha256_file, verify_file
+from flsilo.format.manifest import KeyRotation
+from flsilo.plans.federation import read_toml
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, UsageError
+from flsilo.signing.keys import PublicKey, fingerprint_matches, load_public_key, parse_public_line
+from flsilo.signing.rotation import follow_chain, rotation_keys
+from flsilo.signing.trust import SingleKey
 from hub_kit.anchor import check_against, check_log_signature
 from hub_kit.events import Aggregate, Init, Logged, RotateKey, of_kind
 from hub_kit.server_state import STATE_DIR

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flsilo import manifest as mf
-from flsilo.keys import PrivateKey
-from flsilo.readpass import run_on_chunk
+from flsilo.format import manifest as mf
+from flsilo.format.readpass import run_on_chunk
+from flsilo.signing.keys import PrivateKey
 from hub_kit.commit import StagedRound
 from hub_kit.gates import Intake, stream_inputs
 from hub_kit.hubeval import TestSetEvaluator

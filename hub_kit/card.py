@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flsilo import manifest as mf
-from flsilo.artifact import Verified, verify_file
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, VerificationError
-from flsilo.trust import SingleKey
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import Verified, verify_file
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, VerificationError
+from flsilo.signing.trust import SingleKey
 from hub_kit.audit import AuditReport, audit
 from hub_kit.audit_trust import TrustRoot
 from hub_kit.evaluations import archived_folders, collect

@@ -15,7 +15,7 @@ import html
 import io
 from typing import Any
 
-from flsilo.claims import lead_figure, show_figure
+from flsilo.signing.claims import lead_figure, show_figure
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:60rem;

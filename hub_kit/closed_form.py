@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from flsilo.plan import CLASSIFY, MULTILABEL
-from flsilo.tensorsets import SOLVER_NCM, parse_solver
+from flsilo.format.tensorsets import SOLVER_NCM, parse_solver
+from flsilo.plans.plan import CLASSIFY, MULTILABEL
 
 REPLAY_ATOL = 1e-6
 LOGIT_SLOPE = 4.0
@@ -93,7 +93,7 @@ def solve_head(
     estimates each finding's probability; the head returned is LOGIT_SLOPE * (r - 0.5), a
     logit that the model's sigmoid maps back to about r near 0.5 (the slope of the logistic
     there is 1/4), so a threshold of 0.5 means r >= 0.5."""
-    from flsilo.tensorsets import STAT_CLASS_COUNTS, STAT_CLASS_SUMS, STAT_GRAM
+    from flsilo.format.tensorsets import STAT_CLASS_COUNTS, STAT_CLASS_SUMS, STAT_GRAM
 
     name, lam = parse_solver(solver)
     sums, counts = stats[STAT_CLASS_SUMS], stats[STAT_CLASS_COUNTS]

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flsilo.atomic import fsync_dir
-from flsilo.errors import FlsiloError
+from flsilo.fs.atomic import fsync_dir
+from flsilo.runtime.errors import FlsiloError
 
 STAGING_SUFFIX = ".staging"
 _STAGING = re.compile(r"^(\d{4,})\.staging$")

@@ -17,7 +17,7 @@ from functools import cache
 
 import numpy as np
 
-from flsilo.tensorfile import FLOAT_DTYPES, TensorInfo
+from flsilo.format.tensorfile import FLOAT_DTYPES, TensorInfo
 from hub_kit.strategies.robust import dot
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flsilo.manifest import InputSummary
+from flsilo.format.manifest import InputSummary
 
 DEFAULT_THRESHOLD = 1.0
 UNAVAILABLE = (

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 from hub_kit.aggregate import preview
 from hub_kit.hubeval import TestSetEvaluator
 from hub_kit.report import AggregateReport

@@ -6,17 +6,17 @@ import shlex
 import time
 from pathlib import Path
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError, VerificationError
-from flsilo.keys import (
+from flsilo.format.manifest import ID_PATTERN, iso_to_epoch
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError, VerificationError
+from flsilo.signing.keys import (
     PassphraseSource,
     PublicKey,
     fingerprint_matches,
     load_private_key,
     load_public_key,
 )
-from flsilo.manifest import ID_PATTERN, iso_to_epoch
-from flsilo.trust import HUB_PRINCIPAL, format_time
+from flsilo.signing.trust import HUB_PRINCIPAL, format_time
 from hub_kit.events import ROLE_RELEASE, ROLE_SITE, Accept, Enroll, Revoke, of_kind
 from hub_kit.state import HubState
 from hub_kit.workspace import HubWorkspace

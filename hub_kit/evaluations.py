@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flsilo import evalreport as er
-from flsilo.artifact import sha256_file
-from flsilo.atomic import write_bytes
-from flsilo.claims import PRIMARY
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, VerificationError
-from flsilo.sshsig import EVAL_NAMESPACE
-from flsilo.trust import AllowedSigners
-from flsilo.untrusted import read_bounded, read_signature_file
+from flsilo.format.artifact import sha256_file
+from flsilo.fs.atomic import write_bytes
+from flsilo.fs.untrusted import read_bounded, read_signature_file
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, VerificationError
+from flsilo.signing import evalreport as er
+from flsilo.signing.claims import PRIMARY
+from flsilo.signing.sshsig import EVAL_NAMESPACE
+from flsilo.signing.trust import AllowedSigners
 from hub_kit.events import Evaluation, Logged, of_kind
 from hub_kit.state import ROLE_SITE, Enrolment, HubState, signer_entries
 from hub_kit.workspace import HubWorkspace

@@ -1,7 +1,7 @@
 """The hub's append-only, hash-chained event log (JSON lines) — and its commit point.
 
 Each line is canonical JSON carrying ``prev``, the SHA-256 of the previous line (64 zeros
-for the first); the chain itself is ``flsilo.hashchain``. Each line's fields are read into
+for the first); the chain itself is ``flsilo.fs.hashchain``. Each line's fields are read into
 the typed event of its kind (:mod:`hub_kit.events`), which writes them back byte for byte.
 The hub's state (round, packages issued, enrolled sites) is derived from the log alone
 (:mod:`hub_kit.state`), and every multi-step operation commits by appending its events in
@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from flsilo.atomic import write_bytes
-from flsilo.codes import Code
-from flsilo.errors import MalformedInputError, VerificationError
-from flsilo.hashchain import GENESIS, Event, HashChain
-from flsilo.manifest import UPGRADE_HINT, iso_to_epoch
+from flsilo.format.manifest import UPGRADE_HINT, iso_to_epoch
+from flsilo.fs.atomic import write_bytes
+from flsilo.fs.hashchain import GENESIS, Event, HashChain
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import MalformedInputError, VerificationError
 from hub_kit.events import KINDS, FieldError, HubEvent, Kind, Logged
 
 __all__ = ["EVENTS", "GENESIS", "EventLog", "Logged"]

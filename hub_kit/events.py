@@ -1,11 +1,11 @@
 """The hub's event kinds, typed: one frozen dataclass per kind, each with its JSON form.
 
 A line of ``events.jsonl`` is the event's own fields plus the chain fields (``seq``,
-``time``, ``event``, ``prev``, added by :mod:`flsilo.hashchain`), as canonical JSON with
+``time``, ``event``, ``prev``, added by :mod:`flsilo.fs.hashchain`), as canonical JSON with
 sorted keys. ``to_json`` gives exactly the fields the hub has always written, and
 ``from_json`` refuses anything it would not write back byte for byte: a missing or
 mistyped field (an edited log), or a field this flsilo does not know (a newer flsilo wrote
-it: the upgrade hint, as for an unknown kind). The codec is :mod:`flsilo.jsonfields`.
+it: the upgrade hint, as for an unknown kind). The codec is :mod:`flsilo.fs.jsonfields`.
 
 Optional fields are of two sorts, as the log has always had them: ``LEFT_OUT`` fields
 are left out of the line when unset (a rekey's ``replaces``, a DP bundle's privacy
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
-from flsilo.jsonfields import LEFT_OUT, FieldError, JsonFields
+from flsilo.fs.jsonfields import LEFT_OUT, FieldError, JsonFields
 
 
 class Kind(StrEnum):
@@ -164,7 +164,7 @@ class Aggregate(JsonFields):
     max_weight_share: float | None = field(default=None, metadata=LEFT_OUT)
     hub_evaluation: Mapping[str, Any] | None = field(default=None, metadata=LEFT_OUT)
     """``aggregate --eval``: the hub's claim, the same object as the package's manifest
-    carries (``flsilo.claims.HubEvaluation``; ``hub_kit.hubeval``)."""
+    carries (``flsilo.signing.claims.HubEvaluation``; ``hub_kit.hubeval``)."""
 
 
 @dataclass(frozen=True)

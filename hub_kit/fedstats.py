@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from flsilo import manifest as mf
-from flsilo.artifact import Verified
-from flsilo.codes import Code
-from flsilo.errors import PolicyError
-from flsilo.preprocessing import Preprocess
-from flsilo.tensorsets import STATS_COUNT, STATS_MISSING, STATS_SUM, STATS_SUM_SQ
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import Verified
+from flsilo.format.tensorsets import STATS_COUNT, STATS_MISSING, STATS_SUM, STATS_SUM_SQ
+from flsilo.plans.preprocessing import Preprocess
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import PolicyError
 from hub_kit.closed_form import sum_statistics
 
 MIN_STD = 1e-6

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flsilo.artifact import sha256_file
-from flsilo.atomic import write_text
-from flsilo.checksums import SUMS_FILE, parse_sums, render_sums
-from flsilo.errors import MalformedInputError, UsageError
-from flsilo.evalreport import VerifiedReport, sig_of
-from flsilo.keys import PassphraseSource, load_private_key
-from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
+from flsilo.format.artifact import sha256_file
+from flsilo.fs.atomic import write_text
+from flsilo.fs.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
+from flsilo.runtime.errors import MalformedInputError, UsageError
+from flsilo.signing.checksums import SUMS_FILE, parse_sums, render_sums
+from flsilo.signing.evalreport import VerifiedReport, sig_of
+from flsilo.signing.keys import PassphraseSource, load_private_key
 from hub_kit.evaluations import Refused, evaluation_event, signer_enrolment, take_in
 from hub_kit.events import Evaluation, Init, Logged, of_kind
 from hub_kit.roundprep import resolve_inbox

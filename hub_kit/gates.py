@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo.artifact import sig_path
-from flsilo.atomic import BackgroundSync
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, PolicyError, VerificationError
-from flsilo.sshsig import parse_signature
+from flsilo.format.artifact import sig_path
+from flsilo.fs.atomic import BackgroundSync
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, PolicyError, VerificationError
+from flsilo.signing.sshsig import parse_signature
 from hub_kit.commit import StagedRound
 from hub_kit.cosines import FirstPass
 from hub_kit.intake import intake, quarantine

@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from flsilo import manifest as mf
-from flsilo.artifact import Verified
-from flsilo.claims import HubEvaluation
-from flsilo.trust import AllowedSigners
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import Verified
+from flsilo.signing.claims import HubEvaluation
+from flsilo.signing.trust import AllowedSigners
 from hub_kit.events import Aggregate
 
 
@@ -27,7 +27,7 @@ class TestSetEvaluator(Protocol):
 
     def check(self, package: mf.Manifest) -> None:
         """Open the test set for the current package's model (format, shapes, labels within the classes);
-        raise a :class:`flsilo.errors.FlsiloError` when it cannot be used."""
+        raise a :class:`flsilo.runtime.errors.FlsiloError` when it cannot be used."""
 
     def __call__(self, package: Path, trust: AllowedSigners, data_sha256: str) -> HubEvaluation:
         """Verify ``package`` against ``trust``, score it, and return the claim."""

@@ -15,8 +15,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from flsilo.codes import Code
-from flsilo.errors import MalformedInputError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import MalformedInputError
 
 MAX_NAME_BYTES = 200
 """The longest inbox file name kept as it is (bytes, as the file system counts them)."""

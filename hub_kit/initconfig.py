@@ -1,6 +1,6 @@
 """``hub init``'s federation configuration: from its options, or from a reviewed plan file
 with the options typed on the command line laid over it. The command line parses the
-options; this builds and checks the :class:`flsilo.federation.FederationConfig`."""
+options; this builds and checks the :class:`flsilo.plans.federation.FederationConfig`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flsilo import planfile
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.federation import DataSpec, FederationConfig, HubPolicy
-from flsilo.manifest import to_jsonable
-from flsilo.plan import SEQUENCE, Plan, Schedule, parse_schedule, schedule_text
+from flsilo.format.manifest import to_jsonable
+from flsilo.plans import planfile
+from flsilo.plans.federation import DataSpec, FederationConfig, HubPolicy
+from flsilo.plans.plan import SEQUENCE, Plan, Schedule, parse_schedule, schedule_text
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flsilo.tensorfile import RawTensor, TensorInfo, build_header
+from flsilo.format.tensorfile import RawTensor, TensorInfo, build_header
 from hub_kit.roundmath import stream_round
 from hub_kit.server_optimizers import ServerOptimizer
 from hub_kit.server_state import open_run

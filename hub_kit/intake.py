@@ -25,16 +25,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
-from flsilo import manifest as mf
-from flsilo import progress
-from flsilo.artifact import Verified, read_signature_bytes, require_kind, sig_path, verify_stream
-from flsilo.atomic import BackgroundSync, atomic_writer, write_bytes, write_text
-from flsilo.errors import FlsiloError
-from flsilo.federation import FederationConfig
-from flsilo.readpass import ArtifactReader
-from flsilo.tensorfile import Header
-from flsilo.trust import AllowedSigners
-from flsilo.untrusted import UnreadableError, describe_mode, not_regular, open_regular
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import (
+    Verified,
+    read_signature_bytes,
+    require_kind,
+    sig_path,
+    verify_stream,
+)
+from flsilo.format.readpass import ArtifactReader
+from flsilo.format.tensorfile import Header
+from flsilo.fs.atomic import BackgroundSync, atomic_writer, write_bytes, write_text
+from flsilo.fs.untrusted import UnreadableError, describe_mode, not_regular, open_regular
+from flsilo.plans.federation import FederationConfig
+from flsilo.runtime import progress
+from flsilo.runtime.errors import FlsiloError
+from flsilo.signing.trust import AllowedSigners
 from hub_kit.inboxnames import name_too_long, stored_name
 from hub_kit.state import HubState
 from hub_kit.verdicts import (

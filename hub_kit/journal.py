@@ -19,9 +19,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from flsilo.atomic import write_bytes
-from flsilo.errors import FlsiloError
-from flsilo.untrusted import read_bounded
+from flsilo.fs.atomic import write_bytes
+from flsilo.fs.untrusted import read_bounded
+from flsilo.runtime.errors import FlsiloError
 
 JOURNAL_SCHEMA = "flsilo.pending-commit/1"
 MAX_JOURNAL_BYTES = 64 * 1024 * 1024

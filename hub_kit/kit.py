@@ -5,13 +5,13 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from flsilo import federation as fed
-from flsilo import oms
-from flsilo.artifact import sig_path
-from flsilo.atomic import atomic_directory, copy_file, write_text
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.rotation import dump_chain
+from flsilo.format.artifact import sig_path
+from flsilo.fs.atomic import atomic_directory, copy_file, write_text
+from flsilo.plans import federation as fed
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
+from flsilo.signing import oms
+from flsilo.signing.rotation import dump_chain
 from hub_kit import wheelhouse as wh
 from hub_kit.privacy import privacy_note
 from hub_kit.workspace import HubWorkspace

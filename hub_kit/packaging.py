@@ -9,15 +9,15 @@ from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from flsilo import manifest as mf
-from flsilo import oms
-from flsilo.artifact import sig_path, write_artifact
-from flsilo.atomic import atomic_writer, write_bytes
-from flsilo.federation import FederationConfig
-from flsilo.keys import PrivateKey
-from flsilo.readpass import run_on_chunk
-from flsilo.sshsig import sign_digest
-from flsilo.tensorfile import RawTensor, TensorInfo, build_header
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import sig_path, write_artifact
+from flsilo.format.readpass import run_on_chunk
+from flsilo.format.tensorfile import RawTensor, TensorInfo, build_header
+from flsilo.fs.atomic import atomic_writer, write_bytes
+from flsilo.plans.federation import FederationConfig
+from flsilo.signing import oms
+from flsilo.signing.keys import PrivateKey
+from flsilo.signing.sshsig import sign_digest
 from hub_kit.fedstats import Normalisation, with_normalisation
 
 

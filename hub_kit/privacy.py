@@ -13,12 +13,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flsilo.artifact import Verified
-from flsilo.codes import Code
-from flsilo.errors import PolicyError, UsageError
-from flsilo.federation import FederationConfig
-from flsilo.manifest import BundleInfo
-from flsilo.plan import DPPlan, dp_of
+from flsilo.format.artifact import Verified
+from flsilo.format.manifest import BundleInfo
+from flsilo.plans.federation import FederationConfig
+from flsilo.plans.plan import DPPlan, dp_of
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import PolicyError, UsageError
 from hub_kit.events import Accept
 
 # Room for float rounding between the site's accountant and the hub's comparison.
@@ -76,7 +76,7 @@ def check_config(config: FederationConfig) -> None:
 
 def _leaky_round_kinds(config: FederationConfig) -> list[str]:
     """Round kinds that ship un-noised data summaries (statistics, Fisher diagonals)."""
-    # Fisher merging with DP is refused by the plan's own rules (flsilo.plan.plan_problem).
+    # Fisher merging with DP is refused by the plan's own rules (flsilo.plans.plan.plan_problem).
     leaky = []
     if config.schedule.kind.startswith("stats+"):
         leaky.append("stats rounds (sites ship input statistics)")

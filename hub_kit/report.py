@@ -14,10 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from flsilo import manifest as mf
-from flsilo.claims import HubEvaluation
-from flsilo.codes import Code
-from flsilo.errors import WorkspaceError
+from flsilo.format import manifest as mf
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import WorkspaceError
+from flsilo.signing.claims import HubEvaluation
 from hub_kit.streaming import SiteFigures
 from hub_kit.verdicts import Candidate, IntakeResult
 from hub_kit.weighting import shares

@@ -8,15 +8,21 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from flsilo import oms
-from flsilo.artifact import scan_file, sig_path
-from flsilo.atomic import copy_file, write_bytes, write_text
-from flsilo.codes import Code
-from flsilo.errors import UsageError, VerificationError
-from flsilo.keys import PassphraseSource, PublicKey, load_private_key, parse_public_line, public_of
-from flsilo.manifest import KeyRotation
-from flsilo.rotation import chain_path, dump_chain, make_rotation, pre_rotation_sig_path
-from flsilo.sshsig import PACKAGE_NAMESPACE, sign_digest
+from flsilo.format.artifact import scan_file, sig_path
+from flsilo.format.manifest import KeyRotation
+from flsilo.fs.atomic import copy_file, write_bytes, write_text
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError, VerificationError
+from flsilo.signing import oms
+from flsilo.signing.keys import (
+    PassphraseSource,
+    PublicKey,
+    load_private_key,
+    parse_public_line,
+    public_of,
+)
+from flsilo.signing.rotation import chain_path, dump_chain, make_rotation, pre_rotation_sig_path
+from flsilo.signing.sshsig import PACKAGE_NAMESPACE, sign_digest
 from hub_kit.events import RotateKey
 from hub_kit.workspace import HUB_FILE, HubWorkspace, hub_toml
 

@@ -22,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo import manifest as mf
-from flsilo.atomic import atomic_writer
-from flsilo.preprocessing import stats_width
-from flsilo.tensorfile import NUMPY_DTYPE, Header, TensorInfo, from_float64
-from flsilo.tensorsets import (
+from flsilo.format import manifest as mf
+from flsilo.format.tensorfile import NUMPY_DTYPE, Header, TensorInfo, from_float64
+from flsilo.format.tensorsets import (
     ROUND_FEDSTATS,
     ROUND_STATISTICS,
     SOLVER_RIDGE,
@@ -34,7 +32,9 @@ from flsilo.tensorsets import (
     layout_of,
     parse_solver,
 )
-from flsilo.untrusted import read_span
+from flsilo.fs.atomic import atomic_writer
+from flsilo.fs.untrusted import read_span
+from flsilo.plans.preprocessing import stats_width
 from hub_kit.closed_form import REPLAY_ATOL, solve_head, sum_statistics
 from hub_kit.fedstats import Normalisation, carried, pooled_normalisation
 from hub_kit.server_optimizers import ServerOptimizer

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flsilo import manifest as mf
-from flsilo.artifact import Scan, scan_file
-from flsilo.codes import Code
-from flsilo.errors import UsageError, VerificationError, WorkspaceError
-from flsilo.trust import AllowedSigners
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import Scan, scan_file
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError, VerificationError, WorkspaceError
+from flsilo.signing.trust import AllowedSigners
 from hub_kit.server_optimizers import ServerOptimizer, server_optimizer_for
 from hub_kit.state import HubState
 from hub_kit.strategies import parse_strategy, strategy_text

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.federation import SERVER_OPTIMIZERS, HubPolicy
+from flsilo.plans.federation import SERVER_OPTIMIZERS, HubPolicy
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 NAMES = SERVER_OPTIMIZERS
 DEFAULT_LR = {"fedavgm": 1.0, "fedadam": 0.01, "fedyogi": 0.01}

@@ -21,11 +21,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from flsilo.artifact import sha256_file
-from flsilo.atomic import atomic_writer
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, VerificationError
-from flsilo.tensorfile import (
+from flsilo.format.artifact import sha256_file
+from flsilo.format.tensorfile import (
     FLOAT_DTYPES,
     Header,
     TensorInfo,
@@ -33,6 +30,9 @@ from flsilo.tensorfile import (
     read_header,
     to_float64,
 )
+from flsilo.fs.atomic import atomic_writer
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, VerificationError
 from hub_kit.server_optimizers import ServerOptimizer, steps_tensor
 from hub_kit.streaming import Mapped
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flsilo import federation as fed
-from flsilo import manifest as mf
-from flsilo.atomic import atomic_directory, write_text
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.federation import FederationConfig
-from flsilo.keys import PassphraseSource, PublicKey, load_private_key
+from flsilo.format import manifest as mf
+from flsilo.format.startinfo import start_record
+from flsilo.format.tensorsets import ROUND_TRAIN, frozen_tensors, unmatched_globs
+from flsilo.fs.atomic import atomic_directory, write_text
 from flsilo.models.backbone import with_start
-from flsilo.plan import dp_of, has_closed_form, plan_for_round, task_spec
-from flsilo.startinfo import start_record
+from flsilo.plans import federation as fed
+from flsilo.plans.federation import FederationConfig
+from flsilo.plans.plan import dp_of, has_closed_form, plan_for_round, task_spec
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
+from flsilo.signing.keys import PassphraseSource, PublicKey, load_private_key
 from flsilo.tasks import model_task, output_size, task_for
-from flsilo.tensorsets import ROUND_TRAIN, frozen_tensors, unmatched_globs
 from hub_kit.anchor import sign_log
 from hub_kit.eventlog import GENESIS, EventLog
 from hub_kit.events import Init
@@ -39,7 +39,7 @@ def initial_weights(
 
     from flsilo.models.norms import live_modules
     from flsilo.models.registry import build_model, code_digest, head_tensor_names
-    from flsilo.torchio import load_weights, state_to_raw
+    from flsilo.models.torchio import load_weights, state_to_raw
 
     torch.manual_seed(config.plan.seed)
     spec = task_spec(config.plan)

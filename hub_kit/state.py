@@ -12,10 +12,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from flsilo.keys import PublicKey, parse_public_line
-from flsilo.manifest import KeyRotation, ReleaseOfficer, ReleasePolicy, iso_to_epoch
-from flsilo.sshsig import BUNDLE_NAMESPACE, LOG_NAMESPACE, PACKAGE_NAMESPACE, RELEASE_NAMESPACE
-from flsilo.trust import HUB_PRINCIPAL, SignerEntry
+from flsilo.format.manifest import KeyRotation, ReleaseOfficer, ReleasePolicy, iso_to_epoch
+from flsilo.signing.keys import PublicKey, parse_public_line
+from flsilo.signing.sshsig import (
+    BUNDLE_NAMESPACE,
+    LOG_NAMESPACE,
+    PACKAGE_NAMESPACE,
+    RELEASE_NAMESPACE,
+)
+from flsilo.signing.trust import HUB_PRINCIPAL, SignerEntry
 from hub_kit.eventlog import GENESIS
 from hub_kit.events import (
     ROLE_RELEASE,

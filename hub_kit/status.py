@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flsilo import manifest as mf
-from flsilo.errors import FlsiloError
-from flsilo.notices import notice
-from flsilo.plan import schedule_text
-from flsilo.tensorfile import read_header
-from flsilo.untrusted import open_regular
+from flsilo.format import manifest as mf
+from flsilo.format.tensorfile import read_header
+from flsilo.fs.untrusted import open_regular
+from flsilo.plans.plan import schedule_text
+from flsilo.runtime.errors import FlsiloError
+from flsilo.runtime.notices import notice
 from hub_kit.evaluations import archived_folders, collect
 from hub_kit.finality import finality
 from hub_kit.privacy import describe, dp_budget, dp_plan, dp_spent

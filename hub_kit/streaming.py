@@ -43,8 +43,7 @@ from typing import Protocol
 
 import numpy as np
 
-from flsilo import progress
-from flsilo.tensorfile import (
+from flsilo.format.tensorfile import (
     FLOAT_DTYPES,
     ITEMSIZE,
     NUMPY_DTYPE,
@@ -52,6 +51,7 @@ from flsilo.tensorfile import (
     from_float64,
     to_float64,
 )
+from flsilo.runtime import progress
 from hub_kit.cosines import FirstPass, cosines, median_stride, median_sums
 from hub_kit.strategies.base import Rule, Strategy, TwoPassRule, is_two_pass
 from hub_kit.strategies.math import fisher_weighted_mean

@@ -17,15 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo import manifest as mf
-from flsilo.artifact import Verified, sig_path
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, MalformedInputError, PolicyError, VerificationError
-from flsilo.federation import FederationConfig
-from flsilo.plan import MULTILABEL
-from flsilo.preprocessing import stats_width
-from flsilo.tensorfile import FLOAT_DTYPES, MAX_HEADER_BYTES, Header
-from flsilo.tensorsets import (
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import Verified, sig_path
+from flsilo.format.tensorfile import FLOAT_DTYPES, MAX_HEADER_BYTES, Header
+from flsilo.format.tensorsets import (
     ROUND_FEDSTATS,
     ROUND_STATISTICS,
     ROUND_TRAIN,
@@ -35,7 +30,12 @@ from flsilo.tensorsets import (
     expected_specs,
     layout_of,
 )
-from flsilo.trust import AllowedSigners
+from flsilo.plans.federation import FederationConfig
+from flsilo.plans.plan import MULTILABEL
+from flsilo.plans.preprocessing import stats_width
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, MalformedInputError, PolicyError, VerificationError
+from flsilo.signing.trust import AllowedSigners
 from hub_kit.fedstats import check_fedstats
 from hub_kit.privacy import check_bundle as check_dp_bundle
 from hub_kit.state import HubState

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 DOMINANT_SHARE = 0.5
 """Above this share of a round's weight, one site alone outweighs all the others together."""

@@ -25,11 +25,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from flsilo.artifact import sha256_file
-from flsilo.atomic import atomic_directory, write_bytes, write_text
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, MalformedInputError, UsageError, VerificationError
-from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded, read_signature_file
+from flsilo.format.artifact import sha256_file
+from flsilo.fs.atomic import atomic_directory, write_bytes, write_text
+from flsilo.fs.untrusted import MAX_SMALL_FILE_BYTES, read_bounded, read_signature_file
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, MalformedInputError, UsageError, VerificationError
 
 NAMESPACE = "flsilo-wheelhouse"
 SUMS = "SHA256SUMS"
@@ -340,7 +340,7 @@ def check_sums(out: Path) -> list[str]:
 
 def sign(out: Path, key: Any) -> Path:
     """Check the sums, then sign SHA256SUMS with ``key``; return the .sig path."""
-    from flsilo.sshsig import sign_digest
+    from flsilo.signing.sshsig import sign_digest
 
     check_sums(out)
     digest = hashlib.sha256(read_sums(out)).digest()
@@ -351,7 +351,7 @@ def sign(out: Path, key: Any) -> Path:
 
 def verify(out: Path, hub_pub: Any) -> list[str]:
     """The signature over SHA256SUMS by ``hub_pub`` (a PublicKey), then every file's sum."""
-    from flsilo.sshsig import check_signature, parse_signature
+    from flsilo.signing.sshsig import check_signature, parse_signature
 
     sig_file = out / f"{SUMS}.sig"
     data = read_signature_file(sig_file)

@@ -20,15 +20,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from flsilo import federation as fed
-from flsilo.atomic import WorkspaceLock, write_text
-from flsilo.codes import Code
-from flsilo.errors import MalformedInputError, UsageError, VerificationError, WorkspaceError
-from flsilo.federation import read_toml
-from flsilo.keys import PrivateKey, parse_public_line, public_of
-from flsilo.plan import Schedule
-from flsilo.trust import AllowedSigners
-from flsilo.workspace_paths import resolve_stored, stored_path
+from flsilo.fs.atomic import WorkspaceLock, write_text
+from flsilo.fs.workspace_paths import resolve_stored, stored_path
+from flsilo.plans import federation as fed
+from flsilo.plans.federation import read_toml
+from flsilo.plans.plan import Schedule
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import MalformedInputError, UsageError, VerificationError, WorkspaceError
+from flsilo.signing.keys import PrivateKey, parse_public_line, public_of
+from flsilo.signing.trust import AllowedSigners
 from hub_kit.anchor import Pending, check_log_signature, finish_pending, write_signed_log
 from hub_kit.commit import discard_uncommitted, roll_forward, round_entry_note
 from hub_kit.eventlog import EventLog

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from flsilo.artifact import sig_path, verify_file
-from flsilo.atomic import copy_file
-from flsilo.codes import Code
-from flsilo.federation import DataSpec, FederationConfig, HubPolicy
-from flsilo.keys import generate_key, load_public_key, write_new_key
-from flsilo.plan import Plan, parse_schedule
-from flsilo.trust import AllowedSigners
+from flsilo.format.artifact import sig_path, verify_file
+from flsilo.fs.atomic import copy_file
+from flsilo.plans.federation import DataSpec, FederationConfig, HubPolicy
+from flsilo.plans.plan import Plan, parse_schedule
+from flsilo.runtime.codes import Code
+from flsilo.signing.keys import generate_key, load_public_key, write_new_key
+from flsilo.signing.trust import AllowedSigners
 from hub_kit.aggregate import aggregate_round
 from hub_kit.audit import AuditReport, audit
 from hub_kit.audit_trust import TrustRoot
@@ -78,7 +78,7 @@ def write_image_folder(root: Path, x: np.ndarray, y: np.ndarray) -> None:
 
 def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> DemoReport:
     if out.exists() and any(out.iterdir()):
-        from flsilo.errors import UsageError
+        from flsilo.runtime.errors import UsageError
 
         raise UsageError(
             "demo folder exists and is not empty",

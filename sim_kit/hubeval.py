@@ -16,15 +16,15 @@ import tempfile
 from pathlib import Path
 
 from flsilo import __version__ as flsilo_version
-from flsilo import evalreport as er
-from flsilo import manifest as mf
-from flsilo import metrics
-from flsilo.claims import HubEvaluation, claim_from_report
-from flsilo.codes import Code
-from flsilo.errors import DataError, FlsiloError
-from flsilo.plan import Plan
-from flsilo.preprocessing import model_preprocess
-from flsilo.trust import AllowedSigners
+from flsilo.format import manifest as mf
+from flsilo.plans.plan import Plan
+from flsilo.plans.preprocessing import model_preprocess
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError, FlsiloError
+from flsilo.scoring import metrics
+from flsilo.signing import evalreport as er
+from flsilo.signing.claims import HubEvaluation, claim_from_report
+from flsilo.signing.trust import AllowedSigners
 from site_kit.data.samples import open_samples
 from site_kit.package_eval import bootstrap_seed, evaluate_package
 from site_kit.sitedata import data_spec

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 
 def train_test_split(

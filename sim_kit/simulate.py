@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.federation import DataSpec, HubPolicy
 from flsilo.models.registry import build_model
-from flsilo.plan import (
+from flsilo.plans.federation import DataSpec, HubPolicy
+from flsilo.plans.plan import (
     CLOSED_FORM,
     Plan,
     TaskSpec,
@@ -34,6 +32,8 @@ from flsilo.plan import (
     task_spec,
     without_dp,
 )
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 from flsilo.tasks import Evaluation, output_size, task_for
 from hub_kit.inmemory import aggregate_in_memory
 from hub_kit.server_optimizers import server_optimizer_for
@@ -441,7 +441,7 @@ def write_outputs(results: list[SimResult], out: Path) -> list[Path]:
     import csv
     import json
 
-    from flsilo.manifest import to_jsonable
+    from flsilo.format.manifest import to_jsonable
 
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "simulate.csv", out / "simulate.json"]

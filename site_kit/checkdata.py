@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
-from flsilo.errors import DataError, UsageError
-from flsilo.plan import Plan, task_spec
-from flsilo.preprocessing import preprocess_lines
+from flsilo.plans.plan import Plan, task_spec
+from flsilo.plans.preprocessing import preprocess_lines
+from flsilo.runtime.errors import DataError, UsageError
 from site_kit.data.samples import Samples, open_samples
 from site_kit.preview import cells, pick, render_grid, write_png
 from site_kit.workspace import SiteWorkspace

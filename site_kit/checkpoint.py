@@ -11,9 +11,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save
 
-from flsilo.atomic import atomic_writer
-from flsilo.codes import Code
-from flsilo.errors import WorkspaceError
+from flsilo.fs.atomic import atomic_writer
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import WorkspaceError
 
 
 @dataclass

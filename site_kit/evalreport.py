@@ -1,6 +1,6 @@
 """``flsilo evaluate --report``: a site's signed figures for a package, on data held out.
 
-The figures are those of ``flsilo.metrics`` (per class sensitivity, specificity, PPV, NPV,
+The figures are those of ``flsilo.scoring.metrics`` (per class sensitivity, specificity, PPV, NPV,
 F1, AUROC, AP with seeded bootstrap intervals; ECE; the confusion matrix), with every count
 below the plan's minimum cell size withheld; in a DP federation only the aggregate figures
 (no per-class rows, no confusion matrix). Nothing about single records leaves the site.
@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from flsilo import __version__ as flsilo_version
-from flsilo import evalreport as er
-from flsilo import metrics
-from flsilo.artifact import Verified
-from flsilo.atomic import WorkspaceLock, write_bytes
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.keys import PassphraseSource
-from flsilo.manifest import KIND_PACKAGE, now_utc
-from flsilo.plan import dp_of
+from flsilo.format.artifact import Verified
+from flsilo.format.manifest import KIND_PACKAGE, now_utc
+from flsilo.fs.atomic import WorkspaceLock, write_bytes
+from flsilo.plans.plan import dp_of
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
+from flsilo.scoring import metrics
+from flsilo.signing import evalreport as er
+from flsilo.signing.keys import PassphraseSource
 from site_kit import record as site_record
 from site_kit.package_eval import bootstrap_seed, evaluate_package
 from site_kit.round import unlock_site_key
@@ -69,7 +69,7 @@ def build_report(
     ws: SiteWorkspace, package: Verified, full: dict[str, Any], *, skipped: int
 ) -> dict[str, Any]:
     """The report's fields: what was evaluated, by whom, and the figures the plan allows
-    (``full`` is ``flsilo.metrics.classification_report`` of the package on the data)."""
+    (``full`` is ``flsilo.scoring.metrics.classification_report`` of the package on the data)."""
     manifest = package.manifest
     classes = manifest.model.classes
     assert manifest.package is not None

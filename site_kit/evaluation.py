@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from flsilo.plan import TaskSpec
+from flsilo.plans.plan import TaskSpec
 from flsilo.tasks import Evaluation, Task, load_task
 from flsilo.tasks.classify import TASK as CLASSIFY
 from site_kit.data import Dataset
@@ -33,7 +33,7 @@ def evaluate(
 
     ``task`` (default classify) measures it; ``classes`` names the outputs (default
     ``"0".."K-1"``). With ``bootstrap_seed``, the evaluation also carries the task's
-    per-class figures (``flsilo.metrics``) with seeded bootstrap intervals."""
+    per-class figures (``flsilo.scoring.metrics``) with seeded bootstrap intervals."""
     if isinstance(task, str):
         task = load_task(task)
     task = task or CLASSIFY

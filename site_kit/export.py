@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from flsilo import manifest as mf
-from flsilo.artifact import Verified, verify_file
-from flsilo.atomic import write_bytes
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, UsageError, VerificationError
-from flsilo.preprocessing import model_preprocess
-from flsilo.strings import greedy_paths
-from flsilo.trust import TrustPolicy
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import Verified, verify_file
+from flsilo.fs.atomic import write_bytes
+from flsilo.plans.preprocessing import model_preprocess
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, UsageError, VerificationError
+from flsilo.scoring.strings import greedy_paths
+from flsilo.signing.trust import TrustPolicy
 from site_kit.packagemodel import verified_model
 
 TOLERANCE = 1e-4

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.errors import PolicyError
-from flsilo.manifest import Plan
-from flsilo.preprocessing import stats_width
-from flsilo.tensorsets import STATS_COUNT, STATS_MISSING, STATS_SUM, STATS_SUM_SQ
+from flsilo.format.manifest import Plan
+from flsilo.format.tensorsets import STATS_COUNT, STATS_MISSING, STATS_SUM, STATS_SUM_SQ
+from flsilo.plans.preprocessing import stats_width
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import PolicyError
 
 
 def _values(data: Any) -> Iterator[np.ndarray]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from flsilo import manifest as mf
-from flsilo.codes import Code
-from flsilo.errors import PolicyError
+from flsilo.format import manifest as mf
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import PolicyError
 
 
 def check_fresh(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flsilo.manifest import InputSummary, Plan
+from flsilo.format.manifest import InputSummary, Plan
 from site_kit.data.samples import Samples
 from site_kit.sitedata import SiteData
 

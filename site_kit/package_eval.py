@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flsilo.artifact import Verified, verify_file
-from flsilo.preprocessing import model_preprocess
+from flsilo.format.artifact import Verified, verify_file
+from flsilo.plans.preprocessing import model_preprocess
+from flsilo.signing.trust import TrustPolicy
 from flsilo.tasks import task_for
-from flsilo.trust import TrustPolicy
 from site_kit.data.samples import open_samples
 from site_kit.data.stream import default_workers
 from site_kit.evaluation import Evaluation, evaluate
@@ -28,7 +28,7 @@ class PackageEvaluation:
     result: Evaluation
     verified: Verified
     figures: dict[str, Any]
-    """``flsilo.metrics.classification_report``: per class sensitivity, specificity, PPV,
+    """``flsilo.scoring.metrics.classification_report``: per class sensitivity, specificity, PPV,
     NPV, F1, AUROC, AP with bootstrap intervals, balanced accuracy, ECE."""
     data_digest: str | None = None
     """The index digest of the records scored (each record's bytes hashed), with ``store``."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from flsilo.artifact import Verified
-from flsilo.codes import Code
-from flsilo.errors import PolicyError
+from flsilo.format.artifact import Verified
 from flsilo.models import adapters
 from flsilo.models.registry import build_model, code_mismatch
+from flsilo.models.torchio import load_weights, tensors_from_bytes
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import PolicyError
 from flsilo.tasks import output_size
-from flsilo.torchio import load_weights, tensors_from_bytes
 
 
 def verified_model(verified: Verified, data: bytes, *, merged: bool = False) -> torch.nn.Module:

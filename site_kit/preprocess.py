@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from flsilo.preprocessing import (
+from flsilo.plans.preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Augment,

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from flsilo.atomic import write_bytes
-from flsilo.preprocessing import Augment
+from flsilo.fs.atomic import write_bytes
+from flsilo.plans.preprocessing import Augment
 from site_kit.preprocess import augment_image, sample_rng
 
 CELL = 96

@@ -2,7 +2,7 @@
 
 How it works, so a site's privacy officer can check it:
 
-- The package's plan declares the mechanism (``flsilo.plan.DPPlan``). Each round the
+- The package's plan declares the mechanism (``flsilo.plans.plan.DPPlan``). Each round the
   site trains with Poisson sampling at rate q = batch_size / n, ``local_epochs * ceil(n / B)``
   steps, per-sample gradients clipped to ``clip`` and Gaussian noise of standard deviation
   ``noise_multiplier * clip`` (Opacus's ``GradSampleModule`` and ``DPOptimizer``). With a
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flsilo.atomic import write_bytes, write_text
-from flsilo.codes import Code
-from flsilo.errors import MalformedInputError, PolicyError, UsageError, VerificationError
-from flsilo.manifest import DPReport, SchemaError, from_jsonable, to_jsonable
-from flsilo.plan import DPPlan, Plan, dp_of
+from flsilo.format.manifest import DPReport, SchemaError, from_jsonable, to_jsonable
+from flsilo.fs.atomic import write_bytes, write_text
+from flsilo.plans.plan import DPPlan, Plan, dp_of
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import MalformedInputError, PolicyError, UsageError, VerificationError
 from site_kit import record as site_record
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ file's bytes, in order) and the plan's preprocessing
 (``site_kit.data.samples.Samples.digest``), not the decoded arrays. The salt keeps the
 digest from confirming a guess about the data to anyone who does not hold the workspace.
 
-Each event reads and writes its line byte for byte (:mod:`flsilo.jsonfields`); a kind or a
+Each event reads and writes its line byte for byte (:mod:`flsilo.fs.jsonfields`); a kind or a
 field this flsilo does not know is a newer flsilo's (``record-version``, with the upgrade
 hint), a line lacking a field or holding a mistyped one is ``record-broken``.
 """
@@ -27,12 +27,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from flsilo.atomic import write_text
-from flsilo.codes import Code
-from flsilo.errors import MalformedInputError
-from flsilo.hashchain import Event, HashChain, record_broken
-from flsilo.jsonfields import LEFT_OUT, FieldError, JsonFields
-from flsilo.manifest import UPGRADE_HINT
+from flsilo.format.manifest import UPGRADE_HINT
+from flsilo.fs.atomic import write_text
+from flsilo.fs.hashchain import Event, HashChain, record_broken
+from flsilo.fs.jsonfields import LEFT_OUT, FieldError, JsonFields
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import MalformedInputError
 
 RECORD_FILE = "record.jsonl"
 SALT_FILE = "record.salt"

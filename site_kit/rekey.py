@@ -11,19 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flsilo import federation as fed
-from flsilo.atomic import WorkspaceLock, write_text
-from flsilo.codes import Code
-from flsilo.errors import UsageError, VerificationError
-from flsilo.federation import read_toml
-from flsilo.keys import (
+from flsilo.fs.atomic import WorkspaceLock, write_text
+from flsilo.fs.workspace_paths import stored_path
+from flsilo.plans import federation as fed
+from flsilo.plans.federation import read_toml
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError, VerificationError
+from flsilo.signing.keys import (
     PassphraseSource,
     PublicKey,
     load_private_key,
     load_public_key,
     parse_public_line,
 )
-from flsilo.workspace_paths import stored_path
 from site_kit import record as site_record
 from site_kit.workspace import KIT_FILE, SITE_FILE, SiteWorkspace
 

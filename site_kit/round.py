@@ -14,16 +14,16 @@ import numpy as np
 import safetensors
 import torch
 
-from flsilo import manifest as mf
-from flsilo.artifact import Verified, write_artifact
-from flsilo.atomic import WorkspaceLock, remove_stale_temps
-from flsilo.codes import Code
-from flsilo.errors import PolicyError, UsageError
-from flsilo.keys import PassphraseSource, PrivateKey, load_private_key
-from flsilo.plan import dp_of
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import Verified, write_artifact
+from flsilo.format.tensorsets import ROUND_FEDSTATS, ROUND_STATISTICS
+from flsilo.fs.atomic import WorkspaceLock, remove_stale_temps
+from flsilo.models.torchio import state_to_raw
+from flsilo.plans.plan import dp_of
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import PolicyError, UsageError
+from flsilo.signing.keys import PassphraseSource, PrivateKey, load_private_key
 from flsilo.tasks import require_task, task_for
-from flsilo.tensorsets import ROUND_FEDSTATS, ROUND_STATISTICS
-from flsilo.torchio import state_to_raw
 from site_kit import record as site_record
 from site_kit.checkpoint import Checkpoint
 from site_kit.data.stream import default_workers

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flsilo import federation as fed
-from flsilo.atomic import WorkspaceLock, write_text
-from flsilo.codes import Code
-from flsilo.errors import DataError, UsageError
-from flsilo.workspace_paths import stored_path
+from flsilo.fs.atomic import WorkspaceLock, write_text
+from flsilo.fs.workspace_paths import stored_path
+from flsilo.plans import federation as fed
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError, UsageError
 from site_kit import record as site_record
 from site_kit.data import FORMATS, guess_format
 from site_kit.workspace import SITE_FILE, SiteWorkspace

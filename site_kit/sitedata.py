@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo import manifest as mf
-from flsilo.errors import UsageError
-from flsilo.federation import DataSpec
-from flsilo.plan import task_spec
+from flsilo.format import manifest as mf
+from flsilo.plans.federation import DataSpec
+from flsilo.plans.plan import task_spec
+from flsilo.runtime.errors import UsageError
 from site_kit.data.cache import with_cache
 from site_kit.data.samples import Samples, open_samples
 from site_kit.preprocess import build

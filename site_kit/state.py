@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from flsilo.atomic import write_text
-from flsilo.codes import Code
-from flsilo.errors import WorkspaceError
-from flsilo.jsonfields import LEFT_OUT, FieldError, JsonFields
-from flsilo.manifest import UPGRADE_HINT
+from flsilo.format.manifest import UPGRADE_HINT
+from flsilo.fs.atomic import write_text
+from flsilo.fs.jsonfields import LEFT_OUT, FieldError, JsonFields
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import WorkspaceError
 
 STATE_FILE = "state.json"
 

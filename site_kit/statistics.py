@@ -14,20 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flsilo.codes import Code
-from flsilo.errors import PolicyError
-from flsilo.manifest import Plan
-from flsilo.models.registry import head_features
-from flsilo.plan import CLASSIFY
-from flsilo.tasks import load_task
-from flsilo.tensorfile import RawTensor
-from flsilo.tensorsets import (
+from flsilo.format.manifest import Plan
+from flsilo.format.tensorfile import RawTensor
+from flsilo.format.tensorsets import (
     REVEALS,
     STAT_CLASS_COUNTS,
     STAT_CLASS_SUMS,
     STAT_GRAM,
     statistics_specs,
 )
+from flsilo.models.registry import head_features
+from flsilo.plans.plan import CLASSIFY
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import PolicyError
+from flsilo.tasks import load_task
 from site_kit.data import Dataset
 from site_kit.data.samples import Samples
 from site_kit.data.stream import batches, in_order

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flsilo.artifact import sig_path, verify_file
-from flsilo.errors import FlsiloError
-from flsilo.keys import PublicKey, parse_public_line
-from flsilo.manifest import KIND_BUNDLE, KIND_PACKAGE
-from flsilo.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
-from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
+from flsilo.format.artifact import sig_path, verify_file
+from flsilo.format.manifest import KIND_BUNDLE, KIND_PACKAGE
+from flsilo.runtime.errors import FlsiloError
+from flsilo.signing.keys import PublicKey, parse_public_line
+from flsilo.signing.sshsig import BUNDLE_NAMESPACE, PACKAGE_NAMESPACE
+from flsilo.signing.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from site_kit import record as site_record
 from site_kit.state import SiteState
 from site_kit.workspace import SiteWorkspace

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.manifest import Plan
+from flsilo.format.manifest import Plan
+from flsilo.format.tensorsets import frozen_tensors
 from flsilo.models.norms import hold_frozen_batchnorms
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 from flsilo.tasks import task_for
-from flsilo.tensorsets import frozen_tensors
 from site_kit.checkpoint import Checkpoint
 from site_kit.data import Dataset
 from site_kit.data.samples import Samples

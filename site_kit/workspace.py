@@ -7,31 +7,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flsilo import federation as fed
-from flsilo.artifact import Verified, scan_file, sig_path, verify_file
-from flsilo.atomic import atomic_writer, copy_file, write_text
-from flsilo.codes import Code
-from flsilo.errors import (
+from flsilo.format.artifact import Verified, scan_file, sig_path, verify_file
+from flsilo.format.manifest import ID_PATTERN, KIND_PACKAGE
+from flsilo.fs.atomic import atomic_writer, copy_file, write_text
+from flsilo.fs.untrusted import read_bounded
+from flsilo.fs.workspace_paths import resolve_stored, stored_path
+from flsilo.plans import federation as fed
+from flsilo.plans.federation import read_toml
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import (
     MalformedInputError,
     PolicyError,
     UsageError,
     VerificationError,
     WorkspaceError,
 )
-from flsilo.federation import read_toml
-from flsilo.keys import (
+from flsilo.signing.keys import (
     PrivateKey,
     PublicKey,
     fingerprint_matches,
     load_public_key,
     parse_public_line,
 )
-from flsilo.manifest import ID_PATTERN, KIND_PACKAGE
-from flsilo.rotation import MAX_CHAIN_BYTES, chain_path, load_chain, walk_chain
-from flsilo.sshsig import PACKAGE_NAMESPACE
-from flsilo.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
-from flsilo.untrusted import read_bounded
-from flsilo.workspace_paths import resolve_stored, stored_path
+from flsilo.signing.rotation import MAX_CHAIN_BYTES, chain_path, load_chain, walk_chain
+from flsilo.signing.sshsig import PACKAGE_NAMESPACE
+from flsilo.signing.trust import HUB_PRINCIPAL, AllowedSigners, SignerEntry
 from site_kit import record as site_record
 from site_kit.state import SiteState, read_state, write_state
 
@@ -44,7 +44,7 @@ class SiteConfig:
     """``site.toml``: who this site is and where its key and data are.
 
     ``key`` and ``data`` are relative to the workspace when inside it, absolute otherwise
-    (``flsilo.workspace_paths``); ``site_key`` is the public key the hub enrolled.
+    (``flsilo.fs.workspace_paths``); ``site_key`` is the public key the hub enrolled.
     """
 
     site_id: str

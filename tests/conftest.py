@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from flsilo import keys
 from flsilo.cli.app import run
-from flsilo.cpu import THREAD_VARIABLES
-from flsilo.keys import generate_key, load_public_key, parse_public_line, write_new_key
+from flsilo.runtime.cpu import THREAD_VARIABLES
+from flsilo.signing import keys
+from flsilo.signing.keys import generate_key, load_public_key, parse_public_line, write_new_key
 from tests import cpu_report
 
 # Tests never assert wall-clock time: no Hypothesis deadlines (first calls import torch).
@@ -328,7 +328,7 @@ def stock_verify(
 
 def run_flsilo(*args: object, fault: str | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m flsilo ARGS`` in a process of its own, optionally killed at ``fault``
-    (``FLSILO_FAULT``, see flsilo/faults.py); any inherited fault setting is dropped."""
+    (``FLSILO_FAULT``, see flsilo/runtime/faults.py); any inherited fault setting is dropped."""
     env = {k: v for k, v in os.environ.items() if k != "FLSILO_FAULT"}
     if fault:
         env["FLSILO_FAULT"] = fault

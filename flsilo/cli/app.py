@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-from flsilo import notices
 from flsilo.cli import (
     audit_cmd,
     backbone_cmd,
@@ -35,9 +34,10 @@ from flsilo.cli import (
     wheelhouse_cmd,
 )
 from flsilo.cli.common import STATE, emit_json, print_error, print_notes
-from flsilo.cpu import configure_threads
-from flsilo.errors import Code, ExitCode, FlsiloError, UsageError, trace_code
-from flsilo.safetext import shown
+from flsilo.fs.safetext import shown
+from flsilo.runtime import notices
+from flsilo.runtime.cpu import configure_threads
+from flsilo.runtime.errors import Code, ExitCode, FlsiloError, UsageError, trace_code
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as _click
@@ -51,7 +51,7 @@ class _Commands(typer.core.TyperGroup):
     which the framework would otherwise turn into a silent exit status 130."""
 
     def invoke(self, ctx: Any) -> Any:
-        from flsilo import signals
+        from flsilo.runtime import signals
 
         try:
             return super().invoke(ctx)
@@ -152,7 +152,7 @@ def usage_error(exc: Any) -> int:
 
 def interrupted(exc: BaseException, argv: list[str]) -> int:
     """One line (what stopped, that nothing half-written was kept, how to resume); 130/143."""
-    from flsilo import signals
+    from flsilo.runtime import signals
 
     status = signals.exit_status(exc)
     what = command_name(argv)
@@ -205,7 +205,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    from flsilo import signals
+    from flsilo.runtime import signals
 
     STATE.json = False
     STATE.threads = None

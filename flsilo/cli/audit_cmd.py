@@ -9,11 +9,11 @@ import typer
 from rich import box
 from rich.table import Table
 
-from flsilo import progress
 from flsilo.cli.common import emit_json, set_json, stdout
 from flsilo.cli.progress import with_progress
-from flsilo.errors import ExitCode
-from flsilo.manifest import to_jsonable
+from flsilo.format.manifest import to_jsonable
+from flsilo.runtime import progress
+from flsilo.runtime.errors import ExitCode
 
 
 @with_progress("audit")

@@ -40,7 +40,7 @@ def import_(
     """
     set_json(json_out)
     from flsilo.models.backbone import IMAGENET, import_backbone, write_start
-    from flsilo.preprocessing import parse_normalize
+    from flsilo.plans.preprocessing import parse_normalize
 
     given = None
     if normalize is not None:

@@ -16,10 +16,10 @@ from typing import Any
 from rich.console import Console
 from rich.segment import Segment
 
-from flsilo.codes import Code
-from flsilo.errors import ExitCode, FlsiloError, KeyFileError, UsageError
-from flsilo.keys import PassphraseSource
-from flsilo.safetext import shown
+from flsilo.fs.safetext import shown
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import ExitCode, FlsiloError, KeyFileError, UsageError
+from flsilo.signing.keys import PassphraseSource
 
 REPORT_SCHEMA = "flsilo.report/1"
 FINAL_UNKNOWN = (
@@ -37,7 +37,7 @@ class CliState:
     json: bool = False
     verbose: bool = False
     threads: int | None = None
-    """--threads as given (None: the default chosen by flsilo.cpu)."""
+    """--threads as given (None: the default chosen by flsilo.runtime.cpu)."""
     prompt_open: bool = False
     """An interactive prompt is waiting on its line: an interrupt ends that line first."""
 
@@ -47,7 +47,7 @@ STATE = CliState()
 
 class SafeConsole(Console):
     """A rich console that escapes control and bidi characters in everything it prints
-    (:func:`flsilo.safetext.shown`): a file name in a table cell cannot drive the terminal.
+    (:func:`flsilo.fs.safetext.shown`): a file name in a table cell cannot drive the terminal.
 
     The escape is applied to each rendered segment's text, before rich adds its own styles.
     """
@@ -72,7 +72,7 @@ def stderr() -> Console:
 def print_data(text: str) -> None:
     """One line of data on stdout (a path, a fingerprint) as is: never wrapped to the
     terminal and never read as markup, so ``$(flsilo ...)`` in a script gets it whole.
-    Control characters are escaped (:func:`flsilo.safetext.shown`)."""
+    Control characters are escaped (:func:`flsilo.fs.safetext.shown`)."""
     sys.stdout.write(shown(text) + "\n")
     sys.stdout.flush()
 
@@ -127,7 +127,7 @@ def print_error(err: FlsiloError) -> None:
 
 
 def print_notes(notes: list[str]) -> None:
-    """What a command did besides its task (flsilo.notices), one line each on stderr."""
+    """What a command did besides its task (flsilo.runtime.notices), one line each on stderr."""
     for note in notes:
         sys.stderr.write(shown(f"flsilo: note: {note}") + "\n")
     sys.stderr.flush()
@@ -269,7 +269,7 @@ def parse_when(text: str | None) -> int | None:
     event log and manifests show (2026-11-22T14:03:00Z; a date alone is its midnight)."""
     if text is None or text == "now":
         return None
-    from flsilo.trust import parse_time
+    from flsilo.signing.trust import parse_time
 
     compact = re.sub(r"[-:]", "", text.strip()).replace("T", "").replace(" ", "")
     try:

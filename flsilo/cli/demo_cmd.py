@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from flsilo.cli.common import STATE, emit_json, info, set_json, stdout
-from flsilo.cpu import configure_threads, current_threads
+from flsilo.runtime.cpu import configure_threads, current_threads
 
 
 def demo(

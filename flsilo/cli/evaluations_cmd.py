@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
-from flsilo.errors import ExitCode, UsageError
+from flsilo.runtime.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from hub_kit.evaluations import Cell, Refused
@@ -154,7 +154,7 @@ def _plot(rows: dict[int, dict[str, Cell]], sites: list[str], png: Path) -> None
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    from flsilo.atomic import atomic_writer
+    from flsilo.fs.atomic import atomic_writer
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for site in sites:

@@ -9,9 +9,9 @@ import typer
 
 from flsilo.cli.common import emit_json, info, print_data, set_json
 from flsilo.cli.trust_options import Hub, Key, Signers, Site, chosen_trust
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.manifest import to_jsonable
+from flsilo.format.manifest import to_jsonable
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 
 def export(

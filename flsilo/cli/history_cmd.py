@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, set_json, stdout
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 if TYPE_CHECKING:
     from hub_kit.history import RoundHistory
@@ -37,7 +37,7 @@ def _figure(value: float | None, metric: str) -> str:
 
 def primary_metric(task: str) -> str:
     """The task's primary metric; ``accuracy`` where this flsilo cannot load the task."""
-    from flsilo.errors import FlsiloError
+    from flsilo.runtime.errors import FlsiloError
     from flsilo.tasks import load_task
 
     try:
@@ -148,7 +148,7 @@ def pyplot() -> Any:
 
 def _plot(rounds: list[RoundHistory], png: Path, notes: list[str], metric: str) -> None:
     plt = pyplot()
-    from flsilo.atomic import atomic_writer
+    from flsilo.fs.atomic import atomic_writer
 
     fig, ax = plt.subplots(figsize=(7, 4))
     scale = 100 if metric in PERCENT else 1

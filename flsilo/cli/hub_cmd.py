@@ -14,7 +14,7 @@ from flsilo.cli.common import emit_json, passphrase_source, print_data, say, set
 from flsilo.cli.hub_init_cmd import JsonOut, PassphraseFile, hub_init
 from flsilo.cli.options import STRATEGY_HELP
 from flsilo.cli.progress import with_progress
-from flsilo.manifest import to_jsonable
+from flsilo.format.manifest import to_jsonable
 
 app = typer.Typer(
     help="Run the hub: create a federation, enrol sites, make kits.", no_args_is_help=True
@@ -163,8 +163,8 @@ def hub_rotate_key(
     old, new, package = rotate_key(
         HubWorkspace.open(hub_dir), new_key, passphrase_source(passphrase_file)
     )
-    from flsilo.artifact import sig_path
-    from flsilo.rotation import chain_path
+    from flsilo.format.artifact import sig_path
+    from flsilo.signing.rotation import chain_path
 
     carry = [package, sig_path(package), chain_path(package)]
     if json_out:

@@ -10,10 +10,10 @@ import typer
 
 from flsilo.cli.common import emit_json, info, passphrase_source, print_data, set_json
 from flsilo.cli.options import int_list, name_list, with_settings
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.federation import HubPolicy
-from flsilo.keys import load_public_key
+from flsilo.plans.federation import HubPolicy
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
+from flsilo.signing.keys import load_public_key
 
 PassphraseFile = Annotated[
     Path | None, typer.Option(help="Read the hub key's passphrase from this file.")
@@ -89,7 +89,7 @@ def hub_init(  # keyword-only: with_settings adds options, typer reads the annot
     """
     if print_config:
         from flsilo.cli.options import HUB_SETTINGS, PLAN_SETTINGS, PREPROCESS_SETTINGS
-        from flsilo.planfile import template
+        from flsilo.plans.planfile import template
 
         settings = PLAN_SETTINGS + PREPROCESS_SETTINGS + HUB_SETTINGS
         sys.stdout.write(template({s.name: s.help for s in settings}))

@@ -9,15 +9,15 @@ import typer
 from rich.table import Table
 
 from flsilo import __version__
-from flsilo.artifact import check_finite, check_is_file, read_signature, scan_file
-from flsilo.claims import lead_figure, show_figure
 from flsilo.cli.common import FINAL_UNKNOWN, emit_json, plural, set_json, stdout
 from flsilo.cli.round_report import pct
-from flsilo.errors import FlsiloError
-from flsilo.manifest import from_jsonable, to_jsonable
-from flsilo.preprocessing import Augment, Preprocess, preprocess_lines
-from flsilo.release import officer_states
-from flsilo.sshsig import check_signature
+from flsilo.format.artifact import check_finite, check_is_file, read_signature, scan_file
+from flsilo.format.manifest import from_jsonable, to_jsonable
+from flsilo.plans.preprocessing import Augment, Preprocess, preprocess_lines
+from flsilo.runtime.errors import FlsiloError
+from flsilo.signing.claims import lead_figure, show_figure
+from flsilo.signing.release import officer_states
+from flsilo.signing.sshsig import check_signature
 
 
 def inspect(

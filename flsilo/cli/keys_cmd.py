@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from flsilo.cli.common import emit_json, info, new_passphrase, print_data, set_json
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.keys import TYPE_NAMES, generate_key, load_public_key, write_new_key
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
+from flsilo.signing.keys import TYPE_NAMES, generate_key, load_public_key, write_new_key
 
 app = typer.Typer(
     help="Make OpenSSH keys (Ed25519, ECDSA P-256) and show fingerprints.", no_args_is_help=True

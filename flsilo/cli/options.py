@@ -18,11 +18,9 @@ from typing import Annotated, Any
 
 import typer
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.federation import SERVER_OPTIMIZERS, HubPolicy
-from flsilo.plan import MERGES, Plan
-from flsilo.preprocessing import (
+from flsilo.plans.federation import SERVER_OPTIMIZERS, HubPolicy
+from flsilo.plans.plan import MERGES, Plan
+from flsilo.plans.preprocessing import (
     INTENSITIES,
     Augment,
     Preprocess,
@@ -32,6 +30,8 @@ from flsilo.preprocessing import (
     parse_resize,
     parse_window,
 )
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ one thread reads (``pread`` into a few big buffers) while another hashes (``hash
 without the GIL), and, when asked, a third hashes the data section as well.
 
 The verify command claims a file's pass (:func:`claim`) and hands it to
-:func:`flsilo.artifact.verify_file`, which still reads the file itself for its structure
+:func:`flsilo.format.artifact.verify_file`, which still reads the file itself for its structure
 and float checks, and takes these digests (:meth:`Job.digests`) only when the file
 provably did not change: the same device, inode, size, modification and change times when
 this pass opened it, when it ended, when the verifier opened it and when the verifier
 finished; and the same data offset. Otherwise the verifier hashes its own read
-(:class:`flsilo.readpass.StaleDigests`). Nothing here judges a file: a file that cannot be
+(:class:`flsilo.format.readpass.StaleDigests`). Nothing here judges a file: a file that cannot be
 opened or is not regular is left to the verifier. (A forked child instead of the thread
 was measured and removed: docs/benchmarks.md.)
 """
@@ -159,10 +159,10 @@ class Job:
 
         ``opened``, ``finished``: the verifier's ``fstat`` of the file when it opened it
         and when it finished. Waits for the pass to end. Raises
-        :class:`~flsilo.readpass.StaleDigests` unless the file's identity and times were the
+        :class:`~flsilo.format.readpass.StaleDigests` unless the file's identity and times were the
         same at all four moments and the data section starts where the verifier found it.
         """
-        from flsilo.readpass import StaleDigests  # imported by then; not at start-up
+        from flsilo.format.readpass import StaleDigests  # imported by then; not at start-up
 
         self.done.wait()
         same = self.before == self.after == identity(opened) == identity(finished)

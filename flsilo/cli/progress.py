@@ -2,7 +2,7 @@
 occasional plain lines in a pipe or a log, nothing at all with ``--json``; never on stdout.
 
 The hub's work (``aggregate``, ``audit --replay``, ``verify`` of large files) reports
-through :mod:`flsilo.progress`; :func:`shown` installs the display that fits stderr for the
+through :mod:`flsilo.runtime.progress`; :func:`shown` installs the display that fits stderr for the
 length of one command. Work shorter than ``FLSILO_PROGRESS_AFTER`` seconds (default 1)
 draws nothing, so a quick command prints exactly what it printed before.
 """
@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flsilo import progress
 from flsilo.cli.common import STATE, stderr
-from flsilo.progress import counted
+from flsilo.runtime import progress
+from flsilo.runtime.progress import counted
 
 AFTER_ENV = "FLSILO_PROGRESS_AFTER"
 DEFAULT_AFTER = 1.0

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from flsilo.cli.common import emit_json, info, passphrase_source, print_data, set_json
-from flsilo.keys import load_private_key
-from flsilo.release import sign_release
+from flsilo.signing.keys import load_private_key
+from flsilo.signing.release import sign_release
 
 app = typer.Typer(
     help="Release sign-off of final packages by release officers.", no_args_is_help=True

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from flsilo.cli.common import emit_json, info, print_data, set_json
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 
 def report(
@@ -38,7 +38,7 @@ def report(
     --hub-fingerprint SHA256:NxPKs2...
     """
     set_json(json_out)
-    from flsilo.atomic import atomic_directory
+    from flsilo.fs.atomic import atomic_directory
     from hub_kit import card_render
     from hub_kit.audit_trust import trust_root
     from hub_kit.card import card_evidence

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flsilo.claims import lead_figure, show_figure
+from flsilo.signing.claims import lead_figure, show_figure
 
 if TYPE_CHECKING:
     from hub_kit.report import AggregateReport

@@ -10,10 +10,10 @@ from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, set_json, stdout
 from flsilo.cli.options import int_list, name_list, with_settings
-from flsilo.errors import UsageError
-from flsilo.federation import HubPolicy
-from flsilo.manifest import to_jsonable
-from flsilo.plan import Plan
+from flsilo.format.manifest import to_jsonable
+from flsilo.plans.federation import HubPolicy
+from flsilo.plans.plan import Plan
+from flsilo.runtime.errors import UsageError
 
 if TYPE_CHECKING:
     from sim_kit.simulate import SweepReport

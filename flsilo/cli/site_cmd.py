@@ -21,8 +21,8 @@ from flsilo.cli.common import (
 )
 from flsilo.cli.progress import ProgressPrinter
 from flsilo.cli.trust_options import Hub, Key, Signers, Site
-from flsilo.errors import UsageError
-from flsilo.manifest import to_jsonable
+from flsilo.format.manifest import to_jsonable
+from flsilo.runtime.errors import UsageError
 
 app = typer.Typer(help="Set up a site workspace from a hub kit.", no_args_is_help=True)
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]

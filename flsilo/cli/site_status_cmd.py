@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from flsilo.cli.common import emit_json, info, plural, set_json, stdout
-from flsilo.codes import Code
-from flsilo.errors import DataError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 Site = Annotated[Path | None, typer.Option(help="Trust the hub key of this site workspace.")]
 Hub = Annotated[

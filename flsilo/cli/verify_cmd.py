@@ -9,8 +9,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flsilo import oms, progress
-from flsilo.artifact import Verified, verify_file
 from flsilo.cli import prehash
 from flsilo.cli.common import (
     FINAL_UNKNOWN,
@@ -24,13 +22,16 @@ from flsilo.cli.common import (
     stdout,
 )
 from flsilo.cli.progress import with_progress
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError, MalformedInputError, UsageError
-from flsilo.keys import load_public_key
-from flsilo.manifest import Manifest
-from flsilo.release import check_release
-from flsilo.trust import AllowedSigners, SingleKey, TrustPolicy
-from flsilo.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
+from flsilo.format.artifact import Verified, verify_file
+from flsilo.format.manifest import Manifest
+from flsilo.fs.untrusted import MAX_SMALL_FILE_BYTES, read_bounded
+from flsilo.runtime import progress
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError, MalformedInputError, UsageError
+from flsilo.signing import oms
+from flsilo.signing.keys import load_public_key
+from flsilo.signing.release import check_release
+from flsilo.signing.trust import AllowedSigners, SingleKey, TrustPolicy
 
 
 def manifest_summary(m: Manifest) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def build(
         source=source,
     )
     if target not in wh.TARGETS:
-        from flsilo.errors import UsageError
+        from flsilo.runtime.errors import UsageError
 
         raise UsageError(f"unknown target {target!r}", hint="use --target cpu or --target cuda")
     if resolve_only:
@@ -107,7 +107,7 @@ def sign(
     Example: flsilo wheelhouse sign wheels-cpu --key keys/hub
     """
     set_json(json_out)
-    from flsilo.keys import load_private_key
+    from flsilo.signing.keys import load_private_key
     from hub_kit import wheelhouse as wh
 
     wh.check_sums(out)  # before the passphrase: nothing is asked for a broken folder
@@ -132,7 +132,7 @@ def verify(
     Example: flsilo wheelhouse verify kit-site-a/wheelhouse --key kit-site-a/hub.pub
     """
     set_json(json_out)
-    from flsilo.keys import load_public_key
+    from flsilo.signing.keys import load_public_key
     from hub_kit import wheelhouse as wh
 
     files = wh.verify(out, load_public_key(key))

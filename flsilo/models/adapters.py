@@ -24,9 +24,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flsilo.codes import Code
-from flsilo.errors import PolicyError
-from flsilo.tensorsets import LORA_A, AdapterSpec, parse_adapters
+from flsilo.format.tensorsets import LORA_A, AdapterSpec, parse_adapters
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import PolicyError
 
 if TYPE_CHECKING:
     import torch

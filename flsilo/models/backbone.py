@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flsilo.artifact import sha256_file
-from flsilo.codes import Code
-from flsilo.errors import MalformedInputError
+from flsilo.format.artifact import sha256_file
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import MalformedInputError
 
 PROVENANCE_KEY = "flsilo.provenance"
 PREFIXES = ("module.", "model.", "backbone.", "encoder.")
@@ -198,7 +198,7 @@ def write_start(out: Path, imported: Imported) -> Path:
     """Write the start file (provenance in its metadata) and ``OUT.provenance.json``."""
     from safetensors.torch import save
 
-    from flsilo.atomic import write_bytes, write_text
+    from flsilo.fs.atomic import write_bytes, write_text
 
     text = json.dumps(imported.provenance, sort_keys=True, separators=(",", ":"))
     write_bytes(out, save(imported.state, metadata={PROVENANCE_KEY: text}))
@@ -234,7 +234,7 @@ def with_start(config: Any, start: Path | None) -> tuple[Any, dict[str, Any] | N
     expects (when the plan gives none), and that file's provenance; unchanged without one."""
     import dataclasses
 
-    from flsilo.errors import UsageError
+    from flsilo.runtime.errors import UsageError
 
     record = read_provenance(start) if start is not None else None
     if record is None:

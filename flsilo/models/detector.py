@@ -13,7 +13,7 @@ offset and of the log box size at the centre cells, each averaged over the image
 The loss is a sum of per-image losses, so a batch's ``mean`` and ``sum`` are plain.
 
 Decoding (``detect``): 3x3 max-pool peaks of the sigmoid heat maps, the ``TOP_K`` best,
-boxes from offset and size, class-wise NMS at IoU ``NMS_IOU`` (``flsilo.boxes``: no
+boxes from offset and size, class-wise NMS at IoU ``NMS_IOU`` (``flsilo.scoring.boxes``: no
 torchvision needed). Boxes are corners normalised to the input (0..1).
 
 Arguments: ``width`` (channels at 1/4; 1/8 and 1/16 have twice as many), ``groups``
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flsilo.boxes import batched_nms
+from flsilo.scoring.boxes import batched_nms
 
 STRIDE = 4
 GAUSS_ALPHA = 0.54

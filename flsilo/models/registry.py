@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
 from flsilo.models import vision
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 if TYPE_CHECKING:
     from torch import nn

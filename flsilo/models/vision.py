@@ -24,8 +24,8 @@ import difflib
 import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 
 if TYPE_CHECKING:
     from torch import nn

@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from flsilo.codes import Code
-from flsilo.errors import FlsiloError
-from flsilo.plan import BUILTIN_TASKS, CLASSIFY, PLUGIN_TASK, Plan, TaskSpec, dp_of
+from flsilo.plans.plan import BUILTIN_TASKS, CLASSIFY, PLUGIN_TASK, Plan, TaskSpec, dp_of
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import FlsiloError
 from flsilo.tasks.base import Evaluation, Evaluator, LabelError, Target, Task
 
 __all__ = [

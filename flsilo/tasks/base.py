@@ -6,7 +6,7 @@ A task is one object (a subclass of :class:`Task`, usually a module-level ``TASK
 the plan names (``Plan.task``: ``classify``, ``multilabel``, ``sequence``, ``detect``, or
 ``package.module:attr`` for a plug-in). The training loop, evaluation, statistics rounds,
 the data adapters and ``simulate`` ask it; none of them assume class indices. Every method
-that depends on the task's settings receives a ``flsilo.plan.TaskSpec`` (name,
+that depends on the task's settings receives a ``flsilo.plans.plan.TaskSpec`` (name,
 ``thresholds``, ``charset``, ``max_length``: the plan's fields of those names, also signed
 into every manifest's model description) and the ``classes`` (``--classes``). It has two
 halves:
@@ -46,7 +46,7 @@ halves:
   batch by batch (``add(model, x, y)``, in eval mode under ``no_grad``) and asks once for
   an :class:`Evaluation` (``finish()``): the loss, ``values`` (a flat dict of figures
   including ``primary_metric``; these go into the bundle's manifest), and, where the task
-  has them, per-class clinical figures (``flsilo.metrics``).
+  has them, per-class clinical figures (``flsilo.scoring.metrics``).
 
 **Facts the rest of flsilo checks before it starts.**
 
@@ -72,8 +72,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flsilo.manifest import Metrics
-from flsilo.plan import TaskSpec
+from flsilo.format.manifest import Metrics
+from flsilo.plans.plan import TaskSpec
 
 if TYPE_CHECKING:
     import torch
@@ -96,7 +96,7 @@ class Evaluation:
     """What one pass of a model over some data measured.
 
     ``values`` is flat (name -> figure) and holds the task's ``primary_metric``;
-    ``figures`` is ``flsilo.metrics.Figures`` (per class or finding, with intervals) where
+    ``figures`` is ``flsilo.scoring.metrics.Figures`` (per class or finding, with intervals) where
     the task computes them, else None. ``accuracy`` is the share of samples predicted
     exactly right (classify: top-1; multilabel: every finding right at its threshold;
     sequence: the exact string), so reports that predate tasks keep their column.

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flsilo.metrics import classification_report
-from flsilo.plan import CLASSIFY, TaskSpec
+from flsilo.plans.plan import CLASSIFY, TaskSpec
+from flsilo.scoring.metrics import classification_report
 from flsilo.tasks.base import Evaluation, Evaluator, LabelError, Target, Task
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Targets come from the detection formats (``yolo``: a label file per image; ``coco``: a
 JSON manifest, video frames included), never from a CSV cell: the index stores each
-image's size and boxes as text (``flsilo.detlabels``). The targets are *geometric*: the
+image's size and boxes as text (``flsilo.scoring.detlabels``). The targets are *geometric*: the
 data pipeline moves the boxes with the pixels (``place``: the plan's resize and a
 left-right flip), so a batch's targets are boxes normalised to the model input, one
 (n, 5) float32 tensor per image (class, x1, y1, x2, y2). The plan allows ``hflip``,
@@ -12,7 +12,7 @@ from their boxes and are refused at ``hub init``.
 Models: the built-in ``detector`` (``flsilo.models.detector``) or torchvision's detection
 models (``torchvision:ssdlite320_mobilenet_v3_large``, ``flsilo.models.tvdetect``); each
 computes its own loss from the boxes. Evaluation decodes boxes and measures mAP@0.5
-(``map50``) and mAP@0.5:0.95 (``map``) with ``flsilo.detmetrics`` (the COCO definitions),
+(``map50``) and mAP@0.5:0.95 (``map``) with ``flsilo.scoring.detmetrics`` (the COCO definitions),
 per-class AP@0.5, and as ``accuracy`` the share of images whose detections scoring at least
 ``ACCURACY_SCORE`` are exactly their objects (one-to-one, right class, IoU >= 0.5).
 
@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flsilo.boxes import hflip_boxes, iou, resize_boxes
-from flsilo.codes import Code
-from flsilo.detlabels import decode as decode_label
-from flsilo.detmetrics import DetectionMeter
-from flsilo.errors import UsageError
-from flsilo.plan import TaskSpec
-from flsilo.preprocessing import parse_resize
+from flsilo.plans.plan import TaskSpec
+from flsilo.plans.preprocessing import parse_resize
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
+from flsilo.scoring.boxes import hflip_boxes, iou, resize_boxes
+from flsilo.scoring.detlabels import decode as decode_label
+from flsilo.scoring.detmetrics import DetectionMeter
 from flsilo.tasks.base import Evaluation, Evaluator, LabelError, Target, Task
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def exactly_right(
 
 
 class DetectEvaluator(Evaluator):
-    """Loss, mAP (flsilo.detmetrics) and the share of images found exactly right."""
+    """Loss, mAP (flsilo.scoring.detmetrics) and the share of images found exactly right."""
 
     def __init__(self, classes: tuple[str, ...]) -> None:
         self.classes = classes

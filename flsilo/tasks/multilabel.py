@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flsilo.metrics import auroc, multilabel_report
-from flsilo.plan import MULTILABEL, TaskSpec
+from flsilo.plans.plan import MULTILABEL, TaskSpec
+from flsilo.scoring.metrics import auroc, multilabel_report
 from flsilo.tasks.base import Evaluation, Evaluator, LabelError, Target, Task
 
 if TYPE_CHECKING:

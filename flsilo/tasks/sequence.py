@@ -8,7 +8,7 @@ character outside the charset, longer than ``max_length`` or empty is a bad reco
 its row. The loss is CTC (Graves et al., ICML 2006) over the log-softmax of every time
 step, a sum of per-sample losses (so DP-SGD clips each sample's gradient); decoding is
 best path (the arg-max per step, repeats merged, blanks dropped). The figures
-(``flsilo.strings``): ``exact_match`` (the share of strings read exactly, the primary
+(``flsilo.scoring.strings``): ``exact_match`` (the share of strings read exactly, the primary
 metric, also reported as ``accuracy``) and ``cer`` (edits over reference characters).
 """
 
@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.plan import TaskSpec
-from flsilo.strings import (
+from flsilo.plans.plan import TaskSpec
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
+from flsilo.scoring.strings import (
     LabelProblem,
     charset_problem,
     decode_indices,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 from hub_kit.strategies.base import Rule
 from hub_kit.strategies.centered_clip import CenteredClip
 from hub_kit.strategies.fedavg import FedAvg

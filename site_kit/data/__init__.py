@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.errors import DataError, UsageError
-from flsilo.federation import DataSpec
-from flsilo.plan import CLASSIFY, TaskSpec
+from flsilo.plans.federation import DataSpec
+from flsilo.plans.plan import CLASSIFY, TaskSpec
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError, UsageError
 from flsilo.tasks import Target, load_task
 
 FORMATS: dict[str, str] = {

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from flsilo.atomic import atomic_writer, write_text
-from flsilo.errors import FlsiloError
-from flsilo.untrusted import read_bounded
+from flsilo.fs.atomic import atomic_writer, write_text
+from flsilo.fs.untrusted import read_bounded
+from flsilo.runtime.errors import FlsiloError
 from site_kit.data.samples import Samples
 
 CACHE_VERSION = 1

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.detlabels import coco_box, encode
-from flsilo.detlabels import decode as decode_label
-from flsilo.errors import DataError
-from flsilo.untrusted import read_bounded
+from flsilo.fs.untrusted import read_bounded
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError
+from flsilo.scoring.detlabels import coco_box, encode
+from flsilo.scoring.detlabels import decode as decode_label
 from site_kit.data import BadRecord, DataContext
 from site_kit.data import manifest as csv_manifest
 from site_kit.data.imagefolder import check_shape

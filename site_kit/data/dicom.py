@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 from site_kit.data import BadRecord, DataContext
 from site_kit.data import manifest as csv_manifest
 from site_kit.data.imagefolder import check_shape

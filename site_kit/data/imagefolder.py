@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from flsilo.codes import Code
-from flsilo.errors import DataError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError
 from site_kit.data import BadRecord, DataContext
 from site_kit.data.pillow import EXTENSIONS, decode_file
 from site_kit.data.records import Identify, RawImage, Record

@@ -13,8 +13,8 @@ import posixpath
 from collections.abc import Iterator
 from pathlib import Path
 
-from flsilo.codes import Code
-from flsilo.errors import DataError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError
 from flsilo.tasks import LabelError
 from site_kit.data import BadRecord, DataContext
 from site_kit.data.csv_table import check_label_columns

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from flsilo.atomic import atomic_writer
-from flsilo.manifest import to_jsonable
-from flsilo.plan import TaskSpec
+from flsilo.format.manifest import to_jsonable
+from flsilo.fs.atomic import atomic_writer
+from flsilo.plans.plan import TaskSpec
 from site_kit.data import BadRecord, DataContext, adapter
 from site_kit.data.records import FileIdentity, Record
 

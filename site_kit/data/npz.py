@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.errors import DataError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError
 from flsilo.tasks import LabelError, Target
 from site_kit.data import BadRecord, DataContext
 from site_kit.data.records import Identify, Record

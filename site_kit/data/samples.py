@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from flsilo.codes import Code
-from flsilo.errors import DataError
-from flsilo.federation import DataSpec
-from flsilo.plan import TaskSpec
-from flsilo.preprocessing import Preprocess
+from flsilo.plans.federation import DataSpec
+from flsilo.plans.plan import TaskSpec
+from flsilo.plans.preprocessing import Preprocess
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError
 from flsilo.tasks import Target, load_task
 from site_kit.data import (
     BadRecord,

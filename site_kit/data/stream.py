@@ -9,7 +9,7 @@ worker's own state.
 
 Workers: ``--workers N`` processes decode while the main process trains; 0 decodes in the
 main process. The default, ``default_workers()``, is min(2, cores - 1): one core is left to
-the main process, whose torch operations use ``flsilo --threads`` threads (``flsilo.cpu``),
+the main process, whose torch operations use ``flsilo --threads`` threads (``flsilo.runtime.cpu``),
 and each worker runs one thread (the DataLoader's rule). The main process's thread count
 does not depend on ``--workers``, so neither does the arithmetic.
 """
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from flsilo.cpu import cpu_budget
-from flsilo.plan import CLASSIFY
+from flsilo.plans.plan import CLASSIFY
+from flsilo.runtime.cpu import cpu_budget
 from flsilo.tasks import Task, load_task
 from site_kit.data import Dataset
 from site_kit.data.samples import Samples

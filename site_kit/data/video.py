@@ -30,8 +30,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from flsilo.codes import Code
-from flsilo.errors import DataError, UsageError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError, UsageError
 from site_kit.data import BadRecord, DataContext
 from site_kit.data import manifest as csv_manifest
 from site_kit.data.imagefolder import check_shape

@@ -5,7 +5,7 @@ the images (sub-folders allowed) and ``DATA/labels/`` a text file per image at t
 relative path with the suffix ``.txt`` (``images/cam1/0001.jpg`` ->
 ``labels/cam1/0001.txt``). Each line is ``class cx cy w h``: the class an index into the
 federation's ``--classes`` (in that order) and the box normalised to the image
-(``flsilo.detlabels``). An empty label file is an image with no objects.
+(``flsilo.scoring.detlabels``). An empty label file is an image with no objects.
 
 Records come in path order. An image without a label file, or whose label file has a bad
 line (a box outside the image, an unknown class id, a malformed line), is a bad record
@@ -21,9 +21,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from flsilo.codes import Code
-from flsilo.detlabels import YOLO_HINT, encode, parse_yolo
-from flsilo.errors import DataError
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import DataError
+from flsilo.scoring.detlabels import YOLO_HINT, encode, parse_yolo
 from site_kit.data import BadRecord, DataContext
 from site_kit.data.imagefolder import check_shape
 from site_kit.data.pillow import EXTENSIONS, decode_file

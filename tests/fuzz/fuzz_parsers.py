@@ -22,10 +22,10 @@ except ImportError:  # pragma: no cover - the list still works without it
 
 if atheris is not None:
     with atheris.instrument_imports(include=["flsilo", "hub_kit", "tests.fuzz"]):
-        from flsilo.errors import FlsiloError
+        from flsilo.runtime.errors import FlsiloError
         from tests.fuzz import targets
 else:
-    from flsilo.errors import FlsiloError
+    from flsilo.runtime.errors import FlsiloError
     from tests.fuzz import targets
 
 TARGETS = {

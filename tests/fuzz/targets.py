@@ -12,13 +12,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from flsilo import federation
-from flsilo import manifest as mf
-from flsilo.errors import KeyFileError
-from flsilo.keys import load_private_key, parse_public_line
-from flsilo.sshsig import parse_signature
-from flsilo.tensorfile import read_header
-from flsilo.trust import parse_allowed_signers
+from flsilo.format import manifest as mf
+from flsilo.format.tensorfile import read_header
+from flsilo.plans import federation
+from flsilo.runtime.errors import KeyFileError
+from flsilo.signing.keys import load_private_key, parse_public_line
+from flsilo.signing.sshsig import parse_signature
+from flsilo.signing.trust import parse_allowed_signers
 from hub_kit.eventlog import EventLog
 
 SEED_DIR = Path(__file__).resolve().parent / "seeds"
@@ -82,9 +82,9 @@ def genuine_inputs(tmp: Path) -> dict[str, bytes]:
     """One genuine input per target, made with flsilo's own writers."""
     import numpy as np
 
-    from flsilo.artifact import write_artifact
-    from flsilo.keys import generate_key, write_new_key
-    from flsilo.tensorfile import RawTensor
+    from flsilo.format.artifact import write_artifact
+    from flsilo.format.tensorfile import RawTensor
+    from flsilo.signing.keys import generate_key, write_new_key
     from tests.hostile.test_corpus import bundle_manifest
 
     key = generate_key()

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flsilo.errors import FlsiloError
+from flsilo.runtime.errors import FlsiloError
 from tests.fuzz import targets
 
 # A parser may allocate a small multiple of its input, never megabytes for a few bytes.

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.artifact import read_signature_bytes, scan_file
-from flsilo.errors import FlsiloError
-from flsilo.keys import load_public_key
-from flsilo.release import _check_officer, release_sig_path
-from flsilo.trust import AllowedSigners
+from flsilo.format.artifact import read_signature_bytes, scan_file
+from flsilo.runtime.errors import FlsiloError
+from flsilo.signing.keys import load_public_key
+from flsilo.signing.release import _check_officer, release_sig_path
+from flsilo.signing.trust import AllowedSigners
 from hub_kit import wheelhouse as wh
 from hub_kit.archive import check_sums as check_round_sums
 from tests.conftest import Federation, hub_root, make_key
@@ -102,7 +102,7 @@ def test_public_key_and_allowed_signers(tmp_path: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", HOW)
 def test_federation_toml_of_a_kit(tmp_path: Path, how: str) -> None:
-    from flsilo import federation as fed
+    from flsilo.plans import federation as fed
 
     path = tmp_path / fed.FEDERATION_FILE
     plant(path, how)
@@ -142,16 +142,16 @@ def test_sigstore_bundle_beside_a_package(federation: Federation, cli, how: str)
 
 # Whole-file reads (``.read_bytes()`` / ``.read_text(``) that remain, per module, and why each
 # reads a file that is the tool's own or the operator's, never one carried from elsewhere.
-# A new one fails the scan: bound it with flsilo.untrusted.read_bounded, or add it here with
+# A new one fails the scan: bound it with flsilo.fs.untrusted.read_bounded, or add it here with
 # the reason its file cannot be hostile.
 OWN_FILES = {
-    "flsilo/cpu.py": (3, "the kernel's cgroup files"),
-    "flsilo/planfile.py": (1, "the operator's own plan file (hub init --config)"),
+    "flsilo/runtime/cpu.py": (3, "the kernel's cgroup files"),
+    "flsilo/plans/planfile.py": (1, "the operator's own plan file (hub init --config)"),
     "flsilo/models/registry.py": (1, "a model's own Python source, hashed"),
     "hub_kit/wheelhouse.py": (3, "the source tree and pip's own report while building"),
     "flsilo/cli/common.py": (1, "the operator's --passphrase-file"),
-    "flsilo/keys.py": (1, "the operator's own private key"),
-    "flsilo/hashchain.py": (1, "the hub's event log and a site's record (large, own)"),
+    "flsilo/signing/keys.py": (1, "the operator's own private key"),
+    "flsilo/fs/hashchain.py": (1, "the hub's event log and a site's record (large, own)"),
     "hub_kit/anchor.py": (1, "the hub's own log, when it is signed as it is (hub init)"),
     "hub_kit/workspace.py": (1, "the hub's own allowed_signers, compared with the log"),
     "hub_kit/audit.py": (2, "the audited log and allowed_signers (compared, not parsed blind)"),
@@ -184,14 +184,14 @@ def test_every_whole_file_read_is_listed() -> None:
                 found[path.relative_to(ROOT).as_posix()] = n
     unlisted = {p: n for p, n in found.items() if n > OWN_FILES.get(p, (0, ""))[0]}
     assert unlisted == {}, (
-        "new whole-file reads: bound them with flsilo.untrusted.read_bounded (an untrusted "
+        "new whole-file reads: bound them with flsilo.fs.untrusted.read_bounded (an untrusted "
         f"file) or list them in OWN_FILES with the reason: {unlisted}"
     )
 
 
 def test_untrusted_read_refuses_before_reading(tmp_path: Path) -> None:
     """The helper itself: the size comes from fstat, nothing is read from a huge file."""
-    from flsilo.untrusted import MAX_SIGNATURE_BYTES, read_signature_file
+    from flsilo.fs.untrusted import MAX_SIGNATURE_BYTES, read_signature_file
 
     sig = tmp_path / "a.sig"
     assert read_signature_file(sig) is None

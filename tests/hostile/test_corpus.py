@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo import manifest as mf
-from flsilo.artifact import write_artifact
-from flsilo.keys import generate_key, load_private_key, write_new_key
-from flsilo.sshsig import sign_digest
-from flsilo.tensorfile import MAX_HEADER_BYTES, RawTensor
-from flsilo.trust import SignerEntry
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import write_artifact
+from flsilo.format.tensorfile import MAX_HEADER_BYTES, RawTensor
+from flsilo.signing.keys import generate_key, load_private_key, write_new_key
+from flsilo.signing.sshsig import sign_digest
+from flsilo.signing.trust import SignerEntry
 from tests.conftest import tree_digest
 
 PLAN = mf.Plan(local_epochs=1, batch_size=8)
@@ -490,8 +490,8 @@ def test_good_file_verifies(tmp_path: Path, cli) -> None:
 
 
 def test_header_size_is_checked_before_allocation() -> None:
-    from flsilo.errors import MalformedInputError
-    from flsilo.tensorfile import read_header_length
+    from flsilo.format.tensorfile import read_header_length
+    from flsilo.runtime.errors import MalformedInputError
 
     with pytest.raises(MalformedInputError) as info:
         read_header_length(struct.pack("<Q", MAX_HEADER_BYTES + 1), 10**12, "f")
@@ -509,8 +509,8 @@ def test_what_safetensors_refuses_flsilo_refuses(tmp_path: Path) -> None:
     """An unpaired surrogate escape: the reference loader refuses the file, and so do we."""
     from safetensors.numpy import load_file
 
-    from flsilo.errors import MalformedInputError
-    from flsilo.tensorfile import parse_header
+    from flsilo.format.tensorfile import parse_header
+    from flsilo.runtime.errors import MalformedInputError
 
     w = {"dtype": "F32", "shape": [6], "data_offsets": [0, 24]}
     data = header_file({"\ud800": w}, F32_6)  # json.dumps writes it as the escape \\ud800

@@ -27,7 +27,7 @@ def test_a_fifo_or_a_link_is_refused_at_open_not_waited_on(tmp_path: Path) -> No
 
 
 def _info():
-    from flsilo.tensorfile import TensorInfo
+    from flsilo.format.tensorfile import TensorInfo
 
     return TensorInfo("w", "F32", (1,), 0, 4)
 
@@ -54,10 +54,10 @@ def test_a_statistics_reread_does_not_wait_on_a_fifo_or_follow_a_link(tmp_path: 
     link is not followed."""
     import threading
 
-    from flsilo.artifact import verify_file
-    from flsilo.errors import FlsiloError
-    from flsilo.tensorsets import STAT_CLASS_COUNTS
-    from flsilo.trust import AllowedSigners
+    from flsilo.format.artifact import verify_file
+    from flsilo.format.tensorsets import STAT_CLASS_COUNTS
+    from flsilo.runtime.errors import FlsiloError
+    from flsilo.signing.trust import AllowedSigners
     from hub_kit.intake import read_tensors
     from tests.conftest import build_federation
 

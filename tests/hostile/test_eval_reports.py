@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from flsilo import evalreport as er
-from flsilo.errors import FlsiloError
-from flsilo.keys import PublicKey, generate_key
-from flsilo.trust import SingleKey
+from flsilo.runtime.errors import FlsiloError
+from flsilo.signing import evalreport as er
+from flsilo.signing.keys import PublicKey, generate_key
+from flsilo.signing.trust import SingleKey
 
 GOOD = {
     "kind": "evaluation",

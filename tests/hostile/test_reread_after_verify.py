@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.errors import FlsiloError
-from flsilo.untrusted import read_span
+from flsilo.fs.untrusted import read_span
+from flsilo.runtime.errors import FlsiloError
 
 
 def swapped(tmp_path: Path, how: str) -> Path:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from flsilo import manifest as mf
-from flsilo.keys import load_private_key
-from flsilo.sshsig import sign_digest
-from flsilo.tensorfile import MAX_JSON_DEPTH
+from flsilo.format import manifest as mf
+from flsilo.format.tensorfile import MAX_JSON_DEPTH
+from flsilo.signing.keys import load_private_key
+from flsilo.signing.sshsig import sign_digest
 from tests.conftest import Federation, tree_digest
 
 
@@ -155,7 +155,7 @@ def test_unreadable_bundle_and_signature_are_rejects_not_aborts(
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("flsilo.untrusted.os.open", deny)
+    monkeypatch.setattr("flsilo.fs.untrusted.os.open", deny)
     rows = aggregate_rows(cli, federation.hub, "--min-sites", "1")
     assert rows["fed-r0000-site-a.safetensors"]["code"] == "unreadable"
     assert rows["other.safetensors"]["code"] == "unreadable"

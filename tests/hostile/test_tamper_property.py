@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flsilo.artifact import sig_path, verify_file
-from flsilo.errors import FlsiloError
-from flsilo.trust import AllowedSigners
+from flsilo.format.artifact import sig_path, verify_file
+from flsilo.runtime.errors import FlsiloError
+from flsilo.signing.trust import AllowedSigners
 from tests.hostile.test_corpus import Corpus
 
 

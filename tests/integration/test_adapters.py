@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from flsilo import manifest as mf
+from flsilo.format import manifest as mf
 from tests.conftest import Federation, build_federation, hub_root, make_key
 
 MLP = "mlp:hidden=16"
@@ -48,7 +48,7 @@ def _merged_update(tensors: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def test_package_holds_fixed_a_and_zero_b_and_bundles_only_b_and_head(lora_fed: Federation):
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     package0 = load_file(str(_package0(lora_fed)))
     assert sorted(package0) == [
@@ -173,7 +173,7 @@ def test_closed_form_head_is_solved_on_the_base_before_adapters_train(cli, tmp_p
 
 def test_dp_federation_trains_adapters_and_head_only(cli, tmp_path):
     pytest.importorskip("opacus", reason="the dp extra is not installed")
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     fed = build_federation(
         tmp_path / "fed", "periodic:1", MLP,
@@ -190,10 +190,10 @@ def test_dp_federation_trains_adapters_and_head_only(cli, tmp_path):
 def test_a_site_refuses_adapters_it_cannot_apply(lora_fed, tmp_path):
     import io
 
-    from flsilo.artifact import verify_file
-    from flsilo.codes import Code
-    from flsilo.errors import PolicyError
-    from flsilo.trust import AllowedSigners
+    from flsilo.format.artifact import verify_file
+    from flsilo.runtime.codes import Code
+    from flsilo.runtime.errors import PolicyError
+    from flsilo.signing.trust import AllowedSigners
     from site_kit.packagemodel import verified_model
 
     fed = lora_fed.copy(tmp_path / "fed")
@@ -223,7 +223,7 @@ def test_manifest_without_adapters_keeps_its_bytes():
 def test_a_reviewed_plan_file_sets_adapters(cli, tmp_path):
     import tomllib
 
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     printed = cli("hub", "init", "--print-config").out
     assert 'adapters = ""' in printed  # offered, empty, with its help above it
@@ -239,9 +239,9 @@ def test_a_reviewed_plan_file_sets_adapters(cli, tmp_path):
 
 
 def test_evaluate_refuses_a_signed_package_whose_adapters_it_cannot_apply(lora_fed, cli, tmp_path):
-    from flsilo.artifact import scan_file, write_artifact
-    from flsilo.keys import load_private_key
-    from flsilo.tensorfile import RawTensor
+    from flsilo.format.artifact import scan_file, write_artifact
+    from flsilo.format.tensorfile import RawTensor
+    from flsilo.signing.keys import load_private_key
 
     fed = lora_fed.copy(tmp_path / "fed")
     m = scan_file(_package0(fed)).manifest
@@ -280,9 +280,9 @@ def test_a_freeze_that_leaves_neither_b_nor_the_head_to_train_is_refused(cli, tm
 def test_the_hub_refuses_a_bundle_that_carries_a_or_a_base_tensor(lora_fed, cli, tmp_path, extra):
     """A site that signs a bundle changing A (or the frozen base) beside B and the head is
     refused as wrong-tensors: the next package's A and base come from the package alone."""
-    from flsilo.artifact import scan_file, write_artifact
-    from flsilo.keys import load_private_key
-    from flsilo.tensorfile import RawTensor
+    from flsilo.format.artifact import scan_file, write_artifact
+    from flsilo.format.tensorfile import RawTensor
+    from flsilo.signing.keys import load_private_key
 
     fed = lora_fed.copy(tmp_path / "fed")
     bundle = fed.bundles["site-a"]

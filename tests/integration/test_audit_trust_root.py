@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.keys import PrivateKey, PublicKey, load_private_key, load_public_key
-from flsilo.rotation import make_rotation
-from flsilo.sshsig import PACKAGE_NAMESPACE, sign_digest
+from flsilo.signing.keys import PrivateKey, PublicKey, load_private_key, load_public_key
+from flsilo.signing.rotation import make_rotation
+from flsilo.signing.sshsig import PACKAGE_NAMESPACE, sign_digest
 from hub_kit.anchor import sign_log
 from hub_kit.eventlog import EventLog
 from hub_kit.state import fold, render_allowed_signers

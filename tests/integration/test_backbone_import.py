@@ -76,7 +76,7 @@ def test_torchvision_checkpoint_to_a_one_trip_closed_form_federation(cli, tmp_pa
     assert "0.485" in json.dumps(shown) and "0.229" in json.dumps(shown)  # the plan normalises
     init = json.loads((fed.hub / "events.jsonl").read_text().splitlines()[0])
     assert init["start"]["source"]["sha256"] == digest
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     start_record = scan_file(package0).manifest.model.start  # in the signed package too
     assert start_record is not None and start_record.source.sha256 == digest

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flsilo.cli.app import app
-from flsilo.errors import ExitCode
+from flsilo.runtime.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
 

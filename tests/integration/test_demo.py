@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.artifact import verify_file
-from flsilo.trust import AllowedSigners
+from flsilo.format.artifact import verify_file
+from flsilo.signing.trust import AllowedSigners
 from tests.conftest import hub_root
 
 

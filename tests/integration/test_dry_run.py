@@ -80,7 +80,7 @@ def test_dry_run_does_not_import_torch(federation_template: Federation) -> None:
 def test_aggregate_asks_no_passphrase_before_it_will_sign(
     federation: Federation, cli, monkeypatch
 ) -> None:
-    from flsilo.keys import load_private_key, private_key_bytes
+    from flsilo.signing.keys import load_private_key, private_key_bytes
 
     key = load_private_key(federation.keys / "hub", lambda _p: b"")
     (federation.keys / "hub").write_bytes(private_key_bytes(key, b"secret"))

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 
 from flsilo.cli.common import error_line
-from flsilo.errors import FlsiloError
-from flsilo.plan import Plan
+from flsilo.plans.plan import Plan
+from flsilo.runtime.errors import FlsiloError
 from tests.conftest import Federation, Result, fingerprint, make_key, tree_digest
 
 DIGITS = ",".join(str(d) for d in range(10))
@@ -559,8 +559,8 @@ def _oms_malformed(ctx: Ctx) -> Outcome:
 
 @case("oms-key-type", 3)
 def _oms_key_type(ctx: Ctx) -> Outcome:
-    from flsilo import oms
-    from flsilo.keys import generate_key
+    from flsilo.signing import oms
+    from flsilo.signing.keys import generate_key
 
     fed = ctx.fed  # an Ed25519 hub: it never writes model signing bundles
     package = _package_copy(ctx, fed.hub)
@@ -573,8 +573,8 @@ def _oms_key_type(ctx: Ctx) -> Outcome:
 
 @case("oms-bad-signature", 3)
 def _oms_bad_signature(ctx: Ctx) -> Outcome:
-    from flsilo import oms
-    from flsilo.keys import generate_key
+    from flsilo.signing import oms
+    from flsilo.signing.keys import generate_key
 
     key = make_key(ctx.tmp / "hub", "ecdsa-p256")
     assert hub_init(ctx, ctx.tmp / "h", key).code == 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo import evalreport as er
-from flsilo.keys import generate_key
+from flsilo.signing import evalreport as er
+from flsilo.signing.keys import generate_key
 from tests.conftest import (
     Federation,
     digits_npz,
@@ -142,7 +142,7 @@ def test_stock_ssh_keygen_checks_a_report(federation: Federation, cli, tmp_path:
 
 
 def _resign(path: Path, federation: Federation, change: dict) -> None:
-    from flsilo.keys import load_private_key
+    from flsilo.signing.keys import load_private_key
 
     report = json.loads(path.read_bytes())
     report.update(change)
@@ -175,7 +175,7 @@ def test_a_renamed_or_reformatted_report_is_refused(
     # valid JSON, validly signed, but not the canonical text: refused as well
     pretty = json.dumps(json.loads(renamed.read_bytes()), indent=1).encode()
     key_path = federation.keys / "site-a"
-    from flsilo.keys import load_private_key
+    from flsilo.signing.keys import load_private_key
 
     path.write_bytes(pretty)
     er.sig_of(path).write_bytes(er.sign(pretty, load_private_key(key_path, lambda _p: b"")))

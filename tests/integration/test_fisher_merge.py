@@ -100,7 +100,7 @@ def test_fisher_round_refuses_bundles_without_or_with_wrong_fisher(
 
 
 def _tensors(path: Path, drop_fisher: bool = False, drop_first: bool = False) -> dict:
-    from flsilo.tensorfile import RawTensor
+    from flsilo.format.tensorfile import RawTensor
 
     loaded = load_file(str(path))
     first = sorted(k for k in loaded if k.startswith("fisher."))[0]

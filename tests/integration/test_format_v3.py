@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.hashchain import canonical_line
+from flsilo.fs.hashchain import canonical_line
 from tests.conftest import make_key
 
 V2 = Path(__file__).parent.parent / "fixtures" / "v2"

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flsilo import manifest as mf
 from flsilo.cli.app import run
+from flsilo.format import manifest as mf
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "golden_round"
 EXPECTED = FIXTURE / "expected.json"
@@ -72,7 +72,7 @@ def _aggregate(tmp: Path, args: list[str]) -> tuple[int, dict[str, str]]:
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     scan = scan_file(path, data_digest=False)
     data = path.read_bytes()[scan.header.data_start :]

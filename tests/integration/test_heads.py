@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from flsilo import manifest as mf
-from flsilo.artifact import write_artifact
-from flsilo.keys import load_private_key
-from flsilo.tensorfile import RawTensor
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import write_artifact
+from flsilo.format.tensorfile import RawTensor
+from flsilo.signing.keys import load_private_key
 from tests.conftest import Federation, build_federation, hub_root
 
 MLP = "mlp:hidden=16"  # tensors 1.weight, 1.bias (backbone), 3.weight, 3.bias (head)
@@ -27,7 +27,7 @@ def _aggregate(cli, fed: Federation) -> Path:
 
 
 def _manifest(path: Path) -> mf.Manifest:
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     return scan_file(path).manifest
 

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flsilo import manifest as mf
-from flsilo.artifact import scan_file, sig_path, write_artifact
-from flsilo.keys import load_private_key
-from flsilo.tensorfile import RawTensor
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import scan_file, sig_path, write_artifact
+from flsilo.format.tensorfile import RawTensor
+from flsilo.signing.keys import load_private_key
 from tests.conftest import Federation, fingerprint, hub_root, make_key, tree_digest
 
 
@@ -114,7 +114,7 @@ def _rule_cases() -> list[tuple[str, Any, str]]:
     def wrong_namespace(f: Federation, dest: Path) -> None:
         import hashlib
 
-        from flsilo.sshsig import sign_digest
+        from flsilo.signing.sshsig import sign_digest
 
         shutil.copy(f.bundles["site-a"], dest)
         key = load_private_key(f.keys / "site-a", lambda _p: b"")
@@ -393,7 +393,7 @@ def test_federation_completes(federation_template: Federation, tmp_path: Path, c
 def test_a_second_writer_is_refused_while_the_lock_is_held(
     federation: Federation, cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flsilo.atomic import WorkspaceLock
+    from flsilo.fs.atomic import WorkspaceLock
 
     monkeypatch.setenv("FLSILO_LOCK_WAIT", "0.2")
     federation.carry()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.artifact import scan_file
+from flsilo.format.artifact import scan_file
 from hub_kit.eventlog import EventLog
 from hub_kit.events import Accept, Enroll, Revoke, of_kind
 from hub_kit.workspace import HubWorkspace
@@ -208,7 +208,7 @@ def test_disk_full_names_the_file_and_changes_nothing(
     def full(_fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("flsilo.atomic.os.fsync", full)
+    monkeypatch.setattr("flsilo.fs.atomic.os.fsync", full)
     result = cli("aggregate", federation.hub)
     assert result.code == 1
     assert "error[disk-full]" in result.err and str(federation.hub) in result.err
@@ -318,7 +318,7 @@ def test_every_archived_byte_is_on_disk_before_the_commit(
                 unsynced_at_commit.append(f.name)
         return real_commit(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("flsilo.atomic.os.fsync", fsync)
+    monkeypatch.setattr("flsilo.fs.atomic.os.fsync", fsync)
     monkeypatch.setattr(HubTransaction, "commit", commit)
     result = cli("aggregate", federation.hub)
     assert result.code == (1 if shortfall else 0), result.err

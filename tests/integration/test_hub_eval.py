@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo.artifact import scan_file
-from flsilo.claims import HubEvaluation
+from flsilo.format.artifact import scan_file
+from flsilo.signing.claims import HubEvaluation
 from sim_kit.datasets import load_digits
 from tests.conftest import Federation, digits_npz, hub_root, tree_digest
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from flsilo.artifact import scan_file
-from flsilo.keys import generate_key, write_new_key
+from flsilo.format.artifact import scan_file
 from flsilo.models.registry import build_model
+from flsilo.signing.keys import generate_key, write_new_key
 
 ARGS = ["--federation", "fed", "--model", "logreg", "--classes", "a,b,c", "--input-shape", "4"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flsilo.artifact import scan_file
+from flsilo.format.artifact import scan_file
 from tests.conftest import Federation
 
 

@@ -7,11 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
-from flsilo.keys import load_private_key
-from flsilo.manifest import iso_to_epoch
-from flsilo.rotation import dump_chain
-from flsilo.sshsig import sign_digest
-from flsilo.trust import format_time
+from flsilo.format.manifest import iso_to_epoch
+from flsilo.signing.keys import load_private_key
+from flsilo.signing.rotation import dump_chain
+from flsilo.signing.sshsig import sign_digest
+from flsilo.signing.trust import format_time
 from tests.conftest import Federation, fingerprint, hub_root, make_key, needs_ssh_keygen, ssh_keygen
 
 
@@ -114,8 +114,8 @@ def test_hub_rotate_key_sites_follow_the_chain_from_the_confirmed_key(
     assert state["hub_key"].split()[1] == (fed.keys / "hub-2027.pub").read_text().split()[1]
     # a package whose chain was not signed by the old key is refused at a site
     final_b = copy_package(fed, 2, "site-b")
-    from flsilo.artifact import scan_file, sig_path
-    from flsilo.rotation import make_rotation
+    from flsilo.format.artifact import scan_file, sig_path
+    from flsilo.signing.rotation import make_rotation
 
     thief = make_key(fed.keys / "thief")
     forged = make_rotation(
@@ -130,8 +130,8 @@ def test_hub_rotate_key_sites_follow_the_chain_from_the_confirmed_key(
     assert scan.manifest.package is not None
     from dataclasses import replace
 
-    from flsilo.artifact import write_artifact
-    from flsilo.tensorfile import RawTensor
+    from flsilo.format.artifact import write_artifact
+    from flsilo.format.tensorfile import RawTensor
 
     data = final_b.read_bytes()
     tensors = {
@@ -152,7 +152,7 @@ def test_rekey_refuses_when_the_log_changed_while_the_key_was_unlocked(
 ) -> None:
     """A rekey reads the hub state, then unlocks the hub key (the passphrase may take a
     while); if another command committed meanwhile, the rekey writes nothing and says so."""
-    from flsilo.errors import FlsiloError
+    from flsilo.runtime.errors import FlsiloError
     from hub_kit import enrolment
     from hub_kit.workspace import HubWorkspace
 
@@ -193,8 +193,8 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     """rotate-key re-signs the current package; a site that confirmed the old key and has not
     received that package yet accepts it through PACKAGE.key-chain.json, and learns the new
     key; a chain that does not start at the site's key is refused with the foreign-hub hint."""
-    from flsilo.rotation import make_rotation
-    from flsilo.sshsig import parse_signature
+    from flsilo.signing.rotation import make_rotation
+    from flsilo.signing.sshsig import parse_signature
 
     fed = federation
     fed.carry()
@@ -239,8 +239,8 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     # a newer package signed by the key the site moved on from is not offered to train
     from dataclasses import replace
 
-    from flsilo.artifact import scan_file, write_artifact
-    from flsilo.tensorfile import RawTensor
+    from flsilo.format.artifact import scan_file, write_artifact
+    from flsilo.format.tensorfile import RawTensor
 
     scan = scan_file(package)
     data = package.read_bytes()
@@ -265,8 +265,8 @@ def test_a_site_that_missed_the_current_package_follows_the_chain_beside_it(
     assert refused.code == 3 and "unknown-signer" in refused.err
     assert "not signed by your hub" in refused.err and "key-chain.json" in refused.err
     # the hub's own chain beside a package some other key signed: refused as foreign
-    from flsilo.artifact import sig_path
-    from flsilo.sshsig import PACKAGE_NAMESPACE
+    from flsilo.format.artifact import sig_path
+    from flsilo.signing.sshsig import PACKAGE_NAMESPACE
 
     shutil.copy(carry[2], f"{foreign}.key-chain.json")
     digest = hashlib.sha256(foreign.read_bytes()).digest()
@@ -357,9 +357,9 @@ def test_a_site_on_the_third_hub_key_never_follows_a_chain_back_to_a_key_it_left
     the third key back to the first (or the second), signed by both, is refused."""
     from dataclasses import replace
 
-    from flsilo.artifact import scan_file, write_artifact
-    from flsilo.rotation import load_chain, make_rotation
-    from flsilo.tensorfile import RawTensor
+    from flsilo.format.artifact import scan_file, write_artifact
+    from flsilo.format.tensorfile import RawTensor
+    from flsilo.signing.rotation import load_chain, make_rotation
 
     fed = federation
     fed.carry()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.keys import load_private_key, load_public_key
+from flsilo.signing.keys import load_private_key, load_public_key
 from hub_kit.anchor import sign_log
 from hub_kit.state import fold, render_allowed_signers
 from tests.conftest import Federation, hub_root, make_key

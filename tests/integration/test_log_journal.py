@@ -128,7 +128,7 @@ def test_a_forged_journal_for_appended_lines_is_refused(federation: Federation, 
 
 
 def test_a_journal_signed_by_another_key_is_refused(federation: Federation, cli) -> None:
-    from flsilo.keys import load_private_key
+    from flsilo.signing.keys import load_private_key
     from hub_kit.anchor import log_signature
 
     raw, journal = _kill_after_append(federation)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo import evalreport as er
+from flsilo.signing import evalreport as er
 from tests.conftest import Federation, digits_npz, fingerprint, needs_ssh_keygen, tree_digest
 
 CHROMIUM = next(

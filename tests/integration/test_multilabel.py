@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo.artifact import scan_file
-from flsilo.manifest import MANIFEST_KEY
+from flsilo.format.artifact import scan_file
+from flsilo.format.manifest import MANIFEST_KEY
 from tests.conftest import fingerprint, hub_root, make_key, tree_digest
 
 FINDINGS = ("effusion", "nodule")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from flsilo import __version__
-from flsilo.cpu import _cgroup_quota, configure_threads, cpu_budget
-from flsilo.keys import load_private_key
+from flsilo.runtime.cpu import _cgroup_quota, configure_threads, cpu_budget
+from flsilo.signing.keys import load_private_key
 from tests.conftest import Federation
 
 
@@ -187,7 +187,7 @@ def test_prompt_at_a_terminal_is_never_hidden_and_ctrl_c_is_one_line(tmp_path: P
 
     import numpy as np
 
-    from flsilo.keys import load_private_key, private_key_bytes
+    from flsilo.signing.keys import load_private_key, private_key_bytes
     from tests.conftest import digits_npz
     from tests.integration.test_site import _site, new_hub
 
@@ -222,7 +222,7 @@ def test_prompt_at_a_terminal_is_never_hidden_and_ctrl_c_is_one_line(tmp_path: P
 
 
 def test_at_takes_the_time_the_event_log_shows(federation: Federation, cli) -> None:
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     bundle = federation.bundles["site-a"]
     signers = federation.hub / "allowed_signers"

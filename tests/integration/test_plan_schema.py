@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.artifact import scan_file
-from flsilo.keys import generate_key, write_new_key
+from flsilo.format.artifact import scan_file
+from flsilo.signing.keys import generate_key, write_new_key
 
 ARGS = ["--federation", "fed", "--model", "logreg", "--classes", "a,b,c", "--input-shape", "4"]
 

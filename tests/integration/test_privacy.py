@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo import manifest as mf
-from flsilo.artifact import scan_file
-from flsilo.errors import PolicyError
-from flsilo.plan import Plan
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import scan_file
+from flsilo.plans.plan import Plan
+from flsilo.runtime.errors import PolicyError
 from tests.conftest import Federation, build_federation, make_key, needs
 
 pytestmark = needs("opacus", reason="DP tests need the 'dp' extra (Opacus)")
@@ -68,7 +68,7 @@ def test_a_dp_federation_refuses_statistics_rounds(cli, tmp_path: Path) -> None:
     assert result.code == 2 and "error[dp-plan]" in result.err and "statistics" in result.err
     assert not (tmp_path / "h").exists()
     statistics = Plan(local_epochs=1, batch_size=8, kind="statistics", dp_epsilon=1, dp_budget=3)
-    from flsilo.plan import plan_problem
+    from flsilo.plans.plan import plan_problem
 
     assert "statistics" in (plan_problem(statistics) or "")
 
@@ -235,9 +235,9 @@ def test_dp_round_trip_reports_and_enforces_the_budget(dp_federation: Federation
 
 @pytest.mark.slow
 def test_hub_rejects_a_bundle_whose_mechanism_differs(dp_federation: Federation, cli) -> None:
-    from flsilo.artifact import write_artifact
-    from flsilo.keys import load_private_key
-    from flsilo.tensorfile import RawTensor
+    from flsilo.format.artifact import write_artifact
+    from flsilo.format.tensorfile import RawTensor
+    from flsilo.signing.keys import load_private_key
 
     fed = dp_federation
     bundle = fed.bundles["site-a"]
@@ -360,9 +360,9 @@ def test_hub_refuses_a_bundle_whose_privacy_spending_went_back(
     """A site that reset its ledger reports fewer rounds or a smaller total epsilon than its
     bundles the hub already accepted: the hub quarantines it with a reason, also after the
     site's key was replaced (history is kept by site id), and accepts an honest report."""
-    from flsilo.artifact import write_artifact
-    from flsilo.keys import load_private_key
-    from flsilo.tensorfile import RawTensor
+    from flsilo.format.artifact import write_artifact
+    from flsilo.format.tensorfile import RawTensor
+    from flsilo.signing.keys import load_private_key
     from tests.conftest import fingerprint
 
     fed = dp_federation

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo.artifact import scan_file
+from flsilo.format.artifact import scan_file
 from tests.conftest import (
     digits_npz,
     fingerprint,
@@ -228,7 +228,7 @@ def test_package_ttl_zero_means_no_expiry_and_default_is_generous(tmp_path: Path
         if expect_days is None:
             assert pkg.package.expires_at is None
         else:
-            from flsilo.manifest import iso_to_epoch
+            from flsilo.format.manifest import iso_to_epoch
 
             days = (iso_to_epoch(pkg.package.expires_at) - iso_to_epoch(pkg.created_at)) / 86400
             assert days == expect_days

@@ -144,17 +144,17 @@ def test_an_interrupted_archive_counts_nothing_and_resumes(
     log, so it does not count; the next --archive takes the same report in and logs it."""
     import errno
 
-    import flsilo.atomic
+    import flsilo.fs.atomic
 
     fed, a = _one_shot_with_report(tmp_path, cli, "1")
-    real = flsilo.atomic.disk_point
+    real = flsilo.fs.atomic.disk_point
 
     def full_at_sums(path: Path) -> None:
         if path.name == "SHA256SUMS":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path)
 
-    monkeypatch.setattr(flsilo.atomic, "disk_point", full_at_sums)
+    monkeypatch.setattr(flsilo.fs.atomic, "disk_point", full_at_sums)
     failed = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive")
     assert failed.code == 1 and "error[disk-full]" in failed.err
     monkeypatch.undo()
@@ -191,7 +191,7 @@ def test_archive_keeps_the_rounds_sums_and_adds_the_reports(tmp_path: Path, cli)
 def test_audit_checks_archived_reports_against_the_log(tmp_path: Path, cli) -> None:
     """A report swapped in the round folder (another one the site signed, SHA256SUMS made to
     match) or one the log never recorded fails audit, each named."""
-    from flsilo.checksums import parse_sums, render_sums
+    from flsilo.signing.checksums import parse_sums, render_sums
 
     fed, a = _one_shot_with_report(tmp_path, cli, "1")
     assert cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive").code == 0
@@ -208,7 +208,7 @@ def test_audit_checks_archived_reports_against_the_log(tmp_path: Path, cli) -> N
         for path in (report, report.with_name(report.name + ".sig")):
             shutil.copy(path, folder / path.name)
     sums = parse_sums((folder / "SHA256SUMS").read_text(), source="SHA256SUMS")
-    from flsilo.artifact import sha256_file
+    from flsilo.format.artifact import sha256_file
 
     sums |= {p.name: sha256_file(p) for p in folder.iterdir() if p.name.startswith("r0001-")}
     (folder / "SHA256SUMS").write_text(render_sums(sums))

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flsilo import manifest as mf
-from flsilo.artifact import scan_file, sig_path, write_artifact
-from flsilo.keys import load_private_key
-from flsilo.tensorfile import RawTensor
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import scan_file, sig_path, write_artifact
+from flsilo.format.tensorfile import RawTensor
+from flsilo.signing.keys import load_private_key
 from tests.conftest import Federation, build_federation, hub_root
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from flsilo.tensorfile import RawTensor
+from flsilo.format.tensorfile import RawTensor
 from tests.conftest import Federation, fingerprint, hub_root, make_key
 from tests.integration.test_hub import resign
 

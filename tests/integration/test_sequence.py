@@ -247,7 +247,7 @@ def test_export_checks_the_strings_onnx_reads(fed: Federation, cli, tmp_path: Pa
     """The exported crnn gives torch's logits (within 1e-4) and reads the same strings."""
     onnx = pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
     ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
-    from flsilo.strings import decode_indices, greedy_paths
+    from flsilo.scoring.strings import decode_indices, greedy_paths
 
     package = fed.sites["site-a"] / "packages" / "plates-r0000.safetensors"
     out = tmp_path / "plates.onnx"

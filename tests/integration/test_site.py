@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flsilo import manifest as mf
-from flsilo.artifact import scan_file
-from flsilo.tensorfile import Header, RawTensor
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import scan_file
+from flsilo.format.tensorfile import Header, RawTensor
 from tests.conftest import Federation, build_federation, fingerprint, make_key, tree_digest
 
 DIGITS = ",".join(str(d) for d in range(10))
@@ -262,8 +262,8 @@ def test_package_from_another_hub_is_refused(federation: Federation, tmp_path: P
 def test_hub_signed_but_unfit_packages_are_refused(
     federation: Federation, cli, change: str, code: str
 ) -> None:
-    from flsilo.artifact import write_artifact
-    from flsilo.keys import load_private_key
+    from flsilo.format.artifact import write_artifact
+    from flsilo.signing.keys import load_private_key
 
     package = federation.hub / "packages" / "fed-r0000.safetensors"
     scan = scan_file(package)

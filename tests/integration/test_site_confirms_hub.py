@@ -165,7 +165,7 @@ def test_a_copied_hub_workspace_aggregates(cli, tmp_path: Path, inside: bool) ->
 
 
 def test_a_damaged_checkpoint_is_an_error_not_a_silent_restart(cli, tmp_path: Path) -> None:
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     keys = _hub_and_kit(tmp_path, cli)
     site = tmp_path / "site"
@@ -186,7 +186,7 @@ def test_a_damaged_checkpoint_is_an_error_not_a_silent_restart(cli, tmp_path: Pa
 def test_train_asks_for_the_passphrase_only_when_it_will_sign(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flsilo.keys import generate_key, write_new_key
+    from flsilo.signing.keys import generate_key, write_new_key
 
     keys = tmp_path / "keys"
     write_new_key(keys / "site-a", generate_key(), b"pw", "site-a")  # encrypted site key

@@ -28,7 +28,7 @@ def _published(path: Path) -> None:
 
 
 def test_start_provenance_is_in_the_package_manifest_and_shown_by_inspect(cli, tmp_path):
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     checkpoint = tmp_path / "published.safetensors"
     _published(checkpoint)
@@ -75,7 +75,7 @@ def test_start_provenance_is_in_the_package_manifest_and_shown_by_inspect(cli, t
 
 
 def test_init_weights_without_provenance_records_none(tmp_path):
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
     from flsilo.models.registry import build_model
 
     plain = tmp_path / "plain.safetensors"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.keys import load_public_key
+from flsilo.signing.keys import load_public_key
 from tests.conftest import (
     Federation,
     build_federation,

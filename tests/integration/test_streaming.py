@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flsilo.artifact import scan_file
-from flsilo.manifest import to_jsonable
+from flsilo.format.artifact import scan_file
+from flsilo.format.manifest import to_jsonable
 from tests.conftest import fingerprint, make_key
 
 CLASSES = ("cat", "dog", "fox")

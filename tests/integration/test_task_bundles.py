@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flsilo import manifest as mf
 from flsilo.cli.app import run
-from flsilo.keys import load_public_key
+from flsilo.format import manifest as mf
+from flsilo.signing.keys import load_public_key
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures"
 KEYS = FIXTURE / "golden_round" / "keys"
@@ -70,7 +70,7 @@ def _data(tmp: Path, scenario: str) -> Path:
 
 
 def _bundle_digest(path: Path) -> str:
-    from flsilo.artifact import scan_file
+    from flsilo.format.artifact import scan_file
 
     scan = scan_file(path, data_digest=False)
     raw = path.read_bytes()

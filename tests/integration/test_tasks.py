@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.artifact import scan_file
-from flsilo.manifest import MANIFEST_KEY
+from flsilo.format.artifact import scan_file
+from flsilo.format.manifest import MANIFEST_KEY
 from tests.conftest import build_federation, tree_digest
 
 PLUGIN = "tests.plugin_task:TASK"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from safetensors.numpy import load_file
 
-from flsilo.artifact import scan_file
+from flsilo.format.artifact import scan_file
 from tests.conftest import hub_root
 
 pytestmark = pytest.mark.vision

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from flsilo import manifest as mf
-from flsilo.artifact import scan_file, write_artifact
 from flsilo.cli.app import run
-from flsilo.keys import load_private_key
-from flsilo.tensorfile import RawTensor
+from flsilo.format import manifest as mf
+from flsilo.format.artifact import scan_file, write_artifact
+from flsilo.format.tensorfile import RawTensor
+from flsilo.signing.keys import load_private_key
 from tests.conftest import Federation, fingerprint, hub_root, make_key
 
 pytestmark = pytest.mark.vision

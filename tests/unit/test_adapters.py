@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flsilo.tensorfile import Header, build_header
-from flsilo.tensorsets import AdapterSpec, expected_specs, frozen_tensors, parse_adapters
+from flsilo.format.tensorfile import Header, build_header
+from flsilo.format.tensorsets import AdapterSpec, expected_specs, frozen_tensors, parse_adapters
 
 
 def test_parse_adapters_reads_rank_alpha_and_globs_to_the_end():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.errors import UsageError
-from flsilo.keys import PrivateKey, generate_key, public_of
-from flsilo.rotation import make_rotation
+from flsilo.runtime.errors import UsageError
+from flsilo.signing.keys import PrivateKey, generate_key, public_of
+from flsilo.signing.rotation import make_rotation
 from hub_kit.audit_trust import hub_key_history, trust_root
 from hub_kit.events import HubEvent, Init, Logged, RotateKey
 from tests.conftest import make_key

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flsilo.boxes import (
+from flsilo.plans.preprocessing import Preprocess
+from flsilo.scoring.boxes import (
     batched_nms,
     cxcywh_to_xyxy,
     hflip_boxes,
@@ -16,7 +17,6 @@ from flsilo.boxes import (
     xyxy_to_cxcywh,
     xyxy_to_xywh,
 )
-from flsilo.preprocessing import Preprocess
 from site_kit.data.records import RawImage
 from site_kit.preprocess import build
 
@@ -62,7 +62,7 @@ def test_resize_moves_boxes_with_pixels(resize: str, raw_hw: tuple[int, int]) ->
     rect = (w // 2 - 8, h // 2 - 10, w // 2 + 12, h // 2 + 6)
     pre = build(Preprocess(resize=resize), (1, 32, 32))
     image = pre.scaled(RawImage(_marked(h, w, rect)))[0]
-    from flsilo.preprocessing import parse_resize
+    from flsilo.plans.preprocessing import parse_resize
 
     policy, ratio = parse_resize(resize)
     norm = np.array([[rect[0] / w, rect[1] / h, rect[2] / w, rect[3] / h]])

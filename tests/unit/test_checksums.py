@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flsilo.checksums import parse_sums, render_sums
-from flsilo.errors import MalformedInputError
+from flsilo.runtime.errors import MalformedInputError
+from flsilo.signing.checksums import parse_sums, render_sums
 
 A, B = "a" * 64, "b" * 64
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from flsilo.errors import UsageError
 from flsilo.models.crnn import Direction
 from flsilo.models.registry import build_model, head_tensor_names
+from flsilo.runtime.errors import UsageError
 
 SMALL = "crnn:channels=4x8,hidden=6"
 
@@ -93,7 +93,7 @@ def test_dp_sgd_refuses_torchs_gru_and_takes_crnns() -> None:
     """Opacus has no per-sample gradients for nn.GRU: a DP site refuses it with a hint
     naming crnn, whose recurrence is nn.Linear and trains."""
     pytest.importorskip("opacus", reason="DP tests need the 'dp' extra (Opacus)")
-    from flsilo.plan import Plan
+    from flsilo.plans.plan import Plan
     from site_kit.privacy import DPRun, PrivateTraining, plan_spend
 
     plan = Plan(local_epochs=1, batch_size=4, dp_noise_multiplier=1.0, dp_budget=10.0)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flsilo.federation import DataSpec
-from flsilo.preprocessing import Preprocess
+from flsilo.plans.federation import DataSpec
+from flsilo.plans.preprocessing import Preprocess
 from site_kit.data.cache import with_cache
 from site_kit.data.samples import open_samples
 

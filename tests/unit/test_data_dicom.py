@@ -144,7 +144,7 @@ def test_csv_manifest_paths_relative_to_it(tmp_path: Path) -> None:
 
 
 def test_manifest_without_label_column_is_an_error(tmp_path: Path) -> None:
-    from flsilo.errors import DataError
+    from flsilo.runtime.errors import DataError
 
     single = write_dicom(tmp_path / "one.dcm", grey16())  # one file cannot be a data set
     with pytest.raises(DataError) as caught:
@@ -252,7 +252,7 @@ def test_voi_lut_table_gives_its_range_as_the_window() -> None:
 def test_without_pydicom_a_usage_error_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flsilo.errors import UsageError
+    from flsilo.runtime.errors import UsageError
 
     monkeypatch.setitem(__import__("sys").modules, "pydicom", None)  # import fails
     with pytest.raises(UsageError) as caught:
@@ -264,7 +264,7 @@ def test_without_pydicom_a_usage_error_names_the_extra(
 def test_the_plans_preprocessing_makes_monochrome1_and_2_copies_alike(tmp_path: Path) -> None:
     """The same image stored MONOCHROME2 with a rescale, and MONOCHROME1 inverted without
     one, each with its own window: after the plan's dicom intensity they are one image."""
-    from flsilo.preprocessing import Preprocess
+    from flsilo.plans.preprocessing import Preprocess
     from site_kit.preprocess import build
 
     stored = grey16()  # values 0 .. 6300
@@ -284,8 +284,8 @@ def test_the_plans_preprocessing_makes_monochrome1_and_2_copies_alike(tmp_path: 
 
 def test_damaged_compressed_pixels_are_a_bad_record_when_read(tmp_path: Path) -> None:
     """The header checks pass (an RLE frame is there); the bytes are not RLE: found at read."""
-    from flsilo.errors import DataError
-    from flsilo.federation import DataSpec
+    from flsilo.plans.federation import DataSpec
+    from flsilo.runtime.errors import DataError
     from site_kit.data.samples import open_samples
 
     file = write_dicom(tmp_path / "normal" / "rle.dcm", grey16(), syntax="1.2.840.10008.1.2.5")

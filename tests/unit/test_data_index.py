@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flsilo.errors import DataError, UsageError
-from flsilo.federation import DataSpec
+from flsilo.plans.federation import DataSpec
+from flsilo.runtime.errors import DataError, UsageError
 from site_kit.data import FORMATS, adapter, guess_format, load_dataset
 from site_kit.data.index import INDEX_DIR
 from site_kit.data.samples import open_samples

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flsilo.federation import DataSpec
-from flsilo.preprocessing import Augment, Preprocess
+from flsilo.plans.federation import DataSpec
+from flsilo.plans.preprocessing import Augment, Preprocess
 from site_kit.data import Dataset
 from site_kit.data.samples import open_samples
 from site_kit.data.stream import batches, default_workers, in_order

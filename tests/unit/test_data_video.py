@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from flsilo.errors import DataError
+from flsilo.runtime.errors import DataError
 from site_kit.data import BadRecord, DataContext
 from site_kit.data.records import FileIdentity, Record
 from site_kit.data.sampling import name, parse, spread, times_ms
@@ -170,7 +170,7 @@ def test_a_clip_cut_after_indexing_is_a_bad_record_at_decode(tmp_path: Path) -> 
 def test_without_pyav_a_usage_error_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flsilo.errors import UsageError
+    from flsilo.runtime.errors import UsageError
 
     monkeypatch.setitem(__import__("sys").modules, "av", None)  # import fails
     with pytest.raises(UsageError) as caught:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flsilo.errors import DataError
-from flsilo.federation import DataSpec
-from flsilo.plan import TaskSpec
-from flsilo.preprocessing import Augment, Preprocess
+from flsilo.plans.federation import DataSpec
+from flsilo.plans.plan import TaskSpec
+from flsilo.plans.preprocessing import Augment, Preprocess
+from flsilo.runtime.errors import DataError
 from flsilo.tasks import load_task
 from site_kit.data.samples import open_samples
 from site_kit.data.stream import SampleSet, batches, in_order

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from flsilo.detmetrics import DetectionMeter
-from flsilo.errors import UsageError
 from flsilo.models.detector import centernet_loss, decode
 from flsilo.models.registry import build_model
+from flsilo.runtime.errors import UsageError
+from flsilo.scoring.detmetrics import DetectionMeter
 
 
 def test_output_is_a_quarter_size_grid_of_heat_maps_and_boxes() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flsilo.detlabels import coco_box, decode, encode, parse_yolo
+from flsilo.scoring.detlabels import coco_box, decode, encode, parse_yolo
 
 CLASSES = ("car", "person")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pycocotools import coco, cocoeval  # the 'dev' extra (never a runtime dependency)
 
-from flsilo.boxes import xyxy_to_xywh
-from flsilo.detmetrics import DetectionMeter
+from flsilo.scoring.boxes import xyxy_to_xywh
+from flsilo.scoring.detmetrics import DetectionMeter
 
 
 def _scene(rng: np.random.Generator, images: int, k: int, ties: bool):

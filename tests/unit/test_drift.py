@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flsilo.manifest import InputSummary
+from flsilo.format.manifest import InputSummary
 from hub_kit.drift import drift_flags
 
 

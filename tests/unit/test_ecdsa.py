@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from flsilo.errors import KeyFileError, MalformedInputError, VerificationError
-from flsilo.keys import ECDSA_P256, generate_key, load_private_key, load_public_key, write_new_key
-from flsilo.sshsig import armor, check_signature, parse_signature, sign_digest
-from flsilo.sshwire import WireReader, pack_string, pack_uint32
+from flsilo.runtime.errors import KeyFileError, MalformedInputError, VerificationError
+from flsilo.signing.keys import (
+    ECDSA_P256,
+    generate_key,
+    load_private_key,
+    load_public_key,
+    write_new_key,
+)
+from flsilo.signing.sshsig import armor, check_signature, parse_signature, sign_digest
+from flsilo.signing.sshwire import WireReader, pack_string, pack_uint32
 from tests.conftest import needs_ssh_keygen, ssh_keygen, stock_verify
 
 MESSAGE = b"a package that crossed the air gap\n"
@@ -101,7 +107,7 @@ def test_p384_public_key_is_refused_with_a_hint(tmp_path: Path) -> None:
 
 
 def test_malformed_p256_point_is_refused() -> None:
-    from flsilo.keys import parse_public_blob
+    from flsilo.signing.keys import parse_public_blob
 
     blob = pack_string(ECDSA_P256.encode()) + pack_string(b"nistp256") + pack_string(b"\x04" * 65)
     with pytest.raises(KeyFileError) as info:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.codes import Code, ExitCode, markdown
-from flsilo.errors import (
+from flsilo.runtime.codes import Code, ExitCode, markdown
+from flsilo.runtime.errors import (
     DataError,
     FlsiloError,
     KeyFileError,
@@ -28,7 +28,7 @@ PACKAGES = ("flsilo", "site_kit", "hub_kit", "sim_kit")
 def test_reference_page_lists_every_code() -> None:
     """docs/reference/error-codes.md is generated from the registry and kept equal to it."""
     assert REFERENCE.read_text(encoding="utf-8") == markdown(), (
-        "regenerate it: python -m flsilo.codes > docs/reference/error-codes.md"
+        "regenerate it: python -m flsilo.runtime.codes > docs/reference/error-codes.md"
     )
     for code in Code:
         assert f"| `{code.value}` |" in markdown()
@@ -87,7 +87,7 @@ def test_codes_are_raised_through_the_registry_only() -> None:
             for line, value in _code_arguments(tree):
                 if isinstance(value, ast.Constant) and isinstance(value.value, str):
                     offenders.append(f"{path.relative_to(ROOT)}:{line}: code={value.value!r}")
-    assert not offenders, "use a flsilo.codes.Code member:\n" + "\n".join(offenders)
+    assert not offenders, "use a flsilo.runtime.codes.Code member:\n" + "\n".join(offenders)
 
 
 def test_every_code_is_produced_by_some_test() -> None:

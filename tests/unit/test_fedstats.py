@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo.errors import PolicyError
-from flsilo.plan import Plan
-from flsilo.preprocessing import Preprocess
+from flsilo.plans.plan import Plan
+from flsilo.plans.preprocessing import Preprocess
+from flsilo.runtime.errors import PolicyError
 from hub_kit.fedstats import pooled_normalisation
 from site_kit.data import Dataset
 from site_kit.fedstats import input_statistics

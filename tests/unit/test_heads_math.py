@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flsilo.errors import UsageError
-from flsilo.plan import Plan, parse_schedule, plan_for_round, schedule_problem, schedule_text
-from flsilo.tensorsets import frozen_names, parse_solver, statistics_specs, unmatched_globs
+from flsilo.format.tensorsets import frozen_names, parse_solver, statistics_specs, unmatched_globs
+from flsilo.plans.plan import Plan, parse_schedule, plan_for_round, schedule_problem, schedule_text
+from flsilo.runtime.errors import UsageError
 from hub_kit.closed_form import cholesky_solve, ncm_head, ridge_head, solve_head, sum_statistics
 
 

@@ -1,4 +1,4 @@
-"""The hub's claims (flsilo.claims, hub_kit.hubeval): built from the evaluation figures,
+"""The hub's claims (flsilo.signing.claims, hub_kit.hubeval): built from the evaluation figures,
 carried in a package manifest only when made (older packages' bytes unchanged), and the
 audit's agreement check between the package's copy and the log's."""
 
@@ -9,10 +9,10 @@ import json
 
 import numpy as np
 
-from flsilo import manifest as mf
-from flsilo.claims import HubEvaluation, claim_from_report
-from flsilo.metrics import classification_report
-from flsilo.plan import Schedule
+from flsilo.format import manifest as mf
+from flsilo.plans.plan import Schedule
+from flsilo.scoring.metrics import classification_report
+from flsilo.signing.claims import HubEvaluation, claim_from_report
 from hub_kit.hubeval import claim_field, claim_problem
 
 DATA = "ab" * 32

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from flsilo.errors import MalformedInputError, VerificationError
-from flsilo.hashchain import HashChain, canonical_line
+from flsilo.fs.hashchain import HashChain, canonical_line
+from flsilo.runtime.errors import MalformedInputError, VerificationError
 from hub_kit.eventlog import EventLog, Logged
 from hub_kit.events import (
     KINDS,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flsilo.manifest import BundleInfo, DPReport
-from flsilo.plan import Plan
+from flsilo.format.manifest import BundleInfo, DPReport
+from flsilo.plans.plan import Plan
 from hub_kit.events import Accept
 from hub_kit.privacy import DPAccepted, dp_spent, went_back
 

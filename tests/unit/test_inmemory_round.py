@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from flsilo.tensorfile import read_header
+from flsilo.format.tensorfile import read_header
 from hub_kit.inmemory import aggregate_in_memory
 from hub_kit.server_optimizers import fedavgm_step, make_server_optimizer
 from hub_kit.strategies import parse_strategy

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from flsilo.cli.common import PassphraseAsker
-from flsilo.errors import KeyFileError
-from flsilo.keys import generate_key, load_private_key, write_new_key
+from flsilo.runtime.errors import KeyFileError
+from flsilo.signing.keys import generate_key, load_private_key, write_new_key
 
 
 class _Tty(io.StringIO):

@@ -10,9 +10,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from flsilo.errors import KeyFileError, UsageError
-from flsilo.keys import KDF_ROUNDS, generate_key, load_private_key, load_public_key, write_new_key
-from flsilo.sshwire import WireReader
+from flsilo.runtime.errors import KeyFileError, UsageError
+from flsilo.signing.keys import (
+    KDF_ROUNDS,
+    generate_key,
+    load_private_key,
+    load_public_key,
+    write_new_key,
+)
+from flsilo.signing.sshwire import WireReader
 from tests.conftest import needs_ssh_keygen, ssh_keygen
 
 

@@ -1,4 +1,4 @@
-"""flsilo.metrics against scikit-learn on the same predictions (AUROC, AP, F1 within 1e-9)."""
+"""flsilo.scoring.metrics against scikit-learn on the same predictions (AUROC, AP, F1 within 1e-9)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flsilo import metrics as m
+from flsilo.scoring import metrics as m
 from tests.conftest import needs
 
 pytestmark = needs("sklearn", reason="scikit-learn (the demo extra) checks metrics")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flsilo.artifact import missing_file_hint
+from flsilo.format.artifact import missing_file_hint
 
 
 def _packages(folder: Path, rounds: range) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from flsilo.format.tensorsets import frozen_names
 from flsilo.models.norms import frozen_batchnorms, hold_frozen_batchnorms, live_modules
-from flsilo.tensorsets import frozen_names
 from site_kit.training import freeze_parameters
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from flsilo.errors import UsageError
 from flsilo.models.registry import build_model, code_digest, parse_spec
+from flsilo.runtime.errors import UsageError
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flsilo.errors import DataError
-from flsilo.federation import DataSpec
-from flsilo.plan import TaskSpec
+from flsilo.plans.federation import DataSpec
+from flsilo.plans.plan import TaskSpec
+from flsilo.runtime.errors import DataError
 from site_kit.data import load_dataset
 from site_kit.data.samples import open_samples
 

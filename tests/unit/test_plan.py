@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from flsilo import federation as fed
-from flsilo.errors import MalformedInputError, UsageError
-from flsilo.federation import FederationConfig, HubPolicy
-from flsilo.plan import Plan, parse_schedule
-from flsilo.tensorsets import RoundKind
+from flsilo.format.tensorsets import RoundKind
+from flsilo.plans import federation as fed
+from flsilo.plans.federation import FederationConfig, HubPolicy
+from flsilo.plans.plan import Plan, parse_schedule
+from flsilo.runtime.errors import MalformedInputError, UsageError
 
 
 def config(**changes: object) -> FederationConfig:
@@ -73,7 +73,7 @@ def test_a_hand_edited_file_is_malformed_with_the_reason(tmp_path: Path, edit, w
 
 
 def test_a_stats_schedule_is_round_zero_then_the_schedule_after_it() -> None:
-    from flsilo.plan import Plan, parse_schedule, plan_for_round, schedule_text
+    from flsilo.plans.plan import Plan, parse_schedule, plan_for_round, schedule_text
 
     schedule = parse_schedule("stats+closed-form+periodic:2", (3,))
     assert schedule.rounds == 4 and schedule.local_epochs == (1, 1, 3, 3)

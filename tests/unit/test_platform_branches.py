@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from flsilo import cpu, filelock, signals
-from flsilo.errors import FlsiloError
-from flsilo.untrusted import open_regular
+from flsilo.fs import filelock
+from flsilo.fs.untrusted import open_regular
+from flsilo.runtime import cpu, signals
+from flsilo.runtime.errors import FlsiloError
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flsilo import artifact, readpass
-from flsilo.artifact import scan_file, verify_file
 from flsilo.cli import prehash
-from flsilo.errors import VerificationError
-from flsilo.keys import generate_key
-from flsilo.tensorfile import RawTensor
-from flsilo.trust import AllowedSigners
+from flsilo.format import artifact, readpass
+from flsilo.format.artifact import scan_file, verify_file
+from flsilo.format.tensorfile import RawTensor
+from flsilo.runtime.errors import VerificationError
+from flsilo.signing.keys import generate_key
+from flsilo.signing.trust import AllowedSigners
 from tests.hostile.test_corpus import Corpus, bundle_manifest
 
 settings_ = settings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flsilo.preprocessing import (
+from flsilo.plans.preprocessing import (
     Augment,
     Preprocess,
     augment_text,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.errors import VerificationError
-from flsilo.plan import Plan
+from flsilo.plans.plan import Plan
+from flsilo.runtime.errors import VerificationError
 from site_kit import record as site_record
 from site_kit.privacy import LEDGER_FILE, DPRun, Ledger, prepare_round
 from tests.conftest import needs

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from flsilo import progress
 from flsilo.cli.progress import PlainDisplay, duration_text, size_text, summary
-from flsilo.progress import counted
+from flsilo.runtime import progress
+from flsilo.runtime.progress import counted
 
 
 class Collected:

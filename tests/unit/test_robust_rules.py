@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flsilo.errors import UsageError
-from flsilo.tensorfile import RawTensor, build_header
+from flsilo.format.tensorfile import RawTensor, build_header
+from flsilo.runtime.errors import UsageError
 from hub_kit.inmemory import combine_states
 from hub_kit.strategies import from_provenance, parse_strategy, strategy_text
 from hub_kit.streaming import StreamInput, aggregate_stream, first_pass, run_two_pass

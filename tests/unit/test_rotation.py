@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from flsilo.errors import VerificationError
-from flsilo.keys import generate_key, public_of
-from flsilo.rotation import follow_chain, load_chain, make_rotation, walk_chain
+from flsilo.runtime.errors import VerificationError
+from flsilo.signing.keys import generate_key, public_of
+from flsilo.signing.rotation import follow_chain, load_chain, make_rotation, walk_chain
 
 K0, K1, K2, MALLORY = (generate_key(t) for t in ("ed25519", "ecdsa-p256", "ed25519", "ed25519"))
 R1 = make_rotation(K0, K1, "fed", 1)

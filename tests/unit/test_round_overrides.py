@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from flsilo.codes import Code
-from flsilo.errors import UsageError
-from flsilo.federation import HubPolicy
+from flsilo.plans.federation import HubPolicy
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import UsageError
 from hub_kit.dryrun import inbox_report
 from hub_kit.initconfig import InitOptions, federation_config
 from hub_kit.roundprep import RoundOverrides, round_policy

@@ -9,8 +9,8 @@ import pytest
 from rich.table import Table
 
 from flsilo.cli.common import SafeConsole, error_line
-from flsilo.errors import MalformedInputError
-from flsilo.safetext import shown
+from flsilo.fs.safetext import shown
+from flsilo.runtime.errors import MalformedInputError
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flsilo.detlabels import parse_yolo
+from flsilo.scoring.detlabels import parse_yolo
 from sim_kit.scenes import CAMERAS, SHAPES, main, scene
 
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flsilo.errors import UsageError
 from flsilo.models.registry import build_model
-from flsilo.plan import TaskSpec
+from flsilo.plans.plan import TaskSpec
+from flsilo.runtime.errors import UsageError
 from flsilo.tasks import LabelError, Target, load_task
 from flsilo.tasks.sequence import ctc_loss
 

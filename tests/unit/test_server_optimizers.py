@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flsilo.errors import UsageError
+from flsilo.runtime.errors import UsageError
 from hub_kit.server_optimizers import (
     fedadam_step,
     fedavgm_step,

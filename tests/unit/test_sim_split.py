@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo.plan import Plan
+from flsilo.plans.plan import Plan
 from sim_kit.datasets import load_digits
 from sim_kit.simulate import SimSettings, load_sim_data, split_indices
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from flsilo.errors import MalformedInputError, VerificationError, WorkspaceError
-from flsilo.hashchain import HashChain, canonical_line
+from flsilo.fs.hashchain import HashChain, canonical_line
+from flsilo.runtime.errors import MalformedInputError, VerificationError, WorkspaceError
 from site_kit import record as site_record
 from site_kit.record import DataChanged, PackageArrived, RecordKind, Rekeyed, Trained, of_kind
 from site_kit.state import SiteState, read_state, write_state

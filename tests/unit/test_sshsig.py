@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.errors import MalformedInputError, VerificationError
-from flsilo.keys import generate_key, load_private_key, write_new_key
-from flsilo.sshsig import check_signature, parse_signature, sign_digest
+from flsilo.runtime.errors import MalformedInputError, VerificationError
+from flsilo.signing.keys import generate_key, load_private_key, write_new_key
+from flsilo.signing.sshsig import check_signature, parse_signature, sign_digest
 from tests.conftest import needs_ssh_keygen, ssh_keygen, stock_verify
 
 MESSAGE = b"weights crossing the air gap\n" * 100
@@ -90,7 +90,7 @@ def test_damaged_embedded_key_is_a_malformed_signature() -> None:
     armored = sign_digest(generate_key(), "flsilo-bundle", hashlib.sha256(MESSAGE).digest())
     blob = bytearray(base64.b64decode(b"".join(armored.splitlines()[1:-1])))
     blob[10 + 3] += 1  # the key blob's length: now runs one byte long
-    from flsilo.sshsig import armor
+    from flsilo.signing.sshsig import armor
 
     with pytest.raises(MalformedInputError) as info:
         parse_signature(armor(bytes(blob)))

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flsilo.errors import UsageError
-from flsilo.tensorfile import RawTensor, build_header
+from flsilo.format.tensorfile import RawTensor, build_header
+from flsilo.runtime.errors import UsageError
 from hub_kit.strategies import parse_strategy
 from hub_kit.streaming import StreamInput, aggregate_stream
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flsilo.strings import (
+from flsilo.scoring.strings import (
     BLANK,
     LabelProblem,
     charset_problem,

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo import federation as fed
-from flsilo import manifest as mf
-from flsilo.errors import FlsiloError
-from flsilo.federation import FederationConfig, HubPolicy
-from flsilo.plan import Plan, TaskSpec, parse_schedule, plan_problem, task_spec
+from flsilo.format import manifest as mf
+from flsilo.plans import federation as fed
+from flsilo.plans.federation import FederationConfig, HubPolicy
+from flsilo.plans.plan import Plan, TaskSpec, parse_schedule, plan_problem, task_spec
+from flsilo.runtime.errors import FlsiloError
 from flsilo.tasks import LabelError, Target, load_task
 from flsilo.tasks.classify import TASK as CLASSIFY
 
@@ -130,7 +130,7 @@ def test_multilabel_parses_one_bit_per_finding() -> None:
 def test_multilabel_loss_sums_findings_per_sample_and_evaluates_per_finding() -> None:
     import torch
 
-    from flsilo.metrics import auroc
+    from flsilo.scoring.metrics import auroc
 
     task = load_task("multilabel")
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flsilo.tensorfile import (
+from flsilo.format.tensorfile import (
     RawTensor,
     bf16_to_f32,
     build_header,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flsilo.manifest import Plan
+from flsilo.format.manifest import Plan
 from flsilo.models.registry import build_model
 from site_kit.data import Dataset
 from site_kit.evaluation import evaluate

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from flsilo.errors import MalformedInputError, VerificationError
-from flsilo.keys import PublicKey, generate_key
-from flsilo.trust import AllowedSigners, match_pattern_list, parse_allowed_signers, parse_time
+from flsilo.runtime.errors import MalformedInputError, VerificationError
+from flsilo.signing.keys import PublicKey, generate_key
+from flsilo.signing.trust import (
+    AllowedSigners,
+    match_pattern_list,
+    parse_allowed_signers,
+    parse_time,
+)
 
 A = PublicKey.from_key(generate_key().public_key())
 B = PublicKey.from_key(generate_key().public_key())

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flsilo.artifact import Verified, sig_path, verify_file
-from flsilo.codes import Code
-from flsilo.errors import PolicyError
-from flsilo.trust import AllowedSigners
+from flsilo.format.artifact import Verified, sig_path, verify_file
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import PolicyError
+from flsilo.signing.trust import AllowedSigners
 from hub_kit.verdicts import (
     Candidate,
     IntakeResult,

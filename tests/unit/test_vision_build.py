@@ -12,8 +12,8 @@ pytest.importorskip("timm", reason=REASON)
 
 from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 
-from flsilo.errors import UsageError  # noqa: E402
 from flsilo.models.registry import build_model, head_features, head_tensor_names  # noqa: E402
+from flsilo.runtime.errors import UsageError  # noqa: E402
 
 
 @pytest.mark.parametrize(

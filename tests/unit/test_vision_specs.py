@@ -6,9 +6,9 @@ import importlib.util
 
 import pytest
 
-from flsilo.errors import UsageError
 from flsilo.models import vision
 from flsilo.models.registry import code_mismatch, parse_spec
+from flsilo.runtime.errors import UsageError
 
 ABSENT = importlib.util.find_spec("torchvision") is None
 

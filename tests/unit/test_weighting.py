@@ -31,8 +31,8 @@ def test_the_init_warning_says_what_the_cap_means_and_suggests_one() -> None:
 
 
 def test_init_warns_only_for_federations_with_weight_rounds() -> None:
-    from flsilo.federation import FederationConfig, HubPolicy
-    from flsilo.plan import Plan, parse_schedule
+    from flsilo.plans.federation import FederationConfig, HubPolicy
+    from flsilo.plans.plan import Plan, parse_schedule
     from hub_kit.setup import init_warnings
 
     def config(schedule: str, cap: float | None = None) -> FederationConfig:

@@ -1,0 +1,377 @@
+"""Read, verify and write flsilo artifacts: a canonical safetensors file plus ``FILE.sig``.
+
+The verifier is pure: :func:`verify_stream` takes an open stream (through an
+:class:`~flsilo.format.readpass.ArtifactReader`), the exact signature bytes, a trust policy and an
+explicit time, and returns what it verified (header, manifest, file sha256, data-section
+sha256, the signature bytes). It reads the file once (:mod:`flsilo.format.readpass`): each big
+chunk goes through the file's hash, the data section's hash, the finite-float check and,
+optionally, a copy, all at once on several cores. Which kind of artifact is wanted, which round, which site: that is
+the callers' policy (:func:`require_kind` and the kits). :func:`verify_file` opens a path
+safely and calls it; ``write_artifact`` writes file and signature atomically (the signature
+lands first, the file's appearance is the commit).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from flsilo.format import manifest as mf
+from flsilo.format.readpass import CHUNK_BYTES, ArtifactReader, EarlyDigests, StaleDigests
+from flsilo.format.tensorfile import (
+    Header,
+    RawTensor,
+    build_header,
+    nonfinite_count,
+    parse_header,
+    read_header_length,
+)
+from flsilo.fs.atomic import atomic_writer
+from flsilo.fs.untrusted import UnreadableError, open_regular, read_signature_file
+from flsilo.runtime import progress
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import MalformedInputError, PolicyError, UsageError, VerificationError
+from flsilo.signing.keys import PrivateKey
+from flsilo.signing.sshsig import Signature, check_signature, parse_signature, sign_digest
+from flsilo.signing.trust import SignerEntry, TrustPolicy
+
+
+def sig_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sig")
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What one pass over an artifact found (nothing here is trusted yet)."""
+
+    path: Path
+    header: Header
+    manifest: mf.Manifest
+    digests: dict[str, bytes]
+    nonfinite: dict[str, int]
+    data_sha256: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return self.digests["sha256"].hex()
+
+
+@dataclass(frozen=True)
+class Verified:
+    """An artifact whose structure, signature and signer all checked out."""
+
+    scan: Scan
+    signature: Signature
+    signer: SignerEntry
+    signature_bytes: bytes = b""
+
+    @property
+    def manifest(self) -> mf.Manifest:
+        return self.scan.manifest
+
+    @property
+    def header(self) -> Header:
+        return self.scan.header
+
+    @property
+    def sha256(self) -> str:
+        return self.scan.sha256
+
+    @property
+    def data_sha256(self) -> str:
+        return self.scan.data_sha256
+
+    @property
+    def path(self) -> Path:
+        return self.scan.path
+
+
+def check_is_file(path: Path) -> None:
+    """A mistyped path or a folder is said as such, never as a missing ``.sig``."""
+    if path.is_dir():
+        raise UsageError(
+            "this is a folder, not a package or bundle file",
+            path=path,
+            code=Code.NOT_A_FILE,
+            hint=f"give one .safetensors file inside it, e.g. {path / '*.safetensors'}",
+        )
+    if not path.exists():
+        raise UsageError(
+            "no such file", path=path, code=Code.NO_SUCH_FILE, hint=missing_file_hint(path)
+        )
+
+
+def missing_file_hint(path: Path) -> str:
+    """What to try instead of a path that does not exist: the file with its extension, the
+    newest near-miss in its folder, or what the folder holds (a cut list says it is cut)."""
+    if path.suffix != ".safetensors" and path.with_name(path.name + ".safetensors").is_file():
+        return f"did you mean {path.name}.safetensors?"
+    names = (
+        sorted(p.name for p in path.parent.glob("*.safetensors")) if path.parent.is_dir() else []
+    )
+    if not names:
+        return "check the path and the folder it names"
+    stem = path.name.removesuffix(".safetensors")
+    close = [n for n in names if n.startswith(stem)] or difflib.get_close_matches(
+        path.name, names, n=5, cutoff=0.9
+    )
+    if close:
+        return f"did you mean {max(close)}?"  # names sort by round: the newest is last
+    shown = ", ".join(names[-3:])
+    more = f" (the newest 3 of {len(names)})" if len(names) > 3 else ""
+    return f"check the path; {path.parent} holds {shown}{more}"
+
+
+def read_signature_bytes(path: Path) -> bytes:
+    """The exact bytes of ``path.sig``: a small regular file, refused by size before reading."""
+    sig_file = sig_path(path)
+    data = read_signature_file(sig_file)
+    if data is None:
+        raise VerificationError(
+            f"signature file {sig_file.name} is missing",
+            path=path,
+            code=Code.MISSING_SIGNATURE,
+            hint=f"copy {sig_file.name} along with the file; an unsigned file is never trusted",
+        )
+    return data
+
+
+def read_signature(path: Path) -> Signature:
+    sig_file = sig_path(path)
+    return parse_signature(read_signature_bytes(path), source=str(sig_file))
+
+
+def scan_stream(reader: ArtifactReader, source: Path) -> Scan:
+    """Check structure and manifest, hash every byte and count non-finite floats, in one read."""
+    name = str(source)
+    prefix = reader.read(8)
+    header_len = read_header_length(prefix, reader.size, name)
+    header_bytes = reader.read(header_len)
+    if len(header_bytes) != header_len:
+        raise _shrank(source)
+    header = parse_header(header_bytes, reader.size, name)
+    manifest = mf.decode(header.metadata, name)
+    reader.start_data()
+    buffer = bytearray(min(CHUNK_BYTES, max(header.data_size, 1)))
+    view = memoryview(buffer)
+    nonfinite: dict[str, int] = {}
+    for info in header.tensors:
+        remaining = info.nbytes
+
+        def count(chunk: memoryview, dtype: str = info.dtype, name: str = info.name) -> None:
+            bad = nonfinite_count(dtype, chunk)
+            if bad:
+                nonfinite[name] = nonfinite.get(name, 0) + bad
+
+        while remaining:
+            n = reader.readinto(view[: min(remaining, len(buffer))], count)
+            if not n:
+                raise _shrank(source)
+            remaining -= n
+    if reader.grew():
+        raise MalformedInputError(
+            "file grew while it was being read", path=source, code=Code.BAD_LENGTH
+        )
+    return Scan(
+        path=source,
+        header=header,
+        manifest=manifest,
+        digests=reader.digests(),
+        nonfinite=nonfinite,
+        data_sha256=reader.data_sha256,
+    )
+
+
+def _shrank(source: Path) -> MalformedInputError:
+    return MalformedInputError(
+        "file shrank while it was being read",
+        path=source,
+        code=Code.TRUNCATED,
+        hint="do not modify files while flsilo reads them",
+    )
+
+
+def scan_file(
+    path: Path,
+    *,
+    hash_algorithms: tuple[str, ...] = ("sha256",),
+    copy_to: BinaryIO | None = None,
+    data_digest: bool = True,
+) -> Scan:
+    """Open ``path`` safely (a regular file, not followed through a link) and scan it.
+
+    ``data_digest=False``: no data-section SHA-256 (``data_sha256`` is ''), one hash pass.
+    """
+    opened = open_regular(path)
+    with opened.fh:
+        reader = ArtifactReader(opened.fh, opened.size, copy_to=copy_to, data_digest=data_digest)
+        for algorithm in hash_algorithms:
+            reader.want(algorithm)
+        try:
+            return scan_stream(reader, path)
+        except OSError as exc:
+            raise UnreadableError(f"cannot read the file ({exc.strerror})", path=path) from exc
+
+
+def check_finite(scan: Scan) -> None:
+    if scan.nonfinite:
+        name, count = next(iter(scan.nonfinite.items()))
+        raise MalformedInputError(
+            f"tensor {name!r} holds {count} NaN or infinite values"
+            + (f" (and {len(scan.nonfinite) - 1} more tensors)" if len(scan.nonfinite) > 1 else ""),
+            path=scan.path,
+            code=Code.NON_FINITE,
+            hint="training diverged at the site; lower the learning rate and retrain",
+        )
+
+
+def verify_scan(
+    scan: Scan,
+    signature: Signature,
+    trust: TrustPolicy,
+    *,
+    at: int | None = None,
+    signature_bytes: bytes = b"",
+) -> Verified:
+    """Signature, then signer trust, then finite floats (the order of the messages people see)."""
+    manifest = scan.manifest
+    source = str(scan.path)
+    check_signature(
+        signature, manifest.namespace, scan.digests[signature.hash_algorithm], source=source
+    )
+    when = int(time.time()) if at is None else at
+    entry = trust.check(
+        manifest.principal, manifest.namespace, signature.public_key, when, source=source
+    )
+    check_finite(scan)
+    return Verified(scan=scan, signature=signature, signer=entry, signature_bytes=signature_bytes)
+
+
+def verify_stream(
+    reader: ArtifactReader,
+    signature_bytes: bytes,
+    trust: TrustPolicy,
+    *,
+    at: int,
+    source: Path,
+) -> Verified:
+    """The pure verifier: stream + exact signature bytes + trust + time -> what verified.
+
+    No path is opened here; ``source`` only names the file in messages. The kind of
+    artifact is not checked: that is the caller's policy (see :func:`require_kind`).
+    """
+    signature = parse_signature(signature_bytes, source=str(sig_path(source)))
+    reader.want(signature.hash_algorithm)
+    scan = scan_stream(reader, source)
+    return verify_scan(scan, signature, trust, at=at, signature_bytes=signature_bytes)
+
+
+def require_kind(verified: Verified, kind: str) -> Verified:
+    """Policy: refuse a verified artifact of the other kind (a package where a bundle belongs)."""
+    if verified.manifest.kind != kind:
+        raise PolicyError(
+            f"this is a {verified.manifest.kind}, expected a {kind}",
+            path=verified.path,
+            code=Code.WRONG_KIND,
+            hint="site bundles go to the hub; hub packages go to sites",
+        )
+    return verified
+
+
+def verify_file(
+    path: Path,
+    trust: TrustPolicy,
+    *,
+    expected_kind: str | None = None,
+    at: int | None = None,
+    copy_to: BinaryIO | None = None,
+    data_digest: bool = True,
+    early: EarlyDigests | None = None,
+) -> Verified:
+    """Verify ``path`` against ``path.sig`` and ``trust`` at ``at`` (default now); raise on failure.
+
+    ``data_digest=False``: skip the data section's own SHA-256 (``data_sha256`` is then
+    ''), for a caller that does not use it: one hash pass instead of two.
+
+    ``early``: this file's digests taken before (``flsilo verify`` hashes from process start,
+    :mod:`flsilo.cli.prehash`): this read then checks structure and floats only and takes
+    them if the file did not change in between; if it did, the file is read and hashed again.
+    """
+    check_is_file(path)
+    signature_bytes = read_signature_bytes(path)
+    when = int(time.time()) if at is None else at
+    early = early if copy_to is None else None
+    try:
+        verified = _verify_opened(path, signature_bytes, trust, when, copy_to, early, data_digest)
+    except StaleDigests:
+        verified = _verify_opened(path, signature_bytes, trust, when, copy_to, None, data_digest)
+    return require_kind(verified, expected_kind) if expected_kind is not None else verified
+
+
+def _verify_opened(
+    path: Path,
+    signature_bytes: bytes,
+    trust: TrustPolicy,
+    when: int,
+    copy_to: BinaryIO | None,
+    early: EarlyDigests | None,
+    data_digest: bool,
+) -> Verified:
+    opened = open_regular(path)
+    with opened.fh, progress.unit(opened.size):
+        reader = ArtifactReader(
+            opened.fh, opened.size, copy_to=copy_to, early=early, data_digest=data_digest
+        )
+        try:
+            return verify_stream(reader, signature_bytes, trust, at=when, source=path)
+        except OSError as exc:
+            raise UnreadableError(f"cannot read the file ({exc.strerror})", path=path) from exc
+
+
+def write_artifact(
+    path: Path,
+    tensors: Mapping[str, RawTensor],
+    manifest: mf.Manifest,
+    key: PrivateKey,
+    *,
+    overwrite: bool = False,
+) -> str:
+    """Write ``path`` and ``path.sig`` atomically; return the file's sha256 hex digest."""
+    if not overwrite and path.exists():
+        raise UsageError(
+            "refusing to overwrite an existing artifact",
+            path=path,
+            code=Code.EXISTS,
+            hint="artifacts are never replaced; move the old one away if it is truly wrong",
+        )
+    metadata = {mf.MANIFEST_KEY: mf.encode(manifest)}
+    specs = {name: (t.dtype, t.shape) for name, t in tensors.items()}
+    header_bytes, infos = build_header(specs, metadata)
+    digest = hashlib.sha256(header_bytes)
+    with atomic_writer(path) as fh:
+        fh.write(header_bytes)
+        for info in infos:
+            data = tensors[info.name].data
+            if data.nbytes != info.nbytes:
+                raise ValueError(f"tensor {info.name}: {data.nbytes} bytes, expected {info.nbytes}")
+            fh.write(data)
+            digest.update(data)
+        sig = sign_digest(key, manifest.namespace, digest.digest())
+        with atomic_writer(sig_path(path)) as sig_fh:
+            sig_fh.write(sig)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path, *, follow: bool = False) -> str:
+    """sha256 of a regular file (opened without following links unless ``follow``: a path
+    the user named, such as a checkpoint in a download cache made of links)."""
+    opened = open_regular(path, follow=follow)
+    with opened.fh:
+        reader = ArtifactReader(opened.fh, opened.size)
+        reader.drain()
+    return reader.sha256

@@ -1,0 +1,200 @@
+"""One read of a file: every chunk through the hashes, the checks and a copy at once.
+
+:class:`ArtifactReader` reads an open stream once, up to the size ``fstat`` gave; each big
+chunk goes to the whole file's digests, the data section's SHA-256, the caller's own check
+and an optional copy, in parallel on a shared pool of threads (:func:`run_on_chunk`, also
+used by the hub to write and hash a package at once). Nothing here judges what it reads:
+:mod:`flsilo.format.artifact` parses and verifies, the kits decide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, BinaryIO, Protocol
+
+from flsilo.runtime import progress
+from flsilo.signing.sshsig import new_hash
+
+CHUNK_BYTES = 16 * 1024 * 1024
+PARALLEL_MIN_BYTES = 256 * 1024
+"""Below this a chunk's jobs run one after another: a thread hand-off would cost more."""
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    """Threads for the per-chunk work of a read: hashlib and file writes release the GIL."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="flsilo-hash"
+            )
+        return _POOL
+
+
+def _forget_pool() -> None:  # a forked child has none of the parent's threads
+    global _POOL
+    _POOL = None
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def run_on_chunk(jobs: list[Callable[[memoryview], object]], chunk: memoryview) -> None:
+    """Run every job on ``chunk`` at once (the first on this thread); return when all are done.
+
+    Jobs are leaves (a hash update, a write, a float check): none waits for another, so
+    the shared pool cannot deadlock. A failing job is raised only after every other job
+    has finished with the buffer, so the caller may reuse it.
+    """
+    if len(jobs) <= 1 or len(chunk) < PARALLEL_MIN_BYTES:
+        for job in jobs:
+            job(chunk)
+        return
+    futures = [_hash_pool().submit(job, chunk) for job in jobs[1:]]
+    try:
+        jobs[0](chunk)
+    finally:
+        wait(futures)
+    for f in futures:
+        f.result()
+
+
+class StaleDigests(Exception):
+    """Early digests that do not provably describe the bytes the verifier read."""
+
+
+class EarlyDigests(Protocol):
+    """A file's digests taken before the verifier read it (:mod:`flsilo.cli.prehash`)."""
+
+    data: bool  # the data section's digest was taken too
+
+    def digests(
+        self, opened: os.stat_result, finished: os.stat_result, data_start: int
+    ) -> tuple[bytes, bytes | None]: ...  # raises StaleDigests unless they describe the read
+
+
+class ArtifactReader:
+    """Reads one stream once: every byte goes to the hashes and, optionally, a copy.
+
+    The whole file's digests (what a signature covers), the data section's SHA-256 (from
+    :meth:`start_data` on), the copy and the caller's own check of a chunk run in
+    parallel on each big chunk. ``size`` is what ``fstat`` said; nothing beyond it is ever
+    read, so a file that grows cannot make a reader loop. After a failure, :meth:`drain`
+    finishes the pass so the file's sha256 and the copy are complete without opening the
+    file again.
+
+    ``early``: digests of this file taken before this read (:class:`EarlyDigests`); the
+    reader then hashes nothing and :meth:`digests` hands the early ones back only if the
+    file provably did not change (else :class:`StaleDigests`: read it again without them).
+    """
+
+    def __init__(
+        self,
+        fh: io.BufferedIOBase,
+        size: int,
+        *,
+        copy_to: BinaryIO | None = None,
+        early: EarlyDigests | None = None,
+        data_digest: bool = True,
+    ) -> None:
+        self.fh = fh
+        self.size = size
+        self.copy_to = copy_to
+        self.position = 0
+        self._hashes = {"sha256": new_hash("sha256")}
+        self._data_hash: Any = None
+        self._data_start = -1
+        self._data_digest = data_digest
+        usable = early is not None and copy_to is None and (early.data or not data_digest)
+        self._early = early if usable else None
+        self._opened_as = os.fstat(fh.fileno()) if self._early else None
+
+    def want(self, algorithm: str) -> None:
+        """Also compute ``algorithm`` (only before the first byte is read)."""
+        if algorithm not in self._hashes:
+            assert self.position == 0
+            self._hashes[algorithm] = new_hash(algorithm)
+            self._early = None  # early digests are SHA-256 only
+
+    def start_data(self) -> None:
+        """Every byte read from here on is also hashed as the data section."""
+        self._data_start = self.position
+        if self._data_digest:
+            self._data_hash = hashlib.sha256()
+
+    def _feed(
+        self, chunk: memoryview | bytes, check: Callable[[memoryview], object] | None = None
+    ) -> None:
+        jobs: list[Callable[[memoryview], object]] = [check] if check is not None else []
+        if self._early is None:
+            if self._data_hash is not None:
+                jobs.append(self._data_hash.update)
+            jobs.extend(h.update for h in self._hashes.values())
+        if self.copy_to is not None:
+            jobs.append(self.copy_to.write)
+        run_on_chunk(jobs, memoryview(chunk))
+        self.position += len(chunk)
+        progress.advance(len(chunk))
+
+    def read(self, n: int) -> bytes:
+        data = self.fh.read(max(0, min(n, self.size - self.position)))
+        self._feed(data)
+        return data
+
+    def readinto(
+        self, view: memoryview, check: Callable[[memoryview], object] | None = None
+    ) -> int:
+        """Fill ``view`` (up to ``size``); ``check`` sees the chunk while it is hashed."""
+        want = min(len(view), self.size - self.position)
+        if want <= 0:
+            return 0
+        n = self.fh.readinto(view[:want]) or 0
+        self._feed(view[:n], check)
+        return n
+
+    def drain(self) -> None:
+        """Read whatever is left up to ``size`` (after a failure), so digests cover the file."""
+        buffer = bytearray(min(CHUNK_BYTES, max(self.size - self.position, 1)))
+        view = memoryview(buffer)
+        while self.readinto(view):
+            pass
+
+    def grew(self) -> bool:
+        return bool(self.fh.read(1))
+
+    def _early_digests(self) -> tuple[bytes, bytes | None]:
+        assert self._early is not None and self._opened_as is not None
+        return self._early.digests(self._opened_as, os.fstat(self.fh.fileno()), self._data_start)
+
+    def digests(self) -> dict[str, bytes]:
+        """The whole file's digests (raises :class:`StaleDigests` when early ones do not hold)."""
+        if self._early is not None:
+            return {"sha256": self._early_digests()[0]}
+        return {a: h.digest() for a, h in self._hashes.items()}
+
+    @property
+    def data_sha256(self) -> str:
+        """The data section's sha256 hex digest (after :meth:`start_data`), else ''."""
+        if self._early is not None:
+            data = self._early_digests()[1]
+            return data.hex() if data is not None and self._data_digest else ""
+        return self._data_hash.hexdigest() if self._data_hash is not None else ""
+
+    @property
+    def complete(self) -> bool:
+        return self.position == self.size
+
+    @property
+    def sha256(self) -> str:
+        """The file's sha256 hex digest; empty unless the whole file went through."""
+        if not self.complete:
+            return ""
+        return self.digests()["sha256"].hex()

@@ -1,0 +1,125 @@
+"""The hub's own claims about a package: figures it measured on a test set it holds.
+
+``flsilo aggregate --eval DATA`` scores every new package on the hub's test set before it
+is signed and records the figures twice, both signed by the hub: in the package's manifest
+(``package.hub_evaluation``) and in the round's ``aggregate`` log event. A claim names the
+test set by its index digest and its record count, never its records, and names the
+package's tensors it scored by their digest (the package's data sha256, which ``audit``
+checks). ``audit --replay`` checks that the two copies agree; it does not recompute them
+(the test set stays at the hub).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CLAIM_FIGURES = ("accuracy", "balanced_accuracy", "ece", "loss")
+"""The overall figures a classify claim carries (``None`` where undefined); another task's
+claim carries its own flat figures, its primary metric among them, and the loss."""
+PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc", "sequence": "exact_match"}
+"""Each built-in task's primary figure: what a claim (and a site's report) leads with."""
+PERCENT = ("accuracy", "exact_match")
+"""Figures shown as percentages; the others (AUROC, CER) as numbers."""
+CLASS_FIGURES = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "ap")
+"""The figures a claim carries per class, each with its bootstrap 95% interval."""
+
+
+@dataclass(frozen=True)
+class HubEvaluation:
+    """Figures the hub measured on its own test set, for one package's tensors."""
+
+    test_set_sha256: str
+    """The test set's index digest: sha256 of its records in order (source, target and the
+    sha256 of each record's bytes), the same digest a site's data index has."""
+    test_set_records: int
+    data_format: str
+    data_sha256: str
+    """The digest of the package's tensors that were scored (its data section)."""
+    task: str
+    samples: int
+    skipped: int
+    figures: dict[str, float | None]
+    per_class: dict[str, dict[str, float | None]]
+    ci95: dict[str, dict[str, tuple[float, ...] | None]]
+    """Per class, per figure: the bootstrap 95% interval (low, high), or null."""
+    confusion: tuple[tuple[int | None, ...], ...]
+    """Rows true class, columns predicted; a cell below the plan's ``min_cell_size`` is null,
+    and the matrix is empty in a DP federation (as in the sites' reports)."""
+    bootstrap_seed: int
+    bootstrap_draws: int
+    software: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.figures.get("accuracy")
+
+
+def claim_from_report(
+    report: dict[str, object],
+    *,
+    task: str,
+    values: dict[str, float],
+    loss: float | None,
+    test_set_sha256: str,
+    test_set_records: int,
+    data_format: str,
+    data_sha256: str,
+    skipped: int,
+    seed: int,
+    draws: int,
+    software: dict[str, str],
+) -> HubEvaluation:
+    """A claim from a task's evaluation: ``values`` (its flat figures, the primary one
+    among them) and ``report`` (its full figures, e.g.
+    :func:`flsilo.scoring.metrics.classification_report`: per class rows with intervals, the
+    confusion matrix, balanced accuracy, ECE; whichever of these the task reports)."""
+    rows = report.get("per_class") or report.get("per_finding") or {}
+    assert isinstance(rows, dict)
+    per_class: dict[str, dict[str, float | None]] = {}
+    ci95: dict[str, dict[str, tuple[float, ...] | None]] = {}
+    for name, row in rows.items():
+        per_class[name] = {k: _num(row.get(k)) for k in CLASS_FIGURES}
+        found = row.get("ci95") or {}
+        ci95[name] = {
+            k: tuple(float(x) for x in found[k]) if found.get(k) else None for k in CLASS_FIGURES
+        }
+    confusion = report.get("confusion") or []
+    assert isinstance(confusion, list)
+    overall = {k: _num(report.get(k)) for k in ("balanced_accuracy", "ece") if k in report}
+    return HubEvaluation(
+        test_set_sha256=test_set_sha256,
+        test_set_records=test_set_records,
+        data_format=data_format,
+        data_sha256=data_sha256,
+        task=task,
+        samples=int(report.get("samples", 0)),  # type: ignore[call-overload]
+        skipped=skipped,
+        figures={k: float(v) for k, v in values.items()} | overall | {"loss": loss},
+        per_class=per_class,
+        ci95=ci95,
+        confusion=tuple(tuple(None if v is None else int(v) for v in row) for row in confusion),
+        bootstrap_seed=seed,
+        bootstrap_draws=draws,
+        software=software,
+    )
+
+
+def _num(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def lead_figure(claim: Mapping[str, Any]) -> tuple[str, float | None]:
+    """A claim's (JSON form) leading figure: its task's primary one (a plug-in task's: its
+    first figure other than the loss), as ``(name, value)``."""
+    figures = claim["figures"]
+    name = PRIMARY.get(claim["task"]) or next((k for k in figures if k != "loss"), "loss")
+    return name, figures.get(name)
+
+
+def show_figure(name: str, value: float | None) -> str:
+    """``93.0%`` for a percentage figure, ``0.912`` for another, ``-`` when undefined."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%" if name in PERCENT else f"{value:.3f}"
