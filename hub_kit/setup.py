@@ -51,6 +51,14 @@ def initial_weights(
             code=Code.BAD_MODEL_SPEC,
             hint="see docs/reference/models.md for the models each task takes",
         )
+    problem = task_for(spec).dp_problem(model) if dp_plan(config) is not None else None
+    if problem is not None:  # before BatchNorm: no freezing or norm=group would help
+        raise UsageError(
+            f"model {config.model!r} cannot be trained with DP-SGD: {problem}",
+            code=Code.DP_MODEL,
+            hint="see docs/reference/models.md for the models DP-SGD trains per task "
+            "(detect: --model detector)",
+        )
     if init_weights is not None:
         try:
             tensors = load_file(str(init_weights))

@@ -389,7 +389,7 @@ class Code(StrEnum):
     DP_MODEL = (
         "dp-model",
         U,
-        "Opacus cannot compute per-sample gradients for a layer of the model (site side)",
+        "DP-SGD cannot train the model: Opacus has no per-sample gradients for one of its layers (site side), or its loss is not per sample (`hub init`: a torchvision detector)",
     )
     DP_DISTRIBUTED = (
         "dp-distributed",

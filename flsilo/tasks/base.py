@@ -56,7 +56,9 @@ halves:
   gives the (n, k) float targets a ridge head is fitted to (one-hot, multi-hot).
 - ``supports_dp``: whether DP-SGD (Opacus) applies, i.e. ``loss(..., "sum")`` is a sum of
   per-sample losses over layers Opacus can compute per-sample gradients of; a DP plan
-  with a task that says False is refused before any training.
+  with a task that says False is refused before any training. ``dp_problem(model)``
+  says why one model of a task that supports DP cannot (detect: torchvision's
+  detectors), asked by ``hub init`` for a DP plan; None by default.
 - ``spec_problem(spec, classes)``: the task's own plan rules (thresholds per finding, a
   charset...), in words, or None.
 
@@ -189,6 +191,12 @@ class Task:
 
         if is_detector(model):
             return "it is an object detector (use it with --task detect)"
+        return None
+
+    def dp_problem(self, model: torch.nn.Module) -> str | None:
+        """Why DP-SGD cannot train ``model`` for this task (``hub init`` asks when the plan
+        has DP), or None: its loss is not a sum of per-sample losses."""
+        del model
         return None
 
     def output_size(self, classes: tuple[str, ...], spec: TaskSpec) -> int:

@@ -16,8 +16,13 @@ computes its own loss from the boxes. Evaluation decodes boxes and measures mAP@
 per-class AP@0.5, and as ``accuracy`` the share of images whose detections scoring at least
 ``ACCURACY_SCORE`` are exactly their objects (one-to-one, right class, IoU >= 0.5).
 
-No closed-form heads and no DP-SGD: the detection losses are not sums of per-sample
-gradients Opacus can take through every model here.
+No closed-form heads. DP-SGD trains the built-in ``detector``: ``loss(..., "sum")`` is the
+sum of its per-image losses, each normalised by the image's own object count (not the
+batch's), and the network mixes no images (GroupNorm, convolutions), so the per-sample
+gradients Opacus clips are each image's own gradient (tests/unit/test_detect_dp.py checks
+them against per-image autograd). The ``mean`` loss of plain training is the batch mean of
+the same per-image losses. torchvision's detection models return one loss for the whole
+batch, so a DP plan with one is refused at ``hub init`` (``dp_problem``) and by the site.
 """
 
 from __future__ import annotations
@@ -41,13 +46,17 @@ if TYPE_CHECKING:
 
 ACCURACY_SCORE = 0.5
 BOX_FORMATS = ("yolo", "coco")
+TORCHVISION_DP = (
+    "torchvision's detection models return one loss for the whole batch, not a loss per "
+    "image that DP-SGD could clip"
+)
 
 
 class Detect(Task):
     name = "detect"
     primary_metric = "map50"
     closed_form = False
-    supports_dp = False
+    supports_dp = True
     formats = BOX_FORMATS
     geometric = True
 
@@ -93,16 +102,22 @@ class Detect(Task):
             return None
         return "it is not an object detector (use detector or a torchvision detection model)"
 
+    def dp_problem(self, model: torch.nn.Module) -> str | None:
+        from flsilo.models import tvdetect
+
+        if tvdetect.is_torchvision_detector(model):
+            return TORCHVISION_DP
+        return None
+
     def collate(self, targets: Sequence[np.ndarray]) -> Any:
         import torch
 
         return [torch.from_numpy(np.asarray(t, dtype=np.float32).reshape(-1, 5)) for t in targets]
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, y: Any, reduction: str) -> torch.Tensor:
-        losses = detector_loss(model, x, y)
-        if reduction == "sum":
-            return losses * x.shape[0]
-        return losses
+        if reduction == "sum":  # DP-SGD: the per-image losses Opacus clips one by one
+            return per_image_losses(model, x, y).sum()
+        return detector_loss(model, x, y)
 
     def evaluator(self, classes: tuple[str, ...], spec: TaskSpec) -> Evaluator:
         del spec
@@ -130,6 +145,30 @@ def detector_loss(model: torch.nn.Module, x: torch.Tensor, y: list[torch.Tensor]
     if tvdetect.is_torchvision_detector(model):
         return tvdetect.loss(model, x, y)
     raise _not_a_detector(model)
+
+
+def per_image_losses(
+    model: torch.nn.Module, x: torch.Tensor, y: list[torch.Tensor]
+) -> torch.Tensor:
+    """Each image's loss (N,), computed through ``model`` as given: under DP-SGD that is
+    Opacus's ``GradSampleModule`` around the detector, whose hooks take per-sample gradients
+    (of an empty Poisson batch too, so that its noisy step has them to clip)."""
+    from flsilo.models import tvdetect
+    from flsilo.models.detector import Detector, centernet_loss
+
+    inner = getattr(model, "_module", model)  # the detector inside Opacus's wrapper
+    if isinstance(inner, Detector):
+        out = model(x)
+        if x.shape[0] == 0:  # no images, no losses: (0,), but on the graph for backward()
+            return out.flatten(1).sum(dim=1)
+        return centernet_loss(out, y, inner.num_classes)
+    if tvdetect.is_torchvision_detector(inner):
+        raise UsageError(
+            f"the model ({type(inner).__name__}) cannot be trained with DP-SGD: {TORCHVISION_DP}",
+            code=Code.DP_MODEL,
+            hint="use --model detector for a DP federation",
+        )
+    raise _not_a_detector(inner)
 
 
 def torch_zero(model: torch.nn.Module) -> torch.Tensor:

@@ -160,7 +160,6 @@ def test_simulate_detection(tmp_path: Path, cli) -> None:
         ),
         (("--augment", "rotate:10"), "crop and rotate would move objects away from their boxes"),
         (("--merge", "fisher"), "--merge fisher applies to classification"),
-        (("--dp-noise-multiplier", "1.0", "--dp-budget", "3"), "cannot be trained with DP-SGD"),
         (("--schedule", "closed-form"), "has no closed-form head"),
         (("--model", "cnn"), "is not an object detector"),
     ],
@@ -174,3 +173,34 @@ def test_hub_init_refuses_what_detection_cannot_do(tmp_path: Path, cli, extra, w
     assert result.code == 2, result.err
     assert why in result.err and "hint:" in result.err and len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "h").exists()
+
+
+def test_hub_init_takes_dp_sgd_with_the_built_in_detector(tmp_path: Path, cli) -> None:
+    key = make_key(tmp_path / "hub")
+    result = cli("hub", "init", tmp_path / "h", "--federation", "f", "--task", "detect",
+                 "--model", "detector:width=8", "--classes", "a,b", "--input-shape", SHAPE,
+                 "--key", key, "--dp-noise-multiplier", "1.0", "--dp-budget", "3")  # fmt: skip
+    assert result.code == 0, result.err
+    plan = json.loads(cli("inspect", tmp_path / "h" / "packages" / "f-r0000.safetensors",
+                          "--json").out)["manifest"]["package"]["plan"]  # fmt: skip
+    assert plan["task"] == "detect" and plan["dp_noise_multiplier"] == 1.0
+
+
+@pytest.mark.slow
+def test_a_dp_detection_round_through_the_real_files(tmp_path: Path, cli) -> None:
+    """DP-SGD at both sites (Poisson batches, clipped per-image gradients, noise), the
+    ledger's spend in each bundle, aggregate, and audit --replay of the whole history."""
+    pytest.importorskip("opacus", reason="DP tests need the 'dp' extra (Opacus)")
+    fed = detect_federation(tmp_path / "fed", "detector:width=8", "--dp-noise-multiplier",
+                            "1.0", "--dp-budget", "50")  # fmt: skip
+    for site, bundle in fed.bundles.items():
+        dp = json.loads(cli("inspect", bundle, "--json").out)["manifest"]["bundle"]["dp"]
+        assert dp["noise_multiplier"] == 1.0 and dp["rounds"] == 1 and dp["steps"] == 2
+        ledger = json.loads((fed.sites[site] / "privacy.json").read_text())
+        assert ledger["entries"][0]["epsilon_total"] == dp["epsilon_total"] > 0
+    fed.carry()
+    result = cli("aggregate", fed.hub, "--json")
+    assert result.code == 0, result.err
+    assert (fed.hub / "packages" / "fed-r0001.safetensors").exists()
+    result = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
+    assert result.code == 0, result.err

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import hub_root
 from tests.integration.test_detect import detect_federation, scenes
@@ -44,3 +45,30 @@ def test_mask_and_keypoint_models_are_refused(tmp_path: Path, cli) -> None:
                  "--input-shape", "3,64,64", "--key", key)  # fmt: skip
     assert result.code == 2 and "mask or keypoint" in result.err and "hint:" in result.err
     assert not (tmp_path / "h").exists()
+
+
+@pytest.mark.parametrize("name", ["ssdlite320_mobilenet_v3_large", "fcos_resnet50_fpn"])
+def test_dp_sgd_refuses_torchvision_detectors(tmp_path: Path, cli, name: str) -> None:
+    """Their losses are one figure per batch: no per-image gradient to clip. Refused at hub
+    init before the BatchNorm rule (no freezing would help), and by the site's loss."""
+    import numpy as np
+
+    from flsilo.models.registry import build_model
+    from flsilo.runtime.errors import UsageError
+    from flsilo.tasks import load_task
+    from tests.conftest import make_key
+
+    key = make_key(tmp_path / "hub")
+    result = cli("hub", "init", tmp_path / "h", "--federation", "f", "--task", "detect",
+                 "--model", f"torchvision:{name}", "--classes", "a,b",
+                 "--input-shape", "3,64,64", "--key", key,
+                 "--dp-noise-multiplier", "1.0", "--dp-budget", "3")  # fmt: skip
+    assert result.code == 2 and "error[dp-model]" in result.err, result.err
+    assert "one loss for the whole batch" in result.err and "--model detector" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "h").exists()
+    task = load_task("detect")
+    model = build_model(f"torchvision:{name}", (3, 64, 64), 2)
+    y = task.collate([np.array([[0, 0.1, 0.1, 0.6, 0.6]], dtype=np.float32)])
+    with pytest.raises(UsageError, match="one loss for the whole batch") as caught:
+        task.loss(model, torch.zeros(1, 3, 64, 64), y, "sum")
+    assert caught.value.code == "dp-model"
