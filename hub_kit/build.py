@@ -5,18 +5,18 @@ signed. Nothing outside the staging folder changes."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flsilo.format import manifest as mf
-from flsilo.format.readpass import run_on_chunk
+from flsilo.format.readpass import CHUNK_BYTES, run_on_chunk
 from flsilo.signing.keys import PrivateKey
+from flsilo.signing.sshsig import sign_digest
 from hub_kit.commit import StagedRound
 from hub_kit.gates import Intake, stream_inputs
-from hub_kit.hubeval import TestSetEvaluator
-from hub_kit.packaging import package_manifest, write_package_stream
+from hub_kit.hubeval import TestSetEvaluator, Unscored
+from hub_kit.packaging import package_image, package_manifest, write_package_stream
 from hub_kit.roundmath import (
     RoundView,
     compute_round,
@@ -59,8 +59,9 @@ def build_package(
     """Step 3: weights, then the accepted bundles streamed into the next package, signed,
     written into staging with any server state (nothing outside the staging folder changes).
 
-    With an ``evaluator`` (``aggregate --eval``) the package is first written to scratch
-    and scored, then written again with the hub's claim in its manifest."""
+    With an ``evaluator`` (``aggregate --eval``) the round is computed once into memory
+    and scored there; the package is then written once, with the hub's claim in its
+    manifest."""
     candidates = taken.candidates
     policy, rule, view = prep.policy, prep.policy.rule, taken.view
     if policy.max_weight_share is not None:
@@ -100,13 +101,14 @@ def build_package(
             key_chain=tuple(prep.state.rotations),
             statistics=next_statistics(view, inputs, prep.package.manifest.package.plan),
         )
+        produce: Callable[[Writer], list[SiteFigures]] = hashed
         if evaluator is not None:
-            manifest = _with_claim(prep, staged, manifest, hashed, key, evaluator, data_hash)
+            manifest, produce = _with_claim(prep, manifest, hashed, key, evaluator, data_hash)
         staged_path, sha, figures = write_package_stream(
             staged.publish / prep.ws.packages_dir.name,
             manifest,
             prep.package.header.tensors,
-            hashed,
+            produce,
             key,
         )
     finally:
@@ -127,12 +129,9 @@ def build_package(
 
 
 class _DataDigest:
-    """sha256 of a package's data section as it is written, restarted for each pass."""
+    """sha256 of a package's data section as it is written."""
 
     def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
         self._hash = hashlib.sha256()
 
     def update(self, chunk: memoryview) -> None:
@@ -144,25 +143,30 @@ class _DataDigest:
 
 def _with_claim(
     prep: Prepared,
-    staged: StagedRound,
     manifest: mf.Manifest,
     produce: Callable[[Writer], list[SiteFigures]],
     key: PrivateKey,
     evaluator: TestSetEvaluator,
     data_hash: _DataDigest,
-) -> mf.Manifest:
-    """The manifest with the hub's claim: the package written to scratch (the same tensors,
-    no claim), scored by ``evaluator``, then removed."""
-    scratch = staged.root / "hub-eval"
-    path, _sha, _figures = write_package_stream(
-        scratch, manifest, prep.package.header.tensors, produce, key
-    )
-    data_sha256 = data_hash.hexdigest()
-    data_hash.reset()  # the real pass hashes the same bytes again
-    claim = evaluator(path, prep.trust, data_sha256)
-    shutil.rmtree(scratch, ignore_errors=True)
+) -> tuple[mf.Manifest, Callable[[Writer], list[SiteFigures]]]:
+    """The manifest with the hub's claim, and what writes the package's data section: the
+    round computed once into memory (the package without its claim, signed there and
+    never written), scored by ``evaluator``; the package is then written from those bytes."""
+    layout = prep.package.header.tensors
+    image, start, figures = package_image(manifest, layout, produce)
+    signature = sign_digest(key, manifest.namespace, hashlib.sha256(image).digest())
+    name = prep.ws.packages_dir / mf.artifact_name(manifest.federation, manifest.round)
+    claim = evaluator(Unscored(name, image, signature), prep.trust, data_hash.hexdigest())
     assert manifest.package is not None
-    return replace(manifest, package=replace(manifest.package, hub_evaluation=claim))
+    manifest = replace(manifest, package=replace(manifest.package, hub_evaluation=claim))
+
+    def from_memory(write: Writer) -> list[SiteFigures]:
+        view = memoryview(image)
+        for at in range(start, len(image), CHUNK_BYTES):
+            write(view[at : at + CHUNK_BYTES])
+        return figures
+
+    return manifest, from_memory
 
 
 def _weights(candidates: list[Candidate], cap: float | None) -> tuple[list[float], list[bool]]:

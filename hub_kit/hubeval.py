@@ -3,15 +3,17 @@
 The scoring itself (data adapters, the model, the figures) is the sites' evaluation code,
 which the hub kit does not import: the command line passes in a :class:`TestSetEvaluator`
 (``sim_kit.hubeval``). The round opens the test set before it touches the inbox, so bad
-DATA fails before anything is staged or committed; the next package is then written once
-to scratch, scored, and written again with the claim in its manifest (the tensors are the
-same bytes, named by the claim's ``data_sha256``). The same claim goes into the round's
-``aggregate`` log event; ``audit`` checks that the two agree (:func:`claim_problem`).
+DATA fails before anything is staged or committed; the next package is then computed once
+into memory without the claim (an :class:`Unscored` image, signed there and never written),
+scored, and written once with the claim in its manifest (the same tensor bytes, named by the
+claim's ``data_sha256``). The same claim goes into the round's ``aggregate`` log event;
+``audit`` checks that the two agree (:func:`claim_problem`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +24,16 @@ from flsilo.signing.trust import AllowedSigners
 from hub_kit.events import Aggregate
 
 
+@dataclass(frozen=True)
+class Unscored:
+    """The next package without its claim, in memory only: its bytes (header, then the
+    round's tensors) and the hub's signature over them; ``path`` names it in messages."""
+
+    path: Path
+    data: bytes
+    signature: bytes
+
+
 class TestSetEvaluator(Protocol):
     """Scores packages on the hub's test set (passed in from above the hub kit)."""
 
@@ -29,7 +41,7 @@ class TestSetEvaluator(Protocol):
         """Open the test set for the current package's model (format, shapes, labels within the classes);
         raise a :class:`flsilo.runtime.errors.FlsiloError` when it cannot be used."""
 
-    def __call__(self, package: Path, trust: AllowedSigners, data_sha256: str) -> HubEvaluation:
+    def __call__(self, package: Unscored, trust: AllowedSigners, data_sha256: str) -> HubEvaluation:
         """Verify ``package`` against ``trust``, score it, and return the claim."""
 
 

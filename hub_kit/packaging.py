@@ -93,6 +93,42 @@ def _begin(info: TensorInfo) -> int:
     return info.begin
 
 
+def _header(manifest: mf.Manifest, layout: tuple[TensorInfo, ...]) -> tuple[bytes, int]:
+    """The package's header (the manifest in its metadata) and its data section's size."""
+    specs = {t.name: (t.dtype, t.shape) for t in layout}
+    header_bytes, infos = build_header(specs, {mf.MANIFEST_KEY: mf.encode(manifest)})
+    if [i.signature() for i in infos] != [t.signature() for t in sorted(layout, key=_begin)]:
+        raise ValueError("the package layout is not canonical")
+    return header_bytes, infos[-1].end if infos else 0
+
+
+def package_image(
+    manifest: mf.Manifest,
+    layout: tuple[TensorInfo, ...],
+    produce: Callable[[Callable[[memoryview], object]], T],
+) -> tuple[bytes, int, T]:
+    """The package's bytes in memory, as :func:`write_package_stream` would write them
+    (unsigned, nothing written): ``(bytes, where the data section starts, what produce
+    returned)``. For ``aggregate --eval``, which scores the package before its claim goes
+    into the header; memory then holds the package once."""
+    header_bytes, size = _header(manifest, layout)
+    image = bytearray(len(header_bytes) + size)
+    image[: len(header_bytes)] = header_bytes
+    at = len(header_bytes)
+
+    def write(chunk: memoryview) -> None:
+        nonlocal at
+        if at + chunk.nbytes > len(image):
+            raise ValueError("the round wrote more data bytes than the layout needs")
+        image[at : at + chunk.nbytes] = chunk
+        at += chunk.nbytes
+
+    result = produce(write)
+    if at != len(image):
+        raise ValueError(f"wrote {at - len(header_bytes)} data bytes, the layout needs {size}")
+    return bytes(image), len(header_bytes), result
+
+
 def write_package_stream(
     directory: Path,
     manifest: mf.Manifest,
@@ -108,12 +144,8 @@ def write_package_stream(
     by what ``produce`` holds, not by the model size.
     """
     path = directory / mf.artifact_name(manifest.federation, manifest.round)
-    specs = {t.name: (t.dtype, t.shape) for t in layout}
-    header_bytes, infos = build_header(specs, {mf.MANIFEST_KEY: mf.encode(manifest)})
-    if [i.signature() for i in infos] != [t.signature() for t in sorted(layout, key=_begin)]:
-        raise ValueError("the package layout is not canonical")
+    header_bytes, expected = _header(manifest, layout)
     digest = hashlib.sha256(header_bytes)
-    expected = infos[-1].end if infos else 0
     written = 0
     with atomic_writer(path) as fh:
         fh.write(header_bytes)

@@ -25,6 +25,7 @@ from flsilo.scoring import metrics
 from flsilo.signing import evalreport as er
 from flsilo.signing.claims import HubEvaluation, claim_from_report
 from flsilo.signing.trust import AllowedSigners
+from hub_kit.hubeval import Unscored
 from site_kit.data.samples import open_samples
 from site_kit.package_eval import bootstrap_seed, evaluate_package
 from site_kit.sitedata import data_spec
@@ -69,18 +70,19 @@ class HubTestSet:
         self.digest = samples.index.digest
         self.records = len(samples.index)
 
-    def __call__(self, package: Path, trust: AllowedSigners, data_sha256: str) -> HubEvaluation:
+    def __call__(self, package: Unscored, trust: AllowedSigners, data_sha256: str) -> HubEvaluation:
         """Verify ``package`` against the hub's trust, score it, and return the claim."""
         assert self.digest is not None, "check() the test set first"
         with tempfile.TemporaryDirectory(prefix="flsilo-hub-eval-") as store:
             scored = evaluate_package(
-                package,
+                package.path,
                 self.data,
                 trust,
                 data_format=self.data_format,
                 device=self.device,
                 expected_kind=mf.KIND_PACKAGE,
                 store=Path(store),  # hashed again as it is scored: the claim names these bytes
+                image=(package.data, package.signature),
             )
         if scored.data_digest != self.digest:
             raise DataError(

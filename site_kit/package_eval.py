@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flsilo.format.artifact import Verified, verify_file
+from flsilo.format.artifact import Verified, verify_bytes, verify_file
 from flsilo.plans.preprocessing import model_preprocess
 from flsilo.signing.trust import TrustPolicy
 from flsilo.tasks import task_for
@@ -45,17 +45,24 @@ def evaluate_package(
     workers: int | None = None,
     expected_kind: str | None = None,
     store: Path | None = None,
+    image: tuple[bytes, bytes] | None = None,
 ) -> PackageEvaluation:
     """Verify ``package`` against ``trust`` (nothing unverified is loaded), then evaluate it.
 
     The data is indexed without hashing and read per batch, with the package's (or
     bundle's) preprocessing and never its augmentation. With ``store`` (a scratch folder)
     every record's bytes are hashed as they are indexed, and the result names the index's
-    digest.
+    digest. With ``image`` (its bytes and signature, in memory: the hub's next package
+    before its claim) ``package`` only names it and no file is read.
     """
-    buffer = io.BytesIO()
-    verified = verify_file(package, trust, expected_kind=expected_kind, copy_to=buffer)
-    model = verified_model(verified, buffer.getvalue(), merged=True)
+    if image is None:
+        buffer = io.BytesIO()
+        verified = verify_file(package, trust, expected_kind=expected_kind, copy_to=buffer)
+        raw = buffer.getvalue()
+    else:
+        raw, signature = image
+        verified = verify_bytes(raw, signature, trust, source=package, expected_kind=expected_kind)
+    model = verified_model(verified, raw, merged=True)
     info = verified.manifest.model
     m = verified.manifest
     preprocess = model_preprocess(m)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import io
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -310,6 +311,22 @@ def verify_file(
         verified = _verify_opened(path, signature_bytes, trust, when, copy_to, early, data_digest)
     except StaleDigests:
         verified = _verify_opened(path, signature_bytes, trust, when, copy_to, None, data_digest)
+    return require_kind(verified, expected_kind) if expected_kind is not None else verified
+
+
+def verify_bytes(
+    data: bytes,
+    signature_bytes: bytes,
+    trust: TrustPolicy,
+    *,
+    source: Path,
+    expected_kind: str | None = None,
+) -> Verified:
+    """Verify an artifact held in memory, never written (the hub's next package before its
+    claim, ``aggregate --eval``) as :func:`verify_file` verifies a file; ``source`` names it
+    in messages."""
+    reader = ArtifactReader(io.BytesIO(data), len(data))
+    verified = verify_stream(reader, signature_bytes, trust, at=int(time.time()), source=source)
     return require_kind(verified, expected_kind) if expected_kind is not None else verified
 
 

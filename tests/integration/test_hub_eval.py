@@ -170,3 +170,35 @@ def test_a_test_set_changed_after_its_check_is_refused(
     lines = [ln for ln in failed.err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "error[test-set-changed]" in lines[0] and "hint" in lines[0], lines
     assert tree_digest(federation.hub) == before
+
+
+def test_eval_writes_the_package_once_with_the_recorded_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round is computed once and the package written once, claim included; its bytes,
+    its signature and the log are those the two-pass code wrote (recorded from it, from the
+    golden round's fixture with its creation time pinned)."""
+    import hub_kit.packaging
+    from tests.integration.test_golden_round import _aggregate, _pin
+
+    _pin(monkeypatch)
+    data = digits_npz(tmp_path / "hub-test.npz", np.arange(1000, 1200))
+    written: list[str] = []
+    real = hub_kit.packaging.atomic_writer
+
+    def counted(path: Path, *args: object, **kwargs: object) -> object:
+        written.append(Path(path).name)
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hub_kit.packaging, "atomic_writer", counted)
+    code, tree = _aggregate(tmp_path, ["--eval", str(data)])
+    assert code == 0
+    recorded = {
+        "packages/fed-r0001.safetensors": "2bf0f149d5f4545b30b3f062befe9df4bd2c6f5193e9baedd71f865a3de01642",
+        "packages/fed-r0001.safetensors.sig": "36f0c6632d2d615d4ae4d4d07d4091a6542c6282300ec47eaac4782f3e880ded",
+        "events.jsonl": "3f987d087c04919f91c7b53776557d20fd4fe6687627db86f40c41211a969e0a",
+        "events.jsonl.sig": "18e35bdfc4077d0cac73c0dcb87b07cedc9e294ca9b2754c18e6a53b7bce4971",
+    }
+    assert {k: tree[k] for k in recorded} == recorded
+    assert written.count("fed-r0001.safetensors") == 1
+    assert written.count("fed-r0001.safetensors.sig") == 1
