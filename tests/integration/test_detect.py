@@ -187,19 +187,32 @@ def test_hub_init_takes_dp_sgd_with_the_built_in_detector(tmp_path: Path, cli) -
 
 
 @pytest.mark.slow
-def test_a_dp_detection_round_through_the_real_files(tmp_path: Path, cli) -> None:
+@pytest.mark.parametrize(
+    "extra,rule",
+    [((), ("--strategy", "fedavg")), (("--adapters", "lora:r=2"), ("--strategy", "median"))],
+)
+def test_a_dp_detection_round_through_the_real_files(
+    tmp_path: Path, cli, extra: tuple[str, ...], rule: tuple[str, ...]
+) -> None:
     """DP-SGD at both sites (Poisson batches, clipped per-image gradients, noise), the
-    ledger's spend in each bundle, aggregate, and audit --replay of the whole history."""
+    ledger's spend in each bundle, aggregate (also adapter-only bundles under a robust
+    rule), and audit --replay of the whole history."""
     pytest.importorskip("opacus", reason="DP tests need the 'dp' extra (Opacus)")
     fed = detect_federation(tmp_path / "fed", "detector:width=8", "--dp-noise-multiplier",
-                            "1.0", "--dp-budget", "50")  # fmt: skip
+                            "1.0", "--dp-budget", "50", *extra)  # fmt: skip
     for site, bundle in fed.bundles.items():
         dp = json.loads(cli("inspect", bundle, "--json").out)["manifest"]["bundle"]["dp"]
         assert dp["noise_multiplier"] == 1.0 and dp["rounds"] == 1 and dp["steps"] == 2
         ledger = json.loads((fed.sites[site] / "privacy.json").read_text())
         assert ledger["entries"][0]["epsilon_total"] == dp["epsilon_total"] > 0
+        if extra:  # a partial bundle: the adapters' B matrices and the head only
+            from safetensors.numpy import load_file
+
+            names = list(load_file(str(bundle)))
+            assert "lateral4.lora_B.weight" in names and "lateral4.weight" not in names
+            assert all("lora_B" in n or n.startswith("head.") for n in names), names
     fed.carry()
-    result = cli("aggregate", fed.hub, "--json")
+    result = cli("aggregate", fed.hub, *rule, "--json")
     assert result.code == 0, result.err
     assert (fed.hub / "packages" / "fed-r0001.safetensors").exists()
     result = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
