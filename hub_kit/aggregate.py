@@ -33,6 +33,7 @@ from flsilo.fs.atomic import BackgroundSync
 from flsilo.runtime.faults import fault_point
 from flsilo.signing.evalreport import VerifiedReport
 from flsilo.signing.keys import PassphraseSource, PrivateKey, load_private_key
+from flsilo.tasks import primary_metric
 from hub_kit.archive import write_sums
 from hub_kit.build import Built, build_package
 from hub_kit.commit import StagedRound, fresh_staging, publish
@@ -182,15 +183,19 @@ def _report(
     bundles = [c.verified.manifest.bundle for c in candidates]
     package = built.manifest.package if built else None
     policy = prep.policy
+    metric = primary_metric(prep.ws.config.plan.task)
     return AggregateReport(
         round=prep.round,
         package=built.final_path if built else None,
         sha256=built.sha256 if built else None,
         strategy=shown_strategy(taken.view, policy.rule),
-        rows=tuple(site_rows(taken.result, figures, _drift(prep, candidates))),
+        rows=tuple(site_rows(taken.result, figures, _drift(prep, candidates), metric)),
         missing_sites=missing,
         global_accuracy=weighted([b.metrics_global for b in bundles if b]),
         trained_accuracy=weighted([b.metrics_trained for b in bundles if b]),
+        metric=metric,
+        global_primary=weighted([b.metrics_global for b in bundles if b], metric),
+        trained_primary=weighted([b.metrics_trained for b in bundles if b], metric),
         final=package is not None and package.final,
         hub_evaluation=package.hub_evaluation if package else None,
         dp_budget=dp_budget(prep.ws.config),

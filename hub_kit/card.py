@@ -21,6 +21,7 @@ from flsilo.format.artifact import Verified, verify_file
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import FlsiloError, VerificationError
 from flsilo.signing.trust import SingleKey
+from flsilo.tasks import primary_metric
 from hub_kit.audit import AuditReport, audit
 from hub_kit.audit_trust import TrustRoot
 from hub_kit.evaluations import archived_folders, collect
@@ -75,7 +76,8 @@ def card_evidence(
             f"an archived evaluation report does not verify ({bad.code}: {bad.reason})",
             "run 'flsilo hub evaluations' to see every report and its reason",
         )
-    rounds = [r for r in history(events) if r.round < verified.manifest.round]
+    metric = primary_metric(verified.manifest.model.task_spec.name)
+    rounds = [r for r in history(events, metric) if r.round < verified.manifest.round]
     standing = finality(ws, state, events, evaluations.reports)
     doc = {
         "card_version": CARD_VERSION,
@@ -216,6 +218,7 @@ def _round_entry(r: Any) -> dict[str, Any]:
         "strategy": r.strategy,
         "time": r.time,
         "accuracy_after": r.accuracy_after,
+        "primary_after": r.primary_after,
         "sites": [
             {
                 "site": s.site,
@@ -223,6 +226,7 @@ def _round_entry(r: Any) -> dict[str, Any]:
                 "samples": s.samples,
                 "share": s.share,
                 "accuracy_after": s.accuracy_after,
+                "primary_after": s.primary_after,
             }
             for s in r.sites
         ],

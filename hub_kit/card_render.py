@@ -15,7 +15,8 @@ import html
 import io
 from typing import Any
 
-from flsilo.signing.claims import lead_figure, show_figure
+from flsilo.signing.claims import PERCENT, lead_figure, metric_name, show_figure
+from flsilo.tasks import primary_metric
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:60rem;
@@ -166,6 +167,16 @@ def _evaluation_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None
             ],
             ["package", "site", "samples", "exact match", "character error rate"],
         )
+    metric = primary_metric(doc["federation"]["task"])
+    if metric != "accuracy":  # multilabel (mean AUROC), detect (mAP@0.5), a plug-in's figure
+        return (
+            "Performance at each site",
+            [
+                [f"r{e['round']:04d}", e["site"], str(e["samples"]), _shown(metric, e["metrics"])]
+                for e in evals
+            ],
+            ["package", "site", "samples", metric_name(metric)],
+        )
     rows = [
         [
             f"r{e['round']:04d}",
@@ -182,6 +193,12 @@ def _evaluation_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None
         rows,
         ["package", "site", "samples", "accuracy", "balanced acc.", "ECE"],
     )
+
+
+def _shown(metric: str, figures: dict[str, Any]) -> str:
+    """A figure as every report shows it (``0.941``, ``93.0%``), ``–`` when absent."""
+    value = figures.get(metric)
+    return show_figure(metric, value) if isinstance(value, int | float) else "–"
 
 
 def _final_note(pkg: dict[str, Any], standing: dict[str, Any]) -> str:
@@ -218,7 +235,14 @@ def _claims_section(claims: list[dict[str, Any]]) -> tuple[str, Any, list[str] |
     return (
         "Hub claims (the hub's own test set)",
         rows,
-        ["package", "test set records (index)", "samples", lead, "balanced acc.", "ECE"],
+        [
+            "package",
+            "test set records (index)",
+            "samples",
+            metric_name(lead),
+            "balanced acc.",
+            "ECE",
+        ],
     )
 
 
@@ -250,6 +274,7 @@ def _per_class_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]
 
 
 def _rounds_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:
+    metric = primary_metric(doc["federation"]["task"])
     rows = []
     for r in doc["rounds"]:
         accepted = [s for s in r["sites"] if s["verdict"] == "accepted"]
@@ -259,13 +284,14 @@ def _rounds_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:
                 str(r["round"]),
                 ", ".join(f"{s['site']} {s['samples']}" for s in accepted),
                 "; ".join(rejected) or "none",
-                pct(r["accuracy_after"]),
+                _shown(metric, r),
             ]
         )
+    shown = "site val. acc." if metric == "accuracy" else f"site val. {metric_name(metric)}"
     return (
         "Rounds",
         rows or "No round aggregated before this package.",
-        ["round", "accepted (samples)", "rejected", "site val. acc."] if rows else None,
+        ["round", "accepted (samples)", "rejected", shown] if rows else None,
     )
 
 
@@ -351,17 +377,23 @@ def plots(doc: dict[str, Any]) -> dict[str, bytes]:
         return {}
     out: dict[str, bytes] = {}
     series: dict[str, list[tuple[int, float]]] = {}
+    metric = primary_metric(doc["federation"]["task"])
+    scale, unit, name = (
+        (100, " (%)", metric_name(metric)) if metric in PERCENT else (1, "", metric_name(metric))
+    )
     for ev in doc["evaluations"]:
-        acc = ev["metrics"].get("accuracy", ev["metrics"].get("exact_match"))
-        if isinstance(acc, float):
-            series.setdefault(ev["site"], []).append((ev["round"], 100 * acc))
-    rounds = [(r["round"], 100 * r["accuracy_after"]) for r in doc["rounds"] if r["accuracy_after"]]
-    for name, data, ylabel in (
-        ("accuracy-per-site", series, "accuracy on the site's held-out data (%)"),
+        value = ev["metrics"].get(metric)
+        if isinstance(value, float):
+            series.setdefault(ev["site"], []).append((ev["round"], scale * value))
+    rounds = [
+        (r["round"], scale * r["primary_after"]) for r in doc["rounds"] if r.get("primary_after")
+    ]
+    for file, data, ylabel in (
+        ("accuracy-per-site", series, f"{name} on the site's held-out data{unit}"),
         (
             "validation-per-round",
             {"sites (weighted)": rounds} if rounds else {},
-            "validation accuracy (%)",
+            f"validation {name}{unit}",
         ),
     ):
         if not data:
@@ -381,7 +413,7 @@ def plots(doc: dict[str, Any]) -> dict[str, bytes]:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
-        out[name] = buf.getvalue()
+        out[file] = buf.getvalue()
     return out
 
 

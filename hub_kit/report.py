@@ -62,6 +62,10 @@ class SiteRow:
     input_drift: dict[str, Any] | None = None
     """Weight rounds: ``{flagged, distance, hint}`` from the bundle's input summary
     (hub_kit.drift); None for a statistics round or a rejected bundle."""
+    global_primary: float | None = None
+    trained_primary: float | None = None
+    """The task's primary metric (the report's ``metric``) the site reported on its
+    validation split, before and after local training (classify: the accuracy)."""
 
     @property
     def accepted(self) -> bool:
@@ -126,6 +130,13 @@ class AggregateReport:
     weight_round: bool = True
     """A round of weight updates, measured (norm, distance, cosine); False for a statistics
     round (a solved head), which has no update direction."""
+    metric: str = "accuracy"
+    """The task's primary metric: what the rows' ``global_primary`` and ``trained_primary``
+    and the report's own hold (``mean_auroc``, ``exact_match``, ``map50``...)."""
+    global_primary: float | None = None
+    trained_primary: float | None = None
+    """Sample-weighted across the accepted sites, as ``global_accuracy`` and
+    ``trained_accuracy`` are for the accuracy."""
 
     @property
     def accepted(self) -> int:
@@ -154,17 +165,30 @@ class AggregateReport:
         )
 
 
-def weighted(metrics: list[mf.Metrics | None]) -> float | None:
-    """Sample-weighted accuracy across sites that reported it."""
-    reported = [m for m in metrics if m is not None]
-    total = sum(m.samples for m in reported)
-    return sum(m.accuracy * m.samples for m in reported) / total if total else None
+def weighted(metrics: list[mf.Metrics | None], metric: str = "accuracy") -> float | None:
+    """Sample-weighted ``metric`` (default the accuracy) across sites that reported it."""
+    reported = [
+        (v, m.samples) for m in metrics if m is not None and (v := primary(m, metric)) is not None
+    ]
+    total = sum(n for _, n in reported)
+    return sum(v * n for v, n in reported) / total if total else None
+
+
+def primary(metrics: mf.Metrics | None, metric: str) -> float | None:
+    """``metric`` as a bundle's metrics report it: the accuracy, or one of the task's values."""
+    if metrics is None:
+        return None
+    if metric == "accuracy":
+        return metrics.accuracy
+    value = metrics.values.get(metric)
+    return float(value) if value is not None else None
 
 
 def site_rows(
     result: IntakeResult,
     figures: dict[str, dict[str, Any]] | None = None,
     drift: dict[str, dict[str, Any]] | None = None,
+    metric: str = "accuracy",
 ) -> list[SiteRow]:
     """One row per inbox entry: accepted on time first, then the rest, by site and file.
 
@@ -188,6 +212,8 @@ def site_rows(
             "global_accuracy": b.metrics_global.accuracy if b.metrics_global else None,
             "trained_accuracy": b.metrics_trained.accuracy if b.metrics_trained else None,
             "dp_epsilon_total": b.dp.epsilon_total if b.dp else None,
+            "global_primary": primary(b.metrics_global, metric),
+            "trained_primary": primary(b.metrics_trained, metric),
         }
         fields.update((figures or {}).get(c.verified.sha256, {}))
         if drift is not None:

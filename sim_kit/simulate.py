@@ -34,6 +34,7 @@ from flsilo.plans.plan import (
 )
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import UsageError
+from flsilo.signing.claims import metric_name
 from flsilo.tasks import Evaluation, output_size, task_for
 from hub_kit.inmemory import aggregate_in_memory
 from hub_kit.server_optimizers import server_optimizer_for
@@ -295,7 +296,7 @@ def run_simulation(
         result.values = dict(ev.values)
         say(
             f"E={plan.local_epochs} B={plan.batch_size} round {r + 1}/{rounds}: "
-            f"test {result.metric} {result.accuracy[-1]:.3f}"
+            f"test {metric_name(result.metric)} {result.accuracy[-1]:.3f}"
         )
     dp = dp_of(plan)
     if dp is not None:
@@ -483,7 +484,7 @@ def write_outputs(results: list[SimResult], out: Path) -> list[Path]:
     if results and results[0].centralized is not None:
         ax.axhline(results[0].centralized, color="k", ls="--", lw=1, label="centralized")
     ax.set_xlabel("total local epochs")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"test {metric_name(results[0].metric)}" if results else "test accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

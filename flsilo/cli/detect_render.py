@@ -7,14 +7,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from flsilo.signing.claims import show_figure, show_metric
+
 
 def print_detection(out: Console, name: str, scored: Any) -> None:
-    """mAP@0.5, mAP@0.5:0.95, the exact-image share and loss; then AP@0.5 per class."""
+    """mAP@0.5, mAP@0.5:0.95 (as every report shows them: ``mAP@0.5 0.912``), the exact-image
+    share and loss; then AP@0.5 per class."""
     result = scored.result
     values = result.values
     out.print(
-        f"{name}: mAP@0.5 [bold]{100 * values['map50']:.1f}[/], mAP@0.5:0.95 "
-        f"{100 * values['map']:.1f}, images exactly right {100 * result.accuracy:.1f}%, "
+        f"{name}: [bold]{show_metric('map50', values['map50'])}[/], "
+        f"{show_metric('map', values['map'])}, images exactly right {100 * result.accuracy:.1f}%, "
         f"loss {result.loss:.4f} on {result.samples} images ({scored.skipped} skipped)"
     )
     table = Table(title="per class")
@@ -22,5 +25,5 @@ def print_detection(out: Console, name: str, scored: Any) -> None:
         table.add_column(col, justify="left" if col == "class" else "right")
     for cls, row in scored.figures["per_class"].items():
         ap = row["ap50"]
-        table.add_row(cls, str(row["objects"]), "-" if ap is None else f"{100 * ap:.1f}")
+        table.add_row(cls, str(row["objects"]), show_figure("map50", ap))
     out.print(table)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
 from flsilo.runtime.errors import ExitCode, UsageError
+from flsilo.signing.claims import PERCENT, metric_name, show_figure
 
 if TYPE_CHECKING:
     from hub_kit.evaluations import Cell, Refused
@@ -39,7 +40,8 @@ def evaluations(
 ) -> None:
     """How every package performed at every site, from the sites' signed reports only.
 
-    Rows are packages, columns sites; a cell is the site's accuracy with a 95% interval and
+    Rows are packages, columns sites; a cell is the site's figure for the task's primary
+    metric (classify: accuracy) with its 95% interval where the report has one, and
     its sample count. Reports that do not verify are listed under the table with the
     reason, and the command exits 3. Under the table: whether the final package is final
     (with --require-evaluations M at hub init: once M sites' reports on it verify).
@@ -74,7 +76,7 @@ def evaluations(
     rows = table(reports, archived_shas)
     sites = sorted({v.site for v in reports})
     if png is not None:
-        _plot(rows, sites, png)
+        _plot(rows, sites, png, PRIMARY.get(ws.config.plan.task, "accuracy"))
     ok = not refused
     if json_out:
         emit_json(
@@ -110,12 +112,16 @@ def evaluations(
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
 
 
-def _cell(cell: Cell | None) -> str:
+def _cell(cell: Cell | None, metric: str = "accuracy") -> str:
+    """``93.0% (89-96)`` for a percentage figure, ``0.941 (0.91-0.97)`` for another."""
     if cell is None or cell.value is None:
         return "-"
-    text = f"{100 * cell.value:.1f}%"
+    text = show_figure(metric, cell.value)
     if cell.low is not None and cell.high is not None:
-        text += f" ({100 * cell.low:.0f}-{100 * cell.high:.0f})"
+        if metric in PERCENT:
+            text += f" ({100 * cell.low:.0f}-{100 * cell.high:.0f})"
+        else:
+            text += f" ({cell.low:.2f}-{cell.high:.2f})"
     return text + ("" if cell.archived else " *")
 
 
@@ -131,14 +137,15 @@ def _render(
     if not rows:
         info("no verified evaluation report yet (sites write them with 'flsilo evaluate --report')")
     else:
-        # the task's primary metric (classify: accuracy; multilabel: mean AUROC), in %
-        title = f"{metric} per package and site" + (" (95% interval)" * (metric == "accuracy"))
+        # the task's primary metric (classify: accuracy; multilabel: mean AUROC), by name
+        intervals = any(c.low is not None for row in rows.values() for c in row.values())
+        title = f"{metric_name(metric)} per package and site" + " (95% interval)" * intervals
         table = Table(title=title, title_justify="left")
         table.add_column("package", justify="right", no_wrap=True)
         for site in sites:
             table.add_column(site, justify="right")
         for round_ in sorted(rows):
-            table.add_row(f"r{round_:04d}", *(_cell(rows[round_].get(s)) for s in sites))
+            table.add_row(f"r{round_:04d}", *(_cell(rows[round_].get(s), metric) for s in sites))
         out.print(table)
         if inbox:
             # no round follows the final package: only --archive takes reports in then
@@ -148,7 +155,7 @@ def _render(
         info(f"refused {r.path.name}: error[{r.code}]: {r.reason} (hint: {r.hint})")
 
 
-def _plot(rows: dict[int, dict[str, Cell]], sites: list[str], png: Path) -> None:
+def _plot(rows: dict[int, dict[str, Cell]], sites: list[str], png: Path, metric: str) -> None:
     from flsilo.cli.history_cmd import pyplot
 
     plt = pyplot()
@@ -157,9 +164,10 @@ def _plot(rows: dict[int, dict[str, Cell]], sites: list[str], png: Path) -> None
     from flsilo.fs.atomic import atomic_writer
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    scale = 100 if metric in PERCENT else 1
     for site in sites:
         points = [
-            (r, 100 * c.value)
+            (r, scale * c.value)
             for r in sorted(rows)
             if (c := rows[r].get(site)) is not None and c.value is not None
         ]
@@ -167,7 +175,8 @@ def _plot(rows: dict[int, dict[str, Cell]], sites: list[str], png: Path) -> None
             ax.plot(*zip(*points, strict=True), marker="o", linewidth=1, label=site)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("package round")
-    ax.set_ylabel("accuracy on the site's held-out data (%)")
+    unit = " (%)" if metric in PERCENT else ""
+    ax.set_ylabel(f"{metric_name(metric)} on the site's held-out data{unit}")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     with atomic_writer(png) as fh:

@@ -12,6 +12,7 @@ from rich.table import Table
 from flsilo.cli.common import emit_json, info, set_json, stdout
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import UsageError
+from flsilo.signing.claims import PERCENT, metric_name, show_figure
 
 if TYPE_CHECKING:
     from hub_kit.history import RoundHistory
@@ -25,25 +26,8 @@ def _pct(value: float | None) -> str:
     return f"{100 * value:.1f}%" if value is not None else "-"
 
 
-PERCENT = ("accuracy", "exact_match")
-"""Metrics shown as percentages; the others (AUROC, mAP, CER) as numbers."""
-
-
 def _figure(value: float | None, metric: str) -> str:
-    if metric in PERCENT or value is None:
-        return _pct(value)
-    return f"{value:.3f}"
-
-
-def primary_metric(task: str) -> str:
-    """The task's primary metric; ``accuracy`` where this flsilo cannot load the task."""
-    from flsilo.runtime.errors import FlsiloError
-    from flsilo.tasks import load_task
-
-    try:
-        return load_task(task).primary_metric
-    except FlsiloError:
-        return "accuracy"
+    return show_figure(metric, value)
 
 
 def history(
@@ -68,6 +52,8 @@ def history(
 
     ws = HubWorkspace.open(hub_dir)
     ws.state()  # the hub's signature over the log is checked before anything is shown
+    from flsilo.tasks import primary_metric
+
     metric = primary_metric(ws.config.plan.task)
     rounds = fold(ws.log.read(), metric)
     # chance (1 in K) is a single-label idea: other tasks are not checked against it
@@ -97,7 +83,7 @@ def history(
         ("verdict", "left"),
         ("samples", "right"),
         ("weight", "right"),
-        (f"val {metric}", "right"),
+        (f"val {metric_name(metric)}", "right"),
     ):
         table.add_column(name, justify=justify, no_wrap=name != "verdict")  # type: ignore[arg-type]
     for r in rounds:
@@ -177,7 +163,7 @@ def _plot(rounds: list[RoundHistory], png: Path, notes: list[str], metric: str) 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
     ax.set_xlabel("round")
     unit = " (%)" if metric in PERCENT else ""
-    ax.set_ylabel(f"validation {metric} reported by sites{unit}")
+    ax.set_ylabel(f"validation {metric_name(metric)} reported by sites{unit}")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     if notes:  # the same warnings as the table's, under the plot

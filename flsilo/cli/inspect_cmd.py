@@ -15,7 +15,7 @@ from flsilo.format.artifact import check_finite, check_is_file, read_signature, 
 from flsilo.format.manifest import from_jsonable, to_jsonable
 from flsilo.plans.preprocessing import Augment, Preprocess, preprocess_lines
 from flsilo.runtime.errors import FlsiloError
-from flsilo.signing.claims import lead_figure, show_figure
+from flsilo.signing.claims import lead_figure, show_metric
 from flsilo.signing.release import officer_states
 from flsilo.signing.sshsig import check_signature
 
@@ -115,8 +115,8 @@ def render(report: dict[str, Any]) -> None:
             ("base package", b["base_package_sha256"]),
             ("plan", _plan(b["plan"])),
             *_preprocess_rows(b["plan"]),
-            ("global (val)", _metrics(b["metrics_global"])),
-            ("trained (val)", _metrics(b["metrics_trained"])),
+            ("global (val)", _metrics(b["metrics_global"], m["model"].get("task"))),
+            ("trained (val)", _metrics(b["metrics_trained"], m["model"].get("task"))),
         ]
         if b.get("dp"):
             d = b["dp"]
@@ -192,7 +192,7 @@ def _claim_rows(claim: dict[str, Any] | None) -> list[tuple[str, str]]:
     return [
         (
             "hub claim",
-            f"{name} {show_figure(name, value)}{bal} on the hub's test set "
+            f"{show_metric(name, value)}{bal} on the hub's test set "
             f"({claim['samples']} of {claim['test_set_records']} records, {claim['data_format']}; "
             "the hub's figures, not recomputed by this command)",
         ),
@@ -239,7 +239,17 @@ def _preprocess_rows(plan: dict[str, Any]) -> list[tuple[str, str]]:
     return [("preprocess", "\n".join(preprocess_lines(pre, augment)))]
 
 
-def _metrics(metrics: dict[str, Any] | None) -> str:
+def _metrics(metrics: dict[str, Any] | None, task: dict[str, Any] | None) -> str:
+    """A site's validation figures: the task's primary metric by name (classify: the
+    accuracy as a fraction, as ever), the loss and the samples."""
     if not metrics:
         return "-"
-    return f"accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} ({metrics['samples']} samples)"
+    from flsilo.tasks import primary_metric
+
+    metric = primary_metric(task["name"] if task else "classify")
+    lead = (
+        f"accuracy {metrics['accuracy']:.4f}"
+        if metric == "accuracy"
+        else show_metric(metric, (metrics.get("values") or {}).get(metric))
+    )
+    return f"{lead}, loss {metrics['loss']:.4f} ({metrics['samples']} samples)"

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flsilo.signing.claims import lead_figure, show_figure
+from flsilo.signing.claims import lead_figure, metric_name, show_figure, show_metric
 
 if TYPE_CHECKING:
     from hub_kit.report import AggregateReport
@@ -46,7 +46,7 @@ def _verdict_cell(r: Any) -> str:
     )
 
 
-def _aggregate_cells(r: Any, figures: bool, gate: float | None) -> list[str]:
+def _aggregate_cells(r: Any, figures: bool, gate: float | None, metric: str) -> list[str]:
     def num(v: float | None) -> str:
         return f"{v:.4g}" if v is not None else "-"
 
@@ -58,10 +58,16 @@ def _aggregate_cells(r: Any, figures: bool, gate: float | None) -> list[str]:
     ]
     if figures:  # weight rounds: the update's norm, distance and cosine to the median
         cells += [num(r.update_norm), num(r.distance), _cosine_cell(r.cosine, gate)]
-    accuracy = "-"
-    if r.global_accuracy is not None or r.trained_accuracy is not None:
-        accuracy = f"{pct(r.global_accuracy)} → {pct(r.trained_accuracy)}"
-    return [*cells, accuracy]
+    before, after = r.global_primary, r.trained_primary  # the task's primary metric
+    shown = "-"
+    if before is not None or after is not None:
+        shown = f"{show_figure(metric, before)} → {show_figure(metric, after)}"
+    return [*cells, shown]
+
+
+def _metric_column(metric: str) -> str:
+    """The site-reported column: ``val. acc.`` for classify, else ``val. mean AUROC`` ..."""
+    return "val. acc." if metric == "accuracy" else f"val. {metric_name(metric)}"
 
 
 def _render_evaluations(report: AggregateReport, err: Console) -> None:
@@ -112,7 +118,7 @@ def hub_claim_line(claim: Any) -> str:
     bal = f", balanced accuracy {pct(f['balanced_accuracy'])}" if "balanced_accuracy" in f else ""
     return (
         f"hub claim, on the hub's test set ({claim.test_set_records} records, index "
-        f"{claim.test_set_sha256[:12]}…): {name} {show_figure(name, value)}{bal}, loss "
+        f"{claim.test_set_sha256[:12]}…): {show_metric(name, value)}{bal}, loss "
         + (f"{f['loss']:.4f}" if f.get("loss") is not None else "-")
     )
 
@@ -123,16 +129,17 @@ def _table(report: Any) -> Table:
     table = Table(title=_title(report), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     columns = ["site", "verdict", "samples", "share"]
     columns += ["norm", "dist.", "cos."] if report.weight_round else []
-    columns += ["val. acc."]  # site-reported, before → after local training
+    shown = _metric_column(report.metric)
+    columns += [shown]  # site-reported, before → after local training
     for col in columns:
         table.add_column(
             col,
             overflow="fold",
-            no_wrap=col in ("site", "val. acc."),
+            no_wrap=col in ("site", shown),
             min_width=8 if col == "verdict" else None,
         )
     for r in report.rows:
-        table.add_row(*_aggregate_cells(r, report.weight_round, report.cosine_gate))
+        table.add_row(*_aggregate_cells(r, report.weight_round, report.cosine_gate, report.metric))
     return table
 
 
@@ -187,8 +194,10 @@ def render_aggregate(report: object) -> None:
     if report.hub_evaluation is not None:
         err.print(hub_claim_line(report.hub_evaluation))
     if report.package:
+        metric = report.metric
         err.print(
-            f"sample-weighted site validation accuracy: previous global model {pct(report.global_accuracy)}, "
-            f"site models {pct(report.trained_accuracy)}"
+            f"sample-weighted site validation {metric_name(metric)}: previous global model "
+            f"{show_figure(metric, report.global_primary)}, "
+            f"site models {show_figure(metric, report.trained_primary)}"
         )
         err.print(_next_package_line(report))

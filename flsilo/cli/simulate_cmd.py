@@ -14,6 +14,7 @@ from flsilo.format.manifest import to_jsonable
 from flsilo.plans.federation import HubPolicy
 from flsilo.plans.plan import Plan
 from flsilo.runtime.errors import UsageError
+from flsilo.signing.claims import metric_name, show_figure
 
 if TYPE_CHECKING:
     from sim_kit.simulate import SweepReport
@@ -151,16 +152,21 @@ def simulate(
 def render(report: SweepReport, title: str) -> None:
     table = Table(title=title)
     metric = report.runs[0].metric  # the task's primary metric (classify: accuracy)
-    for col in ("E", "B", "rounds", "start", f"final {metric}", "rounds to target",
-                f"{metric} per round"):  # fmt: skip
+    name = metric_name(metric)
+
+    def fig(value: float | None) -> str:
+        return show_figure(metric, value)
+
+    for col in ("E", "B", "rounds", "start", f"final {name}", "rounds to target",
+                f"{name} per round"):  # fmt: skip
         table.add_column(col)
     for r in report.runs:
         table.add_row(
             str(r.settings.plan.local_epochs),
             str(r.settings.plan.batch_size),
             str(r.rounds),
-            f"{100 * r.accuracy[0]:.1f}%",
-            f"{100 * r.accuracy[-1]:.1f}%",
+            fig(r.accuracy[0]),
+            fig(r.accuracy[-1]),
             "-" if r.rounds_to_target is None else str(r.rounds_to_target),
             spark(r.accuracy),
         )
@@ -171,13 +177,13 @@ def render(report: SweepReport, title: str) -> None:
         spent = ", ".join(f"{k} {v:.2f}" for k, v in first.dp_epsilon.items())
         console.print(f"privacy spent (epsilon per site): {spent}; baselines are not private")
     if first.centralized is not None:
-        local = ", ".join(f"{k} {100 * v:.1f}%" for k, v in first.local_only.items())
-        console.print(f"centralized {100 * first.centralized:.1f}%; local only: {local}")
+        local = ", ".join(f"{k} {fig(v)}" for k, v in first.local_only.items())
+        console.print(f"centralized {fig(first.centralized)}; local only: {local}")
     if report.one_shot is not None:
         shot = report.one_shot
         console.print(
             f"one-shot averaging ({shot.local_epochs} local epochs, same total): "
-            f"{100 * shot.accuracy:.1f}%"
+            f"{fig(shot.accuracy)}"
         )
     for f in report.files:
         console.print(f"wrote {f}")

@@ -21,7 +21,17 @@ claim carries its own flat figures, its primary metric among them, and the loss.
 PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc", "sequence": "exact_match"}
 """Each built-in task's primary figure: what a claim (and a site's report) leads with."""
 PERCENT = ("accuracy", "exact_match")
-"""Figures shown as percentages; the others (AUROC, CER) as numbers."""
+"""Figures shown as percentages; the others (AUROC, mAP, CER) as numbers."""
+NAMES = {
+    "accuracy": "accuracy",
+    "mean_auroc": "mean AUROC",
+    "exact_match": "exact match",
+    "cer": "CER",
+    "map50": "mAP@0.5",
+    "map": "mAP@0.5:0.95",
+    "balanced_accuracy": "balanced accuracy",
+}
+"""How people read a figure's key (a plug-in task's own keys are shown as they are)."""
 CLASS_FIGURES = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "ap")
 """The figures a claim carries per class, each with its bootstrap 95% interval."""
 
@@ -123,3 +133,14 @@ def show_figure(name: str, value: float | None) -> str:
     if value is None:
         return "-"
     return f"{100 * value:.1f}%" if name in PERCENT else f"{value:.3f}"
+
+
+def metric_name(name: str) -> str:
+    """``mean AUROC`` for ``mean_auroc``, ``mAP@0.5`` for ``map50``; another key as it is."""
+    return NAMES.get(name, name)
+
+
+def show_metric(name: str, value: float | None) -> str:
+    """A figure with its name, the one format every report uses: ``accuracy 93.0%``,
+    ``mean AUROC 0.941``, ``exact match 88.2%``, ``mAP@0.5 0.912``."""
+    return f"{metric_name(name)} {show_figure(name, value)}"

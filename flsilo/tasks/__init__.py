@@ -68,6 +68,15 @@ def load_task(name: str) -> Task:
     return task
 
 
+def primary_metric(name: str) -> str:
+    """The task's primary metric (what reports lead with); ``accuracy`` where this flsilo
+    cannot load the task (a plug-in not installed here)."""
+    try:
+        return load_task(name).primary_metric
+    except FlsiloError:
+        return "accuracy"
+
+
 def require_task(plan: Plan, package: Path) -> Task:
     """The task of a package's plan; refused (naming the package) when this flsilo does not
     know it, or cannot train it as the plan says."""

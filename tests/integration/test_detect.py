@@ -67,6 +67,10 @@ def test_detect_round_through_the_real_files(trained: Federation, tmp_path: Path
     fed.carry()
     result = cli("aggregate", fed.hub, "--strategy", "median", "--json")
     assert result.code == 0, result.err
+    done = json.loads(result.out)["report"]
+    assert done["metric"] == "map50" and all(
+        0 <= row["trained_primary"] <= 1 for row in done["rows"]
+    )  # the sites' mAP@0.5, not their exact-image share
     package = fed.hub / "packages" / "fed-r0001.safetensors"
     assert package.exists()
     test = scenes(tmp_path / "test", 6, seed=9)
@@ -77,6 +81,8 @@ def test_detect_round_through_the_real_files(trained: Federation, tmp_path: Path
     report = json.loads(result.out)
     assert 0.0 <= report["map50"] <= 1.0 and 0.0 <= report["map"] <= report["map50"]
     assert report["samples"] == 6
+    shown = cli("evaluate", package, "--hub", fed.hub, "--data", test, "--data-format", "yolo")
+    assert f"mAP@0.5 {report['map50']:.3f}, mAP@0.5:0.95 {report['map']:.3f}" in shown.out
     result = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
     assert result.code == 0, result.err
 

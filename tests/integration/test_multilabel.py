@@ -68,6 +68,8 @@ def _train_and_carry(cli, hub: Path, sites: dict[str, Path], round_: int) -> Non
             Path(f"{package}.sig").write_bytes(Path(f"{src}.sig").read_bytes())
         r = cli("train", package, "--site", folder, "--device", "cpu", "--workers", "0")
         assert r.code == 0, r.err
+        if "validation on 0:" not in r.err:  # a closed-form head keeps no validation split
+            assert "global model mean AUROC " in r.err and "trained mean AUROC " in r.err
         bundle = folder / "outbox" / f"ml-r{round_:04d}-{site}.safetensors"
         for suffix in ("", ".sig"):
             (hub / "inbox" / f"{bundle.name}{suffix}").write_bytes(
@@ -88,6 +90,9 @@ def test_multilabel_trains_aggregates_replays_and_evaluates(tmp_path: Path, cli)
         _train_and_carry(cli, hub, sites, round_)
         r = cli("aggregate", hub, "--key", keys / "hub")
         assert r.code == 0, r.err
+        # the task's primary metric, named, in the table and the line under it; no accuracy
+        assert "val. mean AUROC" in r.err and "val. acc." not in r.err
+        assert "sample-weighted site validation mean AUROC: previous global model 0." in r.err
     bundle = _manifest(sites["site-a"] / "outbox" / "ml-r0001-site-a.safetensors")
     assert bundle["bundle"]["plan"]["task"] == "multilabel"
     assert bundle["bundle"]["plan"]["thresholds"] == [0.5, 0.4]
@@ -99,7 +104,7 @@ def test_multilabel_trains_aggregates_replays_and_evaluates(tmp_path: Path, cli)
     last = history["rounds"][-1]
     assert 0.5 < last["primary_after"] <= 1 and last["sites"][0]["primary_after"] is not None
     table = cli("hub", "history", hub, "--png", tmp_path / "history.png")
-    assert "val mean_auroc" in table.out and (tmp_path / "history.png").stat().st_size > 0
+    assert "val mean AUROC" in table.out and (tmp_path / "history.png").stat().st_size > 0
     assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
     final = hub / "packages" / "ml-r0002.safetensors"
     test = _table(tmp_path / "test.csv", 300, seed=7)
@@ -114,7 +119,8 @@ def test_multilabel_trains_aggregates_replays_and_evaluates(tmp_path: Path, cli)
     assert out["values"]["mean_auroc"] > 0.85 and out["samples"] == 300
     assert 0 < out["exact_match"] <= 1 and out["confusion"] == []
     text = cli("evaluate", final, "--hub", hub, "--data", test)
-    assert text.code == 0 and "mean_auroc" in text.out and "effusion" in text.out
+    assert text.code == 0 and "effusion" in text.out
+    assert f"mean AUROC {out['values']['mean_auroc']:.3f}, exact match " in text.out
     _signed_report(cli, hub, sites["site-a"], test, "ml-r0001.safetensors", dp=False)
 
 
@@ -131,8 +137,9 @@ def _signed_report(cli, hub: Path, site: Path, data: Path, package: str, *, dp: 
     (row,) = json.loads(shown.out)["reports"]
     assert row["metrics"]["mean_auroc"] == report["metrics"]["mean_auroc"]
     table = cli("hub", "evaluations", hub, "--inbox", site / "outbox")
-    shown_value = f"{100 * report['metrics']['mean_auroc']:.1f}%"
-    assert table.code == 0 and "mean_auroc per" in table.out and shown_value in table.out
+    shown_value = f"{report['metrics']['mean_auroc']:.3f}"
+    assert table.code == 0 and "mean AUROC per package and site" in " ".join(table.out.split())
+    assert shown_value in table.out and "%" not in table.out.split("site-a", 1)[1]
 
 
 def test_dp_sgd_trains_a_multilabel_plan(tmp_path: Path, cli) -> None:
@@ -205,6 +212,8 @@ def test_simulate_runs_a_multilabel_federation_against_pooled_training(tmp_path:
     text = cli("simulate", "--data", data, "--data-format", "csv", "--task", "multilabel",
                "--classes", ",".join(FINDINGS), "--input-shape", "4", "--model", "logreg",
                "--schedule", "closed-form", "--no-baselines")  # fmt: skip
-    assert text.code == 0 and "mean_auroc" in text.out and "mean_auroc 0." in text.err
+    assert text.code == 0 and "test mean AUROC 0." in text.err
+    assert "AUROC" in text.out and "mean_auroc" not in text.out  # the column, named
+    assert "%" not in text.out  # an AUROC is a number, not a percentage
     digits = cli("simulate", "--task", "multilabel", "--classes", "a,b", "--schedule", "one-shot")
     assert digits.code == 2 and "labeled for classify" in digits.err

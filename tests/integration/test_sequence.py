@@ -130,12 +130,16 @@ def test_a_sequence_federation_trains_aggregates_and_replays(fed: Federation, cl
     assert report["reference_chars"] == 10 and report["edits"] == round(report["cer"] * 10)
     assert set(report["ci95"]) == {"exact_match", "cer"}
     result = cli("evaluate", package, "--hub", fed.hub, "--data", test)
-    assert result.code == 0 and "exact_match" in result.out and "cer" in result.out
+    # one format: a percentage named as the figure it is, the CER as a number
+    shown = f"exact match {100 * report['exact_match']:.1f}%, CER {report['cer']:.3f}, loss "
+    assert result.code == 0 and shown in result.out, result.out
 
 
 def test_the_robust_rules_and_replay_take_sequence_bundles(fed: Federation, cli) -> None:
     fed.carry()
-    assert cli("aggregate", fed.hub, "--strategy", "median").code == 0
+    done = cli("aggregate", fed.hub, "--strategy", "median")
+    assert done.code == 0 and "val. exact match" in done.err and "val. acc." not in done.err
+    assert "sample-weighted site validation exact match: previous global model " in done.err
     result = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
     assert result.code == 0 and "bit-identical" in result.out
 
@@ -216,8 +220,10 @@ def test_signed_reports_the_cross_site_table_and_the_card(fed: Federation, cli) 
     cells = json.dumps(json.loads(result.out))
     assert str(report["metrics"]["exact_match"]) in cells
     for site_id in ("site-a", "site-b"):  # round 1, so the report is archived and logged
-        ok("train", site / "packages" / package.name if site_id == "site-a" else package,
-           "--site", fed.sites[site_id], "--device", "cpu")  # fmt: skip
+        done = cli("train", site / "packages" / package.name if site_id == "site-a" else package,
+                   "--site", fed.sites[site_id], "--device", "cpu")  # fmt: skip
+        assert done.code == 0, done.err
+        assert "global model exact match " in done.err and "% (loss " in done.err
         outbox = fed.sites[site_id] / "outbox"
         for f in outbox.glob("plates-r0001-*"):
             (fed.hub / "inbox" / f.name).write_bytes(f.read_bytes())

@@ -94,10 +94,10 @@ def test_a_claim_leads_with_its_tasks_primary_figure() -> None:
     from hub_kit.card_render import _claims_section
 
     ml = _multilabel_claim()
-    assert _claim_rows(ml)[0][1].startswith("mean_auroc 0.912 on the hub's test set")
-    assert "): mean_auroc 0.912, loss 0.3000" in hub_claim_line(mf.from_jsonable(HubEvaluation, ml))
+    assert _claim_rows(ml)[0][1].startswith("mean AUROC 0.912 on the hub's test set")
+    assert "): mean AUROC 0.912, loss 0.3000" in hub_claim_line(mf.from_jsonable(HubEvaluation, ml))
     _, rows, header = _claims_section([{"round": 1, "hub_claim": ml}])
-    assert header is not None and header[3] == "mean_auroc" and rows[0][3] == "0.912"
+    assert header is not None and header[3] == "mean AUROC" and rows[0][3] == "0.912"
     classify = mf.to_jsonable(_claim())
     assert _claim_rows(classify)[0][1].startswith("accuracy 83.3%, balanced accuracy")
     _, rows, header = _claims_section([{"round": 1, "hub_claim": classify}])
