@@ -136,15 +136,27 @@ def _not_a_detector(model: Any) -> UsageError:
 def detector_loss(model: torch.nn.Module, x: torch.Tensor, y: list[torch.Tensor]) -> torch.Tensor:
     """The batch's mean loss, however the model computes it."""
     from flsilo.models import tvdetect
-    from flsilo.models.detector import Detector
+    from flsilo.models.detector import Detector, centernet_loss
 
     if x.shape[0] == 0:  # an empty batch: no loss, but one that backward() accepts
         return torch_zero(model)
-    if isinstance(model, Detector):
-        return model.detection_loss(x, y).mean()
-    if tvdetect.is_torchvision_detector(model):
+    # Under torchrun the model is DistributedDataParallel's wrapper: the forward goes through
+    # it (its gradient hooks need that), the facts come from the detector inside.
+    inner = distributed_inner(model)
+    if isinstance(inner, Detector):
+        return centernet_loss(model(x), y, inner.num_classes).mean()
+    if tvdetect.is_torchvision_detector(inner):
         return tvdetect.loss(model, x, y)
-    raise _not_a_detector(model)
+    raise _not_a_detector(inner)
+
+
+def distributed_inner(model: torch.nn.Module) -> torch.nn.Module:
+    """The model a DistributedDataParallel wrapper holds, or ``model`` itself."""
+    import torch
+
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
 
 
 def per_image_losses(

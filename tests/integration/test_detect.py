@@ -21,9 +21,10 @@ def scenes(path: Path, n: int, seed: int, camera: str = "even", size: int = 32) 
 
 def detect_federation(
     root: Path, model: str = "detector:width=8", *extra: str, data_format: str = "yolo",
-    shape: str = SHAPE, size: int = 32,
+    shape: str = SHAPE, size: int = 32, train: bool = True,
 ) -> Federation:  # fmt: skip
-    """A hub with two enrolled sites (YOLO or COCO scenes) that have each trained round 0."""
+    """A hub with two enrolled sites (YOLO or COCO scenes) that have each trained round 0
+    (or, with ``train=False``, are ready to)."""
     root.mkdir(parents=True)
     keys = root / "keys"
     for name in ("hub", "site-a", "site-b"):
@@ -51,7 +52,8 @@ def detect_federation(
                     "--key", str(keys / site), "--hub-fingerprint", fingerprint(keys / "hub.pub"),
                     "--data", str(data[site]), "--data-format", data_format]) == 0  # fmt: skip
         package = sites[site] / "packages" / "fed-r0000.safetensors"
-        assert run(["train", str(package), "--site", str(sites[site]), "--device", "cpu"]) == 0
+        if train:
+            assert run(["train", str(package), "--site", str(sites[site]), "--device", "cpu"]) == 0
         bundles[site] = sites[site] / "outbox" / f"fed-r0000-{site}.safetensors"
     return Federation(root, hub, keys, sites, bundles, data)
 
@@ -223,3 +225,33 @@ def test_a_dp_detection_round_through_the_real_files(
     assert (fed.hub / "packages" / "fed-r0001.safetensors").exists()
     result = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
     assert result.code == 0, result.err
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_the_built_in_detector(tmp_path: Path) -> None:
+    """Under torchrun the loss sees DistributedDataParallel's wrapper, not the detector."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from flsilo.format.artifact import scan_file
+
+    fed = detect_federation(tmp_path / "fed", train=False)
+    site = fed.sites["site-a"]
+    with socket.socket() as probe:  # a free port: other runs on this machine may hold a fixed one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(port), "-m", "flsilo", "train",
+         str(site / "packages" / "fed-r0000.safetensors"), "--site", str(site),
+         "--device", "cpu", "--json"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    bundle = site / "outbox" / "fed-r0000-site-a.safetensors"
+    m = scan_file(bundle).manifest
+    assert m.bundle is not None and m.bundle.world_size == 2
+    assert run(["verify", str(bundle), "--key", str(fed.keys / "site-a.pub")]) == 0
