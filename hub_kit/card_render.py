@@ -152,7 +152,8 @@ def _evaluation_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None
             "(flsilo evaluate PACKAGE --site SITE --data HELD_OUT --report).",
             None,
         )
-    if any("exact_match" in e["metrics"] for e in evals):  # sequence: strings read
+    metric = primary_metric(doc["federation"]["task"])
+    if metric == "exact_match":  # sequence: strings read (multilabel reports an exact match too)
         return (
             "Performance at each site",
             [
@@ -167,7 +168,6 @@ def _evaluation_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None
             ],
             ["package", "site", "samples", "exact match", "character error rate"],
         )
-    metric = primary_metric(doc["federation"]["task"])
     if metric != "accuracy":  # multilabel (mean AUROC), detect (mAP@0.5), a plug-in's figure
         return (
             "Performance at each site",
@@ -284,7 +284,7 @@ def _rounds_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:
                 str(r["round"]),
                 ", ".join(f"{s['site']} {s['samples']}" for s in accepted),
                 "; ".join(rejected) or "none",
-                _shown(metric, r),
+                _shown(metric, {metric: r.get("primary_after")}),
             ]
         )
     shown = "site val. acc." if metric == "accuracy" else f"site val. {metric_name(metric)}"

@@ -212,6 +212,7 @@ def test_signed_reports_the_cross_site_table_and_the_card(fed: Federation, cli) 
     assert result.code == 0, result.err
     report = json.loads((site / "outbox" / "r0001-site-a.eval.json").read_text())
     assert report["task"] == "sequence" and report["classes"] == []
+    assert f": exact match {100 * report['metrics']['exact_match']:.1f}% on 6 samples" in result.err
     assert set(report["metrics"]) >= {"exact_match", "cer", "samples", "ci95"}
     for name in ("r0001-site-a.eval.json", "r0001-site-a.eval.json.sig"):
         (fed.hub / "inbox" / name).write_bytes((site / "outbox" / name).read_bytes())

@@ -13,3 +13,28 @@ def test_final_note_says_site_or_sites_by_the_count() -> None:
     assert "NOT final: 1 of the 2 required sites' evaluation reports on it verify" in two
     assert _final_note(final, {"final": True, "required": 1, "sites": ["a"]}) == " (final)"
     assert _final_note({"final": False}, {"final": False, "required": 1, "sites": []}) == ""
+
+
+def test_a_multilabel_card_names_its_primary_metric() -> None:
+    """The sites' table and the rounds' column show the mean AUROC as a number, named; a
+    classify card keeps its accuracy columns."""
+    from hub_kit.card_render import _evaluation_section, _rounds_section
+
+    def doc(task: str, figures: dict) -> dict:
+        site = {"site": "site-a", "verdict": "accepted", "samples": 40}
+        return {
+            "federation": {"task": task},
+            "evaluations": [{"round": 1, "site": "site-a", "samples": 30, "metrics": figures}],
+            "rounds": [{"round": 0, "sites": [site], "accuracy_after": 0.5, "primary_after": 0.5}],
+        }
+
+    ml = doc("multilabel", {"exact_match": 0.4, "mean_auroc": 0.9412})
+    _, rows, header = _evaluation_section(ml)
+    assert header == ["package", "site", "samples", "mean AUROC"] and rows[0][3] == "0.941"
+    _, rows, header = _rounds_section(ml)
+    assert header is not None and header[3] == "site val. mean AUROC" and rows[0][3] == "0.500"
+    classify = doc("classify", {"accuracy": 0.5, "balanced_accuracy": 0.5, "ece": 0.1})
+    _, rows, header = _evaluation_section(classify)
+    assert header is not None and header[3] == "accuracy" and rows[0][3] == "50.0%"
+    _, rows, header = _rounds_section(classify)
+    assert header is not None and header[3] == "site val. acc." and rows[0][3] == "50.0%"
