@@ -93,3 +93,19 @@ def test_a_ledger_ahead_of_the_record_is_fine(tmp_path: Path) -> None:
     prepare_round(tmp_path, tmp_path / "w1", PLAN, N, 1, "e" * 64)  # killed: no record event
     run = prepare_round(tmp_path, tmp_path / "w1", PLAN, N, 1, "e" * 64)  # resumed
     assert run.entry is not None and run.entry.rounds == 2
+
+
+def test_epsilon_is_the_rdp_accountants_to_the_bit() -> None:
+    """flsilo keeps each (noise, q) pair's one-step RDP; Opacus's accountant recomputes it
+    for every round: the composed epsilon is the same float."""
+    from opacus.accountants import RDPAccountant
+
+    from site_kit.privacy import ALPHAS, Spend, epsilon
+
+    spends = [Spend(1.1, 0.08, 13), Spend(0.9, 0.5, 2), Spend(1.1, 0.08, 13), Spend(1.1, 0.08, 7)]
+    for delta in (1e-5, 1e-3):
+        accountant = RDPAccountant()
+        accountant.history = [(s.noise_multiplier, s.sample_rate, s.steps) for s in spends]
+        expected = accountant.get_epsilon(delta=delta, alphas=ALPHAS)
+        assert epsilon(spends, delta) == float(expected)
+        assert epsilon(spends[:1], delta) < epsilon(spends, delta)
