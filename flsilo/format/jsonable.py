@@ -8,6 +8,7 @@ while it holds its default, so files written before the field existed keep their
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from enum import Enum
 from typing import Any, Union, cast, get_args, get_origin, get_type_hints
@@ -66,10 +67,17 @@ def from_jsonable(cls: Any, data: Any, where: str = "manifest") -> Any:
     return _scalar_from(cls, data, where)
 
 
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    """The dataclass's field types, resolved once: resolving compiles each annotation's
+    string, and a manifest or record is read field by field, often many times a run."""
+    return get_type_hints(cls)
+
+
 def _dataclass_from(cls: Any, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise SchemaError(f"{where} must be an object")
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     fields = dataclasses.fields(cls)
     unknown = set(data) - {f.name for f in fields}
     if unknown:
