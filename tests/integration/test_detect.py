@@ -4,6 +4,7 @@ aggregate, evaluate (``map50``), audit --replay; and bad labels named line by li
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,10 @@ def test_detect_round_through_the_real_files(trained: Federation, tmp_path: Path
     )  # the sites' mAP@0.5, not their exact-image share
     package = fed.hub / "packages" / "fed-r0001.safetensors"
     assert package.exists()
+    trained = cli("train", package, "--site", fed.sites["site-a"], "--device", "cpu")
+    assert trained.code == 0, trained.err  # the validation line names the mAP, as a number
+    assert re.search(r"global model mAP@0\.5\s+\d\.\d{3}\s+\(loss\s", trained.err), trained.err
+    assert "accuracy" not in trained.err
     test = scenes(tmp_path / "test", 6, seed=9)
     result = cli(
         "evaluate", package, "--hub", fed.hub, "--data", test, "--data-format", "yolo", "--json"
@@ -84,7 +89,8 @@ def test_detect_round_through_the_real_files(trained: Federation, tmp_path: Path
     assert 0.0 <= report["map50"] <= 1.0 and 0.0 <= report["map"] <= report["map50"]
     assert report["samples"] == 6
     shown = cli("evaluate", package, "--hub", fed.hub, "--data", test, "--data-format", "yolo")
-    assert f"mAP@0.5 {report['map50']:.3f}, mAP@0.5:0.95 {report['map']:.3f}" in shown.out
+    flat = " ".join(shown.out.split())
+    assert f"mAP@0.5 {report['map50']:.3f}, mAP@0.5:0.95 {report['map']:.3f}" in flat
     result = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
     assert result.code == 0, result.err
 
