@@ -457,6 +457,10 @@ def suppress_small_cells(report: dict[str, object], min_cell_size: int) -> dict[
             if small(row.get("positives")) or small(row.get("negatives")):
                 for key in (*BINARY_FIELDS, "positives", "negatives", "ci95"):
                     row[key] = None
+            if small(row.get("objects")):  # detection: a class seen a few times, and its AP
+                row["objects"] = row["ap50"] = None
             cleaned[name] = row
         out["per_class"] = cleaned
+    if small(out.get("objects")):
+        out["objects"] = None
     return out

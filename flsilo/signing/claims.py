@@ -18,7 +18,12 @@ from typing import Any
 CLAIM_FIGURES = ("accuracy", "balanced_accuracy", "ece", "loss")
 """The overall figures a classify claim carries (``None`` where undefined); another task's
 claim carries its own flat figures, its primary metric among them, and the loss."""
-PRIMARY = {"classify": "accuracy", "multilabel": "mean_auroc", "sequence": "exact_match"}
+PRIMARY = {
+    "classify": "accuracy",
+    "multilabel": "mean_auroc",
+    "sequence": "exact_match",
+    "detect": "map50",
+}
 """Each built-in task's primary figure: what a claim (and a site's report) leads with."""
 PERCENT = ("accuracy", "exact_match")
 """Figures shown as percentages; the others (AUROC, mAP, CER) as numbers."""

@@ -57,7 +57,16 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 
 
-AGGREGATE_FIGURES = ("samples", "accuracy", "balanced_accuracy", "exact_match", "mean_auroc", "ece")
+AGGREGATE_FIGURES = (
+    "samples",
+    "accuracy",
+    "balanced_accuracy",
+    "exact_match",
+    "mean_auroc",
+    "ece",
+    "map50",
+    "map",
+)
 """The figures over the whole evaluation set: all a report (or a hub claim) carries in a DP
 federation."""
 

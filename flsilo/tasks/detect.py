@@ -258,7 +258,14 @@ class DetectEvaluator(Evaluator):
             accuracy=accuracy,
             samples=self.n,
             values={"map50": figures.map50, "map": figures.map, "accuracy": accuracy},
-            figures={"per_class": per_class, "objects": figures.objects},
+            figures={
+                "samples": self.n,
+                "map50": figures.map50,
+                "map": figures.map,
+                "accuracy": accuracy,
+                "objects": figures.objects,
+                "per_class": per_class,
+            },
         )
 
 

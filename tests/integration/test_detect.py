@@ -151,6 +151,33 @@ def test_video_frames_labelled_per_frame(trained: Federation, tmp_path: Path, cl
     assert "time_s 99 is after the clip's end (1.2 s)" in result.err
 
 
+def test_a_site_signs_a_detection_report_the_hub_tables(
+    trained: Federation, tmp_path: Path, cli
+) -> None:
+    """evaluate --report on detection: the signed report carries mAP and the object counts,
+    and the hub's cross-site table reads mAP@0.5 from it."""
+    fed = trained.copy(tmp_path / "fed")
+    site = fed.sites["site-a"]
+    held_out = scenes(tmp_path / "held-out", 6, seed=11)
+    result = cli(
+        "evaluate", site / "packages" / "fed-r0000.safetensors", "--site", site,
+        "--data", held_out, "--data-format", "yolo", "--report", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    path = Path(json.loads(result.out)["report"])
+    report = json.loads(path.read_bytes())
+    assert report["task"] == "detect" and report["samples"] == 6
+    figures = report["metrics"]
+    assert 0.0 <= figures["map"] <= figures["map50"] <= 1.0
+    assert figures["objects"] == sum(row["objects"] for row in figures["per_class"].values())
+    table = cli("hub", "evaluations", fed.hub, "--inbox", path.parent, "--json")
+    assert table.code == 0, table.err
+    (row,) = json.loads(table.out)["reports"]
+    assert row["site"] == "site-a" and row["metrics"]["map50"] == figures["map50"]
+    text = cli("hub", "evaluations", fed.hub, "--inbox", path.parent)
+    assert text.code == 0 and "mAP@0.5" in text.out
+
+
 def test_simulate_detection(tmp_path: Path, cli) -> None:
     """simulate --task detect: the sites' rounds and the pooled baseline scored by mAP@0.5."""
     data = scenes(tmp_path / "d", 20, seed=4)

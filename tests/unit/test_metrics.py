@@ -197,3 +197,22 @@ def test_small_cells_are_withheld() -> None:
     assert isinstance(per_class, dict)
     assert per_class["pos"]["sensitivity"] is None and per_class["pos"]["positives"] is None
     assert all(c is None or c == 0 or c >= 5 for row in report["confusion"] for c in row)
+
+
+def test_small_detection_cells_are_withheld() -> None:
+    """A detection report's per-class object counts (and the AP built on them) below the
+    minimum cell size are withheld, as a classifier's counts are."""
+    report = {
+        "samples": 30,
+        "map50": 0.8,
+        "objects": 23,
+        "per_class": {"car": {"ap50": 0.9, "objects": 20}, "bus": {"ap50": 0.7, "objects": 3}},
+    }
+    out = m.suppress_small_cells(report, min_cell_size=5)
+    assert out["per_class"] == {
+        "car": {"ap50": 0.9, "objects": 20},
+        "bus": {"ap50": None, "objects": None},
+    }
+    assert (out["map50"], out["objects"]) == (0.8, 23)
+    assert m.suppress_small_cells(report, min_cell_size=30)["objects"] is None
+    assert report["per_class"]["bus"]["objects"] == 3  # the input is not changed
