@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,13 +61,25 @@ def _temporary_files_in_memory(config: pytest.Config) -> None:
         os.environ["PYTEST_DEBUG_TEMPROOT"] = str(MEMORY_TEMP_ROOT)
 
 
+XDIST_MIN_CPUS = 4
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """A whole tier runs on one pytest-xdist worker per CPU (``-n auto``); a run that names
-    test files or tests runs in one process, as does any run where xdist is not installed.
+    """A whole tier runs on one pytest-xdist worker per CPU (``-n auto``) where there are at
+    least four; on fewer, and in a run that names test files or tests, in one process.
 
-    Starting a worker costs about six seconds of CPU (each imports torch and collects
-    every test): more than most test files take. ``-n N`` (``-n 0``: no workers) and
+    Each worker starts Python, collects every test and imports torch, torch's compiler
+    (with the first optimizer), Opacus and ONNX: about 11 s of CPU, against about 30 s for
+    the tier's tests themselves. On two CPUs a second worker saved about a third of the
+    wall time and added a third to the CPU. ``-n N`` (``-n 0``: no workers) and
     PYTEST_XDIST_AUTO_NUM_WORKERS choose. Each test file goes whole to one worker
     (``--dist loadscope``), so a module's fixtures are built once, not once per worker.
     """
@@ -75,6 +88,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     if getattr(config.option, "numprocesses", 0) is not None:  # -n given
         return
     if any(arg.endswith(".py") or "::" in arg for arg in config.args):
+        return
+    if "PYTEST_XDIST_AUTO_NUM_WORKERS" not in os.environ and usable_cpus() < XDIST_MIN_CPUS:
         return
     config.option.numprocesses = "auto"
     if config.option.dist == "no":
@@ -89,6 +104,21 @@ def _frozen_heap() -> None:
     heap and freezes it (site_kit/data/stream.py); in a test process that heap is the whole
     run's, and those passes took about a fifth of the tier's CPU."""
     gc.freeze()
+
+
+@pytest.fixture(autouse=True)
+def _forget_modules_from_temporary_folders(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """A module a test imported from its temporary folder (a model plug-in) is forgotten
+    when the test ends: a later test that writes one of the same name gets its own, and
+    the folder itself is removed when the test passes (pyproject: tmp_path_retention_policy)."""
+    before = set(sys.modules)
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for name in set(sys.modules) - before:
+        if (getattr(sys.modules[name], "__file__", None) or "").startswith(base):
+            del sys.modules[name]
 
 
 @pytest.fixture(autouse=True)
