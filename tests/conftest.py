@@ -121,42 +121,53 @@ def _forget_modules_from_temporary_folders(
             del sys.modules[name]
 
 
-@pytest.fixture(autouse=True)
-def _one_kdf_round(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keys encrypted in a test take 1 bcrypt round instead of flsilo's 64 (0.5 s of CPU
-    per write and per unlock), unless the test is marked ``real_kdf``: the rounds are what
-    it checks. Every other check on an encrypted key is the same at any number of rounds."""
-    if request.node.get_closest_marker("real_kdf") is None:
+def _test_defaults(monkeypatch: pytest.MonkeyPatch, node: pytest.Item | None) -> None:
+    """What every test runs under (each part can be turned off as said):
+
+    - keys encrypted in a test take 1 bcrypt round instead of flsilo's 64 (0.5 s of CPU
+      per write and per unlock), unless the test is marked ``real_kdf``: the rounds are
+      what it checks. Every other check on an encrypted key is the same at any rounds;
+    - numeric work runs on one thread (OMP_NUM_THREADS=1, which flsilo's default honours;
+      a test may set its own). By default flsilo sizes torch's pool to every CPU of the
+      process: beside other processes that oversubscribes the cores, and torch's idle
+      threads spin (one simulate test took 6x the CPU on two threads);
+    - sites decode their data in the test's own process (flsilo's default worker count
+      computed for one CPU: 0) unless the test passes ``--workers`` or is marked
+      ``default_workers``. Forking a DataLoader worker from a test process cost about a
+      second of CPU per train or evaluate, more than the training. Workers change nothing
+      in the results (tests/integration/test_streaming.py proves it bit for bit).
+    """
+    marked = node.get_closest_marker if node is not None else lambda _name: None
+    if marked("real_kdf") is None:
         monkeypatch.setattr(keys, "KDF_ROUNDS", 1)
-
-
-@pytest.fixture(autouse=True)
-def _one_numeric_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test's numeric work runs on one thread (OMP_NUM_THREADS=1, which flsilo's
-    default honours; a test may set its own). By default flsilo sizes torch's pool to every
-    CPU of the process: with one xdist worker per CPU that oversubscribes the cores, and
-    torch's idle threads spin (one simulate test took 6x the CPU on two threads)."""
     for name in THREAD_VARIABLES:
         monkeypatch.setenv(name, "1")
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def _decode_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sites decode their data in the test's own process (flsilo's default worker count
-    computed for one CPU: 0) unless the test passes ``--workers`` or is marked
-    ``default_workers``. An xdist worker already has a CPU to itself, and forking a
-    DataLoader worker from a test process (a large heap, collected before each fork) cost
-    about a second of CPU per train or evaluate, more than the training. Workers change
-    nothing in the results (tests/integration/test_streaming.py proves it bit for bit)."""
-    if request.node.get_closest_marker("default_workers") is not None:
-        return
-    if "torch" in sys.modules:  # else a test that imports it as it runs gets the default
+    if marked("default_workers") is None and torch is not None:
+        # (a test that is the first to import torch gets the default: only one per run)
         from site_kit.data import stream
 
         monkeypatch.setattr(stream, "cpu_budget", lambda: 1)
+
+
+@pytest.fixture(autouse=True)
+def _defaults(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    _test_defaults(monkeypatch, request.node)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> Iterator[object]:
+    """A module's or a session's fixture (a federation trained once for many tests) is set
+    up under the same defaults as a test: pytest sets those fixtures up before any of a
+    test's own, so they would otherwise train with every CPU's threads and DataLoader
+    workers (about 3 s of CPU for the detection federation alone)."""
+    if fixturedef.scope == "function":
+        return (yield)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _test_defaults(monkeypatch, None)
+        return (yield)
 
 
 def needs(module: str, reason: str) -> pytest.MarkDecorator:
