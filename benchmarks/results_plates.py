@@ -1,6 +1,7 @@
 """Results: licence plates from two camera setups (``--task sequence``), over seeds.
 
-Usage: python benchmarks/results_plates.py DATA [--seeds 1,2,3] [--epochs 10] [--out DIR]
+Usage: python benchmarks/results_plates.py DATA [--seeds 1,2,3] [--epochs 20] [--jobs 3]
+       [--arms pooled,one-shot,fedavg] [--eval CSV] [--out DIR]
 
 DATA is a folder written by ``benchmarks/plates.py`` (``site-a``, ``site-b``, ``test``):
 site A's camera crops the plate tightly, site B's wide, tilted and darker; the test set
@@ -21,15 +22,20 @@ step of 16.
 Sites train with site_kit's training loop and the sequence task's CTC loss; the hub's
 average is hub_kit's own streaming aggregator fed from memory (``sim_kit.simulate.hub_round``,
 as ``flsilo simulate`` does); the figures are the sequence task's evaluator (exact-string
-accuracy, character error rate), overall and per camera setup. Not tuned: one plan for
-every arm. Prints markdown (mean ± sample standard deviation over the seeds) and writes
-one JSON file per seed into ``--out``.
+accuracy, character error rate), overall and per camera setup, and after every pooled epoch
+and every FedAvg round (the curves). One plan for every arm: its only tuned knobs (crops per
+site, epochs) are chosen for both arms at once by a one-seed pilot scored on a validation set
+(``--eval``: crops ``plates.py`` renders with another seed, never the test set; see
+``docs/results.md``). Prints markdown (mean ± sample standard deviation over the seeds) and
+writes one JSON file per seed into ``--out``; ``--jobs`` runs seeds in forked processes, one
+core each (a seed's figures are the same either way).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from dataclasses import replace
@@ -47,7 +53,7 @@ from sim_kit.simulate import hub_round
 from site_kit.data import Dataset
 from site_kit.data.samples import open_samples
 from site_kit.evaluation import evaluate
-from site_kit.training import derive_seed, train
+from site_kit.training import EpochReport, ProgressCallback, derive_seed, train
 
 CHARSET = "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"
 MAX_LENGTH = 8
@@ -117,11 +123,55 @@ def run_seed(seed: int, sites: list[Dataset], test: Dataset, args: argparse.Name
     result: dict = {"seed": seed, "epochs": args.epochs, "model": args.model}
     started = time.process_time()
 
-    model.load_state_dict(start)
-    train(model, pooled_of(sites), long_plan, seed=seed, device=CPU)
-    result["pooled"] = score(model, test, half)
-    say(f"seed {seed} pooled {result['pooled']}")
+    arms = set(args.arms.split(","))
+    if "pooled" in arms:
+        model.load_state_dict(start)
+        pooled_curve: list[float] = []
+        watch = epoch_scorer(model, test, pooled_curve, f"seed {seed} pooled epoch")
+        train(model, pooled_of(sites), long_plan, seed=seed, device=CPU, progress=watch)
+        result["pooled"] = score(model, test, half)
+        result["pooled_curve"] = pooled_curve
+        say(f"seed {seed} pooled {result['pooled']}")
+    if "one-shot" in arms:
+        result.update(alone_and_one_shot(model, start, sites, test, site_long, seed))
+    if "fedavg" in arms:
+        result.update(fedavg(model, start, sites, test, site_plan, seed, args.epochs))
+    result["cpu_seconds"] = round(time.process_time() - started, 1)
+    return result
 
+
+def epoch_scorer(
+    model: torch.nn.Module, test: Dataset, curve: list[float], label: str
+) -> ProgressCallback:
+    """A progress callback that scores the model on ``test`` after every epoch.
+
+    Scoring leaves training as it was: every epoch sets the model to training mode and
+    reseeds torch's generator before its first batch, and the network holds no running
+    statistics, so the curve's last point is the finished model's figure.
+    """
+
+    def watch(report: object) -> None:
+        if isinstance(report, EpochReport):
+            ev = evaluate(
+                model, test, len(CHARSET) + 1, CPU, task="sequence", classes=(), spec=SPEC
+            )
+            curve.append(ev.values["exact_match"])
+            say(f"{label} {report.epoch}: exact {curve[-1]:.3f}")
+
+    return watch
+
+
+def alone_and_one_shot(
+    model: torch.nn.Module,
+    start: dict[str, torch.Tensor],
+    sites: list[Dataset],
+    test: Dataset,
+    site_long: Plan,
+    seed: int,
+) -> dict:
+    """Each site's model trained alone, and their one-shot average."""
+    result: dict = {}
+    half = len(test) // 2
     alone = []
     for i, data in enumerate(sites):
         model.load_state_dict(start)
@@ -132,10 +182,23 @@ def run_seed(seed: int, sites: list[Dataset], test: Dataset, args: argparse.Name
     model.load_state_dict(hub_round(start, alone, weights, HubPolicy()))
     result["one_shot"] = score(model, test, half)
     say(f"seed {seed} one-shot {result['one_shot']}")
+    return result
 
+
+def fedavg(
+    model: torch.nn.Module,
+    start: dict[str, torch.Tensor],
+    sites: list[Dataset],
+    test: Dataset,
+    site_plan: Plan,
+    seed: int,
+    rounds: int,
+) -> dict:
+    """Periodic FedAvg: ``rounds`` rounds of one local epoch at each site."""
+    weights = [float(len(d)) for d in sites]
     state = start
     curve = []
-    for r in range(args.epochs):
+    for r in range(rounds):
         states = []
         round_plan = replace(site_plan, seed=seed + r)
         for i, data in enumerate(sites):
@@ -147,10 +210,7 @@ def run_seed(seed: int, sites: list[Dataset], test: Dataset, args: argparse.Name
         ev = evaluate(model, test, len(CHARSET) + 1, CPU, task="sequence", classes=(), spec=SPEC)
         curve.append(ev.values["exact_match"])
         say(f"seed {seed} fedavg round {r + 1}: exact {curve[-1]:.3f}")
-    result["fedavg"] = score(model, test, half)
-    result["fedavg_curve"] = curve
-    result["cpu_seconds"] = round(time.process_time() - started, 1)
-    return result
+    return {"fedavg": score(model, test, len(test) // 2), "fedavg_curve": curve}
 
 
 def say(text: str) -> None:
@@ -179,6 +239,8 @@ def table(results: list[dict]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for arm, label, trips in ARMS:
+        if arm not in results[0]:
+            continue
         lines.append(
             f"| {label} | {trips.format(epochs=epochs)} | {cell(arm, 'exact_match')} | "
             f"{cell(arm, 'a_exact_match')} | {cell(arm, 'b_exact_match')} | {cell(arm, 'cer')} |"
@@ -186,11 +248,19 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+FORKED: dict = {}
+"""The data and arguments every seed shares, set before workers fork (never sent to them)."""
+
+
+def run_forked(seed: int) -> dict:
+    return run_seed(seed, FORKED["sites"], FORKED["test"], FORKED["args"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--per-site", type=int, default=None, help="use the first N crops")
     parser.add_argument("--batch-size", type=int, default=16, help="the pooled model's")
     parser.add_argument(
@@ -198,18 +268,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lr", type=float, default=0.003)
     parser.add_argument("--model", default="crnn:channels=8x16x32,hidden=48,width_pools=3")
+    parser.add_argument("--arms", default="pooled,one-shot,fedavg", help="a comma list of these")
+    parser.add_argument(
+        "--eval", type=Path, default=None, help="score on this manifest (default DATA/test)"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, one core each")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     sites = [load(args.data / s / "labels.csv", args.per_site) for s in ("site-a", "site-b")]
-    test = load(args.data / "test" / "labels.csv", None)
+    test = load(args.eval or args.data / "test" / "labels.csv", None)
     say(f"sites {[len(s) for s in sites]}, test {len(test)}")
-    results = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        results.append(run_seed(seed, sites, test, args))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    FORKED.update(sites=sites, test=test, args=args)
+    if args.jobs > 1:  # forked workers inherit the data; a seed's figures do not change
+        with multiprocessing.get_context("fork").Pool(min(args.jobs, len(seeds))) as pool:
+            results = pool.map(run_forked, seeds, chunksize=1)
+    else:
+        results = [run_forked(seed) for seed in seeds]
+    for result in results:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"seed{seed}.json").write_text(json.dumps(results[-1], indent=1) + "\n")
+            (args.out / f"seed{result['seed']}.json").write_text(
+                json.dumps(result, indent=1) + "\n"
+            )
     print(table(results))
     return 0
 
