@@ -27,8 +27,8 @@ and every FedAvg round (the curves). One plan for every arm: its only tuned knob
 site, epochs) are chosen for both arms at once by a one-seed pilot scored on a validation set
 (``--eval``: crops ``plates.py`` renders with another seed, never the test set; see
 ``docs/results.md``). Prints markdown (mean ± sample standard deviation over the seeds) and
-writes one JSON file per seed into ``--out``; ``--jobs`` runs seeds in forked processes, one
-core each (a seed's figures are the same either way).
+writes one JSON file per seed into ``--out``; ``--jobs`` runs each seed's arms in forked
+processes, one core each (the figures are the same either way).
 """
 
 from __future__ import annotations
@@ -101,7 +101,9 @@ def state_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def run_seed(seed: int, sites: list[Dataset], test: Dataset, args: argparse.Namespace) -> dict:
+def run_seed(
+    seed: int, sites: list[Dataset], test: Dataset, args: argparse.Namespace, arms: set[str]
+) -> dict:
     plan = Plan(
         local_epochs=1,
         batch_size=args.batch_size,
@@ -123,7 +125,6 @@ def run_seed(seed: int, sites: list[Dataset], test: Dataset, args: argparse.Name
     result: dict = {"seed": seed, "epochs": args.epochs, "model": args.model}
     started = time.process_time()
 
-    arms = set(args.arms.split(","))
     if "pooled" in arms:
         model.load_state_dict(start)
         pooled_curve: list[float] = []
@@ -252,8 +253,19 @@ FORKED: dict = {}
 """The data and arguments every seed shares, set before workers fork (never sent to them)."""
 
 
-def run_forked(seed: int) -> dict:
-    return run_seed(seed, FORKED["sites"], FORKED["test"], FORKED["args"])
+def run_forked(task: tuple[int, str]) -> dict:
+    seed, arm = task
+    return run_seed(seed, FORKED["sites"], FORKED["test"], FORKED["args"], {arm})
+
+
+def merge(parts: list[dict]) -> list[dict]:
+    """One result per seed from its arms' results (in the order of the seeds)."""
+    merged: dict[int, dict] = {}
+    for part in parts:
+        seed = merged.setdefault(part["seed"], {**part, "cpu_seconds": 0.0})
+        seed.update({k: v for k, v in part.items() if k != "cpu_seconds"})
+        seed["cpu_seconds"] = round(seed["cpu_seconds"] + part["cpu_seconds"], 1)
+    return list(merged.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--eval", type=Path, default=None, help="score on this manifest (default DATA/test)"
     )
-    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, one core each")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="(seed, arm) pairs run at once, one core each"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -281,11 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     say(f"sites {[len(s) for s in sites]}, test {len(test)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     FORKED.update(sites=sites, test=test, args=args)
-    if args.jobs > 1:  # forked workers inherit the data; a seed's figures do not change
-        with multiprocessing.get_context("fork").Pool(min(args.jobs, len(seeds))) as pool:
-            results = pool.map(run_forked, seeds, chunksize=1)
+    # Each (seed, arm) is a task: every arm starts from the seed's own seeded model, so
+    # running them apart, in forked workers that inherit the data, changes no figure.
+    tasks = [(seed, arm) for seed in seeds for arm in args.arms.split(",")]
+    if args.jobs > 1:
+        with multiprocessing.get_context("fork").Pool(min(args.jobs, len(tasks))) as pool:
+            results = merge(pool.map(run_forked, tasks, chunksize=1))
     else:
-        results = [run_forked(seed) for seed in seeds]
+        results = merge([run_forked(task) for task in tasks])
     for result in results:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
