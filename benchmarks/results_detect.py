@@ -28,7 +28,6 @@ import json
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import cli as run_cli
+from workers import map_in_workers
 
 from flsilo.signing.keys import generate_key, load_public_key, write_new_key
 from sim_kit.scenes import SHAPES, write_scenes
@@ -152,8 +152,7 @@ def main() -> None:
         test = Path(tmp) / "test"
         for n, camera in enumerate(CAMERAS.values()):
             write_scenes(test, args.test, seed=TEST_SEED, camera=camera, start=n * args.test)
-        with ProcessPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(run_seed, seeds, [args] * len(seeds), [test] * len(seeds)))
+        results = map_in_workers(partial(run_seed, args=args, test=test), seeds, args.jobs)
     pooled = args.pooled_epochs or args.rounds * args.local_epochs
     print(f"| arm (detector; pooled {pooled} epochs, FedAvg {args.rounds} x {args.local_epochs}) "
           f"| test mAP@0.5, mean ± sd over {len(seeds)} seeds | per seed |")  # fmt: skip
@@ -168,4 +167,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
