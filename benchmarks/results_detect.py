@@ -1,7 +1,8 @@
 """Results: object detection across two sites whose cameras sample frames differently.
 
 Usage: python benchmarks/results_detect.py [--seeds 1,2,3] [--frames 150] [--rounds 4]
-       [--local-epochs 2] [--jobs 3]
+       [--local-epochs 2] [--pooled-epochs N] [--jobs 3] [--eval-rounds 3,6]
+       [--arms pooled,fedavg]
 
 Data: generated scenes (``sim_kit.scenes``, 128 x 128 pixels, circles, squares and
 triangles pasted on textured backgrounds, boxes known exactly), in YOLO layout. Site A's
@@ -16,9 +17,16 @@ the same batch size and learning rate:
   (default ``rounds x local-epochs``: central training);
 - periodic FedAvg: the two sites, ``--rounds`` rounds of ``--local-epochs`` epochs each.
 
+A pooled epoch takes twice a site's optimizer steps (it holds both sites' frames), so
+``--pooled-epochs`` = ``rounds x local-epochs / 2`` compares the arms at equal local steps.
+``--eval-rounds`` also scores FedAvg's package after those rounds (a curve, on stderr);
+``--arms`` runs one arm only (for pilots).
+
 Every command runs with one torch thread and decodes in the main process (``--threads 1``,
-``--workers 0``): the machine is shared; ``--jobs`` runs seeds side by side. The figure is the final package's mAP@0.5 on the test set (``flsilo evaluate --json``,
-``map50``). Prints a markdown table: mean and sample standard deviation over the seeds.
+``--workers 0``): the machine is shared; ``--jobs`` runs seeds side by side, and stopping
+the script (SIGTERM, Ctrl-C) stops them. The figure is the final package's mAP@0.5 on the
+test set (``flsilo evaluate --json``, ``map50``). Prints a markdown table: mean and sample
+standard deviation over the seeds.
 """
 
 from __future__ import annotations
@@ -84,22 +92,18 @@ def federation(
             for suffix in ("", ".sig"):
                 shutil.copy(f"{bundle}{suffix}", hub / "inbox" / f"{bundle.name}{suffix}")
         cli("aggregate", hub)
-    final = hub / "packages" / f"scenes-r{rounds:04d}.safetensors"
-    report: dict = json.loads(
-        cli(
-            "evaluate",
-            final,
-            "--hub",
-            hub,
-            "--data",
-            test,
-            "--data-format",
-            "yolo",
-            "--json",
-            "--workers",
-            "0",
-        )
-    )
+        if r + 1 in args.eval_rounds and r + 1 < rounds:
+            curve = evaluate(hub, r + 1, test)["map50"]
+            print(f"seed {args.seed_plan} FedAvg round {r + 1}: mAP@0.5 {100 * curve:.1f}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    return evaluate(hub, rounds, test)
+
+
+def evaluate(hub: Path, round_: int, test: Path) -> dict:
+    """``flsilo evaluate --json`` of the hub's package ``round_`` on the test frames."""
+    package = hub / "packages" / f"scenes-r{round_:04d}.safetensors"
+    args = ("--data", test, "--data-format", "yolo", "--json", "--workers", "0")
+    report: dict = json.loads(cli("evaluate", package, "--hub", hub, *args))
     return report
 
 
@@ -123,11 +127,13 @@ def run_seed(seed: int, args, test: Path) -> dict[str, float]:
         }
         pooled = merge(work / "data-pooled", *data.values())
         total = args.pooled_epochs or args.rounds * args.local_epochs
-        report = federation(work / "pooled", {"site-pooled": pooled}, test, 1, total, args)
-        out[ARMS[0]] = float(report["map50"])
-        report = federation(work / "fedavg", data, test, args.rounds, args.local_epochs, args)
-        out[ARMS[1]] = float(report["map50"])
-    for arm in ARMS:
+        if "pooled" in args.arms:
+            report = federation(work / "pooled", {"site-pooled": pooled}, test, 1, total, args)
+            out[ARMS[0]] = float(report["map50"])
+        if "fedavg" in args.arms:
+            report = federation(work / "fedavg", data, test, args.rounds, args.local_epochs, args)
+            out[ARMS[1]] = float(report["map50"])
+    for arm in out:
         print(f"seed {seed} {arm}: mAP@0.5 {100 * out[arm]:.1f}", file=sys.stderr, flush=True)
     return out
 
@@ -146,7 +152,12 @@ def main() -> None:
     parser.add_argument("--batch-size", default="16")
     parser.add_argument("--lr", default="0.002")
     parser.add_argument("--width", default="32")
+    parser.add_argument(
+        "--eval-rounds", default="", help="also print FedAvg's test mAP@0.5 after these rounds"
+    )
+    parser.add_argument("--arms", default="pooled,fedavg", help="pooled, fedavg or both")
     args = parser.parse_args()
+    args.eval_rounds = {int(r) for r in args.eval_rounds.split(",") if r}
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory(prefix="detect-test-") as tmp:
         test = Path(tmp) / "test"
@@ -157,13 +168,14 @@ def main() -> None:
     print(f"| arm (detector; pooled {pooled} epochs, FedAvg {args.rounds} x {args.local_epochs}) "
           f"| test mAP@0.5, mean ± sd over {len(seeds)} seeds | per seed |")  # fmt: skip
     print("| --- | --- | --- |")
-    for arm in ARMS:
+    for arm in (a for a in ARMS if a in results[0]):
         values = np.array([r[arm] for r in results]) * 100
         sd = values.std(ddof=1) if len(values) > 1 else 0.0
         each = ", ".join(f"{v:.1f}" for v in values)
         print(f"| {arm} | {values.mean():.1f} ± {sd:.1f} | {each} |")
-    gaps = np.array([r[ARMS[0]] - r[ARMS[1]] for r in results]) * 100
-    print(f"\npooled minus FedAvg, points: {', '.join(f'{g:.1f}' for g in gaps)}")
+    if len(results[0]) == len(ARMS):
+        gaps = np.array([r[ARMS[0]] - r[ARMS[1]] for r in results]) * 100
+        print(f"\npooled minus FedAvg, points: {', '.join(f'{g:.1f}' for g in gaps)}")
 
 
 if __name__ == "__main__":
