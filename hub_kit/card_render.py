@@ -386,7 +386,9 @@ def plots(doc: dict[str, Any]) -> dict[str, bytes]:
         if isinstance(value, float):
             series.setdefault(ev["site"], []).append((ev["round"], scale * value))
     rounds = [
-        (r["round"], scale * r["primary_after"]) for r in doc["rounds"] if r.get("primary_after")
+        (r["round"], scale * r["primary_after"])
+        for r in doc["rounds"]
+        if isinstance(r.get("primary_after"), int | float)  # 0.0 is a figure (mAP, AUROC)
     ]
     for file, data, ylabel in (
         ("accuracy-per-site", series, f"{name} on the site's held-out data{unit}"),

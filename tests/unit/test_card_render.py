@@ -38,3 +38,20 @@ def test_a_multilabel_card_names_its_primary_metric() -> None:
     assert header is not None and header[3] == "accuracy" and rows[0][3] == "50.0%"
     _, rows, header = _rounds_section(classify)
     assert header is not None and header[3] == "site val. acc." and rows[0][3] == "50.0%"
+
+
+def test_the_rounds_plot_keeps_a_round_whose_figure_is_zero() -> None:
+    """A round whose sites report 0.0 (a detector's mAP@0.5 early on) is a point on the
+    validation plot, not a round without a figure."""
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from hub_kit.card_render import plots
+
+    def doc(after: float | None) -> dict:
+        rounds = [{"round": 0, "sites": [], "primary_after": after}]
+        return {"federation": {"task": "detect"}, "evaluations": [], "rounds": rounds}
+
+    assert "validation-per-round" in plots(doc(0.0))
+    assert "validation-per-round" in plots(doc(0.25))
+    assert plots(doc(None)) == {}
