@@ -447,6 +447,7 @@ def suppress_small_cells(report: dict[str, object], min_cell_size: int) -> dict[
     if isinstance(confusion, list):
         out["confusion"] = [[None if small(c) else c for c in row] for row in confusion]
     per = out.get("per_class")
+    withheld_objects = False
     if isinstance(per, dict):
         cleaned: dict[str, object] = {}
         for name, row in per.items():
@@ -459,8 +460,10 @@ def suppress_small_cells(report: dict[str, object], min_cell_size: int) -> dict[
                     row[key] = None
             if small(row.get("objects")):  # detection: a class seen a few times, and its AP
                 row["objects"] = row["ap50"] = None
+                withheld_objects = True
             cleaned[name] = row
         out["per_class"] = cleaned
-    if small(out.get("objects")):
+    # the total less the classes shown would give back a withheld class's count
+    if withheld_objects or small(out.get("objects")):
         out["objects"] = None
     return out

@@ -213,6 +213,9 @@ def test_small_detection_cells_are_withheld() -> None:
         "car": {"ap50": 0.9, "objects": 20},
         "bus": {"ap50": None, "objects": None},
     }
-    assert (out["map50"], out["objects"]) == (0.8, 23)
+    # the total goes too: 23 less car's 20 would give bus's 3 back
+    assert (out["map50"], out["objects"]) == (0.8, None)
+    big = m.suppress_small_cells(report, min_cell_size=3)
+    assert big["objects"] == 23 and big["per_class"]["bus"]["objects"] == 3
     assert m.suppress_small_cells(report, min_cell_size=30)["objects"] is None
     assert report["per_class"]["bus"]["objects"] == 3  # the input is not changed
