@@ -221,7 +221,9 @@ def _report(
         weight_round=taken.view.streams,
         learning_warnings=tuple(
             warnings(
-                history(events), chance_classes(prep.ws.config.plan.task, prep.ws.config.classes)
+                history(events),
+                chance_classes(prep.ws.config.plan.task, prep.ws.config.classes),
+                metric,
             )
         ),
         require_evaluations=required_evaluations(events),

@@ -87,6 +87,7 @@ def card_evidence(
         "warnings": warnings(
             rounds,
             chance_classes(verified.manifest.model.task_spec.name, verified.manifest.model.classes),
+            metric,
         ),
         "lineage": [_package_entry(v) for v in packages],
         "finality": standing.to_dict() | {"text": standing.text()},

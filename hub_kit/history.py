@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flsilo.signing.claims import metric_name
 from hub_kit.events import Accept, Aggregate, Logged, Reject, ReportedMetrics
 
 
@@ -156,8 +157,9 @@ def chance_classes(task: str, classes: Sequence[str]) -> int:
     return len(classes) if task == "classify" else 0
 
 
-def warnings(rounds: list[RoundHistory], num_classes: int) -> list[str]:
-    """What the administrator should look at, one sentence each, oldest round first."""
+def warnings(rounds: list[RoundHistory], num_classes: int, metric: str = "accuracy") -> list[str]:
+    """What the administrator should look at, one sentence each, oldest round first;
+    ``metric`` names the task's primary figure (what a small split makes noisy)."""
     out: list[str] = []
     small = sorted(
         {
@@ -170,7 +172,8 @@ def warnings(rounds: list[RoundHistory], num_classes: int) -> list[str]:
     if small:
         out.append(
             f"validation splits under {SMALL_VALIDATION} samples at {', '.join(small)}: "
-            "their accuracy moves by several points on one sample; read trends, not values"
+            f"their {metric_name(metric)} moves by several points on one sample; read trends, "
+            "not values"
         )
     chance = [r.round for r in rounds if at_chance(r, num_classes)]
     if chance:

@@ -58,7 +58,7 @@ def history(
     rounds = fold(ws.log.read(), metric)
     # chance (1 in K) is a single-label idea: other tasks are not checked against it
     num_classes = len(ws.config.classes) if metric == "accuracy" else 0
-    notes = warnings(rounds, num_classes)
+    notes = warnings(rounds, num_classes, metric)
     if png is not None:
         _plot(rounds, png, notes, metric)
     if json_out:

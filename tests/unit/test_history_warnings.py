@@ -49,6 +49,14 @@ def test_chance_allows_for_small_validation_splits() -> None:
 def test_small_validation_splits_are_named() -> None:
     notes = warnings([_round(0, 0.9, 0.3, val=12)], num_classes=2)
     assert any("under 30 samples at site-a, site-b" in n for n in notes)
+    assert any("their accuracy moves by several points" in n for n in notes)
+
+
+def test_a_small_split_names_the_tasks_figure() -> None:
+    """A detection or multilabel history says which figure a small split makes noisy (the
+    sites report no accuracy there)."""
+    (note,) = warnings([_round(0, 0.9, 0.3, val=12)], num_classes=0, metric="map50")
+    assert "their mAP@0.5 moves by several points" in note and "accuracy" not in note
 
 
 def test_a_loss_that_stopped_falling_is_flagged_from_its_best_round() -> None:
