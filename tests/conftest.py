@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,3 +421,44 @@ def run_flsilo(*args: object, fault: str | None = None) -> subprocess.CompletedP
         text=True,
         check=False,
     )
+
+
+def run_forked(*args: object, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``flsilo ARGS`` as :func:`run_flsilo` runs it, optionally killed at ``fault``, in a
+    fork of the test's process: a process of its own that dies or fails as the command
+    would (the kill is a real SIGKILL, a full disk a real ENOSPC from its own first write
+    count), without starting Python and importing flsilo again (about 0.3 s of CPU a call).
+
+    The child inherits the test's state (its patches included) and never returns into
+    pytest. Output goes to files, not pipes: :func:`run_flsilo` where the pipe matters.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+                os.environ.pop("FLSILO_FAULT", None)
+                if fault:
+                    os.environ["FLSILO_FAULT"] = fault
+                code = run([str(a) for a in args])
+            except BaseException:  # noqa: BLE001 - reported, never raised into pytest
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(
+            ["flsilo", *map(str, args)],
+            os.waitstatus_to_exitcode(status),
+            out.read().decode(),
+            err.read().decode(),
+        )

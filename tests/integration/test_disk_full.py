@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import Federation, fingerprint
-from tests.conftest import run_flsilo as flsilo
+from tests.conftest import run_forked as flsilo
 
 NOTHING_CHANGED = "nothing was changed"
 

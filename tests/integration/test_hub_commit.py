@@ -17,7 +17,7 @@ from hub_kit.eventlog import EventLog
 from hub_kit.events import Accept, Enroll, Revoke, of_kind
 from hub_kit.workspace import HubWorkspace
 from tests.conftest import Federation, fingerprint, hub_root, make_key, needs_ssh_keygen, ssh_keygen
-from tests.conftest import run_flsilo as flsilo
+from tests.conftest import run_forked as flsilo
 
 STEPS_BEFORE_COMMIT = ["aggregate:staged", "aggregate:built", "aggregate:commit"]
 STEPS_AFTER_COMMIT = ["aggregate:committed", "aggregate:published"]

@@ -13,7 +13,7 @@ from hub_kit.events import Revoke
 from hub_kit.journal import journal_path
 from hub_kit.workspace import HubWorkspace
 from tests.conftest import Federation, fingerprint, make_key
-from tests.conftest import run_flsilo as flsilo
+from tests.conftest import run_forked as flsilo
 
 LOG_STEPS = ["log:journal", "log:appended", "log:signers", "log:signed"]
 UNSIGNED = ("log:appended", "log:signers")
