@@ -24,6 +24,7 @@ from flsilo.cli.app import run
 from flsilo.runtime.cpu import THREAD_VARIABLES
 from flsilo.signing import keys
 from flsilo.signing.keys import generate_key, load_public_key, parse_public_line, write_new_key
+from hub_kit import workspace as hub_workspace
 from tests import cpu_report
 
 # Tests never assert wall-clock time: no Hypothesis deadlines (first calls import torch).
@@ -137,11 +138,17 @@ def _test_defaults(monkeypatch: pytest.MonkeyPatch, node: pytest.Item | None) ->
       computed for one CPU: 0) unless the test passes ``--workers`` or is marked
       ``default_workers``. Forking a DataLoader worker from a test process cost about a
       second of CPU per train or evaluate, more than the training. Workers change nothing
-      in the results (tests/integration/test_streaming.py proves it bit for bit).
+      in the results (tests/integration/test_streaming.py proves it bit for bit);
+    - a lock-free reader of the hub's log reads a log that fails its check again at once,
+      not after a quarter of a second (five tries: a second of waiting for each refusal
+      of a tampered log), unless the test is marked ``read_pause``: a writer that signs
+      during the pause is what it checks. The tries are the same.
     """
     marked = node.get_closest_marker if node is not None else lambda _name: None
     if marked("real_kdf") is None:
         monkeypatch.setattr(keys, "KDF_ROUNDS", 1)
+    if marked("read_pause") is None:
+        monkeypatch.setattr(hub_workspace, "UNLOCKED_READ_PAUSE_S", 0.0)
     for name in THREAD_VARIABLES:
         monkeypatch.setenv(name, "1")
     torch = sys.modules.get("torch")

@@ -254,6 +254,7 @@ def test_stock_ssh_keygen_verifies_a_bundle_revoked_right_after_acceptance(
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.read_pause
 def test_a_lock_free_reader_waits_out_a_writer_between_append_and_signature(
     federation: Federation, cli
 ) -> None:

@@ -76,6 +76,31 @@ def _bundle_bytes(site: Path) -> tuple[str, dict]:
     return tensors, manifest
 
 
+def test_a_manifest_of_the_same_files_trains_the_same_bundle(
+    tmp_path: Path, cli, monkeypatch
+) -> None:
+    """The default tier's part of the slow test below: a folder and an images-csv manifest
+    of the same files train the same weights, decoded in process (``--workers 0``, kept in
+    the record). That worker processes change no batch is checked where batches are made
+    (tests/unit/test_data_stream.py), and no bit of a bundle in the slow tier."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
+    _hub(tmp_path, cli, "--augment", "hflip,crop:0.7,rotate:10,jitter:0.2,noise:0.02",
+         "--normalize", "imagenet", "--resize", "letterbox")  # fmt: skip
+    data = _images(tmp_path / "images")
+    folder = _site(tmp_path, cli, "site-folder", data)
+    report = _train(cli, folder, "--workers", 0)
+    assert report["train_samples"] == 27 and report["val_samples"] == 3
+    trained = [e for e in _record(folder) if e["event"] == "trained"][-1]
+    assert trained["overrides"]["workers"] == 0
+    csv = data / "labels.csv"
+    rows = [f"{name}/{i:02d}.png,{name}" for name in CLASSES for i in range(10)]
+    csv.write_text("path,label\n" + "\n".join(rows) + "\n")
+    site = _site(tmp_path, cli, "site-csv", csv)
+    _train(cli, site, "--workers", 0)
+    assert _bundle_bytes(site)[0] == _bundle_bytes(folder)[0]
+
+
+@pytest.mark.slow
 def test_bundles_are_bit_identical_with_0_1_and_2_workers(tmp_path: Path, cli, monkeypatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
     _hub(tmp_path, cli, "--augment", "hflip,crop:0.7,rotate:10,jitter:0.2,noise:0.02",
