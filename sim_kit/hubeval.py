@@ -59,12 +59,7 @@ class HubTestSet:
                     task=model.task_spec,
                 )
         except FlsiloError as err:
-            raise type(err)(
-                f"the hub's test set (--eval): {err.message}",
-                path=err.path,
-                code=err.code,
-                hint=err.hint.replace("--data", "--eval"),
-            ) from err
+            raise _as_test_set(err) from err
         self.data_format = samples.fmt
         self.plan = package.package.plan if package.package is not None else None
         self.digest = samples.index.digest
@@ -74,16 +69,19 @@ class HubTestSet:
         """Verify ``package`` against the hub's trust, score it, and return the claim."""
         assert self.digest is not None, "check() the test set first"
         with tempfile.TemporaryDirectory(prefix="flsilo-hub-eval-") as store:
-            scored = evaluate_package(
-                package.path,
-                self.data,
-                trust,
-                data_format=self.data_format,
-                device=self.device,
-                expected_kind=mf.KIND_PACKAGE,
-                store=Path(store),  # hashed again as it is scored: the claim names these bytes
-                image=(package.data, package.signature),
-            )
+            try:
+                scored = evaluate_package(
+                    package.path,
+                    self.data,
+                    trust,
+                    data_format=self.data_format,
+                    device=self.device,
+                    expected_kind=mf.KIND_PACKAGE,
+                    store=Path(store),  # hashed again as it is scored: the claim names these
+                    image=(package.data, package.signature),
+                )
+            except DataError as err:  # a record that only fails as it is decoded
+                raise _as_test_set(err) from err
         if scored.data_digest != self.digest:
             raise DataError(
                 "the hub's test set (--eval) changed while the round ran: the records scored "
@@ -108,3 +106,17 @@ class HubTestSet:
             draws=metrics.BOOTSTRAP_DRAWS,
             software={"flsilo": flsilo_version},
         )
+
+
+def _as_test_set(err: FlsiloError) -> FlsiloError:
+    """The data layer's error said of the hub's test set: named as ``--eval``, and with a
+    hint the hub can follow (``aggregate`` scores the whole set: it has no ``--skip-bad``)."""
+    hint = err.hint.replace("--data", "--eval")
+    if "--skip-bad" in hint:
+        hint = (
+            "fix or remove the bad records in the hub's test set: aggregate --eval scores "
+            "every record (it has no --skip-bad)"
+        )
+    return type(err)(
+        f"the hub's test set (--eval): {err.message}", path=err.path, code=err.code, hint=hint
+    )

@@ -202,3 +202,25 @@ def test_eval_writes_the_package_once_with_the_recorded_bytes(
     assert {k: tree[k] for k in recorded} == recorded
     assert written.count("fed-r0001.safetensors") == 1
     assert written.count("fed-r0001.safetensors.sig") == 1
+
+
+def test_a_bad_record_in_the_test_set_gets_a_hint_the_hub_can_follow(
+    federation: Federation, cli
+) -> None:
+    """The data layer's hint offers --skip-bad, which aggregate does not have: the hub is
+    told to fix or remove the record instead, in one line, and nothing changes."""
+    from sim_kit.datasets import load_digits
+
+    x, y = load_digits()
+    y = y[:40].copy()
+    y[3] = 99  # a label outside the federation's classes
+    data = federation.root / "bad-test.npz"
+    np.savez(data, x=x[:40], y=y)
+    before = tree_digest(federation.hub)
+    failed = cli("aggregate", federation.hub, "--eval", data)
+    lines = [ln for ln in failed.err.splitlines() if ln.strip()]
+    assert failed.code == 4 and len(lines) == 1, failed.err
+    assert "error[bad-record]" in lines[0] and "the hub's test set (--eval)" in lines[0]
+    assert "pass --skip-bad" not in lines[0]
+    assert "fix or remove the bad records in the hub's test set" in lines[0]
+    assert tree_digest(federation.hub) == before
