@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 # Tests set FLSILO_TRACE_CODES to a file: every code produced is appended to it, so a test can
-# prove that every registered code is produced by some test (tests/unit/test_error_codes.py).
+# prove that every registered code is produced by some test (tests/unit/runtime/test_error_codes.py).
 _TRACE_CODES = os.environ.get("FLSILO_TRACE_CODES", "")
 
 

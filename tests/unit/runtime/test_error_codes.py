@@ -20,7 +20,7 @@ from flsilo.runtime.errors import (
     WorkspaceError,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REFERENCE = ROOT / "docs" / "reference" / "error-codes.md"
 PACKAGES = ("flsilo", "site_kit", "hub_kit", "sim_kit")
 
