@@ -199,10 +199,3 @@ def merge(model: nn.Module) -> nn.Module:
         for attr in ("lora_scale", HANDLE):
             layer.__dict__.pop(attr, None)
     return model
-
-
-def adapter_update(state: dict[str, Any], name: str, scale: float) -> Any:
-    """The update ``scale * B A`` of the layer ``name`` as its weight's shape (float64)."""
-    b = state[f"{name}.lora_B.weight"].double()
-    a = state[f"{name}.lora_A.weight"].double()
-    return (b.flatten(1) @ a.flatten(1)) * scale

@@ -1,4 +1,4 @@
-"""Bounding boxes: conversions, overlap, non-maximum suppression, and the plan's geometry.
+"""Bounding boxes: overlap, non-maximum suppression, and the plan's geometry.
 
 Plain numpy (no torch, no torchvision), so the site's data workers, the metrics and the
 tests share one definition. A box array is float, shape (n, 4), corners ``x1, y1, x2, y2``
@@ -17,28 +17,6 @@ import numpy as np
 
 MIN_VISIBLE = 0.25
 """A cropped box is kept while at least this share of its area stays in the picture."""
-
-
-def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    half = b[:, 2:] / 2
-    return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1)
-
-
-def xyxy_to_cxcywh(b: np.ndarray) -> np.ndarray:
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], axis=1)
-
-
-def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
-    """COCO's ``[x, y, width, height]`` (top-left corner) as corners."""
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
-
-
-def xyxy_to_xywh(b: np.ndarray) -> np.ndarray:
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
 
 
 def area(b: np.ndarray) -> np.ndarray:

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from pycocotools import coco, cocoeval  # the 'dev' extra (never a runtime dependency)
 
-from flsilo.scoring.boxes import xyxy_to_xywh
 from flsilo.scoring.detmetrics import DetectionMeter
+
+
+def xyxy_to_xywh(b: np.ndarray) -> np.ndarray:
+    """Corners as COCO's ``[x, y, width, height]``."""
+    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
 
 
 def _scene(rng: np.random.Generator, images: int, k: int, ties: bool):
