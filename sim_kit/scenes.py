@@ -214,10 +214,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--camera", choices=sorted(CAMERAS), default="even")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--coco", action="store_true", help="also write annotations.json")
+    parser.add_argument("--video", action="store_true", help="one clip of N frames instead")
     args = parser.parse_args(argv)
-    write_scenes(
-        args.out, args.images, seed=args.seed, camera=args.camera, size=args.size, coco=args.coco
-    )
+    if args.video:
+        write_scene_clip(args.out, args.images, seed=args.seed, camera=args.camera, size=args.size)
+    else:
+        write_scenes(
+            args.out,
+            args.images,
+            seed=args.seed,
+            camera=args.camera,
+            size=args.size,
+            coco=args.coco,
+        )
     print(args.out)
 
 

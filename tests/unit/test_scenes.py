@@ -10,6 +10,7 @@ from PIL import Image
 
 from flsilo.scoring.detlabels import parse_yolo
 from sim_kit.scenes import CAMERAS, SHAPES, main, scene
+from tests.media import av_or_skip
 
 
 def test_boxes_frame_the_drawn_shapes() -> None:
@@ -53,3 +54,15 @@ def test_script_writes_yolo_and_coco(tmp_path: Path, capsys) -> None:
             assert np.allclose(np.array(ann["bbox"][:2]) / 64, row[1:3], atol=1e-4)
         assert Image.open(images[i]).size == (64, 64)
     assert total == len(coco["annotations"])
+
+
+def test_script_writes_a_clip_labelled_per_frame(tmp_path: Path, capsys) -> None:
+    av = av_or_skip()
+    main([str(tmp_path / "v"), "--images", "4", "--seed", "2", "--size", "32", "--video"])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "v")
+    assert not (tmp_path / "v" / "images").exists()
+    coco = json.loads((tmp_path / "v" / "annotations.json").read_text())
+    assert [e["time_s"] for e in coco["images"]] == [0.1, 0.3, 0.5, 0.7]
+    assert {e["file_name"] for e in coco["images"]} == {"clips/scenes.mp4"}
+    with av.open(str(tmp_path / "v" / "clips" / "scenes.mp4")) as clip:
+        assert sum(1 for _ in clip.decode(video=0)) == 4
