@@ -248,6 +248,8 @@ def _claims_section(claims: list[dict[str, Any]]) -> tuple[str, Any, list[str] |
 
 def _per_class_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:
     this = [e for e in doc["evaluations"] if e["round"] == doc["package"]["round"]]
+    if primary_metric(doc["federation"]["task"]) == "map50":
+        return _per_class_detection(this)
     rows = []
     for e in this:
         for name, row in (e["metrics"].get("per_class") or {}).items():
@@ -271,6 +273,28 @@ def _per_class_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]
         rows,
         ["site", "class", "sensitivity", "specificity", "AUROC", "AP"],
     )
+
+
+def _per_class_detection(this: list[dict[str, Any]]) -> tuple[str, Any, list[str] | None]:
+    """Detection: each class's objects and AP@0.5 (a report carries no sensitivity or
+    AUROC for a detector; a class under the minimum cell size shows neither)."""
+    rows = [
+        [
+            e["site"],
+            name,
+            str(row["objects"]) if isinstance(row.get("objects"), int) else "–",
+            _shown("map50", {"map50": row.get("ap50")}),
+        ]
+        for e in this
+        for name, row in (e["metrics"].get("per_class") or {}).items()
+    ]
+    if not rows:
+        return (
+            "Per class, this package",
+            "No per-class figures for this package (no report on it yet, or a DP federation).",
+            None,
+        )
+    return ("Per class, this package", rows, ["site", "class", "objects", "AP@0.5"])
 
 
 def _rounds_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:

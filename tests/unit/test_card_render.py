@@ -55,3 +55,19 @@ def test_the_rounds_plot_keeps_a_round_whose_figure_is_zero() -> None:
     assert "validation-per-round" in plots(doc(0.0))
     assert "validation-per-round" in plots(doc(0.25))
     assert plots(doc(None)) == {}
+
+
+def test_a_detection_card_shows_each_class_ap_and_objects() -> None:
+    """A detection report's per-class rows carry AP@0.5 and the object count, not a
+    classifier's sensitivity or AUROC: the card shows those (a withheld class as '–')."""
+    from hub_kit.card_render import _per_class_section
+
+    per_class = {"car": {"ap50": 0.8125, "objects": 20}, "bus": {"ap50": None, "objects": None}}
+    doc = {
+        "federation": {"task": "detect"},
+        "package": {"round": 2},
+        "evaluations": [{"round": 2, "site": "site-a", "metrics": {"per_class": per_class}}],
+    }
+    _, rows, header = _per_class_section(doc)
+    assert header == ["site", "class", "objects", "AP@0.5"]
+    assert rows == [["site-a", "car", "20", "0.812"], ["site-a", "bus", "–", "–"]]
