@@ -4,6 +4,8 @@ the model card; reports on the final package are taken in by hub evaluations --a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flsilo.cli.app import run
 from tests.conftest import Federation, build_federation, digits_npz, hub_root, tree_digest
 
 FINAL = "fed-r0001.safetensors"
@@ -127,18 +130,39 @@ def test_require_evaluations_must_not_be_negative(tmp_path: Path, cli) -> None:
     assert not (tmp_path / "h").exists()
 
 
-def _one_shot_with_report(tmp_path: Path, cli, required: str) -> tuple[Federation, Path]:
-    fed = build_federation(
-        tmp_path / "fed", schedule="one-shot", extra=("--require-evaluations", required)
-    )
+@pytest.fixture(scope="module")
+def _reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Federation, Path]:
+    """A one-shot federation that requires 1 report, aggregated, and site-a's signed report
+    on its final package (held-out.npz beside the federation): built once for the file."""
+    root = tmp_path_factory.mktemp("reported")
+    fed = build_federation(root / "fed", schedule="one-shot", extra=("--require-evaluations", "1"))
     fed.carry()
-    assert cli("aggregate", fed.hub).code == 0
-    held_out = digits_npz(tmp_path / "held-out.npz", np.arange(1500, 1700))
-    return fed, _site_report(fed, cli, "site-a", held_out)
+    assert run(["aggregate", str(fed.hub)]) == 0
+    held_out = digits_npz(root / "held-out.npz", np.arange(1500, 1700))
+    ws = fed.sites["site-a"]
+    for name in (FINAL, f"{FINAL}.sig"):
+        shutil.copy(fed.hub / "packages" / name, ws / "packages" / name)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert run(["evaluate", str(ws / "packages" / FINAL), "--site", str(ws), "--data",
+                    str(held_out), "--report", "--json"]) == 0  # fmt: skip
+    return fed, Path(json.loads(out.getvalue())["report"])
+
+
+@pytest.fixture
+def one_shot_with_report(_reported: tuple[Federation, Path], tmp_path: Path):
+    """A private copy of :func:`_reported` in ``tmp_path`` (``fed``, ``held-out.npz``)."""
+
+    def copy() -> tuple[Federation, Path]:
+        template, report = _reported
+        fed = template.copy(tmp_path / "fed")
+        shutil.copy(template.root.parent / "held-out.npz", tmp_path / "held-out.npz")
+        return fed, fed.root / report.relative_to(template.root)
+
+    return copy
 
 
 def test_an_interrupted_archive_counts_nothing_and_resumes(
-    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+    cli, one_shot_with_report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The disk fills as SHA256SUMS is rewritten: the report is in the folder but not in the
     log, so it does not count; the next --archive takes the same report in and logs it."""
@@ -146,7 +170,7 @@ def test_an_interrupted_archive_counts_nothing_and_resumes(
 
     import flsilo.fs.atomic
 
-    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    fed, a = one_shot_with_report()
     real = flsilo.fs.atomic.disk_point
 
     def full_at_sums(path: Path) -> None:
@@ -169,9 +193,11 @@ def test_an_interrupted_archive_counts_nothing_and_resumes(
     assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0
 
 
-def test_archive_keeps_the_rounds_sums_and_adds_the_reports(tmp_path: Path, cli) -> None:
+def test_archive_keeps_the_rounds_sums_and_adds_the_reports(
+    tmp_path: Path, cli, one_shot_with_report
+) -> None:
     """SHA256SUMS gains the reports' lines; a file that is not the round's is not blessed."""
-    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    fed, a = one_shot_with_report()
     untouched = tree_digest(fed.hub)
     typo = cli("hub", "evaluations", fed.hub, "--inbox", tmp_path / "no-such", "--archive")
     assert typo.code == 2 and "error[no-inbox]" in typo.err and len(typo.err.splitlines()) == 1
@@ -188,12 +214,14 @@ def test_archive_keeps_the_rounds_sums_and_adds_the_reports(tmp_path: Path, cli)
     assert audit.code == 3 and "stray.txt" in audit.out
 
 
-def test_audit_checks_archived_reports_against_the_log(tmp_path: Path, cli) -> None:
+def test_audit_checks_archived_reports_against_the_log(
+    tmp_path: Path, cli, one_shot_with_report
+) -> None:
     """A report swapped in the round folder (another one the site signed, SHA256SUMS made to
     match) or one the log never recorded fails audit, each named."""
     from flsilo.signing.checksums import parse_sums, render_sums
 
-    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    fed, a = one_shot_with_report()
     assert cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive").code == 0
     folder = fed.hub / "rounds" / "0000"
     assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0
@@ -225,7 +253,7 @@ def test_audit_checks_archived_reports_against_the_log(tmp_path: Path, cli) -> N
 
 
 def test_a_revoked_sites_report_does_not_count(
-    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli, one_shot_with_report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As with bundles, the log orders trust: a report dated before its site's revocation
     (a stolen key backdates it) is refused at the hub afterwards, and an archived one stops
@@ -234,7 +262,7 @@ def test_a_revoked_sites_report_does_not_count(
 
     # the revocations cut a minute from now: the reports' times stay inside their keys' validity
     monkeypatch.setattr("hub_kit.enrolment.end_of_validity", lambda _ws, _s: int(time.time()) + 60)
-    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    fed, a = one_shot_with_report()
     held_out = tmp_path / "held-out.npz"
     b = _site_report(fed, cli, "site-b", held_out)
     assert cli("hub", "evaluations", fed.hub, "--inbox", b.parent, "--archive").code == 0
@@ -253,7 +281,7 @@ def test_a_revoked_sites_report_does_not_count(
 
 
 def test_a_report_logged_before_revocation_stays_verified(
-    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli, one_shot_with_report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An archived report is judged at the time the hub logged it, as bundles are: a report
     logged before its site's revocation but dated after the revocation's cut (the site's clock
@@ -263,7 +291,7 @@ def test_a_report_logged_before_revocation_stays_verified(
     # the revocation cut an hour ago: the report's own time is after it
     cut = int(time.time()) - 3600
     monkeypatch.setattr("hub_kit.enrolment.end_of_validity", lambda _ws, _s: cut)
-    fed, a = _one_shot_with_report(tmp_path, cli, "1")
+    fed, a = one_shot_with_report()
     assert cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive").code == 0
     assert cli("hub", "revoke", fed.hub, "site-a").code == 0
     shown = cli("hub", "evaluations", fed.hub, "--json")
