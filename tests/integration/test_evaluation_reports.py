@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from flsilo.cli.app import run
 from flsilo.signing import evalreport as er
 from flsilo.signing.keys import generate_key
 from tests.conftest import (
@@ -26,23 +30,37 @@ def _held_out(tmp_path: Path) -> Path:
     return digits_npz(tmp_path / "held-out.npz", np.arange(1500, 1700))
 
 
-def _report(federation: Federation, cli, tmp_path: Path, site: str = "site-a") -> Path:
-    ws = federation.sites[site]
-    result = cli(
-        "evaluate", ws / "packages" / PACKAGE, "--site", ws,
-        "--data", _held_out(tmp_path), "--report", "--json",
-    )  # fmt: skip
-    assert result.code == 0, result.err
-    doc = json.loads(result.out)
-    path = Path(doc["report"])
-    assert path == ws / "outbox" / f"r0000-{site}.eval.json"
-    return path
+@pytest.fixture(scope="module")
+def site_a_report(
+    federation_template: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, bytes]:
+    """The files ``evaluate --report`` writes into site-a's outbox on held-out data, made
+    once for this file from a copy of the session's federation (each test's federation is
+    another copy of it: the same keys and package)."""
+    fed = federation_template.copy(tmp_path_factory.mktemp("report") / "fed")
+    ws = fed.sites["site-a"]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = run(["evaluate", str(ws / "packages" / PACKAGE), "--site", str(ws), "--data",
+                    str(_held_out(fed.root)), "--report", "--json"])  # fmt: skip
+    assert code == 0
+    path = Path(json.loads(out.getvalue())["report"])
+    assert path == ws / "outbox" / "r0000-site-a.eval.json"
+    return {p.name: p.read_bytes() for p in sorted((ws / "outbox").glob(f"{path.name}*"))}
+
+
+@pytest.fixture
+def report(federation: Federation, site_a_report: dict[str, bytes]) -> Path:
+    """site-a's signed report on held-out data, in this test's federation's outbox."""
+    outbox = federation.sites["site-a"] / "outbox"
+    for name, data in site_a_report.items():
+        (outbox / name).write_bytes(data)
+    return outbox / "r0000-site-a.eval.json"
 
 
 def test_a_site_writes_a_signed_report_the_hub_tables(
-    federation: Federation, cli, tmp_path: Path
+    federation: Federation, cli, report: Path, tmp_path: Path
 ) -> None:
-    path = _report(federation, cli, tmp_path)
+    path = report
     report = json.loads(path.read_bytes())
     assert report["samples"] == 200 and report["site"] == "site-a"
     figures = report["metrics"]
@@ -60,9 +78,9 @@ def test_a_site_writes_a_signed_report_the_hub_tables(
 
 
 def test_one_changed_byte_and_the_report_is_refused(
-    federation: Federation, cli, tmp_path: Path
+    federation: Federation, cli, report: Path
 ) -> None:
-    path = _report(federation, cli, tmp_path)
+    path = report
     data = bytearray(path.read_bytes())
     data[data.index(b'"samples":200') + 10] = ord("9")
     path.write_bytes(bytes(data))
@@ -73,9 +91,9 @@ def test_one_changed_byte_and_the_report_is_refused(
 
 
 def test_a_report_from_an_unenrolled_key_is_refused(
-    federation: Federation, cli, tmp_path: Path
+    federation: Federation, cli, report: Path
 ) -> None:
-    path = _report(federation, cli, tmp_path)
+    path = report
     stranger = generate_key("ed25519")
     er.sig_of(path).write_bytes(er.sign(path.read_bytes(), stranger))
     result = cli("hub", "evaluations", federation.hub, "--inbox", path.parent)
@@ -96,9 +114,9 @@ def test_a_report_on_the_training_data_is_refused(federation: Federation, cli) -
 
 
 def test_aggregate_archives_and_logs_reports_never_as_bundles(
-    federation: Federation, cli, tmp_path: Path
+    federation: Federation, cli, report: Path
 ) -> None:
-    path = _report(federation, cli, tmp_path)
+    path = report
     federation.carry()
     inbox = federation.hub / "inbox"
     shutil.copy(path, inbox / path.name)
@@ -128,8 +146,8 @@ def test_aggregate_archives_and_logs_reports_never_as_bundles(
 
 
 @needs_ssh_keygen
-def test_stock_ssh_keygen_checks_a_report(federation: Federation, cli, tmp_path: Path) -> None:
-    path = _report(federation, cli, tmp_path)
+def test_stock_ssh_keygen_checks_a_report(federation: Federation, report: Path) -> None:
+    path = report
     sig = er.sig_of(path)
     checked = ssh_keygen(
         "-Y", "check-novalidate", "-n", "flsilo-eval", "-s", str(sig), stdin=path.read_bytes()
@@ -153,9 +171,9 @@ def _resign(path: Path, federation: Federation, change: dict) -> None:
 
 
 def test_a_report_about_a_package_the_hub_never_issued(
-    federation: Federation, cli, tmp_path: Path
+    federation: Federation, cli, report: Path
 ) -> None:
-    path = _report(federation, cli, tmp_path)
+    path = report
     _resign(path, federation, {"package_sha256": "ab" * 32})
     result = cli("hub", "evaluations", federation.hub, "--inbox", path.parent, "--json")
     assert result.code == 3
@@ -163,9 +181,9 @@ def test_a_report_about_a_package_the_hub_never_issued(
 
 
 def test_a_renamed_or_reformatted_report_is_refused(
-    federation: Federation, cli, tmp_path: Path
+    federation: Federation, cli, report: Path
 ) -> None:
-    path = _report(federation, cli, tmp_path)
+    path = report
     renamed = path.with_name("r0000-site-b.eval.json")
     path.rename(renamed)
     er.sig_of(path).rename(er.sig_of(renamed))
