@@ -218,32 +218,45 @@ def _final_note(pkg: dict[str, Any], standing: dict[str, Any]) -> str:
 
 def _claims_section(claims: list[dict[str, Any]]) -> tuple[str, Any, list[str] | None]:
     """The hub's own figures (aggregate --eval), named as its claims: signed by the hub in
-    the package and the log, not by a site, and not recomputed by the audit."""
+    the package and the log, not by a site, and not recomputed by the audit. Beside the
+    task's primary figure, the whole-set figures the claims carry (a classifier's balanced
+    accuracy and ECE, a detector's mAP@0.5:0.95, a sequence's CER)."""
     lead = lead_figure(claims[0]["hub_claim"])[0]  # one federation, one task
+    extras = [
+        k for k in CLAIM_EXTRAS if k != lead and any(k in p["hub_claim"]["figures"] for p in claims)
+    ]
     rows = [
         [
             f"r{p['round']:04d}",
             f"{c['test_set_records']} ({c['test_set_sha256'][:12]}…)",
             str(c["samples"]),
             show_figure(lead, v) if (v := c["figures"].get(lead)) is not None else "–",
-            pct(c["figures"].get("balanced_accuracy")),
-            f"{c['figures']['ece']:.3f}" if isinstance(c["figures"].get("ece"), float) else "–",
+            *(_claim_extra(k, c["figures"].get(k)) for k in extras),
         ]
         for p in claims
         for c in (p["hub_claim"],)
     ]
+    header = ["package", "test set records (index)", "samples", metric_name(lead)]
     return (
         "Hub claims (the hub's own test set)",
         rows,
-        [
-            "package",
-            "test set records (index)",
-            "samples",
-            metric_name(lead),
-            "balanced acc.",
-            "ECE",
-        ],
+        header + [CLAIM_EXTRAS[k] for k in extras],
     )
+
+
+CLAIM_EXTRAS = {
+    "map": "mAP@0.5:0.95",
+    "cer": "CER",
+    "balanced_accuracy": "balanced acc.",
+    "ece": "ECE",
+}
+"""Whole-set figures a hub claim may carry beside its primary one, and their columns."""
+
+
+def _claim_extra(name: str, value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "–"
+    return pct(value) if name == "balanced_accuracy" else f"{value:.3f}"
 
 
 def _per_class_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:

@@ -71,3 +71,21 @@ def test_a_detection_card_shows_each_class_ap_and_objects() -> None:
     _, rows, header = _per_class_section(doc)
     assert header == ["site", "class", "objects", "AP@0.5"]
     assert rows == [["site-a", "car", "20", "0.812"], ["site-a", "bus", "–", "–"]]
+
+
+def test_hub_claims_show_the_figures_the_task_has() -> None:
+    """A detection claim's table shows mAP@0.5 and mAP@0.5:0.95, not a classifier's
+    balanced accuracy and ECE columns (always blank for it); a classify claim's is as before."""
+    from hub_kit.card_render import _claims_section
+
+    def claims(task: str, figures: dict) -> list[dict]:
+        claim = {"task": task, "figures": figures, "samples": 6, "test_set_records": 6}
+        return [{"round": 1, "hub_claim": claim | {"test_set_sha256": "ab" * 32}}]
+
+    _, rows, header = _claims_section(claims("detect", {"map50": 0.5, "map": 0.25, "loss": 2.0}))
+    assert header == ["package", "test set records (index)", "samples", "mAP@0.5", "mAP@0.5:0.95"]
+    assert rows[0][3:] == ["0.500", "0.250"]
+    figures = {"accuracy": 0.9, "balanced_accuracy": 0.85, "ece": 0.05, "loss": 0.3}
+    _, rows, header = _claims_section(claims("classify", figures))
+    assert header[3:] == ["accuracy", "balanced acc.", "ECE"]
+    assert rows[0][3:] == ["90.0%", "85.0%", "0.050"]
