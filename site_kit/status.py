@@ -49,6 +49,9 @@ class SiteStatus:
     data: str | None = None
     """The training data site.toml names (None: none set; --data is then needed)."""
     data_found: bool = False
+    require_evaluations: int = 0
+    """Sites whose signed evaluation reports on the final package must verify at the hub
+    before it is final for use (the federation's ``[hub]`` setting; 0: final when made)."""
 
 
 def _check(path: Path, trust: Any, kind: str) -> FileStatus:
@@ -129,6 +132,7 @@ def site_status(root: Path) -> SiteStatus:
     data = ws.data_path
     status.data = None if data is None else str(data)
     status.data_found = data is not None and data.exists()
+    status.require_evaluations = ws.federation.hub.require_evaluations
     # packages held were signed by the hub key trusted when each arrived
     now = ws.hub_key()
     retired = [k for k in ws.hub_keys_held() if k.blob != now.blob]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flsilo.cli.common import emit_json, info, plural, set_json, stdout
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import DataError
+
+if TYPE_CHECKING:
+    from site_kit.status import SiteStatus
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable report.")]
 
@@ -61,7 +64,7 @@ def status(
                     "unsigned": "UNSIGNED",
                     "old-key": "OLD KEY",
                 }[f.state]
-                extra = f" ({f.detail})" if f.state != "ok" else (" final" if f.final else "")
+                extra = f" ({f.detail})" if f.state != "ok" else (_final(st) if f.final else "")
                 out.print(f"  {f.file}: {word}{extra}", soft_wrap=True)
         if st.trained:
             last = st.trained[-1]
@@ -83,6 +86,20 @@ def status(
             )
     if not ok:
         raise typer.Exit(3)
+
+
+def _final(st: SiteStatus) -> str:
+    """How a verified final package is marked: final, or final for use only once the
+    evaluation reports the federation requires verify at the hub."""
+    m = st.require_evaluations
+    if not m:
+        return " final"
+    whose = "1 site's" if m == 1 else f"{m} sites'"
+    return (
+        f" (the schedule's last: final for use once {whose} signed evaluation "
+        "reports on it verify at the hub; send this site's with flsilo evaluate PACKAGE "
+        "--site SITE_DIR --data HELD_OUT --report)"
+    )
 
 
 def check_data(

@@ -74,6 +74,17 @@ def test_final_only_after_m_sites_reports_verify(tmp_path: Path, cli) -> None:
 
     held_out = digits_npz(tmp_path / "held-out.npz", np.arange(1500, 1700))
     a = _site_report(fed, cli, "site-a", held_out)
+    # the site's own status knows the federation's rule (its federation.toml) and says what
+    # the package still needs, with the command that sends the site's part
+    site = cli("site", "status", fed.sites["site-a"])
+    assert site.code == 0, site.err
+    flat = " ".join(site.out.split())
+    assert f"{FINAL}: verified (the schedule's last: final for use once 2 sites' signed" in flat
+    assert "--report" in flat and " final\n" not in site.out
+    assert (
+        json.loads(cli("site", "status", fed.sites["site-a"], "--json").out)["require_evaluations"]
+        == 2
+    )
     shown = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--json")
     assert json.loads(shown.out)["finality"]["pending"] == ["site-a"]  # seen, not yet counted
     # no aggregate follows the last round: the footnote names --archive instead
