@@ -20,6 +20,7 @@ import torch
 from flsilo.format.manifest import Plan
 from flsilo.format.tensorsets import frozen_tensors
 from flsilo.models.norms import hold_frozen_batchnorms
+from flsilo.runtime import signals
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import UsageError
 from flsilo.tasks import task_for
@@ -235,6 +236,7 @@ def train(
             data, batch_indices, workers=workers, epoch=epoch, seed=seed, pin=device.type == "cuda"
         )
         for b, (cpu_x, cpu_y) in enumerate(loader):
+            signals.check()  # a signal whose exception a worker fork's hook swallowed
             xb, yb = cpu_x.to(device), to_device(cpu_y, device)
             if private is None:
                 loss = task.loss(net, xb, yb, "mean")

@@ -3,13 +3,22 @@
 The only module that touches :mod:`signal`. Ctrl-C (SIGINT), SIGTERM and SIGHUP raise
 :class:`Interrupted`, a ``BaseException`` that no ``except Exception`` swallows and that the
 CLI framework does not turn into a bare exit status. On Windows only SIGINT and SIGTERM
-exist; :func:`install` skips what the platform lacks.
+exist; :func:`handled` skips what the platform lacks.
+
+A handler's exception can be lost: Python runs handlers between bytecodes, and one that
+raises inside a callback whose exceptions are only printed ("Exception ignored in ...": the
+at-fork hooks ``logging`` registers, which run each time a DataLoader forks its workers, or
+a ``__del__``) never reaches the command. So the handler also records the signal: long loops
+call :func:`check` to stop at their next step, and :func:`handled` raises it when the block
+ends without it, so a signal is never dropped (the outputs a finished step wrote stay whole).
+Python's "Exception ignored" note with its traceback is not printed for such a signal.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -28,8 +37,20 @@ def ctrl_c() -> Interrupted:
     return Interrupted(int(signal.SIGINT))
 
 
+_pending: int | None = None
+"""The signal that arrived within :func:`handled` (None: none)."""
+
+
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    global _pending
+    _pending = signum
     raise Interrupted(signum)
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` if a signal arrived whose exception was lost (see above)."""
+    if _pending is not None:
+        raise Interrupted(_pending)
 
 
 @contextlib.contextmanager
@@ -39,7 +60,16 @@ def handled() -> Iterator[None]:
     The previous handlers come back afterwards. Outside the main thread (an embedding
     application) nothing is changed.
     """
+    global _pending
+    _pending = None
     previous: dict[int, Any] = {}
+    unraisable = sys.unraisablehook
+
+    def quiet(info: Any) -> None:  # a lost Interrupted is raised again; no traceback for it
+        if not isinstance(info.exc_value, Interrupted):
+            unraisable(info)
+
+    sys.unraisablehook = quiet
     try:
         for name in ("SIGINT", "SIGTERM", "SIGHUP"):
             number = getattr(signal, name, None)
@@ -50,9 +80,14 @@ def handled() -> Iterator[None]:
             except ValueError:
                 break
         yield
+        lost = _pending  # the block ended normally: a signal that arrived was swallowed
     finally:
+        _pending = None
+        sys.unraisablehook = unraisable
         for number, handler in previous.items():
             signal.signal(number, handler)
+    if lost is not None:
+        raise Interrupted(lost)
 
 
 def exit_status(exc: BaseException) -> int:

@@ -1,0 +1,67 @@
+"""Termination signals: a handler's exception that Python swallows is not a lost signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+from flsilo.runtime import signals
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="no SIGTERM here")
+
+
+class _SignalledWhileDeleted:
+    """Deleting it sends this process SIGTERM from inside ``__del__``, where an exception is
+    only printed ("Exception ignored in ..."), as in the at-fork hooks a DataLoader runs."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000):  # the handler runs at the next bytecode, still in here
+            pass
+
+
+class _FailsWhileDeleted:
+    def __del__(self) -> None:
+        raise ValueError("not a signal")
+
+
+def test_a_swallowed_signal_stops_the_next_check_and_the_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    swallowed: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_value))
+    hook = sys.unraisablehook
+    steps = []
+    with pytest.raises(signals.Interrupted) as stopped:
+        with signals.handled():
+            _SignalledWhileDeleted()
+            _FailsWhileDeleted()  # another lost exception still reaches the hook
+            steps.append("after the swallowed signal")  # the exception never came here
+            with pytest.raises(signals.Interrupted) as checked:
+                signals.check()  # a loop's next step stops
+            assert checked.value.signum == signal.SIGTERM
+            steps.append("block ends")
+    assert steps == ["after the swallowed signal", "block ends"]
+    assert stopped.value.signum == signal.SIGTERM  # the block does not end as if finished
+    assert signals.exit_status(stopped.value) == 143
+    # Python's "Exception ignored" traceback is not printed for the signal, only for others
+    assert [type(e) for e in swallowed] == [ValueError]
+    assert sys.unraisablehook is hook
+    with signals.handled():  # the next command starts clean
+        signals.check()
+
+
+def test_a_delivered_signal_raises_once_and_handlers_come_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(signals.Interrupted) as stopped:
+        with signals.handled():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):
+                pass
+    assert stopped.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    with signals.handled():
+        signals.check()  # nothing pending
