@@ -90,6 +90,19 @@ def handled() -> Iterator[None]:
         raise Interrupted(lost)
 
 
+def worker_defaults(_worker_id: int = 0) -> None:
+    """In a forked worker process (a DataLoader's ``worker_init_fn``): Python's own handling
+    back. The worker inherits :func:`handled`'s handlers; a worker that raised
+    :class:`Interrupted` when the command stops it would print a traceback as it died.
+    SIGTERM and SIGHUP end it quietly; Ctrl-C raises ``KeyboardInterrupt``, which a
+    DataLoader worker takes as its cue to stop."""
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def exit_status(exc: BaseException) -> int:
     """128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM."""
     return 128 + exc.signum if isinstance(exc, Interrupted) else 128 + int(signal.SIGINT)

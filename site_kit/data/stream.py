@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from flsilo.plans.plan import CLASSIFY
+from flsilo.runtime import signals
 from flsilo.runtime.cpu import cpu_budget
 from flsilo.tasks import Task, load_task
 from site_kit.data import Dataset
@@ -123,6 +124,7 @@ def batches(
         collate_fn=_Collate(data.ctx.input_shape, task),
         pin_memory=pin,
         prefetch_factor=PREFETCH if workers > 0 else None,
+        worker_init_fn=signals.worker_defaults,
         generator=torch.Generator().manual_seed(0),  # leaves the global RNG to dropout
     )
     with _frozen_heap(workers):
@@ -199,6 +201,7 @@ def scaled_batches(samples: Samples, workers: int, batch_size: int = 64) -> Iter
         num_workers=workers,
         collate_fn=_stack,
         prefetch_factor=PREFETCH if workers > 0 else None,
+        worker_init_fn=signals.worker_defaults,
         generator=torch.Generator().manual_seed(0),
     )
     yield from loader

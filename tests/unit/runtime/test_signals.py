@@ -65,3 +65,26 @@ def test_a_delivered_signal_raises_once_and_handlers_come_back() -> None:
     assert signal.getsignal(signal.SIGTERM) is before
     with signals.handled():
         signals.check()  # nothing pending
+
+
+def _worker(reset: bool) -> None:
+    if reset:
+        signals.worker_defaults(0)
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(10_000_000):  # the handler runs here (or the default action ends us)
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="workers are forked where fork exists")
+@pytest.mark.parametrize("reset", [True, False])
+def test_a_worker_stopped_by_sigterm_dies_quietly(reset: bool) -> None:
+    """A DataLoader worker forked inside the command's signal block inherits its handler;
+    with the worker defaults back, SIGTERM ends it at once and prints nothing."""
+    import multiprocessing
+
+    with signals.handled():
+        child = multiprocessing.get_context("fork").Process(target=_worker, args=(reset,))
+        child.start()
+        child.join(30)
+    # reset: killed by the signal itself; inherited handler: Interrupted raised, exit 1
+    assert child.exitcode == (-signal.SIGTERM if reset else 1)
