@@ -12,11 +12,16 @@ a ``__del__``) never reaches the command. So the handler also records the signal
 call :func:`check` to stop at their next step, and :func:`handled` raises it when the block
 ends without it, so a signal is never dropped (the outputs a finished step wrote stay whole).
 Python's "Exception ignored" note with its traceback is not printed for such a signal.
+While the process forks (a DataLoader starting its workers), the handler only records: an
+exception raised inside ``logging``'s at-fork hook would leave logging's lock held, and the
+next log call, on the way out, would wait forever. The next :func:`check` raises it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging  # noqa: F401  (first: its at-fork hooks must be registered before ours)
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -41,9 +46,35 @@ _pending: int | None = None
 """The signal that arrived within :func:`handled` (None: none)."""
 
 
+_forking = 0
+"""Nonzero while os.fork runs its hooks. Ours are registered after logging's, so ours run
+first before the fork and last after it, around logging's lock."""
+
+
+def _fork_starts() -> None:
+    global _forking
+    _forking += 1
+
+
+def _fork_ends() -> None:
+    global _forking
+    _forking = max(0, _forking - 1)
+
+
+def _in_child() -> None:
+    global _forking
+    _forking = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_fork_starts, after_in_parent=_fork_ends, after_in_child=_in_child)
+
+
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     global _pending
     _pending = signum
+    if _forking:  # inside another fork hook: raised by the next check() instead
+        return
     raise Interrupted(signum)
 
 

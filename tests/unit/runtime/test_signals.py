@@ -88,3 +88,27 @@ def test_a_worker_stopped_by_sigterm_dies_quietly(reset: bool) -> None:
         child.join(30)
     # reset: killed by the signal itself; inherited handler: Interrupted raised, exit 1
     assert child.exitcode == (-signal.SIGTERM if reset else 1)
+
+
+def test_a_signal_while_forking_waits_for_the_next_check() -> None:
+    """Between the fork hooks (logging's lock held) the handler only records the signal: an
+    exception there would leave the lock held and hang the command's last log call."""
+    import logging
+
+    reached = []
+    with pytest.raises(signals.Interrupted) as stopped:
+        with signals.handled():
+            signals._fork_starts()  # what os.fork runs first (ours run around logging's)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10_000):  # the handler runs here, and must not raise
+                    pass
+                reached.append("fork hooks done")
+            finally:
+                signals._fork_ends()
+            logging.getLogger("flsilo.test").info("after the fork")
+            with pytest.raises(signals.Interrupted):
+                signals.check()
+            reached.append("checked")
+    assert reached == ["fork hooks done", "checked"]
+    assert stopped.value.signum == signal.SIGTERM
