@@ -91,6 +91,24 @@ def child_peak_rss(cmd: list[str]) -> tuple[float, float]:
     return seconds, mib
 
 
+def enroll_sites(
+    hub: Path, keys: Path, work: Path, data: dict[str, Path], *site_init: object
+) -> None:
+    """Enroll each site (its key ``keys/SITE``), make its kit and init its workspace
+    ``work/SITE`` on ``data[SITE]`` (``site_init``: more ``site init`` options)."""
+    from flsilo.signing.keys import load_public_key
+
+    hub_fp = load_public_key(keys / "hub.pub").fingerprint
+    for site, path in data.items():
+        pub = keys / f"{site}.pub"
+        cli("hub", "enroll", hub, site, pub, "--fingerprint", load_public_key(pub).fingerprint)
+        cli("hub", "kit", hub, site, "--out", work / f"kit-{site}")
+        cli(
+            "site", "init", work / site, "--kit", work / f"kit-{site}", "--site-id", site,
+            "--key", keys / site, "--hub-fingerprint", hub_fp, "--data", path, *site_init,
+        )  # fmt: skip
+
+
 def cli(*args: object, threads: int | None = None) -> str:
     """``flsilo ARGS`` in this process: its stdout, or RuntimeError with its stderr."""
     argv = [str(a) for a in args]

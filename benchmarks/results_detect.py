@@ -44,9 +44,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import cli as run_cli
+from common import enroll_sites
 from workers import map_in_workers
 
-from flsilo.signing.keys import generate_key, load_public_key, write_new_key
+from flsilo.signing.keys import generate_key, write_new_key
 from sim_kit.scenes import SHAPES, write_scenes
 
 cli = partial(run_cli, threads=1)  # every command on one thread: seeds run side by side
@@ -71,16 +72,7 @@ def federation(
         "--local-epochs", epochs, "--batch-size", args.batch_size, "--optimizer", "adam",
         "--lr", args.lr, "--seed", args.seed_plan, "--min-sites", len(sites), "--augment", "hflip",
     )  # fmt: skip
-    hub_fp = load_public_key(keys / "hub.pub").fingerprint
-    for site in sites:
-        pub = keys / f"{site}.pub"
-        cli("hub", "enroll", hub, site, pub, "--fingerprint", load_public_key(pub).fingerprint)
-        cli("hub", "kit", hub, site, "--out", work / f"kit-{site}")
-        cli(
-            "site", "init", work / site, "--kit", work / f"kit-{site}", "--site-id", site,
-            "--key", keys / site, "--hub-fingerprint", hub_fp, "--data", data[site],
-            "--data-format", "yolo",
-        )  # fmt: skip
+    enroll_sites(hub, keys, work, {site: data[site] for site in sites}, "--data-format", "yolo")
     for r in range(rounds):
         package = hub / "packages" / f"scenes-r{r:04d}.safetensors"
         for site in sites:

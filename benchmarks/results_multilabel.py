@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import cli
+from common import cli, enroll_sites
 
-from flsilo.signing.keys import generate_key, load_public_key, write_new_key
+from flsilo.signing.keys import generate_key, write_new_key
 
 TABLE_SEED = 2026
 FINDINGS = ("effusion", "nodule", "edema")
@@ -88,13 +88,7 @@ def federation(work: Path, csvs: dict[str, Path], test: Path, seed: int, args) -
         "--schedule", f"periodic:{args.rounds}", "--local-epochs", args.local_epochs,
         "--batch-size", 32, "--lr", 0.1, "--seed", seed, "--min-sites", len(csvs),
         "--max-weight-share", 1.0)  # fmt: skip
-    hub_fp = load_public_key(keys / "hub.pub").fingerprint
-    for site, csv in csvs.items():
-        pub = keys / f"{site}.pub"
-        cli("hub", "enroll", hub, site, pub, "--fingerprint", load_public_key(pub).fingerprint)
-        cli("hub", "kit", hub, site, "--out", work / f"kit-{site}")
-        cli("site", "init", work / site, "--kit", work / f"kit-{site}", "--site-id", site,
-            "--key", keys / site, "--hub-fingerprint", hub_fp, "--data", csv)  # fmt: skip
+    enroll_sites(hub, keys, work, csvs)
     for r in range(args.rounds):
         name = f"ml-r{r:04d}.safetensors"
         for site in csvs:

@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import cli
+from common import cli, enroll_sites
 
-from flsilo.signing.keys import generate_key, load_public_key, write_new_key
+from flsilo.signing.keys import generate_key, write_new_key
 
 TEST_SEED = 2026
 SITES = ("site-a", "site-b", "site-c")
@@ -80,15 +80,7 @@ def federation(
         "--batch-size", args.batch_size, "--lr", args.lr, "--seed", args.seed_plan,
         "--min-sites", "3", *extra,
     )  # fmt: skip
-    hub_fp = load_public_key(keys / "hub.pub").fingerprint
-    for site in SITES:
-        pub = keys / f"{site}.pub"
-        cli("hub", "enroll", hub, site, pub, "--fingerprint", load_public_key(pub).fingerprint)
-        cli("hub", "kit", hub, site, "--out", work / f"kit-{site}")
-        cli(
-            "site", "init", work / site, "--kit", work / f"kit-{site}", "--site-id", site,
-            "--key", keys / site, "--hub-fingerprint", hub_fp, "--data", csvs[site],
-        )  # fmt: skip
+    enroll_sites(hub, keys, work, {site: csvs[site] for site in SITES})
     for r in range(rounds):
         package = hub / "packages" / f"wine-r{r:04d}.safetensors"
         for site in SITES:
