@@ -140,9 +140,7 @@ def detector_loss(model: torch.nn.Module, x: torch.Tensor, y: list[torch.Tensor]
 
     if x.shape[0] == 0:  # an empty batch: no loss, but one that backward() accepts
         return torch_zero(model)
-    # Under torchrun the model is DistributedDataParallel's wrapper: the forward goes through
-    # it (its gradient hooks need that), the facts come from the detector inside.
-    inner = distributed_inner(model)
+    inner = unwrapped(model)
     if isinstance(inner, Detector):
         return centernet_loss(model(x), y, inner.num_classes).mean()
     if tvdetect.is_torchvision_detector(inner):
@@ -150,13 +148,15 @@ def detector_loss(model: torch.nn.Module, x: torch.Tensor, y: list[torch.Tensor]
     raise _not_a_detector(inner)
 
 
-def distributed_inner(model: torch.nn.Module) -> torch.nn.Module:
-    """The model a DistributedDataParallel wrapper holds, or ``model`` itself."""
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DistributedDataParallel's (torchrun) or Opacus's (DP-SGD) wrapper, or
+    ``model`` itself. The forward goes through the wrapper (its hooks need that); the facts
+    (which detector, how many classes) come from the model inside."""
     import torch
 
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return model.module
-    return model
+    return getattr(model, "_module", model)  # Opacus's GradSampleModule
 
 
 def per_image_losses(
@@ -168,7 +168,7 @@ def per_image_losses(
     from flsilo.models import tvdetect
     from flsilo.models.detector import Detector, centernet_loss
 
-    inner = getattr(model, "_module", model)  # the detector inside Opacus's wrapper
+    inner = unwrapped(model)
     if isinstance(inner, Detector):
         out = model(x)
         if x.shape[0] == 0:  # no images, no losses: (0,), but on the graph for backward()
