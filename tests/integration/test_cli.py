@@ -16,21 +16,6 @@ from flsilo.runtime.errors import ExitCode
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_verify_path_does_not_import_torch(federation_template) -> None:
-    bundle = federation_template.bundles["site-a"]
-    code = (
-        "import sys\nfrom flsilo.cli.app import run\n"
-        f"rc = run(['verify', {str(bundle)!r}, '--signers', {str(federation_template.hub / 'allowed_signers')!r}])\n"
-        f"rc += run(['inspect', {str(bundle)!r}])\n"
-        f"rc += run(['keys', 'fingerprint', {str(federation_template.keys / 'hub.pub')!r}])\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(rc)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-
-
 def _commands(group=None, prefix=()):
     import typer.main
 
@@ -97,19 +82,32 @@ def test_keys_new_then_fingerprint(cli, tmp_path: Path, monkeypatch) -> None:
     assert refused.code == 2 and "passphrase" in refused.err
 
 
-def test_hub_commands_that_need_no_model_do_not_import_torch(federation) -> None:
-    """aggregate, audit --replay and hub status run numpy only (hub init may import torch)."""
+def test_commands_that_need_no_model_do_not_import_torch(federation) -> None:
+    """The verify path (verify, inspect, keys fingerprint) and the hub's commands that run
+    numpy only (aggregate, its --dry-run, audit --replay, hub status, hub history; hub init
+    may import torch), one after another in one fresh process: each must leave torch out of
+    sys.modules (a process of their own each cost a Python start and flsilo's imports)."""
     federation.carry()
-    hub, key = str(federation.hub), str(federation.keys / "hub.pub")
+    hub, bundle = federation.hub, federation.bundles["site-a"]
+    commands = [
+        ["verify", bundle, "--signers", hub / "allowed_signers"],
+        ["inspect", bundle],
+        ["keys", "fingerprint", federation.keys / "hub.pub"],
+        ["aggregate", hub, "--dry-run", "--inbox", hub / "inbox"],
+        ["hub", "status", hub],
+        ["aggregate", hub],
+        ["audit", hub, "--hub-key", federation.keys / "hub.pub", "--replay"],
+        ["hub", "history", hub],
+    ]
     code = (
         "import sys\nfrom flsilo.cli.app import run\n"
-        f"rc = run(['hub', 'status', {hub!r}])\n"
-        f"rc += run(['aggregate', {hub!r}])\n"
-        f"rc += run(['audit', {hub!r}, '--hub-key', {key!r}, '--replay'])\n"
-        "print('torch' in sys.modules)\nsys.exit(rc)\n"
+        f"for args in {[[str(a) for a in c] for c in commands]!r}:\n"
+        "    rc = run(args)\n"
+        "    print('ran', rc, 'torch' in sys.modules, args[:2], flush=True)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False", "torch was imported"
+    ran = [line.split(" ", 3) for line in result.stdout.splitlines() if line.startswith("ran ")]
+    assert [line[1:3] for line in ran] == [["0", "False"]] * len(commands), ran
