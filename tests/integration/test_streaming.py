@@ -218,18 +218,36 @@ def test_torchrun_ranks_stream_their_share_of_the_index(tmp_path: Path, cli) -> 
     assert len(list((site / "index").glob("*.json"))) == 1
 
 
-def test_a_cache_of_decoded_images_trains_the_same_bundle(tmp_path: Path, cli, monkeypatch) -> None:
+def _cached_bundles(tmp_path: Path, cli, monkeypatch, workers: tuple[int, ...]) -> list:
+    """The bundle trained without a cache, then one per worker count with a shared cache."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
     _hub(tmp_path, cli, "--augment", "hflip,jitter:0.1")
     data = _images(tmp_path / "images", per_class=5, size=(12, 12))  # at the input size
     plain = _site(tmp_path, cli, "plain", data)
     _train(cli, plain, "--workers", 0)
-    bundles = []
-    for workers in (0, 2):
-        site = _site(tmp_path, cli, f"cached-{workers}", data)
-        _train(cli, site, "--workers", workers, "--cache", tmp_path / "cache")
+    bundles = [_bundle_bytes(plain)]
+    for count in workers:
+        site = _site(tmp_path, cli, f"cached-{count}", data)
+        _train(cli, site, "--workers", count, "--cache", tmp_path / "cache")
         bundles.append(_bundle_bytes(site))
         trained = [e for e in _record(site) if e["event"] == "trained"][-1]
         assert trained["overrides"]["cache"] == str(tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.u8"))) == 1
-    assert bundles[0] == bundles[1] == _bundle_bytes(plain)
+    return bundles
+
+
+def test_a_cache_of_decoded_images_trains_the_same_bundle(tmp_path: Path, cli, monkeypatch) -> None:
+    """The default tier's part of the slow test below: a cache built and read in process
+    trains the bundle of a run without it. Workers that build the same cache are checked
+    in tests/unit/test_data_cache.py; no DataLoader worker is forked here (a fork of the
+    test process and its heap costs more than this training)."""
+    plain, cached = _cached_bundles(tmp_path, cli, monkeypatch, (0,))
+    assert cached == plain
+
+
+@pytest.mark.slow
+def test_a_cache_read_in_process_and_by_two_workers_trains_the_same_bundle(
+    tmp_path: Path, cli, monkeypatch
+) -> None:
+    plain, in_process, two_workers = _cached_bundles(tmp_path, cli, monkeypatch, (0, 2))
+    assert in_process == two_workers == plain
