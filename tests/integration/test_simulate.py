@@ -9,11 +9,20 @@ from pathlib import Path
 import numpy as np
 
 from sim_kit.partition import partition
+from tests.conftest import digits_npz
+
+
+def _digits(tmp_path: Path, n: int = 400) -> tuple[object, ...]:
+    """``simulate``'s options for the first ``n`` of the bundled digits: what these tests
+    check needs no more than a few hundred samples (the bundled set has 1,797)."""
+    data = digits_npz(tmp_path / "digits.npz", np.arange(n))
+    return ("--data", data, "--classes", ",".join("0123456789"), "--input-shape", "1,8,8")
 
 
 def test_sweep_writes_csv_json_png_and_reports(cli, tmp_path: Path) -> None:
     result = cli(
         "simulate",
+        *_digits(tmp_path),
         "--sites",
         "2",
         "--shift",
@@ -58,8 +67,6 @@ def test_bad_partition_is_a_usage_error(cli) -> None:
 
 
 def test_simulate_reads_site_data_formats(cli, tmp_path: Path) -> None:
-    from tests.conftest import digits_npz
-
     data = digits_npz(tmp_path / "d.npz", np.arange(400))
     ok = cli(
         "simulate",
@@ -83,16 +90,27 @@ def test_simulate_reads_site_data_formats(cli, tmp_path: Path) -> None:
     )  # classes and shape required
 
 
-def _sim(cli, *args: object) -> dict:
-    result = cli("simulate", "--model", "logreg", "--sites", "2", "--no-baselines", *args, "--json")
+def _sim(cli, tmp_path: Path, *args: object) -> dict:
+    result = cli(
+        "simulate",
+        *_digits(tmp_path),
+        "--model",
+        "logreg",
+        "--sites",
+        "2",
+        "--no-baselines",
+        *args,
+        "--json",
+    )
     assert result.code == 0, result.err
     return json.loads(result.out)
 
 
-def test_pretrain_epochs_are_honoured(cli) -> None:
+def test_pretrain_epochs_are_honoured(cli, tmp_path: Path) -> None:
     def start_loss(epochs: int) -> float:
         doc = _sim(
             cli,
+            tmp_path,
             "--schedule",
             "periodic:1",
             "--pretrain-fraction",
@@ -107,8 +125,8 @@ def test_pretrain_epochs_are_honoured(cli) -> None:
     assert start_loss(4) < start_loss(1)
 
 
-def test_one_shot_trains_as_many_epochs_as_the_periodic_arm(cli) -> None:
-    doc = _sim(cli, "--schedule", "periodic:5", "--local-epochs", "2", "--one-shot")
-    assert doc["runs"][0]["rounds"] == 5
-    assert doc["one_shot"]["local_epochs"] == 10  # not one round's 2
+def test_one_shot_trains_as_many_epochs_as_the_periodic_arm(cli, tmp_path: Path) -> None:
+    doc = _sim(cli, tmp_path, "--schedule", "periodic:3", "--local-epochs", "2", "--one-shot")
+    assert doc["runs"][0]["rounds"] == 3
+    assert doc["one_shot"]["local_epochs"] == 6  # not one round's 2
     assert 0 <= doc["one_shot"]["accuracy"] <= 1
