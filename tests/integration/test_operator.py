@@ -16,7 +16,7 @@ import pytest
 from flsilo import __version__
 from flsilo.runtime.cpu import _cgroup_quota, configure_threads, cpu_budget
 from flsilo.signing.keys import load_private_key
-from tests.conftest import Federation
+from tests.conftest import Federation, make_key
 
 
 def test_version_and_short_help(cli) -> None:
@@ -74,8 +74,6 @@ def test_thread_budget_respects_a_cgroup_quota(tmp_path: Path, monkeypatch) -> N
 
 def test_threads_option_reaches_torch(cli, tmp_path: Path, monkeypatch) -> None:
     import torch
-
-    from tests.conftest import make_key
 
     make_key(tmp_path / "k")
     before = torch.get_num_threads()
@@ -239,20 +237,28 @@ def test_at_takes_the_time_the_event_log_shows(federation: Federation, cli) -> N
 def test_a_package_from_another_hub_gets_a_site_side_hint(
     federation: Federation, tmp_path: Path, cli
 ) -> None:
-    from tests.conftest import build_federation
-
-    other = build_federation(tmp_path / "other")
-    package = other.sites["site-a"] / "packages" / "fed-r0000.safetensors"
+    package = _another_hubs_package(cli, tmp_path)
     result = cli("train", package, "--site", federation.sites["site-a"])
     assert result.code == 3 and "error[unknown-signer]" in result.err
     assert "not signed by your hub" in result.err and "confirmed at site init" in result.err
+
+
+def _another_hubs_package(cli, root: Path) -> Path:
+    """Round 0 of another hub of the same federation name and model: signed by a key that
+    no site of the session's federation confirmed (the hub alone: no site need train)."""
+    key = make_key(root / "other-hub-key")
+    hub = root / "other-hub"
+    digits = ",".join(str(d) for d in range(10))
+    made = cli("hub", "init", hub, "--federation", "fed", "--model", "logreg", "--classes",
+               digits, "--input-shape", "1,8,8", "--key", key, "--min-sites", "2")  # fmt: skip
+    assert made.code == 0, made.err
+    return hub / "packages" / "fed-r0000.safetensors"
 
 
 def test_library_warnings_do_not_leak_unless_verbose(cli, tmp_path: Path, monkeypatch) -> None:
     import warnings
 
     import flsilo.cli.keys_cmd as keys_cmd
-    from tests.conftest import make_key
 
     make_key(tmp_path / "k")
     real = keys_cmd.load_public_key
