@@ -15,6 +15,7 @@ import html
 import io
 from typing import Any
 
+from flsilo.runtime.progress import counted
 from flsilo.signing.claims import PERCENT, lead_figure, metric_name, show_figure
 from flsilo.tasks import primary_metric
 
@@ -122,8 +123,9 @@ def sections(doc: dict[str, Any]) -> list[tuple[str, list[list[str]] | str, list
 def _plan_rows(fed: dict[str, Any], plan: dict[str, Any]) -> list[list[str]]:
     sched = fed.get("schedule") or {}
     hub = fed.get("hub_policy") or {}
+    rounds = sched.get("rounds")
     rows = [
-        ["schedule", f"{sched.get('kind')} ({sched.get('rounds')} rounds)"],
+        ["schedule", f"{sched.get('kind')} ({counted(rounds, 'rounds')})"],
         ["strategy", str(hub.get("strategy"))],
         ["server optimizer", str(hub.get("server_optimizer"))],
     ]

@@ -89,3 +89,15 @@ def test_hub_claims_show_the_figures_the_task_has() -> None:
     _, rows, header = _claims_section(claims("classify", figures))
     assert header[3:] == ["accuracy", "balanced acc.", "ECE"]
     assert rows[0][3:] == ["90.0%", "85.0%", "0.050"]
+
+
+def test_the_plan_table_counts_one_round_in_the_singular() -> None:
+    """A one-shot federation's card reads "one-shot (1 round)", a longer one "(3 rounds)"."""
+    from hub_kit.card_render import _plan_rows
+
+    def schedule(kind: str, rounds: int) -> str:
+        fed = {"schedule": {"kind": kind, "rounds": rounds, "local_epochs": [1]}}
+        return dict(_plan_rows(fed, {}))["schedule"]
+
+    assert schedule("one-shot", 1) == "one-shot (1 round)"
+    assert schedule("few-shot", 3) == "few-shot (3 rounds)"
