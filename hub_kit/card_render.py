@@ -123,9 +123,8 @@ def sections(doc: dict[str, Any]) -> list[tuple[str, list[list[str]] | str, list
 def _plan_rows(fed: dict[str, Any], plan: dict[str, Any]) -> list[list[str]]:
     sched = fed.get("schedule") or {}
     hub = fed.get("hub_policy") or {}
-    rounds = sched.get("rounds")
     rows = [
-        ["schedule", f"{sched.get('kind')} ({counted(rounds, 'rounds')})"],
+        ["schedule", f"{sched.get('kind')} ({counted(sched.get('rounds', 0), 'rounds')})"],
         ["strategy", str(hub.get("strategy"))],
         ["server optimizer", str(hub.get("server_optimizer"))],
     ]
