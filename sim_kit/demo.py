@@ -211,7 +211,8 @@ def baselines(
 
     import torch
 
-    from site_kit.data import Dataset, load_dataset
+    from site_kit.data import Dataset
+    from site_kit.data.samples import load_dataset
     from site_kit.evaluation import evaluate
     from site_kit.fisher import diagonal_fisher
     from site_kit.packagemodel import verified_model

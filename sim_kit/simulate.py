@@ -42,7 +42,8 @@ from hub_kit.strategies import parse_strategy
 from sim_kit.datasets import DIGIT_CLASSES, load_digits
 from sim_kit.heads import solve_closed_form_head
 from sim_kit.partition import partition, shift, strata, train_test_split
-from site_kit.data import Dataset, load_dataset
+from site_kit.data import Dataset
+from site_kit.data.samples import load_dataset
 from site_kit.evaluation import evaluate
 from site_kit.fisher import diagonal_fisher
 from site_kit.privacy import DPRun, Spend, epsilon, plan_spend

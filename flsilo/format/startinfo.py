@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flsilo.format.jsonable import SchemaError, from_jsonable
+
 
 @dataclass(frozen=True)
 class StartSource:
@@ -45,8 +47,6 @@ class StartRecord:
 
 def start_record(record: dict) -> StartRecord:
     """The typed record of a start file's provenance; raises ValueError when it does not fit."""
-    from flsilo.format.manifest import SchemaError, from_jsonable
-
     try:
         typed: StartRecord = from_jsonable(StartRecord, record, "provenance")
     except SchemaError as exc:

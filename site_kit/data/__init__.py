@@ -257,32 +257,3 @@ def refuse_empty(count: int, skipped: int, path: Path, fmt: str, classes: tuple[
             code=Code.EMPTY_DATA,
             hint=f"expected {fmt} data with classes {', '.join(classes)}",
         )
-
-
-def load_dataset(
-    path: Path,
-    data_format: str | None,
-    classes: tuple[str, ...],
-    input_shape: tuple[int, ...],
-    spec: DataSpec,
-    *,
-    skip_bad: bool = False,
-    task: TaskSpec | None = None,
-) -> Dataset:
-    """Read a whole data set into memory, preprocessed by default (simulations, small sets).
-
-    A site's training streams instead (``site_kit.data.samples.open_samples``); this reads
-    the same records through the same adapters.
-    """
-    from site_kit.data.samples import open_samples
-
-    samples = open_samples(
-        path, data_format, classes, input_shape, spec, skip_bad=skip_bad, task=task
-    )
-    n = len(samples)
-    x = np.empty((n, *input_shape), dtype=np.float32)
-    for i in range(n):
-        x[i] = samples.sample(i).reshape(input_shape)
-    problems = [str(p) for p in samples.problems]
-    y = samples.y.copy() if samples.ctx.is_classify else samples.targets()
-    return Dataset(x, y, skipped=len(problems), problems=problems, task=samples.ctx.task)

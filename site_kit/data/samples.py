@@ -26,6 +26,7 @@ from flsilo.tasks import Target, load_task
 from site_kit.data import (
     BadRecord,
     DataContext,
+    Dataset,
     adapter,
     check_exists,
     data_root,
@@ -245,3 +246,30 @@ def open_samples(
         problems=list(index.bad),
         _module=module,
     )
+
+
+def load_dataset(
+    path: Path,
+    data_format: str | None,
+    classes: tuple[str, ...],
+    input_shape: tuple[int, ...],
+    spec: DataSpec,
+    *,
+    skip_bad: bool = False,
+    task: TaskSpec | None = None,
+) -> Dataset:
+    """Read a whole data set into memory, preprocessed by default (simulations, small sets).
+
+    A site's training streams instead (:func:`open_samples`); this reads
+    the same records through the same adapters.
+    """
+    samples = open_samples(
+        path, data_format, classes, input_shape, spec, skip_bad=skip_bad, task=task
+    )
+    n = len(samples)
+    x = np.empty((n, *input_shape), dtype=np.float32)
+    for i in range(n):
+        x[i] = samples.sample(i).reshape(input_shape)
+    problems = [str(p) for p in samples.problems]
+    y = samples.y.copy() if samples.ctx.is_classify else samples.targets()
+    return Dataset(x, y, skipped=len(problems), problems=problems, task=samples.ctx.task)

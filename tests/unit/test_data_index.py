@@ -12,9 +12,9 @@ from PIL import Image
 
 from flsilo.plans.federation import DataSpec
 from flsilo.runtime.errors import DataError, UsageError
-from site_kit.data import FORMATS, adapter, guess_format, load_dataset
+from site_kit.data import FORMATS, adapter, guess_format
 from site_kit.data.index import INDEX_DIR
-from site_kit.data.samples import open_samples
+from site_kit.data.samples import load_dataset, open_samples
 
 CLASSES = ("cat", "dog")
 SHAPE = (3, 8, 8)

@@ -11,8 +11,7 @@ from PIL import Image
 from flsilo.plans.federation import DataSpec
 from flsilo.plans.plan import TaskSpec
 from flsilo.runtime.errors import DataError
-from site_kit.data import load_dataset
-from site_kit.data.samples import open_samples
+from site_kit.data.samples import load_dataset, open_samples
 
 SPEC = TaskSpec("multilabel")
 FINDINGS = ("effusion", "nodule")
