@@ -117,11 +117,11 @@ def _bad(source: str, why: str, code: Code = Code.BAD_STRUCTURE) -> MalformedInp
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # a key came twice: name the first one seen again
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {key!r}")
     return out
 
 
@@ -133,31 +133,81 @@ class JsonDepthError(ValueError):
     """A JSON text nests deeper than flsilo ever writes."""
 
 
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = np.zeros(256, dtype=np.int64)
+_STEP[list(b"[{")] = 1
+_STEP[list(b"]}")] = -1
+
+
 def json_depth(text: str) -> int:
     """Deepest nesting of ``[`` and ``{`` outside strings, without recursion (linear time)."""
-    bare = _JSON_STRING.sub("", text)
+    if "\\" not in text and text.count('"') % 2 == 0:
+        return _bracket_depth(_outside_strings(text))  # what the pattern finds, found faster
+    return _bracket_depth(_JSON_STRING.sub("", text))
+
+
+def _outside_strings(text: str) -> str:
+    """``text`` less its strings, for a text without escapes whose every string is closed:
+    the strings are then every other piece between quotes."""
+    return "".join(text.split('"')[::2])
+
+
+def _valid_json_depth(text: str) -> int:
+    """:func:`json_depth` of a text that is valid JSON (any other may get another number).
+
+    In valid JSON a backslash only ever starts an escape inside a string: dropping the
+    escaped backslashes, then the escaped quotes, leaves quotes only where strings begin
+    and end.
+    """
+    if "\\" in text:
+        text = text.replace("\\\\", "").replace('\\"', "")
+    return _bracket_depth(_outside_strings(text))
+
+
+def _bracket_depth(bare: str) -> int:
+    """Deepest nesting of the brackets of a text whose strings are already taken out."""
     if "[" not in bare and "{" not in bare:
         return 0
-    steps = np.frombuffer(bare.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    delta = np.zeros(steps.shape, dtype=np.int64)
-    delta[(steps == ord("[")) | (steps == ord("{"))] = 1
-    delta[(steps == ord("]")) | (steps == ord("}"))] = -1
-    return int(np.cumsum(delta).max(initial=0))
+    brackets = bare.encode("utf-8", "surrogatepass").translate(None, _NOT_BRACKETS)
+    return int(np.cumsum(_STEP[np.frombuffer(brackets, dtype=np.uint8)]).max(initial=0))
+
+
+def _deeper_than(text: str, max_depth: int) -> JsonDepthError | None:
+    depth = json_depth(text)
+    return (
+        JsonDepthError(f"nested {depth} levels deep (limit {max_depth})")
+        if depth > max_depth
+        else None
+    )
 
 
 def strict_json(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """json.loads that refuses duplicate keys, NaN/Infinity, deep nesting and lone surrogates.
 
     Every failure is a ValueError (never RecursionError), so callers turn it into their own
-    malformed-input error naming the file.
+    malformed-input error naming the file. Too deep is said first, before any other fault:
+    a text is parsed only when its depth is known to be within ``max_depth``, or when it
+    would be if the text is valid JSON; a text that then fails to parse is measured
+    exactly before its fault is said.
     """
+    known = text.count("[") + text.count("{") <= max_depth  # no more levels than brackets
+    if not known and _valid_json_depth(text) > max_depth:
+        too_deep = _deeper_than(text, max_depth)
+        if too_deep is not None:
+            raise too_deep
+        known = True
+    try:
+        return _parse(text)
+    except ValueError as exc:
+        fault = exc
+    too_deep = None if known else _deeper_than(text, max_depth)
+    raise too_deep or fault
 
+
+def _parse(text: str) -> Any:
     def no_constants(name: str) -> Any:
         raise ValueError(f"non-standard number {name}")
 
-    depth = json_depth(text)
-    if depth > max_depth:
-        raise JsonDepthError(f"nested {depth} levels deep (limit {max_depth})")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
