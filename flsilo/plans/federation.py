@@ -258,19 +258,37 @@ def write(path: Path, config: FederationConfig) -> None:
     write_text(path, to_toml(config))
 
 
-def _text(path: Path) -> str:
-    """A settings file's text, read bounded: a kit's federation.toml comes on a stick."""
+def _bytes(path: Path) -> bytes:
+    """A settings file's bytes, read bounded: a kit's federation.toml comes on a stick."""
     try:
-        return read_bounded(path, MAX_SMALL_FILE_BYTES, follow=True).decode("utf-8")
+        return read_bounded(path, MAX_SMALL_FILE_BYTES, follow=True)
     except MalformedInputError as exc:
         if exc.code == Code.MISSING:
             raise FileNotFoundError(errno.ENOENT, "not found", str(path)) from exc
         raise
 
 
+def _text(path: Path) -> str:
+    return _bytes(path).decode("utf-8")
+
+
+_LOADED: dict[bytes, FederationConfig] = {}
+"""The configurations built in this process, keyed by the exact bytes of the file they were
+built from: a command reads its federation.toml several times (workspace, kit, plan, each
+verified artifact's checks), and building one means parsing TOML and checking every field.
+A file whose bytes differ in any way is a new key and is parsed and checked afresh; the
+configuration is frozen all the way down (tuples, frozen dataclasses), so sharing it is safe.
+Failures are never kept: each names the path it was read from."""
+_LOADED_MAX = 32
+
+
 def load(path: Path) -> FederationConfig:
     try:
-        data = tomllib.loads(_text(path))
+        raw = _bytes(path)
+        known = _LOADED.get(raw)
+        if known is not None:
+            return known
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError as exc:
         raise MalformedInputError(
             f"{FEDERATION_FILE} not found",
@@ -282,7 +300,11 @@ def load(path: Path) -> FederationConfig:
         raise MalformedInputError(
             f"cannot read {FEDERATION_FILE} ({exc})", path=path, code=Code.BAD_FEDERATION
         ) from exc
-    return parse(data, path)
+    config = parse(data, path)
+    if len(_LOADED) >= _LOADED_MAX:
+        _LOADED.clear()
+    _LOADED[raw] = config
+    return config
 
 
 def parse(data: dict[str, Any], path: Path) -> FederationConfig:
