@@ -27,6 +27,7 @@ from flsilo.format.readpass import CHUNK_BYTES, ArtifactReader, EarlyDigests, St
 from flsilo.format.tensorfile import (
     Header,
     RawTensor,
+    TensorInfo,
     build_header,
     nonfinite_count,
     parse_header,
@@ -161,19 +162,22 @@ def scan_stream(reader: ArtifactReader, source: Path) -> Scan:
     buffer = bytearray(min(CHUNK_BYTES, max(header.data_size, 1)))
     view = memoryview(buffer)
     nonfinite: dict[str, int] = {}
-    for info in header.tensors:
-        remaining = info.nbytes
+    for length, spans in _reads(header.tensors, len(buffer)):
+        piece = view[:length]
 
-        def count(chunk: memoryview, dtype: str = info.dtype, name: str = info.name) -> None:
-            bad = nonfinite_count(dtype, chunk)
-            if bad:
-                nonfinite[name] = nonfinite.get(name, 0) + bad
+        def check(chunk: memoryview, length: int = length, spans: list[Span] = spans) -> None:
+            if len(chunk) == length:  # a short read is checked once it is whole, below
+                _count_nonfinite(chunk, spans, nonfinite)
 
-        while remaining:
-            n = reader.readinto(view[: min(remaining, len(buffer))], count)
+        got = reader.readinto(piece, check)
+        if got == length:
+            continue
+        while got < length:
+            n = reader.readinto(piece[got:]) if got else 0
             if not n:
                 raise _shrank(source)
-            remaining -= n
+            got += n
+        _count_nonfinite(piece, spans, nonfinite)
     if reader.grew():
         raise MalformedInputError(
             "file grew while it was being read", path=source, code=Code.BAD_LENGTH
@@ -186,6 +190,51 @@ def scan_stream(reader: ArtifactReader, source: Path) -> Scan:
         nonfinite=nonfinite,
         data_sha256=reader.data_sha256,
     )
+
+
+Span = tuple[TensorInfo, int, int]
+"""A tensor's bytes in one read: the tensor, and where they begin and end in the read."""
+
+
+def _reads(tensors: tuple[TensorInfo, ...], size: int) -> list[tuple[int, list[Span]]]:
+    """The data section as reads of at most ``size`` bytes, in order: small tensors together
+    (one read, one float check per run of a dtype, not one of each per tensor), a larger
+    tensor alone, in pieces; each read with its length and the spans it holds."""
+    reads: list[tuple[int, list[Span]]] = []
+    spans: list[Span] = []
+    length = 0
+    for info in tensors:
+        if info.nbytes > size or length + info.nbytes > size:
+            if spans:
+                reads.append((length, spans))
+            spans, length = [], 0
+        if info.nbytes > size:
+            for start in range(0, info.nbytes, size):
+                piece = min(size, info.nbytes - start)
+                reads.append((piece, [(info, 0, piece)]))
+        elif info.nbytes:
+            spans.append((info, length, length + info.nbytes))
+            length += info.nbytes
+    if spans:
+        reads.append((length, spans))
+    return reads
+
+
+def _count_nonfinite(chunk: memoryview, spans: list[Span], nonfinite: dict[str, int]) -> None:
+    """Add each tensor's NaN and infinite values in ``chunk`` to ``nonfinite`` (by name, in
+    tensor order); a run of tensors of one dtype is counted one by one only if it holds any."""
+    start = 0
+    while start < len(spans):
+        dtype = spans[start][0].dtype
+        end = start + 1
+        while end < len(spans) and spans[end][0].dtype == dtype:
+            end += 1
+        if nonfinite_count(dtype, chunk[spans[start][1] : spans[end - 1][2]]):
+            for info, begin, stop in spans[start:end]:
+                bad = nonfinite_count(dtype, chunk[begin:stop])
+                if bad:
+                    nonfinite[info.name] = nonfinite.get(info.name, 0) + bad
+        start = end
 
 
 def _shrank(source: Path) -> MalformedInputError:
