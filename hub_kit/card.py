@@ -223,7 +223,7 @@ def _round_entry(r: Any) -> dict[str, Any]:
         "sites": [
             {
                 "site": s.site,
-                "verdict": s.verdict,
+                "verdict": s.verdict_text,
                 "samples": s.samples,
                 "share": s.share,
                 "accuracy_after": s.accuracy_after,

@@ -16,12 +16,14 @@ from typing import Any
 
 from flsilo.signing.claims import metric_name
 from hub_kit.events import Accept, Aggregate, Logged, Reject, ReportedMetrics
+from hub_kit.report import Verdict
 
 
 @dataclass
 class SiteRound:
     site: str
-    verdict: str  # "accepted" or "rejected: CODE"
+    verdict: Verdict
+    """Accepted or rejected (the log records no skipped bundle)."""
     samples: int | None = None
     share: float | None = None
     accuracy_before: float | None = None
@@ -32,6 +34,23 @@ class SiteRound:
     primary_before: float | None = None
     primary_after: float | None = None
     """The task's primary metric before and after training (classify: the accuracy)."""
+    code: str | None = None
+    """A rejected bundle's error code."""
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPTED
+
+    @property
+    def verdict_text(self) -> str:
+        """As the table, the card and ``--json`` show it: ``accepted``, ``rejected: CODE``."""
+        return f"{self.verdict}: {self.code}" if self.code is not None else str(self.verdict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` form: the fields, the verdict as text, the code within it."""
+        out = dict(self.__dict__, verdict=self.verdict_text)
+        del out["code"]
+        return out
 
 
 SMALL_VALIDATION = 30
@@ -81,7 +100,7 @@ class RoundHistory:
 
     @property
     def val_samples(self) -> int:
-        return sum(s.val_samples or 0 for s in self.sites if s.verdict == "accepted")
+        return sum(s.val_samples or 0 for s in self.sites if s.accepted)
 
 
 def _float(value: float | None) -> float | None:
@@ -101,7 +120,7 @@ def _accepted(ev: Accept, metric: str) -> SiteRound:
     after: ReportedMetrics | None = ev.metrics_trained
     return SiteRound(
         site=ev.site,
-        verdict="accepted",
+        verdict=Verdict.ACCEPTED,
         samples=ev.samples,
         share=ev.weight,
         accuracy_before=_float(before.accuracy) if before else None,
@@ -128,17 +147,17 @@ def history(events: Sequence[Logged], metric: str = "accuracy") -> list[RoundHis
         if isinstance(body, Accept):
             at(body.round).sites.append(_accepted(body, metric))
         elif isinstance(body, Reject):
-            at(body.round).sites.append(SiteRound(site=body.site, verdict=f"rejected: {body.code}"))
+            at(body.round).sites.append(SiteRound(body.site, Verdict.REJECTED, code=body.code))
         elif isinstance(body, Aggregate):
             rec = at(body.round)
             rec.package, rec.strategy, rec.time = body.package, body.strategy, ev.time
             rec.hub_claim = dict(body.hub_evaluation) if body.hub_evaluation else None
     for rec in rounds.values():
-        total = sum(s.share or 0.0 for s in rec.sites if s.verdict == "accepted")
+        total = sum(s.share or 0.0 for s in rec.sites if s.accepted)
         for s in rec.sites:
             if s.share is not None and total > 0:
                 s.share = s.share / total  # weights as a share of the round, whatever the rule
-        rec.sites.sort(key=lambda s: (s.verdict != "accepted", s.site))
+        rec.sites.sort(key=lambda s: (not s.accepted, s.site))
     return [rounds[r] for r in sorted(rounds)]
 
 
@@ -225,7 +244,7 @@ def to_jsonable(rounds: list[RoundHistory], num_classes: int = 0) -> list[dict[s
             "primary_after": r.primary_after,
             "loss_before": r.loss_before,
             "at_chance": at_chance(r, num_classes),
-            "sites": [s.__dict__ for s in r.sites],
+            "sites": [s.to_dict() for s in r.sites],
             "hub_claim": r.hub_claim,
         }
         for r in rounds

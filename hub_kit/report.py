@@ -12,15 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flsilo.format import manifest as mf
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import WorkspaceError
 from flsilo.signing.claims import HubEvaluation
-from hub_kit.streaming import SiteFigures
-from hub_kit.verdicts import Candidate, IntakeResult
 from hub_kit.weighting import shares
+
+if TYPE_CHECKING:  # the report's types alone stay light: history reads Verdict from here
+    from hub_kit.streaming import SiteFigures
+    from hub_kit.verdicts import Candidate, IntakeResult
 
 
 class Verdict(StrEnum):

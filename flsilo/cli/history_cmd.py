@@ -91,7 +91,7 @@ def history(
             table.add_row(
                 str(r.round) if i == 0 else "",
                 s.site,
-                s.verdict,
+                s.verdict_text,
                 str(s.samples) if s.samples is not None else "-",
                 _pct(s.share),
                 f"{_figure(s.primary_before, metric)} → {_figure(s.primary_after, metric)}"

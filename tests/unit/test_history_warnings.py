@@ -10,13 +10,14 @@ from hub_kit.history import (
     stalled_since,
     warnings,
 )
+from hub_kit.report import Verdict
 
 
 def _round(r: int, accuracy: float, loss: float, val: int = 200) -> RoundHistory:
     sites = [
         SiteRound(
             site=name,
-            verdict="accepted",
+            verdict=Verdict.ACCEPTED,
             samples=1000,
             accuracy_after=accuracy,
             loss_before=loss,
