@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import build_federation, fingerprint
+from tests.conftest import build_federation, fingerprint, make_key
 
 torch = pytest.importorskip("torch")
 MLP = "mlp:hidden=16"
@@ -74,7 +74,7 @@ def test_start_provenance_is_in_the_package_manifest_and_shown_by_inspect(cli, t
     assert shown_card["federation"]["start"]["source"]["sha256"] == digest
 
 
-def test_init_weights_without_provenance_records_none(tmp_path):
+def test_init_weights_without_provenance_records_none(cli, tmp_path):
     from flsilo.format.artifact import scan_file
     from flsilo.models.registry import build_model
 
@@ -83,7 +83,14 @@ def test_init_weights_without_provenance_records_none(tmp_path):
 
     torch.manual_seed(4)
     save_file(build_model(MLP, (1, 8, 8), 10).state_dict(), str(plain))
-    fed = build_federation(tmp_path / "fed", "periodic:1", MLP, ("--init-weights", str(plain)))
-    package0 = fed.hub / "packages" / "fed-r0000.safetensors"
+    key = make_key(tmp_path / "hub-key")
+    made = cli(
+        "hub", "init", tmp_path / "hub", "--federation", "fed", "--model", MLP, "--classes",
+        ",".join(str(d) for d in range(10)), "--input-shape", "1,8,8", "--key", key,
+        "--schedule", "periodic:1", "--init-weights", plain,
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    package0 = tmp_path / "hub" / "packages" / "fed-r0000.safetensors"
+    assert np.array_equal(load_file(str(package0))["1.weight"], load_file(str(plain))["1.weight"])
     assert scan_file(package0).manifest.model.start is None
     assert b'"start"' not in package0.read_bytes()[:4096]
