@@ -19,7 +19,7 @@ from PIL import Image
 from flsilo.format import manifest as mf
 from flsilo.format.artifact import scan_file
 from flsilo.format.tensorfile import Header, RawTensor
-from tests.conftest import Federation, fingerprint, make_key, tree_digest
+from tests.conftest import Federation, digits_npz, fingerprint, make_key, tree_digest
 
 DIGITS = ",".join(str(d) for d in range(10))
 
@@ -420,15 +420,18 @@ def test_evaluate_reports_per_class_and_confusion(federation: Federation, cli) -
     row = doc["per_class"]["3"]  # the metrics clinicians use, per class, with intervals
     assert {"sensitivity", "specificity", "auroc", "ap", "ci95"} <= set(row)
     assert 0 <= doc["balanced_accuracy"] <= 1 and doc["ece"] >= 0
+    # the table needs no more than a few samples (each per-class interval is a bootstrap)
+    few = digits_npz(federation.root / "few.npz", np.arange(30))
     table = cli(
         "evaluate",
         federation.hub / "packages" / "fed-r0000.safetensors",
         "--data",
-        federation.data["site-a"],
+        few,
         "--site",
         federation.sites["site-a"],
     )
     assert table.code == 0 and "true \\ predicted" in table.out  # rows true, columns predicted
+    assert "on 30 samples" in " ".join(table.out.split())
     unsigned = cli(
         "evaluate",
         federation.hub / "packages" / "fed-r0000.safetensors",
