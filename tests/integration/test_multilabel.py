@@ -111,7 +111,7 @@ def test_multilabel_trains_aggregates_replays_and_evaluates(tmp_path: Path, cli)
     assert "val mean AUROC" in table.out and (tmp_path / "history.png").stat().st_size > 0
     assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
     final = hub / "packages" / "ml-r0002.safetensors"
-    test = _table(tmp_path / "test.csv", 300, seed=7)
+    test = _table(tmp_path / "test.csv", 120, seed=7)  # each AUROC's interval is a bootstrap
     r = cli("evaluate", final, "--hub", hub, "--data", test, "--json")
     assert r.code == 0, r.err
     out = json.loads(r.out)
@@ -120,7 +120,7 @@ def test_multilabel_trains_aggregates_replays_and_evaluates(tmp_path: Path, cli)
         row = out["per_class"][finding]
         assert row["auroc"] > 0.85 and row["ci95"]["auroc"] is not None
         assert out["values"][f"auroc.{finding}"] == pytest.approx(row["auroc"])
-    assert out["values"]["mean_auroc"] > 0.85 and out["samples"] == 300
+    assert out["values"]["mean_auroc"] > 0.85 and out["samples"] == 120
     assert 0 < out["exact_match"] <= 1 and out["confusion"] == []
     text = cli("evaluate", final, "--hub", hub, "--data", test)
     assert text.code == 0 and "effusion" in text.out
@@ -180,7 +180,7 @@ def test_the_closed_form_head_fits_multi_hot_targets(tmp_path: Path, cli) -> Non
     r = cli("aggregate", hub, "--key", keys / "hub")
     assert r.code == 0, r.err
     assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
-    test = _table(tmp_path / "test.csv", 300, seed=7)
+    test = _table(tmp_path / "test.csv", 120, seed=7)
     final = hub / "packages" / "ml-r0001.safetensors"
     out = json.loads(cli("evaluate", final, "--hub", hub, "--data", test, "--json").out)
     assert min(out["per_class"][f]["auroc"] for f in FINDINGS) > 0.7
