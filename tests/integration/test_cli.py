@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -85,8 +86,10 @@ def test_keys_new_then_fingerprint(cli, tmp_path: Path, monkeypatch) -> None:
 def test_commands_that_need_no_model_do_not_import_torch(federation) -> None:
     """The verify path (verify, inspect, keys fingerprint) and the hub's commands that run
     numpy only (aggregate, its --dry-run, audit --replay, hub status, hub history; hub init
-    may import torch), one after another in one fresh process: each must leave torch out of
-    sys.modules (a process of their own each cost a Python start and flsilo's imports)."""
+    may import torch), one after another in one fresh process, each as ``python -m flsilo``
+    runs it: each must leave torch out of sys.modules (a process of their own each cost a
+    Python start and flsilo's imports). Their output goes to real pipes, with progress shown
+    at once (FLSILO_PROGRESS_AFTER=0): plain lines on stderr, never on stdout."""
     federation.carry()
     hub, bundle = federation.hub, federation.bundles["site-a"]
     commands = [
@@ -100,14 +103,42 @@ def test_commands_that_need_no_model_do_not_import_torch(federation) -> None:
         ["hub", "history", hub],
     ]
     code = (
-        "import sys\nfrom flsilo.cli.app import run\n"
+        "import runpy, sys\n"
         f"for args in {[[str(a) for a in c] for c in commands]!r}:\n"
-        "    rc = run(args)\n"
-        "    print('ran', rc, 'torch' in sys.modules, args[:2], flush=True)\n"
+        "    sys.argv = ['flsilo', *args]\n"
+        "    try:\n"
+        "        runpy.run_module('flsilo', run_name='__main__')\n"
+        "    except SystemExit as done:\n"
+        "        rc = done.code\n"
+        "    for stream in (sys.stdout, sys.stderr):\n"
+        "        print(f'{END} {rc} {\"torch\" in sys.modules}', file=stream, flush=True)\n"
     )
+    env = {**os.environ, "FLSILO_PROGRESS_AFTER": "0"}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False
-    )
+        [sys.executable, "-c", f"END = {END!r}\n{code}"],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    ran = [line.split(" ", 3) for line in result.stdout.splitlines() if line.startswith("ran ")]
-    assert [line[1:3] for line in ran] == [["0", "False"]] * len(commands), ran
+    out, err = _per_command(result.stdout), _per_command(result.stderr)
+    assert [ended for _, ended in out] == [["0", "False"]] * len(commands), result.stderr
+    assert [ended for _, ended in err] == [["0", "False"]] * len(commands), result.stderr
+    assert not any(PROGRESS.search(text) for text, _ in out)
+    verified_out, verified_err = out[0][0], err[0][0]
+    assert re.search(r"^verify: verifying done: 1 file, [\d.]+ KiB in ", verified_err, re.M)
+    assert "OK" in verified_out
+
+
+END = "--- command ended:"
+PROGRESS = re.compile(r"^(aggregate|audit|verify): ", re.MULTILINE)
+
+
+def _per_command(stream: str) -> list[tuple[str, list[str]]]:
+    """Each command's text in a stream and its (exit code, torch imported) as printed after it."""
+    parts, text = [], []
+    for line in stream.splitlines():
+        if line.startswith(END):
+            parts.append(("\n".join(text), line.removeprefix(END).split()))
+            text = []
+        else:
+            text.append(line)
+    return parts

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Federation, hub_root, run_flsilo
+from tests.conftest import Federation, hub_root
 
 PROGRESS = re.compile(r"^(aggregate|audit|verify): ", re.MULTILINE)
 
@@ -68,15 +68,8 @@ def test_quick_work_shows_nothing_by_default(
     assert not PROGRESS.search(result.err), result.err
 
 
-def test_verify_through_a_real_pipe(
-    federation: Federation, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FLSILO_PROGRESS_AFTER", "0")
-    bundle = federation.bundles["site-a"]
-    done = run_flsilo("verify", bundle, "--signers", federation.hub / "allowed_signers")
-    assert done.returncode == 0, done.stderr
-    assert re.search(r"^verify: verifying done: 1 file, [\d.]+ KiB in ", done.stderr, re.M)
-    assert not PROGRESS.search(done.stdout) and "OK" in done.stdout
+# verify's plain lines through a real pipe, in a process of its own (``python -m flsilo``):
+# tests/integration/test_cli.py, in the one fresh process its commands share.
 
 
 @pytest.mark.slow
