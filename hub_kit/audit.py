@@ -40,11 +40,12 @@ from hub_kit.events import Accept, Aggregate, Logged, Reject, of_kind
 from hub_kit.fedstats import held
 from hub_kit.hubeval import audit_claim
 from hub_kit.roundmath import (
-    FEDSTATS,
     RoundView,
+    ViewKind,
     compute_round,
     next_statistics,
-    replay_server,
+    open_server,
+    recorded_start,
     round_view,
     stream_input,
 )
@@ -290,7 +291,8 @@ def _replay(
             for i in sorted(prov.inputs, key=lambda i: (i.site, i.sha256))
         ]
         try:
-            run = replay_server(ws.root, ws.config.federation, round_, view, prov.server)
+            start = recorded_start(ws.root, ws.config.federation, round_, prov.server)
+            run = open_server(start, view.layout)
         except FlsiloError as err:
             report.add(name, False, f"cannot replay: {err.one_line()}")
             return
@@ -332,7 +334,7 @@ def _statistics_problem(
     expected = next_statistics(view, inputs, base.manifest.package.plan)
     if held(model_preprocess(package.manifest)) == expected:
         return None
-    if view.kind == FEDSTATS:
+    if view.kind is ViewKind.FEDSTATS:
         return "the federation statistics in the next package's plan differ from the pooled ones"
     return "the next package's plan does not carry the federation statistics of its parent"
 

@@ -20,6 +20,7 @@ from hub_kit.packaging import package_image, package_manifest, write_package_str
 from hub_kit.roundmath import (
     RoundView,
     compute_round,
+    continued_start,
     next_statistics,
     open_server,
     strategy_record,
@@ -70,9 +71,11 @@ def build_package(
     inputs = stream_inputs(candidates, view, weights)
     provenance = _provenance(view, rule, candidates, weights, taken.result.rejections, prep.fisher)
     assert prep.package.manifest.package is not None
-    run, state_in = open_server(
+    start = continued_start(
         prep.ws.root, policy.server, view, prep.package.manifest.package.provenance
     )
+    run = open_server(start, view.layout)
+    state_in = start.sha256 if start is not None else None  # the state it steps from
     data_hash = _DataDigest()
 
     def compute(write: Writer) -> list[SiteFigures]:

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from flsilo.format.tensorfile import RawTensor, TensorInfo, build_header
-from hub_kit.roundmath import stream_round
+from hub_kit.roundmath import ServerStart, open_server, stream_round
 from hub_kit.server_optimizers import ServerOptimizer
-from hub_kit.server_state import open_run
 from hub_kit.strategies.base import Rule
 from hub_kit.streaming import FISHER_PREFIX, StreamInput
 
@@ -74,9 +73,10 @@ def aggregate_in_memory(
     for i, (site, w) in enumerate(zip(sites, weights, strict=True)):
         extra = {FISHER_PREFIX + k: v for k, v in fishers[i].items()} if fishers else {}
         inputs.append(lay_out({**site, **extra}).stream(w, layout=bool(extra)))
-    run = None
+    start = None
     if server is not None and server.active:
-        run = open_run(server, laid_base.tensors, data=server_state)
+        start = ServerStart(server, data=server_state)
+    run = open_server(start, laid_base.tensors)
     out = bytearray()
     stream_round(
         laid_base.tensors,

@@ -10,14 +10,17 @@ The output is the next package's data section, written in file order through ``w
 
 :func:`stream_round` is the one computation of a streamed round (the first pass, a two-pass
 rule's coefficients, the stream), used by ``aggregate``, ``audit --replay`` (both through
-:func:`compute_round`) and the in-memory path of ``simulate``; :func:`open_server` and
-:func:`replay_server` are the one way a round's server optimizer step is opened.
+:func:`compute_round`) and the in-memory path of ``simulate``; :func:`open_server` is the
+one way all three open a round's server optimizer step, from the :class:`ServerStart` each
+names (:func:`continued_start`: the state the parent round wrote; :func:`recorded_start`:
+the state a provenance records; or a state held in memory).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +41,13 @@ from flsilo.plans.preprocessing import stats_width
 from hub_kit.closed_form import REPLAY_ATOL, solve_head, sum_statistics
 from hub_kit.fedstats import Normalisation, carried, pooled_normalisation
 from hub_kit.server_optimizers import ServerOptimizer
-from hub_kit.server_state import STATE_DIR, ServerRun, open_run, state_name
+from hub_kit.server_state import (
+    STATE_DIR,
+    ServerRun,
+    in_memory_state,
+    previous_state,
+    state_name,
+)
 from hub_kit.strategies.base import Rule, is_two_pass
 from hub_kit.streaming import (
     ServerHook,
@@ -50,17 +59,26 @@ from hub_kit.streaming import (
     run_two_pass,
 )
 
-WHOLE = "whole"
-PARTIAL = "partial"
-STATISTICS = "statistics"
-FEDSTATS = "stats"
+
+class ViewKind(StrEnum):
+    """How a round's bundles make the next package (its plan's round kind, and for a
+    training round whether the bundles carry every tensor)."""
+
+    WHOLE = "whole"
+    """Bundles carry the whole model: streamed over the package's layout."""
+    PARTIAL = "partial"
+    """The plan freezes tensors: streamed over the trainable ones, the rest copied."""
+    STATISTICS = "statistics"
+    """A closed-form round: the statistics summed and the head solved."""
+    FEDSTATS = "stats"
+    """A federation-statistics round: the model is copied, the statistics pooled."""
 
 
 @dataclass(frozen=True)
 class RoundView:
     """The round as the streaming aggregator sees it: the bundles' layout and its base."""
 
-    kind: str
+    kind: ViewKind
     package: StreamInput
     header: Header
     model: mf.ModelInfo
@@ -73,7 +91,7 @@ class RoundView:
     @property
     def streams(self) -> bool:
         """Whether bundles are combined by the strategy (not for statistics rounds)."""
-        return self.kind not in (STATISTICS, FEDSTATS)
+        return self.kind not in (ViewKind.STATISTICS, ViewKind.FEDSTATS)
 
 
 def bundle_specs(
@@ -99,24 +117,25 @@ def round_view(
     specs = bundle_specs(header, model, plan)
     layout = tuple(layout_of(specs))
     if plan.kind == ROUND_STATISTICS:
-        return RoundView(STATISTICS, package, header, model, plan, layout, package)
+        return RoundView(ViewKind.STATISTICS, package, header, model, plan, layout, package)
     if plan.kind == ROUND_FEDSTATS:
-        return RoundView(FEDSTATS, package, header, model, plan, layout, package)
+        return RoundView(ViewKind.FEDSTATS, package, header, model, plan, layout, package)
     if set(specs) == {t.name for t in header.tensors}:
-        return RoundView(WHOLE, package, header, model, plan, header.tensors, package)
+        return RoundView(ViewKind.WHOLE, package, header, model, plan, header.tensors, package)
     where = {t.name: t for t in header.tensors}
     with package_path.open("rb") as src, atomic_writer(scratch) as out:
         for info in layout:
             src.seek(header.data_start + where[info.name].begin)
             out.write(src.read(info.nbytes))
-    return RoundView(PARTIAL, package, header, model, plan, layout, StreamInput(scratch, 0, 0.0))
+    scratch_base = StreamInput(scratch, 0, 0.0)
+    return RoundView(ViewKind.PARTIAL, package, header, model, plan, layout, scratch_base)
 
 
 def strategy_record(view: RoundView, rule: Rule) -> tuple[str, dict[str, float]]:
     """The provenance's strategy name and parameters for this round."""
     if view.streams:
         return rule.name, rule.params()
-    if view.kind == FEDSTATS:
+    if view.kind is ViewKind.FEDSTATS:
         return "federation-stats", {}
     name, lam = parse_solver(view.plan.head_solver)
     params = {"replay_atol": REPLAY_ATOL} | ({"lambda": lam} if name == SOLVER_RIDGE else {})
@@ -168,13 +187,13 @@ def compute_round(
     ``aggregate`` and ``audit --replay`` both compute a round here. ``gram``, ``fisher`` and
     ``server`` (see :func:`stream_round`) apply to streamed rounds.
     """
-    if view.kind == WHOLE:
+    if view.kind is ViewKind.WHOLE:
         return stream_round(
             view.layout, view.base, inputs, rule, write, gram=gram, fisher=fisher, server=server
         )
     trained = bytearray()
     figures: list[SiteFigures] = []
-    if view.kind == PARTIAL:
+    if view.kind is ViewKind.PARTIAL:
         figures = stream_round(
             view.layout,
             view.base,
@@ -186,7 +205,7 @@ def compute_round(
             server=server,
         )
         offsets = {info.name: info for info in view.layout}
-    elif view.kind == STATISTICS:
+    elif view.kind is ViewKind.STATISTICS:
         trained, offsets = _closed_form_head(view, inputs)
     else:  # a stats round leaves the model as it is: its result goes into the next plan
         offsets = {}
@@ -194,36 +213,58 @@ def compute_round(
     return figures
 
 
-def open_server(
-    hub_root: Path, opt: ServerOptimizer, view: RoundView, parent: mf.Provenance | None
-) -> tuple[ServerRun | None, str | None]:
-    """The round's server step, reading the state the parent round wrote for the same optimizer.
+@dataclass(frozen=True)
+class ServerStart:
+    """A round's server optimizer step before it runs: the optimizer, and the state it starts
+    from: a state file (``path``, refused unless its sha256 is ``sha256``), a state held in
+    memory (``data``, ``flsilo simulate``), or, with neither, fresh state."""
 
-    None for a round without a server optimizer, and for statistics rounds (a solved head);
-    with the run, the sha256 of the state it starts from (None: fresh state).
-    """
+    optimizer: ServerOptimizer
+    path: Path | None = None
+    sha256: str | None = None
+    data: bytes | None = None
+
+
+def open_server(start: ServerStart | None, layout: Sequence[TensorInfo]) -> ServerRun | None:
+    """The one way a round's server step is opened (aggregate, replay, in memory): the run
+    that steps ``layout``'s tensors from ``start``'s state; None without a start."""
+    if start is None:
+        return None
+    if start.path is not None:
+        assert start.sha256 is not None
+        mapped, header = previous_state(start.path, start.sha256)
+    elif start.data is not None:
+        mapped, header = in_memory_state(start.data)
+    else:
+        return ServerRun(start.optimizer, None, None, layout)
+    return ServerRun(start.optimizer, mapped, header, layout)
+
+
+def continued_start(
+    hub_root: Path, opt: ServerOptimizer, view: RoundView, parent: mf.Provenance | None
+) -> ServerStart | None:
+    """Where aggregate's server step starts: the state the parent round wrote for the same
+    optimizer, else fresh. None for a round without a server optimizer, and for statistics
+    rounds (a solved head). The start's ``sha256`` is the state's (None: fresh state)."""
     if not opt.active or not view.streams:
-        return None, None
+        return None
     step = parent.server if parent is not None else None
     if step is None or step.optimizer != opt.name:
-        return open_run(opt, view.layout), None
-    path = hub_root / STATE_DIR / step.state_file
-    return open_run(
-        opt, view.layout, path=path, sha256=step.state_out_sha256
-    ), step.state_out_sha256
+        return ServerStart(opt)
+    return ServerStart(opt, hub_root / STATE_DIR / step.state_file, step.state_out_sha256)
 
 
-def replay_server(
-    hub_root: Path, federation: str, round_: int, view: RoundView, step: mf.ServerStep | None
-) -> ServerRun | None:
-    """The server step a provenance records, rebuilt to recompute its round (audit --replay)."""
+def recorded_start(
+    hub_root: Path, federation: str, round_: int, step: mf.ServerStep | None
+) -> ServerStart | None:
+    """The server step a provenance records, to recompute its round (audit --replay)."""
     if step is None:
         return None
     opt = ServerOptimizer(name=step.optimizer, **step.params)
     if step.state_in_sha256 is None:
-        return open_run(opt, view.layout)
+        return ServerStart(opt)
     path = hub_root / STATE_DIR / state_name(federation, round_)
-    return open_run(opt, view.layout, path=path, sha256=step.state_in_sha256)
+    return ServerStart(opt, path, step.state_in_sha256)
 
 
 def stream_input(path: Path, bundle: Header, weight: float, view: RoundView) -> StreamInput:
@@ -264,7 +305,7 @@ def next_statistics(
 ) -> Normalisation | None:
     """The federation statistics the next package's plan carries: this stats round's, or
     the ones the round's own package carries (from an earlier stats round)."""
-    if view.kind == FEDSTATS:
+    if view.kind is ViewKind.FEDSTATS:
         return round_normalisation(view, inputs)
     return carried(plan)
 

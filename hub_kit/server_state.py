@@ -156,24 +156,3 @@ def in_memory_state(data: bytes) -> tuple[Mapped, Header]:
     """A state held in memory (``flsilo simulate``), read exactly like a state file."""
     header = read_state_header(io.BytesIO(data), len(data), "<memory>")
     return Mapped(None, header.data_start, data), header
-
-
-def open_run(
-    opt: ServerOptimizer,
-    layout: Sequence[TensorInfo],
-    *,
-    path: Path | None = None,
-    sha256: str | None = None,
-    data: bytes | None = None,
-) -> ServerRun:
-    """The one way a server step is opened: from the state file at ``path`` (refused unless
-    its sha256 is ``sha256``), from a state held in memory (``data``), or from fresh state."""
-    previous = None
-    if path is not None:
-        assert sha256 is not None
-        previous = previous_state(path, sha256)
-    elif data is not None:
-        previous = in_memory_state(data)
-    if previous is None:
-        return ServerRun(opt, None, None, layout)
-    return ServerRun(opt, previous[0], previous[1], layout)
