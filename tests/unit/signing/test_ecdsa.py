@@ -169,7 +169,11 @@ def test_stock_ssh_keygen_ecdsa_key_and_signature_work_in_flsilo(
     tmp_path: Path, passphrase: str
 ) -> None:
     key_path = tmp_path / "stock"
-    made = ssh_keygen("-q", "-t", "ecdsa", "-b", "256", "-N", passphrase, "-f", str(key_path))
+    # 1 bcrypt round, not ssh-keygen's 16 (about 0.1 s for each of the three unlocks here);
+    # a stock key at its default rounds loads in tests/unit/signing/test_keys.py (slow tier)
+    made = ssh_keygen(
+        "-q", "-t", "ecdsa", "-b", "256", "-N", passphrase, "-a", "1", "-f", str(key_path)
+    )
     assert made.returncode == 0
     key = load_private_key(key_path, lambda _p: passphrase.encode())
     public = load_public_key(tmp_path / "stock.pub")
