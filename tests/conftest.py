@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import importlib.util
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -116,10 +117,16 @@ def _forget_modules_from_temporary_folders(
     """A module a test imported from its temporary folder (a model plug-in) is forgotten
     when the test ends: a later test that writes one of the same name gets its own, and
     the folder itself is removed when the test passes (pyproject: tmp_path_retention_policy)."""
-    before = set(sys.modules)
+    count, last = len(sys.modules), next(reversed(sys.modules))
     yield
+    if len(sys.modules) == count and next(reversed(sys.modules)) == last:
+        return  # nothing imported (sys.modules keeps import order: a new name comes last)
+    names = list(sys.modules)
+    new = names[names.index(last) + 1 :] if last in sys.modules else names
+    if len(new) != len(names) - count:
+        new = names  # the test also removed modules: look at every one
     base = str(tmp_path_factory.getbasetemp())
-    for name in set(sys.modules) - before:
+    for name in new:
         if (getattr(sys.modules[name], "__file__", None) or "").startswith(base):
             del sys.modules[name]
 
@@ -239,10 +246,18 @@ def tree_digest(root: Path) -> dict[str, str]:
     return out
 
 
-def digits_npz(path: Path, indices: np.ndarray) -> Path:
+@functools.cache
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits data set, parsed once per run (from its text form: 0.4 s of CPU each)."""
     from sim_kit.datasets import load_digits
 
     x, y = load_digits()
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+def digits_npz(path: Path, indices: np.ndarray) -> Path:
+    x, y = _digits()
     np.savez(path, x=x[indices], y=y[indices])
     return path
 
@@ -257,6 +272,14 @@ class Federation:
     sites: dict[str, Path]
     bundles: dict[str, Path]
     data: dict[str, Path]
+    _settings: list[Path] | None = field(default=None, repr=False, compare=False)
+
+    def settings_files(self) -> list[Path]:
+        """site.toml and hub.toml under root (found once: a federation's layout is fixed)."""
+        if self._settings is None:
+            names = ("site.toml", "hub.toml")
+            self._settings = [p for name in names for p in self.root.rglob(name)]
+        return self._settings
 
     def copy(self, dest: Path) -> Federation:
         shutil.copytree(self.root, dest, symlinks=True)
@@ -273,7 +296,7 @@ class Federation:
             {k: move(v) for k, v in self.data.items()},
         )
         # site.toml and hub.toml hold absolute paths to keys and data: point them at the copy
-        for toml in list(dest.rglob("site.toml")) + list(dest.rglob("hub.toml")):
+        for toml in map(move, self.settings_files()):
             toml.write_text(toml.read_text().replace(str(self.root), str(dest)))
         return fed
 
