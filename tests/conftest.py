@@ -28,9 +28,22 @@ from flsilo.signing.keys import generate_key, load_public_key, parse_public_line
 from hub_kit import workspace as hub_workspace
 from tests import cpu_report
 
-# Tests never assert wall-clock time: no Hypothesis deadlines (first calls import torch).
-settings.register_profile("flsilo", deadline=None)
+# Property tests. Tests never assert wall-clock time: no Hypothesis deadlines (first calls
+# import torch). The default tier runs each property on a modest number of examples: its
+# ``examples(n)``, or 50 where a test names none. CI runs every property test a second time
+# with ten times as many (the ``ci`` profile: ``pytest -m 'hypothesis and not slow and not
+# vision' --hypothesis-profile ci``, .ci/run).
+THOROUGH = 10
+settings.register_profile("flsilo", deadline=None, max_examples=50)
+settings.register_profile("ci", settings.get_profile("flsilo"), max_examples=50 * THOROUGH)
 settings.load_profile("flsilo")
+
+
+def examples(n: int) -> int:
+    """A property test's example count: ``n`` in the default tier, ``THOROUGH`` times ``n``
+    under the ``ci`` profile (read when the test module is imported, after pytest loaded
+    the profile that ``--hypothesis-profile`` names)."""
+    return n * THOROUGH if settings.get_current_profile_name().startswith("ci") else n
 
 
 def pytest_configure(config: pytest.Config) -> None:

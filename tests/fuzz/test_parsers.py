@@ -2,8 +2,9 @@
 
 One property per parser, on arbitrary bytes and on hostile structures (deep nesting, huge
 numbers, lone surrogates, absurd shapes, oversized fields). The default tier runs a modest
-number of examples; the slow tier (``pytest -m slow``) runs the same properties with a larger
-budget, and ``tests/fuzz/fuzz_parsers.py`` runs them under atheris for as long as you like.
+number of examples (ten times as many under the ``ci`` profile: tests/conftest.py); the slow
+tier (``pytest -m slow``) runs the same properties with a larger budget, and
+``tests/fuzz/fuzz_parsers.py`` runs them under atheris for as long as you like.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flsilo.runtime.errors import FlsiloError
+from tests.conftest import examples
 from tests.fuzz import targets
 
 # A parser may allocate a small multiple of its input, never megabytes for a few bytes.
 ALLOCATION_LIMIT = 8 * 1024 * 1024
-DEFAULT_EXAMPLES = int(os.environ.get("FLSILO_FUZZ_EXAMPLES", "30"))
+DEFAULT_EXAMPLES = int(os.environ.get("FLSILO_FUZZ_EXAMPLES", "0")) or examples(15)
 
 fuzz_settings = settings(
     max_examples=DEFAULT_EXAMPLES,
-    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

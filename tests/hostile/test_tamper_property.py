@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from flsilo.format.artifact import sig_path, verify_file
 from flsilo.runtime.errors import FlsiloError
 from flsilo.signing.trust import AllowedSigners
+from tests.conftest import examples
 from tests.hostile.test_corpus import Corpus
 
 
@@ -29,7 +30,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, AllowedSigners
     return good, AllowedSigners.load(corpus.signers), good.read_bytes(), sig_path(good).read_bytes()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(60))
 @given(
     which=st.sampled_from(["file", "sig"]),
     position=st.integers(min_value=0),

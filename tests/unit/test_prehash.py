@@ -26,10 +26,11 @@ from flsilo.format.tensorfile import RawTensor
 from flsilo.runtime.errors import VerificationError
 from flsilo.signing.keys import generate_key
 from flsilo.signing.trust import AllowedSigners
+from tests.conftest import examples
 from tests.hostile.test_corpus import Corpus, bundle_manifest
 
 settings_ = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(12), suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 

@@ -15,6 +15,7 @@ from hub_kit.inmemory import combine_states
 from hub_kit.strategies import from_provenance, parse_strategy, strategy_text
 from hub_kit.streaming import StreamInput, aggregate_stream, first_pass, run_two_pass
 from hub_kit.weighting import cap_shares, norm_gate, shares
+from tests.conftest import examples
 
 RULES = [
     "multi-krum:1",
@@ -158,7 +159,7 @@ def test_streaming_in_small_chunks_matches_the_in_memory_rule(
     assert max(figures, key=lambda f: f.update_norm) is figures[4]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(50))
 @given(
     st.lists(st.floats(1, 1e8), min_size=1, max_size=12),
     st.floats(0.01, 1.0),

@@ -14,6 +14,7 @@ from flsilo.format.tensorfile import RawTensor, build_header
 from flsilo.runtime.errors import UsageError
 from hub_kit.strategies import parse_strategy
 from hub_kit.streaming import StreamInput, aggregate_stream
+from tests.conftest import examples
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 
@@ -31,7 +32,7 @@ def run(name: str, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return parse_strategy(name).combine([v.copy() for v in values], weights.copy())
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(40))
 @given(stacks(), st.sampled_from(["fedavg", "mean", "median", "trimmed-mean:0.2"]))
 def test_results_lie_within_the_inputs(stack, name) -> None:
     values, weights = stack
@@ -40,7 +41,7 @@ def test_results_lie_within_the_inputs(stack, name) -> None:
     assert np.all(out >= values.min(axis=0) - tol) and np.all(out <= values.max(axis=0) + tol)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(30))
 @given(
     st.integers(1, 6),
     hnp.arrays(np.float64, 10, elements=finite),
@@ -51,7 +52,7 @@ def test_identical_inputs_give_that_input(k, row, name) -> None:
     np.testing.assert_allclose(out, row, rtol=1e-12, atol=1e-9)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(30))
 @given(stacks())
 def test_fedavg_is_the_weighted_mean(stack) -> None:
     values, weights = stack
@@ -60,7 +61,7 @@ def test_fedavg_is_the_weighted_mean(stack) -> None:
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(30))
 @given(stacks())
 def test_trimmed_mean_with_zero_beta_is_the_mean(stack) -> None:
     values, weights = stack
@@ -105,7 +106,7 @@ def _write(path: Path, tensors: dict[str, np.ndarray]) -> int:
     return len(header)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(12))
 @given(st.integers(1, 5), st.integers(1, 3000), st.data())
 def test_streaming_matches_an_in_memory_reference(tmp_path_factory, k, n, data) -> None:
     root = tmp_path_factory.mktemp("stream")
