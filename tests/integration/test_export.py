@@ -13,6 +13,7 @@ from tests.conftest import Federation, needs, tree_digest
 pytestmark = [
     needs("onnx", reason="the export extra (onnx) is not installed"),
     needs("onnxruntime", reason="the export extra (onnxruntime) is not installed"),
+    pytest.mark.usefixtures("onnx_registry_once"),
 ]
 
 
