@@ -17,10 +17,12 @@ from flsilo.signing.claims import HubEvaluation
 from sim_kit.datasets import load_digits
 from tests.conftest import Federation, digits_npz, hub_root, tree_digest
 
+TEST_RECORDS = 100  # about 10 a class: where the figures' values do not matter
 
-def _test_set(root: Path) -> Path:
+
+def _test_set(root: Path, records: int = TEST_RECORDS) -> Path:
     order = np.random.default_rng(0).permutation(1797)
-    return digits_npz(root / "hub-test.npz", order[500:700])  # neither site's records
+    return digits_npz(root / "hub-test.npz", order[500 : 500 + records])  # no site's records
 
 
 def _aggregate_event(hub: Path) -> dict:
@@ -30,12 +32,12 @@ def _aggregate_event(hub: Path) -> dict:
 
 def test_hub_claims_are_signed_shown_and_audited(federation: Federation, cli) -> None:
     federation.carry()
-    data = _test_set(federation.root)
+    data = _test_set(federation.root, 200)  # enough that the accuracy is clear of chance
     done = cli("aggregate", federation.hub, "--eval", data, "--json")
     assert done.code == 0, done.err
     report = json.loads(done.out)["report"]
     claim = report["hub_evaluation"]
-    assert claim["test_set_records"] == 200 and claim["samples"] == 200
+    assert claim["test_set_records"] == claim["samples"] == 200
     assert claim["data_format"] == "npz" and claim["task"] == "classify"
     assert 0.5 < claim["figures"]["accuracy"] <= 1.0
     assert sum(map(sum, claim["confusion"])) == 200
@@ -131,13 +133,13 @@ def _claim_of(tmp_path: Path, cli, *plan: str) -> dict:
 
 def test_hub_claims_withhold_small_cells_as_site_reports_do(tmp_path: Path, cli) -> None:
     """The claim goes to every site in the package: a count below the plan's minimum cell size
-    is withheld (the hub test set has about 20 records per class, below 30), as in a site's
+    is withheld (the hub test set has about 10 records per class, below 30), as in a site's
     signed report, and so is every rate built on such a small class."""
     claim = _claim_of(tmp_path, cli, "--min-cell-size", "30")
     cells = [c for row in claim["confusion"] for c in row]
     assert len(cells) == 100 and all(c is None or c == 0 for c in cells) and None in cells
     assert all(v is None for row in claim["per_class"].values() for v in row.values())
-    assert claim["figures"]["accuracy"] is not None and claim["samples"] == 200
+    assert claim["figures"]["accuracy"] is not None and claim["samples"] == TEST_RECORDS
 
 
 def test_hub_claims_in_a_dp_federation_carry_aggregate_figures_only(tmp_path: Path, cli) -> None:
@@ -161,7 +163,7 @@ def test_a_test_set_changed_after_its_check_is_refused(
     def check_then_change(self: HubTestSet, package: object) -> None:
         checked(self, package)  # type: ignore[arg-type]
         order = np.random.default_rng(1).permutation(1797)
-        digits_npz(data, order[500:700])  # same size and place, other records
+        digits_npz(data, order[500 : 500 + TEST_RECORDS])  # same size and place, other records
 
     monkeypatch.setattr(HubTestSet, "check", check_then_change)
     before = tree_digest(federation.hub)
