@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flsilo.cli.app import run
 from flsilo.signing import evalreport as er
 from tests.conftest import Federation, digits_npz, fingerprint, needs_ssh_keygen, tree_digest
 
@@ -24,21 +27,35 @@ CHROMIUM = next(
 )
 
 
-def _round_with_a_report(federation: Federation, cli, tmp_path: Path) -> Path:
-    """Round 0 aggregated with site-a's signed report on package r0000 beside the bundles."""
+HELD_OUT = 60  # records in site-a's report: the card shows the figures, whatever they are
+
+
+@pytest.fixture(scope="module")
+def _reported_round(
+    federation_template: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> Federation:
+    """Round 0 aggregated with site-a's signed report on package r0000 beside the bundles,
+    made once for this file from a copy of the session's federation."""
+    federation = federation_template.copy(tmp_path_factory.mktemp("card") / "fed")
     ws = federation.sites["site-a"]
-    held_out = digits_npz(tmp_path / "held-out.npz", np.arange(1500, 1700))
-    made = cli(
-        "evaluate", ws / "packages" / "fed-r0000.safetensors", "--site", ws,
-        "--data", held_out, "--report",
-    )  # fmt: skip
-    assert made.code == 0, made.err
+    held_out = digits_npz(federation.root / "held-out.npz", np.arange(1500, 1500 + HELD_OUT))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run(["evaluate", str(ws / "packages" / "fed-r0000.safetensors"), "--site",
+                    str(ws), "--data", str(held_out), "--report"]) == 0  # fmt: skip
     federation.carry()
     report = ws / "outbox" / "r0000-site-a.eval.json"
     for f in (report, er.sig_of(report)):
         shutil.copy(f, federation.hub / "inbox" / f.name)
-    assert cli("aggregate", federation.hub).code == 0
-    return federation.hub / "packages" / "fed-r0001.safetensors"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run(["aggregate", str(federation.hub)]) == 0
+    return federation
+
+
+@pytest.fixture
+def reported(_reported_round: Federation, tmp_path: Path) -> tuple[Federation, Path]:
+    """A private copy of :func:`_reported_round` and its package r0001."""
+    federation = _reported_round.copy(tmp_path / "fed")
+    return federation, federation.hub / "packages" / "fed-r0001.safetensors"
 
 
 def _card(cli, federation: Federation, package: Path, out: Path) -> object:
@@ -48,8 +65,8 @@ def _card(cli, federation: Federation, package: Path, out: Path) -> object:
     )  # fmt: skip
 
 
-def test_the_card_holds_the_verified_evidence(federation: Federation, cli, tmp_path: Path) -> None:
-    package = _round_with_a_report(federation, cli, tmp_path)
+def test_the_card_holds_the_verified_evidence(reported, cli, tmp_path: Path) -> None:
+    federation, package = reported
     before = tree_digest(federation.hub)
     out = tmp_path / "card"
     result = _card(cli, federation, package, out)
@@ -60,7 +77,7 @@ def test_the_card_holds_the_verified_evidence(federation: Federation, cli, tmp_p
     assert [p["round"] for p in doc["lineage"]] == [0, 1]
     assert doc["lineage"][1]["parent_sha256"] == doc["lineage"][0]["sha256"]
     (evaluation,) = doc["evaluations"]
-    assert evaluation["site"] == "site-a" and evaluation["samples"] == 200
+    assert evaluation["site"] == "site-a" and evaluation["samples"] == HELD_OUT
     assert [s["site"] for s in doc["rounds"][0]["sites"]] == ["site-a", "site-b"]
     md = (out / "card.md").read_text()
     assert "## Performance at each site" in md and "site-a" in md
@@ -72,13 +89,11 @@ def test_the_card_holds_the_verified_evidence(federation: Federation, cli, tmp_p
     assert all(link.startswith(("data:", "#")) for link in links)
 
 
-def test_one_changed_byte_of_a_report_refuses_the_card(
-    federation: Federation, cli, tmp_path: Path
-) -> None:
-    package = _round_with_a_report(federation, cli, tmp_path)
+def test_one_changed_byte_of_a_report_refuses_the_card(reported, cli, tmp_path: Path) -> None:
+    federation, package = reported
     archived = federation.hub / "rounds" / "0000" / "r0000-site-a.eval.json"
     data = bytearray(archived.read_bytes())
-    data[data.index(b'"samples":200') + 11] = ord("1")
+    data[data.index(b'"samples":60') + 11] = ord("1")
     archived.write_bytes(bytes(data))
     out = tmp_path / "card"
     result = _card(cli, federation, package, out)
@@ -103,8 +118,8 @@ def test_a_card_needs_the_trust_root_and_a_package_of_this_hub(
 @pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium is not installed: card.html not rendered"
 )
-def test_the_card_renders_in_a_real_browser(federation: Federation, cli, tmp_path: Path) -> None:
-    package = _round_with_a_report(federation, cli, tmp_path)
+def test_the_card_renders_in_a_real_browser(reported, cli, tmp_path: Path) -> None:
+    federation, package = reported
     out = tmp_path / "card"
     assert _card(cli, federation, package, out).code == 0
     assert CHROMIUM is not None
@@ -124,10 +139,8 @@ def test_the_card_renders_in_a_real_browser(federation: Federation, cli, tmp_pat
 
 
 @needs_ssh_keygen
-def test_the_cards_stock_commands_run_as_printed(
-    federation: Federation, cli, tmp_path: Path
-) -> None:
-    package = _round_with_a_report(federation, cli, tmp_path)
+def test_the_cards_stock_commands_run_as_printed(reported, cli, tmp_path: Path) -> None:
+    federation, package = reported
     out = tmp_path / "card"
     assert _card(cli, federation, package, out).code == 0
     md = (out / "card.md").read_text()
