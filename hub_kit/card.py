@@ -6,11 +6,13 @@ round, and then reads the federation's history from the verified log, the plan a
 from verified packages, and the sites' figures from evaluation reports that verify. Any
 failure refuses the card (``card-evidence``, exit 3) with the failed check named: a card
 is never written from evidence that does not verify. ``hub_kit.card_render`` turns the
-evidence into Markdown and HTML; the JSON is the evidence itself.
+evidence into Markdown and HTML; the JSON is the evidence itself. ``write_card`` is
+``flsilo report``: the evidence, then the card's files written into a new folder at once.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,14 @@ from typing import Any
 
 from flsilo.format import manifest as mf
 from flsilo.format.artifact import Verified, verify_file
+from flsilo.fs.atomic import atomic_directory
 from flsilo.runtime.codes import Code
-from flsilo.runtime.errors import FlsiloError, VerificationError
+from flsilo.runtime.errors import FlsiloError, UsageError, VerificationError
 from flsilo.signing.trust import SingleKey
 from flsilo.tasks import primary_metric
+from hub_kit import card_render
 from hub_kit.audit import AuditReport, audit
-from hub_kit.audit_trust import TrustRoot
+from hub_kit.audit_trust import TrustRoot, trust_root
 from hub_kit.evaluations import archived_folders, collect
 from hub_kit.events import Accept, Logged, of_kind
 from hub_kit.finality import finality
@@ -40,6 +44,48 @@ class Evidence:
 
     doc: dict[str, Any]
     audit: AuditReport
+
+
+@dataclass(frozen=True)
+class Card:
+    """A card written: its evidence document (``card.json``) and the plots drawn."""
+
+    doc: dict[str, Any]
+    plots: tuple[str, ...]
+    """The PNGs beside the card, by name; none without the plot extra."""
+
+
+def write_card(
+    package: Path,
+    hub_dir: Path,
+    out: Path,
+    fingerprint: str | None,
+    key: Path | None,
+    *,
+    replay: bool = False,
+) -> Card:
+    """``flsilo report``: the card of ``package`` (card.json, card.md, card.html and its
+    plots) written into the new folder ``out`` at once, trusting the hub key given by
+    ``fingerprint`` or ``key``; or a refusal, with nothing written."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(
+            "the output folder exists and is not empty",
+            path=out,
+            code=Code.EXISTS,
+            hint="give a new folder for the card (a card is never written over another)",
+        )
+    root = trust_root(fingerprint, key)
+    doc = card_evidence(package, hub_dir, root, replay=replay).doc
+    plots = card_render.plots(doc)
+    with atomic_directory(out) as staging:
+        (staging / "card.json").write_text(
+            json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        (staging / "card.md").write_text(card_render.markdown(doc, plots), encoding="utf-8")
+        (staging / "card.html").write_text(card_render.page(doc, plots), encoding="utf-8")
+        for name, png in plots.items():
+            (staging / f"{name}.png").write_bytes(png)
+    return Card(doc, tuple(plots))
 
 
 def _refuse(path: Path | str, why: str, hint: str) -> VerificationError:

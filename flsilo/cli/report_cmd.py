@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from flsilo.cli.common import emit_json, info, print_data, set_json
-from flsilo.runtime.codes import Code
-from flsilo.runtime.errors import UsageError
 
 
 def report(
@@ -38,36 +35,16 @@ def report(
     --hub-fingerprint SHA256:NxPKs2...
     """
     set_json(json_out)
-    from flsilo.fs.atomic import atomic_directory
-    from hub_kit import card_render
-    from hub_kit.audit_trust import trust_root
-    from hub_kit.card import card_evidence
+    from hub_kit.card import write_card
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(
-            "the output folder exists and is not empty",
-            path=out,
-            code=Code.EXISTS,
-            hint="give a new folder for the card (a card is never written over another)",
-        )
-    root = trust_root(hub_fingerprint, hub_key)
-    evidence = card_evidence(package, hub, root, replay=replay)
-    doc = evidence.doc
-    plots = card_render.plots(doc)
-    with atomic_directory(out) as staging:
-        (staging / "card.json").write_text(
-            json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8"
-        )
-        (staging / "card.md").write_text(card_render.markdown(doc, plots), encoding="utf-8")
-        (staging / "card.html").write_text(card_render.page(doc, plots), encoding="utf-8")
-        for name, png in plots.items():
-            (staging / f"{name}.png").write_bytes(png)
+    card = write_card(package, hub, out, hub_fingerprint, hub_key, replay=replay)
+    doc = card.doc
     if json_out:
         emit_json("report", True, {"out": str(out), "card": doc})
         return
     info(
         f"model card of {package.name}: {len(doc['evaluations'])} signed evaluation reports, "
         f"{len(doc['lineage'])} packages, audit passed"
-        + ("" if plots else " (no plots: install the plot extra)")
+        + ("" if card.plots else " (no plots: install the plot extra)")
     )
     print_data(str(out / "card.html"))
