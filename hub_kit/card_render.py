@@ -18,6 +18,7 @@ from typing import Any
 from flsilo.runtime.progress import counted
 from flsilo.signing.claims import PERCENT, lead_figure, metric_name, show_figure
 from flsilo.tasks import primary_metric
+from hub_kit.report import Verdict
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:60rem;
@@ -315,7 +316,7 @@ def _rounds_section(doc: dict[str, Any]) -> tuple[str, Any, list[str] | None]:
     metric = primary_metric(doc["federation"]["task"])
     rows = []
     for r in doc["rounds"]:
-        accepted = [s for s in r["sites"] if s["verdict"] == "accepted"]
+        accepted = [s for s in r["sites"] if s["verdict"] == Verdict.ACCEPTED]
         rejected = [f"{s['site']} ({s['verdict']})" for s in r["sites"] if s not in accepted]
         rows.append(
             [

@@ -101,3 +101,17 @@ def test_the_plan_table_counts_one_round_in_the_singular() -> None:
 
     assert schedule("one-shot", 1) == "one-shot (1 round)"
     assert schedule("few-shot", 3) == "few-shot (3 rounds)"
+
+
+def test_the_rounds_table_splits_accepted_and_rejected_sites() -> None:
+    """card.json's verdict text (the history's): accepted sites with their samples, each
+    rejected one with its code."""
+    from hub_kit.card_render import _rounds_section
+
+    sites = [
+        {"site": "site-a", "verdict": "accepted", "samples": 40},
+        {"site": "site-c", "verdict": "rejected: bad-signature", "samples": None},
+    ]
+    doc = {"federation": {"task": "classify"}, "rounds": [{"round": 0, "sites": sites}]}
+    _, rows, _ = _rounds_section(doc)
+    assert rows == [["0", "site-a 40", "site-c (rejected: bad-signature)", "–"]]  # no figure
