@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from flsilo.cli.app import run
 from hub_kit.eventlog import EventLog
 from hub_kit.state import fold, render_allowed_signers
 from tests.conftest import Federation, fingerprint
@@ -16,13 +17,13 @@ from tests.conftest import Federation, fingerprint
 STATE = "state"
 
 
-def next_round(fed: Federation, cli, round_: int) -> None:
+def next_round(fed: Federation, round_: int) -> None:
     """Every site trains on package ``round_`` and carries its bundle to the hub inbox."""
     name = f"fed-r{round_:04d}.safetensors"
     for site_dir in fed.sites.values():
         for suffix in ("", ".sig"):
             shutil.copy(fed.hub / "packages" / f"{name}{suffix}", site_dir / "packages")
-        assert cli("train", site_dir / "packages" / name, "--site", site_dir).code == 0
+        assert run(["train", str(site_dir / "packages" / name), "--site", str(site_dir)]) == 0
         for f in (site_dir / "outbox").glob(f"fed-r{round_:04d}-*"):
             shutil.copy(f, fed.hub / "inbox")
 
@@ -35,20 +36,28 @@ def audit(cli, fed: Federation, *args: object) -> tuple[int, dict[str, str]]:
     return result.code, {c["name"]: c["detail"] for c in checks if not c["ok"]}
 
 
-@pytest.fixture
-def momentum(federation: Federation, cli) -> Federation:
-    """Two rounds with server momentum; the log signature after the first is kept (a backup)."""
-    fed = federation
+@pytest.fixture(scope="module")
+def momentum_template(
+    federation_template: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> Federation:
+    """Two rounds with server momentum; the log signature after the first is kept (a backup).
+    Built once for the module: each test changes a copy of it."""
+    fed = federation_template.copy(tmp_path_factory.mktemp("momentum") / "fed")
     fed.carry()
-    assert cli("aggregate", fed.hub, "--server-optimizer", "fedavgm").code == 0
+    assert run(["aggregate", str(fed.hub), "--server-optimizer", "fedavgm"]) == 0
     shutil.copy(fed.hub / "events.jsonl.sig", fed.root / "r0001-log.sig")
-    next_round(fed, cli, 1)
-    assert cli("aggregate", fed.hub, "--server-optimizer", "fedavgm").code == 0
+    next_round(fed, 1)
+    assert run(["aggregate", str(fed.hub), "--server-optimizer", "fedavgm"]) == 0
     for suffix in ("", ".sig"):  # a site keeps both packages
         for round_ in (1, 2):
             name = f"fed-r{round_:04d}.safetensors{suffix}"
             shutil.copy(fed.hub / "packages" / name, fed.root / name)
     return fed
+
+
+@pytest.fixture
+def momentum(momentum_template: Federation, tmp_path) -> Federation:
+    return momentum_template.copy(tmp_path / "fed")
 
 
 def test_plain_audit_checks_each_state_file_against_the_log(momentum: Federation, cli) -> None:
