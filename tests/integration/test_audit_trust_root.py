@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from flsilo.cli.app import run
 from flsilo.signing.keys import PrivateKey, PublicKey, load_private_key, load_public_key
 from flsilo.signing.rotation import make_rotation
 from flsilo.signing.sshsig import PACKAGE_NAMESPACE, sign_digest
@@ -75,11 +76,20 @@ def failed(audit: dict) -> dict[str, str]:
     return {c["name"]: c["detail"] for c in audit["checks"] if not c["ok"]}
 
 
+@pytest.fixture(scope="module")
+def aggregated_template(
+    federation_template: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> Federation:
+    """Round 0 aggregated, once for the module: each test changes a copy of it."""
+    fed = federation_template.copy(tmp_path_factory.mktemp("aggregated") / "fed")
+    fed.carry()
+    assert run(["aggregate", str(fed.hub)]) == 0
+    return fed
+
+
 @pytest.fixture
-def aggregated(federation: Federation, cli) -> Federation:
-    federation.carry()
-    assert cli("aggregate", federation.hub).code == 0
-    return federation
+def aggregated(aggregated_template: Federation, tmp_path: Path) -> Federation:
+    return aggregated_template.copy(tmp_path / "fed")
 
 
 def forge_rotation(fed: Federation, statement: str) -> None:

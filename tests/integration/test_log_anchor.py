@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from flsilo.cli.app import run
 from flsilo.signing.keys import load_private_key, load_public_key
 from hub_kit.anchor import sign_log
 from hub_kit.state import fold, render_allowed_signers
@@ -45,18 +46,27 @@ def failed_checks(cli, hub: Path, *args: object) -> list[str]:
     return failed
 
 
-@pytest.fixture
-def round_done(federation: Federation, cli) -> Federation:
-    """Round 0 aggregated; site-a keeps both packages; the log signature before it is saved."""
-    shutil.copy(federation.hub / "events.jsonl.sig", federation.root / "old-log.sig")
-    federation.carry()
-    assert cli("aggregate", federation.hub).code == 0
-    keep = federation.root / "kept"
+@pytest.fixture(scope="module")
+def round_done_template(
+    federation_template: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> Federation:
+    """Round 0 aggregated; site-a keeps both packages; the log signature before it is saved.
+    Built once for the module: each test changes a copy of it."""
+    fed = federation_template.copy(tmp_path_factory.mktemp("round-done") / "fed")
+    shutil.copy(fed.hub / "events.jsonl.sig", fed.root / "old-log.sig")
+    fed.carry()
+    assert run(["aggregate", str(fed.hub)]) == 0
+    keep = fed.root / "kept"
     keep.mkdir()
     for name in ("fed-r0000.safetensors", "fed-r0001.safetensors"):
         for suffix in ("", ".sig"):
-            shutil.copy(federation.hub / "packages" / f"{name}{suffix}", keep)
-    return federation
+            shutil.copy(fed.hub / "packages" / f"{name}{suffix}", keep)
+    return fed
+
+
+@pytest.fixture
+def round_done(round_done_template: Federation, tmp_path: Path) -> Federation:
+    return round_done_template.copy(tmp_path / "fed")
 
 
 def kept(fed: Federation, round_: int) -> Path:
