@@ -129,8 +129,8 @@ def _site(root: Path, cli, keys: Path, data: Path) -> Path:
 def test_interrupted_training_resumes_to_the_same_bundle(tmp_path: Path, cli, monkeypatch) -> None:
     from tests.conftest import digits_npz
 
-    hub, keys = new_hub(tmp_path, cli, epochs=4, model="mlp:hidden=32")
-    data = digits_npz(tmp_path / "d.npz", np.arange(400))
+    hub, keys = new_hub(tmp_path, cli, epochs=3, model="mlp:hidden=32")
+    data = digits_npz(tmp_path / "d.npz", np.arange(200))
     straight = _site(tmp_path, cli, keys, data)
     package = straight / "packages" / "fed-r0000.safetensors"
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
@@ -160,10 +160,10 @@ def test_interrupted_training_resumes_to_the_same_bundle(tmp_path: Path, cli, mo
     real_save = training.Checkpoint.save
     calls = {"n": 0}
 
-    def save_then_die(self, epoch, *args, **kwargs):  # killed right after epoch 2 is on disk
+    def save_then_die(self, epoch, *args, **kwargs):  # killed right after epoch 1 is on disk
         real_save(self, epoch, *args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 1:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(training.Checkpoint, "save", save_then_die)
@@ -189,7 +189,7 @@ def test_interrupted_training_resumes_to_the_same_bundle(tmp_path: Path, cli, mo
     )
     assert second.code == 0, second.err
     doc = json.loads(second.out)
-    assert doc["resumed_from_epoch"] == 2 and doc["epochs_run"] == 2
+    assert doc["resumed_from_epoch"] == 1 and doc["epochs_run"] == 2
     a = straight / "outbox" / "fed-r0000-site-a.safetensors"
     b = resumed / "outbox" / "fed-r0000-site-a.safetensors"
     assert data_digest(a) == data_digest(b)  # resumed weights are bit-identical
