@@ -4,38 +4,64 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 
+from flsilo.cli.app import run
 from hub_kit.strategies.math import fisher_weighted_mean
 from tests.conftest import Federation, hub_root
 from tests.integration.test_hub import resign, rows
 
 
-def _train_round_1(fed: Federation, cli) -> dict[str, Path]:
-    name = "fed-r0001.safetensors"
-    out = {}
-    for site, site_dir in fed.sites.items():
-        shutil.copy(fed.hub / "packages" / name, site_dir / "packages")
-        shutil.copy(fed.hub / "packages" / f"{name}.sig", site_dir / "packages")
-        assert cli("train", site_dir / "packages" / name, "--site", site_dir).code == 0
-        out[site] = site_dir / "outbox" / f"fed-r0001-{site}.safetensors"
-    return out
+@dataclass
+class FisherRound:
+    """The session's federation switched to Fisher merging, round 0 aggregated under it and
+    round 1 trained at both sites (bundles in the sites' outboxes, not yet carried)."""
+
+    fed: Federation
+    bundles: dict[str, Path]
+
+    def copy(self, dest: Path) -> FisherRound:
+        fed = self.fed.copy(dest)
+        return FisherRound(
+            fed, {s: dest / b.relative_to(self.fed.root) for s, b in self.bundles.items()}
+        )
 
 
-def test_fisher_round_ships_merges_and_replays(federation: Federation, cli) -> None:
-    fed = federation
+@pytest.fixture(scope="module")
+def fisher_template(
+    federation_template: Federation, tmp_path_factory: pytest.TempPathFactory
+) -> FisherRound:
+    fed = federation_template.copy(tmp_path_factory.mktemp("fisher") / "fed")
     config = fed.hub / "federation.toml"
     config.write_text(config.read_text().replace('merge = "average"', 'merge = "fisher"'))
     fed.carry()
-    assert cli("aggregate", fed.hub).code == 0  # round 0's plan was signed before the change
+    assert run(["aggregate", str(fed.hub)]) == 0  # round 0's plan was signed before the change
+    name = "fed-r0001.safetensors"
+    bundles = {}
+    for site, site_dir in fed.sites.items():
+        shutil.copy(fed.hub / "packages" / name, site_dir / "packages")
+        shutil.copy(fed.hub / "packages" / f"{name}.sig", site_dir / "packages")
+        assert run(["train", str(site_dir / "packages" / name), "--site", str(site_dir)]) == 0
+        bundles[site] = site_dir / "outbox" / f"fed-r0001-{site}.safetensors"
+    return FisherRound(fed, bundles)
+
+
+@pytest.fixture
+def fisher_round(fisher_template: FisherRound, tmp_path: Path) -> FisherRound:
+    return fisher_template.copy(tmp_path / "fed")
+
+
+def test_fisher_round_ships_merges_and_replays(fisher_round: FisherRound, cli) -> None:
+    fed, bundles = fisher_round.fed, fisher_round.bundles
     p1 = fed.hub / "packages" / "fed-r0001.safetensors"
     plan = json.loads(cli("inspect", p1, "--json").out)["manifest"]["package"]["plan"]
     assert plan["merge"] == "fisher"
 
-    bundles = _train_round_1(fed, cli)
     manifest = json.loads(cli("inspect", bundles["site-a"], "--json").out)["manifest"]
     assert manifest["bundle"]["fisher"] == sorted(load_file(str(p1)))  # logreg: all are params
     loaded = {site: load_file(str(b)) for site, b in bundles.items()}
@@ -68,14 +94,9 @@ def test_fisher_round_ships_merges_and_replays(federation: Federation, cli) -> N
 
 
 def test_fisher_round_refuses_bundles_without_or_with_wrong_fisher(
-    federation: Federation, cli, tmp_path: Path
+    fisher_round: FisherRound, cli, tmp_path: Path
 ) -> None:
-    fed = federation
-    config = fed.hub / "federation.toml"
-    config.write_text(config.read_text().replace('merge = "average"', 'merge = "fisher"'))
-    fed.carry()
-    assert cli("aggregate", fed.hub).code == 0
-    bundles = _train_round_1(fed, cli)
+    fed, bundles = fisher_round.fed, fisher_round.bundles
     key = fed.keys / "site-a"
     # a: Fisher stripped (as an old flsilo would send); b: a declared Fisher tensor missing
     a = bundles["site-a"]
