@@ -207,12 +207,15 @@ def audit_anchor(
         report.add("event log signature", False, err.one_line())
     known = set(state.package_files.values())
     unknown = [n for n in ws.unrecorded(state) if n.startswith("packages/")]
+    listed = (
+        f"all {len(known)} packages in packages/ are"
+        if len(known) != 1
+        else "the 1 package in packages/ is"
+    )
     report.add(
         "packages known to the log",
         not unknown,
-        f"{'; '.join(unknown)}: the log's tail was cut"
-        if unknown
-        else f"all {len(known)} packages in packages/ are in the log",
+        f"{'; '.join(unknown)}: the log's tail was cut" if unknown else f"{listed} in the log",
     )
     audit_state_files(ws, report, events)
     hub_keys = [key for key, _until in state.retired_hub_keys] + [state.hub_key]

@@ -90,3 +90,17 @@ def test_the_trust_root_is_exactly_one_of_fingerprint_or_key(tmp_path: Path) -> 
     bare = trust_root(by_key.fingerprint.removeprefix("SHA256:"), None)
     assert bare.fingerprint == by_key.fingerprint and bare.given == "--hub-fingerprint"
     assert by_key.key is not None and bare.matches(by_key.key)
+
+
+def test_the_audit_counts_one_package_in_the_singular(tmp_path: Path) -> None:
+    """The golden round's hub holds round 0's package alone: "the 1 package ... is"."""
+    import shutil
+
+    from hub_kit.audit import audit
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "golden_round"
+    hub = tmp_path / "hub"
+    shutil.copytree(fixture / "hub", hub)
+    report = audit(hub, trust_root(None, fixture / "keys" / "hub.pub"))
+    (check,) = [c for c in report.checks if c.name == "packages known to the log"]
+    assert report.ok and check.detail == "the 1 package in packages/ is in the log"
