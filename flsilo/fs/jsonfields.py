@@ -13,7 +13,7 @@ float), these files are hashed line by line into a chain, and must round-trip ex
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -36,13 +36,13 @@ class JsonFields:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if f.metadata.get(_OMIT) and (value is None or value is False):
+        for name, omit in _shape(type(self)).written:
+            value = getattr(self, name)
+            if omit and (value is None or value is False):
                 continue
             if isinstance(value, JsonFields):
                 value = value.to_json()
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+            out[name] = list(value) if isinstance(value, tuple) else value
         return self._out(out)
 
     def _out(self, out: dict[str, Any]) -> dict[str, Any]:
@@ -56,73 +56,137 @@ class JsonFields:
 
     @classmethod
     def from_json(cls: type[_J], data: Mapping[str, Any]) -> _J:
-        kind = getattr(cls, "KIND", None)
-        what = f"{kind} event" if kind else cls.__name__
+        shape = _shape(cls)
         if not isinstance(data, Mapping):
-            raise FieldError(f"{what}: not a JSON object")
+            raise FieldError(f"{shape.what}: not a JSON object")
         original, data = dict(data), cls._in(data)
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        if unknown:
+        if not shape.known.issuperset(data):
+            unknown = sorted(set(data) - shape.known)
             raise FieldError(
-                f"{what}: field {unknown[0]!r} is not one this flsilo knows", newer=True
+                f"{shape.what}: field {unknown[0]!r} is not one this flsilo knows", newer=True
             )
-        hints = _hints(cls)
         values: dict[str, Any] = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            if f.name in data:
-                values[f.name] = _typed(hints[f.name], data[f.name], f"{what}: {f.name!r}")
-            elif not f.metadata.get(_OMIT):
-                raise FieldError(f"{what}: field {f.name!r} is missing")
+        for name, read, omit, where in shape.read():
+            if name in data:
+                values[name] = read(data[name], where)
+            elif not omit:
+                raise FieldError(f"{shape.what}: field {name!r} is missing")
         made = cls(**values)
         if made.to_json() != original:  # e.g. null where the log leaves a field out
-            raise FieldError(f"{what}: its fields are not as flsilo writes them")
+            raise FieldError(f"{shape.what}: its fields are not as flsilo writes them")
         return made
 
 
 _J = TypeVar("_J", bound=JsonFields)
-_HINTS: dict[type, dict[str, Any]] = {}
+Reader = Callable[[Any, str], Any]
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    """The class's field types, resolved once."""
-    if cls not in _HINTS:
-        _HINTS[cls] = get_type_hints(cls)
-    return _HINTS[cls]
+class _Shape:
+    """What ``to_json`` and ``from_json`` need of one class, worked out once: its fields,
+    which are left out, and a reader per field (asking ``typing`` about an annotation costs
+    more than checking a value, and a log is read event by event, many times a run)."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        kind = getattr(cls, "KIND", None)
+        self.what = f"{kind} event" if kind else cls.__name__
+        found = fields(cls)
+        self.known = frozenset(f.name for f in found)
+        self.written = [(f.name, bool(f.metadata.get(_OMIT))) for f in found]
+        self._readers: list[tuple[str, Reader, bool, str]] | None = None
+
+    def read(self) -> list[tuple[str, Reader, bool, str]]:
+        """(name, reader, left out while None, place in messages) per field, in field order;
+        resolved at the first read: a class may name one defined after it."""
+        if self._readers is None:
+            hints = get_type_hints(self.cls)
+            self._readers = [
+                (name, _reader(hints[name]), omit, f"{self.what}: {name!r}")
+                for name, omit in self.written
+            ]
+        return self._readers
 
 
-def _typed(hint: Any, value: Any, where: str) -> Any:
-    """``value`` if it is of the JSON type ``hint`` names (nested events made), else refused."""
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(cls: type) -> _Shape:
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        shape = _SHAPES[cls] = _Shape(cls)
+    return shape
+
+
+_CHECKS: dict[Any, tuple[type | tuple[type, ...], str]] = {
+    str: (str, "a string"),
+    int: (int, "an integer"),
+    float: ((int, float), "a number"),
+    bool: (bool, "true or false"),
+}
+
+
+def _reader(hint: Any) -> Reader:
+    """The reader of one annotation: ``value`` if it is of the JSON type ``hint`` names
+    (nested events made), else refused in the words of the type."""
+    nullable = False
     if get_origin(hint) in (Union, types.UnionType):
         args = get_args(hint)
-        if value is None and type(None) in args:
-            return None
+        nullable = type(None) in args
         hint = next(a for a in args if a is not type(None))
+    read = _plain_reader(hint)
+    if not nullable:
+        return read
+
+    def or_none(value: Any, where: str) -> Any:
+        return None if value is None else read(value, where)
+
+    return or_none
+
+
+def _plain_reader(hint: Any) -> Reader:
     if isinstance(hint, type) and is_dataclass(hint) and issubclass(hint, JsonFields):
-        return hint.from_json(value) if isinstance(value, dict) else _wrong(where, "an object")
-    checks: dict[Any, tuple[type | tuple[type, ...], str]] = {
-        str: (str, "a string"),
-        int: (int, "an integer"),
-        float: ((int, float), "a number"),
-        bool: (bool, "true or false"),
-    }
-    if hint in checks:
-        kinds, words = checks[hint]
-        if isinstance(value, kinds) and (hint is bool or not isinstance(value, bool)):
-            return value
-        return _wrong(where, words)
+        nested = hint
+
+        def event(value: Any, where: str) -> Any:
+            return (
+                nested.from_json(value) if isinstance(value, dict) else _wrong(where, "an object")
+            )
+
+        return event
+    if hint in _CHECKS:
+        kinds, words = _CHECKS[hint]
+        exact_bool = hint is bool
+
+        def scalar(value: Any, where: str) -> Any:
+            if isinstance(value, kinds) and (exact_bool or not isinstance(value, bool)):
+                return value
+            return _wrong(where, words)
+
+        return scalar
     if get_origin(hint) in (Mapping, dict) or hint is dict:
         of_text = get_args(hint)[1:] == (str,)  # Mapping[str, str]
-        if isinstance(value, dict) and (
-            not of_text or all(isinstance(v, str) for v in value.values())
-        ):
-            return value
-        return _wrong(where, "an object of strings" if of_text else "an object")
+
+        def mapping(value: Any, where: str) -> Any:
+            if isinstance(value, dict) and (
+                not of_text or all(isinstance(v, str) for v in value.values())
+            ):
+                return value
+            return _wrong(where, "an object of strings" if of_text else "an object")
+
+        return mapping
     if get_origin(hint) is tuple:  # tuple[str, ...]: a JSON list of strings
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        return _wrong(where, "a list of strings")
-    raise AssertionError(f"no JSON type for {hint!r}")
+
+        def strings(value: Any, where: str) -> Any:
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            return _wrong(where, "a list of strings")
+
+        return strings
+
+    def unknown(_value: Any, _where: str) -> Any:
+        raise AssertionError(f"no JSON type for {hint!r}")
+
+    return unknown
 
 
 def _wrong(where: str, expected: str) -> Any:
