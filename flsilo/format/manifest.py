@@ -7,6 +7,7 @@ missing or mistyped fields are refused with the field's path in the message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -436,8 +437,17 @@ def _is_utc_time(text: str) -> bool:
         return False
 
 
+_ISO_FIELDS = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
+
+
 def iso_to_epoch(text: str) -> int:
     """Inverse of now_utc()."""
+    found = _ISO_FIELDS.fullmatch(text) if isinstance(text, str) else None
+    if found is not None:  # the usual case, without strptime's general parser
+        year, month, day, hour, minute, second = map(int, found.groups())
+        if hour < 24 and minute < 60 and second < 60:
+            with contextlib.suppress(ValueError):  # strptime then says what is wrong
+                return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp())
     return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
 
 
