@@ -55,11 +55,14 @@ docs/explanation/threat-model.md explains the choice.
 """
 
 _UNLOCKED: dict[tuple[bytes, bytes], PrivateKey] = {}
-"""Keys already unlocked in this process, by (sha256 of the key file, sha256 of the passphrase).
+"""Keys already loaded in this process, by (sha256 of the key file, sha256 of the passphrase;
+of nothing for a key without one).
 
 A long command (``flsilo demo``, a library caller running many rounds) unlocks each key file
-once; the same bytes with the same passphrase always give the same key, so nothing is
-trusted that a fresh unlock would refuse.
+once, and loads an unencrypted one once (loading derives the public key, which costs more
+than reading the file); the same bytes with the same passphrase always give the same key,
+so nothing is trusted that a fresh load would refuse. A key is kept only once it passed
+every check below.
 """
 SUPPORTED_HINT = "make a key with 'flsilo keys new' or 'ssh-keygen -t ed25519' (or -t ecdsa)"
 
@@ -444,6 +447,5 @@ def load_private_key(path: Path, passphrase: PassphraseSource) -> PrivateKey:
             code=Code.KEY_TYPE,
             hint=SUPPORTED_HINT,
         )
-    if password is not None:
-        _UNLOCKED[memo] = key
+    _UNLOCKED[memo] = key
     return key
