@@ -64,6 +64,15 @@ than reading the file); the same bytes with the same passphrase always give the 
 so nothing is trusted that a fresh load would refuse. A key is kept only once it passed
 every check below.
 """
+_VERIFIED: set[tuple[bytes, str, bytes, bytes]] = set()
+"""Signatures this process found good: (key blob, signature type, signature, signed bytes).
+
+A command checks the same signature more than once (a package at intake, in the round, in
+the audit; the log's signature on every read); the answer is a function of these bytes
+alone, so a signature over any other bytes, by any other key, is checked afresh. A bad
+signature is never kept."""
+_VERIFIED_MAX = 4096
+
 SUPPORTED_HINT = "make a key with 'flsilo keys new' or 'ssh-keygen -t ed25519' (or -t ecdsa)"
 
 PassphraseSource = Callable[[Path], bytes]
@@ -115,6 +124,9 @@ class PublicKey:
         """Check an SSH signature blob's parts over ``data``; False when it does not verify."""
         if sig_type != self.key_type:
             return False
+        checked = (self.blob, sig_type, bytes(raw_sig), bytes(data))
+        if checked in _VERIFIED:
+            return True
         try:
             key = self.key
             if isinstance(key, ec.EllipticCurvePublicKey):
@@ -126,6 +138,9 @@ class PublicKey:
                 key.verify(raw_sig, data)
         except (InvalidSignature, WireFormatError, ValueError):
             return False
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED.add(checked)
         return True
 
     @classmethod

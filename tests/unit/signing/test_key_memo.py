@@ -9,7 +9,14 @@ import pytest
 
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import KeyFileError
-from flsilo.signing.keys import generate_key, load_private_key, private_key_bytes
+from flsilo.signing.keys import (
+    generate_key,
+    load_private_key,
+    private_key_bytes,
+    public_of,
+    sign_ssh,
+)
+from flsilo.signing.sshwire import WireReader
 
 
 def _no_passphrase(path: Path) -> bytes:
@@ -44,3 +51,25 @@ def test_a_refused_key_is_refused_on_every_load(tmp_path: Path) -> None:
         with pytest.raises(KeyFileError) as refused:
             load_private_key(path, _no_passphrase)
         assert refused.value.code == Code.KEY_TYPE
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "ecdsa-p256"])
+def test_a_good_signature_checked_again_is_good_and_any_other_bytes_are_checked(
+    key_type: str,
+) -> None:
+    key, other = generate_key(key_type), generate_key(key_type)
+    public = public_of(key)
+    data = b"SSHSIG" + bytes(range(64))
+    reader = WireReader(sign_ssh(key, data))
+    sig_type, raw_sig = reader.text(), reader.string()
+    for _ in range(2):
+        assert public.verify(sig_type, raw_sig, data)
+    changed = bytearray(data)
+    changed[-1] ^= 1
+    assert not public.verify(sig_type, raw_sig, bytes(changed))
+    flipped = bytearray(raw_sig)
+    flipped[len(flipped) // 2] ^= 1
+    for _ in range(2):
+        assert not public.verify(sig_type, bytes(flipped), data)
+    assert not public_of(other).verify(sig_type, raw_sig, data)
+    assert public.verify(sig_type, raw_sig, data)
