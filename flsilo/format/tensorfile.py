@@ -259,14 +259,17 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+_ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
+
+
 def _tensor_entry(name: str, entry: Any, source: str) -> TensorInfo:
     """Check one tensor's header entry on its own: name, keys, dtype, shape, offsets, size."""
     if not name or "\x00" in name:
         raise _bad(source, f"tensor name {name!r} is empty or contains NUL", Code.BAD_NAME)
-    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+    if not isinstance(entry, dict) or entry.keys() != _ENTRY_KEYS:
         raise _bad(source, f"tensor {name!r} entry must have dtype, shape, data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in ITEMSIZE:
+    if not isinstance(dtype, str) or dtype not in ITEMSIZE:  # a list is no dtype either
         raise _bad(source, f"tensor {name!r} has unsupported dtype {dtype!r}", Code.BAD_DTYPE)
     if not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK or not all(map(_int, shape)):
         raise _bad(source, f"tensor {name!r} shape must be a list of non-negative integers")

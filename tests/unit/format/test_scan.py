@@ -81,7 +81,7 @@ class ShortReads(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         return self.inner.read(size)
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+    def readinto(self, buffer) -> int:
         view = memoryview(buffer)
         return self.inner.readinto(view[:5])
 
@@ -110,7 +110,7 @@ def test_a_file_that_ends_early_is_said_to_have_shrunk() -> None:
     tensors = {"w": RawTensor.from_numpy(np.ones(64, dtype=np.float32))}
     data = _file(tensors, _metadata())
     with pytest.raises(MalformedInputError) as refused:
-        artifact.scan_stream(ArtifactReader(io.BytesIO(data[:-10]), len(data)), Path("x"))  # type: ignore[arg-type]
+        artifact.scan_stream(ArtifactReader(io.BytesIO(data[:-10]), len(data)), Path("x"))
     assert refused.value.code == Code.TRUNCATED
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -17,8 +18,11 @@ from flsilo.format.tensorfile import (
     build_header,
     f32_to_bf16,
     nonfinite_count,
+    parse_header,
     read_header,
 )
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import MalformedInputError
 
 DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "U8": np.uint8}
 
@@ -97,3 +101,12 @@ def test_nonfinite_counts_every_float_dtype() -> None:
     assert nonfinite_count("F16", np.array([1, np.inf], np.float16).tobytes()) == 1
     assert nonfinite_count("BF16", np.array([0x3F80, 0x7FC0, 0xFF80], np.uint16).tobytes()) == 2
     assert nonfinite_count("I32", os.urandom(64)) == 0
+
+
+def test_a_dtype_that_is_not_a_string_is_refused_as_unsupported() -> None:
+    for dtype in ("[]", '{"F32": 1}', "4", "null"):
+        header = f'{{"w":{{"dtype":{dtype},"shape":[1],"data_offsets":[0,4]}}}}'.encode()
+        with pytest.raises(MalformedInputError) as refused:
+            parse_header(header, 8 + len(header) + 4, "x.safetensors")
+        assert refused.value.code == Code.BAD_DTYPE
+        assert "unsupported dtype" in refused.value.message
