@@ -10,6 +10,7 @@ Decisions are pure: callers give the principal, namespace, key and time.
 from __future__ import annotations
 
 import fnmatch
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,8 +104,13 @@ def format_time(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%d%H%M%SZ")
 
 
+_FIELD = re.compile(r'(?:[^ \t"]+|"[^"]*")+')
+
+
 def _split_fields(line: str) -> list[str]:
     """Split on whitespace, keeping double-quoted runs together."""
+    if line.count('"') % 2 == 0:  # every quote closed: one pattern finds the same fields
+        return _FIELD.findall(line)
     fields: list[str] = []
     current: list[str] = []
     quoted = False
