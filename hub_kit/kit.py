@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flsilo.format.artifact import sig_path
 from flsilo.fs.atomic import atomic_directory, copy_file, write_text
+from flsilo.fs.folders import require_folder
 from flsilo.plans import federation as fed
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import UsageError
@@ -50,6 +51,7 @@ def make_kit(ws: HubWorkspace, site: str, out: Path, *, wheelhouse: Path | None 
             code=Code.NOT_ENROLLED,
             hint=f"enrol it first: flsilo hub enroll {shlex.quote(str(ws.root))} {site} SITE.pub --fingerprint ...",
         )
+    require_folder(out, "the kit", hint="choose a new or empty folder; 'hub kit' creates it")
     if out.exists() and any(out.iterdir()):
         raise UsageError(
             "kit folder exists and is not empty",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flsilo.format import manifest as mf
 from flsilo.format.artifact import Scan, scan_file
+from flsilo.fs.folders import require_folder
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import UsageError, VerificationError, WorkspaceError
 from flsilo.signing.trust import AllowedSigners
@@ -128,6 +129,9 @@ def resolve_inbox(ws: HubWorkspace, inbox: Path | None) -> Path:
                 hint="make HUB/inbox a real folder, or pass the stick's folder with --inbox",
             )
         inbox = ws.inbox
+    require_folder(
+        inbox, "the inbox", hint="give the folder the bundles and their .sig files were copied to"
+    )
     try:
         resolved: Path | None = inbox.resolve(strict=True)
     except (OSError, RuntimeError):

@@ -9,6 +9,7 @@ from flsilo.format import manifest as mf
 from flsilo.format.startinfo import start_record
 from flsilo.format.tensorsets import ROUND_TRAIN, frozen_tensors, unmatched_globs
 from flsilo.fs.atomic import atomic_directory, write_text
+from flsilo.fs.folders import require_folder
 from flsilo.models.backbone import with_start
 from flsilo.plans import federation as fed
 from flsilo.plans.federation import FederationConfig
@@ -172,6 +173,7 @@ def hub_init(
     init_weights: Path | None = None,
 ) -> Path:
     """Create HUB_DIR whole or not at all; return the round-0 package path."""
+    require_folder(root, "the hub workspace", hint="choose a new folder; 'hub init' creates it")
     if root.exists() and any(root.iterdir()):
         raise UsageError(
             "hub directory already exists and is not empty",

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flsilo.fs.atomic import WorkspaceLock, write_text
+from flsilo.fs.folders import require_folder
 from flsilo.fs.workspace_paths import resolve_stored, stored_path
 from flsilo.plans import federation as fed
 from flsilo.plans.federation import read_toml
@@ -92,6 +93,7 @@ class HubWorkspace:
 
     @classmethod
     def open(cls, root: Path) -> HubWorkspace:
+        require_folder(root, "the hub workspace", fed.FEDERATION_FILE)
         if not (root / fed.FEDERATION_FILE).exists():
             raise WorkspaceError(
                 "not a hub workspace",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flsilo.fs.atomic import WorkspaceLock, write_text
+from flsilo.fs.folders import require_folder
 from flsilo.fs.workspace_paths import stored_path
 from flsilo.plans import federation as fed
 from flsilo.plans.federation import read_toml
@@ -79,6 +80,7 @@ def rekey(
 
 def _check_kit(ws: SiteWorkspace, kit: Path, new_pub: PublicKey) -> None:
     """A kit made after the rekey names the key the hub now enrols for this site."""
+    require_folder(kit, "the site kit", KIT_FILE)
     info = read_toml(kit / KIT_FILE, "site kit (made by 'flsilo hub kit')")
     if info.get("site_id") != ws.config.site_id or info.get("federation") != ws.config.federation:
         raise UsageError(

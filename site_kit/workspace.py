@@ -10,6 +10,7 @@ from typing import Any
 from flsilo.format.artifact import Verified, scan_file, sig_path, verify_file
 from flsilo.format.manifest import ID_PATTERN, KIND_PACKAGE
 from flsilo.fs.atomic import atomic_writer, copy_file, write_text
+from flsilo.fs.folders import require_folder
 from flsilo.fs.untrusted import read_bounded
 from flsilo.fs.workspace_paths import resolve_stored, stored_path
 from flsilo.plans import federation as fed
@@ -104,6 +105,10 @@ class SiteWorkspace:
         hub_fingerprint: str,
     ) -> SiteWorkspace:
         """Check the kit against the confirmed hub fingerprint and the site key, then set up."""
+        require_folder(
+            root, "the site workspace", hint="choose a new or empty folder; 'site init' creates it"
+        )
+        require_folder(kit, "the site kit", KIT_FILE)
         if (root / SITE_FILE).exists():
             raise UsageError(
                 "this folder is already a site workspace",
@@ -150,6 +155,7 @@ class SiteWorkspace:
 
     @classmethod
     def open(cls, root: Path) -> SiteWorkspace:
+        require_folder(root, "the site workspace", SITE_FILE)
         data = read_toml(root / SITE_FILE, "site workspace (made by 'flsilo site init')")
         try:
             config = SiteConfig(**data)

@@ -453,6 +453,11 @@ class Code(StrEnum):
         U,
         "a folder was given where a package or bundle file was expected",
     )
+    NOT_A_FOLDER = (
+        "not-a-folder",
+        U,
+        "a file was given where a folder was expected: a site or hub workspace, a site kit, an inbox, an output folder",
+    )
     ABORTED = (
         "aborted",
         E,
