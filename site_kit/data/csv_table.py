@@ -92,16 +92,35 @@ def check_label_columns(header: list[str], ctx: DataContext, path: Path) -> None
     for column in ctx.label_columns():
         if column not in header:
             what = "label column" if ctx.is_classify else f"{ctx.task.name} target column"
-            shown = ", ".join(header)
+            fix = (
+                f"rename the label column to {column!r}, or ask the hub administrator for a "
+                "federation whose 'hub init --label-column' names yours"
+                if ctx.is_classify
+                else f"the federation's task needs columns {', '.join(ctx.label_columns())}"
+            )
             raise DataError(
                 f"no {what} {column!r} in the header",
                 path=path,
                 code=Code.CSV_MISSING_COLUMN,
-                hint=f"the federation expects the label in column {column!r}"
-                if ctx.is_classify
-                else f"the federation's task needs columns {', '.join(ctx.label_columns())}; "
-                f"the header has {shown[:300]}",
+                hint=header_hint(header, fix),
             )
+
+
+SEPARATORS = ((";", "';'"), ("\t", "tabs"))
+
+
+def header_hint(header: list[str], fix: str) -> str:
+    """The hint for a header that lacks a column: the header found, and the separator when a
+    cell holds one (the file was saved with ';' or tabs, so the header reads as one cell)."""
+    shown = ", ".join(header)
+    shown = shown if len(shown) <= 300 else shown[:300] + "..."
+    for sep, name in SEPARATORS:
+        if any(sep in cell for cell in header):
+            return (
+                f"the header has {shown!r}: it looks separated by {name}, not commas; "
+                f"save the file as comma-separated CSV"
+            )
+    return f"the header has {shown}; {fix}"
 
 
 def _target(row: list[str], label_at: list[int], ctx: DataContext) -> Target:

@@ -17,7 +17,7 @@ from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import DataError
 from flsilo.tasks import LabelError
 from site_kit.data import BadRecord, DataContext
-from site_kit.data.csv_table import check_label_columns
+from site_kit.data.csv_table import check_label_columns, header_hint
 from site_kit.data.imagefolder import check_shape
 from site_kit.data.pillow import EXTENSIONS, decode_file
 from site_kit.data.records import Identify, RawImage, Record
@@ -45,8 +45,11 @@ def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record |
                     f"no {column!r} column in the header",
                     path=path,
                     code=Code.CSV_MISSING_COLUMN,
-                    hint="an image manifest has a 'path' column (relative to the CSV) "
-                    "and a 'label' column",
+                    hint=header_hint(
+                        header,
+                        "an image manifest has a 'path' column (relative to the CSV) and a "
+                        "'label' column",
+                    ),
                 )
         if not ctx.is_classify:
             check_label_columns(header, ctx, path)
