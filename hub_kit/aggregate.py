@@ -36,7 +36,7 @@ from flsilo.signing.keys import PassphraseSource, PrivateKey, load_private_key
 from flsilo.tasks import primary_metric
 from hub_kit.archive import write_sums
 from hub_kit.build import Built, build_package
-from hub_kit.commit import StagedRound, fresh_staging, publish
+from hub_kit.commit import Finished, StagedRound, fresh_staging, publish, staged_rounds
 from hub_kit.drift import drift_flags
 from hub_kit.evaluations import Refused, evaluation_event, take_in
 from hub_kit.events import Accept, Aggregate, HubEvent, Reject, ReportedMetrics
@@ -99,6 +99,18 @@ def aggregate_round(
         sync.join()
         commit(tx, prep, taken, built, staged, signing_key, reports[0])
     return _report(prep, taken, built, evaluations=reports)
+
+
+def finish_interrupted(hub_dir: Path) -> Finished | None:
+    """An interrupted aggregate's committed round, published now (and nothing else done);
+    None, after only a folder listing, when no round waits to be published."""
+    ws = HubWorkspace.open(hub_dir)
+    if not staged_rounds(ws.rounds_dir):
+        return None
+    with ws.transaction("aggregate") as tx:  # entering it publishes what the log committed
+        if not tx.finished:
+            return None
+        return Finished(tx.finished[-1], ws.current_package(tx.state))
 
 
 def preview(

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flsilo.fs.atomic import fsync_dir
+from flsilo.runtime import signals
 from flsilo.runtime.errors import FlsiloError
+from flsilo.runtime.signals import Interrupted
 
 STAGING_SUFFIX = ".staging"
 _STAGING = re.compile(r"^(\d{4,})\.staging$")
@@ -94,6 +96,24 @@ def publish(staged: StagedRound, hub_root: Path, archive_dest: Path) -> None:
     shutil.rmtree(staged.root, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A round an interrupted ``aggregate`` committed, whose files a rerun published: the
+    round is done, so the rerun stops there instead of starting the next round."""
+
+    round: int
+    package: Path
+
+    def line(self) -> str:
+        return (
+            f"round {self.round} was committed by an interrupted aggregate; its files are now "
+            f"published and it was not redone (the next package: {self.package.name})"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {"finished_round": self.round, "package": str(self.package)}
+
+
 def staged_rounds(rounds_dir: Path) -> list[StagedRound]:
     if not rounds_dir.is_dir():
         return []
@@ -131,6 +151,36 @@ def discard_uncommitted(rounds_dir: Path, committed_rounds: Callable[[], int]) -
     for staged in leftovers:
         if staged.round >= committed:
             shutil.rmtree(staged.root, ignore_errors=True)
+
+
+def interrupted_after_commit(
+    exc: BaseException, rounds_dir: Path, started: int, committed: int
+) -> Interrupted | None:
+    """The interrupt to report when a command was stopped after it committed a round.
+
+    ``started`` is the log's round count when the command took the lock, ``committed`` its
+    count now: a round committed in between is said as committed (and, while its staging
+    folder remains, as published by the next hub command), never as "nothing half-written
+    was kept" — rerunning would not redo it. None when nothing was committed.
+    """
+    if committed <= started:
+        return None
+    last = committed - 1
+    one = committed - started == 1
+    rounds = f"round {last} was" if one else f"rounds {started}-{last} were"
+    if any(s.round < committed for s in staged_rounds(rounds_dir)):
+        return signals.after_done(
+            exc,
+            f"{rounds} committed to the event log; its package and archive are not "
+            "all in place yet",
+            "rerun 'flsilo aggregate' (or any hub command that changes the workspace) to "
+            "publish them; the round is not redone",
+        )
+    return signals.after_done(
+        exc,
+        f"{rounds} committed and published",
+        "nothing to redo: 'flsilo hub status' shows the next round",
+    )
 
 
 def round_entry_note(path: Path, committed: int) -> list[str]:

@@ -27,11 +27,23 @@ from flsilo.plans import federation as fed
 from flsilo.plans.federation import read_toml
 from flsilo.plans.plan import Schedule
 from flsilo.runtime.codes import Code
-from flsilo.runtime.errors import MalformedInputError, UsageError, VerificationError, WorkspaceError
+from flsilo.runtime.errors import (
+    FlsiloError,
+    MalformedInputError,
+    UsageError,
+    VerificationError,
+    WorkspaceError,
+)
+from flsilo.runtime.signals import Interrupted
 from flsilo.signing.keys import PrivateKey, parse_public_line, public_of
 from flsilo.signing.trust import AllowedSigners
 from hub_kit.anchor import Pending, check_log_signature, finish_pending, write_signed_log
-from hub_kit.commit import discard_uncommitted, roll_forward, round_entry_note
+from hub_kit.commit import (
+    discard_uncommitted,
+    interrupted_after_commit,
+    roll_forward,
+    round_entry_note,
+)
 from hub_kit.eventlog import EventLog
 from hub_kit.events import HubEvent, Init, Logged, RotateKey
 from hub_kit.state import HubState, fold, render_allowed_signers, signer_entries
@@ -226,6 +238,10 @@ class HubTransaction:
         self._events: list[Logged] = []
         self._raw = b""
         self.state = HubState()
+        self.finished: list[int] = []
+        """Committed rounds whose files this transaction published (an interrupted
+        aggregate's): :func:`hub_kit.commit.roll_forward`."""
+        self._started = 0
 
     def __enter__(self) -> HubTransaction:
         self._lock.__enter__()
@@ -235,7 +251,8 @@ class HubTransaction:
             if self.ws.pending is not None or not self.ws.signers_path.exists():
                 self.ws.write_allowed_signers(self.state)  # a commit killed before its signature
             finish_pending(self.ws.log.path, self.ws.pending, len(self._events))
-            roll_forward(self.ws.root, self.ws.rounds_dir, self.state.round)
+            self.finished = roll_forward(self.ws.root, self.ws.rounds_dir, self.state.round)
+            self._started = self.state.round
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
@@ -245,8 +262,21 @@ class HubTransaction:
         try:
             if exc[0] is not None:  # a failed command leaves no uncommitted staging folder
                 discard_uncommitted(self.ws.rounds_dir, lambda: fold(self.ws.log.read()).round)
+            if isinstance(exc[1], KeyboardInterrupt | Interrupted):  # stopped after a commit?
+                after = interrupted_after_commit(
+                    exc[1], self.ws.rounds_dir, self._started, self._committed_now()
+                )
+                if after is not None:
+                    raise after from exc[1]
         finally:
             self._lock.__exit__(*exc)
+
+    def _committed_now(self) -> int:
+        """The rounds the log holds now (an interrupt may have come inside the append)."""
+        try:
+            return fold(self.ws.log.read()).round
+        except FlsiloError:
+            return self.state.round
 
     def commit(self, entries: Sequence[HubEvent], key: PrivateKey) -> HubState:
         """Commit ``entries`` in one atomic log write; refold; regenerate; sign the log."""

@@ -161,6 +161,9 @@ def interrupted(exc: BaseException, argv: list[str]) -> int:
         "(every output is written atomically)"
     )
     hint = "rerun the same command to resume; finished steps are not redone"
+    if isinstance(exc, signals.Interrupted) and exc.done:  # stopped after a commit
+        message = f"flsilo {what} {signals.describe(exc)} after {exc.done}"
+        hint = exc.hint or hint
     if STATE.json:
         emit_json(
             "error",

@@ -10,7 +10,15 @@ import typer
 from rich import box
 from rich.table import Table
 
-from flsilo.cli.common import emit_json, passphrase_source, print_data, say, set_json, stdout
+from flsilo.cli.common import (
+    emit_json,
+    info,
+    passphrase_source,
+    print_data,
+    say,
+    set_json,
+    stdout,
+)
 from flsilo.cli.hub_init_cmd import JsonOut, PassphraseFile, hub_init
 from flsilo.cli.options import STRATEGY_HELP
 from flsilo.cli.progress import with_progress
@@ -369,8 +377,16 @@ def aggregate(
         )
         return
     from flsilo.cli.round_report import render_aggregate
-    from hub_kit.aggregate import aggregate_round
+    from hub_kit.aggregate import aggregate_round, finish_interrupted
 
+    finished = finish_interrupted(hub_dir)
+    if finished is not None:  # rerun after an interrupt: the committed round is done
+        if json_out:
+            emit_json("aggregate", True, finished.to_dict())
+        else:
+            info(finished.line())
+            print_data(str(finished.package))
+        return
     report = aggregate_round(
         hub_dir,
         overrides,

@@ -30,11 +30,28 @@ from typing import Any
 
 
 class Interrupted(BaseException):
-    """A termination signal arrived; the command exits 128 + its number (130 for Ctrl-C)."""
+    """A termination signal arrived; the command exits 128 + its number (130 for Ctrl-C).
 
-    def __init__(self, signum: int) -> None:
+    ``done`` and ``hint`` are set when the command had already made something permanent when
+    it stopped (a hub round committed to the log): the CLI then says that instead of
+    "nothing half-written was kept".
+    """
+
+    def __init__(self, signum: int, done: str = "", hint: str = "") -> None:
         super().__init__(signum)
         self.signum = signum
+        self.done = done
+        self.hint = hint
+
+
+def after_done(exc: BaseException, done: str, hint: str) -> Interrupted:
+    """The :class:`Interrupted` for ``exc`` (a plain ``KeyboardInterrupt`` is Ctrl-C) that
+    says what the command had made permanent before it stopped."""
+    return Interrupted(signal_number(exc), done, hint)
+
+
+def signal_number(exc: BaseException) -> int:
+    return exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
 
 
 def ctrl_c() -> Interrupted:
@@ -136,11 +153,11 @@ def worker_defaults(_worker_id: int = 0) -> None:
 
 def exit_status(exc: BaseException) -> int:
     """128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM."""
-    return 128 + exc.signum if isinstance(exc, Interrupted) else 128 + int(signal.SIGINT)
+    return 128 + signal_number(exc)
 
 
 def describe(exc: BaseException) -> str:
-    signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+    signum = signal_number(exc)
     if signum == int(signal.SIGINT):
         return "interrupted (Ctrl-C)"
     return f"stopped by {signal.Signals(signum).name}"
