@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from flsilo.cli.common import emit_json, set_json, stdout
+from flsilo.cli.common import emit_json, plural, set_json, stdout
 from flsilo.cli.progress import with_progress
 from flsilo.format.manifest import to_jsonable
 from flsilo.runtime import progress
@@ -70,7 +70,7 @@ def audit(
     else:
         # No outer box and a narrow check column: a whole fingerprint (50) fits in 80 columns.
         table = Table(
-            title=f"flsilo audit {hub_dir} ({report.rounds} rounds aggregated, trusting "
+            title=f"flsilo audit {hub_dir} ({plural(report.rounds, 'round')} aggregated, trusting "
             f"{root.fingerprint})",
             box=box.SIMPLE_HEAD,
             show_edge=False,

@@ -133,9 +133,19 @@ def pyplot() -> Any:
 
 
 def _plot(rounds: list[RoundHistory], png: Path, notes: list[str], metric: str) -> None:
-    plt = pyplot()
     from flsilo.fs.atomic import atomic_writer
 
+    fig = draw_history(rounds, notes, metric)
+    with atomic_writer(png) as fh:
+        fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
+    pyplot().close(fig)
+
+
+def draw_history(rounds: list[RoundHistory], notes: list[str], metric: str) -> Any:
+    """The ``--png`` figure: each site's reported metric per round, the weighted mean and the
+    hub's claims, on whole-round ticks, with the table's warnings (a validation split too
+    small to mean much) written under it."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     scale = 100 if metric in PERCENT else 1
     sites = sorted({s.site for r in rounds for s in r.sites})
@@ -160,7 +170,9 @@ def _plot(rounds: list[RoundHistory], png: Path, notes: list[str], metric: str) 
         ax.plot(*zip(*claims, strict=True), "k--", marker="s", label="hub claim (hub test set)")
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # rounds are whole
+    if rounds:  # at least one whole round wide: a narrower axis gets fractional ticks
+        ax.set_xlim(rounds[0].round - 0.5, rounds[-1].round + 0.5)
     ax.set_xlabel("round")
     unit = " (%)" if metric in PERCENT else ""
     ax.set_ylabel(f"validation {metric_name(metric)} reported by sites{unit}")
@@ -168,6 +180,4 @@ def _plot(rounds: list[RoundHistory], png: Path, notes: list[str], metric: str) 
     ax.grid(alpha=0.3)
     if notes:  # the same warnings as the table's, under the plot
         fig.text(0.01, -0.02, "\n".join(textwrap.wrap("; ".join(notes), 110)), fontsize=7, va="top")
-    with atomic_writer(png) as fh:
-        fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    return fig

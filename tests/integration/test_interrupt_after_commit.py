@@ -11,7 +11,7 @@ import pytest
 
 from hub_kit import commit
 from hub_kit.workspace import HubWorkspace
-from tests.conftest import Federation
+from tests.conftest import Federation, hub_root
 
 
 def _interrupt_the_first_publish_step(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
@@ -60,6 +60,9 @@ def test_an_interrupt_after_the_commit_says_so_and_the_rerun_finishes_the_round(
     assert not list((hub / "rounds").glob("*.staging"))
     status = json.loads(cli("hub", "status", hub, "--json").out)
     assert status["unrecorded"] == []
+    audit = cli("audit", hub, *hub_root(hub))
+    assert audit.code == 0, audit.out
+    assert "(1 round aggregated, trusting" in " ".join(audit.out.split())  # not "1 rounds"
     # the round is done: the next aggregate is round 1's, which has no bundles yet
     again = cli("aggregate", hub, "--json")
     assert again.code == 1 and json.loads(again.out)["error"]["code"] == "not-enough-sites"
