@@ -11,6 +11,9 @@ from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import FlsiloError
 from flsilo.signing.checksums import SUMS_FILE, parse_sums, render_sums
 
+SHOWN = 3
+"""File names a disagreement names before it counts the rest."""
+
 
 def write_sums(folder: Path, known: dict[str, str]) -> None:
     """Write ``folder/SHA256SUMS`` for every file in it; ``known`` digests are not re-read."""
@@ -35,7 +38,8 @@ def check_sums(folder: Path) -> str | None:
     present = {p.name for p in folder.iterdir() if p.is_file() and p.name != SUMS_FILE}
     if present != set(listed):
         extra = sorted(present ^ set(listed))
-        return f"{SUMS_FILE} and the folder disagree about {', '.join(extra[:3])}"
+        more = f" and {len(extra) - SHOWN} more" if len(extra) > SHOWN else ""
+        return f"{SUMS_FILE} and the folder disagree about {', '.join(extra[:SHOWN])}{more}"
     for name, digest in sorted(listed.items()):
         if sha256_file(folder / name) != digest:
             return f"{name} does not match its line in {SUMS_FILE}"

@@ -110,7 +110,8 @@ def check_is_file(path: Path) -> None:
 
 def missing_file_hint(path: Path) -> str:
     """What to try instead of a path that does not exist: the file with its extension, the
-    newest near-miss in its folder, or what the folder holds (a cut list says it is cut)."""
+    newest name it begins, the closest name to a typo, or what the folder holds (a cut list
+    says it is cut)."""
     if path.suffix != ".safetensors" and path.with_name(path.name + ".safetensors").is_file():
         return f"did you mean {path.name}.safetensors?"
     names = (
@@ -119,11 +120,13 @@ def missing_file_hint(path: Path) -> str:
     if not names:
         return "check the path and the folder it names"
     stem = path.name.removesuffix(".safetensors")
-    close = [n for n in names if n.startswith(stem)] or difflib.get_close_matches(
-        path.name, names, n=5, cutoff=0.9
-    )
+    begun = [n for n in names if n.startswith(stem)]
+    if begun:  # a name cut short ("xray", "xray-r0002"): names sort by round, newest last
+        return f"did you mean {max(begun)}?"
+    # a typo: the closest name (of equally close ones, the newest), never just the newest
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.9)
     if close:
-        return f"did you mean {max(close)}?"  # names sort by round: the newest is last
+        return f"did you mean {close[0]}?"
     shown = ", ".join(names[-3:])
     more = f" (the newest 3 of {len(names)})" if len(names) > 3 else ""
     return f"check the path; {path.parent} holds {shown}{more}"

@@ -26,6 +26,12 @@ def test_a_near_miss_suggests_the_newest_match(tmp_path: Path) -> None:
     )
 
 
+def test_a_typo_suggests_the_closest_name_not_the_newest(tmp_path: Path) -> None:
+    _packages(tmp_path, range(4))
+    for typo in ("xray-r0001.safetensros", "xary-r0001.safetensors", "xray-r0001.safetnesors"):
+        assert missing_file_hint(tmp_path / typo) == "did you mean xray-r0001.safetensors?"
+
+
 def test_a_cut_list_says_it_is_cut(tmp_path: Path) -> None:
     _packages(tmp_path, range(12))
     hint = missing_file_hint(tmp_path / "chest-r0001.safetensors")
