@@ -86,7 +86,7 @@ def build(root: Path, *extra: str) -> Federation:
     assert hub_init(hub, keys / "hub", *extra) == 0
     sites, bundles, data = {}, {}, {}
     for i, site in enumerate(("site-a", "site-b")):
-        data[site] = plates(root / f"data-{site}", random_labels(24, i), i)
+        data[site] = plates(root / f"data-{site}", random_labels(16, i), i)
         pub = keys / f"{site}.pub"
         ok("hub", "enroll", hub, site, pub, "--fingerprint", fingerprint(pub))
         ok("hub", "kit", hub, site, "--out", root / f"kit-{site}")
@@ -198,6 +198,49 @@ def test_hub_init_refuses_what_a_sequence_federation_cannot_be(
     assert not (tmp_path / "h").exists()
 
 
+def test_a_signed_report_on_round_0_is_tabled_archived_and_carded(fed: Federation, cli) -> None:
+    """The default tier's twin of the two-round test below: site-a reports on round 0's
+    package, the report goes to the hub with the bundles, one aggregate archives it and the
+    card of round 1 shows it; site-a then trains round 1 on the global model."""
+    held_out = plates(fed.root / "held-out", random_labels(6, 5), 5)
+    site = fed.sites["site-a"]
+    package0 = site / "packages" / "plates-r0000.safetensors"
+    result = cli("evaluate", package0, "--site", site, "--data", held_out, "--report")
+    assert result.code == 0, result.err
+    report = json.loads((site / "outbox" / "r0000-site-a.eval.json").read_text())
+    assert report["task"] == "sequence" and report["classes"] == []
+    shown = f": exact match {100 * report['metrics']['exact_match']:.1f}% on 6 samples"
+    assert shown in " ".join(result.err.split())
+    assert set(report["metrics"]) >= {"exact_match", "cer", "samples", "ci95"}
+    fed.carry()
+    for name in ("r0000-site-a.eval.json", "r0000-site-a.eval.json.sig"):
+        (fed.hub / "inbox" / name).write_bytes((site / "outbox" / name).read_bytes())
+    result = cli("hub", "evaluations", fed.hub, "--inbox", fed.hub / "inbox", "--json")
+    assert result.code == 0, result.err
+    assert str(report["metrics"]["exact_match"]) in json.dumps(json.loads(result.out))
+    done = cli("aggregate", fed.hub, "--json")
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["report"]["evaluations"] == ["r0000-site-a.eval.json"]
+    package = fed.hub / "packages" / "plates-r0001.safetensors"
+    for suffix in ("", ".sig"):
+        (site / "packages" / f"{package.name}{suffix}").write_bytes(
+            package.with_name(package.name + suffix).read_bytes()
+        )
+    done = cli("train", site / "packages" / package.name, "--site", site, "--device", "cpu")
+    assert done.code == 0, done.err
+    flat = " ".join(done.err.split())
+    assert "global model exact match " in flat and "% (loss " in flat
+    out = fed.root / "card"
+    result = cli("report", package, "--hub", fed.hub, *hub_root(fed.hub), "--out", out)
+    assert result.code == 0, result.err
+    card = (out / "card.md").read_text()
+    assert "| task | sequence |" in card
+    assert f"| charset, longest string | {CHARSET}, 4 |" in card
+    assert "exact match" in card and "character error rate" in card
+    assert "| r0000 | site-a | 6 |" in card
+
+
+@pytest.mark.slow
 def test_signed_reports_the_cross_site_table_and_the_card(fed: Federation, cli) -> None:
     fed.carry()
     assert cli("aggregate", fed.hub).code == 0
@@ -276,7 +319,7 @@ def test_export_checks_the_strings_onnx_reads(fed: Federation, cli, tmp_path: Pa
 
 
 def test_simulate_plans_a_sequence_federation(tmp_path: Path, cli) -> None:
-    data = plates(tmp_path / "all", random_labels(20, 3), 3)
+    data = plates(tmp_path / "all", random_labels(12, 3), 3)
     result = cli("simulate", "--data", data, "--input-shape", SHAPE, "--model", MODEL, *SEQUENCE,
                  "--sites", "2", "--schedule", "periodic:2", "--local-epochs", "1",
                  "--batch-size", "4", "--optimizer", "adam", "--one-shot", "--json")  # fmt: skip
