@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import gc
 import hashlib
@@ -257,6 +258,24 @@ def tree_digest(root: Path) -> dict[str, str]:
                 p.stat().st_mode
             )
     return out
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SOURCE_PACKAGES = ("flsilo", "site_kit", "hub_kit", "sim_kit")
+
+
+@functools.cache
+def source_calls() -> dict[str, tuple[ast.Call, ...]]:
+    """Every call in the sources of flsilo and the kits, by path from the repository root
+    (``flsilo/cli/app.py``), in source order: parsed once per run for the checks that read
+    them all (error codes spelled through the registry, bounded reads)."""
+    calls = {}
+    for package in SOURCE_PACKAGES:
+        for path in sorted((REPOSITORY / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            found = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+            calls[path.relative_to(REPOSITORY).as_posix()] = tuple(found)
+    return calls
 
 
 @functools.cache

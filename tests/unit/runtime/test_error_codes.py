@@ -19,6 +19,7 @@ from flsilo.runtime.errors import (
     VerificationError,
     WorkspaceError,
 )
+from tests.conftest import source_calls
 
 ROOT = Path(__file__).resolve().parents[3]
 REFERENCE = ROOT / "docs" / "reference" / "error-codes.md"
@@ -70,23 +71,21 @@ def test_an_errors_exit_status_and_hint_come_from_its_code() -> None:
     assert DataError("x", code=Code.SHAPE).hint == DataError.default_hint
 
 
-def _code_arguments(tree: ast.AST) -> list[tuple[int, ast.expr]]:
+def _code_arguments(calls: tuple[ast.Call, ...]) -> list[tuple[int, ast.expr]]:
     found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            found += [(node.lineno, kw.value) for kw in node.keywords if kw.arg == "code"]
+    for node in calls:
+        found += [(node.lineno, kw.value) for kw in node.keywords if kw.arg == "code"]
     return found
 
 
 def test_codes_are_raised_through_the_registry_only() -> None:
     """No raise site spells a code as a bare string: a typo would be a new, undocumented code."""
     offenders = []
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-            for line, value in _code_arguments(tree):
-                if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                    offenders.append(f"{path.relative_to(ROOT)}:{line}: code={value.value!r}")
+    assert {path.split("/")[0] for path in source_calls()} == set(PACKAGES)
+    for path, calls in source_calls().items():
+        for line, value in _code_arguments(calls):
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                offenders.append(f"{path}:{line}: code={value.value!r}")
     assert not offenders, "use a flsilo.runtime.codes.Code member:\n" + "\n".join(offenders)
 
 
