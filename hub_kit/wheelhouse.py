@@ -27,6 +27,7 @@ from typing import Any
 
 from flsilo.format.artifact import sha256_file
 from flsilo.fs.atomic import atomic_directory, write_bytes, write_text
+from flsilo.fs.folders import require_folder
 from flsilo.fs.untrusted import MAX_SMALL_FILE_BYTES, read_bounded, read_signature_file
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import FlsiloError, MalformedInputError, UsageError, VerificationError
@@ -214,6 +215,9 @@ def build(req: BuildRequest) -> list[Wheel]:
     """Collect every wheel into ``req.out`` and write requirements.txt, SHA256SUMS, wheelhouse.json."""
     if req.target not in TARGETS:
         raise UsageError(f"unknown target {req.target!r}", hint="use --target cpu or cuda")
+    require_folder(
+        req.out, "the wheelhouse", hint="pass a new folder; 'wheelhouse build' creates it"
+    )
     if req.out.exists() and any(req.out.iterdir()):
         raise UsageError(
             "wheelhouse folder exists and is not empty",
@@ -286,6 +290,7 @@ def write_sums(out: Path) -> None:
 
 def read_sums(out: Path) -> bytes:
     """The bytes of ``out/SHA256SUMS``, a regular file of at most a few MiB (read bounded)."""
+    require_folder(out, "the wheelhouse", SUMS)
     try:
         return read_bounded(out / SUMS, MAX_SMALL_FILE_BYTES)
     except MalformedInputError as exc:
@@ -353,6 +358,7 @@ def verify(out: Path, hub_pub: Any) -> list[str]:
     """The signature over SHA256SUMS by ``hub_pub`` (a PublicKey), then every file's sum."""
     from flsilo.signing.sshsig import check_signature, parse_signature
 
+    require_folder(out, "the wheelhouse", SUMS)
     sig_file = out / f"{SUMS}.sig"
     data = read_signature_file(sig_file)
     if data is None:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from flsilo.format.artifact import sig_path, verify_file
 from flsilo.fs.atomic import copy_file
+from flsilo.fs.folders import require_folder
 from flsilo.plans.federation import DataSpec, FederationConfig, HubPolicy
 from flsilo.plans.plan import Plan, parse_schedule
 from flsilo.runtime.codes import Code
@@ -77,6 +78,7 @@ def write_image_folder(root: Path, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def run_demo(out: Path, settings: DemoSettings, say: Callable[[str], None]) -> DemoReport:
+    require_folder(out, "the demo folder", hint="pass --out NEW_DIR; the demo creates it")
     if out.exists() and any(out.iterdir()):
         from flsilo.runtime.errors import UsageError
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from flsilo.cli.common import emit_json, info, set_json, stdout
 from flsilo.cli.options import int_list, name_list, with_settings
 from flsilo.format.manifest import to_jsonable
+from flsilo.fs.folders import require_folder
 from flsilo.plans.federation import HubPolicy
 from flsilo.plans.plan import Plan
 from flsilo.runtime.errors import UsageError
@@ -102,6 +103,8 @@ def simulate(
     --total-epochs 20 --target -0.95 --out sim/
     """
     set_json(json_out)
+    if out is not None:  # refused now, not after the runs
+        require_folder(out, "the --out folder", hint="pass a new folder; simulate creates it")
     from sim_kit.simulate import DataSource, SimSettings, load_sim_data, sweep
 
     grid = [

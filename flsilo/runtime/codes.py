@@ -456,7 +456,7 @@ class Code(StrEnum):
     NOT_A_FOLDER = (
         "not-a-folder",
         U,
-        "a file was given where a folder was expected: a site or hub workspace, a site kit, an inbox, an output folder",
+        "a file was given where a folder was expected: a site or hub workspace, a site kit, an inbox, a wheelhouse, an output folder",
     )
     ABORTED = (
         "aborted",

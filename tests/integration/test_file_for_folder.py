@@ -88,3 +88,37 @@ def test_a_file_as_the_kit_the_inbox_or_a_new_folder(
     )  # fmt: skip
     assert "'hub init' creates it" in _refused(hub, afile, "the hub workspace")
     assert afile.read_text() == "x\n" and tree_digest(fed.root) == before
+
+
+@pytest.mark.parametrize(
+    ("command", "expected", "hint"),
+    [
+        (("demo", "--out", "{f}"), "the demo folder", "the demo creates it"),
+        (("simulate", "--sites", "2", "--out", "{f}"), "the --out folder", "simulate creates it"),
+        (("wheelhouse", "sign", "{f}", "--key", "{key}"), "the wheelhouse", "holding SHA256SUMS"),
+        (
+            ("hub", "kit", "{hub}", "site-a", "--out", "{new}", "--wheelhouse", "{f}"),
+            "the wheelhouse",
+            "holding SHA256SUMS",
+        ),
+    ],
+)
+def test_a_file_as_an_output_or_wheelhouse_folder(
+    cli,
+    federation_template: Federation,
+    tmp_path: Path,
+    command: tuple[str, ...],
+    expected: str,
+    hint: str,
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x\n")
+    fill = {
+        "f": afile,
+        "key": federation_template.keys / "hub",
+        "hub": federation_template.hub,
+        "new": tmp_path / "kit",
+    }
+    line = _refused(cli(*(a.format(**fill) for a in command)), afile, expected)
+    assert hint in line
+    assert afile.read_text() == "x\n" and sorted(tmp_path.iterdir()) == [afile]
