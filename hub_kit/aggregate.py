@@ -91,7 +91,7 @@ def aggregate_round(
             sync.join()
             _record_rejects_only(tx, prep, taken.result, passphrase)
             shutil.rmtree(staged.root, ignore_errors=True)
-            return _report(prep, taken, None, _shortfall(prep))
+            return _report(prep, taken, None, _shortfall(prep, taken.result))
         signing_key = load_private_key(ws.key_path, passphrase)
         reports = take_in(ws, tx.state, prep.inbox, staged.archive)
         built = build_package(prep, taken, staged, signing_key, evaluator)
@@ -164,10 +164,17 @@ def _record_rejects_only(
         tx.commit(reject_events, load_private_key(prep.ws.key_path, passphrase))
 
 
-def _shortfall(prep: Prepared) -> Shortfall:
+def _shortfall(prep: Prepared, result: IntakeResult) -> Shortfall:
     policy = prep.policy
     hint = "wait for more bundles (see 'flsilo hub status'), or lower --min-sites"
-    if policy.need() > policy.min_sites:
+    done = {prep.state.accepted.get(s.sha256) for s in result.skipped}
+    if result.skipped and not result.candidates and not result.rejections and None not in done:
+        hint = (  # a rerun after the round that used this inbox was done
+            f"every bundle in the inbox was already aggregated (round "
+            f"{max(r for r in done if r is not None)} is done); carry round {prep.round}'s "
+            "bundles, then run aggregate again"
+        )
+    elif policy.need() > policy.min_sites:
         hint = (
             f"{strategy_text(policy.rule)} is defined for {policy.need()} or more sites; wait "
             "for more bundles or choose another --strategy"

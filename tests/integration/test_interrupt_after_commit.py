@@ -63,6 +63,11 @@ def test_an_interrupt_after_the_commit_says_so_and_the_rerun_finishes_the_round(
     audit = cli("audit", hub, *hub_root(hub))
     assert audit.code == 0, audit.out
     assert "(1 round aggregated, trusting" in " ".join(audit.out.split())  # not "1 rounds"
-    # the round is done: the next aggregate is round 1's, which has no bundles yet
+    # the round is done: the next aggregate is round 1's, and the inbox holds round 0's
     again = cli("aggregate", hub, "--json")
-    assert again.code == 1 and json.loads(again.out)["error"]["code"] == "not-enough-sites"
+    error = json.loads(again.out)["error"]
+    assert again.code == 1 and error["code"] == "not-enough-sites"
+    assert error["hint"] == (
+        "every bundle in the inbox was already aggregated (round 0 is done); carry round 1's "
+        "bundles, then run aggregate again"
+    )
