@@ -15,10 +15,13 @@ each with the plan's decision threshold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from flsilo.scoring import bootstrap, resampled
+from flsilo.scoring.bootstrap import BOOTSTRAP_DRAWS, bootstrap_intervals
 
 BINARY_FIELDS = (
     "sensitivity",
@@ -33,9 +36,6 @@ BINARY_FIELDS = (
 """The per-class (per-finding) figures, in report order."""
 
 ECE_BINS = 15
-BOOTSTRAP_DRAWS = 1000
-RESAMPLE_BLOCK = 1 << 21
-"""Entries of the resample matrix computed at once (a few tens of MiB of work arrays)."""
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -166,133 +166,6 @@ def expected_calibration_error(
     return float(gap.sum() / conf.size)
 
 
-def bootstrap_intervals(
-    statistics: Callable[[np.ndarray], Mapping[str, float | None]],
-    names: Sequence[str],
-    n: int,
-    *,
-    seed: int,
-    draws: int = BOOTSTRAP_DRAWS,
-) -> dict[str, tuple[float, float] | None]:
-    """Percentile 95% interval of each of ``names`` over ``draws`` resamples of ``n``.
-
-    ``statistics(indices)`` gives every figure of one resample, all from the same
-    resamples. Resamples on which a figure is undefined (a class absent from the draw) are
-    left out of its interval; fewer than half defined gives None. The same seed gives the
-    same intervals, and a figure's interval does not depend on which others come with it.
-    """
-    if n == 0 or draws <= 0:
-        return {name: None for name in names}
-    values: dict[str, list[float]] = {name: [] for name in names}
-    for block in _resamples(n, seed=seed, draws=draws):
-        for idx in block:
-            figures = statistics(idx)
-            for name in names:
-                value = figures[name]
-                if value is not None:
-                    values[name].append(value)
-    return _percentiles(values, draws)
-
-
-def _resamples(n: int, *, seed: int, draws: int) -> Iterator[np.ndarray]:
-    """The bootstrap's resampled positions, one row per draw, in blocks of a few million
-    entries: the same rows in the same order for a seed, however they are blocked."""
-    rng = np.random.default_rng(seed)
-    per_block = max(1, RESAMPLE_BLOCK // max(n, 1))
-    for first in range(0, draws, per_block):
-        count = min(per_block, draws - first)
-        yield np.stack([rng.integers(0, n, size=n) for _ in range(count)])
-
-
-def _percentiles(
-    values: Mapping[str, list[float]], draws: int
-) -> dict[str, tuple[float, float] | None]:
-    out: dict[str, tuple[float, float] | None] = {}
-    for name, found in values.items():
-        if len(found) < draws / 2:
-            out[name] = None
-            continue
-        low, high = np.percentile(np.asarray(found), [2.5, 97.5])
-        out[name] = (float(low), float(high))
-    return out
-
-
-def _rows_ratio(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    defined = den != 0
-    return np.divide(num, den, out=np.zeros(num.shape), where=defined), defined
-
-
-def _rows_binary(
-    truth: np.ndarray, pred: np.ndarray, score: np.ndarray, block: np.ndarray
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """:func:`binary_metrics`' figures of each resample in ``block`` (rows of positions):
-    values, and where each is defined.
-
-    Each resample is held as how many times it drew each sample, so nothing is sorted per
-    resample: samples are grouped once by score, from the highest. Every figure comes from
-    the same operands as in :func:`binary_metrics`, so each is the same float, bit for bit:
-    counts are integers, ranks are halves of integers (exact sums in any order), and each
-    resample's average precision is one ``np.sum`` over its terms, as there.
-    """
-    n = truth.size
-    drawn = np.bincount(
-        (block + n * np.arange(len(block))[:, None]).ravel(), minlength=block.size
-    ).reshape(block.shape)
-    tp = drawn @ (truth & pred).astype(np.int64)
-    fp = drawn @ (~truth & pred).astype(np.int64)
-    fn = drawn @ (truth & ~pred).astype(np.int64)
-    tn = n - tp - fp - fn
-    sens, sens_ok = _rows_ratio(tp, tp + fn)
-    spec, spec_ok = _rows_ratio(tn, tn + fp)
-    return {
-        "sensitivity": (sens, sens_ok),
-        "specificity": (spec, spec_ok),
-        "ppv": _rows_ratio(tp, tp + fp),
-        "npv": _rows_ratio(tn, tn + fn),
-        "f1": _rows_ratio(2 * tp, 2 * tp + fp + fn),
-        "balanced_accuracy": ((sens + spec) / 2, sens_ok & spec_ok),
-        **_rows_ranked(truth, score, drawn),
-    }
-
-
-def _rows_ranked(
-    truth: np.ndarray, score: np.ndarray, drawn: np.ndarray
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """:func:`auroc` and :func:`average_precision` of each resample (``drawn``: how many
-    times it drew each sample)."""
-    n = truth.size
-    order = np.argsort(-score, kind="mergesort")
-    ranked = score[order]
-    firsts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # one group per score
-    count = np.add.reduceat(drawn[:, order], firsts, axis=1)
-    hits = np.add.reduceat((drawn * truth)[:, order], firsts, axis=1)
-    upto = np.cumsum(count, axis=1)  # resampled entries at or above each score
-    tps = np.cumsum(hits, axis=1)
-    pos = tps[:, -1]
-    neg = n - pos
-    roc_ok = (pos > 0) & (neg > 0)
-    rank = (2 * (n - upto) + count + 1) / 2.0  # the average rank of a score's ties, from 1
-    rank_sum = (hits * rank).sum(axis=1)
-    roc = np.zeros(len(drawn))
-    roc[roc_ok] = (rank_sum[roc_ok] - pos[roc_ok] * (pos[roc_ok] + 1) / 2.0) / (
-        pos[roc_ok] * neg[roc_ok]
-    )
-    ap_ok = pos > 0
-    thresholds = (count > 0) & ap_ok[:, None]  # each resample's distinct scores, in order
-    per_row = thresholds.sum(axis=1)
-    found = tps[thresholds]
-    recall = found / np.repeat(pos, per_row)
-    precision = found / upto[thresholds]
-    bounds = np.r_[0, np.cumsum(per_row)]
-    before = np.r_[0.0, recall[:-1]]
-    before[bounds[:-1][ap_ok]] = 0.0
-    terms = (recall - before) * precision
-    ap = np.zeros(len(drawn))
-    for row in np.flatnonzero(ap_ok):
-        ap[row] = np.sum(terms[bounds[row] : bounds[row + 1]])
-    return {"auroc": (roc, roc_ok), "ap": (ap, ap_ok)}
-
-
 def _figures(row: BinaryMetrics, names: Sequence[str]) -> dict[str, float | None]:
     values = {name: getattr(row, name) for name in names}
     return {name: None if v is None else float(v) for name, v in values.items()}
@@ -308,7 +181,8 @@ def binary_intervals(
     draws: int = BOOTSTRAP_DRAWS,
 ) -> dict[str, tuple[float, float] | None]:
     """:func:`bootstrap_intervals` of :func:`binary_metrics`' figures ``names``, the same
-    intervals byte for byte, with each block of resamples computed at once in numpy."""
+    intervals byte for byte, with each block of resamples computed at once in numpy
+    (:mod:`flsilo.scoring.resampled`)."""
     truth = np.asarray(truth, dtype=bool)
     pred = np.asarray(pred, dtype=bool)
     score = np.asarray(score, dtype=np.float64)
@@ -322,13 +196,25 @@ def binary_intervals(
         )
     if truth.size == 0 or draws <= 0:
         return {name: None for name in names}
-    values: dict[str, list[float]] = {name: [] for name in names}
-    for block in _resamples(truth.size, seed=seed, draws=draws):
-        figures = _rows_binary(truth, pred, score, block)
-        for name in names:
-            value, defined = figures[name]
-            values[name].extend(value[defined].tolist())
-    return _percentiles(values, draws)
+    cells = resampled.Cells.of(truth, pred, score)
+    if "ap" not in names or draws > bootstrap.rows_per_block(truth.size):
+        # in blocks: the exact average precision of every resample
+        return bootstrap.bootstrap_rows(
+            lambda block: resampled.rows_binary(cells, block, names, exact=True),
+            names,
+            truth.size,
+            seed=seed,
+            draws=draws,
+        )
+    # average precision within a few ulps, and exact where the percentiles read it
+    (block,) = bootstrap.resamples(truth.size, seed=seed, draws=draws)
+    figures = resampled.rows_binary(cells, block, names, exact=False)
+    values = {name: figures[name][0][figures[name][1]] for name in names}
+    if values["ap"].size >= draws / 2:
+        near = bootstrap.near_percentiles(values["ap"], cells.ap_tolerance)
+        rows = np.flatnonzero(figures["ap"][1])[near]
+        values["ap"][near] = resampled.exact_ap(cells, cells.drawn(block[rows]))
+    return bootstrap.percentiles(values, draws)
 
 
 def _with_intervals(

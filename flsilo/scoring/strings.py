@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flsilo.scoring.metrics import bootstrap_intervals
+from flsilo.scoring.bootstrap import bootstrap_rows
 
 BLANK = 0
 """The CTC blank's output index; character i of the charset is output i + 1."""
@@ -187,15 +187,17 @@ def string_intervals(
     exact: np.ndarray, edits: np.ndarray, lengths: np.ndarray, *, seed: int, draws: int
 ) -> dict[str, tuple[float, float] | None]:
     """Seeded percentile 95% intervals of exact match and CER, resampling samples
-    (``flsilo.scoring.metrics.bootstrap_intervals``, as for the classification figures)."""
+    (``flsilo.scoring.bootstrap``, as for the classification figures): each block of
+    resamples at once, each resample's figures the floats ``exact[idx].mean()`` and
+    ``edits[idx].sum() / lengths[idx].sum()`` give (numpy sums each row as it sums a vector)."""
 
-    def figures(idx: np.ndarray) -> dict[str, float | None]:
-        chars = float(lengths[idx].sum())
+    def figures(block: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        chars = lengths[block].sum(axis=1)
+        has_chars = chars != 0
+        cer = np.divide(edits[block].sum(axis=1), chars, out=np.zeros(len(block)), where=has_chars)
         return {
-            "exact_match": float(exact[idx].mean()),
-            "cer": float(edits[idx].sum()) / chars if chars else None,
+            "exact_match": (exact[block].mean(axis=1), np.ones(len(block), dtype=bool)),
+            "cer": (cer, has_chars),
         }
 
-    return bootstrap_intervals(
-        figures, ("exact_match", "cer"), exact.shape[0], seed=seed, draws=draws
-    )
+    return bootstrap_rows(figures, ("exact_match", "cer"), exact.shape[0], seed=seed, draws=draws)

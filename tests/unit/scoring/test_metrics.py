@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flsilo.scoring import bootstrap
 from flsilo.scoring import metrics as m
 from tests.conftest import needs
 
@@ -149,8 +150,9 @@ def test_batched_intervals_are_the_per_resample_ones_bit_for_bit(
     n: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """binary_intervals computes a block of resamples at once; each interval is the float
-    the one-resample-at-a-time definition gives, with ties, undefined draws and blocks."""
-    monkeypatch.setattr(m, "RESAMPLE_BLOCK", 7 * n + 3)  # resamples split across blocks
+    the one-resample-at-a-time definition gives, with ties, undefined draws and blocks
+    (average precision exact for every resample), and all in one block (average precision
+    exact where the percentiles read it)."""
     names = m.BINARY_FIELDS
     rng = np.random.default_rng(n)
     for case in range(6):
@@ -162,9 +164,13 @@ def test_batched_intervals_are_the_per_resample_ones_bit_for_bit(
         if case == 5:
             score[::3] = np.nan  # NaN ties with nothing: the per-resample path itself
         for draws in (1, 60):
-            batched = m.binary_intervals(truth, pred, score, names, seed=case, draws=draws)
-            reference = _per_resample(truth, pred, score, names, seed=case, draws=draws)
-            assert repr(batched) == repr(reference), (case, draws)
+            reference = repr(_per_resample(truth, pred, score, names, seed=case, draws=draws))
+            one_block = m.binary_intervals(truth, pred, score, names, seed=case, draws=draws)
+            assert repr(one_block) == reference, (case, draws)
+            with monkeypatch.context() as patch:
+                patch.setattr(bootstrap, "RESAMPLE_BLOCK", 7 * n + 3)  # split across blocks
+                blocks = m.binary_intervals(truth, pred, score, names, seed=case, draws=draws)
+            assert repr(blocks) == reference, (case, draws)
 
 
 def test_expected_calibration_error_by_hand() -> None:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from flsilo.scoring import metrics as m
+from flsilo.scoring import bootstrap
 from tests.unit.scoring import metrics_cases as mc
 
 
@@ -24,28 +24,56 @@ def _recorded() -> dict[str, tuple[dict, str]]:
 RECORDED = _recorded()
 
 
+def _large(case: dict) -> bool:  # a thousand resamples of a thousand samples or more
+    return case["n"] * case["draws"] > 400_000
+
+
 def test_every_case_is_recorded() -> None:
     assert [mc.case_id(c) for c in mc.cases()] == list(RECORDED)
     assert len(RECORDED) > 120
 
 
+def _differ(cases: list[tuple[dict, str]]) -> list[str]:
+    return [mc.case_id(case) for case, text in cases if mc.output(case) != text]
+
+
 @pytest.mark.parametrize("kind", sorted(mc.RUNNERS))
 def test_outputs_are_the_recorded_ones_to_the_bit(kind: str) -> None:
-    cases = [(case, text) for case, text in RECORDED.values() if case["kind"] == kind]
+    cases = [(c, t) for c, t in RECORDED.values() if c["kind"] == kind and not _large(c)]
     assert cases
-    differ = [mc.case_id(case) for case, text in cases if mc.output(case) != text]
-    assert not differ, differ
+    assert not _differ(cases)
 
 
+@pytest.mark.slow
+def test_large_outputs_are_the_recorded_ones_to_the_bit() -> None:
+    cases = [(c, t) for c, t in RECORDED.values() if _large(c)]
+    assert len(cases) == 2
+    assert not _differ(cases)
+
+
+def _blocked(case: dict) -> bool:
+    return case["kind"] in ("binary", "strings", "generic") and case["draws"] >= 100
+
+
+@pytest.mark.slow
 def test_blocks_of_resamples_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """However the resamples are split into blocks, each interval is the recorded one."""
-    chosen = [
-        (case, text)
-        for case, text in RECORDED.values()
-        if case["kind"] in ("binary", "strings", "generic") and 40 <= case["n"] <= 301
-    ]
+    """However the resamples are split into blocks (each computed at once, average
+    precision exactly for every resample then), each interval is the recorded one."""
+    chosen = [(c, t) for c, t in RECORDED.values() if _blocked(c) and 9 <= c["n"] <= 301]
     assert len(chosen) > 20
-    for block in (1, 997, 5000):
-        monkeypatch.setattr(m, "RESAMPLE_BLOCK", block)
-        differ = [mc.case_id(case) for case, text in chosen if mc.output(case) != text]
-        assert not differ, (block, differ)
+    for case, text in chosen:
+        monkeypatch.setattr(bootstrap, "RESAMPLE_BLOCK", case["n"] * (case["draws"] // 3) + 5)
+        assert mc.output(case) == text, mc.case_id(case)
+
+
+def test_blocks_of_resamples_change_nothing_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same on a few small cases, one of them one resample a block."""
+    chosen = [(c, t) for c, t in RECORDED.values() if _blocked(c) and 9 <= c["n"] <= 40]
+    assert len(chosen) > 8
+    for case, text in chosen[::3]:
+        monkeypatch.setattr(bootstrap, "RESAMPLE_BLOCK", case["n"] * (case["draws"] // 3) + 5)
+        assert mc.output(case) == text, mc.case_id(case)
+    monkeypatch.setattr(bootstrap, "RESAMPLE_BLOCK", 1)
+    case, text = next((c, t) for c, t in chosen if c["kind"] == "binary")
+    assert mc.output({**case, "draws": 100}) != text  # fewer draws, other intervals
+    assert mc.output(case) == text
