@@ -29,7 +29,7 @@ class Cells:
 
     n: int
     cell: np.ndarray  # each sample's cell
-    outcome: np.ndarray  # per cell, 1 in the column of its outcome: tp, fp, fn
+    outcome: tuple[np.ndarray, np.ndarray, np.ndarray]  # the cells of tp, fp and fn
     truth: np.ndarray  # per cell, 1 for the positives
     groups: np.ndarray | None  # the first cell of each distinct score (None: one cell each)
     positive: np.ndarray  # the distinct scores (groups) that have positives
@@ -46,7 +46,7 @@ class Cells:
         cell = np.empty(truth.size, dtype=np.int64)
         cell[order] = np.cumsum(new_cell) - 1
         t, p = t[firsts], p[firsts]
-        outcome = np.stack([t & p, ~t & p, t & ~p], axis=1).astype(np.int64)
+        outcome = (np.flatnonzero(t & p), np.flatnonzero(~t & p), np.flatnonzero(t & ~p))
         group = np.cumsum(new_score[firsts]) - 1  # each cell's distinct score
         positive_cells = np.flatnonzero(t)
         runs = np.diff(group[positive_cells], prepend=-1) != 0  # a new score
@@ -116,7 +116,7 @@ def _chunk_binary(
     cells: Cells, block: np.ndarray, names: Sequence[str], *, exact: bool
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     drawn = cells.drawn(block)
-    tp, fp, fn = (drawn @ cells.outcome).T
+    tp, fp, fn = (drawn[:, cells_of].sum(axis=1) for cells_of in cells.outcome)
     tn = cells.n - tp - fp - fn
     sens, sens_ok = _rows_ratio(tp, tp + fn)
     spec, spec_ok = _rows_ratio(tn, tn + fp)

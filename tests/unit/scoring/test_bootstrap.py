@@ -55,3 +55,23 @@ def test_resamples_are_one_stream_however_blocked(monkeypatch: pytest.MonkeyPatc
     assert np.array_equal(np.concatenate(blocks), whole)
     rng = np.random.default_rng(4)
     assert np.array_equal(whole, np.stack([rng.integers(0, 13, size=13) for _ in range(50)]))
+
+
+def test_percentiles_of_figures_together_are_each_ones_alone() -> None:
+    """Figures with as many defined values share one np.percentile call, a row each: each
+    interval is the one np.percentile gives the figure's values alone."""
+    rng = np.random.default_rng(9)
+    for count in (500, 501, 777, 999, 1000):
+        values = {
+            "a": rng.random(count),
+            "b": np.round(rng.random(count), 1),
+            "c": rng.normal(size=count) * 1e-7,
+            "d": rng.random(count - 1),  # another count: its own call
+            "e": np.full(count, 0.5),
+            "f": rng.random(count // 3),  # under half the draws: no interval
+        }
+        found = bootstrap.percentiles(values, count)
+        assert list(found) == list(values) and found["f"] is None
+        for name in "abcde":
+            alone = np.percentile(values[name], [2.5, 97.5])
+            assert repr(found[name]) == repr((float(alone[0]), float(alone[1]))), (count, name)
