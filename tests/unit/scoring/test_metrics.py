@@ -1,6 +1,13 @@
-"""flsilo.scoring.metrics against scikit-learn on the same predictions (AUROC, AP, F1 within 1e-9)."""
+"""flsilo.scoring.metrics against scikit-learn on the same predictions (AUROC, AP, F1 within 1e-9).
+
+scikit-learn's figures come from scikit-learn itself in the slow tier (Hypothesis draws the
+cases) and, in the default tier, for a fixed set of cases from a file the slow tier checks
+against scikit-learn (``sklearn_figures``)."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,100 +17,85 @@ from hypothesis import strategies as st
 from flsilo.scoring import bootstrap
 from flsilo.scoring import metrics as m
 from tests.conftest import needs
+from tests.unit.scoring import sklearn_figures as skf
 
-pytestmark = needs("sklearn", reason="scikit-learn (the demo extra) checks metrics")
-
-
-def sklearn_metrics():  # imported by the tests that use it: 1 s of CPU in every xdist worker
-    import sklearn.metrics
-
-    return sklearn.metrics
+needs_sklearn = needs("sklearn", reason="scikit-learn (the demo extra) checks metrics")
+RECORDED = skf.recorded()
 
 
-def _binary_case(draw_seed: int, n: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(draw_seed)
-    truth = rng.integers(0, 2, size=n)
-    score = rng.random(n)
-    if ties:
-        score = np.round(score, 1)  # many tied scores: the hard case for both curves
-    return truth, score
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.integers(0, 10_000), st.integers(2, 200), st.booleans())
-def test_auroc_and_ap_equal_sklearn(seed: int, n: int, ties: bool) -> None:
-    sk = sklearn_metrics()
-    truth, score = _binary_case(seed, n, ties)
-    if truth.min() == truth.max():
+def _assert_ranked(case: tuple[int, int, bool], sk: dict[str, float | None]) -> None:
+    truth, score = skf.binary_case(*case)
+    if sk["auroc"] is None:
+        assert truth.min() == truth.max()
         assert m.auroc(truth, score) is None
         return
-    assert m.auroc(truth, score) == pytest.approx(sk.roc_auc_score(truth, score), abs=1e-9)
-    assert m.average_precision(truth, score) == pytest.approx(
-        sk.average_precision_score(truth, score), abs=1e-9
-    )
+    assert m.auroc(truth, score) == pytest.approx(sk["auroc"], abs=1e-9)
+    assert m.average_precision(truth, score) == pytest.approx(sk["ap"], abs=1e-9)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.integers(0, 10_000), st.integers(1, 150))
-def test_binary_counts_and_rates_equal_sklearn(seed: int, n: int) -> None:
-    sk = sklearn_metrics()
-    rng = np.random.default_rng(seed)
-    truth = rng.integers(0, 2, size=n)
-    pred = rng.integers(0, 2, size=n)
-    row = m.binary_metrics(truth, pred, rng.random(n))
-    tn, fp, fn, tp = sk.confusion_matrix(truth, pred, labels=[0, 1]).ravel()
-    assert (row.tp, row.fp, row.tn, row.fn) == (tp, fp, tn, fn)
-    if tp + fn:
-        assert row.sensitivity == pytest.approx(sk.recall_score(truth, pred), abs=1e-12)
-    else:
-        assert row.sensitivity is None
-    if tp + fp:
-        assert row.ppv == pytest.approx(sk.precision_score(truth, pred), abs=1e-12)
-    else:
-        assert row.ppv is None
-    if tn + fp:
-        assert row.specificity == pytest.approx(
-            sk.recall_score(truth, pred, pos_label=0), abs=1e-12
-        )
-    if tn + fn:
-        assert row.npv == pytest.approx(sk.precision_score(truth, pred, pos_label=0), abs=1e-12)
-    if 2 * tp + fp + fn:
-        assert row.f1 == pytest.approx(sk.f1_score(truth, pred), abs=1e-9)
-    else:
-        assert row.f1 is None
-    if tp + fn and tn + fp:
-        assert row.balanced_accuracy == pytest.approx(
-            sk.balanced_accuracy_score(truth, pred), abs=1e-12
-        )
+def _assert_counts(case: tuple[int, int], sk: dict[str, Any]) -> None:
+    truth, pred, score = skf.count_case(*case)
+    row = m.binary_metrics(truth, pred, score)
+    assert (row.tp, row.fp, row.tn, row.fn) == (sk["tp"], sk["fp"], sk["tn"], sk["fn"])
+    for name in ("sensitivity", "ppv", "specificity", "npv", "f1", "balanced_accuracy"):
+        ours = getattr(row, name)
+        if sk[name] is None:  # scikit-learn warns and substitutes a number: undefined here
+            assert ours is None, name
+        else:
+            assert ours == pytest.approx(sk[name], abs=1e-9 if name == "f1" else 1e-12), name
 
 
-def test_classification_report_matches_sklearn_per_class() -> None:
-    sk = sklearn_metrics()
-    rng = np.random.default_rng(3)
-    n, k = 300, 4
-    truth = rng.integers(0, k, size=n)
-    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[truth]
-    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    pred = proba.argmax(axis=1)
+def _assert_report(sk: dict[str, Any]) -> None:
+    truth, proba = skf.report_case(*skf.REPORT_CASE)
     names = ["a", "b", "c", "d"]
     report = m.classification_report(truth, proba, names, seed=1, draws=200)
-    assert report["confusion"] == sk.confusion_matrix(truth, pred, labels=range(k)).tolist()
-    assert report["balanced_accuracy"] == pytest.approx(
-        sk.balanced_accuracy_score(truth, pred), abs=1e-12
-    )
-    f1 = sk.f1_score(truth, pred, average=None, labels=range(k))
-    auc = sk.roc_auc_score(truth, proba, multi_class="ovr", average=None)
+    assert report["confusion"] == sk["confusion"]
+    assert report["balanced_accuracy"] == pytest.approx(sk["balanced_accuracy"], abs=1e-12)
     per_class = report["per_class"]
     assert isinstance(per_class, dict)
     for i, name in enumerate(names):
         row = per_class[name]
-        assert row["f1"] == pytest.approx(f1[i], abs=1e-9)
-        assert row["auroc"] == pytest.approx(auc[i], abs=1e-9)
-        assert row["ap"] == pytest.approx(
-            sk.average_precision_score(truth == i, proba[:, i]), abs=1e-9
-        )
+        assert row["f1"] == pytest.approx(sk["f1"][i], abs=1e-9)
+        assert row["auroc"] == pytest.approx(sk["auroc"][i], abs=1e-9)
+        assert row["ap"] == pytest.approx(sk["ap"][i], abs=1e-9)
         low, high = row["ci95"]["auroc"]
         assert low <= row["auroc"] <= high
+
+
+@pytest.mark.parametrize("case", skf.RANKED_CASES)
+def test_auroc_and_ap_equal_sklearns_recorded(case: tuple[int, int, bool]) -> None:
+    _assert_ranked(case, RECORDED["ranked"][json.dumps(list(case))])
+
+
+@pytest.mark.parametrize("case", skf.COUNT_CASES)
+def test_binary_counts_and_rates_equal_sklearns_recorded(case: tuple[int, int]) -> None:
+    _assert_counts(case, RECORDED["counts"][json.dumps(list(case))])
+
+
+def test_classification_report_matches_sklearns_recorded_per_class() -> None:
+    _assert_report(RECORDED["report"])
+
+
+@needs_sklearn
+@pytest.mark.slow
+def test_recorded_figures_are_sklearns() -> None:
+    assert skf.figures() == RECORDED
+
+
+@needs_sklearn
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 200), st.booleans())
+def test_auroc_and_ap_equal_sklearn(seed: int, n: int, ties: bool) -> None:
+    _assert_ranked((seed, n, ties), skf.ranked(seed, n, ties))
+
+
+@needs_sklearn
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 150))
+def test_binary_counts_and_rates_equal_sklearn(seed: int, n: int) -> None:
+    _assert_counts((seed, n), skf.counts(seed, n))
 
 
 def test_bootstrap_is_seeded_and_skips_undefined_draws() -> None:
