@@ -6,6 +6,7 @@ import csv
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -24,11 +25,7 @@ def rows(
     """Each usable row's record (frame ``row=N``, N its line number) and feature values."""
     spec = ctx.spec
     n_features = math.prod(ctx.input_shape)
-    try:
-        fh = path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise DataError(f"cannot read CSV ({exc.strerror})", path=path) from exc
-    with fh:
+    with open_csv(path) as fh:
         reader = csv.reader(fh)
         try:
             header = next(reader)
@@ -85,6 +82,21 @@ def rows(
         except (csv.Error, UnicodeDecodeError) as exc:
             # the reader failed on the line after the last one it returned
             raise DataError(f"row {row_no + 1}: {exc}", path=path, code=Code.CSV_SYNTAX) from exc
+
+
+def open_csv(path: Path) -> TextIO:
+    """The CSV opened for reading; a folder given as the CSV is said as such."""
+    try:
+        return path.open(newline="", encoding="utf-8-sig")
+    except IsADirectoryError as exc:
+        raise DataError(
+            "this is a folder, not a CSV file",
+            path=path,
+            hint="give the .csv file itself, or the folder's format with --data-format "
+            "(imagefolder for a folder per class)",
+        ) from exc
+    except OSError as exc:
+        raise DataError(f"cannot read CSV ({exc.strerror})", path=path) from exc
 
 
 def check_label_columns(header: list[str], ctx: DataContext, path: Path) -> None:

@@ -17,7 +17,7 @@ from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import DataError
 from flsilo.tasks import LabelError
 from site_kit.data import BadRecord, DataContext
-from site_kit.data.csv_table import check_label_columns, header_hint
+from site_kit.data.csv_table import check_label_columns, header_hint, open_csv
 from site_kit.data.imagefolder import check_shape
 from site_kit.data.pillow import EXTENSIONS, decode_file
 from site_kit.data.records import Identify, RawImage, Record
@@ -29,11 +29,7 @@ LABEL_COLUMN = "label"
 
 def index(path: Path, ctx: DataContext, identify: Identify) -> Iterator[Record | BadRecord]:
     check_shape(path, ctx.input_shape)
-    try:
-        fh = path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise DataError(f"cannot read CSV ({exc.strerror})", path=path) from exc
-    with fh:
+    with open_csv(path) as fh:
         reader = csv.reader(fh)
         try:
             header = [cell.strip() for cell in next(reader)]

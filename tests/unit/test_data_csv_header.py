@@ -52,3 +52,13 @@ def test_an_image_manifest_without_label_shows_the_header(tmp_path: Path) -> Non
     assert err.hint.startswith("the header has path, diagnosis; an image manifest has")
     semi = _refusal(tmp_path / "s.csv", "images-csv", "path;label\na.png;yes\n", (1, 4, 4))
     assert "separated by ';', not commas" in semi.hint and "'path;label'" in semi.hint
+
+
+@pytest.mark.parametrize(("fmt", "shape"), [("csv", (2,)), ("images-csv", (1, 4, 4))])
+def test_a_folder_given_as_the_csv_is_said_to_be_a_folder(
+    tmp_path: Path, fmt: str, shape: tuple[int, ...]
+) -> None:
+    with pytest.raises(DataError) as caught:
+        open_samples(tmp_path, fmt, CLASSES, shape, DataSpec())
+    assert caught.value.message == "this is a folder, not a CSV file"
+    assert "give the .csv file itself" in caught.value.hint and caught.value.code == "bad-data"
