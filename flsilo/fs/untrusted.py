@@ -135,7 +135,12 @@ def read_bounded(path: Path, max_size: int, *, follow: bool = False) -> bytes:
     opened = open_regular(path, max_size=max_size, follow=follow)
     with opened.fh:
         try:
-            data = opened.fh.read(max_size + 1)
+            # What fstat said, and one byte more to see growth: asking for max_size + 1 at
+            # once would make a buffer of that size for a file of a few hundred bytes.
+            want = min(opened.size, max_size) + 1
+            data = opened.fh.read(want)
+            if len(data) == want and want <= max_size:  # it grew: read on, up to the bound
+                data += opened.fh.read(max_size + 1 - want)
         except OSError as exc:
             raise UnreadableError(f"cannot read the file ({exc.strerror})", path=path) from exc
     if len(data) > max_size:
