@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
+import numpy as np
+
 from flsilo.plans.plan import Plan, task_spec
 from flsilo.plans.preprocessing import preprocess_lines
 from flsilo.runtime.errors import DataError, UsageError
@@ -119,11 +121,21 @@ def write_preview(path: Path, samples: Samples, classes: tuple[str, ...], plan: 
     rows, problems = [], []
     for k in pick(samples.y):
         try:
-            x = samples.scaled(k)
+            x = _table_image(samples, k) if samples.is_table else samples.scaled(k)
         except DataError as exc:  # the plan's preprocessing cannot take it
             problems.append(exc.one_line())
             continue
         caption = f"{classes[int(samples.y[k])]}: {Path(samples.where(k)).name}"
-        rows.append((cells(x, plan.augment, samples.record_id(k), plan.seed), caption))
+        if samples.is_table:  # training feeds a table's rows as they are: no augmentation
+            rows.append(([x], caption))
+        else:
+            rows.append((cells(x, plan.augment, samples.record_id(k), plan.seed), caption))
     write_png(path, render_grid(rows, samples.preprocessor.input_shape))
     return problems
+
+
+def _table_image(samples: Samples, k: int) -> np.ndarray:
+    """An npz row of image shape as the network gets it, stretched to [0, 1] to be seen."""
+    x = samples.sample(k).reshape(samples.preprocessor.input_shape)
+    low, high = float(np.nanmin(x)), float(np.nanmax(x))
+    return (x - low) / (high - low) if high > low else np.zeros_like(x)

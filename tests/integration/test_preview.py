@@ -86,3 +86,16 @@ def test_the_site_trains_by_the_plans_resize(cli, tmp_path: Path) -> None:
     names = sorted(bundles["stretch"])
     assert names == sorted(bundles["letterbox"])
     assert any(not np.array_equal(bundles["stretch"][n], bundles["letterbox"][n]) for n in names)
+
+
+def test_preview_of_npz_images_shows_the_rows_the_network_gets(cli, federation) -> None:
+    """An npz site of 1 x 8 x 8 digits: each row reshaped to the input, without augmented
+    draws (training feeds a table's rows as they are), not an internal error."""
+    grid = federation.root / "grid.png"
+    result = cli("site", "check-data", federation.sites["site-a"], "--preview", grid, "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["preview"] == str(grid)
+    image = np.asarray(Image.open(grid).convert("L"))
+    assert image.shape == (20 + 12 * (96 + 4), 150 + 96 + 4)  # 12 samples, one column each
+    first = image[20 : 20 + 96, 150 : 150 + 96]
+    assert first.min() == 0 and first.max() == 255  # the digit stretched to black and white
