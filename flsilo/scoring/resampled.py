@@ -166,7 +166,7 @@ def rows_ranked(cells: Cells, drawn: np.ndarray) -> dict[str, tuple[np.ndarray, 
     ap_ok = pos > 0
     # the sum over the positives' scores of the recall gained there times the precision
     precision = tps / np.maximum(upto, 1)
-    ap[ap_ok] = np.einsum("ij,ij->i", hits[ap_ok], precision[ap_ok]) / pos[ap_ok]
+    ap[ap_ok] = np.einsum("ij,ij->i", hits, precision)[ap_ok] / pos[ap_ok]
     return {"auroc": (roc, roc_ok), "ap": (ap, ap_ok)}
 
 
@@ -177,10 +177,11 @@ def exact_ap(cells: Cells, drawn: np.ndarray) -> np.ndarray:
     count, hits = cells.grouped(drawn)
     thresholds = count > 0  # each resample's distinct scores, in order
     per_row = thresholds.sum(axis=1)
+    where = np.flatnonzero(thresholds)  # (taking these is faster than a boolean index)
     tps = np.cumsum(hits, axis=1)
-    found = tps[thresholds]
+    found = np.take(tps, where)
     recall = found / np.repeat(tps[:, -1], per_row)
-    precision = found / np.cumsum(count, axis=1)[thresholds]
+    precision = found / np.take(np.cumsum(count, axis=1), where)
     before = np.empty_like(recall)
     before[1:] = recall[:-1]
     before[np.cumsum(per_row) - per_row] = 0.0
