@@ -23,6 +23,7 @@ from flsilo.format.tensorfile import (
 )
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import MalformedInputError
+from tests.conftest import examples
 
 DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "U8": np.uint8}
 
@@ -49,7 +50,7 @@ def tensor_sets(draw):
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(tensor_sets())
 def test_written_files_parse_back_exactly(tensors) -> None:
     raw = {name: RawTensor.from_numpy(a) for name, a in tensors.items()}

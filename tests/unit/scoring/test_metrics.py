@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from flsilo.scoring import bootstrap
 from flsilo.scoring import metrics as m
-from tests.conftest import needs
+from tests.conftest import examples, needs
 from tests.unit.scoring import sklearn_figures as skf
 
 needs_sklearn = needs("sklearn", reason="scikit-learn (the demo extra) checks metrics")
@@ -84,7 +84,7 @@ def test_recorded_figures_are_sklearns() -> None:
 
 @needs_sklearn
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(st.integers(0, 10_000), st.integers(2, 200), st.booleans())
 def test_auroc_and_ap_equal_sklearn(seed: int, n: int, ties: bool) -> None:
     _assert_ranked((seed, n, ties), skf.ranked(seed, n, ties))
@@ -92,7 +92,7 @@ def test_auroc_and_ap_equal_sklearn(seed: int, n: int, ties: bool) -> None:
 
 @needs_sklearn
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(st.integers(0, 10_000), st.integers(1, 150))
 def test_binary_counts_and_rates_equal_sklearn(seed: int, n: int) -> None:
     _assert_counts((seed, n), skf.counts(seed, n))

@@ -20,6 +20,7 @@ from flsilo.scoring.strings import (
     score_strings,
     string_intervals,
 )
+from tests.conftest import examples
 
 CHARSET = "0123456789ABC"
 
@@ -59,7 +60,7 @@ def test_edit_distance_known_pairs(a: str, b: str, distance: int) -> None:
     assert edit_distance(b, a) == distance
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(st.text("ABC12", max_size=12), st.text("ABC12", max_size=12))
 def test_edit_distance_equals_the_textbook_programme(a: str, b: str) -> None:
     assert edit_distance(a, b) == reference_distance(a, b)
