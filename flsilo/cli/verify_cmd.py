@@ -9,7 +9,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flsilo.cli import prehash
 from flsilo.cli.common import (
     FINAL_UNKNOWN,
     emit_json,
@@ -148,8 +147,7 @@ def _check(
 ) -> dict[str, Any]:
     """One file's row; a failure is also added to ``errors`` (and said, without --json)."""
     try:
-        early = prehash.claim(path)  # hashed since start-up, when the command named it
-        verified = verify_file(path, trust, at=when, data_digest=False, early=early)
+        verified = verify_file(path, trust, at=when, data_digest=False)
         model_signing = check_oms_bundle(verified)
         released = (
             check_release(verified, require_release, trust, when) if require_release else None

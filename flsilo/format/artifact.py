@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flsilo.format import manifest as mf
-from flsilo.format.readpass import CHUNK_BYTES, ArtifactReader, EarlyDigests, StaleDigests
+from flsilo.format.readpass import CHUNK_BYTES, ArtifactReader
 from flsilo.format.tensorfile import (
     Header,
     RawTensor,
@@ -162,11 +162,12 @@ def scan_stream(reader: ArtifactReader, source: Path) -> Scan:
     header = parse_header(header_bytes, reader.size, name)
     manifest = mf.decode(header.metadata, name)
     reader.start_data()
-    buffer = bytearray(min(CHUNK_BYTES, max(header.data_size, 1)))
-    view = memoryview(buffer)
+    size = min(CHUNK_BYTES, max(header.data_size, 1))
+    # two buffers in turn: one is read and checked while the other's chunk is hashed
+    views = [memoryview(bytearray(size)), memoryview(bytearray(size))]
     nonfinite: dict[str, int] = {}
-    for length, spans in _reads(header.tensors, len(buffer)):
-        piece = view[:length]
+    for turn, (length, spans) in enumerate(_reads(header.tensors, size)):
+        piece = views[turn % 2][:length]
 
         def check(chunk: memoryview, length: int = length, spans: list[Span] = spans) -> None:
             if len(chunk) == length:  # a short read is checked once it is whole, below
@@ -344,25 +345,16 @@ def verify_file(
     at: int | None = None,
     copy_to: BinaryIO | None = None,
     data_digest: bool = True,
-    early: EarlyDigests | None = None,
 ) -> Verified:
     """Verify ``path`` against ``path.sig`` and ``trust`` at ``at`` (default now); raise on failure.
 
     ``data_digest=False``: skip the data section's own SHA-256 (``data_sha256`` is then
     ''), for a caller that does not use it: one hash pass instead of two.
-
-    ``early``: this file's digests taken before (``flsilo verify`` hashes from process start,
-    :mod:`flsilo.cli.prehash`): this read then checks structure and floats only and takes
-    them if the file did not change in between; if it did, the file is read and hashed again.
     """
     check_is_file(path)
     signature_bytes = read_signature_bytes(path)
     when = int(time.time()) if at is None else at
-    early = early if copy_to is None else None
-    try:
-        verified = _verify_opened(path, signature_bytes, trust, when, copy_to, early, data_digest)
-    except StaleDigests:
-        verified = _verify_opened(path, signature_bytes, trust, when, copy_to, None, data_digest)
+    verified = _verify_opened(path, signature_bytes, trust, when, copy_to, data_digest)
     return require_kind(verified, expected_kind) if expected_kind is not None else verified
 
 
@@ -388,14 +380,11 @@ def _verify_opened(
     trust: TrustPolicy,
     when: int,
     copy_to: BinaryIO | None,
-    early: EarlyDigests | None,
     data_digest: bool,
 ) -> Verified:
     opened = open_regular(path)
     with opened.fh, progress.unit(opened.size):
-        reader = ArtifactReader(
-            opened.fh, opened.size, copy_to=copy_to, early=early, data_digest=data_digest
-        )
+        reader = ArtifactReader(opened.fh, opened.size, copy_to=copy_to, data_digest=data_digest)
         try:
             return verify_stream(reader, signature_bytes, trust, at=when, source=path)
         except OSError as exc:

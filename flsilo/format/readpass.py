@@ -14,8 +14,8 @@ import io
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, BinaryIO, Protocol
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, BinaryIO
 
 from flsilo.runtime import progress
 from flsilo.signing.sshsig import new_hash
@@ -67,33 +67,18 @@ def run_on_chunk(jobs: list[Callable[[memoryview], object]], chunk: memoryview) 
         f.result()
 
 
-class StaleDigests(Exception):
-    """Early digests that do not provably describe the bytes the verifier read."""
-
-
-class EarlyDigests(Protocol):
-    """A file's digests taken before the verifier read it (:mod:`flsilo.cli.prehash`)."""
-
-    data: bool  # the data section's digest was taken too
-
-    def digests(
-        self, opened: os.stat_result, finished: os.stat_result, data_start: int
-    ) -> tuple[bytes, bytes | None]: ...  # raises StaleDigests unless they describe the read
-
-
 class ArtifactReader:
     """Reads one stream once: every byte goes to the hashes and, optionally, a copy.
 
     The whole file's digests (what a signature covers), the data section's SHA-256 (from
-    :meth:`start_data` on), the copy and the caller's own check of a chunk run in
-    parallel on each big chunk. ``size`` is what ``fstat`` said; nothing beyond it is ever
-    read, so a file that grows cannot make a reader loop. After a failure, :meth:`drain`
-    finishes the pass so the file's sha256 and the copy are complete without opening the
-    file again.
-
-    ``early``: digests of this file taken before this read (:class:`EarlyDigests`); the
-    reader then hashes nothing and :meth:`digests` hands the early ones back only if the
-    file provably did not change (else :class:`StaleDigests`: read it again without them).
+    :meth:`start_data` on) and the copy of a big chunk run on the pool while the caller's
+    own check of it runs on this thread and, when the caller reads into a second buffer,
+    while the next chunk is read: the digests need one pass over the bytes, and the read
+    and the checks hide behind it. A buffer whose chunk is still being hashed or copied is
+    waited for before it is read into again. ``size`` is what ``fstat`` said; nothing beyond
+    it is ever read, so a file that grows cannot make a reader loop. After a failure,
+    :meth:`drain` finishes the pass so the file's sha256 and the copy are complete without
+    opening the file again.
     """
 
     def __init__(
@@ -102,7 +87,6 @@ class ArtifactReader:
         size: int,
         *,
         copy_to: BinaryIO | None = None,
-        early: EarlyDigests | None = None,
         data_digest: bool = True,
     ) -> None:
         self.fh = fh
@@ -111,38 +95,61 @@ class ArtifactReader:
         self.position = 0
         self._hashes = {"sha256": new_hash("sha256")}
         self._data_hash: Any = None
-        self._data_start = -1
         self._data_digest = data_digest
-        usable = early is not None and copy_to is None and (early.data or not data_digest)
-        self._early = early if usable else None
-        self._opened_as = os.fstat(fh.fileno()) if self._early else None
+        self._pending: list[Future[object]] = []
+        self._pending_buffer: object = None
 
     def want(self, algorithm: str) -> None:
         """Also compute ``algorithm`` (only before the first byte is read)."""
         if algorithm not in self._hashes:
             assert self.position == 0
             self._hashes[algorithm] = new_hash(algorithm)
-            self._early = None  # early digests are SHA-256 only
 
     def start_data(self) -> None:
         """Every byte read from here on is also hashed as the data section."""
-        self._data_start = self.position
         if self._data_digest:
             self._data_hash = hashlib.sha256()
+
+    def settle(self) -> None:
+        """Wait for the last chunk's hashes and copy; raise the first error one of them met."""
+        pending, self._pending, self._pending_buffer = self._pending, [], None
+        if pending:
+            wait(pending)
+            for f in pending:
+                f.result()
+
+    def _settle_quietly(self) -> None:
+        """Wait for the last chunk's jobs while another error is already on its way out."""
+        pending, self._pending, self._pending_buffer = self._pending, [], None
+        wait(pending)
 
     def _feed(
         self, chunk: memoryview | bytes, check: Callable[[memoryview], object] | None = None
     ) -> None:
-        jobs: list[Callable[[memoryview], object]] = [check] if check is not None else []
-        if self._early is None:
-            if self._data_hash is not None:
-                jobs.append(self._data_hash.update)
-            jobs.extend(h.update for h in self._hashes.values())
+        """Hash (and copy) ``chunk`` after the chunks before it; ``check`` it meanwhile."""
+        view = memoryview(chunk)
+        ordered: list[Callable[[memoryview], object]] = []
+        if self._data_hash is not None:
+            ordered.append(self._data_hash.update)
+        ordered.extend(h.update for h in self._hashes.values())
         if self.copy_to is not None:
-            jobs.append(self.copy_to.write)
-        run_on_chunk(jobs, memoryview(chunk))
-        self.position += len(chunk)
-        progress.advance(len(chunk))
+            ordered.append(self.copy_to.write)
+        self.settle()  # each digest and the copy take the chunks in order
+        if len(view) < PARALLEL_MIN_BYTES:
+            for job in ordered:
+                job(view)
+        else:
+            pool = _hash_pool()
+            self._pending = [pool.submit(job, view) for job in ordered]
+            self._pending_buffer = view.obj
+        self.position += len(view)  # hashed (or being hashed), whatever the check says
+        progress.advance(len(view))
+        if check is not None:
+            try:
+                check(view)
+            except BaseException:
+                self._settle_quietly()
+                raise
 
     def read(self, n: int) -> bytes:
         data = self.fh.read(max(0, min(n, self.size - self.position)))
@@ -156,36 +163,38 @@ class ArtifactReader:
         want = min(len(view), self.size - self.position)
         if want <= 0:
             return 0
-        n = self.fh.readinto(view[:want]) or 0
+        if self._pending and view.obj is self._pending_buffer:
+            self.settle()  # that buffer's last chunk is still being hashed
+        try:
+            n = self.fh.readinto(view[:want]) or 0
+        except BaseException:
+            self._settle_quietly()
+            raise
         self._feed(view[:n], check)
         return n
 
     def drain(self) -> None:
-        """Read whatever is left up to ``size`` (after a failure), so digests cover the file."""
-        buffer = bytearray(min(CHUNK_BYTES, max(self.size - self.position, 1)))
-        view = memoryview(buffer)
-        while self.readinto(view):
-            pass
+        """Read whatever is left up to ``size`` (after a failure), so digests cover the file;
+        two buffers in turn, so that one is read while the other is hashed."""
+        size = min(CHUNK_BYTES, max(self.size - self.position, 1))
+        views = [memoryview(bytearray(size)), memoryview(bytearray(size))]
+        turn = 0
+        while self.readinto(views[turn]):
+            turn ^= 1
+        self.settle()
 
     def grew(self) -> bool:
         return bool(self.fh.read(1))
 
-    def _early_digests(self) -> tuple[bytes, bytes | None]:
-        assert self._early is not None and self._opened_as is not None
-        return self._early.digests(self._opened_as, os.fstat(self.fh.fileno()), self._data_start)
-
     def digests(self) -> dict[str, bytes]:
-        """The whole file's digests (raises :class:`StaleDigests` when early ones do not hold)."""
-        if self._early is not None:
-            return {"sha256": self._early_digests()[0]}
+        """The whole file's digests, once every chunk read has been hashed."""
+        self.settle()
         return {a: h.digest() for a, h in self._hashes.items()}
 
     @property
     def data_sha256(self) -> str:
         """The data section's sha256 hex digest (after :meth:`start_data`), else ''."""
-        if self._early is not None:
-            data = self._early_digests()[1]
-            return data.hex() if data is not None and self._data_digest else ""
+        self.settle()
         return self._data_hash.hexdigest() if self._data_hash is not None else ""
 
     @property
