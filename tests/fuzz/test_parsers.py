@@ -182,18 +182,17 @@ event_lines = st.lists(
     max_size=5,
 ).map(lambda lines: ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
 
+HOSTILE_TOML = [  # each parsed once by its own test below: deep, wide, wrong and overflowing
+    "a = " + nested(5000),
+    "a = {" * 3000,
+    "federation = 1",
+    'federation = "x"\nmodel = "logreg"\nclasses = []\ninput_shape = [-1]',
+    "[plan]\nlocal_epochs = [" + "1," * 10000 + "]",
+    "x = 1e999",
+]
 toml_texts = st.one_of(
     st.text(max_size=300),
-    st.sampled_from(
-        [
-            "a = " + nested(5000),
-            "a = {" * 3000,
-            "federation = 1",
-            'federation = "x"\nmodel = "logreg"\nclasses = []\ninput_shape = [-1]',
-            "[plan]\nlocal_epochs = [" + "1," * 10000 + "]",
-            "x = 1e999",
-        ]
-    ),
+    st.sampled_from(HOSTILE_TOML[2:4] + HOSTILE_TOML[5:]),  # the small ones, mixed with text
 ).map(lambda text: text.encode("utf-8", "surrogatepass"))
 
 public_key_lines = st.one_of(
@@ -246,6 +245,13 @@ def test_arbitrary_bytes(name: str, data: st.DataObject) -> None:
 def test_hostile_structures(name: str, data: st.DataObject) -> None:
     parse, strategy = PARSERS[name]
     only_flsilo_errors(parse, data.draw(strategy, label="hostile"))
+
+
+@pytest.mark.parametrize("text", HOSTILE_TOML, ids=range(len(HOSTILE_TOML)))
+def test_hostile_federation_toml(text: str) -> None:
+    """The large hostile federation.toml texts, each once (as samples of the property above,
+    Hypothesis drew them again and again: tomllib takes a while over 5,000 brackets)."""
+    only_flsilo_errors(targets.federation_toml, text.encode())
 
 
 @pytest.mark.slow
