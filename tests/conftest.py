@@ -478,29 +478,14 @@ def stock_verify(
     )
 
 
-def run_flsilo(*args: object, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m flsilo ARGS`` in a process of its own, optionally killed at ``fault``
-    (``FLSILO_FAULT``, see flsilo/runtime/faults.py); any inherited fault setting is dropped."""
-    env = {k: v for k, v in os.environ.items() if k != "FLSILO_FAULT"}
-    if fault:
-        env["FLSILO_FAULT"] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "flsilo", *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def run_forked(*args: object, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``flsilo ARGS`` as :func:`run_flsilo` runs it, optionally killed at ``fault``, in a
-    fork of the test's process: a process of its own that dies or fails as the command
-    would (the kill is a real SIGKILL, a full disk a real ENOSPC from its own first write
+    """``flsilo ARGS``, optionally killed at ``fault`` (``FLSILO_FAULT``, see
+    flsilo/runtime/faults.py; an inherited fault setting is dropped), in a fork of the
+    test's process: a process of its own that dies or fails as the command would (the kill is a real SIGKILL, a full disk a real ENOSPC from its own first write
     count), without starting Python and importing flsilo again (about 0.3 s of CPU a call).
 
     The child inherits the test's state (its patches included) and never returns into
-    pytest. Output goes to files, not pipes: :func:`run_flsilo` where the pipe matters.
+    pytest. Output goes to files, not pipes.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         sys.stdout.flush()

@@ -14,7 +14,10 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 SCRIPT = """
-import os, sys, tempfile, time
+import os, signal, sys, tempfile, time
+# A shell that starts pytest in the background (`&`) ignores SIGINT for all it starts, and
+# Python keeps an ignored SIGINT ignored; a script run from a terminal has Ctrl-C.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {bench!r})
 from workers import map_in_workers
 
