@@ -350,6 +350,8 @@ def commands(doc: dict[str, Any]) -> list[str]:
             f"ssh-keygen -Y check-novalidate -n flsilo-eval -s {e['archive']}.sig < {e['archive']}"
         )
         lines.append(f"ssh-keygen -Y find-principals -s {e['archive']}.sig -f allowed_signers")
+    if len(doc["evaluations"]) > 3:
+        lines.append(f"# and the same for the other {len(doc['evaluations']) - 3} reports above")
     lines.append(f"flsilo audit . --hub-fingerprint {root} --replay")
     return lines
 

@@ -76,6 +76,8 @@ def encode(label: str, charset: str, max_length: int) -> tuple[int, ...]:
     outside = [ch for ch in dict.fromkeys(label) if ch not in charset]
     if outside:
         shown = ", ".join(repr(ch) for ch in outside[:5])
+        if len(outside) > 5:
+            shown += f" and {len(outside) - 5} more"
         raise LabelProblem(
             f"label {label!r} has {'a character' if len(outside) == 1 else 'characters'} "
             f"outside the federation's charset ({shown})",

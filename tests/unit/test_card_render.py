@@ -115,3 +115,19 @@ def test_the_rounds_table_splits_accepted_and_rejected_sites() -> None:
     doc = {"federation": {"task": "classify"}, "rounds": [{"round": 0, "sites": sites}]}
     _, rows, _ = _rounds_section(doc)
     assert rows == [["0", "site-a 40", "site-c (rejected: bad-signature)", "–"]]  # no figure
+
+
+def test_the_cards_commands_say_how_many_reports_they_leave_out() -> None:
+    """The stock commands check three archived reports; a card with more says so."""
+    from hub_kit.card_render import commands
+
+    def doc(reports: int) -> dict:
+        evaluations = [{"archive": f"evaluations/r{i}.json"} for i in range(reports)]
+        return {
+            "audit": {"trust_root": {"fingerprint": "SHA256:x"}},
+            "package": {"file": "fed-r0001.safetensors", "sha256": "ab"},
+            "evaluations": evaluations,
+        }
+
+    assert not any("and the same" in line for line in commands(doc(3)))
+    assert "# and the same for the other 2 reports above" in commands(doc(5))

@@ -91,6 +91,7 @@ def test_encode_maps_characters_after_the_blank() -> None:
     [
         ("AB-1", "outside the federation's charset ('-')", "--charset"),
         ("ZZ", "has a character outside the federation's charset ('Z')", "--charset"),
+        ("A-_.,;:/B", "charset ('-', '_', '.', ',', ';' and 2 more)", "--charset"),
         ("A12B34567", "9 characters long, past the plan's maximum of 8", "--max-length"),
         ("", "the label is empty", "label column"),
     ],
