@@ -184,6 +184,9 @@ class ArtifactReader:
         self.settle()
 
     def grew(self) -> bool:
+        """Whether the stream holds more than ``size`` (once the last chunk's jobs are done,
+        so a refusal never leaves them running)."""
+        self.settle()
         return bool(self.fh.read(1))
 
     def digests(self) -> dict[str, bytes]:

@@ -179,3 +179,17 @@ def test_one_buffer_read_again_waits_for_its_last_chunk() -> None:
         pass
     assert reader.sha256 == hashlib.sha256(data).hexdigest()
     assert out.getvalue() == data
+
+
+def test_a_file_that_grew_is_refused_once_its_last_chunk_is_copied() -> None:
+    """The refusal of a stream longer than its stated size comes out with nothing still
+    running on the buffers, the copy whole up to that size."""
+    data = np.random.default_rng(5).bytes(300)
+    out = SlowCopy()
+    reader = ArtifactReader(io.BytesIO(data + b"x"), len(data), copy_to=out)
+    buffer = [memoryview(bytearray(64)), memoryview(bytearray(64))]
+    turn = 0
+    while reader.readinto(buffer[turn]):
+        turn ^= 1
+    assert reader.grew()
+    assert not reader._pending and out.getvalue() == data
