@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -101,6 +102,40 @@ def test_average_of_b_is_exactly_the_average_of_updates(lora_fed, cli, tmp_path,
     assert audit.code == 0, audit.out
 
 
+def test_the_merged_model_answers_as_the_adapters_do_and_evaluate_uses_it(lora_fed, cli, tmp_path):
+    """The default tier's twin of the export test below: the model export and evaluate build
+    (adapters merged into plain weights) answers as the package's model with its adapters
+    attached."""
+    import torch
+
+    from flsilo.format.artifact import verify_file
+    from flsilo.models.adapters import apply_package_adapters
+    from flsilo.models.registry import build_model
+    from flsilo.signing.trust import AllowedSigners
+    from site_kit.packagemodel import verified_model
+
+    fed = lora_fed.copy(tmp_path / "fed")
+    package = _aggregate(cli, fed)
+    tensors = load_file(str(package))
+    buffer = io.BytesIO()
+    verified = verify_file(
+        package, AllowedSigners.load(fed.hub / "allowed_signers"), copy_to=buffer
+    )
+    merged = verified_model(verified, buffer.getvalue(), merged=True).eval()
+    assert not any("lora" in name for name in merged.state_dict())  # one weight per layer
+    model = build_model(MLP, (1, 8, 8), 10)
+    apply_package_adapters(model, "lora:r=4,alpha=8", tensors)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((7, 1, 8, 8)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.allclose(merged(x), model.eval()(x), atol=1e-5)
+    few = digits_npz(tmp_path / "few.npz", np.arange(1700, 1740))  # the model, not the figures
+    ev = cli("evaluate", package, "--hub", fed.hub, "--data", few, "--json")
+    assert ev.code == 0, ev.err
+    assert 0.0 <= json.loads(ev.out)["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
 @pytest.mark.usefixtures("onnx_registry_once")
 def test_export_and_evaluate_merge_the_adapters(lora_fed, cli, tmp_path):
     onnx = pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
