@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 
@@ -143,12 +143,37 @@ def worker_defaults(_worker_id: int = 0) -> None:
     back. The worker inherits :func:`handled`'s handlers; a worker that raised
     :class:`Interrupted` when the command stops it would print a traceback as it died.
     SIGTERM and SIGHUP end it quietly; Ctrl-C raises ``KeyboardInterrupt``, which a
-    DataLoader worker takes as its cue to stop."""
+    DataLoader worker takes as its cue to stop. And a hand-off cut short by the stopping
+    command is not printed (:func:`quiet_handoff`)."""
     for name in ("SIGTERM", "SIGHUP"):
         number = getattr(signal, name, None)
         if number is not None:
             signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.excepthook = quiet_handoff
+
+
+def quiet_handoff(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """A worker's uncaught exceptions as Python prints them, except one: the thread that
+    hands a batch's shared memory to the command (multiprocessing's resource sharer, which
+    reports through ``sys.excepthook``) losing its peer mid-hand-off. That is the command
+    stopping (a signal), and the worker is stopped next; its traceback came after the
+    command's one-line message."""
+    if issubclass(exc_type, (ConnectionError, EOFError)) and _in_resource_sharer(tb):
+        return
+    sys.__excepthook__(exc_type, exc, tb)
+
+
+def _in_resource_sharer(tb: TracebackType | None) -> bool:
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(
+            os.path.join("multiprocessing", "resource_sharer.py")
+        ):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def exit_status(exc: BaseException) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,49 @@ def test_a_signal_while_forking_waits_for_the_next_check() -> None:
             reached.append("checked")
     assert reached == ["fork hooks done", "checked"]
     assert stopped.value.signum == signal.SIGTERM
+
+
+def _raises_in(filename: str) -> Any:
+    """A thread body whose frame claims ``filename`` and reports its exception through
+    ``sys.excepthook``, as multiprocessing's resource sharer does."""
+    namespace: dict[str, Any] = {"sys": sys}
+    code = (
+        "def serve():\n"
+        "    try:\n"
+        "        raise ConnectionResetError(104, 'Connection reset by peer')\n"
+        "    except ConnectionError:\n"
+        "        sys.excepthook(*sys.exc_info())\n"
+    )
+    exec(compile(code, filename, "exec"), namespace)  # noqa: S102 - a fixed test snippet
+    return namespace["serve"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "printed"),
+    [
+        (os.path.join("lib", "multiprocessing", "resource_sharer.py"), False),
+        (os.path.join("lib", "elsewhere.py"), True),
+    ],
+)
+def test_a_workers_hand_off_thread_losing_the_stopped_command_says_nothing(
+    filename: str, printed: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a worker, the resource sharer's thread that finds the command gone mid-hand-off
+    (the command was stopped) prints no traceback after the command's one-line message;
+    any other exception is printed as Python prints it."""
+    import threading
+
+    before = sys.excepthook
+    numbers = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
+    handlers = {number: signal.getsignal(number) for number in numbers}
+    try:
+        signals.worker_defaults(0)
+        assert sys.excepthook is signals.quiet_handoff
+        thread = threading.Thread(target=_raises_in(filename))
+        thread.start()
+        thread.join()
+    finally:
+        sys.excepthook = before
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert ("ConnectionResetError" in capsys.readouterr().err) is printed
