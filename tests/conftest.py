@@ -14,9 +14,10 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -244,6 +245,18 @@ def cli(capsys: pytest.CaptureFixture[str]):
 def make_key(path: Path, key_type: str = "ed25519") -> Path:
     write_new_key(path, generate_key(key_type), None, path.name)
     return path
+
+
+def another_hubs_package(cli: Callable[..., Any], root: Path) -> Path:
+    """Round 0 of another hub of the same federation name and model: signed by a key that
+    no site of the session's federation confirmed (the hub alone: no site need train)."""
+    key = make_key(root / "other-hub-key")
+    hub = root / "other-hub"
+    digits = ",".join(str(d) for d in range(10))
+    made = cli("hub", "init", hub, "--federation", "fed", "--model", "logreg", "--classes",
+               digits, "--input-shape", "1,8,8", "--key", key, "--min-sites", "2")  # fmt: skip
+    assert made.code == 0, made.err
+    return hub / "packages" / "fed-r0000.safetensors"
 
 
 def fingerprint(pub: Path) -> str:

@@ -16,7 +16,7 @@ import pytest
 from flsilo import __version__
 from flsilo.runtime.cpu import _cgroup_quota, configure_threads, cpu_budget
 from flsilo.signing.keys import load_private_key
-from tests.conftest import Federation, make_key
+from tests.conftest import Federation, another_hubs_package, make_key
 
 
 def test_version_and_short_help(cli) -> None:
@@ -237,22 +237,10 @@ def test_at_takes_the_time_the_event_log_shows(federation: Federation, cli) -> N
 def test_a_package_from_another_hub_gets_a_site_side_hint(
     federation: Federation, tmp_path: Path, cli
 ) -> None:
-    package = _another_hubs_package(cli, tmp_path)
+    package = another_hubs_package(cli, tmp_path)
     result = cli("train", package, "--site", federation.sites["site-a"])
     assert result.code == 3 and "error[unknown-signer]" in result.err
     assert "not signed by your hub" in result.err and "confirmed at site init" in result.err
-
-
-def _another_hubs_package(cli, root: Path) -> Path:
-    """Round 0 of another hub of the same federation name and model: signed by a key that
-    no site of the session's federation confirmed (the hub alone: no site need train)."""
-    key = make_key(root / "other-hub-key")
-    hub = root / "other-hub"
-    digits = ",".join(str(d) for d in range(10))
-    made = cli("hub", "init", hub, "--federation", "fed", "--model", "logreg", "--classes",
-               digits, "--input-shape", "1,8,8", "--key", key, "--min-sites", "2")  # fmt: skip
-    assert made.code == 0, made.err
-    return hub / "packages" / "fed-r0000.safetensors"
 
 
 def test_library_warnings_do_not_leak_unless_verbose(cli, tmp_path: Path, monkeypatch) -> None:

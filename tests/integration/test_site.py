@@ -19,7 +19,14 @@ from PIL import Image
 from flsilo.format import manifest as mf
 from flsilo.format.artifact import scan_file
 from flsilo.format.tensorfile import Header, RawTensor
-from tests.conftest import Federation, digits_npz, fingerprint, make_key, tree_digest
+from tests.conftest import (
+    Federation,
+    another_hubs_package,
+    digits_npz,
+    fingerprint,
+    make_key,
+    tree_digest,
+)
 
 DIGITS = ",".join(str(d) for d in range(10))
 
@@ -245,21 +252,9 @@ def test_rollback_and_forks_are_refused(
 
 
 def test_package_from_another_hub_is_refused(federation: Federation, tmp_path: Path, cli) -> None:
-    package = _another_hubs_package(cli, tmp_path)
+    package = another_hubs_package(cli, tmp_path)
     result = cli("train", package, "--site", federation.sites["site-a"])
     assert result.code == 3 and "unknown-signer" in result.err
-
-
-def _another_hubs_package(cli, root: Path) -> Path:
-    """Round 0 of another hub of the same federation name and model: signed by a key that
-    no site of the session's federation confirmed (the hub alone: no site need train)."""
-    key = make_key(root / "other-hub-key")
-    hub = root / "other-hub"
-    digits = ",".join(str(d) for d in range(10))
-    made = cli("hub", "init", hub, "--federation", "fed", "--model", "logreg", "--classes",
-               digits, "--input-shape", "1,8,8", "--key", key, "--min-sites", "2")  # fmt: skip
-    assert made.code == 0, made.err
-    return hub / "packages" / "fed-r0000.safetensors"
 
 
 @pytest.mark.parametrize(
