@@ -198,20 +198,40 @@ def test_hub_init_refuses_what_a_sequence_federation_cannot_be(
     assert not (tmp_path / "h").exists()
 
 
-def test_a_signed_report_on_round_0_is_tabled_archived_and_carded(fed: Federation, cli) -> None:
-    """The default tier's twin of the two-round test below: site-a reports on round 0's
-    package, the report goes to the hub with the bundles, one aggregate archives it and the
-    card of round 1 shows it; site-a then trains round 1 on the global model."""
-    held_out = plates(fed.root / "held-out", random_labels(6, 5), 5)
+def _site_report(cli, fed: Federation, package: Path) -> dict:
+    """site-a's signed report on ``package`` over 6 held-out plates, checked as the site
+    shows it; the report's JSON."""
     site = fed.sites["site-a"]
-    package0 = site / "packages" / "plates-r0000.safetensors"
-    result = cli("evaluate", package0, "--site", site, "--data", held_out, "--report")
+    held_out = plates(fed.root / "held-out", random_labels(6, 5), 5)
+    result = cli("evaluate", package, "--site", site, "--data", held_out, "--report")
     assert result.code == 0, result.err
-    report = json.loads((site / "outbox" / "r0000-site-a.eval.json").read_text())
+    round_ = package.stem.rsplit("-", 1)[1]  # plates-r0001: r0001
+    report = json.loads((site / "outbox" / f"{round_}-site-a.eval.json").read_text())
     assert report["task"] == "sequence" and report["classes"] == []
     shown = f": exact match {100 * report['metrics']['exact_match']:.1f}% on 6 samples"
     assert shown in " ".join(result.err.split())
     assert set(report["metrics"]) >= {"exact_match", "cer", "samples", "ci95"}
+    return report
+
+
+def _sequence_card(cli, fed: Federation, package: Path) -> str:
+    """The model card of ``package``, with a sequence task's rows checked; its markdown."""
+    out = fed.root / "card"
+    result = cli("report", package, "--hub", fed.hub, *hub_root(fed.hub), "--out", out)
+    assert result.code == 0, result.err
+    card = (out / "card.md").read_text()
+    assert "| task | sequence |" in card
+    assert f"| charset, longest string | {CHARSET}, 4 |" in card
+    assert "exact match" in card and "character error rate" in card
+    return card
+
+
+def test_a_signed_report_on_round_0_is_tabled_archived_and_carded(fed: Federation, cli) -> None:
+    """The default tier's twin of the two-round test below: site-a reports on round 0's
+    package, the report goes to the hub with the bundles, one aggregate archives it and the
+    card of round 1 shows it; site-a then trains round 1 on the global model."""
+    site = fed.sites["site-a"]
+    report = _site_report(cli, fed, site / "packages" / "plates-r0000.safetensors")
     fed.carry()
     for name in ("r0000-site-a.eval.json", "r0000-site-a.eval.json.sig"):
         (fed.hub / "inbox" / name).write_bytes((site / "outbox" / name).read_bytes())
@@ -230,14 +250,7 @@ def test_a_signed_report_on_round_0_is_tabled_archived_and_carded(fed: Federatio
     assert done.code == 0, done.err
     flat = " ".join(done.err.split())
     assert "global model exact match " in flat and "% (loss " in flat
-    out = fed.root / "card"
-    result = cli("report", package, "--hub", fed.hub, *hub_root(fed.hub), "--out", out)
-    assert result.code == 0, result.err
-    card = (out / "card.md").read_text()
-    assert "| task | sequence |" in card
-    assert f"| charset, longest string | {CHARSET}, 4 |" in card
-    assert "exact match" in card and "character error rate" in card
-    assert "| r0000 | site-a | 6 |" in card
+    assert "| r0000 | site-a | 6 |" in _sequence_card(cli, fed, package)
 
 
 @pytest.mark.slow
@@ -245,20 +258,12 @@ def test_signed_reports_the_cross_site_table_and_the_card(fed: Federation, cli) 
     fed.carry()
     assert cli("aggregate", fed.hub).code == 0
     package = fed.hub / "packages" / "plates-r0001.safetensors"
-    held_out = plates(fed.root / "held-out", random_labels(6, 5), 5)
     site = fed.sites["site-a"]
     for suffix in ("", ".sig"):
         (site / "packages" / f"{package.name}{suffix}").write_bytes(
             package.with_name(package.name + suffix).read_bytes()
         )
-    result = cli("evaluate", site / "packages" / package.name, "--site", site, "--data",
-                 held_out, "--report")  # fmt: skip
-    assert result.code == 0, result.err
-    report = json.loads((site / "outbox" / "r0001-site-a.eval.json").read_text())
-    assert report["task"] == "sequence" and report["classes"] == []
-    shown = f": exact match {100 * report['metrics']['exact_match']:.1f}% on 6 samples"
-    assert shown in " ".join(result.err.split())
-    assert set(report["metrics"]) >= {"exact_match", "cer", "samples", "ci95"}
+    report = _site_report(cli, fed, site / "packages" / package.name)
     for name in ("r0001-site-a.eval.json", "r0001-site-a.eval.json.sig"):
         (fed.hub / "inbox" / name).write_bytes((site / "outbox" / name).read_bytes())
     result = cli("hub", "evaluations", fed.hub, "--inbox", fed.hub / "inbox", "--json")
@@ -275,13 +280,7 @@ def test_signed_reports_the_cross_site_table_and_the_card(fed: Federation, cli) 
         for f in outbox.glob("plates-r0001-*"):
             (fed.hub / "inbox" / f.name).write_bytes(f.read_bytes())
     assert cli("aggregate", fed.hub).code == 0
-    out = fed.root / "card"
-    result = cli("report", package, "--hub", fed.hub, *hub_root(fed.hub), "--out", out)
-    assert result.code == 0, result.err
-    card = (out / "card.md").read_text()
-    assert "| task | sequence |" in card
-    assert f"| charset, longest string | {CHARSET}, 4 |" in card
-    assert "exact match" in card and "character error rate" in card
+    _sequence_card(cli, fed, package)
 
 
 @pytest.mark.slow
