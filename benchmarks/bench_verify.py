@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import timed, write_bundle
+from common import timed, verify_files
 
-from flsilo.signing.keys import generate_key, write_new_key
+from flsilo.signing.keys import load_public_key
 
 
 def main() -> None:
@@ -34,15 +34,11 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="flsilo-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    key = generate_key()
-    pub = write_new_key(root / "k", key, None, "bench")
-    big = write_bundle(root / "big.safetensors", args.size_mib << 20, 1, key)
-    small = write_bundle(root / "small.safetensors", 64 << 10, 2, key)
+    pub_path, big, small = verify_files(root, args.size_mib)  # page cache warm
+    pub = load_public_key(pub_path)
     flsilo = shutil.which("flsilo") or str(Path(sys.executable).with_name("flsilo"))
     size = big.stat().st_size / 2**20
-    verify = [flsilo, "verify", str(big), "--key", str(root / "k.pub")]
-    for f in (big, small):  # warm the page cache, so every contender reads from memory
-        f.read_bytes()
+    verify = [flsilo, "verify", str(big), "--key", str(pub_path)]
     pairs = []
     load = os.getloadavg()
     for _ in range(args.repeats):
@@ -50,7 +46,7 @@ def main() -> None:
         ver_t, _ = timed(verify, repeat=1)
         pairs.append((ossl_t, ver_t))
     sha_t, _ = timed(["sha256sum", str(big)], repeat=1)
-    small_cmd = [flsilo, "verify", str(small), "--key", str(root / "k.pub")]
+    small_cmd = [flsilo, "verify", str(small), "--key", str(pub_path)]
     start_t = statistics.median(timed(small_cmd, repeat=1)[0] for _ in range(5))
     py_t, _ = timed([sys.executable, "-c", "pass"], repeat=5)
     ratios = [o / v for o, v in pairs]

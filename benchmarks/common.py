@@ -18,7 +18,7 @@ from flsilo.cli.app import run
 from flsilo.format import manifest as mf
 from flsilo.format.artifact import write_artifact
 from flsilo.format.tensorfile import RawTensor
-from flsilo.signing.keys import generate_key
+from flsilo.signing.keys import generate_key, write_new_key
 
 PLAN = mf.Plan(local_epochs=1, batch_size=32)
 
@@ -64,6 +64,18 @@ def write_bundle(path: Path, total_bytes: int, seed: int, key=None) -> Path:
         overwrite=True,
     )
     return path
+
+
+def verify_files(root: Path, size_mib: int) -> tuple[Path, Path, Path]:
+    """A fresh key (``root/k``, no passphrase), a signed bundle of ``size_mib`` MiB and a
+    64 KiB one, each read once so the page cache holds them: (public key, big, small)."""
+    key = generate_key()
+    write_new_key(root / "k", key, None, "bench")
+    big = write_bundle(root / "big.safetensors", size_mib << 20, 1, key)
+    small = write_bundle(root / "small.safetensors", 64 << 10, 2, key)
+    for f in (big, small):
+        f.read_bytes()
+    return root / "k.pub", big, small
 
 
 def timed(cmd: list[str], repeat: int = 3) -> tuple[float, int]:

@@ -28,9 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import write_bundle  # noqa: E402
-
-from flsilo.signing.keys import generate_key, write_new_key  # noqa: E402
+from common import verify_files  # noqa: E402
 
 
 def timed(cmd: list[str], tree: Path | None) -> tuple[float, float]:
@@ -58,14 +56,11 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="flsilo-ab-"))
     root.mkdir(parents=True, exist_ok=True)
-    key = generate_key()
-    write_new_key(root / "k", key, None, "bench")
-    big = write_bundle(root / "big.safetensors", args.size_mib << 20, 1, key)
-    small = write_bundle(root / "small.safetensors", 64 << 10, 2, key)
+    pub, big, small = verify_files(root, args.size_mib)
     trees = {"this": HERE.parent, "baseline": args.baseline.resolve()}
 
     def verify(path: Path) -> list[str]:
-        return [sys.executable, "-m", "flsilo", "verify", str(path), "--key", str(root / "k.pub")]
+        return [sys.executable, "-m", "flsilo", "verify", str(path), "--key", str(pub)]
 
     arms = {"openssl": (["openssl", "dgst", "-sha256", str(big)], None)}
     arms.update({name: (verify(big), tree) for name, tree in trees.items()})
