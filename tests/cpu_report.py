@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,24 @@ WORKER_KEY = "flsilo_cpu_s"
 def _cpu(who: int) -> tuple[float, float]:
     usage = resource.getrusage(who)
     return usage.ru_utime, usage.ru_stime
+
+
+_EARLIER_CHILDREN = _cpu(resource.RUSAGE_CHILDREN)
+"""CPU of children this process had already waited for when pytest began: a shell running
+the README's ``... && pip install ... && python -m pytest`` through ``sh -c`` may run
+pytest in its own process (exec), and pip's minute of CPU would count as the tests'."""
+_IMPORTED_AT = time.monotonic()
+_SELF_AT_IMPORT = sum(_cpu(resource.RUSAGE_SELF))
+
+
+def since_start() -> float | None:
+    """Seconds since pytest started, interpreter start-up included. In a process that was a
+    shell until it ran pytest (see ``_EARLIER_CHILDREN``) the process is older than pytest:
+    then the time since this module was imported plus the CPU spent before it (start-up
+    is busy, not waiting)."""
+    if any(_EARLIER_CHILDREN):
+        return time.monotonic() - _IMPORTED_AT + _SELF_AT_IMPORT
+    return process_age()
 
 
 def process_age() -> float | None:
@@ -37,7 +56,7 @@ def own_and_children() -> tuple[float, float]:
         _cpu(resource.RUSAGE_SELF),
         _cpu(resource.RUSAGE_CHILDREN),
     )
-    return user + child_user, system + child_system
+    return user + child_user - _EARLIER_CHILDREN[0], system + child_system - _EARLIER_CHILDREN[1]
 
 
 class CpuReport:
@@ -68,7 +87,7 @@ class CpuReport:
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if hasattr(self.config, "workeroutput"):
             return
-        wall = process_age()
+        wall = since_start()
         if self.workers or self.lost_workers:
             # The controller's own children are its workers: counted from their reports.
             user, system = _cpu(resource.RUSAGE_SELF)
