@@ -130,19 +130,22 @@ def drift_flags(
             out[site] = Drift(False, None, UNAVAILABLE)
             continue
         others = [s for other, s in known.items() if other != site]
-        rest = _pool(others)
+        # only summaries of the same width compare: an npz of images is summarised per
+        # value, a folder of the same images per channel (or a bundle from elsewhere)
+        alike = [s for s in others if len(s.channel_mean) == len(summary.channel_mean)]
+        rest = _pool(alike)
         if rest is None:
-            out[site] = Drift(False, None, "no other site's summary to compare with")
+            out[site] = Drift(False, None, _nothing_to_compare(summary, others))
             continue
         # unlike every other site, not merely unlike a pool that holds an odd one
-        distance = round(min(compare(summary, o)[0] for o in others), 4)
+        distance = round(min(compare(summary, o)[0] for o in alike), 4)
         words = compare(summary, rest)[1]
         if distance <= threshold:
             out[site] = Drift(False, distance, "like the other sites' inputs")
             continue
         what = " and ".join(words) or "unlike"
         noun = "images" if summary.brightness else "inputs"
-        who = "the other site's" if len(known) == 2 else "the others'"
+        who = "the other site's" if len(alike) == 1 else "the others'"
         out[site] = Drift(
             True,
             distance,
@@ -151,3 +154,16 @@ def drift_flags(
             "('flsilo site check-data --preview' at the site)",
         )
     return out
+
+
+def _nothing_to_compare(summary: InputSummary, others: list[InputSummary]) -> str:
+    """Why a site has no distance: no other summary, or none of the same width."""
+    if not others:
+        return "no other site's summary to compare with"
+    widths = sorted({len(s.channel_mean) for s in others})
+    return (
+        f"not comparable: this summary has {len(summary.channel_mean)} channels or features, "
+        f"the other sites' {' or '.join(map(str, widths))} (an npz of images is summarised "
+        "per value, a folder or CSV of images per channel): compare its inputs by hand "
+        "('flsilo site check-data --preview' at each site)"
+    )

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
+from PIL import Image
 
 from flsilo.format.artifact import scan_file
 from tests.conftest import Federation
@@ -17,6 +19,24 @@ def _rows(cli, federation: Federation) -> dict[str, dict]:
     assert result.code == 0, result.err
     report = json.loads(result.out)["report"]
     return {r["site"]: r["input_drift"] for r in report["rows"] if r["verdict"] == "accepted"}
+
+
+def _train_site_b_again(cli, federation: Federation, data: Path) -> None:
+    """Site-b trains round 0 again, on ``data``, and both bundles are carried to the hub."""
+    site = federation.sites["site-b"]
+    for f in (site / "outbox").iterdir():
+        f.unlink()
+    shutil.rmtree(site / "work", ignore_errors=True)
+    state = json.loads((site / "state.json").read_text())
+    state["last_round"] = -1
+    state["packages"] = {}
+    (site / "state.json").write_text(json.dumps(state))
+    trained = cli(
+        "train", site / "packages" / "fed-r0000.safetensors", "--site", site, "--data", data
+    )
+    assert trained.code == 0, trained.err
+    federation.bundles["site-b"] = site / "outbox" / "fed-r0000-site-b.safetensors"
+    federation.carry()
 
 
 def test_bundles_carry_a_summary_and_alike_sites_are_not_flagged(
@@ -39,22 +59,32 @@ def test_a_site_that_inverts_its_inputs_is_flagged(
         x, y = npz["x"], npz["y"]
     inverted = tmp_path / "b-inverted.npz"
     np.savez(inverted, x=x.max() - x, y=y)
-    site = federation.sites["site-b"]
-    for f in (site / "outbox").iterdir():
-        f.unlink()  # train round 0 again, on inverted data
-    shutil.rmtree(site / "work", ignore_errors=True)
-    state = json.loads((site / "state.json").read_text())
-    state["last_round"] = -1
-    state["packages"] = {}
-    (site / "state.json").write_text(json.dumps(state))
-    trained = cli(
-        "train", site / "packages" / "fed-r0000.safetensors", "--site", site, "--data", inverted
-    )
-    assert trained.code == 0, trained.err
-    federation.bundles["site-b"] = site / "outbox" / "fed-r0000-site-b.safetensors"
-    federation.carry()
+    _train_site_b_again(cli, federation, inverted)
     drift = _rows(cli, federation)
     assert drift["site-b"]["flagged"] and drift["site-b"]["distance"] > 1.0
     assert "the other site's" in drift["site-b"]["hint"]
     text = cli("aggregate", federation.hub, "--dry-run")
     assert "input drift: site-b's inputs are" in text.err
+
+
+@pytest.mark.slow
+def test_a_folder_of_images_beside_an_npz_of_them_is_not_compared(
+    federation: Federation, cli, tmp_path: Path
+) -> None:
+    """An npz of images is summarised per value, a folder of the same images per channel:
+    the round's report says they are not comparable instead of failing after the commit."""
+    with np.load(federation.data["site-b"]) as npz:
+        x, y = npz["x"], npz["y"]
+    folder = tmp_path / "b-images"
+    for k, (pixels, label) in enumerate(zip(x, y, strict=True)):
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        image = (np.asarray(pixels).reshape(8, 8) * 15).astype(np.uint8)
+        Image.fromarray(image).save(folder / str(label) / f"{k:03d}.png")
+    _train_site_b_again(cli, federation, folder)
+    drift = _rows(cli, federation)
+    assert all(d["distance"] is None and not d["flagged"] for d in drift.values())
+    assert "not comparable: this summary has 64 channels" in drift["site-a"]["hint"]
+    assert "not comparable: this summary has 1 channels" in drift["site-b"]["hint"]
+    done = cli("aggregate", federation.hub, "--json")
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["report"]["package"].endswith("fed-r0001.safetensors")

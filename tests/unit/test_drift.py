@@ -40,3 +40,17 @@ def test_a_bundle_without_a_summary_says_why() -> None:
     assert flags["a"].flagged is False and flags["a"].distance is None
     assert "DP federation" in flags["a"].hint
     assert "no other site's summary" in flags["b"].hint
+
+
+def test_summaries_of_other_widths_are_compared_only_with_their_like() -> None:
+    """An npz of images is summarised per value (64 here), a folder of them per channel."""
+    per_value = InputSummary(100, (0.3,) * 64, (0.2,) * 64, (), ())
+    flags = drift_flags(
+        {"a": _site(0.30), "b": _site(0.31), "c": per_value, "d": _site(0.7, bright=5)}
+    )
+    assert flags["d"].flagged and "the other site's" not in flags["d"].hint
+    assert flags["c"].flagged is False and flags["c"].distance is None
+    assert "not comparable: this summary has 64 channels or features" in flags["c"].hint
+    assert "the other sites' 1 " in flags["c"].hint
+    two = drift_flags({"a": _site(0.3), "c": per_value})
+    assert all(d.distance is None and "not comparable" in d.hint for d in two.values())
