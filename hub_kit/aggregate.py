@@ -174,6 +174,12 @@ def _shortfall(prep: Prepared, result: IntakeResult) -> Shortfall:
             f"{max(r for r in done if r is not None)} is done); carry round {prep.round}'s "
             "bundles, then run aggregate again"
         )
+    elif len(enrolled := prep.state.active_sites()) < policy.need():
+        hint = (  # no bundle can be missing: the round waits for sites nobody enrolled
+            f"only {len(enrolled)} site(s) are enrolled and active and the round needs "
+            f"{policy.need()} bundles: enrol more sites ('flsilo hub enroll'), or lower "
+            "--min-sites"
+        )
     elif policy.need() > policy.min_sites:
         hint = (
             f"{strategy_text(policy.rule)} is defined for {policy.need()} or more sites; wait "

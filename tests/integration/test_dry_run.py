@@ -61,6 +61,17 @@ def test_dry_run_of_an_empty_stick_is_one_line(federation: Federation, cli) -> N
     assert len(result.err.strip().splitlines()) == 1
 
 
+def test_a_round_that_needs_more_sites_than_are_enrolled_says_so(
+    federation: Federation, cli
+) -> None:
+    federation.carry()
+    result = cli("aggregate", federation.hub, "--min-sites", "3")
+    assert result.code == 1 and "error[not-enough-sites]" in result.err
+    assert "only 2 of the 3 required bundles verified for round 0; missing: none" in result.err
+    assert "only 2 site(s) are enrolled and active and the round needs 3 bundles" in result.err
+    assert "flsilo hub enroll" in result.err
+
+
 def test_aggregate_asks_no_passphrase_before_it_will_sign(
     federation: Federation, cli, monkeypatch
 ) -> None:
