@@ -154,8 +154,9 @@ class DataContext:
             )
 
     def refuse_task(self, path: Path, fmt: str) -> None:
-        """Formats that name a class by folder carry classify targets only."""
-        if not self.is_classify:
+        """Formats that name a class by folder carry class targets only: classify's, or a
+        plug-in's that lists the format (one built on classify inherits its formats)."""
+        if not self.is_classify and fmt not in load_task(self.task.name).formats:
             raise DataError(
                 f"the {fmt} format holds one class per sample, not {self.task.name} targets",
                 path=path,

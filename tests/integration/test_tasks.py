@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from flsilo.format.artifact import scan_file
 from flsilo.format.manifest import MANIFEST_KEY
@@ -31,6 +33,15 @@ def test_a_plugin_task_trains_and_a_site_without_it_refuses(
     assert _model(package)["task"] == {"name": PLUGIN, "thresholds": [], "charset": "",
                                        "max_length": 0}  # fmt: skip
     assert fed.bundles["site-a"].exists()  # trained by the plug-in's loss
+    # built on classify, the plug-in inherits its formats: class folders too
+    folder = tmp_path / "images"
+    for label in ("3", "7"):
+        (folder / label).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(np.full((8, 8), 40 * k, np.uint8)).save(folder / label / f"{k}.png")
+    checked = cli("site", "check-data", fed.sites["site-a"], "--data", folder)
+    assert checked.code == 0, checked.err
+    assert "4 usable samples" in checked.out and "0 problems" in checked.err
     monkeypatch.setitem(sys.modules, "tests.plugin_task", None)  # this site lacks the plug-in
     monkeypatch.setattr("flsilo.tasks._loaded", {})
     before = tree_digest(fed.root)
