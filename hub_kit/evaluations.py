@@ -25,7 +25,6 @@ from flsilo.fs.untrusted import read_bounded, read_signature_file
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import FlsiloError, VerificationError
 from flsilo.signing import evalreport as er
-from flsilo.signing.claims import PRIMARY
 from flsilo.signing.sshsig import EVAL_NAMESPACE
 from flsilo.signing.trust import AllowedSigners
 from hub_kit.events import Evaluation, Logged, of_kind
@@ -212,9 +211,14 @@ def _archived_other(path: Path, sha256: str) -> bool:
 
 def evaluation_event(v: er.VerifiedReport, archive_round: int) -> Evaluation:
     """What the log keeps of a report archived with round ``archive_round``: who, which
-    package, its digest and primary figure."""
+    package, its digest and primary figure (:func:`flsilo.signing.evalreport.primary_figure`),
+    null where the report does not hold it as a number; under ``primary`` where a plug-in's
+    report holds none, or its key is one of the event's own fields."""
     task = str(v.report["task"])
-    name = PRIMARY.get(task, "accuracy")
+    name = er.primary_figure(v.report)
+    value = _figure(v.report["metrics"], name)
+    if name is None or name in EVENT_FIELDS:
+        name = "primary"
     return Evaluation(
         archive_round=archive_round,
         site=v.site,
@@ -225,8 +229,18 @@ def evaluation_event(v: er.VerifiedReport, archive_round: int) -> Evaluation:
         task=task,
         samples=v.report["samples"],
         metric=name,
-        value=v.report["metrics"].get(name),
+        value=value,
     )
+
+
+def _figure(figures: dict[str, Any], name: str | None) -> float | None:
+    """``figures[name]`` where it is a number, else None."""
+    value = figures.get(name) if name is not None else None
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+EVENT_FIELDS = {f.name for f in dataclasses.fields(Evaluation)} | {"event", "prev", "seq", "time"}
+"""The keys an ``evaluation`` event line holds beside its figure."""
 
 
 @dataclass(frozen=True)
@@ -236,22 +250,38 @@ class Cell:
     high: float | None = None
     samples: int = 0
     archived: bool = True
+    metric: str | None = "accuracy"
+    """The key of the figure shown (the report's primary one); None: it holds none."""
 
 
 def table(reports: list[er.VerifiedReport], archived: set[str]) -> dict[int, dict[str, Cell]]:
-    """Rows are package rounds, columns sites: each site's primary figure with its interval."""
+    """Rows are package rounds, columns sites: each site's primary figure (by the report's
+    own key, :func:`flsilo.signing.evalreport.primary_figure`) with its interval where one is
+    computed for that figure."""
     rows: dict[int, dict[str, Cell]] = {}
     for v in reports:
         figures = v.report["metrics"]
-        name = PRIMARY.get(str(v.report["task"]), "accuracy")
+        name = er.primary_figure(v.report)
         low = high = None
         interval = _accuracy_interval(figures) if name == "accuracy" else _ci95(figures, name)
         if interval is not None:
             low, high = interval
         rows.setdefault(v.round, {})[v.site] = Cell(
-            figures.get(name), low, high, int(v.report["samples"]), v.sha256 in archived
+            _figure(figures, name),
+            low,
+            high,
+            int(v.report["samples"]),
+            v.sha256 in archived,
+            name,
         )
     return rows
+
+
+def table_metric(rows: dict[int, dict[str, Cell]]) -> str | None:
+    """The one figure every cell shows (its key), or None when the cells show several (each
+    cell then names its own) or none."""
+    names = {c.metric for row in rows.values() for c in row.values()}
+    return names.pop() if len(names) == 1 else None
 
 
 def _accuracy_interval(figures: dict[str, Any]) -> tuple[float, float] | None:
@@ -263,9 +293,10 @@ def _accuracy_interval(figures: dict[str, Any]) -> tuple[float, float] | None:
     return max(0.0, acc - half), min(1.0, acc + half)
 
 
-def _ci95(figures: dict[str, Any], name: str) -> tuple[float, float] | None:
+def _ci95(figures: dict[str, Any], name: str | None) -> tuple[float, float] | None:
     """The report's own bootstrap interval of ``name`` (sequence: exact match), if any."""
-    found = (figures.get("ci95") or {}).get(name)
+    ci95 = figures.get("ci95")
+    found = ci95.get(name) if isinstance(ci95, dict) and name is not None else None
     if isinstance(found, list) and len(found) == 2 and all(isinstance(v, float) for v in found):
         return float(found[0]), float(found[1])
     return None

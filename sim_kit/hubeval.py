@@ -25,6 +25,7 @@ from flsilo.scoring import metrics
 from flsilo.signing import evalreport as er
 from flsilo.signing.claims import HubEvaluation, claim_from_report
 from flsilo.signing.trust import AllowedSigners
+from flsilo.tasks import primary_metric
 from hub_kit.hubeval import Unscored
 from site_kit.data.samples import open_samples
 from site_kit.package_eval import bootstrap_seed, evaluate_package
@@ -92,9 +93,12 @@ class HubTestSet:
         manifest = scored.verified.manifest
         # the federation's plan (a final package carries none: the round's input package's)
         plan = (manifest.package.plan if manifest.package else None) or self.plan
+        task = manifest.model.task_spec.name
+        primary = primary_metric(task)
         return claim_from_report(  # what the sites' reports may carry, no more
-            er.shareable_figures(scored.figures, manifest.model.classes, plan),
-            task=scored.verified.manifest.model.task_spec.name,
+            er.shareable_figures(scored.figures, manifest.model.classes, plan, primary),
+            task=task,
+            primary=primary,
             values=dict(scored.result.values),
             loss=scored.result.loss,
             test_set_sha256=self.digest,

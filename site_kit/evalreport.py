@@ -23,6 +23,7 @@ from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import UsageError
 from flsilo.scoring import metrics
 from flsilo.signing import evalreport as er
+from flsilo.signing.claims import PRIMARY
 from flsilo.signing.keys import PassphraseSource
 from site_kit import record as site_record
 from site_kit.package_eval import bootstrap_seed, evaluate_package
@@ -66,12 +67,20 @@ def _tree_digest(path: Path) -> str:
 
 
 def build_report(
-    ws: SiteWorkspace, package: Verified, full: dict[str, Any], *, skipped: int
+    ws: SiteWorkspace,
+    package: Verified,
+    full: dict[str, Any],
+    *,
+    skipped: int,
+    primary: str = "",
 ) -> dict[str, Any]:
     """The report's fields: what was evaluated, by whom, and the figures the plan allows
-    (``full`` is ``flsilo.scoring.metrics.classification_report`` of the package on the data)."""
+    (``full`` is ``flsilo.scoring.metrics.classification_report`` of the package on the data,
+    or the task's own figures; ``primary`` the task's primary metric, which a plug-in task's
+    report names)."""
     manifest = package.manifest
     classes = manifest.model.classes
+    task = manifest.model.task_spec.name
     assert manifest.package is not None
     # A final package carries no plan: the federation's own (federation.toml, from the
     # site's kit) then says what may leave the site, so a DP federation's report on its
@@ -79,7 +88,7 @@ def build_report(
     plan = manifest.package.plan or ws.federation.plan
     min_cell = plan.min_cell_size if plan is not None else 0
     dp = plan is not None and dp_of(plan) is not None
-    figures = er.shareable_figures(full, classes, plan)
+    figures = er.shareable_figures(full, classes, plan, "" if task in PRIMARY else primary)
     return {
         "kind": er.REPORT_KIND,
         "format_version": er.REPORT_VERSION,
@@ -88,7 +97,8 @@ def build_report(
         "round": manifest.round,
         "package": package.path.name,
         "package_sha256": package.sha256,
-        "task": manifest.model.task_spec.name,
+        "task": task,
+        **er.task_fields(task, primary),
         "classes": list(classes),
         "created_at": now_utc(),
         "software": {"flsilo": flsilo_version},
@@ -150,5 +160,12 @@ def report_package(
         skip_bad=skip_bad,
         expected_kind=KIND_PACKAGE,
     )
-    report = build_report(ws, scored.verified, scored.figures, skipped=scored.skipped)
+    from flsilo.tasks import primary_metric
+
+    task = scored.verified.manifest.model.task_spec.name
+    primary = primary_metric(task)
+    full = scored.figures
+    if task not in PRIMARY:  # a plug-in's flat figures (its primary one) where its own lack them
+        full = {"samples": scored.result.samples, **scored.result.values} | full
+    report = build_report(ws, scored.verified, full, skipped=scored.skipped, primary=primary)
     return write_report(ws, report, key), report

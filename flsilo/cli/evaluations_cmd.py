@@ -10,6 +10,7 @@ from rich.table import Table
 
 from flsilo.cli.common import emit_json, info, passphrase_source, set_json, stdout
 from flsilo.runtime.errors import ExitCode, UsageError
+from flsilo.signing import evalreport as er
 from flsilo.signing.claims import PERCENT, metric_name, show_figure
 
 if TYPE_CHECKING:
@@ -40,16 +41,17 @@ def evaluations(
 ) -> None:
     """How every package performed at every site, from the sites' signed reports only.
 
-    Rows are packages, columns sites; a cell is the site's figure for the task's primary
-    metric (classify: accuracy) with its 95% interval where the report has one, and
-    its sample count. Reports that do not verify are listed under the table with the
-    reason, and the command exits 3. Under the table: whether the final package is final
+    Rows are packages, columns sites; a cell is the figure the site's report leads with,
+    by its key (the task's primary metric: classify accuracy, detect mAP@0.5; a plug-in's,
+    the one its reports name), with its 95% interval where one is computed for it.
+    Reports that do not verify are listed under the table with the reason, and the command
+    exits 3. Under the table: whether the final package is final
     (with --require-evaluations M at hub init: once M sites' reports on it verify).
     Example: flsilo hub evaluations hub --inbox /media/usb
     After the last round: flsilo hub evaluations hub --inbox /media/usb --archive
     """
     set_json(json_out)
-    from hub_kit.evaluations import PRIMARY, archived_folders, collect, table
+    from hub_kit.evaluations import archived_folders, collect, table, table_metric
     from hub_kit.finality import archive_final_reports, finality
     from hub_kit.workspace import HubWorkspace
 
@@ -75,8 +77,9 @@ def evaluations(
     archived_shas = {v.sha256 for v in archived.reports}
     rows = table(reports, archived_shas)
     sites = sorted({v.site for v in reports})
+    metric = table_metric(rows)  # the reports' own primary figure, by its key
     if png is not None:
-        _plot(rows, sites, png, PRIMARY.get(ws.config.plan.task, "accuracy"))
+        _plot(rows, sites, png, metric)
     ok = not refused
     if json_out:
         emit_json(
@@ -91,6 +94,7 @@ def evaluations(
                         "archived": v.sha256 in archived_shas,
                         **{k: v.report[k] for k in ("site", "round", "package", "package_sha256")},
                         "samples": v.report["samples"],
+                        "metric": er.primary_figure(v.report),
                         "metrics": v.report["metrics"],
                     }
                     for v in reports
@@ -101,7 +105,6 @@ def evaluations(
             },
         )
     else:
-        metric = PRIMARY.get(ws.config.plan.task, "accuracy")
         _render(rows, sites, refused, pending is not None and not archive, metric, standing.package)
         for name in taken:
             info(f"archived and logged {name}")
@@ -112,13 +115,16 @@ def evaluations(
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
 
 
-def _cell(cell: Cell | None, metric: str = "accuracy") -> str:
-    """``93.0% (89-96)`` for a percentage figure, ``0.941 (0.91-0.97)`` for another."""
-    if cell is None or cell.value is None:
+def _cell(cell: Cell | None, metric: str | None = "accuracy") -> str:
+    """``93.0% (89-96)`` for a percentage figure, ``0.941 (0.91-0.97)`` for another; the
+    figure's name first where the table's title does not name it (``metric`` None)."""
+    if cell is None or cell.value is None or cell.metric is None:
         return "-"
-    text = show_figure(metric, cell.value)
+    text = show_figure(cell.metric, cell.value)
+    if metric is None:
+        text = f"{metric_name(cell.metric)} {text}"
     if cell.low is not None and cell.high is not None:
-        if metric in PERCENT:
+        if cell.metric in PERCENT:
             text += f" ({100 * cell.low:.0f}-{100 * cell.high:.0f})"
         else:
             text += f" ({cell.low:.2f}-{cell.high:.2f})"
@@ -130,16 +136,18 @@ def _render(
     sites: list[str],
     refused: list[Refused],
     inbox: bool,
-    metric: str = "accuracy",
+    metric: str | None = "accuracy",
     final_package: str | None = None,
 ) -> None:
     out = stdout()
     if not rows:
         info("no verified evaluation report yet (sites write them with 'flsilo evaluate --report')")
     else:
-        # the task's primary metric (classify: accuracy; multilabel: mean AUROC), by name
+        # the reports' primary figure (classify: accuracy; multilabel: mean AUROC; a
+        # plug-in's: the one its reports name), by name; each cell's where they differ
         intervals = any(c.low is not None for row in rows.values() for c in row.values())
-        title = f"{metric_name(metric)} per package and site" + " (95% interval)" * intervals
+        shown = metric_name(metric) if metric is not None else "primary figure"
+        title = f"{shown} per package and site" + " (95% interval)" * intervals
         table = Table(title=title, title_justify="left")
         table.add_column("package", justify="right", no_wrap=True)
         for site in sites:
@@ -155,7 +163,9 @@ def _render(
         info(f"refused {r.path.name}: error[{r.code}]: {r.reason} (hint: {r.hint})")
 
 
-def _plot(rows: dict[int, dict[str, Cell]], sites: list[str], png: Path, metric: str) -> None:
+def _plot(
+    rows: dict[int, dict[str, Cell]], sites: list[str], png: Path, metric: str | None
+) -> None:
     from flsilo.cli.history_cmd import pyplot
 
     plt = pyplot()
@@ -176,7 +186,10 @@ def _plot(rows: dict[int, dict[str, Cell]], sites: list[str], png: Path, metric:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("package round")
     unit = " (%)" if metric in PERCENT else ""
-    ax.set_ylabel(f"{metric_name(metric)} on the site's held-out data{unit}")
+    shown = (
+        metric_name(metric) if metric is not None else "primary figure (as each report names it)"
+    )
+    ax.set_ylabel(f"{shown} on the site's held-out data{unit}")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     with atomic_writer(png) as fh:

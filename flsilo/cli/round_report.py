@@ -114,7 +114,9 @@ def _title(report: Any) -> str:
 def hub_claim_line(claim: Any) -> str:
     """The hub's claim in one line: its figures and the test set it names."""
     f = claim.figures
-    name, value = lead_figure({"task": claim.task, "figures": f})
+    name, value = lead_figure(
+        {"task": claim.task, "figures": f, "primary_metric": claim.primary_metric}
+    )
     bal = f", balanced accuracy {pct(f['balanced_accuracy'])}" if "balanced_accuracy" in f else ""
     return (
         f"hub claim, on the hub's test set ({claim.test_set_records} records, index "

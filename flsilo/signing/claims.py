@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flsilo.plans.plan import OMIT_DEFAULT
+
 CLAIM_FIGURES = ("accuracy", "balanced_accuracy", "ece", "loss")
 """The overall figures a classify claim carries (``None`` where undefined); another task's
 claim carries its own flat figures, its primary metric among them, and the loss."""
@@ -39,6 +41,9 @@ NAMES = {
 """How people read a figure's key (a plug-in task's own keys are shown as they are)."""
 CLASS_FIGURES = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "ap")
 """The figures a claim carries per class, each with its bootstrap 95% interval."""
+DETECT_CLASS_FIGURES = ("ap50",)
+"""A detector's figures per class (a site's detection report's, besides its object count);
+no interval is computed for them."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,13 @@ class HubEvaluation:
     bootstrap_seed: int
     bootstrap_draws: int
     software: dict[str, str] = field(default_factory=dict)
+    primary_metric: str = field(default="", metadata=OMIT_DEFAULT)
+    """A plug-in task's primary figure (a key of ``figures``), named by the task that scored
+    it; left out for a built-in task, whose primary figure is known by the task's name."""
+    objects: dict[str, int | None] = field(default_factory=dict, metadata=OMIT_DEFAULT)
+    """detect: per class, the ground-truth boxes in the test set (0: the class has none, so
+    its AP is null; null: fewer than ``min_cell_size``, withheld with its AP); left out for
+    other tasks."""
 
     @property
     def accuracy(self) -> float | None:
@@ -85,16 +97,27 @@ def claim_from_report(
     seed: int,
     draws: int,
     software: dict[str, str],
+    primary: str = "",
 ) -> HubEvaluation:
     """A claim from a task's evaluation: ``values`` (its flat figures, the primary one
     among them) and ``report`` (its full figures, e.g.
     :func:`flsilo.scoring.metrics.classification_report`: per class rows with intervals, the
-    confusion matrix, balanced accuracy, ECE; whichever of these the task reports)."""
+    confusion matrix, balanced accuracy, ECE; whichever of these the task reports).
+    ``primary`` is the task's primary metric (recorded for a plug-in task only).
+
+    A detector's per-class rows (they carry ``objects``) keep their AP@0.5 and the count of
+    boxes, as the sites' reports do, so a class without boxes reads as such (0 boxes, AP
+    null) and a withheld one as withheld (both null); they have no intervals."""
     rows = report.get("per_class") or report.get("per_finding") or {}
     assert isinstance(rows, dict)
     per_class: dict[str, dict[str, float | None]] = {}
     ci95: dict[str, dict[str, tuple[float, ...] | None]] = {}
+    objects: dict[str, int | None] = {}
     for name, row in rows.items():
+        if "objects" in row:  # detect
+            per_class[name] = {k: _num(row.get(k)) for k in DETECT_CLASS_FIGURES}
+            objects[name] = None if row["objects"] is None else int(row["objects"])
+            continue
         per_class[name] = {k: _num(row.get(k)) for k in CLASS_FIGURES}
         found = row.get("ci95") or {}
         ci95[name] = {
@@ -118,6 +141,8 @@ def claim_from_report(
         bootstrap_seed=seed,
         bootstrap_draws=draws,
         software=software,
+        primary_metric="" if task in PRIMARY else primary,
+        objects=objects,
     )
 
 
@@ -125,11 +150,36 @@ def _num(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
+def figure_key(task: str, figures: Mapping[str, Any], named: object = "") -> str | None:
+    """The key of the figure a site's report or a hub claim leads with, read from the
+    report or claim alone (nothing is imported: a plug-in task need not be installed where
+    it is read, and the hub's commands that need no model do not import torch):
+
+    1. a built-in task's primary figure (:data:`PRIMARY`), whatever else it says;
+    2. a plug-in task's: the one it names itself (``primary_metric``, signed with it);
+    3. else (a plug-in task's report or claim written before they named it) its first
+       whole-set figure by key, other than ``samples`` and the loss;
+
+    None when it holds no such figure. Never ``accuracy`` unless it names or holds one."""
+    if task in PRIMARY:
+        return PRIMARY[task]
+    if isinstance(named, str) and named:
+        return named
+    return next(
+        (k for k in sorted(figures) if k not in ("samples", "loss") and _is_figure(figures[k])),
+        None,
+    )
+
+
+def _is_figure(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def lead_figure(claim: Mapping[str, Any]) -> tuple[str, float | None]:
-    """A claim's (JSON form) leading figure: its task's primary one (a plug-in task's: its
-    first figure other than the loss), as ``(name, value)``."""
+    """A claim's (JSON form) leading figure, as ``(name, value)``: see :func:`figure_key`
+    (the loss where a plug-in's claim holds no other figure)."""
     figures = claim["figures"]
-    name = PRIMARY.get(claim["task"]) or next((k for k in figures if k != "loss"), "loss")
+    name = figure_key(claim["task"], figures, claim.get("primary_metric", "")) or "loss"
     return name, figures.get(name)
 
 

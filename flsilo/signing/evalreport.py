@@ -30,6 +30,7 @@ from flsilo.plans.plan import Plan, dp_of
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import MalformedInputError, VerificationError
 from flsilo.scoring.metrics import suppress_small_cells
+from flsilo.signing.claims import PRIMARY, figure_key
 from flsilo.signing.sshsig import EVAL_NAMESPACE, check_signature, parse_signature, sign_digest
 from flsilo.signing.trust import TrustPolicy
 
@@ -68,22 +69,37 @@ AGGREGATE_FIGURES = (
     "map",
 )
 """The figures over the whole evaluation set: all a report (or a hub claim) carries in a DP
-federation."""
+federation (and a plug-in task's primary figure, also one over the whole set)."""
+PRIMARY_FIELD = "primary_metric"
+"""The key of a plug-in task's primary figure, in its reports (a built-in's is known)."""
+FIGURE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.@-]{0,63}")
 
 
 def shareable_figures(
-    full: dict[str, Any], classes: tuple[str, ...] | list[str], plan: Plan | None
+    full: dict[str, Any], classes: tuple[str, ...] | list[str], plan: Plan | None, primary: str = ""
 ) -> dict[str, Any]:
     """The part of ``full`` (:func:`flsilo.scoring.metrics.classification_report` or a task's
     report) that may leave its holder, a site's report or the hub's claim alike: a task
     without classes (sequence) has only figures over the whole set; in a DP federation only
-    :data:`AGGREGATE_FIGURES`; otherwise every count below the plan's ``min_cell_size``
-    withheld."""
+    :data:`AGGREGATE_FIGURES` and the task's ``primary`` figure; otherwise every count below
+    the plan's ``min_cell_size`` withheld."""
     if not classes:
         return dict(full)
     if plan is not None and dp_of(plan) is not None:
-        return {k: full[k] for k in AGGREGATE_FIGURES if k in full}
+        return {k: full[k] for k in (*AGGREGATE_FIGURES, primary) if k in full}
     return suppress_small_cells(full, plan.min_cell_size if plan is not None else 0)
+
+
+def task_fields(task: str, primary: str) -> dict[str, str]:
+    """What a report says of its task beside its name: a plug-in's primary figure (a
+    built-in's is known by its name, and its reports keep their fields)."""
+    return {} if task in PRIMARY else {PRIMARY_FIELD: primary}
+
+
+def primary_figure(report: dict[str, Any]) -> str | None:
+    """The key of the figure a verified report leads with
+    (:func:`flsilo.signing.claims.figure_key`)."""
+    return figure_key(str(report["task"]), report["metrics"], report.get(PRIMARY_FIELD))
 
 
 def report_name(round_: int, site: str) -> str:
@@ -190,6 +206,9 @@ def parse(data: bytes, path: Path) -> dict[str, Any]:
         r"[0-9a-f]{64}", report["package_sha256"]
     ):
         raise _bad(path, "site id or package digest is not valid")
+    named = report.get(PRIMARY_FIELD, "x")
+    if not isinstance(named, str) or not FIGURE_KEY.fullmatch(named):
+        raise _bad(path, f"field {PRIMARY_FIELD!r} is not a figure's key")
     try:
         iso_to_epoch(report["created_at"])
     except (ValueError, MalformedInputError) as exc:

@@ -85,7 +85,8 @@ def test_keys_new_then_fingerprint(cli, tmp_path: Path, monkeypatch) -> None:
 
 def test_commands_that_need_no_model_do_not_import_torch(federation) -> None:
     """The verify path (verify, inspect, keys fingerprint) and the hub's commands that run
-    numpy only (aggregate, its --dry-run, audit --replay, hub status, hub history; hub init
+    numpy only (aggregate, its --dry-run, audit --replay, hub status, hub history, hub
+    evaluations; hub init
     may import torch), one after another in one fresh process, each as ``python -m flsilo``
     runs it: each must leave torch out of sys.modules (a process of their own each cost a
     Python start and flsilo's imports). Their output goes to real pipes, with progress shown
@@ -101,6 +102,7 @@ def test_commands_that_need_no_model_do_not_import_torch(federation) -> None:
         ["aggregate", hub],
         ["audit", hub, "--hub-key", federation.keys / "hub.pub", "--replay"],
         ["hub", "history", hub],
+        ["hub", "evaluations", hub],
     ]
     code = (
         "import runpy, sys\n"

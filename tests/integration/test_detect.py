@@ -292,3 +292,30 @@ def test_torchrun_two_cpu_processes_train_the_built_in_detector(tmp_path: Path) 
     m = scan_file(bundle).manifest
     assert m.bundle is not None and m.bundle.world_size == 2
     assert run(["verify", str(bundle), "--key", str(fed.keys / "site-a.pub")]) == 0
+
+
+@pytest.mark.slow
+def test_a_detection_hub_claim_says_which_class_has_no_boxes(
+    trained: Federation, tmp_path: Path, cli
+) -> None:
+    """aggregate --eval on a test set with no square labelled: the detector's claim keeps
+    each class's AP@0.5 and its boxes in the test set, as the sites' reports do; the
+    square reads as 0 boxes (AP undefined), not as a row of blank classifier figures."""
+    fed = trained.copy(tmp_path / "fed")
+    fed.carry()
+    test_set = scenes(tmp_path / "hub-test", 8, seed=21)
+    for label in (test_set / "labels").glob("*.txt"):
+        kept = [x for x in label.read_text().splitlines(keepends=True) if not x.startswith("1 ")]
+        label.write_text("".join(kept))
+    done = cli("aggregate", fed.hub, "--strategy", "median", "--eval", test_set,
+               "--eval-format", "yolo", "--json")  # fmt: skip
+    assert done.code == 0, done.err
+    claim = json.loads(done.out)["report"]["hub_evaluation"]
+    assert claim["task"] == "detect" and "primary_metric" not in claim
+    assert set(claim["per_class"]) == set(claim["objects"]) == set(SHAPES)
+    assert claim["objects"]["square"] == 0 and claim["per_class"]["square"] == {"ap50": None}
+    for shape in ("circle", "triangle"):
+        assert claim["objects"][shape] > 0 and isinstance(claim["per_class"][shape]["ap50"], float)
+    assert claim["ci95"] == {} and claim["confusion"] == []
+    audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
+    assert audit.code == 0, audit.out

@@ -204,3 +204,100 @@ def test_a_renamed_or_reformatted_report_is_refused(
     er.sig_of(renamed).unlink()
     again = cli("hub", "evaluations", federation.hub, "--inbox", path.parent, "--json")
     assert json.loads(again.out)["refused"][0]["reason"].endswith("(not in canonical form)")
+
+
+PLUGIN = "tests.plugin_metric_task:TASK"
+
+
+def _as_plugin_report(path: Path, federation: Federation, site: str, change: dict) -> Path:
+    """``path``'s report as a plug-in task's, for ``site``, signed with its key."""
+    from flsilo.signing.keys import load_private_key
+
+    report = json.loads(path.read_bytes()) | {"task": PLUGIN, "site": site} | change
+    out = path.with_name(er.report_name(report["round"], site))
+    data = er.encode(report)
+    out.write_bytes(data)
+    key = load_private_key(federation.keys / site, lambda _p: b"")
+    er.sig_of(out).write_bytes(er.sign(data, key))
+    return out
+
+
+def test_a_plugin_tasks_reports_are_shown_by_their_own_figure(
+    federation: Federation, cli, report: Path
+) -> None:
+    """The table and its JSON show a plug-in task's reports by the figure they
+    lead with, never as accuracy: the one a report names (``primary_metric``, signed with
+    it), or, in a report written before reports named it, its first figure by key; read
+    from the reports alone (the plug-in is not imported by the hub: see the slow test for
+    one made by a real plug-in federation)."""
+    figures = json.loads(report.read_bytes())["metrics"]
+    named = {"primary_metric": "macro_f1", "metrics": figures | {"macro_f1": 0.25}}
+    _as_plugin_report(report, federation, "site-a", named)
+    earlier = {"samples": HELD_OUT, "macro_f1": 0.5, "top1": 0.75}  # no accuracy, names none
+    _as_plugin_report(report, federation, "site-b", {"metrics": earlier})
+    shown = cli("hub", "evaluations", federation.hub, "--inbox", report.parent, "--json")
+    assert shown.code == 0, shown.out
+    rows = {r["site"]: r for r in json.loads(shown.out)["reports"]}
+    assert {s: r["metric"] for s, r in rows.items()} == {"site-a": "macro_f1", "site-b": "macro_f1"}
+    text = cli("hub", "evaluations", federation.hub, "--inbox", report.parent)
+    assert text.code == 0 and "macro_f1 per package and site" in text.out
+    assert "accuracy" not in text.out
+    assert "0.250 *" in text.out and "0.500 *" in text.out and "%" not in text.out
+    # a report that names another figure: each cell names its own
+    other = {"primary_metric": "top1", "metrics": {"samples": 9, "top1": 0.75}}
+    _as_plugin_report(report, federation, "site-b", other)
+    mixed = cli("hub", "evaluations", federation.hub, "--inbox", report.parent)
+    assert "primary figure per package and site" in mixed.out
+    assert "macro_f1 0.250 *" in mixed.out and "top1 0.750 *" in mixed.out
+
+
+@pytest.mark.parametrize("named", ["", "two words", 3, "x" * 65])
+def test_a_report_naming_no_figure_key_is_refused(
+    federation: Federation, cli, report: Path, named: object
+) -> None:
+    _resign(report, federation, {"task": PLUGIN, "primary_metric": named})
+    result = cli("hub", "evaluations", federation.hub, "--inbox", report.parent, "--json")
+    assert result.code == 3
+    (refused,) = json.loads(result.out)["refused"]
+    assert refused["code"] == "eval-report-malformed" and "primary_metric" in refused["reason"]
+
+
+@pytest.mark.slow
+def test_a_plugin_federation_reports_and_claims_by_its_own_figure(tmp_path: Path, cli) -> None:
+    """A real plug-in task federation whose task leads with macro F1: the site's signed report
+    names and holds that figure, the hub's table and JSON show it by its key, the archived
+    report's log event keeps it, and the hub's claim (aggregate --eval) names it, which
+    inspect leads with; audit checks the lot."""
+    from tests.conftest import build_federation, hub_root
+
+    fed = build_federation(tmp_path / "fed", schedule="one-shot", extra=("--task", PLUGIN))
+    site = fed.sites["site-a"]
+    done = cli("evaluate", site / "packages" / PACKAGE, "--site", site, "--data",
+               _held_out(tmp_path), "--report", "--json")  # fmt: skip
+    assert done.code == 0, done.err
+    path = Path(json.loads(done.out)["report"])
+    report = json.loads(path.read_bytes())
+    assert report["task"] == PLUGIN and report["primary_metric"] == "macro_f1"
+    f1 = report["metrics"]["macro_f1"]
+    assert isinstance(f1, float) and report["metrics"]["top1"] == report["metrics"]["accuracy"]
+    shown = cli("hub", "evaluations", fed.hub, "--inbox", path.parent, "--json")
+    assert shown.code == 0 and json.loads(shown.out)["reports"][0]["metric"] == "macro_f1"
+    text = cli("hub", "evaluations", fed.hub, "--inbox", path.parent)
+    assert "macro_f1 per package and site" in " ".join(text.out.split())  # a narrow table wraps
+    assert f"{f1:.3f} *" in text.out and "accuracy" not in text.out
+    fed.carry()
+    for p in (path, er.sig_of(path)):
+        shutil.copy(p, fed.hub / "inbox" / p.name)
+    test_set = digits_npz(tmp_path / "hub-test.npz", np.arange(1600, 1700))
+    agg = cli("aggregate", fed.hub, "--eval", test_set, "--json")
+    assert agg.code == 0, agg.err
+    claim = json.loads(agg.out)["report"]["hub_evaluation"]
+    assert claim["primary_metric"] == "macro_f1" and "macro_f1" in claim["figures"]
+    events = [json.loads(x) for x in (fed.hub / "events.jsonl").read_text().splitlines()]
+    (logged,) = [e for e in events if e["event"] == "evaluation"]
+    assert logged["macro_f1"] == f1 and "accuracy" not in logged
+    package = Path(json.loads(agg.out)["report"]["package"])
+    shown = " ".join(cli("inspect", package).out.split())
+    assert f"hub claim macro_f1 {claim['figures']['macro_f1']:.3f}, balanced accuracy" in shown
+    audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
+    assert audit.code == 0, audit.out

@@ -8,11 +8,18 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from flsilo.format import manifest as mf
 from flsilo.plans.plan import Schedule
 from flsilo.scoring.metrics import classification_report
-from flsilo.signing.claims import HubEvaluation, claim_from_report
+from flsilo.signing.claims import (
+    CLASS_FIGURES,
+    HubEvaluation,
+    claim_from_report,
+    figure_key,
+    lead_figure,
+)
 from hub_kit.hubeval import claim_field, claim_problem
 
 DATA = "ab" * 32
@@ -102,3 +109,117 @@ def test_a_claim_leads_with_its_tasks_primary_figure() -> None:
     assert _claim_rows(classify)[0][1].startswith("accuracy 83.3%, balanced accuracy")
     _, rows, header = _claims_section([{"round": 1, "hub_claim": classify}])
     assert header is not None and header[3] == "accuracy" and rows[0][3] == "83.3%"
+
+
+SHAPES = ("circle", "square", "triangle")
+
+
+def _detect_claim(min_cell_size: int) -> HubEvaluation:
+    """A detection claim from the detector's own figures (its evaluator, fed boxes): three
+    circles, one triangle, no square in the hub's test set."""
+    from flsilo.plans.plan import Plan
+    from flsilo.signing.evalreport import shareable_figures
+    from flsilo.tasks.detect import DetectEvaluator
+
+    scorer = DetectEvaluator(SHAPES)
+    box = np.array([[0.1, 0.1, 0.4, 0.4]])
+    for truth in (0, 0, 0, 2):  # each image: one object, found where it is
+        scorer.meter.add(box, np.array([truth]), box, np.array([0.9]), np.array([truth]))
+        scorer.n += 1
+    done = scorer.finish()
+    assert done.figures is not None
+    plan = Plan(local_epochs=1, batch_size=8, min_cell_size=min_cell_size, task="detect")
+    return claim_from_report(
+        shareable_figures(done.figures, SHAPES, plan, "map50"),
+        task="detect",
+        values=dict(done.values),
+        loss=done.loss,
+        test_set_sha256="cd" * 32,
+        test_set_records=4,
+        data_format="yolo",
+        data_sha256=DATA,
+        skipped=0,
+        seed=3,
+        draws=50,
+        software={"flsilo": "t"},
+        primary="map50",
+    )
+
+
+def test_a_detection_claim_keeps_each_class_ap_and_says_which_has_no_boxes() -> None:
+    """A detector's claim carries, per class, what the sites' detection reports carry: AP@0.5
+    and the boxes in the test set. A class without boxes is 0 boxes (its AP undefined), not a
+    row of blank classifier figures; no interval is claimed where none is computed."""
+    claim = _detect_claim(0)
+    assert claim.per_class == {"circle": {"ap50": pytest.approx(1.0)}, "square": {"ap50": None},
+                               "triangle": {"ap50": pytest.approx(1.0)}}  # fmt: skip
+    assert claim.objects == {"circle": 3, "square": 0, "triangle": 1}
+    assert claim.ci95 == {} and claim.primary_metric == ""  # a built-in's is known
+    assert claim.figures["map50"] == pytest.approx(1.0)
+    data = json.loads(json.dumps(mf.to_jsonable(_package(claim))))
+    assert data["hub_evaluation"]["objects"] == {"circle": 3, "square": 0, "triangle": 1}
+    assert mf.from_jsonable(mf.PackageInfo, data).hub_evaluation == claim
+    assert claim_problem(claim_field(_package(claim)), _package(claim), DATA) is None
+
+
+def test_a_detection_claim_withholds_a_small_class_as_site_reports_do() -> None:
+    """Under the plan's minimum cell size (2): the triangle's one box and its AP are withheld
+    (null), as in a site's report; the circles' (3) and the square's none stay."""
+    claim = _detect_claim(2)
+    assert claim.objects == {"circle": 3, "square": 0, "triangle": None}
+    assert claim.per_class["triangle"] == {"ap50": None} and claim.per_class["circle"]["ap50"]
+
+
+def test_an_earlier_detection_claim_still_reads_and_agrees() -> None:
+    """A detection claim written before (each class a row of blank classifier figures, no
+    box counts) reads as it was, and the audit's check of it is unchanged."""
+    old = mf.to_jsonable(_detect_claim(0))
+    del old["objects"]
+    old["per_class"] = {name: dict.fromkeys(CLASS_FIGURES) for name in SHAPES}
+    old["ci95"] = {name: dict.fromkeys(CLASS_FIGURES) for name in SHAPES}
+    read = mf.from_jsonable(HubEvaluation, json.loads(json.dumps(old)))
+    assert read.objects == {} and read.per_class["square"]["sensitivity"] is None
+    assert mf.to_jsonable(read) == old
+    assert claim_problem(old, _package(read), DATA) is None
+
+
+def _plugin_claim(primary: str) -> HubEvaluation:
+    return dataclasses.replace(
+        _claim(),
+        task="mypkg.tasks:TASK",
+        figures={"accuracy": 0.8, "macro_f1": 0.61, "top1": 0.8, "loss": 0.5},
+        primary_metric=primary,
+    )
+
+
+def test_a_plugin_tasks_claim_leads_with_the_figure_its_task_names() -> None:
+    """The claim of a plug-in task names its primary figure (its task scored it at the hub):
+    inspect, aggregate's line and the card lead with it, not with an accuracy it also holds.
+    One written before claims named it leads with its first figure by key."""
+    from flsilo.cli.inspect_cmd import _claim_rows
+    from flsilo.cli.round_report import hub_claim_line
+    from hub_kit.card_render import _claims_section
+
+    claim = _plugin_claim("macro_f1")
+    data = mf.to_jsonable(claim)
+    assert data["primary_metric"] == "macro_f1"
+    assert lead_figure(data) == ("macro_f1", 0.61)
+    assert _claim_rows(data)[0][1].startswith("macro_f1 0.610 on the hub's test set")
+    assert "): macro_f1 0.610, loss 0.5000" in hub_claim_line(claim)
+    _, rows, header = _claims_section([{"round": 1, "hub_claim": data}])
+    assert header is not None and header[3] == "macro_f1" and rows[0][3] == "0.610"
+    assert mf.from_jsonable(HubEvaluation, json.loads(json.dumps(data))) == claim
+    earlier = mf.to_jsonable(_plugin_claim(""))
+    assert "primary_metric" not in earlier and lead_figure(earlier) == ("accuracy", 0.8)
+    earlier["figures"] = {"top1": 0.8, "macro_f1": 0.61, "loss": 0.5}
+    assert lead_figure(earlier) == ("macro_f1", 0.61)  # never an accuracy it does not hold
+    assert "primary_metric" not in mf.to_jsonable(_claim())  # a built-in's bytes unchanged
+
+
+def test_figure_key_reads_the_report_alone() -> None:
+    assert figure_key("detect", {"accuracy": 0.5, "map50": 0.2}) == "map50"
+    assert figure_key("classify", {}) == "accuracy"
+    assert figure_key("classify", {"accuracy": 0.5, "ece": 0.1}, "ece") == "accuracy"
+    assert figure_key("p.m:T", {"accuracy": 0.5, "f1": 0.2}, "f1") == "f1"
+    assert figure_key("p.m:T", {"samples": 9, "loss": 0.1, "ok": True, "ci95": {}}) is None
+    assert figure_key("p.m:T", {"samples": 9, "zeta": 0.1, "beta": 2}) == "beta"
