@@ -197,19 +197,26 @@ def adapter(name: str) -> ModuleType:
         ) from exc
 
 
-def guess_format(path: Path, input_shape: tuple[int, ...] = ()) -> str:
+def guess_format(path: Path, input_shape: tuple[int, ...] = (), preprocess: Any = None) -> str:
     """The format of ``path`` when --data-format is left out.
 
-    A folder is an image folder (``yolo`` if it holds ``images/`` and ``labels/``); a ``.csv`` whose header has a ``path`` column is an image
-    manifest (``images-csv``) for a federation of images, else a table.
+    A folder is an image folder (``yolo`` if it holds ``images/`` and ``labels/``); a
+    ``.csv`` whose header has a ``path`` column is an image manifest (``images-csv``) for a
+    federation of images, one with ``file``, ``start_s`` and ``end_s`` columns a video
+    manifest, else a table. Where the plan's ``preprocess`` reads DICOM intensities, a
+    folder or an image manifest is ``dicom``.
     """
+    dicom = getattr(preprocess, "intensity", "") == "dicom"
     if path.is_dir():
-        return (
-            "yolo" if (path / "images").is_dir() and (path / "labels").is_dir() else "imagefolder"
-        )
+        if (path / "images").is_dir() and (path / "labels").is_dir():
+            return "yolo"
+        return "dicom" if dicom else "imagefolder"
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return "images-csv" if len(input_shape) == 3 and _has_path_column(path) else "csv"
+        header = _header(path) if len(input_shape) == 3 else set()
+        if "path" in header:
+            return "dicom" if dicom else "images-csv"
+        return "video" if {"file", "start_s", "end_s"} <= header else "csv"
     if suffix in GUESS:
         return GUESS[suffix]
     raise UsageError(
@@ -220,13 +227,14 @@ def guess_format(path: Path, input_shape: tuple[int, ...] = ()) -> str:
     )
 
 
-def _has_path_column(path: Path) -> bool:
+def _header(path: Path) -> set[str]:
+    """The column names of a CSV's first line (none when it cannot be read)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             header = next(csv.reader(fh), [])
     except (OSError, csv.Error, UnicodeDecodeError):
-        return False
-    return "path" in (cell.strip() for cell in header)
+        return set()
+    return {cell.strip() for cell in header}
 
 
 def check_exists(path: Path) -> None:
@@ -250,11 +258,16 @@ def refuse_bad(problems: list[BadRecord], skip_bad: bool) -> None:
         )
 
 
-def refuse_empty(count: int, skipped: int, path: Path, fmt: str, classes: tuple[str, ...]) -> None:
+def refuse_empty(
+    count: int, bad: Sequence[BadRecord], path: Path, fmt: str, classes: tuple[str, ...]
+) -> None:
+    """No usable sample at all: the error names the first unusable record and why."""
     if count == 0:
+        first = f"; the first: {bad[0]}" if bad else ""
         raise DataError(
-            "no usable samples found" + (f" ({skipped} skipped)" if skipped else ""),
+            "no usable samples found" + (f" ({len(bad)} skipped{first})" if bad else ""),
             path=path,
             code=Code.EMPTY_DATA,
-            hint=f"expected {fmt} data with classes {', '.join(classes)}",
+            hint=f"expected {fmt} data with classes {', '.join(classes)}"
+            + ("; if it is another format, pass --data-format" if bad else ""),
         )

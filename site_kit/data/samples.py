@@ -224,7 +224,7 @@ def open_samples(
     Every bad record is an error naming it, or, with ``skip_bad``, skipped and counted.
     """
     check_exists(path)
-    fmt = data_format or guess_format(path, input_shape)
+    fmt = data_format or guess_format(path, input_shape, preprocess)
     module = adapter(fmt)
     ctx = DataContext(data_root(path), classes, input_shape, spec, preprocess, task or TaskSpec())
     ctx.refuse_format(path, fmt)
@@ -232,7 +232,7 @@ def open_samples(
     where = store / INDEX_DIR / f"{index_key(path, fmt, ctx)}.json" if store else None
     index = build_index(path, fmt, ctx, store=where, values=values)
     refuse_bad(index.bad, skip_bad)
-    refuse_empty(len(index), len(index.bad), path, fmt, classes)
+    refuse_empty(len(index), index.bad, path, fmt, classes)
     if where is not None:
         save_index(where, index)
     rows = None if values is None else np.stack(values).astype(np.float32, copy=False)

@@ -127,8 +127,15 @@ def test_dicom_federation_end_to_end(cli, tmp_path: Path) -> None:
     assert report_b["skipped"] == 1
     aggregate_and_replay(cli, hub, keys)
 
-    res = cli("evaluate", hub / "packages" / "fed-r0001.safetensors", "--site", site_a,
-              "--data", a, "--data-format", "dicom", "--json")  # fmt: skip
+    res = cli(
+        "evaluate",
+        hub / "packages" / "fed-r0001.safetensors",
+        "--site",
+        site_a,
+        "--data",
+        a,
+        "--json",
+    )  # fmt: skip  (the plan's DICOM intensity: a DICOM folder)
     assert res.code == 0, res.err
     assert json.loads(res.out)["accuracy"] >= 0.9
 
@@ -164,9 +171,10 @@ def test_video_federation_end_to_end(cli, tmp_path: Path) -> None:
         {"source": "empty/cam0.mp4", "frame": "t=0.250", "label": "empty"},
     ]
 
-    check = cli("site", "check-data", site_b)
-    assert check.code == 4
-    assert "8 usable samples" in check.out
+    for given in ((), ("--data", b / "intervals.csv")):  # a manifest of intervals is video
+        check = cli("site", "check-data", site_b, *given)
+        assert check.code == 4
+        assert "8 usable samples" in check.out
     assert "frames: nvr/gate.mp4 (empty): 4 frames, t=0.000 .. t=0.750" in check.out
     assert f"{b / 'intervals.csv'}:4" in check.out and "after the clip (1 s long)" in check.out
     assert f"{b / 'intervals.csv'}:5" in check.out and "before it starts" in check.out

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from flsilo.plans.federation import DataSpec
+from flsilo.plans.preprocessing import Preprocess
 from flsilo.runtime.errors import DataError, UsageError
 from site_kit.data import FORMATS, adapter, guess_format
 from site_kit.data.index import INDEX_DIR
@@ -152,6 +153,11 @@ def test_images_csv_reads_paths_relative_to_the_csv(tmp_path: Path) -> None:
     csv.write_text("note,path,label\n,scans/b.png,dog\nx,scans/a.png,cat\n")
     assert guess_format(csv, SHAPE) == "images-csv"
     assert guess_format(csv, (13,)) == "csv"
+    assert guess_format(csv, SHAPE, Preprocess(intensity="dicom")) == "dicom"
+    assert guess_format(root, SHAPE, Preprocess(intensity="dicom")) == "dicom"
+    intervals = _manifest(tmp_path / "gate", ["a.mp4,0,5,cat"], header="file,start_s,end_s,label")
+    assert guess_format(intervals, SHAPE) == "video"  # not a table of three features
+    assert guess_format(intervals, (3,)) == "csv"
     samples = _open(csv, tmp_path / "site")
     assert samples.fmt == "images-csv" and samples.y.tolist() == [1, 0]  # the CSV's order
     assert [samples.index.source(i) for i in range(2)] == ["scans/b.png", "scans/a.png"]
@@ -201,3 +207,13 @@ def test_images_csv_without_its_columns_is_one_error(tmp_path: Path) -> None:
     csv = _manifest(tmp_path, ["a.png,cat"], header="file,label")
     with pytest.raises(DataError, match="no 'path' column"):
         _open(csv, fmt="images-csv")
+
+
+def test_no_usable_sample_names_the_first_unusable_one(tmp_path: Path) -> None:
+    csv = _manifest(tmp_path / "ward", ["scans/gone.png,cat", "scans/also-gone.png,dog"])
+    with pytest.raises(DataError) as err:
+        _open(csv, skip_bad=True)
+    line = err.value.one_line()
+    assert "no usable samples found (2 skipped; the first: " in line
+    assert f"{csv}:2: file 'scans/gone.png' does not exist" in line
+    assert "if it is another format, pass --data-format" in line
