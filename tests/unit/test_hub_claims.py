@@ -223,3 +223,18 @@ def test_figure_key_reads_the_report_alone() -> None:
     assert figure_key("p.m:T", {"accuracy": 0.5, "f1": 0.2}, "f1") == "f1"
     assert figure_key("p.m:T", {"samples": 9, "loss": 0.1, "ok": True, "ci95": {}}) is None
     assert figure_key("p.m:T", {"samples": 9, "zeta": 0.1, "beta": 2}) == "beta"
+
+
+def test_a_dp_federation_shares_a_plugins_primary_figure_with_the_whole_set_figures() -> None:
+    """In a DP federation a report (or claim) carries only figures over the whole set: the
+    built-in ones, and a plug-in task's primary figure (one too), never per-class rows."""
+    from flsilo.plans.plan import Plan
+    from flsilo.signing.evalreport import shareable_figures, task_fields
+
+    dp = Plan(local_epochs=1, batch_size=8, dp_noise_multiplier=1.0, task="p.m:T")
+    full = {"samples": 9, "accuracy": 0.5, "macro_f1": 0.4, "top1": 0.5, "per_class": {}}
+    assert shareable_figures(full, ("a", "b"), dp, "macro_f1") == {
+        "samples": 9, "accuracy": 0.5, "macro_f1": 0.4}  # fmt: skip
+    assert shareable_figures(full, ("a", "b"), dp) == {"samples": 9, "accuracy": 0.5}
+    assert task_fields("p.m:T", "macro_f1") == {"primary_metric": "macro_f1"}
+    assert task_fields("detect", "map50") == {}
