@@ -98,10 +98,17 @@ def check_data(
         classes=list(fed.classes),
         class_counts=samples.class_counts(len(fed.classes)),
         problems=problems,
-        preprocess=preprocess_lines(plan.preprocess, plan.augment),
+        preprocess=preprocess_lines(plan.preprocess, plan.augment) + _as_stored(samples),
         preview=str(preview) if preview is not None else None,
         samples=_provenance(samples, fed.classes),
     )
+
+
+def _as_stored(samples: Samples) -> list[str]:
+    """Images held in an npz are fed as stored: say which of the plan's steps pass them by."""
+    if not samples.is_table or len(samples.preprocessor.input_shape) != 3:
+        return []
+    return ["npz images are fed as stored: resize, intensity, normalize and augment do not apply"]
 
 
 def _provenance(samples: Samples, classes: tuple[str, ...]) -> list[dict[str, str]]:

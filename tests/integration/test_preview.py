@@ -95,6 +95,10 @@ def test_preview_of_npz_images_shows_the_rows_the_network_gets(cli, federation) 
     result = cli("site", "check-data", federation.sites["site-a"], "--preview", grid, "--json")
     assert result.code == 0, result.err
     assert json.loads(result.out)["preview"] == str(grid)
+    assert (
+        "npz images are fed as stored: resize, intensity, normalize and augment do not apply"
+        in (json.loads(result.out)["preprocess"])
+    )
     image = np.asarray(Image.open(grid).convert("L"))
     assert image.shape == (20 + 12 * (96 + 4), 150 + 96 + 4)  # 12 samples, one column each
     first = image[20 : 20 + 96, 150 : 150 + 96]
