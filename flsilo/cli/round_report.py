@@ -197,9 +197,10 @@ def render_aggregate(report: object) -> None:
         err.print(hub_claim_line(report.hub_evaluation))
     if report.package:
         metric = report.metric
-        err.print(
-            f"sample-weighted site validation {metric_name(metric)}: previous global model "
-            f"{show_figure(metric, report.global_primary)}, "
-            f"site models {show_figure(metric, report.trained_primary)}"
-        )
+        if report.weight_round:  # a statistics round validates nothing
+            err.print(
+                f"sample-weighted site validation {metric_name(metric)}: previous global model "
+                f"{show_figure(metric, report.global_primary)}, "
+                f"site models {show_figure(metric, report.trained_primary)}"
+            )
         err.print(_next_package_line(report))

@@ -49,7 +49,9 @@ def _federation(cli, root: Path, *extra: str, shape: str = "3") -> tuple[Path, d
     return hub, sites
 
 
-def _round(cli, hub: Path, sites: dict[str, Path], round_: int) -> Path:
+def _round(
+    cli, hub: Path, sites: dict[str, Path], round_: int, said: list[str] | None = None
+) -> Path:
     package = hub / "packages" / f"tab-r{round_:04d}.safetensors"
     for site, root in sites.items():
         local = root / "packages" / package.name
@@ -64,6 +66,8 @@ def _round(cli, hub: Path, sites: dict[str, Path], round_: int) -> Path:
             target.write_bytes(Path(f"{bundle}{suffix}").read_bytes())
     result = cli("aggregate", hub)
     assert result.code == 0, result.err
+    if said is not None:
+        said.append(result.err)
     return hub / "packages" / f"tab-r{round_ + 1:04d}.safetensors"
 
 
@@ -84,7 +88,10 @@ def test_a_stats_round_writes_the_pooled_statistics_into_every_later_plan(
     plan0 = _plan(cli, hub / "packages/tab-r0000.safetensors")
     assert plan0["kind"] == "stats" and plan0["preprocess"]["federation_mean"] == []
     bundle = sites["site-a"] / "outbox/tab-r0000-site-a.safetensors"
-    package1 = _round(cli, hub, sites, 0)
+    said: list[str] = []
+    package1 = _round(cli, hub, sites, 0, said)
+    assert "validation" not in said[0]  # a statistics round: nothing was validated
+    assert said[0].rstrip().endswith("carry it and its .sig to every site:")
     shown = json.loads(cli("inspect", bundle, "--json").out)
     reveals = shown["manifest"]["bundle"]["reveals"]
     assert "per-channel (or per-feature) sum of input values (the mean)" in reveals
@@ -100,7 +107,8 @@ def test_a_stats_round_writes_the_pooled_statistics_into_every_later_plan(
     np.testing.assert_allclose(plan1["preprocess"]["federation_mean"], pooled.mean(0), rtol=1e-9)
     np.testing.assert_allclose(plan1["preprocess"]["federation_std"], pooled.std(0), rtol=1e-7)
     assert "federation statistics: mean" in cli("inspect", package1).out
-    package2 = _round(cli, hub, sites, 1)  # a training round on the standardised features
+    package2 = _round(cli, hub, sites, 1, said)  # a training round on the standardised features
+    assert "sample-weighted site validation accuracy: previous global model" in said[1]
     assert (
         _plan(cli, package2)["preprocess"]["federation_mean"]
         == plan1["preprocess"]["federation_mean"]
