@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flsilo.cli.common import emit_json, info, print_data, set_json
+from flsilo.cli.common import emit_json, info, plural, print_data, set_json
 
 
 def report(
@@ -43,8 +43,9 @@ def report(
         emit_json("report", True, {"out": str(out), "card": doc})
         return
     info(
-        f"model card of {package.name}: {len(doc['evaluations'])} signed evaluation reports, "
-        f"{len(doc['lineage'])} packages, audit passed"
+        f"model card of {package.name}: "
+        f"{plural(len(doc['evaluations']), 'signed evaluation report')}, "
+        f"{plural(len(doc['lineage']), 'package')}, audit passed"
         + ("" if card.plots else " (no plots: install the plot extra)")
     )
     print_data(str(out / "card.html"))

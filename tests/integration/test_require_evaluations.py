@@ -313,6 +313,7 @@ def test_a_report_logged_before_revocation_stays_verified(
     made = cli("report", fed.hub / "packages" / FINAL, "--hub", fed.hub, *hub_root(fed.hub),
                "--out", card)  # fmt: skip
     assert made.code == 0, made.err
+    assert ": 1 signed evaluation report, 2 packages," in " ".join(made.err.split())
     assert cli("audit", fed.hub, *hub_root(fed.hub)).code == 0
     pending = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--json")
     assert pending.code == 3  # not logged from there: judged as now, after the revocation
