@@ -92,6 +92,7 @@ def status(hub_dir: Path) -> Status:
         {
             "site": e.site,
             "fingerprint": e.key.fingerprint,
+            "role": e.role,
             "revoked_at": e.revoked_at,
             "bundle_present": e.site in present,
             "dp_epsilon_spent": dp_spent(state.dp_accepted.get(e.site, ())),

@@ -274,7 +274,9 @@ def hub_status(
         table.add_row(
             s["site"],
             s["fingerprint"],
-            "revoked " + s["revoked_at"] if s["revoked_at"] else "active",
+            "revoked " + s["revoked_at"]
+            if s["revoked_at"]
+            else ("active" if s["role"] == "site" else "officer"),
             "yes" if s["bundle_present"] else "-",
             *([spent_text(s["dp_epsilon_spent"], st.dp_budget)] if dp else []),
         )

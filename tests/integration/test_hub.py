@@ -329,8 +329,20 @@ def test_enrolment_requires_the_confirmed_fingerprint(federation: Federation, cl
 
 def test_status_shows_who_is_missing(federation: Federation, cli) -> None:
     federation.carry("site-a")
+    qa = Path(f"{make_key(federation.keys / 'qa')}.pub")
+    enrolled = cli("hub", "enroll", federation.hub, "qa", qa, "--fingerprint", fingerprint(qa),
+                   "--role", "release")  # fmt: skip
+    assert enrolled.code == 0, enrolled.err
     status = json.loads(cli("hub", "status", federation.hub, "--json").out)
-    assert status["missing"] == ["site-b"] and status["round"] == 0
+    assert status["missing"] == ["site-b"] and status["round"] == 0  # an officer sends none
+    assert [(s["site"], s["role"]) for s in status["sites"]] == [
+        ("site-a", "site"),
+        ("site-b", "site"),
+        ("qa", "release"),
+    ]
+    rows = [line.split() for line in cli("hub", "status", federation.hub).out.splitlines()]
+    assert ["qa", fingerprint(qa), "officer", "-"] in rows
+    assert ["site-b", fingerprint(federation.keys / "site-b.pub"), "active", "-"] in rows
 
 
 def test_hand_edited_allowed_signers_is_refused(federation: Federation, cli) -> None:
