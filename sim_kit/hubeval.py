@@ -95,11 +95,13 @@ class HubTestSet:
         plan = (manifest.package.plan if manifest.package else None) or self.plan
         task = manifest.model.task_spec.name
         primary = primary_metric(task)
+        classes = manifest.model.classes
+        shared = er.shareable_figures(scored.figures, classes, plan, primary)
         return claim_from_report(  # what the sites' reports may carry, no more
-            er.shareable_figures(scored.figures, manifest.model.classes, plan, primary),
+            shared,
             task=task,
             primary=primary,
-            values=dict(scored.result.values),
+            values=er.shareable_values(dict(scored.result.values), shared, classes, plan, primary),
             loss=scored.result.loss,
             test_set_sha256=self.digest,
             test_set_records=self.records,

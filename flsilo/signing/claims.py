@@ -11,6 +11,7 @@ checks). ``audit --replay`` checks that the two copies agree; it does not recomp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ NAMES = {
     "balanced_accuracy": "balanced accuracy",
 }
 """How people read a figure's key (a plug-in task's own keys are shown as they are)."""
+FIGURE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.@-]{0,63}")
+"""What a figure's key may be where a report or claim names one (``primary_metric``)."""
 CLASS_FIGURES = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "ap")
 """The figures a claim carries per class, each with its bootstrap 95% interval."""
 DETECT_CLASS_FIGURES = ("ap50",)
@@ -87,7 +90,7 @@ def claim_from_report(
     report: dict[str, object],
     *,
     task: str,
-    values: dict[str, float],
+    values: Mapping[str, float | None],
     loss: float | None,
     test_set_sha256: str,
     test_set_records: int,
@@ -134,7 +137,7 @@ def claim_from_report(
         task=task,
         samples=int(report.get("samples", 0)),  # type: ignore[call-overload]
         skipped=skipped,
-        figures={k: float(v) for k, v in values.items()} | overall | {"loss": loss},
+        figures={k: _num(v) for k, v in values.items()} | overall | {"loss": loss},
         per_class=per_class,
         ci95=ci95,
         confusion=tuple(tuple(None if v is None else int(v) for v in row) for row in confusion),
@@ -166,12 +169,13 @@ def figure_key(task: str, figures: Mapping[str, Any], named: object = "") -> str
     if isinstance(named, str) and named:
         return named
     return next(
-        (k for k in sorted(figures) if k not in ("samples", "loss") and _is_figure(figures[k])),
+        (k for k in sorted(figures) if k not in ("samples", "loss") and is_figure(figures[k])),
         None,
     )
 
 
-def _is_figure(value: object) -> bool:
+def is_figure(value: object) -> bool:
+    """A number (not a bool): what a figure's value is, where it is defined."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -30,7 +30,7 @@ from flsilo.plans.plan import Plan, dp_of
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import MalformedInputError, VerificationError
 from flsilo.scoring.metrics import suppress_small_cells
-from flsilo.signing.claims import PRIMARY, figure_key
+from flsilo.signing.claims import FIGURE_KEY, PRIMARY, figure_key, is_figure
 from flsilo.signing.sshsig import EVAL_NAMESPACE, check_signature, parse_signature, sign_digest
 from flsilo.signing.trust import TrustPolicy
 
@@ -72,7 +72,8 @@ AGGREGATE_FIGURES = (
 federation (and a plug-in task's primary figure, also one over the whole set)."""
 PRIMARY_FIELD = "primary_metric"
 """The key of a plug-in task's primary figure, in its reports (a built-in's is known)."""
-FIGURE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.@-]{0,63}")
+COUNTS = ("positives", "negatives", "objects")
+"""A class's counts in a report's ``per_class`` row: one withheld (null) withholds the class."""
 
 
 def shareable_figures(
@@ -81,13 +82,61 @@ def shareable_figures(
     """The part of ``full`` (:func:`flsilo.scoring.metrics.classification_report` or a task's
     report) that may leave its holder, a site's report or the hub's claim alike: a task
     without classes (sequence) has only figures over the whole set; in a DP federation only
-    :data:`AGGREGATE_FIGURES` and the task's ``primary`` figure; otherwise every count below
-    the plan's ``min_cell_size`` withheld."""
+    :data:`AGGREGATE_FIGURES` and the task's ``primary`` figure (where it is one number);
+    otherwise every count below the plan's ``min_cell_size`` withheld, and a flat figure of a
+    withheld class (a plug-in's ``auroc.NAME``) with it."""
     if not classes:
         return dict(full)
     if plan is not None and dp_of(plan) is not None:
-        return {k: full[k] for k in (*AGGREGATE_FIGURES, primary) if k in full}
-    return suppress_small_cells(full, plan.min_cell_size if plan is not None else 0)
+        return _whole_set(full, primary)
+    shared = suppress_small_cells(full, plan.min_cell_size if plan is not None else 0)
+    return _withhold_class_figures(shared, shared.get("per_class"))
+
+
+def shareable_values(
+    values: dict[str, float],
+    shared: dict[str, Any],
+    classes: tuple[str, ...] | list[str],
+    plan: Plan | None,
+    primary: str = "",
+) -> dict[str, float | None]:
+    """A task's flat figures (``Evaluation.values``, e.g. multilabel's ``auroc.NAME`` per
+    finding) that may go with ``shared``, what :func:`shareable_figures` let out of the same
+    evaluation: in a DP federation only the whole-set ones; otherwise a figure of a class
+    ``shared`` withholds is null (``auroc.NAME`` would give back the AUROC its row withholds)."""
+    if not classes:
+        return dict(values)
+    if plan is not None and dp_of(plan) is not None:
+        return _whole_set(values, primary)
+    return _withhold_class_figures(dict(values), shared.get("per_class"))
+
+
+def _whole_set(figures: dict[str, Any], primary: str) -> dict[str, Any]:
+    """:data:`AGGREGATE_FIGURES` and the ``primary`` figure where it is a number (or null):
+    a plug-in naming a table (``per_class``) as its primary figure gets no table out."""
+    return {
+        k: figures[k]
+        for k in (*AGGREGATE_FIGURES, primary)
+        if k in figures and (k in AGGREGATE_FIGURES or _figure_or_null(figures[k]))
+    }
+
+
+def _figure_or_null(value: object) -> bool:
+    return value is None or is_figure(value)
+
+
+def _withhold_class_figures(figures: dict[str, Any], rows: object) -> dict[str, Any]:
+    """``figures`` with each flat ``FIGURE.NAME`` of a class whose row in ``rows`` withholds a
+    count (:data:`COUNTS`) null; the same object where there is none."""
+    if not isinstance(rows, dict):
+        return figures
+    withheld = {
+        name
+        for name, row in rows.items()
+        if isinstance(row, dict) and any(k in row and row[k] is None for k in COUNTS)
+    }
+    hidden = [k for k in figures if "." in k and k.partition(".")[2] in withheld]
+    return figures | dict.fromkeys(hidden) if hidden else figures
 
 
 def task_fields(task: str, primary: str) -> dict[str, str]:

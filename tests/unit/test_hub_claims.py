@@ -238,3 +238,68 @@ def test_a_dp_federation_shares_a_plugins_primary_figure_with_the_whole_set_figu
     assert shareable_figures(full, ("a", "b"), dp) == {"samples": 9, "accuracy": 0.5}
     assert task_fields("p.m:T", "macro_f1") == {"primary_metric": "macro_f1"}
     assert task_fields("detect", "map50") == {}
+
+
+def _scored_multilabel_claim(plan_fields: dict) -> tuple[HubEvaluation, dict]:
+    """A multilabel claim as aggregate --eval makes it (sim_kit.hubeval): finding ``b`` has
+    one positive in the hub's 40 records."""
+    from flsilo.plans.plan import Plan
+    from flsilo.scoring.metrics import auroc, multilabel_report
+    from flsilo.signing.evalreport import shareable_figures, shareable_values
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((40, 2)) < 0.5).astype(float)
+    truth[:, 1] = 0
+    truth[0, 1] = 1
+    proba = rng.random((40, 2))
+    full = multilabel_report(truth, proba, ("a", "b"), (0.5, 0.5), seed=1, draws=20)
+    values = {"exact_match": 0.3, "mean_auroc": 0.5}
+    values |= {f"auroc.{n}": auroc(truth[:, j] > 0.5, proba[:, j]) for j, n in enumerate("ab")}
+    plan = Plan(local_epochs=1, batch_size=8, task="multilabel", **plan_fields)
+    shared = shareable_figures(full, ("a", "b"), plan, "mean_auroc")
+    claim = claim_from_report(
+        shared,
+        task="multilabel",
+        values=shareable_values(values, shared, ("a", "b"), plan, "mean_auroc"),
+        loss=0.5,
+        test_set_sha256="cd" * 32,
+        test_set_records=40,
+        data_format="csv",
+        data_sha256=DATA,
+        skipped=0,
+        seed=1,
+        draws=20,
+        software={"flsilo": "t"},
+    )
+    return claim, values
+
+
+def test_a_claim_withholds_a_findings_auroc_where_its_row_does() -> None:
+    """The claim's flat figures follow the sites' reports' rules: a finding under the minimum
+    cell size has its ``auroc.NAME`` null, as its row's AUROC is (the row withholds it); in
+    a DP federation only the whole-set figures are claimed, no finding's AUROC."""
+    claim, values = _scored_multilabel_claim({"min_cell_size": 5})
+    assert claim.per_class["b"]["auroc"] is None and claim.figures["auroc.b"] is None
+    assert claim.figures["auroc.a"] == values["auroc.a"] == claim.per_class["a"]["auroc"]
+    dp, _ = _scored_multilabel_claim({"dp_noise_multiplier": 1.0})
+    assert set(dp.figures) == {"exact_match", "mean_auroc", "ece", "loss"}
+    assert dp.per_class == {} and dp.ci95 == {} and dp.confusion == ()
+    data = mf.to_jsonable(dp)
+    assert mf.from_jsonable(HubEvaluation, json.loads(json.dumps(data))) == dp
+
+
+def test_a_plugins_flat_figures_of_a_withheld_class_and_a_table_as_primary_stay_home() -> None:
+    """A plug-in's report (its flat values beside its figures): a withheld class's
+    ``FIGURE.NAME`` is null too; in a DP federation a primary figure that is not a number
+    (a plug-in naming a table) is not let out."""
+    from flsilo.plans.plan import Plan
+    from flsilo.signing.evalreport import shareable_figures
+
+    plan = Plan(local_epochs=1, batch_size=8, min_cell_size=5, task="p.m:T")
+    rows = {"a": {"positives": 20, "negatives": 20}, "b": {"positives": 1, "negatives": 39}}
+    full = {"samples": 40, "f1.a": 0.5, "f1.b": 1.0, "per_class": rows}
+    shared = shareable_figures(full, ("a", "b"), plan, "f1.a")
+    assert shared["f1.a"] == 0.5 and shared["f1.b"] is None
+    dp = dataclasses.replace(plan, dp_noise_multiplier=1.0)
+    assert shareable_figures(full, ("a", "b"), dp, "per_class") == {"samples": 40}
+    assert shareable_figures(full, ("a", "b"), dp, "f1.b") == {"samples": 40, "f1.b": 1.0}
