@@ -36,7 +36,7 @@ from flsilo.plans.plan import (
 from flsilo.plans.preprocessing import Preprocess
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import MalformedInputError
-from flsilo.signing.claims import HubEvaluation
+from flsilo.signing.claims import HubEvaluation, claim_fields_problem
 
 MANIFEST_KEY = "flsilo.manifest"
 FORMAT_VERSION = 3  # bumped once for wave 3 (issue 20); see docs/reference/artifact-format.md
@@ -399,6 +399,7 @@ def _package_problem(p: PackageInfo, round_: int) -> str | None:
         schedule_problem(p.schedule)
         or (plan_problem(p.plan) if p.plan else None)
         or _history_problem(p)
+        or (claim_fields_problem(p.hub_evaluation) if p.hub_evaluation else None)
     )
 
 

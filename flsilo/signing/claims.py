@@ -149,6 +149,25 @@ def claim_from_report(
     )
 
 
+def claim_fields_problem(claim: HubEvaluation) -> str | None:
+    """Why a claim's ``primary_metric`` or ``objects`` is not as flsilo writes them, or None
+    (a claim written before they existed has neither): a plug-in's figure key, a count of
+    boxes per class of the claim's rows, never negative. Nothing read is echoed."""
+    named = claim.primary_metric
+    if named and claim.task in PRIMARY:
+        return f"a {claim.task} hub claim names no primary_metric (its task's is known)"
+    if named and not FIGURE_KEY.fullmatch(named):
+        return (
+            "the hub claim's primary_metric is not a figure's key "
+            "(letters, digits, _.@-, at most 64)"
+        )
+    if not set(claim.objects) <= set(claim.per_class):
+        return "the hub claim counts the boxes of a class it has no row for"
+    if any(n is not None and n < 0 for n in claim.objects.values()):
+        return "the hub claim counts fewer than 0 boxes of a class"
+    return None
+
+
 def _num(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 

@@ -255,9 +255,8 @@ def parse(data: bytes, path: Path) -> dict[str, Any]:
         r"[0-9a-f]{64}", report["package_sha256"]
     ):
         raise _bad(path, "site id or package digest is not valid")
-    named = report.get(PRIMARY_FIELD, "x")
-    if not isinstance(named, str) or not FIGURE_KEY.fullmatch(named):
-        raise _bad(path, f"field {PRIMARY_FIELD!r} is not a figure's key")
+    if PRIMARY_FIELD in report:
+        _check_primary(report, path)
     try:
         iso_to_epoch(report["created_at"])
     except (ValueError, MalformedInputError) as exc:
@@ -265,6 +264,18 @@ def parse(data: bytes, path: Path) -> dict[str, Any]:
     if encode(report) != data:
         raise _bad(path, "not in canonical form")
     return report
+
+
+def _check_primary(report: dict[str, Any], path: Path) -> None:
+    """A plug-in task's ``primary_metric``: a figure's key, naming no table or text of the
+    report's ``metrics``; a built-in task's report names none (its task's is known)."""
+    named = report[PRIMARY_FIELD]
+    if report["task"] in PRIMARY:
+        raise _bad(path, f"a {report['task']} report has no field {PRIMARY_FIELD!r}")
+    if not isinstance(named, str) or not FIGURE_KEY.fullmatch(named):
+        raise _bad(path, f"field {PRIMARY_FIELD!r} is not a figure's key")
+    if not _figure_or_null(report["metrics"].get(named)):
+        raise _bad(path, f"field {PRIMARY_FIELD!r} names {named!r}, which is not a figure")
 
 
 def verify_report(path: Path, trust: TrustPolicy) -> VerifiedReport:

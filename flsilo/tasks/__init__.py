@@ -15,6 +15,7 @@ from pathlib import Path
 from flsilo.plans.plan import BUILTIN_TASKS, CLASSIFY, PLUGIN_TASK, Plan, TaskSpec, dp_of
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import FlsiloError
+from flsilo.signing.claims import FIGURE_KEY
 from flsilo.tasks.base import Evaluation, Evaluator, LabelError, Target, Task
 
 __all__ = [
@@ -64,6 +65,13 @@ def load_task(name: str) -> Task:
         raise _unknown(name, f"{module_name} has no Task object named {attr!r}")
     if name not in BUILTIN and not task.name:
         task.name = name
+    if not isinstance(task.primary_metric, str) or not FIGURE_KEY.fullmatch(task.primary_metric):
+        raise FlsiloError(  # its reports and the hub's claims name it: readers would refuse them
+            f"task {name!r} names a primary_metric that is not a figure's key "
+            "(letters, digits, _.@-, at most 64)",
+            code=Code.UNKNOWN_TASK,
+            hint="ask the task's author to name primary_metric by its key in Evaluation.values",
+        )
     _loaded[name] = task
     return task
 

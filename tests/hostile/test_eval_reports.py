@@ -95,3 +95,41 @@ def test_a_missing_signature(tmp_path: Path) -> None:
     with pytest.raises(FlsiloError) as caught:
         er.verify_report(path, TRUST)
     assert caught.value.code == "missing-signature"
+
+
+PLUGIN = {
+    **GOOD,
+    "task": "mypkg.tasks:TASK",
+    "metrics": {"samples": 10, "f1": 0.5, "per_class": {}},
+}
+
+
+@pytest.mark.parametrize(
+    ("report", "reason"),
+    [
+        ({**PLUGIN, "primary_metric": ["f1"]}, "is not a figure's key"),
+        ({**PLUGIN, "primary_metric": None}, "is not a figure's key"),
+        ({**PLUGIN, "primary_metric": "x" * 200_000}, "is not a figure's key"),
+        ({**PLUGIN, "primary_metric": "f1é"}, "is not a figure's key"),
+        ({**PLUGIN, "primary_metric": "[bold red]f1"}, "is not a figure's key"),
+        ({**PLUGIN, "primary_metric": "f1\n"}, "is not a figure's key"),
+        ({**PLUGIN, "primary_metric": "per_class"}, "names 'per_class', which is not a figure"),
+        ({**GOOD, "primary_metric": "accuracy"}, "a classify report has no field"),
+    ],
+)
+def test_a_hostile_primary_metric_is_refused_in_one_line(
+    tmp_path: Path, report: dict, reason: str
+) -> None:
+    """``primary_metric`` (a plug-in's reports name their leading figure): of the wrong type,
+    huge, not ASCII, rich markup, naming a table of the report, or in a built-in task's
+    report: refused as malformed in one line that does not echo what it read."""
+    with pytest.raises(FlsiloError) as caught:
+        er.verify_report(_write(tmp_path, er.encode(report)), TRUST)
+    assert caught.value.code == "eval-report-malformed" and reason in caught.value.message
+    assert "\n" not in caught.value.one_line() and len(caught.value.one_line()) < 400
+
+
+def test_a_plugin_report_naming_its_figure_or_an_undefined_one_verifies(tmp_path: Path) -> None:
+    for named in ("f1", "top1"):  # top1: a figure the report does not hold (shown as "-")
+        path = _write(tmp_path, er.encode({**PLUGIN, "primary_metric": named}))
+        assert er.primary_figure(er.verify_report(path, TRUST).report) == named

@@ -67,6 +67,26 @@ def test_a_plugin_loads_and_names_itself() -> None:
         load_task("tests.plugin_task:nope")
 
 
+@pytest.mark.parametrize("named", ["top 1", "", "f1é", 3])
+def test_a_plugin_whose_primary_metric_is_no_figure_key_is_refused(
+    monkeypatch: pytest.MonkeyPatch, named: object
+) -> None:
+    """Its reports and the hub's claims name that key, and their readers would refuse them
+    (the site would sign reports no hub reads): the task is refused where it is loaded."""
+    import types
+
+    from flsilo.tasks.classify import Classify
+
+    module = types.ModuleType("bad_metric_task")
+    module.TASK = type("Bad", (Classify,), {"primary_metric": named})()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bad_metric_task", module)
+    monkeypatch.setattr("flsilo.tasks._loaded", {})
+    with pytest.raises(FlsiloError) as err:
+        load_task("bad_metric_task:TASK")
+    assert err.value.code == "unknown-task" and "primary_metric" in err.value.message
+    assert "Evaluation.values" in (err.value.hint or "")
+
+
 def _config(plan: Plan) -> FederationConfig:
     return FederationConfig(
         federation="fed",
