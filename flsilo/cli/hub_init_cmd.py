@@ -32,7 +32,10 @@ def hub_init(  # keyword-only: with_settings adds options, typer reads the annot
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="logreg, mlp[:hidden=200x200], cnn, resnet, or module:factory."),
+        typer.Option(
+            help="logreg, mlp[:hidden=200x200], cnn, resnet, crnn, detector, torchvision:NAME, "
+            "timm:NAME, or module:factory (docs/reference/models.md)."
+        ),
     ] = None,
     classes: Annotated[str | None, typer.Option(help="Class names in index order: A,B,C.")] = None,
     input_shape: Annotated[

@@ -39,7 +39,8 @@ EXAMPLE = fed.FederationConfig(
 TOP_HELP = {
     "format_version": "federation.toml format version this file follows",
     "federation": "federation id: lower-case letters, digits, '-', '.', '_' (required)",
-    "model": "logreg, mlp[:hidden=200x200], cnn, resnet, or package.module:factory (required)",
+    "model": "logreg, mlp[:hidden=200x200], cnn, resnet, crnn, detector, torchvision:NAME, "
+    "timm:NAME, or package.module:factory (docs/reference/models.md; required)",
     "classes": "class names in index order (required)",
     "input_shape": "[C, H, W] for images, [features] for tables (required)",
 }

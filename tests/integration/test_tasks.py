@@ -73,6 +73,7 @@ def test_a_plan_file_names_the_task(tmp_path: Path, cli) -> None:
 
     printed = cli("hub", "init", "--print-config").out
     assert 'task = "classify"' in printed and "thresholds = []" in printed
+    assert "cnn, resnet, crnn, detector, torchvision:NAME," in printed  # every kind of model
     plan = tmp_path / "plan.toml"
     plan.write_text(
         printed.replace('task = "classify"', 'task = "multilabel"')
