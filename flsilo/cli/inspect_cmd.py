@@ -133,8 +133,8 @@ def render(report: dict[str, Any]) -> None:
         rows += [
             ("schedule", f"{p['schedule']['kind']} ({plural(p['schedule']['rounds'], 'round')})"),
             ("final", f"the schedule's last package; {FINAL_UNKNOWN}" if p["final"] else "no"),
-            ("plan", _plan(p["plan"]) if p["plan"] else "-"),
-            *(_preprocess_rows(p["plan"]) if p["plan"] else []),
+            ("plan", _plan(p["plan"]) if p["plan"] else "- (nothing trains on the last package)"),
+            *(_preprocess_rows(p["plan"]) if p["plan"] else _expects(p.get("preprocess"))),
             ("parent", p["parent_sha256"] or "-"),
         ]
         if p["provenance"]:
@@ -237,6 +237,14 @@ def _preprocess_rows(plan: dict[str, Any]) -> list[tuple[str, str]]:
     pre = from_jsonable(Preprocess, plan["preprocess"], "preprocess")
     augment = from_jsonable(Augment, plan["augment"], "augment")
     return [("preprocess", "\n".join(preprocess_lines(pre, augment)))]
+
+
+def _expects(preprocess: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The preprocessing a final package's model expects (what export writes into ONNX)."""
+    if not preprocess:
+        return []
+    lines = preprocess_lines(from_jsonable(Preprocess, preprocess, "preprocess"), Augment())
+    return [("preprocess", "\n".join(lines[:-1]))]  # no training: no augmentation line
 
 
 def _metrics(metrics: dict[str, Any] | None, task: dict[str, Any] | None) -> str:

@@ -113,8 +113,12 @@ def test_a_stats_round_writes_the_pooled_statistics_into_every_later_plan(
         _plan(cli, package2)["preprocess"]["federation_mean"]
         == plan1["preprocess"]["federation_mean"]
     )  # carried into every later package
-    final = json.loads(cli("inspect", _round(cli, hub, sites, 2), "--json").out)["manifest"]
+    last = _round(cli, hub, sites, 2)
+    final = json.loads(cli("inspect", last, "--json").out)["manifest"]
     assert final["package"]["final"] and final["package"]["plan"] is None
+    shown = " ".join(cli("inspect", last).out.split())  # what the model expects, in words
+    assert "plan - (nothing trains on the last package) preprocess resize stretch" in shown
+    assert "federation statistics: mean" in shown and "augment" not in shown
     # the final model still says how its inputs are made: evaluation and export read it
     assert final["package"]["preprocess"] == plan1["preprocess"]
     audit = cli("audit", hub, "--replay", "--json", "--hub-key", hub.parent / "keys/hub.pub")
