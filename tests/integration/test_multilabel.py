@@ -156,9 +156,15 @@ def test_dp_sgd_trains_a_multilabel_plan(tmp_path: Path, cli) -> None:
     _train_and_carry(cli, hub, sites, 0)
     bundle = _manifest(sites["site-a"] / "outbox" / "ml-r0000-site-a.safetensors")
     assert bundle["bundle"]["dp"]["epsilon_round"] > 0
-    assert cli("aggregate", hub, "--key", keys / "hub").code == 0
-    assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
     test = _table(tmp_path / "test.csv", 200, seed=7)
+    agg = cli("aggregate", hub, "--key", keys / "hub", "--eval", test, "--json")
+    assert agg.code == 0, agg.err
+    # the hub's claim, like a DP site's report, holds the whole-set figures only: no
+    # finding's AUROC (auroc.NAME), no per-finding rows
+    claim = json.loads(agg.out)["report"]["hub_evaluation"]
+    assert set(claim["figures"]) == {"exact_match", "mean_auroc", "ece", "loss"}
+    assert claim["per_class"] == {} and claim["ci95"] == {} and claim["confusion"] == []
+    assert cli("audit", hub, *hub_root(hub), "--replay").code == 0
     _signed_report(cli, hub, sites["site-a"], test, "ml-r0000.safetensors", dp=True)
     # The final package carries no plan; the site's federation.toml still makes its report
     # on the final model a DP federation's: whole-set figures only.
