@@ -130,8 +130,8 @@ def drift_flags(
             out[site] = Drift(False, None, UNAVAILABLE)
             continue
         others = [s for other, s in known.items() if other != site]
-        # only summaries of the same width compare: an npz of images is summarised per
-        # value, a folder of the same images per channel (or a bundle from elsewhere)
+        # only summaries of the same width compare (an earlier flsilo summarised an npz
+        # of images per value, a folder of the same images per channel)
         alike = [s for s in others if len(s.channel_mean) == len(summary.channel_mean)]
         rest = _pool(alike)
         if rest is None:
@@ -163,7 +163,7 @@ def _nothing_to_compare(summary: InputSummary, others: list[InputSummary]) -> st
     widths = sorted({len(s.channel_mean) for s in others})
     return (
         f"not comparable: this summary has {len(summary.channel_mean)} channels or features, "
-        f"the other sites' {' or '.join(map(str, widths))} (an npz of images is summarised "
-        "per value, a folder or CSV of images per channel): compare its inputs by hand "
+        f"the other sites' {' or '.join(map(str, widths))} (an earlier flsilo summarised "
+        "an npz of images per value, a folder or CSV of images per channel): compare its inputs by hand "
         "('flsilo site check-data --preview' at each site)"
     )

@@ -5,7 +5,8 @@ Taken over at most ``SUMMARY_SAMPLES`` training records, evenly spaced in index 
 same records whatever the worker count), after the plan's intensity scaling, channels and
 resize and before normalisation and augmentation: what differs here between sites is how
 their files become inputs (a window, an inversion, a crop), not the federation's own
-normalisation. A histogram bin holding fewer samples than the plan's minimum cell size is
+normalisation. Images held in an npz are summarised as images, as stored (their stored
+size is the input's). A histogram bin holding fewer samples than the plan's minimum cell size is
 withheld (``None``). A DP federation's bundles carry no summary (it is not privatised).
 """
 
@@ -42,17 +43,25 @@ def summary_of(samples: Samples, skipped: int, min_cell: int) -> InputSummary:
     count = 0
     brightness = np.zeros(BRIGHTNESS_BINS, dtype=np.int64)
     sizes = np.zeros(len(SIZE_EDGES) + 1, dtype=np.int64)
+    shape = tuple(samples.preprocessor.input_shape)
+    images = not samples.is_table or len(shape) == 3  # an npz of images: summarised as images
     for k in picks:
         if samples.is_table:
             x = np.asarray(samples.values[samples.record_id(int(k))], dtype=np.float64)  # type: ignore[index]
-            flat = np.nan_to_num(x.reshape(-1, 1))
+            if not images:
+                flat = np.nan_to_num(x.reshape(-1, 1))
+            else:  # fed as stored: its channels, its values as the brightness, its size
+                x = np.nan_to_num(x.reshape(shape))
+                stored = shape[1:]
         else:
             raw = samples.raw(int(k))
             x = np.asarray(samples.preprocessor.scaled(raw), dtype=np.float64)
+            stored = raw.size
+        if images:
             flat = x.reshape(x.shape[0], -1)
             level = float(np.clip(x.mean(), 0.0, 1.0))
             brightness[min(int(level * BRIGHTNESS_BINS), BRIGHTNESS_BINS - 1)] += 1
-            sizes[int(np.searchsorted(SIZE_EDGES, max(raw.size), side="right"))] += 1
+            sizes[int(np.searchsorted(SIZE_EDGES, max(stored), side="right"))] += 1
         sums = flat.sum(axis=1) if sums is None else sums + flat.sum(axis=1)
         sq = (flat * flat).sum(axis=1)
         squares = sq if squares is None else squares + sq
@@ -64,7 +73,7 @@ def summary_of(samples: Samples, skipped: int, min_cell: int) -> InputSummary:
         samples=len(picks),
         channel_mean=tuple(float(v) for v in mean),
         channel_std=tuple(float(v) for v in np.sqrt(np.maximum(var, 0.0))),
-        brightness=() if samples.is_table else _withheld(brightness, min_cell),
-        sizes=() if samples.is_table else _withheld(sizes, min_cell),
+        brightness=_withheld(brightness, min_cell) if images else (),
+        sizes=_withheld(sizes, min_cell) if images else (),
         bad_share=round(skipped / total, 6) if total else 0.0,
     )

@@ -43,7 +43,7 @@ def test_a_bundle_without_a_summary_says_why() -> None:
 
 
 def test_summaries_of_other_widths_are_compared_only_with_their_like() -> None:
-    """An npz of images is summarised per value (64 here), a folder of them per channel."""
+    """An earlier flsilo summarised an npz of images per value (64 here), a folder per channel."""
     per_value = InputSummary(100, (0.3,) * 64, (0.2,) * 64, (), ())
     flags = drift_flags(
         {"a": _site(0.30), "b": _site(0.31), "c": per_value, "d": _site(0.7, bright=5)}
