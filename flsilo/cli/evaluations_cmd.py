@@ -163,6 +163,24 @@ def _render(
         info(f"refused {r.path.name}: error[{r.code}]: {r.reason} (hint: {r.hint})")
 
 
+def _series(
+    rows: dict[int, dict[str, Cell]], sites: list[str], metric: str | None
+) -> dict[str, list[tuple[int, float]]]:
+    """The plotted lines: one per site (percentages in %) where every cell shows ``metric``;
+    where the reports lead with several figures (``metric`` None), one per site and figure,
+    labelled with both, so that no line joins one figure to another."""
+    scale = 100 if metric in PERCENT else 1
+    lines: dict[str, list[tuple[int, float]]] = {}
+    for site in sites:
+        for r in sorted(rows):
+            c = rows[r].get(site)
+            if c is None or c.value is None or c.metric is None:
+                continue
+            label = site if metric is not None else f"{site}: {metric_name(c.metric)}"
+            lines.setdefault(label, []).append((r, scale * c.value))
+    return lines
+
+
 def _plot(
     rows: dict[int, dict[str, Cell]], sites: list[str], png: Path, metric: str | None
 ) -> None:
@@ -174,15 +192,8 @@ def _plot(
     from flsilo.fs.atomic import atomic_writer
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    scale = 100 if metric in PERCENT else 1
-    for site in sites:
-        points = [
-            (r, scale * c.value)
-            for r in sorted(rows)
-            if (c := rows[r].get(site)) is not None and c.value is not None
-        ]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", linewidth=1, label=site)
+    for label, points in _series(rows, sites, metric).items():
+        ax.plot(*zip(*points, strict=True), marker="o", linewidth=1, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("package round")
     unit = " (%)" if metric in PERCENT else ""

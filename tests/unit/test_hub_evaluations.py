@@ -58,3 +58,21 @@ def test_the_table_shows_the_reports_figure_with_an_interval_only_where_computed
     assert rows["site-a"].metric == "accuracy" and rows["site-a"].low is not None
     assert (rows["site-b"].metric, rows["site-b"].value, rows["site-b"].low) == ("f1", 0.7, 0.6)
     assert (rows["site-c"].metric, rows["site-c"].value, rows["site-c"].low) == ("top1", 0.8, None)
+
+
+def test_the_plot_never_joins_one_figure_to_another() -> None:
+    """A plug-in site's report written before reports named their figure leads with its first
+    by key (f1), a later one with the figure it names (top1): the plot draws them as two lines,
+    each named, where one figure is shown throughout, one line per site (accuracy in %)."""
+    from flsilo.cli.evaluations_cmd import _series
+    from hub_kit.evaluations import table_metric
+
+    earlier = _verified(PLUGIN, {"f1": 0.7, "top1": 0.9})
+    later = _verified(PLUGIN, {"f1": 0.6, "top1": 0.8}, primary_metric="top1")
+    later.report["round"] = 3
+    mixed = [earlier, later]
+    rows = table(mixed, set())
+    assert table_metric(rows) is None
+    assert _series(rows, ["site-a"], None) == {"site-a: f1": [(2, 0.7)], "site-a: top1": [(3, 0.8)]}
+    same = table([_verified("classify", {"accuracy": 0.9})], set())
+    assert _series(same, ["site-a"], table_metric(same)) == {"site-a": [(2, 90.0)]}
