@@ -114,7 +114,7 @@ def test_a_claim_leads_with_its_tasks_primary_figure() -> None:
 SHAPES = ("circle", "square", "triangle")
 
 
-def _detect_claim(min_cell_size: int) -> HubEvaluation:
+def _detect_claim(min_cell_size: int, dp: float = 0.0) -> HubEvaluation:
     """A detection claim from the detector's own figures (its evaluator, fed boxes): three
     circles, one triangle, no square in the hub's test set."""
     from flsilo.plans.plan import Plan
@@ -128,7 +128,8 @@ def _detect_claim(min_cell_size: int) -> HubEvaluation:
         scorer.n += 1
     done = scorer.finish()
     assert done.figures is not None
-    plan = Plan(local_epochs=1, batch_size=8, min_cell_size=min_cell_size, task="detect")
+    plan = Plan(local_epochs=1, batch_size=8, min_cell_size=min_cell_size, task="detect",
+                dp_noise_multiplier=dp)  # fmt: skip
     return claim_from_report(
         shareable_figures(done.figures, SHAPES, plan, "map50"),
         task="detect",
@@ -168,6 +169,9 @@ def test_a_detection_claim_withholds_a_small_class_as_site_reports_do() -> None:
     claim = _detect_claim(2)
     assert claim.objects == {"circle": 3, "square": 0, "triangle": None}
     assert claim.per_class["triangle"] == {"ap50": None} and claim.per_class["circle"]["ap50"]
+    dp = _detect_claim(0, dp=1.0)  # whole-set figures only: no rows, no box counts
+    assert dp.per_class == {} and dp.objects == {} and "objects" not in mf.to_jsonable(dp)
+    assert set(dp.figures) == {"map50", "map", "accuracy", "loss"}
 
 
 def test_an_earlier_detection_claim_still_reads_and_agrees() -> None:
