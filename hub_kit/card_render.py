@@ -223,7 +223,10 @@ def _claims_section(claims: list[dict[str, Any]]) -> tuple[str, Any, list[str] |
     the package and the log, not by a site, and not recomputed by the audit. Beside the
     task's primary figure, the whole-set figures the claims carry (a classifier's balanced
     accuracy and ECE, a detector's mAP@0.5:0.95, a sequence's CER)."""
-    lead = lead_figure(claims[0]["hub_claim"])[0]  # one federation, one task
+    # one federation, one task: its figure as a claim names it (a plug-in's claims written
+    # before claims named it lead with their first figure by key, maybe another)
+    named = [p["hub_claim"] for p in claims if p["hub_claim"].get("primary_metric")]
+    lead = lead_figure((named or [claims[0]["hub_claim"]])[-1])[0]
     extras = [
         k for k in CLAIM_EXTRAS if k != lead and any(k in p["hub_claim"]["figures"] for p in claims)
     ]

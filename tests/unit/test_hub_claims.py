@@ -218,6 +218,12 @@ def test_a_plugin_tasks_claim_leads_with_the_figure_its_task_names() -> None:
     earlier["figures"] = {"top1": 0.8, "macro_f1": 0.61, "loss": 0.5}
     assert lead_figure(earlier) == ("macro_f1", 0.61)  # never an accuracy it does not hold
     assert "primary_metric" not in mf.to_jsonable(_claim())  # a built-in's bytes unchanged
+    # the card's column: the figure a claim names, though an earlier claim came first
+    first = mf.to_jsonable(_plugin_claim(""))  # leads with accuracy, its first by key
+    both = [{"round": 1, "hub_claim": first}, {"round": 2, "hub_claim": data}]
+    _, rows, header = _claims_section(both)
+    assert header is not None and header[3] == "macro_f1"
+    assert [r[3] for r in rows] == ["0.610", "0.610"]
 
 
 def test_figure_key_reads_the_report_alone() -> None:
