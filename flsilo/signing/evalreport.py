@@ -126,8 +126,9 @@ def _figure_or_null(value: object) -> bool:
 
 
 def _withhold_class_figures(figures: dict[str, Any], rows: object) -> dict[str, Any]:
-    """``figures`` with each flat ``FIGURE.NAME`` of a class whose row in ``rows`` withholds a
-    count (:data:`COUNTS`) null; the same object where there is none."""
+    """``figures`` with each flat ``FIGURE.NAME`` (any key ending in ``.NAME``) of a class
+    whose row in ``rows`` withholds a count (:data:`COUNTS`) null; the same object where
+    there is none."""
     if not isinstance(rows, dict):
         return figures
     withheld = {
@@ -135,7 +136,7 @@ def _withhold_class_figures(figures: dict[str, Any], rows: object) -> dict[str, 
         for name, row in rows.items()
         if isinstance(row, dict) and any(k in row and row[k] is None for k in COUNTS)
     }
-    hidden = [k for k in figures if "." in k and k.partition(".")[2] in withheld]
+    hidden = [k for k in figures if any(k.endswith(f".{name}") for name in withheld)]
     return figures | dict.fromkeys(hidden) if hidden else figures
 
 

@@ -307,9 +307,9 @@ def test_a_plugins_flat_figures_of_a_withheld_class_and_a_table_as_primary_stay_
 
     plan = Plan(local_epochs=1, batch_size=8, min_cell_size=5, task="p.m:T")
     rows = {"a": {"positives": 20, "negatives": 20}, "b": {"positives": 1, "negatives": 39}}
-    full = {"samples": 40, "f1.a": 0.5, "f1.b": 1.0, "per_class": rows}
+    full = {"samples": 40, "f1.a": 0.5, "f1.b": 1.0, "f@0.5.b": 1.0, "per_class": rows}
     shared = shareable_figures(full, ("a", "b"), plan, "f1.a")
-    assert shared["f1.a"] == 0.5 and shared["f1.b"] is None
+    assert shared["f1.a"] == 0.5 and shared["f1.b"] is None and shared["f@0.5.b"] is None
     dp = dataclasses.replace(plan, dp_noise_multiplier=1.0)
     assert shareable_figures(full, ("a", "b"), dp, "per_class") == {"samples": 40}
     assert shareable_figures(full, ("a", "b"), dp, "f1.b") == {"samples": 40, "f1.b": 1.0}
