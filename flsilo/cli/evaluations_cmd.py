@@ -21,7 +21,10 @@ def evaluations(
     hub_dir: Annotated[Path, typer.Argument(help="Hub workspace.")],
     inbox: Annotated[
         Path | None,
-        typer.Option(help="Also show the reports in this folder (a stick), not yet archived."),
+        typer.Option(
+            help="Also show the reports in this folder (a stick), not yet archived "
+            "(without it: those in HUB_DIR/inbox)."
+        ),
     ] = None,
     png: Annotated[
         Path | None, typer.Option(help="Also plot each site's figure per package (PNG).")
@@ -51,7 +54,7 @@ def evaluations(
     After the last round: flsilo hub evaluations hub --inbox /media/usb --archive
     """
     set_json(json_out)
-    from hub_kit.evaluations import archived_folders, collect, table, table_metric
+    from hub_kit.evaluations import archived_folders, collect, report_files, table, table_metric
     from hub_kit.finality import archive_final_reports, finality
     from hub_kit.workspace import HubWorkspace
 
@@ -69,12 +72,22 @@ def evaluations(
     state = ws.state()  # the hub's signature over the log is checked first
     events = ws.log.read()
     archived = collect(ws, state, archived_folders(ws), events)
-    pending = collect(ws, state, [inbox]) if inbox is not None else None
+    archived_shas = {v.sha256 for v in archived.reports}
+    pending = None
+    if inbox is not None:  # a stick's reports are judged as now
+        pending = collect(ws, state, [inbox])
+    elif not archive and report_files(ws.inbox):
+        # copied in from a stick, they wait in the hub's inbox for the next aggregate, which
+        # archives them and leaves the inbox as it is: a copy the log records is judged as
+        # the archived one (a later revocation does not refuse it), and not shown twice
+        inbox = ws.inbox
+        pending = collect(ws, state, [inbox], events)
+    if pending is not None:
+        pending.reports = [v for v in pending.reports if v.sha256 not in archived_shas]
     reports = archived.reports + (pending.reports if pending else [])
     refused = archived.refused + (pending.refused if pending else [])
     refused += [r for r in not_taken if r.path not in {x.path for x in refused}]
     standing = finality(ws, state, events, archived.reports, pending.reports if pending else None)
-    archived_shas = {v.sha256 for v in archived.reports}
     rows = table(reports, archived_shas)
     sites = sorted({v.site for v in reports})
     metric = table_metric(rows)  # the reports' own primary figure, by its key
@@ -105,7 +118,8 @@ def evaluations(
             },
         )
     else:
-        _render(rows, sites, refused, pending is not None and not archive, metric, standing.package)
+        shown_inbox = inbox if pending is not None and not archive else None
+        _render(rows, sites, refused, shown_inbox, metric, standing.package)
         for name in taken:
             info(f"archived and logged {name}")
         info(standing.text())
@@ -135,7 +149,7 @@ def _render(
     rows: dict[int, dict[str, Cell]],
     sites: list[str],
     refused: list[Refused],
-    inbox: bool,
+    inbox: Path | None,
     metric: str | None = "accuracy",
     final_package: str | None = None,
 ) -> None:
@@ -155,10 +169,14 @@ def _render(
         for round_ in sorted(rows):
             table.add_row(f"r{round_:04d}", *(_cell(rows[round_].get(s), metric) for s in sites))
         out.print(table)
-        if inbox:
+        if inbox is not None:
             # no round follows the final package: only --archive takes reports in then
-            taker = "'--archive' (the same command)" if final_package else "the next aggregate"
-            info(f"* in the inbox, not yet archived: {taker} archives and logs it")
+            taker = (
+                f"'--inbox {inbox} --archive' (the same command)"
+                if final_package
+                else "the next aggregate"
+            )
+            info(f"* in {inbox}, not yet archived: {taker} archives and logs it")
     for r in refused:
         info(f"refused {r.path.name}: error[{r.code}]: {r.reason} (hint: {r.hint})")
 

@@ -80,6 +80,27 @@ def test_a_site_writes_a_signed_report_the_hub_tables(
     assert "%" in text.out and max(len(line) for line in text.out.splitlines()) <= 80
 
 
+def test_reports_copied_into_the_hubs_inbox_are_shown_without_inbox(
+    federation: Federation, cli, report: Path
+) -> None:
+    """The guide has carried files copied into HUB/inbox; reports there wait for the next
+    aggregate, and ``hub evaluations HUB`` shows them (marked) without naming the folder."""
+    before = cli("hub", "evaluations", federation.hub)
+    assert before.code == 0 and "no verified evaluation report yet" in before.err
+    inbox = federation.hub / "inbox"
+    for f in (report, er.sig_of(report)):
+        shutil.copy2(f, inbox / f.name)
+    kept = tree_digest(inbox)
+    shown = cli("hub", "evaluations", federation.hub)
+    assert shown.code == 0 and "r0000" in shown.out and "site-a" in shown.out
+    assert f"* in {inbox}, not yet archived: the next aggregate archives" in " ".join(
+        shown.err.split()
+    )
+    (row,) = json.loads(cli("hub", "evaluations", federation.hub, "--json").out)["reports"]
+    assert row["file"] == str(inbox / report.name) and row["archived"] is False
+    assert tree_digest(inbox) == kept  # read, never moved
+
+
 def test_one_changed_byte_and_the_report_is_refused(
     federation: Federation, cli, report: Path
 ) -> None:

@@ -88,8 +88,8 @@ def test_final_only_after_m_sites_reports_verify(tmp_path: Path, cli) -> None:
     shown = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--json")
     assert json.loads(shown.out)["finality"]["pending"] == ["site-a"]  # seen, not yet counted
     # no aggregate follows the last round: the footnote names --archive instead
-    footnote = cli("hub", "evaluations", fed.hub, "--inbox", a.parent).err
-    assert "not yet archived: '--archive' (the same command) archives" in footnote
+    footnote = " ".join(cli("hub", "evaluations", fed.hub, "--inbox", a.parent).err.split())
+    assert f"not yet archived: '--inbox {a.parent} --archive' (the same command)" in footnote
     taken = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive", "--json")
     assert taken.code == 0, taken.err
     doc = json.loads(taken.out)
@@ -318,3 +318,11 @@ def test_a_report_logged_before_revocation_stays_verified(
     pending = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--json")
     assert pending.code == 3  # not logged from there: judged as now, after the revocation
     assert [Path(r["path"]).name for r in json.loads(pending.out)["refused"]] == [a.name]
+    # copied into the hub's own inbox (which the hub never empties), the logged bytes are the
+    # archived report's: shown once, judged as logged, not refused
+    for f in (a, a.with_name(a.name + ".sig")):
+        shutil.copy2(f, fed.hub / "inbox" / f.name)
+    own = cli("hub", "evaluations", fed.hub, "--json")
+    assert own.code == 0, own.out
+    doc = json.loads(own.out)
+    assert doc["refused"] == [] and [r["archived"] for r in doc["reports"]] == [True]
