@@ -239,15 +239,16 @@ def _read(
     except FlsiloError as err:
         sha = _finish(reader)
         if sha and sha in state.accepted:
-            return Skipped(path, sha, f"already aggregated in round {state.accepted[sha]}")
+            why = f"already aggregated in round {state.accepted[sha]}"
+            return Skipped(path, sha, why, claimed_site(path))
         return Rejection(path, claimed_site(path), sha, err, copy if sha else None, sig_bytes)
     except OSError as exc:
         unreadable = UnreadableError(f"cannot read the file ({exc.strerror})", path=path)
         return Rejection(path, claimed_site(path), "", unreadable, None, sig_bytes)
     if verified.sha256 in state.accepted:
-        return Skipped(
-            path, verified.sha256, f"already aggregated in round {state.accepted[verified.sha256]}"
-        )
+        why = f"already aggregated in round {state.accepted[verified.sha256]}"
+        site = verified.manifest.bundle.site if verified.manifest.bundle else claimed_site(path)
+        return Skipped(path, verified.sha256, why, site)
     return verified
 
 

@@ -242,7 +242,16 @@ def site_rows(
     for s in result.skipped:
         rows.append(
             SiteRow(
-                "-", s.inbox_path.name, Verdict.SKIPPED, s.why, None, None, None, None, None, None
+                s.site,
+                s.inbox_path.name,
+                Verdict.SKIPPED,
+                s.why,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
             )
         )
     return sorted(rows, key=lambda r: (not (r.accepted and not r.late), r.site, r.file))

@@ -83,6 +83,8 @@ class Skipped:
     inbox_path: Path
     sha256: str
     why: str
+    site: str = "-"
+    """The site the verified manifest names, or the file name claims; ``-`` where neither."""
 
 
 @dataclass
@@ -374,7 +376,7 @@ def resolve_duplicates(result: IntakeResult) -> tuple[IntakeResult, list[Path]]:
             kept.append(group[0])
             for extra in group[1:]:
                 result.skipped.append(
-                    Skipped(extra.inbox_path, extra.verified.sha256, "identical copy")
+                    Skipped(extra.inbox_path, extra.verified.sha256, "identical copy", site)
                 )
                 if extra.staged is not None:
                     drop += [extra.staged, sig_path(extra.staged)]

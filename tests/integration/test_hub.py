@@ -222,6 +222,7 @@ def test_identical_copy_counts_once(federation: Federation, cli) -> None:
     )
     report = rows(cli("aggregate", federation.hub, "--json").out)
     assert report["again.safetensors"]["verdict"] == "skipped"
+    assert report["again.safetensors"]["site"] == "site-a"  # the manifest's, not the name's
 
 
 def test_late_bundle_admitted_by_staleness_policy(federation: Federation, cli) -> None:
@@ -241,6 +242,7 @@ def test_late_bundle_admitted_by_staleness_policy(federation: Federation, cli) -
     assert report["late.safetensors"]["verdict"] == "accepted (late by 1)"
     assert report["late.safetensors"]["weight"] == pytest.approx(271 * 0.5)
     assert report["fed-r0000-site-a.safetensors"]["verdict"] == "skipped"  # already used in round 0
+    assert report["fed-r0000-site-a.safetensors"]["site"] == "site-a"
 
 
 def test_same_bundles_in_any_order_give_identical_packages(
