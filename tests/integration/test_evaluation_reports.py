@@ -322,3 +322,38 @@ def test_a_plugin_federation_reports_and_claims_by_its_own_figure(tmp_path: Path
     assert f"hub claim macro_f1 {claim['figures']['macro_f1']:.3f}, balanced accuracy" in shown
     audit = cli("audit", fed.hub, *hub_root(fed.hub), "--replay")
     assert audit.code == 0, audit.out
+
+
+def test_a_plugin_packages_report_names_its_figure_in_a_dp_federation_too(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """The report's fields for a plug-in task's package (site_kit.evalreport.build_report,
+    which the slow test reaches through a real plug-in federation): it names the task's
+    primary figure and holds it beside the whole-set figures, in a DP federation too, and
+    lets no per-class row out there."""
+    from dataclasses import replace
+
+    from flsilo.format.artifact import scan_file, verify_file
+    from flsilo.plans.plan import TaskSpec
+    from flsilo.signing.keys import load_public_key
+    from flsilo.signing.trust import SingleKey
+    from site_kit.evalreport import build_report
+    from site_kit.workspace import SiteWorkspace
+    from tests.integration.test_review_gaps import _resign_package
+
+    site = federation.sites["site-a"]
+    m = scan_file(site / "packages" / PACKAGE).manifest
+    assert m.package is not None and m.package.plan is not None
+    plan = replace(m.package.plan, task=PLUGIN, dp_noise_multiplier=1.0, dp_budget=50.0)
+    package = _resign_package(site / "packages" / PACKAGE, tmp_path / PACKAGE,
+                              federation.keys / "hub",
+                              model=replace(m.model, task=TaskSpec(name=PLUGIN)),
+                              package=replace(m.package, plan=plan))  # fmt: skip
+    hub = SingleKey(load_public_key(federation.keys / "hub.pub"), "hub.pub")
+    full = {"samples": 9, "accuracy": 0.5, "macro_f1": 0.25, "top1": 0.5, "per_class": {}}
+    report = build_report(SiteWorkspace.open(site), verify_file(package, hub), full,
+                          skipped=0, primary="macro_f1")  # fmt: skip
+    assert report["task"] == PLUGIN and report["primary_metric"] == "macro_f1"
+    assert report["dp"] is True
+    assert report["metrics"] == {"samples": 9, "accuracy": 0.5, "macro_f1": 0.25}
+    assert er.primary_figure(er.parse(er.encode(report), package)) == "macro_f1"
