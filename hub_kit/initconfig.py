@@ -117,4 +117,16 @@ def _from_file(path: Path, o: InitOptions) -> FederationConfig:
         if k in given
     }
     overrides = {**top, "plan": plan, "hub": hub_table, "data": data_table}
-    return planfile.build(planfile.merge(data, overrides), path)
+    config = planfile.build(planfile.merge(data, overrides), path)
+    if config.federation == planfile.EXAMPLE.federation and "federation" not in given:
+        # a federation's id and classes are signed into its log for good: the printed
+        # template's placeholders are never made into one unreviewed
+        raise UsageError(
+            f"the plan file still names the printed template's example federation "
+            f"({planfile.EXAMPLE.federation!r}): it has not been edited",
+            path=path,
+            code=Code.BAD_CONFIG,
+            hint='set federation = "..." in it and review classes, input_shape and model '
+            "(they are signed for good), or give --federation NAME",
+        )
+    return config

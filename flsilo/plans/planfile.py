@@ -38,7 +38,8 @@ EXAMPLE = fed.FederationConfig(
 
 TOP_HELP = {
     "format_version": "federation.toml format version this file follows",
-    "federation": "federation id: lower-case letters, digits, '-', '.', '_' (required)",
+    "federation": "federation id: lower-case letters, digits, '-', '.', '_' (required; "
+    "name yours: hub init refuses this example's)",
     "model": "logreg, mlp[:hidden=200x200], cnn, resnet, crnn, detector, torchvision:NAME, "
     "timm:NAME, or package.module:factory (docs/reference/models.md; required)",
     "classes": "class names in index order (required)",

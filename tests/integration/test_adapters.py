@@ -265,7 +265,11 @@ def test_a_reviewed_plan_file_sets_adapters(cli, tmp_path):
     printed = cli("hub", "init", "--print-config").out
     assert 'adapters = ""' in printed  # offered, empty, with its help above it
     plan = tmp_path / "plan.toml"
-    plan.write_text(printed.replace('adapters = ""', 'adapters = "lora:r=2"'))
+    plan.write_text(
+        printed.replace('adapters = ""', 'adapters = "lora:r=2"').replace(
+            'federation = "my-federation"', 'federation = "fed"'
+        )
+    )
     key = make_key(tmp_path / "hub-key")
     made = cli("hub", "init", tmp_path / "hub", "--config", plan, "--key", key)
     assert made.code == 0, made.err

@@ -178,7 +178,11 @@ def test_preprocessing_options_lay_over_a_plan_file_one_by_one(cli, tmp_path: Pa
         "# Images: stretch, letterbox (pad)" in printed.out
     )  # [plan.preprocess] says what it does
     plan = tmp_path / "plan.toml"
-    plan.write_text(printed.out.replace('normalize = "none"', 'normalize = "imagenet"'))
+    plan.write_text(
+        printed.out.replace('normalize = "none"', 'normalize = "imagenet"').replace(
+            'federation = "my-federation"', 'federation = "fed"'
+        )
+    )
     make_key(tmp_path / "hub-key")
     made = cli(
         "hub", "init", tmp_path / "hub", "--config", plan, "--key", tmp_path / "hub-key",

@@ -26,10 +26,20 @@ def test_print_config_writes_a_file_that_init_accepts(cli, tmp_path: Path) -> No
     assert "# Learning rate." in printed.out  # each setting says what it does
     plan = tmp_path / "plan.toml"
     plan.write_text(printed.out)
-    made = cli("hub", "init", tmp_path / "hub", "--config", plan, "--key", _key(tmp_path))
+    key = _key(tmp_path)
+    # unedited, the template's example id is refused: a federation's id is signed for good
+    unedited = cli("hub", "init", tmp_path / "hub", "--config", plan, "--key", key)
+    assert unedited.code == 2 and "error[bad-config]" in unedited.err, unedited.err
+    assert "has not been edited" in unedited.err and str(plan) in unedited.err
+    assert len(unedited.err.strip().splitlines()) == 1 and not (tmp_path / "hub").exists()
+    plan.write_text(printed.out.replace('federation = "my-federation"', 'federation = "xray"'))
+    made = cli("hub", "init", tmp_path / "hub", "--config", plan, "--key", key)
     assert made.code == 0, made.err
     written = tomllib.loads((tmp_path / "hub" / "federation.toml").read_text())
-    assert written["federation"] == "my-federation" and written["schedule"]["rounds"] == 5
+    assert written["federation"] == "xray" and written["schedule"]["rounds"] == 5
+    named = cli("hub", "init", tmp_path / "hub2", "--config", tmp_path / "hub" / "federation.toml",
+                "--federation", "my-federation", "--key", key)  # fmt: skip
+    assert named.code == 0, named.err  # given on the command line: chosen, not left over
 
 
 def test_a_file_and_the_same_options_make_the_same_federation(cli, tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ def test_a_plan_file_names_the_task(tmp_path: Path, cli) -> None:
     plan = tmp_path / "plan.toml"
     plan.write_text(
         printed.replace('task = "classify"', 'task = "multilabel"')
+        .replace('federation = "my-federation"', 'federation = "chest"')
         .replace("thresholds = []", "thresholds = [0.5, 0.25]")
         .replace('classes = ["normal", "abnormal"]', 'classes = ["effusion", "nodule"]')
         # a small model: the printed plan's CNN on 64x64 images is a 4 MB package to sign
@@ -91,7 +92,7 @@ def test_a_plan_file_names_the_task(tmp_path: Path, cli) -> None:
     assert written["plan"]["task"] == "multilabel"
     assert written["plan"]["thresholds"] == [0.5, 0.25]
     assert written["classes"] == ["effusion", "nodule"]
-    package = tmp_path / "hub" / "packages" / "my-federation-r0000.safetensors"
+    package = tmp_path / "hub" / "packages" / "chest-r0000.safetensors"
     assert _model(package)["task"]["thresholds"] == [0.5, 0.25]
     shown = cli("inspect", package)
     assert "multilabel, thresholds [0.5, 0.25]" in shown.out
