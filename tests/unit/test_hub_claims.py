@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,24 +26,21 @@ from hub_kit.hubeval import claim_field, claim_problem
 DATA = "ab" * 32
 
 
+def _made(figures: dict, task: str, records: int, data_format: str, **given: Any) -> HubEvaluation:
+    """``claim_from_report`` on ``figures`` with this file's fixed test-set provenance."""
+    fixed: dict[str, Any] = {"loss": 0.5, "test_set_sha256": "cd" * 32, "data_sha256": DATA,
+                                "skipped": 0, "seed": 3, "draws": 50, "software": {"flsilo": "t"}}  # fmt: skip
+    return claim_from_report(
+        figures, task=task, test_set_records=records, data_format=data_format,
+        **(fixed | given),
+    )  # fmt: skip
+
+
 def _claim() -> HubEvaluation:
     truth = np.array([0, 0, 1, 1, 1, 0])
     proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.5, 0.5]])
     figures = classification_report(truth, proba, ("a", "b"), seed=3, draws=50)
-    return claim_from_report(
-        figures,
-        task="classify",
-        values={"accuracy": 5 / 6},
-        loss=0.5,
-        test_set_sha256="cd" * 32,
-        test_set_records=6,
-        data_format="npz",
-        data_sha256=DATA,
-        skipped=0,
-        seed=3,
-        draws=50,
-        software={"flsilo": "t"},
-    )
+    return _made(figures, "classify", 6, "npz", values={"accuracy": 5 / 6})
 
 
 def _package(claim: HubEvaluation | None) -> mf.PackageInfo:
@@ -130,21 +128,9 @@ def _detect_claim(min_cell_size: int, dp: float = 0.0) -> HubEvaluation:
     assert done.figures is not None
     plan = Plan(local_epochs=1, batch_size=8, min_cell_size=min_cell_size, task="detect",
                 dp_noise_multiplier=dp)  # fmt: skip
-    return claim_from_report(
-        shareable_figures(done.figures, SHAPES, plan, "map50"),
-        task="detect",
-        values=dict(done.values),
-        loss=done.loss,
-        test_set_sha256="cd" * 32,
-        test_set_records=4,
-        data_format="yolo",
-        data_sha256=DATA,
-        skipped=0,
-        seed=3,
-        draws=50,
-        software={"flsilo": "t"},
-        primary="map50",
-    )
+    shared = shareable_figures(done.figures, SHAPES, plan, "map50")
+    return _made(shared, "detect", 4, "yolo", values=dict(done.values), loss=done.loss,
+                 primary="map50")  # fmt: skip
 
 
 def test_a_detection_claim_keeps_each_class_ap_and_says_which_has_no_boxes() -> None:
@@ -267,20 +253,8 @@ def _scored_multilabel_claim(plan_fields: dict) -> tuple[HubEvaluation, dict]:
     values |= {f"auroc.{n}": auroc(truth[:, j] > 0.5, proba[:, j]) for j, n in enumerate("ab")}
     plan = Plan(local_epochs=1, batch_size=8, task="multilabel", **plan_fields)
     shared = shareable_figures(full, ("a", "b"), plan, "mean_auroc")
-    claim = claim_from_report(
-        shared,
-        task="multilabel",
-        values=shareable_values(values, shared, ("a", "b"), plan, "mean_auroc"),
-        loss=0.5,
-        test_set_sha256="cd" * 32,
-        test_set_records=40,
-        data_format="csv",
-        data_sha256=DATA,
-        skipped=0,
-        seed=1,
-        draws=20,
-        software={"flsilo": "t"},
-    )
+    claim = _made(shared, "multilabel", 40, "csv", seed=1, draws=20,
+                  values=shareable_values(values, shared, ("a", "b"), plan, "mean_auroc"))  # fmt: skip
     return claim, values
 
 
