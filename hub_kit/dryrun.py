@@ -56,7 +56,9 @@ def inbox_report(
             "the inbox holds no bundle (*.safetensors)",
             path=overrides.inbox or ws.inbox,
             code=Code.EMPTY_INBOX,
-            hint="copy the carried bundles and their .sig files into it",
+            hint=report.misnamed[0]  # a bundle a copy renamed: the name to give it
+            if report.misnamed
+            else "copy the carried bundles and their .sig files into it",
         )
     rows = report.rows
     total = sum(r.weight or 0.0 for r in rows if r.accepted)

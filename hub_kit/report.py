@@ -117,6 +117,9 @@ class AggregateReport:
     """Sites' evaluation reports archived with this round (``hub evaluations`` tables them)."""
     refused_evaluations: tuple[str, ...] = ()
     """Evaluation reports in the inbox that did not verify, each with its reason."""
+    misnamed: tuple[str, ...] = ()
+    """Inbox files not read because a copy changed their extension (``X.SAFETENSORS``),
+    each with the name to give it (hub_kit.intake.misnamed_entries)."""
     weight_warning: str | None = None
     """Set when no --max-weight-share applies and one site holds over half of the weight
     (hub_kit.weighting.dominant_share_warning)."""

@@ -332,12 +332,19 @@ def size_error(err: FlsiloError, low: int, high: int) -> FlsiloError:
     """An entry refused by its ``fstat`` size, said as a bundle of the wrong round."""
     if err.code not in (Code.TOO_LARGE, Code.TOO_SMALL):
         return err
+    hint = "this is not a bundle trained on the current package; do not carry it"
+    if err.code == Code.TOO_SMALL:  # most often a copy cut short (a stick pulled too soon)
+        hint = (
+            "a copy cut short (a stick pulled before the copy ended) looks like this: copy the "
+            "bundle and its .sig again from the site's outbox ('flsilo site status' there "
+            "verifies them); if that copy is as small, do not carry it"
+        )
     return MalformedInputError(
         f"{err.message.split(',')[0]}: a bundle for this round is {low} to {high} bytes; "
         "it was not read",
         path=err.path,
         code=Code.IMPLAUSIBLE_SIZE,
-        hint="this is not a bundle trained on the current package; do not carry it",
+        hint=hint,
     )
 
 

@@ -84,6 +84,8 @@ def _render_evaluations(report: AggregateReport, err: Console) -> None:
         )
     for line in report.refused_evaluations:  # left in the inbox; nothing was archived
         err.print(f"evaluation report refused: {escape(line)}", soft_wrap=False)
+    for line in report.misnamed:  # a bundle a copy renamed shows nowhere else
+        err.print(f"warning: {escape(line)}", soft_wrap=False)
 
 
 def _weight_notes(report: AggregateReport, err: Console) -> None:

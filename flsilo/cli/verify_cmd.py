@@ -49,7 +49,7 @@ def artifact_paths(files: list[Path]) -> list[Path]:
     """Accept FILE or FILE.sig (as a shell glob gives both); keep order, drop repeats."""
     out: dict[Path, None] = {}
     for f in files:
-        out[f.with_name(f.name[: -len(".sig")]) if f.name.endswith(".sig") else f] = None
+        out[f.with_name(f.name[: -len(".sig")]) if f.name.lower().endswith(".sig") else f] = None
     return list(out)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flsilo.format import manifest as mf
+from flsilo.format.copynames import renamed_signature
 from flsilo.format.readpass import CHUNK_BYTES, ArtifactReader
 from flsilo.format.tensorfile import (
     Header,
@@ -137,11 +138,18 @@ def read_signature_bytes(path: Path) -> bytes:
     sig_file = sig_path(path)
     data = read_signature_file(sig_file)
     if data is None:
+        hint = f"copy {sig_file.name} along with the file; an unsigned file is never trusted"
+        renamed = renamed_signature(path)
+        if renamed is not None:  # a careless copy's name: the person renames it, never flsilo
+            hint = (
+                f"{renamed} is beside it: if it is this file's signature under a name a copy "
+                f"gave it, rename it to {sig_file.name} and run again"
+            )
         raise VerificationError(
             f"signature file {sig_file.name} is missing",
             path=path,
             code=Code.MISSING_SIGNATURE,
-            hint=f"copy {sig_file.name} along with the file; an unsigned file is never trusted",
+            hint=hint,
         )
     return data
 
