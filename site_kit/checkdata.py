@@ -64,7 +64,7 @@ def check_data(
     root: Path, data: Path | None, data_format: str | None, preview: Path | None = None
 ) -> DataCheck:
     ws = SiteWorkspace.open(root)
-    source = data or (Path(ws.config.data) if ws.config.data else None)
+    source = data or ws.recorded_data()
     if source is None:
         raise UsageError(
             "no data to check", hint="pass --data PATH (or set it at 'flsilo site init')"

@@ -63,7 +63,7 @@ def load_site_data(
     (``site_kit.data.cache``), built with ``workers`` processes on first use.
     """
     dist = dist or DistContext()
-    source = data or ws.data_path
+    source = data or ws.recorded_data()
     if source is None:
         raise UsageError(
             "no training data given", hint="pass --data PATH (or set it at 'flsilo site init')"

@@ -17,6 +17,7 @@ from flsilo.plans import federation as fed
 from flsilo.plans.federation import read_toml
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import (
+    DataError,
     MalformedInputError,
     PolicyError,
     UsageError,
@@ -85,6 +86,20 @@ class SiteWorkspace:
     @property
     def data_path(self) -> Path | None:
         return resolve_stored(self.config.data, self.root) if self.config.data else None
+
+    def recorded_data(self) -> Path | None:
+        """The data set at ``site init`` (or ``site set-data``), refused when it has gone:
+        the hint says how to point the workspace at its new place."""
+        path = self.data_path
+        if path is not None and not path.exists():
+            raise DataError(
+                "the site's data path (recorded in site.toml) does not exist",
+                path=path,
+                code=Code.DATA_MISSING,
+                hint=f"if the data moved, run 'flsilo site set-data {self.root} NEW_PATH'; "
+                "or give --data PATH for this run",
+            )
+        return path
 
     def check_signing_key(self, key: PrivateKey, key_path: Path) -> None:
         """Refuse a private key whose public half is not the key the hub enrolled."""

@@ -61,3 +61,23 @@ def test_site_init_refuses_data_that_does_not_exist(
     assert result.code == 4 and "data path does not exist" in result.err
     assert "set-data" in result.err
     assert not (tmp_path / "site").exists()
+
+
+def test_check_data_names_set_data_when_the_recorded_data_has_gone(
+    federation: Federation, cli, tmp_path: Path, monkeypatch
+) -> None:
+    site = federation.sites["site-a"]
+    data = federation.data["site-a"]
+    moved = data.rename(tmp_path / "moved.npz")
+    before = tree_digest(site)
+    result = cli("site", "check-data", site)
+    assert result.code == 4 and len(result.err.splitlines()) == 1, result.err
+    assert f"error[data-missing]: {data}: the site's data path" in result.err
+    assert f"flsilo site set-data {site} NEW_PATH" in result.err and "--data" in result.err
+    assert tree_digest(site) == before
+    # data recorded relative to the workspace is found from any working folder
+    shutil.copy(moved, site / "data.npz")
+    assert cli("site", "set-data", site, site / "data.npz").code == 0
+    assert "data.npz" in (site / "site.toml").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert cli("site", "check-data", site).code == 0
