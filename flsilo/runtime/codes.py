@@ -684,6 +684,12 @@ class Code(StrEnum):
         E,
         "the disk filled up while a file was written; the message names the file, nothing was changed",
     )
+    WORKER_DIED = (
+        "worker-died",
+        E,
+        "a data-loading worker process died mid-run (the out-of-memory killer, or a signal sent to it alone); finished epochs are kept",
+        "rerun the same command to resume; if it happens again, the machine is short of memory: give fewer --workers (0 decodes in the main process)",
+    )
     INBOX_SYMLINK = (
         "inbox-symlink",
         E,

@@ -19,18 +19,22 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from flsilo.plans.plan import CLASSIFY
 from flsilo.runtime import signals
+from flsilo.runtime.codes import Code
 from flsilo.runtime.cpu import cpu_budget
+from flsilo.runtime.errors import WorkspaceError
 from flsilo.tasks import Task, load_task
 from site_kit.data import Dataset
 from site_kit.data.samples import Samples
 from site_kit.preprocess import sample_rng
+
+T = TypeVar("T")
 
 PREFETCH = 2
 """Batches each worker decodes ahead: memory is workers x PREFETCH batches, not the data."""
@@ -128,7 +132,7 @@ def batches(
         generator=torch.Generator().manual_seed(0),  # leaves the global RNG to dropout
     )
     with _frozen_heap(workers):
-        yield from loader
+        yield from drained(loader, workers)
 
 
 def _in_memory(
@@ -204,4 +208,15 @@ def scaled_batches(samples: Samples, workers: int, batch_size: int = 64) -> Iter
         worker_init_fn=signals.worker_defaults,
         generator=torch.Generator().manual_seed(0),
     )
-    yield from loader
+    yield from drained(loader, workers)
+
+
+def drained(loader: Iterable[T], workers: int) -> Iterator[T]:
+    """``loader``'s batches; a worker process that died (the out-of-memory killer's SIGKILL,
+    a signal sent to it alone) is said as ``worker-died``, not as torch's RuntimeError."""
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        if workers == 0 or not str(exc).startswith("DataLoader worker"):
+            raise
+        raise WorkspaceError(f"a data-loading worker died: {exc}", code=Code.WORKER_DIED) from exc

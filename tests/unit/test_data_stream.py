@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,11 @@ from PIL import Image
 
 from flsilo.plans.federation import DataSpec
 from flsilo.plans.preprocessing import Augment, Preprocess
+from flsilo.runtime.codes import Code
+from flsilo.runtime.errors import WorkspaceError
 from site_kit.data import Dataset
 from site_kit.data.samples import open_samples
-from site_kit.data.stream import batches, default_workers, in_order
+from site_kit.data.stream import SampleSet, batches, default_workers, in_order
 from site_kit.preprocess import build
 
 
@@ -76,3 +80,26 @@ def test_an_in_memory_dataset_is_indexed_directly() -> None:
 @pytest.mark.default_workers
 def test_default_workers_leave_a_core_to_the_main_process() -> None:
     assert 0 <= default_workers() <= 2
+
+
+def test_a_worker_killed_mid_run_is_worker_died_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The out-of-memory killer takes a worker (SIGKILL to it alone): one flsilo error
+    that says to rerun (finished epochs are kept) or use fewer workers."""
+    samples = _samples(tmp_path)
+    parent = os.getpid()
+    real = SampleSet.__getitem__
+
+    def killed_in_a_worker(self, key):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, key)
+
+    monkeypatch.setattr(SampleSet, "__getitem__", killed_in_a_worker)
+    with pytest.raises(WorkspaceError) as caught:
+        _all(samples, [[0, 1], [2, 3]], workers=1)
+    assert caught.value.code is Code.WORKER_DIED
+    assert "data-loading worker died" in caught.value.message
+    assert "--workers" in caught.value.hint
+    assert len(_all(samples, [[0, 1]], workers=0)) == 1  # in the main process it reads
