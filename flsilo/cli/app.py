@@ -133,6 +133,36 @@ LIBRARY_WARNINGS = r"(torch|opacus|sklearn|numpy|safetensors|PIL|matplotlib)(\..
 GROUPS = ("keys", "hub", "site", "wheelhouse", "release")
 
 
+GLOBAL_FLAGS = ("--verbose", "-v")
+GLOBAL_VALUED = ("--threads",)
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """flsilo's own options moved in front of the command where they were given after it
+    (``flsilo demo --threads 1`` as ``flsilo --threads 1 demo``): no command has options of
+    those names. Nothing after ``--`` moves."""
+    front: list[str] = []
+    rest: list[str] = []
+    i, seen_command = 0, False
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        if seen_command and a in GLOBAL_FLAGS:
+            front.append(a)
+        elif seen_command and a in GLOBAL_VALUED and i + 1 < len(args):
+            front += args[i : i + 2]
+            i += 1
+        elif seen_command and a.split("=", 1)[0] in GLOBAL_VALUED:
+            front.append(a)
+        else:
+            seen_command = seen_command or not a.startswith("-")
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
 def command_name(argv: list[str]) -> str:
     """'hub status', 'train', ...: the command words of an argument list, for messages."""
     words = [a for a in argv if not a.startswith("-")]
@@ -220,7 +250,9 @@ def _run(argv: list[str] | None) -> int:
             verbose = STATE.verbose or any(a in ("--verbose", "-v") for a in args)
             if not verbose:  # library chatter is not for operators; --verbose shows it
                 warnings.filterwarnings("ignore", module=LIBRARY_WARNINGS)
-            status = command()(args=args, prog_name="flsilo", standalone_mode=False)
+            status = command()(
+                args=hoist_global_options(args), prog_name="flsilo", standalone_mode=False
+            )
     except _click.NoArgsIsHelpError as exc:
         exc.show()
         return int(ExitCode.USAGE)

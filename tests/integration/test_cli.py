@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flsilo.cli.app import app
+from flsilo.cli.app import app, hoist_global_options
 from flsilo.runtime.errors import ExitCode
+from tests.conftest import make_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +59,19 @@ def test_verbose_shows_the_traceback(cli, tmp_path: Path) -> None:
     )
     loud = cli("--verbose", "keys", "fingerprint", tmp_path / "missing.pub")
     assert "Traceback" in loud.err
+
+
+def test_flsilo_own_options_may_follow_the_command(cli, tmp_path: Path) -> None:
+    """``flsilo demo --threads 1`` as ``flsilo --threads 1 demo``: it was 'No such option'."""
+    pub = make_key(tmp_path / "k").with_name("k.pub")
+    for threads in (["--threads", "1"], ["--threads=1"]):
+        result = cli("keys", "fingerprint", pub, *threads)
+        assert result.code == 0 and result.out.startswith("SHA256:"), result.err
+    loud = cli("keys", "fingerprint", tmp_path / "missing.pub", "-v")
+    assert loud.code == 1 and "Traceback" in loud.err
+    assert hoist_global_options(["demo", "--seed", "3", "--threads", "1", "--", "-v"]) == [
+        "--threads", "1", "demo", "--seed", "3", "--", "-v",
+    ]  # fmt: skip
 
 
 def test_json_errors_are_machine_readable(cli, tmp_path: Path) -> None:
