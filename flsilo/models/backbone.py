@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:  # tensors only: weights_only refuses any pickled code
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, ...)
-        raise _bad(
-            path,
-            f"cannot read it as a safetensors file or a weights-only PyTorch checkpoint ({exc})",
-            "publishers' .safetensors files are safest; convert a .pth with its own library",
-        ) from exc
+        raise _unreadable_checkpoint(path, exc) from exc
     for key in ("state_dict", "model", "model_state", "model_state_dict"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -73,6 +70,32 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not tensors:
         raise _bad(path, "the checkpoint holds no tensors by name", "give a state dict")
     return tensors
+
+
+PICKLED_CLASS = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _unreadable_checkpoint(path: Path, exc: Exception) -> MalformedInputError:
+    """One line for a ``.pth`` that ``torch.load(weights_only=True)`` refused: torch's own
+    text is a page of advice (to load it with code after all) that is not flsilo's."""
+    text = str(exc)
+    pickled = PICKLED_CLASS.search(text)
+    if pickled:
+        return _bad(
+            path,
+            f"the checkpoint is a pickled Python object ({pickled.group(1)}), not weights "
+            "alone: loading it would run its code, which flsilo never does",
+            "on the connected machine, save its weights alone with its own library "
+            "(torch.save(model.state_dict(), 'weights.pth'), or a .safetensors file) and "
+            "import that",
+        )
+    first = " ".join(text.split(".")[0].split())[:160]
+    return _bad(
+        path,
+        f"not a readable safetensors file or weights-only PyTorch checkpoint ({first})",
+        "the file may be damaged or cut short: download it again and compare its sha256 "
+        "with the publisher's; publishers' .safetensors files are safest",
+    )
 
 
 def _strip(names: list[str], wanted: set[str]) -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("flsilo", "site_kit", "hub_kit", "sim_kit")
 LOAD = re.compile(r"\btorch\.load\(|\bfrom torch import load\b|\bimport pickle\b|\bpickle\.load")
@@ -22,3 +24,33 @@ def test_torch_load_is_only_in_backbone_import_and_only_weights_only() -> None:
     assert found, "backbone import reads weights-only checkpoints; the pattern must see it"
     for line in found["flsilo/models/backbone.py"]:
         assert "weights_only=True" in line, line
+
+
+class Whole:
+    """Stands for a whole model saved with ``torch.save(model)``: a class to unpickle."""
+
+
+def test_a_pickled_object_or_a_cut_checkpoint_is_one_plain_line(tmp_path: Path) -> None:
+    """torch's refusal is a page of advice to load the file with its code after all; flsilo
+    says what the file is and what to do on the connected machine."""
+    import torch
+
+    from flsilo.models.backbone import read_checkpoint
+    from flsilo.runtime.errors import MalformedInputError
+
+    torch.save({"model": Whole(), "epoch": 3}, tmp_path / "whole.pth")
+    with pytest.raises(MalformedInputError) as caught:
+        read_checkpoint(tmp_path / "whole.pth")
+    err = caught.value
+    assert err.code == "bad-checkpoint"
+    assert f"pickled Python object ({__name__}.Whole)" in err.message
+    assert "weights_only" not in err.one_line() and "\n" not in err.one_line()
+    assert "model.state_dict()" in err.hint
+    torch.save({"w": torch.zeros(64, 64)}, tmp_path / "full.pth")
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes((tmp_path / "full.pth").read_bytes()[:2000])
+    with pytest.raises(MalformedInputError) as caught:
+        read_checkpoint(cut)
+    assert caught.value.code == "bad-checkpoint" and "\n" not in caught.value.one_line()
+    assert "download it again" in caught.value.hint
+    assert read_checkpoint(tmp_path / "full.pth")["w"].shape == (64, 64)
