@@ -31,8 +31,17 @@ def _disk_full(exc: OSError, path: Path) -> WorkspaceError | None:
         f"disk full while writing ({exc.strerror}); nothing was changed",
         path=path,
         code=Code.DISK_FULL,
-        hint=f"free space on the disk holding {path.parent} and run the command again",
+        hint=f"free space on the disk holding {lasting_folder(path)} and run the command again",
     )
+
+
+def lasting_folder(path: Path) -> Path:
+    """The folder holding ``path`` that outlives the command: not a staging or temporary
+    folder (``0001.staging/``, ``.kit.tmp/``), which a failed command removes."""
+    for folder in (path.parent, *path.parent.parents):
+        if not any(part.endswith((".staging", ".tmp")) for part in folder.parts):
+            return folder
+    return path.parent
 
 
 class BackgroundSync:
