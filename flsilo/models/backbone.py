@@ -154,11 +154,25 @@ def map_state(path: Path, model: Any, tensors: dict[str, Any], spec: str) -> tup
                 path,
                 f"{name!r} has shape {tuple(got.shape)} in the checkpoint, "
                 f"{tuple(value.shape)} in {spec}",
-                hint,
+                _channels_hint(tuple(got.shape), tuple(value.shape)) or hint,
                 Code.WEIGHTS_MISMATCH,
             )
         state[name] = got.to(value.dtype).contiguous()
     return state, dropped
+
+
+def _channels_hint(got: tuple[int, ...], want: tuple[int, ...]) -> str | None:
+    """The input layer of a checkpoint trained on another number of image channels (an
+    ImageNet backbone for grey X-rays): the hint is the input shape, not another spec."""
+    if len(got) != 4 or got[:1] + got[2:] != want[:1] + want[2:]:
+        return None
+    if {got[1], want[1]} != {1, 3}:
+        return None
+    return (
+        f"the checkpoint was trained on {got[1]}-channel images: import it (and hub init) "
+        f"with --input-shape {got[1]},H,W; the plan converts the sites' images to "
+        f"{got[1]} channel(s) (grey repeated to RGB, RGB to grey)"
+    )
 
 
 def _normalisation(model: Any, spec: str, given: tuple | None) -> dict[str, list[float]] | None:

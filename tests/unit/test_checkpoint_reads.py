@@ -54,3 +54,19 @@ def test_a_pickled_object_or_a_cut_checkpoint_is_one_plain_line(tmp_path: Path) 
     assert caught.value.code == "bad-checkpoint" and "\n" not in caught.value.one_line()
     assert "download it again" in caught.value.hint
     assert read_checkpoint(tmp_path / "full.pth")["w"].shape == (64, 64)
+
+
+def test_a_checkpoint_for_other_image_channels_says_the_input_shape() -> None:
+    """An RGB backbone for a grey federation: the first convolution differs only in its
+    input channels, and the hint is --input-shape 3,H,W, not another spec."""
+    from flsilo.models.backbone import map_state
+    from flsilo.models.registry import build_model
+    from flsilo.runtime.errors import MalformedInputError
+
+    rgb = build_model("cnn", (3, 8, 8), 2).state_dict()
+    grey = build_model("cnn", (1, 8, 8), 2)
+    with pytest.raises(MalformedInputError) as caught:
+        map_state(Path("rgb.safetensors"), grey, rgb, "cnn")
+    err = caught.value
+    assert err.code == "weights-mismatch" and "in the checkpoint" in err.message
+    assert "trained on 3-channel images" in err.hint and "--input-shape 3,H,W" in err.hint
