@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flsilo.format import manifest as mf
+from flsilo.format.copynames import misnamed_files
 from flsilo.format.tensorsets import ROUND_TRAIN
 from flsilo.fs.atomic import BackgroundSync
 from flsilo.runtime.faults import fault_point
@@ -44,7 +45,6 @@ from hub_kit.finality import required_evaluations
 from hub_kit.gates import Intake, run_intake
 from hub_kit.history import chance_classes, history, warnings
 from hub_kit.hubeval import TestSetEvaluator, claim_field
-from hub_kit.intake import misnamed_entries
 from hub_kit.privacy import dp_budget
 from hub_kit.report import (
     AggregateReport,
@@ -232,7 +232,7 @@ def _report(
         merge="fisher" if prep.fisher else "average",
         shortfall=shortfall,
         evaluations=tuple(v.path.name for v in evaluations[0]) if evaluations else (),
-        misnamed=misnamed_entries(prep.inbox),
+        misnamed=misnamed_files(prep.inbox),
         refused_evaluations=tuple(
             f"{r.path.name}: error[{r.code}]: {r.reason}" for r in evaluations[1]
         )

@@ -33,7 +33,6 @@ from flsilo.format.artifact import (
     sig_path,
     verify_stream,
 )
-from flsilo.format.copynames import miscased_bundle
 from flsilo.format.readpass import ArtifactReader
 from flsilo.format.tensorfile import Header
 from flsilo.fs.atomic import BackgroundSync, atomic_writer, write_bytes, write_text
@@ -65,22 +64,6 @@ def inbox_entries(inbox: Path) -> list[os.DirEntry[str]]:
     """``*.safetensors`` entries of the inbox, sorted by name (not followed, not opened)."""
     with os.scandir(inbox) as it:
         return sorted((e for e in it if e.name.endswith(".safetensors")), key=lambda e: e.name)
-
-
-def misnamed_entries(inbox: Path) -> tuple[str, ...]:
-    """Inbox files the round does not read because a copy changed their name's extension
-    (``X.SAFETENSORS``, ``X.safetensors (1)``), each with the name to give it: without this
-    line such a bundle would only show as a site's missing bundle."""
-    out = []
-    with os.scandir(inbox) as it:
-        for name in sorted(e.name for e in it):
-            proper = miscased_bundle(name)
-            if proper is not None:
-                out.append(
-                    f"{name}: not read: the hub reads files named *.safetensors (lower case); "
-                    f"if it is a bundle, rename it to {proper} and its .sig to {proper}.sig"
-                )
-    return tuple(out)
 
 
 def _size(entry: os.DirEntry[str]) -> int:

@@ -119,7 +119,7 @@ class AggregateReport:
     """Evaluation reports in the inbox that did not verify, each with its reason."""
     misnamed: tuple[str, ...] = ()
     """Inbox files not read because a copy changed their extension (``X.SAFETENSORS``),
-    each with the name to give it (hub_kit.intake.misnamed_entries)."""
+    each with the name to give it (flsilo.format.copynames.misnamed_files)."""
     weight_warning: str | None = None
     """Set when no --max-weight-share applies and one site holds over half of the weight
     (hub_kit.weighting.dominant_share_warning)."""

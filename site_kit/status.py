@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flsilo.format.artifact import sig_path, verify_file
+from flsilo.format.copynames import misnamed_files
 from flsilo.format.manifest import KIND_BUNDLE, KIND_PACKAGE
 from flsilo.runtime.errors import FlsiloError
 from flsilo.signing.keys import PublicKey, parse_public_line
@@ -49,6 +50,9 @@ class SiteStatus:
     data: str | None = None
     """The training data site.toml names (None: none set; --data is then needed)."""
     data_found: bool = False
+    misnamed: list[str] = field(default_factory=list)
+    """Files in packages/ and outbox/ not read because a copy changed their extension
+    (``X.SAFETENSORS``), each with the name to give it."""
     require_evaluations: int = 0
     """Sites whose signed evaluation reports on the final package must verify at the hub
     before it is final for use (the federation's ``[hub]`` setting; 0: final when made)."""
@@ -140,6 +144,7 @@ def site_status(root: Path) -> SiteStatus:
         _check_package(p, ws.trust(now), _hub_trust(retired, root), state)
         for p in sorted(ws.packages.glob("*.safetensors"))
     ]
+    status.misnamed = [*misnamed_files(ws.packages), *misnamed_files(ws.outbox)]
     events: list[site_record.Recorded] = []
     try:
         events = site_record.events(root)

@@ -66,6 +66,8 @@ def status(
                 }[f.state]
                 extra = f" ({f.detail})" if f.state != "ok" else (_final(st) if f.final else "")
                 out.print(f"  {f.file}: {word}{extra}", soft_wrap=True)
+        for line in st.misnamed:  # a package a copy renamed is listed nowhere else
+            info(f"warning: {line}")
         if st.trained:
             last = st.trained[-1]
             rounds = len({e.get("round") for e in st.trained})  # a retrained round counts once

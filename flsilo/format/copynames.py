@@ -56,3 +56,23 @@ def miscased_bundle(name: str) -> str | None:
         return None
     stem = name[: name.lower().index(".safetensors")]
     return stem + ".safetensors"
+
+
+def misnamed_files(folder: Path) -> tuple[str, ...]:
+    """One line per file in ``folder`` that flsilo does not read because a copy changed
+    its extension (``X.SAFETENSORS``), with the name to give it (and its ``.sig``)."""
+    out = []
+    try:
+        with os.scandir(folder) as it:
+            names = sorted(e.name for e in it)
+    except OSError:
+        return ()
+    for name in names:
+        proper = miscased_bundle(name)
+        if proper is not None:
+            out.append(
+                f"{name}: not read: flsilo reads files named *.safetensors (lower case); "
+                f"if it is a bundle or package, rename it to {proper} and its .sig to "
+                f"{proper}.sig"
+            )
+    return tuple(out)

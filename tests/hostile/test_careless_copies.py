@@ -66,8 +66,8 @@ def test_an_upper_case_bundle_is_not_read_but_named(federation: Federation, cli)
     shutil.copy(f"{b}.sig", stick / f"{b.name.upper()}.SIG")
     stem = b.name.upper().removesuffix(".SAFETENSORS")
     line = (
-        f"{shouted.name}: not read: the hub reads files named *.safetensors (lower case); "
-        f"if it is a bundle, rename it to {stem}.safetensors and its .sig to "
+        f"{shouted.name}: not read: flsilo reads files named *.safetensors (lower case); "
+        f"if it is a bundle or package, rename it to {stem}.safetensors and its .sig to "
         f"{stem}.safetensors.sig"
     )
     alone = cli("hub", "status", federation.hub, "--inbox", stick)  # nothing else to read
@@ -80,3 +80,22 @@ def test_an_upper_case_bundle_is_not_read_but_named(federation: Federation, cli)
     assert doc["misnamed"] == [line]
     text = cli("hub", "status", federation.hub, "--inbox", stick)
     assert f"warning: {shouted.name}: not read" in text.err.replace("\n", " ")
+
+
+def test_site_status_names_a_package_whose_extension_a_copy_changed(
+    federation: Federation, cli
+) -> None:
+    site = federation.sites["site-a"]
+    package = site / "packages" / "fed-r0000.safetensors"
+    shouted = site / "packages" / "FED-R0001.SAFETENSORS"
+    shutil.copy(package, shouted)  # the next package, as a FAT stick showed its name
+    shutil.copy(f"{package}.sig", f"{shouted}.SIG")
+    doc = json.loads(cli("site", "status", site, "--json").out)
+    assert [p["file"] for p in doc["packages"]] == [package.name]  # never read
+    assert doc["misnamed"] == [
+        "FED-R0001.SAFETENSORS: not read: flsilo reads files named *.safetensors (lower "
+        "case); if it is a bundle or package, rename it to FED-R0001.safetensors and its "
+        ".sig to FED-R0001.safetensors.sig"
+    ]
+    text = cli("site", "status", site)
+    assert text.code == 0 and "warning: FED-R0001.SAFETENSORS: not read" in text.err
