@@ -11,7 +11,8 @@ _NOTES: list[str] = []
 
 
 def notice(text: str) -> None:
-    _NOTES.append(text)
+    if text not in _NOTES:  # a key loaded twice in one command is noted once
+        _NOTES.append(text)
 
 
 def take() -> list[str]:

@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from flsilo.fs.untrusted import read_bounded
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import KeyFileError, MalformedInputError, UsageError
+from flsilo.runtime.notices import notice
 from flsilo.signing.sshwire import WireFormatError, WireReader, pack_mpint, pack_string
 
 MAX_PUBLIC_KEY_BYTES = 64 * 1024
@@ -377,6 +379,20 @@ PROMPT_ATTEMPTS = 3
 """Passphrases asked at an interactive prompt before a wrong one is final."""
 
 
+def _note_open_mode(path: Path) -> None:
+    """A note (not a refusal) for a private key others may read: OpenSSH refuses one, and a
+    copy through a FAT stick or a zip archive drops the 0600 that ``keys new`` wrote."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077 and os.name == "posix":
+        notice(
+            f"{path}: the private key is readable by others (mode {mode:04o}); "
+            f"run 'chmod 600 {path}' (a copy through a FAT stick or an archive loses the mode)"
+        )
+
+
 def _read_private_key_file(path: Path) -> bytes:
     """The bytes of a private key file, with a message of its own for each usual mix-up."""
     if path.is_dir():
@@ -414,6 +430,7 @@ def _read_private_key_file(path: Path) -> bytes:
 def load_private_key(path: Path, passphrase: PassphraseSource) -> PrivateKey:
     """Load an OpenSSH Ed25519 or ECDSA P-256 private key, asking for the passphrase only if it is encrypted."""
     data = _read_private_key_file(path)
+    _note_open_mode(path)
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 

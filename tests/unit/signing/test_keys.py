@@ -168,3 +168,22 @@ def test_stock_ssh_keygen_keys_work(tmp_path: Path, passphrase: str, rounds: lis
         assert kdf_rounds(key) == ("aes256-ctr/bcrypt", int(rounds[1]) if rounds else 16)
     loaded = load_private_key(key, lambda _p: passphrase.encode())
     assert loaded.public_key().public_bytes_raw() == load_public_key(tmp_path / "stock.pub").raw
+
+
+def test_a_private_key_others_can_read_is_noted_once_and_still_loads(tmp_path: Path) -> None:
+    """A key copied through a FAT stick or a zip comes back 0644 or 0755: OpenSSH refuses
+    it; flsilo loads it and says how to close it (chmod 600)."""
+    from flsilo.runtime import notices
+    from tests.conftest import make_key
+
+    path = make_key(tmp_path / "site")
+    notices.take()
+    keys.load_private_key(path, lambda _p: b"")
+    assert notices.take() == []  # written 0600 by keys new
+    path.chmod(0o755)
+    keys.load_private_key(path, lambda _p: b"")
+    keys.load_private_key(path, lambda _p: b"")
+    assert notices.take() == [
+        f"{path}: the private key is readable by others (mode 0755); run 'chmod 600 {path}' "
+        "(a copy through a FAT stick or an archive loses the mode)"
+    ]
