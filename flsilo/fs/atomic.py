@@ -213,8 +213,14 @@ class WorkspaceLock:
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            hint = None  # the class's: check the workspace path
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                hint = (
+                    f"flsilo writes in {self.path.parent}: make it writable (a read-only "
+                    "mount, or the permissions of a copy), or work on a copy on a writable disk"
+                )
             raise WorkspaceError(
-                f"cannot open the {self.what} lock ({exc.strerror})", path=self.path
+                f"cannot open the {self.what} lock ({exc.strerror})", path=self.path, hint=hint
             ) from exc
         if not self._acquire(self._fd):
             os.lseek(self._fd, 0, os.SEEK_SET)
