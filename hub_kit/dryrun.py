@@ -26,14 +26,15 @@ from hub_kit.workspace import HubWorkspace
 class InboxCheck:
     """The dry run's report, how many accepted bundles the round needs, and the exit status
     a script reads: 0 the round would aggregate with nothing rejected, 3 something would be
-    rejected, 1 too few would be accepted."""
+    rejected or not read (a file whose extension a copy changed), 1 too few would be
+    accepted."""
 
     report: AggregateReport
     needed: int
 
     @property
     def status(self) -> int:
-        if self.report.rejected:
+        if self.report.rejected or self.report.misnamed:
             return 3
         return 1 if self.report.accepted < self.needed else 0
 

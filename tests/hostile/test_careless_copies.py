@@ -80,6 +80,7 @@ def test_an_upper_case_bundle_is_not_read_but_named(federation: Federation, cli)
     assert doc["misnamed"] == [line]
     text = cli("hub", "status", federation.hub, "--inbox", stick)
     assert f"warning: {shouted.name}: not read" in text.err.replace("\n", " ")
+    assert text.code == 3  # a courier's check fails: the stick holds a file the round skips
 
 
 def test_site_status_names_a_package_whose_extension_a_copy_changed(
