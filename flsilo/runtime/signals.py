@@ -24,6 +24,7 @@ import logging  # noqa: F401  (first: its at-fork hooks must be registered befor
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Iterator
 from types import FrameType, TracebackType
 from typing import Any
@@ -114,7 +115,7 @@ def handled() -> Iterator[None]:
     unraisable = sys.unraisablehook
 
     def quiet(info: Any) -> None:  # a lost Interrupted is raised again; no traceback for it
-        if not isinstance(info.exc_value, Interrupted):
+        if not isinstance(info.exc_value, Interrupted) and not _half_built_loader(info):
             unraisable(info)
 
     sys.unraisablehook = quiet
@@ -129,6 +130,12 @@ def handled() -> Iterator[None]:
                 break
         yield
         lost = _pending  # the block ended normally: a signal that arrived was swallowed
+    except (Interrupted, KeyboardInterrupt) as stopped:
+        # the stopped frames' locals go now, while ``quiet`` is the hook: an object the
+        # signal caught half built (see _half_built_loader) is freed here, not after the
+        # command's one-line message, where its __del__'s complaint would be printed
+        traceback.clear_frames(stopped.__traceback__)
+        raise
     finally:
         _pending = None
         sys.unraisablehook = unraisable
@@ -136,6 +143,17 @@ def handled() -> Iterator[None]:
             signal.signal(number, handler)
     if lost is not None:
         raise Interrupted(lost)
+
+
+def _half_built_loader(info: Any) -> bool:
+    """torch's multi-process DataLoader iterator stopped inside its ``__init__`` (a signal
+    while it makes its queues): its ``__del__`` then fails on an attribute ``__init__``
+    never set. What stopped it is reported already; this is only its echo."""
+    owner = getattr(info.object, "__qualname__", "")
+    return (
+        isinstance(info.exc_value, AttributeError)
+        and owner == "_MultiProcessingDataLoaderIter.__del__"
+    )
 
 
 def worker_defaults(_worker_id: int = 0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -159,3 +160,28 @@ def test_a_workers_hand_off_thread_losing_the_stopped_command_says_nothing(
         for number, handler in handlers.items():
             signal.signal(number, handler)
     assert ("ConnectionResetError" in capsys.readouterr().err) is printed
+
+
+def test_a_loader_stopped_while_it_starts_adds_nothing_after_the_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal inside torch's multi-process DataLoader iterator's ``__init__`` (while it
+    makes its queues) leaves it half built; its ``__del__`` then fails on an attribute never
+    set. It is freed while the block still filters that echo, not after the command's
+    one-line message, where Python printed it as the last line of the command's output."""
+    import torch
+
+    def signal_arrives(*_args: object, **_kwargs: object) -> None:
+        raise signals.Interrupted(signal.SIGTERM)
+
+    loader = torch.utils.data.DataLoader(list(range(4)), num_workers=1)
+    monkeypatch.setattr(torch.multiprocessing, "Queue", signal_arrives)
+    printed: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(u.exc_value))
+    try:
+        with signals.handled():
+            iter(loader)
+    except signals.Interrupted as stopped:
+        assert stopped.signum == signal.SIGTERM
+    gc.collect()  # the exception and its frames are gone: anything left is freed by now
+    assert printed == []
