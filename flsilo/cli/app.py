@@ -137,30 +137,47 @@ GLOBAL_FLAGS = ("--verbose", "-v")
 GLOBAL_VALUED = ("--threads",)
 
 
-def hoist_global_options(args: list[str]) -> list[str]:
+def hoist_global_options(args: list[str], tree: Any = None) -> list[str]:
     """flsilo's own options moved in front of the command where they were given after it
     (``flsilo demo --threads 1`` as ``flsilo --threads 1 demo``): no command has options of
-    those names. Nothing after ``--`` moves."""
-    front: list[str] = []
+    those names. A command option's value never moves (``keys new K --comment -v`` keeps
+    its comment), nothing after ``--`` or an unknown command word moves, and the moved
+    options follow those given before the command, so the last ``--threads`` still wins."""
+    tree = command() if tree is None else tree
+    cmd = tree
+    lead: list[str] = []  # flsilo's own options given before the command
+    front: list[str] = []  # flsilo's own options given after it
     rest: list[str] = []
-    i, seen_command = 0, False
+    i = 0
     while i < len(args):
         a = args[i]
         if a == "--":
             rest += args[i:]
             break
-        if seen_command and a in GLOBAL_FLAGS:
-            front.append(a)
-        elif seen_command and a in GLOBAL_VALUED and i + 1 < len(args):
-            front += args[i : i + 2]
-            i += 1
-        elif seen_command and a.split("=", 1)[0] in GLOBAL_VALUED:
-            front.append(a)
-        else:
-            seen_command = seen_command or not a.startswith("-")
+        if hasattr(cmd, "commands") and not a.startswith("-"):
+            cmd = cmd.commands.get(a)
+            if cmd is None:  # not a command: click says so, nothing from here moves
+                rest += args[i:]
+                break
             rest.append(a)
-        i += 1
-    return front + rest
+            i += 1
+            continue
+        if cmd is not tree and (a in GLOBAL_FLAGS or a.split("=", 1)[0] in GLOBAL_VALUED):
+            width = 2 if a in GLOBAL_VALUED else 1
+            front += args[i : i + width]
+        else:
+            width = 1 + _value_width(cmd, a)
+            (lead if cmd is tree else rest).extend(args[i : i + width])
+        i += width
+    return lead + front + rest
+
+
+def _value_width(cmd: Any, token: str) -> int:
+    """How many arguments after ``token`` are its value (``--comment X``: 1; a flag: 0)."""
+    for param in cmd.params:
+        if token in getattr(param, "opts", ()) and param.param_type_name == "option":
+            return 0 if param.is_flag or param.count else int(param.nargs)
+    return 0
 
 
 def command_name(argv: list[str]) -> str:

@@ -74,6 +74,22 @@ def test_flsilo_own_options_may_follow_the_command(cli, tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_a_command_options_value_is_not_taken_for_flsilos_own(cli, tmp_path: Path) -> None:
+    """``keys new K --comment -v``: the comment is '-v' (it was hoisted as --verbose, and
+    --comment refused for want of a value); the last --threads given wins."""
+    key = tmp_path / "k"
+    made = cli("keys", "new", key, "--comment", "-v", "--no-passphrase")
+    assert made.code == 0, made.err
+    assert key.with_name("k.pub").read_text().rstrip().endswith(" -v")
+    assert hoist_global_options(["--threads", "2", "hub", "status", "H", "--threads", "4"]) == [
+        "--threads", "2", "--threads", "4", "hub", "status", "H",
+    ]  # fmt: skip
+    assert hoist_global_options(["train", "--data", "-v", "--threads=1", "W"]) == [
+        "--threads=1", "train", "--data", "-v", "W",
+    ]  # fmt: skip
+    assert hoist_global_options(["nosuch", "-v"]) == ["nosuch", "-v"]
+
+
 def test_json_errors_are_machine_readable(cli, tmp_path: Path) -> None:
     result = cli("keys", "fingerprint", tmp_path / "missing.pub", "--json")
     doc = json.loads(result.out)
