@@ -67,9 +67,15 @@ def misnamed_files(folder: Path) -> tuple[str, ...]:
             names = sorted(e.name for e in it)
     except OSError:
         return ()
+    present = set(names)
     for name in names:
         proper = miscased_bundle(name)
-        if proper is not None:
+        if proper in present:  # 'X.safetensors (1)': a copy made because X was there
+            out.append(
+                f"{name}: not read: a second copy of {proper}, which is here and is read; "
+                "if it is the same file, delete this copy (and its .sig's copy)"
+            )
+        elif proper is not None:
             out.append(
                 f"{name}: not read: flsilo reads files named *.safetensors (lower case); "
                 f"if it is a bundle or package, rename it to {proper} and its .sig to "
