@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import shlex
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -389,7 +390,7 @@ def _note_open_mode(path: Path) -> None:
     if mode & 0o077 and os.name == "posix":
         notice(
             f"{path}: the private key is readable by others (mode {mode:04o}); "
-            f"run 'chmod 600 {path}' (a copy through a FAT stick or an archive loses the mode)"
+            f"run 'chmod 600 {shlex.quote(str(path))}' (a copy through a FAT stick or an archive loses the mode)"
         )
 
 

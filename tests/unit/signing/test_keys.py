@@ -187,3 +187,7 @@ def test_a_private_key_others_can_read_is_noted_once_and_still_loads(tmp_path: P
         f"{path}: the private key is readable by others (mode 0755); run 'chmod 600 {path}' "
         "(a copy through a FAT stick or an archive loses the mode)"
     ]
+    spaced = make_key(tmp_path / "my keys" / "site")
+    spaced.chmod(0o644)
+    keys.load_private_key(spaced, lambda _p: b"")
+    assert f"run 'chmod 600 '{spaced}'' (a copy" in notices.take()[0]  # a command to paste
