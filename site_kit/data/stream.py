@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -211,6 +212,10 @@ def scaled_batches(samples: Samples, workers: int, batch_size: int = 64) -> Iter
     yield from drained(loader, workers)
 
 
+CRASHES = re.compile(r"killed by signal: (Segmentation fault|Aborted|Illegal instruction)")
+"""torch's words for a worker that crashed (a decoder's fault), not one that was killed."""
+
+
 def drained(loader: Iterable[T], workers: int) -> Iterator[T]:
     """``loader``'s batches; a worker process that died (the out-of-memory killer's SIGKILL,
     a signal sent to it alone) is said as ``worker-died``, not as torch's RuntimeError."""
@@ -219,4 +224,13 @@ def drained(loader: Iterable[T], workers: int) -> Iterator[T]:
     except RuntimeError as exc:
         if workers == 0 or not str(exc).startswith("DataLoader worker"):
             raise
-        raise WorkspaceError(f"a data-loading worker died: {exc}", code=Code.WORKER_DIED) from exc
+        hint = None  # the code's: rerun; fewer --workers if memory runs short
+        if CRASHES.search(str(exc)):  # not the out-of-memory killer's SIGKILL
+            hint = (
+                "the worker crashed, it was not short of memory (fewer --workers will not "
+                "help): rerun the same command to resume; if it recurs, a damaged file or a "
+                "decoding library is at fault: report it with the data format in use"
+            )
+        raise WorkspaceError(
+            f"a data-loading worker died: {exc}", code=Code.WORKER_DIED, hint=hint
+        ) from exc

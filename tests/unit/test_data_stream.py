@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,26 @@ def test_a_worker_killed_mid_run_is_worker_died_not_a_crash(
     assert "data-loading worker died" in caught.value.message
     assert "--workers" in caught.value.hint
     assert len(_all(samples, [[0, 1]], workers=0)) == 1  # in the main process it reads
+
+
+def test_a_worker_that_crashed_is_not_said_to_be_short_of_memory() -> None:
+    """torch's line for a worker's segmentation fault (a decoder on a damaged file): the
+    hint does not say to give fewer --workers; a SIGKILL keeps that hint."""
+    from site_kit.data.stream import drained
+
+    def dies(how: str) -> Iterator[int]:
+        yield 1
+        raise RuntimeError(f"DataLoader worker (pid 7) is killed by signal: {how}. ")
+
+    for how, words in (("Segmentation fault", "will not help"), ("Killed", "give fewer --workers")):
+        with pytest.raises(WorkspaceError) as caught:
+            list(drained(dies(how), workers=1))
+        assert caught.value.code is Code.WORKER_DIED and words in caught.value.hint
+        assert f"killed by signal: {how}" in caught.value.message
+    with pytest.raises(RuntimeError, match="Caught ValueError"):  # a worker's own error
+        list(drained(iter_raising("Caught ValueError in DataLoader worker process 0."), 1))
+
+
+def iter_raising(text: str) -> Iterator[int]:
+    raise RuntimeError(text)
+    yield 0
