@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ class SiteWorkspace:
                 "the site's data path (recorded in site.toml) does not exist",
                 path=path,
                 code=Code.DATA_MISSING,
-                hint=f"if the data moved, run 'flsilo site set-data {self.root} NEW_PATH'; "
+                hint=f"if the data moved, run 'flsilo site set-data {shlex.quote(str(self.root))} NEW_PATH'; "
                 "or give --data PATH for this run",
             )
         return path

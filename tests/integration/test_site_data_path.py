@@ -75,6 +75,8 @@ def test_check_data_names_set_data_when_the_recorded_data_has_gone(
     assert f"error[data-missing]: {data}: the site's data path" in result.err
     assert f"flsilo site set-data {site} NEW_PATH" in result.err and "--data" in result.err
     assert tree_digest(site) == before
+    spaced = shutil.copytree(site, tmp_path / "my site")  # the command in the hint pastes
+    assert f"flsilo site set-data '{spaced}' NEW_PATH" in cli("site", "check-data", spaced).err
     # data recorded relative to the workspace is found from any working folder
     shutil.copy(moved, site / "data.npz")
     assert cli("site", "set-data", site, site / "data.npz").code == 0
