@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -172,7 +173,7 @@ def _render(
         if inbox is not None:
             # no round follows the final package: only --archive takes reports in then
             taker = (
-                f"'--inbox {inbox} --archive' (the same command)"
+                f"the same command with --inbox {shlex.quote(str(inbox))} --archive"
                 if final_package
                 else "the next aggregate"
             )

@@ -89,7 +89,7 @@ def test_final_only_after_m_sites_reports_verify(tmp_path: Path, cli) -> None:
     assert json.loads(shown.out)["finality"]["pending"] == ["site-a"]  # seen, not yet counted
     # no aggregate follows the last round: the footnote names --archive instead
     footnote = " ".join(cli("hub", "evaluations", fed.hub, "--inbox", a.parent).err.split())
-    assert f"not yet archived: '--inbox {a.parent} --archive' (the same command)" in footnote
+    assert f"not yet archived: the same command with --inbox {a.parent} --archive" in footnote
     taken = cli("hub", "evaluations", fed.hub, "--inbox", a.parent, "--archive", "--json")
     assert taken.code == 0, taken.err
     doc = json.loads(taken.out)

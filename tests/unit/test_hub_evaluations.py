@@ -76,3 +76,18 @@ def test_the_plot_never_joins_one_figure_to_another() -> None:
     assert _series(rows, ["site-a"], None) == {"site-a: f1": [(2, 0.7)], "site-a: top1": [(3, 0.8)]}
     same = table([_verified("classify", {"accuracy": 0.9})], set())
     assert _series(same, ["site-a"], table_metric(same)) == {"site-a": [(2, 90.0)]}
+
+
+def test_the_archive_footnote_quotes_the_folder_it_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """After the last round the footnote gives the --inbox to pass with --archive: a folder
+    with a space is quoted, so the line can be pasted."""
+    from flsilo.cli.evaluations_cmd import _render
+    from hub_kit.evaluations import Cell
+
+    stick = Path("/media/USB STICK/reports")
+    _render({5: {"site-a": Cell(0.9, archived=False)}}, ["site-a"], [], stick, "accuracy",
+            "fed-r0005.safetensors")  # fmt: skip
+    said = " ".join(capsys.readouterr().err.split())
+    assert "the same command with --inbox '/media/USB STICK/reports' --archive archives" in said
