@@ -83,8 +83,12 @@ def test_the_archive_footnote_quotes_the_folder_it_names(
 ) -> None:
     """After the last round the footnote gives the --inbox to pass with --archive: a folder
     with a space is quoted, so the line can be pasted."""
+    from flsilo.cli.common import set_json
     from flsilo.cli.evaluations_cmd import _render
     from hub_kit.evaluations import Cell
+
+    set_json(False)  # the table, as the command shows it without --json (an earlier test's
+    # --json would otherwise leave notes off)
 
     stick = Path("/media/USB STICK/reports")
     _render({5: {"site-a": Cell(0.9, archived=False)}}, ["site-a"], [], stick, "accuracy",
