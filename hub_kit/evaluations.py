@@ -25,6 +25,7 @@ from flsilo.fs.untrusted import read_bounded, read_signature_file
 from flsilo.runtime.codes import Code
 from flsilo.runtime.errors import FlsiloError, VerificationError
 from flsilo.signing import evalreport as er
+from flsilo.signing.claims import is_figure
 from flsilo.signing.sshsig import EVAL_NAMESPACE
 from flsilo.signing.trust import AllowedSigners
 from hub_kit.events import Evaluation, Logged, of_kind
@@ -236,7 +237,7 @@ def evaluation_event(v: er.VerifiedReport, archive_round: int) -> Evaluation:
 def _figure(figures: dict[str, Any], name: str | None) -> float | None:
     """``figures[name]`` where it is a number, else None."""
     value = figures.get(name) if name is not None else None
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return value if is_figure(value) else None
 
 
 EVENT_FIELDS = {f.name for f in dataclasses.fields(Evaluation)} | {"event", "prev", "seq", "time"}

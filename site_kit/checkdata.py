@@ -106,7 +106,7 @@ def check_data(
 
 def _as_stored(samples: Samples) -> list[str]:
     """Images held in an npz are fed as stored: say which of the plan's steps pass them by."""
-    if not samples.is_table or len(samples.preprocessor.input_shape) != 3:
+    if not samples.stored_images:
         return []
     return ["npz images are fed as stored: resize, intensity, normalize and augment do not apply"]
 

@@ -44,7 +44,7 @@ def summary_of(samples: Samples, skipped: int, min_cell: int) -> InputSummary:
     brightness = np.zeros(BRIGHTNESS_BINS, dtype=np.int64)
     sizes = np.zeros(len(SIZE_EDGES) + 1, dtype=np.int64)
     shape = tuple(samples.preprocessor.input_shape)
-    images = not samples.is_table or len(shape) == 3  # an npz of images: summarised as images
+    images = not samples.is_table or samples.stored_images  # summarised as images are
     for k in picks:
         if samples.is_table:
             x = np.asarray(samples.values[samples.record_id(int(k))], dtype=np.float64)  # type: ignore[index]

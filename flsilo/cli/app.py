@@ -264,7 +264,7 @@ def _run(argv: list[str] | None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         with signals.handled(), warnings.catch_warnings():
-            verbose = STATE.verbose or any(a in ("--verbose", "-v") for a in args)
+            verbose = STATE.verbose or any(a in GLOBAL_FLAGS for a in args)
             if not verbose:  # library chatter is not for operators; --verbose shows it
                 warnings.filterwarnings("ignore", module=LIBRARY_WARNINGS)
             status = command()(

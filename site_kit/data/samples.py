@@ -71,6 +71,12 @@ class Samples:
     def is_table(self) -> bool:
         return self.values is not None
 
+    @property
+    def stored_images(self) -> bool:
+        """Images held as an npz's rows: fed to the network as stored, none of the plan's
+        image steps (resize, intensity, normalize, augment) applied."""
+        return self.is_table and len(self.preprocessor.input_shape) == 3
+
     def subset(self, index: np.ndarray) -> Samples:
         return replace(self, positions=self.positions[index], problems=[])
 
